@@ -1,0 +1,498 @@
+//! The strict GGUF reader. Parses the header from a byte slice (normally a
+//! memory map) without touching the tensor data, and validates everything a
+//! file could get wrong before any later code trusts it.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::keys::GENERAL_ALIGNMENT;
+use crate::metadata::Metadata;
+use crate::types::GgmlType;
+use crate::value::{Array, Value, ValueType};
+
+/// `"GGUF"` as the first four bytes.
+pub const GGUF_MAGIC: [u8; 4] = *b"GGUF";
+/// Alignment of the data section when `general.alignment` is absent.
+pub const DEFAULT_ALIGNMENT: u64 = 32;
+/// Deepest nesting of arrays inside arrays that the reader accepts.
+pub const MAX_ARRAY_DEPTH: usize = 4;
+/// Most dimensions a tensor may have.
+pub const MAX_DIMS: u32 = 4;
+
+/// One tensor's header entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorInfo {
+    pub name: String,
+    pub ggml_type: GgmlType,
+    /// Dimensions in GGML order: `dims[0]` is the row length (fastest-varying).
+    pub dims: Vec<u64>,
+    /// Offset of the data from the start of the data section.
+    pub offset: u64,
+}
+
+impl TensorInfo {
+    pub fn n_elements(&self) -> u64 {
+        self.dims.iter().product()
+    }
+
+    /// Size of the tensor's data in bytes (validated not to overflow when read).
+    pub fn n_bytes(&self) -> u64 {
+        self.ggml_type.bytes_for(self.n_elements()).unwrap_or(u64::MAX)
+    }
+
+    /// The shape in row-major (PyTorch/candle) order: the reverse of `dims`.
+    pub fn shape(&self) -> Vec<usize> {
+        self.dims.iter().rev().map(|&d| d as usize).collect()
+    }
+}
+
+/// The parsed header of a GGUF file: version, metadata and tensor infos.
+#[derive(Debug, Clone)]
+pub struct Gguf {
+    pub version: u32,
+    pub metadata: Metadata,
+    pub tensors: Vec<TensorInfo>,
+    tensor_index: HashMap<String, usize>,
+    /// Alignment of the data section and of every tensor offset.
+    pub alignment: u64,
+    /// Absolute file offset where the data section starts.
+    pub data_offset: u64,
+    /// Bytes of header actually read (everything before the padding).
+    pub header_len: u64,
+}
+
+impl Gguf {
+    /// Parses and validates a whole file held in `bytes`. `source_name` is used in errors.
+    pub fn parse(bytes: &[u8], source_name: &str) -> Result<Gguf> {
+        parse_inner(bytes).map_err(|kind| Error::new(source_name, kind))
+    }
+
+    pub fn tensor(&self, name: &str) -> Option<&TensorInfo> {
+        self.tensor_index.get(name).map(|&i| &self.tensors[i])
+    }
+
+    /// Total bytes of tensor data.
+    pub fn tensor_data_bytes(&self) -> u64 {
+        self.tensors.iter().map(|t| t.n_bytes()).sum()
+    }
+}
+
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn remaining(&self) -> u64 {
+        (self.bytes.len() - self.pos) as u64
+    }
+
+    fn take(&mut self, n: u64, what: &dyn Fn() -> String) -> Result<&'a [u8], ErrorKind> {
+        if n > self.remaining() {
+            return Err(ErrorKind::Truncated {
+                what: what(),
+                offset: self.pos as u64,
+                needed: n,
+                len: self.bytes.len() as u64,
+            });
+        }
+        let s = &self.bytes[self.pos..self.pos + n as usize];
+        self.pos += n as usize;
+        Ok(s)
+    }
+
+    fn array<const N: usize>(&mut self, what: &dyn Fn() -> String) -> Result<[u8; N], ErrorKind> {
+        let s = self.take(N as u64, what)?;
+        let mut a = [0u8; N];
+        a.copy_from_slice(s);
+        Ok(a)
+    }
+
+    fn u32(&mut self, what: &dyn Fn() -> String) -> Result<u32, ErrorKind> {
+        self.array(what).map(u32::from_le_bytes)
+    }
+
+    fn u64(&mut self, what: &dyn Fn() -> String) -> Result<u64, ErrorKind> {
+        self.array(what).map(u64::from_le_bytes)
+    }
+
+    /// Checks that `count` items of at least `min_size` bytes each can fit in what is left,
+    /// before anything is allocated for them.
+    fn check_count(&self, count: u64, min_size: u64, what: &dyn Fn() -> String) -> Result<usize, ErrorKind> {
+        match count.checked_mul(min_size) {
+            Some(n) if n <= self.remaining() => Ok(count as usize),
+            _ => Err(ErrorKind::CountTooLarge {
+                what: what(),
+                count,
+                remaining: self.remaining(),
+                offset: self.pos as u64,
+            }),
+        }
+    }
+
+    fn string(&mut self, what: &dyn Fn() -> String) -> Result<String, ErrorKind> {
+        let len = self.u64(&|| format!("length of {}", what()))?;
+        let start = self.pos as u64;
+        self.check_count(len, 1, &|| format!("byte of {}", what()))?;
+        let bytes = self.take(len, what)?;
+        std::str::from_utf8(bytes)
+            .map(str::to_owned)
+            .map_err(|_| ErrorKind::InvalidUtf8 {
+                what: what(),
+                offset: start,
+            })
+    }
+}
+
+fn parse_inner(bytes: &[u8]) -> Result<Gguf, ErrorKind> {
+    let mut c = Cursor { bytes, pos: 0 };
+    let magic: [u8; 4] = c.array(&|| "magic".into())?;
+    if magic != GGUF_MAGIC {
+        return Err(ErrorKind::BadMagic(magic));
+    }
+    let version = c.u32(&|| "version".into())?;
+    if version != 2 && version != 3 {
+        return Err(ErrorKind::UnsupportedVersion(version));
+    }
+    let n_tensors = c.u64(&|| "tensor count".into())?;
+    let n_kv = c.u64(&|| "metadata count".into())?;
+
+    // Each key/value takes at least a key length, a type and a one-byte value.
+    let n_kv = c.check_count(n_kv, 8 + 4 + 1, &|| "metadata key/value".into())?;
+    let mut metadata = Metadata::new();
+    for i in 0..n_kv {
+        let key = c.string(&|| format!("metadata key #{i}"))?;
+        let type_id = c.u32(&|| format!("type of metadata key {key:?}"))?;
+        let ty = ValueType::from_id(type_id).ok_or_else(|| ErrorKind::UnknownValueType {
+            key: key.clone(),
+            id: type_id,
+        })?;
+        let value = read_value(&mut c, ty, &key, 0)?;
+        metadata.insert(key, value)?;
+    }
+
+    // name length + n_dims + one dim + type + offset.
+    let n_tensors = c.check_count(n_tensors, 8 + 4 + 8 + 4 + 8, &|| "tensor info".into())?;
+    let mut tensors = Vec::with_capacity(n_tensors);
+    let mut tensor_index = HashMap::with_capacity(n_tensors);
+    for i in 0..n_tensors {
+        let info = read_tensor_info(&mut c, i)?;
+        if tensor_index.insert(info.name.clone(), tensors.len()).is_some() {
+            return Err(ErrorKind::DuplicateTensor(info.name));
+        }
+        tensors.push(info);
+    }
+
+    let alignment = match metadata.get(GENERAL_ALIGNMENT) {
+        None => DEFAULT_ALIGNMENT,
+        Some(v) => {
+            let a = match v {
+                Value::U32(a) => *a as u64,
+                other => {
+                    return Err(ErrorKind::WrongType {
+                        key: GENERAL_ALIGNMENT.into(),
+                        expected: "u32",
+                        found: other.value_type(),
+                    })
+                }
+            };
+            if a == 0 || !a.is_power_of_two() {
+                return Err(ErrorKind::InvalidAlignment(a));
+            }
+            a
+        }
+    };
+
+    let header_len = c.pos as u64;
+    let data_offset = header_len.div_ceil(alignment) * alignment;
+    let file_len = bytes.len() as u64;
+    validate_layout(&tensors, alignment, data_offset, file_len)?;
+
+    Ok(Gguf {
+        version,
+        metadata,
+        tensors,
+        tensor_index,
+        alignment,
+        data_offset,
+        header_len,
+    })
+}
+
+fn read_tensor_info(c: &mut Cursor, i: usize) -> Result<TensorInfo, ErrorKind> {
+    let name = c.string(&|| format!("name of tensor #{i}"))?;
+    let n_dims = c.u32(&|| format!("n_dims of tensor {name:?}"))?;
+    if n_dims == 0 || n_dims > MAX_DIMS {
+        return Err(ErrorKind::InvalidDimCount { tensor: name, n_dims });
+    }
+    let mut dims = Vec::with_capacity(n_dims as usize);
+    for d in 0..n_dims as usize {
+        let v = c.u64(&|| format!("dimension {d} of tensor {name:?}"))?;
+        if v == 0 {
+            return Err(ErrorKind::ZeroDim { tensor: name, index: d });
+        }
+        if v > i64::MAX as u64 {
+            return Err(ErrorKind::NegativeDim {
+                tensor: name,
+                index: d,
+                value: v as i64,
+            });
+        }
+        dims.push(v);
+    }
+    let type_id = c.u32(&|| format!("type of tensor {name:?}"))?;
+    let offset = c.u64(&|| format!("offset of tensor {name:?}"))?;
+    let ggml_type = GgmlType::from_id(type_id).ok_or_else(|| ErrorKind::UnknownTensorType {
+        tensor: name.clone(),
+        id: type_id,
+    })?;
+    let n_elements = dims
+        .iter()
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d))
+        .filter(|&n| n <= i64::MAX as u64)
+        .ok_or_else(|| ErrorKind::ElementCountOverflow {
+            tensor: name.clone(),
+            dims: dims.clone(),
+        })?;
+    let block = ggml_type.block_size();
+    if dims[0] % block != 0 {
+        return Err(ErrorKind::RowNotBlockMultiple {
+            tensor: name,
+            row: dims[0],
+            ggml_type: ggml_type.name().into(),
+            block,
+        });
+    }
+    if ggml_type.bytes_for(n_elements).is_none() {
+        return Err(ErrorKind::ByteSizeOverflow {
+            tensor: name,
+            n_elements,
+            ggml_type: ggml_type.name().into(),
+        });
+    }
+    Ok(TensorInfo {
+        name,
+        ggml_type,
+        dims,
+        offset,
+    })
+}
+
+fn validate_layout(tensors: &[TensorInfo], alignment: u64, data_offset: u64, file_len: u64) -> Result<(), ErrorKind> {
+    for t in tensors {
+        if t.offset % alignment != 0 {
+            return Err(ErrorKind::MisalignedOffset {
+                tensor: t.name.clone(),
+                offset: t.offset,
+                alignment,
+            });
+        }
+        let start = data_offset.checked_add(t.offset);
+        let end = start.and_then(|s| s.checked_add(t.n_bytes()));
+        match (start, end) {
+            (Some(_), Some(end)) if end <= file_len => {}
+            _ => {
+                return Err(ErrorKind::TensorOutOfBounds {
+                    tensor: t.name.clone(),
+                    start: start.unwrap_or(u64::MAX),
+                    end: end.unwrap_or(u64::MAX),
+                    len: file_len,
+                })
+            }
+        }
+    }
+    let mut order: Vec<&TensorInfo> = tensors.iter().collect();
+    order.sort_by_key(|t| t.offset);
+    for w in order.windows(2) {
+        if w[0].offset + w[0].n_bytes() > w[1].offset {
+            return Err(ErrorKind::TensorOverlap {
+                tensor: w[1].name.clone(),
+                other: w[0].name.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn read_value(c: &mut Cursor, ty: ValueType, key: &str, depth: usize) -> Result<Value, ErrorKind> {
+    let what = || format!("value of metadata key {key:?}");
+    Ok(match ty {
+        ValueType::U8 => Value::U8(c.array::<1>(&what)?[0]),
+        ValueType::I8 => Value::I8(c.array::<1>(&what)?[0] as i8),
+        ValueType::U16 => Value::U16(u16::from_le_bytes(c.array(&what)?)),
+        ValueType::I16 => Value::I16(i16::from_le_bytes(c.array(&what)?)),
+        ValueType::U32 => Value::U32(u32::from_le_bytes(c.array(&what)?)),
+        ValueType::I32 => Value::I32(i32::from_le_bytes(c.array(&what)?)),
+        ValueType::F32 => Value::F32(f32::from_le_bytes(c.array(&what)?)),
+        ValueType::U64 => Value::U64(u64::from_le_bytes(c.array(&what)?)),
+        ValueType::I64 => Value::I64(i64::from_le_bytes(c.array(&what)?)),
+        ValueType::F64 => Value::F64(f64::from_le_bytes(c.array(&what)?)),
+        // Any non-zero byte reads as true, as in llama.cpp.
+        ValueType::Bool => Value::Bool(c.array::<1>(&what)?[0] != 0),
+        ValueType::String => Value::String(c.string(&what)?),
+        ValueType::Array => Value::Array(read_array(c, key, depth + 1)?),
+    })
+}
+
+fn read_array(c: &mut Cursor, key: &str, depth: usize) -> Result<Array, ErrorKind> {
+    if depth > MAX_ARRAY_DEPTH {
+        return Err(ErrorKind::NestingTooDeep {
+            key: key.to_string(),
+            max: MAX_ARRAY_DEPTH,
+        });
+    }
+    let what = || format!("array of metadata key {key:?}");
+    let type_id = c.u32(&what)?;
+    let ty = ValueType::from_id(type_id).ok_or_else(|| ErrorKind::UnknownValueType {
+        key: key.to_string(),
+        id: type_id,
+    })?;
+    let count = c.u64(&what)?;
+    let n = c.check_count(count, ty.min_size(), &|| format!("array item of metadata key {key:?}"))?;
+
+    macro_rules! fixed {
+        ($variant:ident, $t:ty) => {{
+            const W: usize = std::mem::size_of::<$t>();
+            let raw = c.take((n * W) as u64, &what)?;
+            Array::$variant(
+                raw.chunks_exact(W)
+                    .map(|b| <$t>::from_le_bytes(b.try_into().unwrap_or([0; W])))
+                    .collect(),
+            )
+        }};
+    }
+    Ok(match ty {
+        ValueType::U8 => fixed!(U8, u8),
+        ValueType::I8 => fixed!(I8, i8),
+        ValueType::U16 => fixed!(U16, u16),
+        ValueType::I16 => fixed!(I16, i16),
+        ValueType::U32 => fixed!(U32, u32),
+        ValueType::I32 => fixed!(I32, i32),
+        ValueType::F32 => fixed!(F32, f32),
+        ValueType::U64 => fixed!(U64, u64),
+        ValueType::I64 => fixed!(I64, i64),
+        ValueType::F64 => fixed!(F64, f64),
+        ValueType::Bool => Array::Bool(c.take(n as u64, &what)?.iter().map(|&b| b != 0).collect()),
+        ValueType::String => {
+            let mut v = Vec::with_capacity(n);
+            for i in 0..n {
+                v.push(c.string(&|| format!("string #{i} of metadata key {key:?}"))?);
+            }
+            Array::String(v)
+        }
+        ValueType::Array => {
+            let mut v = Vec::with_capacity(n);
+            for _ in 0..n {
+                v.push(read_array(c, key, depth + 1)?);
+            }
+            Array::Array(v)
+        }
+    })
+}
+
+enum Backing {
+    Mmap(memmap2::Mmap),
+    Owned(Vec<u8>),
+}
+
+/// A GGUF file opened for use: the parsed header plus the bytes (memory-mapped
+/// from disk, or owned) from which tensor data is lent out without copying.
+pub struct GgufFile {
+    source_name: String,
+    backing: Backing,
+    gguf: Gguf,
+}
+
+impl std::fmt::Debug for GgufFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GgufFile")
+            .field("source_name", &self.source_name)
+            .field("gguf", &self.gguf)
+            .finish()
+    }
+}
+
+impl GgufFile {
+    /// Memory-maps and validates the file at `path`. Only the header pages are read.
+    pub fn open(path: impl AsRef<Path>) -> Result<GgufFile> {
+        let path = path.as_ref();
+        let name = path.display().to_string();
+        let file = std::fs::File::open(path).map_err(|e| Error::new(&name, e.into()))?;
+        let len = file.metadata().map_err(|e| Error::new(&name, e.into()))?.len();
+        if len == 0 {
+            // An empty file cannot be mapped on every platform; report it as truncated.
+            return Self::from_bytes(Vec::new(), name);
+        }
+        // SAFETY: the map is read-only and private to this process. Like every
+        // mmap-based loader (llama.cpp, candle), we rely on the file not being
+        // truncated or rewritten while it is open; all offsets handed out below were
+        // validated against the length at open time.
+        let mmap = unsafe { memmap2::MmapOptions::new().map(&file) }.map_err(|e| Error::new(&name, e.into()))?;
+        let gguf = Gguf::parse(&mmap, &name)?;
+        Ok(GgufFile {
+            source_name: name,
+            backing: Backing::Mmap(mmap),
+            gguf,
+        })
+    }
+
+    /// Parses a file held in memory.
+    pub fn from_bytes(bytes: Vec<u8>, source_name: impl Into<String>) -> Result<GgufFile> {
+        let source_name = source_name.into();
+        let gguf = Gguf::parse(&bytes, &source_name)?;
+        Ok(GgufFile {
+            source_name,
+            backing: Backing::Owned(bytes),
+            gguf,
+        })
+    }
+
+    pub fn source_name(&self) -> &str {
+        &self.source_name
+    }
+
+    pub fn header(&self) -> &Gguf {
+        &self.gguf
+    }
+
+    pub fn metadata(&self) -> &Metadata {
+        &self.gguf.metadata
+    }
+
+    pub fn tensors(&self) -> &[TensorInfo] {
+        &self.gguf.tensors
+    }
+
+    pub fn tensor_info(&self, name: &str) -> Option<&TensorInfo> {
+        self.gguf.tensor(name)
+    }
+
+    /// All bytes of the file.
+    pub fn bytes(&self) -> &[u8] {
+        match &self.backing {
+            Backing::Mmap(m) => m,
+            Backing::Owned(v) => v,
+        }
+    }
+
+    /// The data of a tensor of this file, borrowed from the map (validated at open).
+    pub fn tensor_data(&self, info: &TensorInfo) -> &[u8] {
+        let start = (self.gguf.data_offset + info.offset) as usize;
+        let end = start + info.n_bytes() as usize;
+        self.bytes().get(start..end).unwrap_or(&[])
+    }
+
+    /// The info and data of the tensor `name`, or a `MissingTensor` error.
+    pub fn tensor(&self, name: &str) -> Result<(&TensorInfo, &[u8])> {
+        let info = self
+            .tensor_info(name)
+            .ok_or_else(|| self.error(ErrorKind::MissingTensor(name.to_string())))?;
+        Ok((info, self.tensor_data(info)))
+    }
+
+    /// Wraps an error kind (e.g. from a metadata accessor) with this file's name.
+    pub fn error(&self, kind: ErrorKind) -> Error {
+        Error::new(&self.source_name, kind)
+    }
+}
