@@ -1,0 +1,82 @@
+//! Run-time choice of the instruction set the kernels use.
+
+use crate::error::{KernelError, Result};
+use std::sync::OnceLock;
+
+/// An instruction-set path of the dot-product kernels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Isa {
+    /// Portable scalar code: the reference every other path is tested against.
+    Scalar,
+    /// x86-64 AVX2 + FMA + F16C.
+    Avx2,
+}
+
+impl Isa {
+    /// Every path, slowest first.
+    pub const ALL: [Isa; 2] = [Isa::Scalar, Isa::Avx2];
+
+    /// Whether this CPU can run the path.
+    pub fn available(self) -> bool {
+        match self {
+            Isa::Scalar => true,
+            Isa::Avx2 => {
+                #[cfg(target_arch = "x86_64")]
+                {
+                    is_x86_feature_detected!("avx2")
+                        && is_x86_feature_detected!("fma")
+                        && is_x86_feature_detected!("f16c")
+                }
+                #[cfg(not(target_arch = "x86_64"))]
+                {
+                    false
+                }
+            }
+        }
+    }
+
+    /// The paths this CPU can run.
+    pub fn available_paths() -> Vec<Isa> {
+        Isa::ALL.into_iter().filter(|i| i.available()).collect()
+    }
+
+    /// `Ok(self)` if available, else an error.
+    pub fn checked(self) -> Result<Isa> {
+        if self.available() {
+            Ok(self)
+        } else {
+            Err(KernelError::IsaUnavailable(self))
+        }
+    }
+
+    /// Parses `scalar` / `avx2` (case-insensitive).
+    pub fn from_name(name: &str) -> Option<Isa> {
+        match name.to_ascii_lowercase().as_str() {
+            "scalar" => Some(Isa::Scalar),
+            "avx2" => Some(Isa::Avx2),
+            _ => None,
+        }
+    }
+
+    /// The fastest available path, unless the environment variable
+    /// `MISTRAL_KERNELS_ISA` (`scalar` | `avx2`) forces one (an unknown or
+    /// unavailable value is ignored with a warning). Detected once.
+    pub fn best() -> Isa {
+        static BEST: OnceLock<Isa> = OnceLock::new();
+        *BEST.get_or_init(|| {
+            if let Ok(v) = std::env::var("MISTRAL_KERNELS_ISA") {
+                match Isa::from_name(&v).filter(|i| i.available()) {
+                    Some(i) => return i,
+                    None => {
+                        tracing::warn!("MISTRAL_KERNELS_ISA={v} is unknown or unavailable; ignored")
+                    }
+                }
+            }
+            Isa::ALL
+                .into_iter()
+                .rev()
+                .find(|i| i.available())
+                .unwrap_or(Isa::Scalar)
+        })
+    }
+}
