@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod info;
+mod pull;
 
 #[derive(Parser)]
 #[command(name = "mistral-run", version, about = "Local inference for Mistral and Mixtral GGUF models")]
@@ -17,12 +18,15 @@ struct Cli {
 enum Command {
     /// Show a GGUF file's architecture, sizes, tokenizer and tensors.
     Info(info::Args),
+    /// Download a GGUF file from a Hugging Face repository into the local cache.
+    Pull(pull::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Info(a) => info::run(a),
+        Command::Pull(a) => pull::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
