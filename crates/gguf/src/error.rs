@@ -12,6 +12,10 @@ pub enum ErrorKind {
     BadMagic([u8; 4]),
     #[error("unsupported GGUF version {0} (supported: 2 and 3{hint})", hint = version_hint(*.0))]
     UnsupportedVersion(u32),
+    /// The version field reads as 2 or 3 only when byte-swapped: a big-endian file
+    /// (the value is the version as the file meant it).
+    #[error("big-endian GGUF file (version {0}); only little-endian files are supported: reconvert the model")]
+    BigEndian(u32),
     #[error("file truncated: needed {needed} bytes for {what} at offset {offset}, file has {len}")]
     Truncated {
         what: String,
@@ -19,7 +23,9 @@ pub enum ErrorKind {
         needed: u64,
         len: u64,
     },
-    #[error("{what} count {count} cannot fit in the {remaining} bytes left at offset {offset}")]
+    /// A count or length that not even the whole file could hold (a corrupt count; a
+    /// plausible count whose items run past the end of the file is `Truncated`).
+    #[error("{what} = {count} cannot fit in the {remaining} bytes left at offset {offset}")]
     CountTooLarge {
         what: String,
         count: u64,
@@ -40,7 +46,9 @@ pub enum ErrorKind {
     InvalidDimCount { tensor: String, n_dims: u32 },
     #[error("tensor {tensor:?}: dimension {index} is zero")]
     ZeroDim { tensor: String, index: usize },
-    #[error("tensor {tensor:?}: dimension {index} is negative ({value} as a signed 64-bit integer)")]
+    #[error(
+        "tensor {tensor:?}: dimension {index} is negative ({value} as a signed 64-bit integer)"
+    )]
     NegativeDim {
         tensor: String,
         index: usize,
@@ -54,7 +62,9 @@ pub enum ErrorKind {
         n_elements: u64,
         ggml_type: String,
     },
-    #[error("tensor {tensor:?}: row length {row} is not a multiple of {ggml_type}'s block size {block}")]
+    #[error(
+        "tensor {tensor:?}: row length {row} is not a multiple of {ggml_type}'s block size {block}"
+    )]
     RowNotBlockMultiple {
         tensor: String,
         row: u64,
@@ -103,8 +113,44 @@ pub enum ErrorKind {
 fn version_hint(v: u32) -> &'static str {
     match v {
         1 => "; version 1 files predate 64-bit counts: reconvert the model",
-        v if v.swap_bytes() == 2 || v.swap_bytes() == 3 => "; this looks like a big-endian file",
         _ => "",
+    }
+}
+
+impl ErrorKind {
+    /// The variant's name (`"Truncated"`, `"DuplicateKey"`, ...): a stable code for
+    /// tests, the malformed-file corpus manifest and machine-readable CLI output.
+    pub fn name(&self) -> &'static str {
+        use ErrorKind::*;
+        match self {
+            Io(_) => "Io",
+            BadMagic(_) => "BadMagic",
+            UnsupportedVersion(_) => "UnsupportedVersion",
+            BigEndian(_) => "BigEndian",
+            Truncated { .. } => "Truncated",
+            CountTooLarge { .. } => "CountTooLarge",
+            NestingTooDeep { .. } => "NestingTooDeep",
+            InvalidUtf8 { .. } => "InvalidUtf8",
+            UnknownValueType { .. } => "UnknownValueType",
+            DuplicateKey(_) => "DuplicateKey",
+            DuplicateTensor(_) => "DuplicateTensor",
+            InvalidDimCount { .. } => "InvalidDimCount",
+            ZeroDim { .. } => "ZeroDim",
+            NegativeDim { .. } => "NegativeDim",
+            ElementCountOverflow { .. } => "ElementCountOverflow",
+            ByteSizeOverflow { .. } => "ByteSizeOverflow",
+            RowNotBlockMultiple { .. } => "RowNotBlockMultiple",
+            UnknownTensorType { .. } => "UnknownTensorType",
+            InvalidAlignment(_) => "InvalidAlignment",
+            TensorOutOfBounds { .. } => "TensorOutOfBounds",
+            TensorOverlap { .. } => "TensorOverlap",
+            MisalignedOffset { .. } => "MisalignedOffset",
+            MissingKey(_) => "MissingKey",
+            WrongType { .. } => "WrongType",
+            OutOfRange { .. } => "OutOfRange",
+            MissingTensor(_) => "MissingTensor",
+            Write(_) => "Write",
+        }
     }
 }
 

@@ -73,9 +73,13 @@ impl LlamaHparams {
             head_count,
             head_count_kv,
             head_dim,
-            rope_freq_base: md.opt(&k(ArchKey::RopeFreqBase), Metadata::get_f32)?.unwrap_or(10000.0),
+            rope_freq_base: md
+                .opt(&k(ArchKey::RopeFreqBase), Metadata::get_f32)?
+                .unwrap_or(10000.0),
             rope_dimension_count: opt(ArchKey::RopeDimensionCount)?.unwrap_or(head_dim),
-            rms_norm_eps: md.opt(&k(ArchKey::RmsEpsilon), Metadata::get_f32)?.unwrap_or(1e-5),
+            rms_norm_eps: md
+                .opt(&k(ArchKey::RmsEpsilon), Metadata::get_f32)?
+                .unwrap_or(1e-5),
             expert_count,
             expert_used_count,
             sliding_window: opt(ArchKey::SlidingWindow)?.filter(|&w| w > 0),

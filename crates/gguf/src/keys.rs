@@ -18,6 +18,8 @@ pub const TOKENIZER_MERGES: &str = "tokenizer.ggml.merges";
 pub const TOKENIZER_BOS_ID: &str = "tokenizer.ggml.bos_token_id";
 pub const TOKENIZER_EOS_ID: &str = "tokenizer.ggml.eos_token_id";
 pub const TOKENIZER_UNK_ID: &str = "tokenizer.ggml.unknown_token_id";
+pub const TOKENIZER_EOT_ID: &str = "tokenizer.ggml.eot_token_id";
+pub const TOKENIZER_EOM_ID: &str = "tokenizer.ggml.eom_token_id";
 pub const TOKENIZER_PAD_ID: &str = "tokenizer.ggml.padding_token_id";
 pub const TOKENIZER_ADD_BOS: &str = "tokenizer.ggml.add_bos_token";
 pub const TOKENIZER_ADD_EOS: &str = "tokenizer.ggml.add_eos_token";
@@ -140,10 +142,16 @@ mod tests {
 
     #[test]
     fn names_follow_llama_cpp() {
-        assert_eq!(ArchKey::HeadCountKv.key("llama"), "llama.attention.head_count_kv");
+        assert_eq!(
+            ArchKey::HeadCountKv.key("llama"),
+            "llama.attention.head_count_kv"
+        );
         assert_eq!(TensorName::AttnQ.layer(3), "blk.3.attn_q.weight");
         assert_eq!(TensorName::FfnUp.expert(1, 7), "blk.1.ffn_up.7.weight");
-        assert_eq!(TensorName::FfnDownExps.layer(0), "blk.0.ffn_down_exps.weight");
+        assert_eq!(
+            TensorName::FfnDownExps.layer(0),
+            "blk.0.ffn_down_exps.weight"
+        );
         assert_eq!(TensorName::TokenEmbd.global(), "token_embd.weight");
     }
 }

@@ -38,7 +38,9 @@ impl TensorInfo {
 
     /// Size of the tensor's data in bytes (validated not to overflow when read).
     pub fn n_bytes(&self) -> u64 {
-        self.ggml_type.bytes_for(self.n_elements()).unwrap_or(u64::MAX)
+        self.ggml_type
+            .bytes_for(self.n_elements())
+            .unwrap_or(u64::MAX)
     }
 
     /// The shape in row-major (PyTorch/candle) order: the reverse of `dims`.
@@ -65,7 +67,16 @@ pub struct Gguf {
 impl Gguf {
     /// Parses and validates a whole file held in `bytes`. `source_name` is used in errors.
     pub fn parse(bytes: &[u8], source_name: &str) -> Result<Gguf> {
-        parse_inner(bytes).map_err(|kind| Error::new(source_name, kind))
+        Self::parse_prefix(bytes, bytes.len() as u64, source_name)
+    }
+
+    /// Parses the header from `prefix`, the first bytes of a file of `file_len` bytes,
+    /// validating the tensor layout against `file_len`. A prefix that ends inside the
+    /// header gives `Truncated`: read more and try again. Counts are checked against
+    /// `file_len`, so the caller's file size also bounds what the parser allocates.
+    pub fn parse_prefix(prefix: &[u8], file_len: u64, source_name: &str) -> Result<Gguf> {
+        let file_len = file_len.max(prefix.len() as u64);
+        parse_inner(prefix, file_len).map_err(|kind| Error::new(source_name, kind))
     }
 
     pub fn tensor(&self, name: &str) -> Option<&TensorInfo> {
@@ -78,23 +89,28 @@ impl Gguf {
     }
 }
 
+/// A forward-only reader over the bytes of a file (or a prefix of it).
 struct Cursor<'a> {
     bytes: &'a [u8],
     pos: usize,
+    /// Length of the whole file (`>= bytes.len()`).
+    file_len: u64,
 }
 
 impl<'a> Cursor<'a> {
+    /// Bytes of the file after the cursor.
     fn remaining(&self) -> u64 {
-        (self.bytes.len() - self.pos) as u64
+        self.file_len - self.pos as u64
     }
 
     fn take(&mut self, n: u64, what: &dyn Fn() -> String) -> Result<&'a [u8], ErrorKind> {
-        if n > self.remaining() {
+        let available = (self.bytes.len() - self.pos) as u64;
+        if n > available {
             return Err(ErrorKind::Truncated {
                 what: what(),
                 offset: self.pos as u64,
                 needed: n,
-                len: self.bytes.len() as u64,
+                len: self.file_len,
             });
         }
         let s = &self.bytes[self.pos..self.pos + n as usize];
@@ -117,15 +133,52 @@ impl<'a> Cursor<'a> {
         self.array(what).map(u64::from_le_bytes)
     }
 
-    /// Checks that `count` items of at least `min_size` bytes each can fit in what is left,
-    /// before anything is allocated for them.
-    fn check_count(&self, count: u64, min_size: u64, what: &dyn Fn() -> String) -> Result<usize, ErrorKind> {
+    /// Checks that `count` items of at least `min_size` bytes each can fit in the
+    /// bytes left, before anything is allocated for them. A count that even the
+    /// whole file could not hold is `CountTooLarge`; a plausible one whose items run
+    /// past the end of the file means the file is `Truncated`. `items` names what is
+    /// counted, `word` the count ("length", "count").
+    fn check_count(
+        &self,
+        count: u64,
+        min_size: u64,
+        word: &str,
+        items: &dyn Fn() -> String,
+    ) -> Result<usize, ErrorKind> {
+        let remaining = self.remaining();
+        let too_large = || ErrorKind::CountTooLarge {
+            what: format!("{word} of {}", items()),
+            count,
+            remaining,
+            offset: self.pos as u64,
+        };
         match count.checked_mul(min_size) {
-            Some(n) if n <= self.remaining() => Ok(count as usize),
+            Some(n) if n <= remaining => usize::try_from(count).map_err(|_| too_large()),
+            Some(n) if n <= self.file_len => Err(ErrorKind::Truncated {
+                what: items(),
+                offset: self.pos as u64,
+                needed: n,
+                len: self.file_len,
+            }),
+            _ => Err(too_large()),
+        }
+    }
+
+    /// A header count: `CountTooLarge` unless its items could fit in the whole file.
+    /// (`remaining`, the bytes actually left for them, goes into the message.)
+    fn check_plausible(
+        &self,
+        count: u64,
+        min_size: u64,
+        remaining: u64,
+        items: &dyn Fn() -> String,
+    ) -> Result<u64, ErrorKind> {
+        match count.checked_mul(min_size) {
+            Some(n) if n <= self.file_len => Ok(count),
             _ => Err(ErrorKind::CountTooLarge {
-                what: what(),
+                what: format!("count of {}", items()),
                 count,
-                remaining: self.remaining(),
+                remaining,
                 offset: self.pos as u64,
             }),
         }
@@ -133,8 +186,8 @@ impl<'a> Cursor<'a> {
 
     fn string(&mut self, what: &dyn Fn() -> String) -> Result<String, ErrorKind> {
         let len = self.u64(&|| format!("length of {}", what()))?;
+        self.check_count(len, 1, "length", what)?;
         let start = self.pos as u64;
-        self.check_count(len, 1, &|| format!("byte of {}", what()))?;
         let bytes = self.take(len, what)?;
         std::str::from_utf8(bytes)
             .map(str::to_owned)
@@ -145,21 +198,45 @@ impl<'a> Cursor<'a> {
     }
 }
 
-fn parse_inner(bytes: &[u8]) -> Result<Gguf, ErrorKind> {
-    let mut c = Cursor { bytes, pos: 0 };
+/// Smallest on-disk size of one metadata key/value: key length, type, a one-byte value.
+const MIN_KV_SIZE: u64 = 8 + 4 + 1;
+/// Smallest on-disk size of one tensor info: name length, n_dims, one dim, type, offset.
+const MIN_TENSOR_INFO_SIZE: u64 = 8 + 4 + 8 + 4 + 8;
+/// Most items preallocated for an array of arrays: every nesting level could otherwise
+/// reserve room for the whole rest of the file at once.
+const MAX_NESTED_PREALLOC: usize = 1024;
+
+fn parse_inner(bytes: &[u8], file_len: u64) -> Result<Gguf, ErrorKind> {
+    let mut c = Cursor {
+        bytes,
+        pos: 0,
+        file_len,
+    };
     let magic: [u8; 4] = c.array(&|| "magic".into())?;
     if magic != GGUF_MAGIC {
         return Err(ErrorKind::BadMagic(magic));
     }
     let version = c.u32(&|| "version".into())?;
-    if version != 2 && version != 3 {
-        return Err(ErrorKind::UnsupportedVersion(version));
+    match version {
+        2 | 3 => {}
+        v if matches!(v.swap_bytes(), 2 | 3) => return Err(ErrorKind::BigEndian(v.swap_bytes())),
+        v => return Err(ErrorKind::UnsupportedVersion(v)),
     }
     let n_tensors = c.u64(&|| "tensor count".into())?;
-    let n_kv = c.u64(&|| "metadata count".into())?;
+    let n_kv = c.u64(&|| "metadata key/value count".into())?;
 
-    // Each key/value takes at least a key length, a type and a one-byte value.
-    let n_kv = c.check_count(n_kv, 8 + 4 + 1, &|| "metadata key/value".into())?;
+    // Counts that not even the whole file could hold fail here, before anything is
+    // read or allocated (the key/values first, then the tensor infos in what the
+    // key/values leave). Plausible counts that run past the end of a cut-off file are
+    // reported as `Truncated` at the first key or tensor that is missing.
+    let n_kv = c.check_plausible(n_kv, MIN_KV_SIZE, c.remaining(), &|| {
+        "metadata key/values".into()
+    })?;
+    let after_kv = c.remaining().saturating_sub(n_kv * MIN_KV_SIZE);
+    let n_tensors = c.check_plausible(n_tensors, MIN_TENSOR_INFO_SIZE, after_kv, &|| {
+        "tensor infos".into()
+    })?;
+
     let mut metadata = Metadata::new();
     for i in 0..n_kv {
         let key = c.string(&|| format!("metadata key #{i}"))?;
@@ -172,13 +249,16 @@ fn parse_inner(bytes: &[u8]) -> Result<Gguf, ErrorKind> {
         metadata.insert(key, value)?;
     }
 
-    // name length + n_dims + one dim + type + offset.
-    let n_tensors = c.check_count(n_tensors, 8 + 4 + 8 + 4 + 8, &|| "tensor info".into())?;
-    let mut tensors = Vec::with_capacity(n_tensors);
-    let mut tensor_index = HashMap::with_capacity(n_tensors);
-    for i in 0..n_tensors {
+    // Preallocate only what the bytes left can hold (each info is at least 32 bytes).
+    let cap = n_tensors.min(c.remaining() / MIN_TENSOR_INFO_SIZE) as usize;
+    let mut tensors = Vec::with_capacity(cap);
+    let mut tensor_index = HashMap::with_capacity(cap);
+    for i in 0..n_tensors as usize {
         let info = read_tensor_info(&mut c, i)?;
-        if tensor_index.insert(info.name.clone(), tensors.len()).is_some() {
+        if tensor_index
+            .insert(info.name.clone(), tensors.len())
+            .is_some()
+        {
             return Err(ErrorKind::DuplicateTensor(info.name));
         }
         tensors.push(info);
@@ -206,7 +286,6 @@ fn parse_inner(bytes: &[u8]) -> Result<Gguf, ErrorKind> {
 
     let header_len = c.pos as u64;
     let data_offset = header_len.div_ceil(alignment) * alignment;
-    let file_len = bytes.len() as u64;
     validate_layout(&tensors, alignment, data_offset, file_len)?;
 
     Ok(Gguf {
@@ -224,13 +303,19 @@ fn read_tensor_info(c: &mut Cursor, i: usize) -> Result<TensorInfo, ErrorKind> {
     let name = c.string(&|| format!("name of tensor #{i}"))?;
     let n_dims = c.u32(&|| format!("n_dims of tensor {name:?}"))?;
     if n_dims == 0 || n_dims > MAX_DIMS {
-        return Err(ErrorKind::InvalidDimCount { tensor: name, n_dims });
+        return Err(ErrorKind::InvalidDimCount {
+            tensor: name,
+            n_dims,
+        });
     }
     let mut dims = Vec::with_capacity(n_dims as usize);
     for d in 0..n_dims as usize {
         let v = c.u64(&|| format!("dimension {d} of tensor {name:?}"))?;
         if v == 0 {
-            return Err(ErrorKind::ZeroDim { tensor: name, index: d });
+            return Err(ErrorKind::ZeroDim {
+                tensor: name,
+                index: d,
+            });
         }
         if v > i64::MAX as u64 {
             return Err(ErrorKind::NegativeDim {
@@ -279,19 +364,39 @@ fn read_tensor_info(c: &mut Cursor, i: usize) -> Result<TensorInfo, ErrorKind> {
     })
 }
 
-fn validate_layout(tensors: &[TensorInfo], alignment: u64, data_offset: u64, file_len: u64) -> Result<(), ErrorKind> {
-    for t in tensors {
-        if t.offset % alignment != 0 {
-            return Err(ErrorKind::MisalignedOffset {
-                tensor: t.name.clone(),
-                offset: t.offset,
-                alignment,
-            });
-        }
+/// Checks every tensor's alignment, bounds and overlap, in the order of their offsets.
+/// A tensor whose data starts inside the file (or in the padding at its end) but runs
+/// past the end means the file is `Truncated`; one that starts beyond it, or whose end
+/// overflows, is `TensorOutOfBounds`.
+fn validate_layout(
+    tensors: &[TensorInfo],
+    alignment: u64,
+    data_offset: u64,
+    file_len: u64,
+) -> Result<(), ErrorKind> {
+    if let Some(t) = tensors.iter().find(|t| t.offset % alignment != 0) {
+        return Err(ErrorKind::MisalignedOffset {
+            tensor: t.name.clone(),
+            offset: t.offset,
+            alignment,
+        });
+    }
+    let mut order: Vec<&TensorInfo> = tensors.iter().collect();
+    order.sort_by_key(|t| t.offset);
+    let padded_len = file_len.div_ceil(alignment).saturating_mul(alignment);
+    for t in &order {
         let start = data_offset.checked_add(t.offset);
         let end = start.and_then(|s| s.checked_add(t.n_bytes()));
         match (start, end) {
             (Some(_), Some(end)) if end <= file_len => {}
+            (Some(start), Some(end)) if start <= padded_len => {
+                return Err(ErrorKind::Truncated {
+                    what: format!("data of tensor {:?}", t.name),
+                    offset: start,
+                    needed: end - start,
+                    len: file_len,
+                })
+            }
             _ => {
                 return Err(ErrorKind::TensorOutOfBounds {
                     tensor: t.name.clone(),
@@ -302,9 +407,8 @@ fn validate_layout(tensors: &[TensorInfo], alignment: u64, data_offset: u64, fil
             }
         }
     }
-    let mut order: Vec<&TensorInfo> = tensors.iter().collect();
-    order.sort_by_key(|t| t.offset);
     for w in order.windows(2) {
+        // Both ends were checked against the file length above: no overflow.
         if w[0].offset + w[0].n_bytes() > w[1].offset {
             return Err(ErrorKind::TensorOverlap {
                 tensor: w[1].name.clone(),
@@ -349,7 +453,7 @@ fn read_array(c: &mut Cursor, key: &str, depth: usize) -> Result<Array, ErrorKin
         id: type_id,
     })?;
     let count = c.u64(&what)?;
-    let n = c.check_count(count, ty.min_size(), &|| format!("array item of metadata key {key:?}"))?;
+    let n = c.check_count(count, ty.min_size(), "length", &what)?;
 
     macro_rules! fixed {
         ($variant:ident, $t:ty) => {{
@@ -382,7 +486,7 @@ fn read_array(c: &mut Cursor, key: &str, depth: usize) -> Result<Array, ErrorKin
             Array::String(v)
         }
         ValueType::Array => {
-            let mut v = Vec::with_capacity(n);
+            let mut v = Vec::with_capacity(n.min(MAX_NESTED_PREALLOC));
             for _ in 0..n {
                 v.push(read_array(c, key, depth + 1)?);
             }
@@ -419,7 +523,10 @@ impl GgufFile {
         let path = path.as_ref();
         let name = path.display().to_string();
         let file = std::fs::File::open(path).map_err(|e| Error::new(&name, e.into()))?;
-        let len = file.metadata().map_err(|e| Error::new(&name, e.into()))?.len();
+        let len = file
+            .metadata()
+            .map_err(|e| Error::new(&name, e.into()))?
+            .len();
         if len == 0 {
             // An empty file cannot be mapped on every platform; report it as truncated.
             return Self::from_bytes(Vec::new(), name);
@@ -428,7 +535,8 @@ impl GgufFile {
         // mmap-based loader (llama.cpp, candle), we rely on the file not being
         // truncated or rewritten while it is open; all offsets handed out below were
         // validated against the length at open time.
-        let mmap = unsafe { memmap2::MmapOptions::new().map(&file) }.map_err(|e| Error::new(&name, e.into()))?;
+        let mmap = unsafe { memmap2::MmapOptions::new().map(&file) }
+            .map_err(|e| Error::new(&name, e.into()))?;
         let gguf = Gguf::parse(&mmap, &name)?;
         Ok(GgufFile {
             source_name: name,

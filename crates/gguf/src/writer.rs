@@ -30,7 +30,10 @@ impl TensorSpec {
     /// Bytes of this tensor's data, or an error if the shape is invalid for the type.
     pub fn n_bytes(&self) -> Result<u64, ErrorKind> {
         let n = self.dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
-        let row_ok = self.dims.first().is_some_and(|&d| d > 0 && d % self.ggml_type.block_size() == 0);
+        let row_ok = self
+            .dims
+            .first()
+            .is_some_and(|&d| d > 0 && d % self.ggml_type.block_size() == 0);
         match n.and_then(|n| self.ggml_type.bytes_for(n)) {
             Some(b) if row_ok && self.dims.len() <= 4 && !self.dims.contains(&0) => Ok(b),
             _ => Err(ErrorKind::Write(format!(

@@ -15,7 +15,11 @@ fn smollm2() -> PathBuf {
         .arg(root().join("models/fetch-smollm2.sh"))
         .output()
         .expect("run models/fetch-smollm2.sh");
-    assert!(out.status.success(), "fetch failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "fetch failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }
 
@@ -33,17 +37,31 @@ fn smollm2_header() {
     assert_eq!(hp.head_count_kv, 3);
     assert_eq!(hp.head_dim, 64);
     assert_eq!(hp.expert_count, 0);
-    assert_eq!(md.get_string_array(keys::TOKENIZER_TOKENS).unwrap().len(), 49152);
-    assert!(f.tensor_info("output.weight").is_none(), "SmolLM2 ties its embeddings");
+    assert_eq!(
+        md.get_string_array(keys::TOKENIZER_TOKENS).unwrap().len(),
+        49152
+    );
+    assert!(
+        f.tensor_info("output.weight").is_none(),
+        "SmolLM2 ties its embeddings"
+    );
     let (emb, data) = f.tensor("token_embd.weight").unwrap();
     assert_eq!(emb.dims, vec![576, 49152]);
     assert_eq!(data.len() as u64, emb.n_bytes());
     // Tensor data ends exactly where the file does (the writer pads between tensors only).
-    let end = f.tensors().iter().map(|t| f.header().data_offset + t.offset + t.n_bytes()).max().unwrap();
+    let end = f
+        .tensors()
+        .iter()
+        .map(|t| f.header().data_offset + t.offset + t.n_bytes())
+        .max()
+        .unwrap();
     assert_eq!(end, std::fs::metadata(&path).unwrap().len());
     // Wrong type in a typed accessor names the key and the type found.
     let err = md.get_str("llama.block_count").unwrap_err().to_string();
-    assert!(err.contains("llama.block_count") && err.contains("u32"), "{err}");
+    assert!(
+        err.contains("llama.block_count") && err.contains("u32"),
+        "{err}"
+    );
 }
 
 /// Metadata parsing reads only the header: the parser's last byte is the end of
@@ -59,7 +77,11 @@ fn smollm2_header_is_small_part_of_file() {
 
 #[test]
 fn vocab_files_parse() {
-    for name in ["ggml-vocab-mistral-v1.gguf", "ggml-vocab-mistral-v3.gguf", "ggml-vocab-llama-spm.gguf"] {
+    for name in [
+        "ggml-vocab-mistral-v1.gguf",
+        "ggml-vocab-mistral-v3.gguf",
+        "ggml-vocab-llama-spm.gguf",
+    ] {
         let f = GgufFile::open(root().join("tests/data/vocab").join(name)).unwrap();
         let md = f.metadata();
         let tokens = md.get_string_array(keys::TOKENIZER_TOKENS).unwrap();
@@ -87,7 +109,14 @@ fn smollm2_rewrite_round_trip() {
     for t in f.tensors() {
         assert_eq!(g.tensor_data(t), f.tensor_data(t), "{}", t.name);
     }
-    let q41 = f.tensors().iter().filter(|t| t.ggml_type == GgmlType::Q4_1).count();
+    let q41 = f
+        .tensors()
+        .iter()
+        .filter(|t| t.ggml_type == GgmlType::Q4_1)
+        .count();
     assert!(q41 > 0);
-    assert!(matches!(f.metadata().get(keys::GENERAL_FILE_TYPE), Some(Value::U32(3))));
+    assert!(matches!(
+        f.metadata().get(keys::GENERAL_FILE_TYPE),
+        Some(Value::U32(3))
+    ));
 }
