@@ -1,0 +1,240 @@
+//! Chat templates: the file's Jinja `tokenizer.chat_template` rendered with
+//! minijinja (set up like Hugging Face's `apply_chat_template`: trim_blocks,
+//! lstrip_blocks, Python string methods, `raise_exception`), or Mistral's
+//! instruct format when the file has none.
+
+use std::sync::Arc;
+
+use minijinja::{context, Environment, Value};
+use mistral_gguf::{keys, Metadata};
+use serde::{Deserialize, Serialize};
+
+use crate::vocab::{ModelKind, TokenKind};
+use crate::TokenizerError;
+
+/// One turn of a conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    /// `system`, `user` or `assistant`.
+    pub role: String,
+    pub content: String,
+}
+
+impl Message {
+    pub fn new(role: impl Into<String>, content: impl Into<String>) -> Message {
+        Message { role: role.into(), content: content.into() }
+    }
+    pub fn system(content: impl Into<String>) -> Message {
+        Message::new("system", content)
+    }
+    pub fn user(content: impl Into<String>) -> Message {
+        Message::new("user", content)
+    }
+    pub fn assistant(content: impl Into<String>) -> Message {
+        Message::new("assistant", content)
+    }
+}
+
+/// Mistral's instruct formats (mistral-common's tokenizer versions), used when
+/// a file carries no template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MistralFormat {
+    /// SentencePiece v1 (Mistral 7B v0.1/v0.2, Mixtral 8x7B): `[INST]` is plain
+    /// text, the system prompt goes before the first user message:
+    /// `<s>[INST] {system}\n\n{user} [/INST] {assistant}</s>[INST] {user} [/INST]`.
+    V1,
+    /// SentencePiece v2/v3 (Mistral v0.3, Mixtral 8x22B): `[INST]`/`[/INST]` are
+    /// control tokens, the system prompt goes before the *last* user message:
+    /// `<s>[INST] {user}[/INST] {assistant}</s>[INST] {system}\n\n{user}[/INST]`.
+    V3,
+    /// Tekken (byte-level BPE, Mistral NeMo): as V3 without the spaces.
+    Tekken,
+}
+
+impl MistralFormat {
+    /// The format matching a vocabulary: control `[INST]` means v3 (or tekken
+    /// for byte-level BPE), else v1.
+    pub fn detect(md: &Metadata) -> Result<MistralFormat, TokenizerError> {
+        let tokens = md.get_string_array(keys::TOKENIZER_TOKENS)?;
+        let types = md.opt(keys::TOKENIZER_TOKEN_TYPE, Metadata::get_i32_array)?;
+        let inst_is_control = tokens.iter().position(|t| t == "[INST]").is_some_and(|i| {
+            types.as_ref().and_then(|t| t.get(i)).map(|&t| TokenKind::from_gguf(t)) == Some(TokenKind::Control)
+        });
+        if !inst_is_control {
+            return Ok(MistralFormat::V1);
+        }
+        let model = ModelKind::from_name(md.get_str(keys::TOKENIZER_MODEL)?)?;
+        Ok(match model {
+            ModelKind::SentencePiece => MistralFormat::V3,
+            ModelKind::ByteLevelBpe => MistralFormat::Tekken,
+        })
+    }
+
+    /// The format as a Jinja template.
+    pub fn source(self) -> &'static str {
+        // (before, after) the content of a user turn, and before an assistant turn.
+        match self {
+            MistralFormat::V1 => MISTRAL_V1,
+            MistralFormat::V3 => MISTRAL_V3,
+            MistralFormat::Tekken => MISTRAL_TEKKEN,
+        }
+    }
+}
+
+const ALTERNATE: &str = "Conversation roles must alternate user/assistant/user/assistant/... after an optional system message";
+const ROLES: &str = "Only system, user and assistant roles are supported";
+
+macro_rules! mistral_template {
+    ($system_test:literal, $open:literal, $close:literal, $answer:literal) => {
+        concat!(
+            "{%- if messages and messages[0].role == 'system' %}",
+            "{%- set system = messages[0].content %}{%- set turns = messages[1:] %}",
+            "{%- else %}{%- set system = none %}{%- set turns = messages %}{%- endif %}",
+            "{%- set last_user = namespace(i=-1) %}",
+            "{%- for m in turns %}{%- if m.role == 'user' %}{%- set last_user.i = loop.index0 %}{%- endif %}{%- endfor %}",
+            "{{- bos_token }}",
+            "{%- for m in turns %}",
+            "{%- if (m.role == 'user') != (loop.index0 % 2 == 0) %}{{ raise_exception(alternate) }}{%- endif %}",
+            "{%- if m.role == 'user' %}",
+            "{%- if system is not none and ", $system_test, " %}",
+            "{{- '", $open, "' + system + '\\n\\n' + m.content + '", $close, "' }}",
+            "{%- else %}{{- '", $open, "' + m.content + '", $close, "' }}{%- endif %}",
+            "{%- elif m.role == 'assistant' %}{{- '", $answer, "' + m.content + eos_token }}",
+            "{%- else %}{{ raise_exception(roles) }}{%- endif %}",
+            "{%- endfor %}"
+        )
+    };
+}
+
+const MISTRAL_V1: &str = mistral_template!("loop.first", "[INST] ", " [/INST]", " ");
+const MISTRAL_V3: &str = mistral_template!("loop.index0 == last_user.i", "[INST] ", "[/INST]", " ");
+const MISTRAL_TEKKEN: &str = mistral_template!("loop.index0 == last_user.i", "[INST]", "[/INST]", "");
+
+/// Instruction budget for one render: generous for any real conversation,
+/// and it stops a template that would loop for ever.
+const FUEL: u64 = 50_000_000;
+
+/// A compiled chat template with the model's BOS/EOS strings.
+#[derive(Clone)]
+pub struct ChatTemplate {
+    env: Arc<Environment<'static>>,
+    source: Arc<str>,
+    bos: String,
+    eos: String,
+}
+
+impl std::fmt::Debug for ChatTemplate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChatTemplate").field("source", &self.source).finish_non_exhaustive()
+    }
+}
+
+/// Marks an error raised by the template itself.
+#[derive(Debug)]
+struct Raised(String);
+
+impl std::fmt::Display for Raised {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Raised {}
+
+fn raise_exception(message: String) -> Result<Value, minijinja::Error> {
+    Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, message.clone()).with_source(Raised(message)))
+}
+
+fn render_error(e: minijinja::Error) -> TokenizerError {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(c) = cause {
+        if let Some(r) = c.downcast_ref::<Raised>() {
+            return TokenizerError::TemplateRaised(r.0.clone());
+        }
+        cause = c.source();
+    }
+    TokenizerError::TemplateRender(one_line(&e))
+}
+
+fn one_line(e: &minijinja::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    s
+}
+
+impl ChatTemplate {
+    /// The file's `tokenizer.chat_template`, or the Mistral instruct format
+    /// that matches its vocabulary when it has none.
+    pub fn from_metadata(md: &Metadata) -> Result<ChatTemplate, TokenizerError> {
+        let tokens = md.get_string_array(keys::TOKENIZER_TOKENS)?;
+        let text_of = |key: &'static str| -> Result<String, TokenizerError> {
+            Ok(match md.opt(key, Metadata::get_i64)? {
+                Some(id) if id >= 0 => tokens
+                    .get(id as usize)
+                    .cloned()
+                    .ok_or(TokenizerError::SpecialIdOutOfRange { key, id, n_vocab: tokens.len() })?,
+                _ => String::new(),
+            })
+        };
+        let bos = text_of(keys::TOKENIZER_BOS_ID)?;
+        let eos = text_of(keys::TOKENIZER_EOS_ID)?;
+        match md.get(keys::TOKENIZER_CHAT_TEMPLATE) {
+            Some(_) => ChatTemplate::from_source(md.get_str(keys::TOKENIZER_CHAT_TEMPLATE)?, &bos, &eos),
+            None => Ok(ChatTemplate::mistral(MistralFormat::detect(md)?, &bos, &eos)),
+        }
+    }
+
+    /// A template from Jinja source (`--chat-template FILE`).
+    pub fn from_source(source: &str, bos: &str, eos: &str) -> Result<ChatTemplate, TokenizerError> {
+        let mut env = Environment::new();
+        let syntax = minijinja::syntax::SyntaxConfig::builder()
+            .trim_blocks(true)
+            .lstrip_blocks(true)
+            .build()
+            .map_err(|e| TokenizerError::TemplateSyntax(one_line(&e)))?;
+        env.set_syntax(syntax);
+        env.set_fuel(Some(FUEL));
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function("raise_exception", raise_exception);
+        env.add_global("alternate", ALTERNATE);
+        env.add_global("roles", ROLES);
+        env.add_template_owned("chat", source.to_string())
+            .map_err(|e| TokenizerError::TemplateSyntax(one_line(&e)))?;
+        Ok(ChatTemplate { env: Arc::new(env), source: source.into(), bos: bos.to_string(), eos: eos.to_string() })
+    }
+
+    /// Mistral's instruct format as a template.
+    pub fn mistral(format: MistralFormat, bos: &str, eos: &str) -> ChatTemplate {
+        // The built-in sources are tested to compile.
+        match ChatTemplate::from_source(format.source(), bos, eos) {
+            Ok(t) => t,
+            Err(e) => unreachable!("built-in Mistral template does not compile: {e}"),
+        }
+    }
+
+    /// The Jinja source.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Renders the conversation. A conversation the template refuses (roles
+    /// not alternating, unknown role) gives `TemplateRaised` with the
+    /// template's own message.
+    pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String, TokenizerError> {
+        let tmpl = self.env.get_template("chat").map_err(render_error)?;
+        tmpl.render(context! {
+            messages => Value::from(minijinja::value::Serde(messages)),
+            add_generation_prompt => add_generation_prompt,
+            bos_token => &self.bos,
+            eos_token => &self.eos,
+            tools => Value::from(()),
+            documents => Value::from(()),
+        })
+        .map_err(render_error)
+    }
+}
