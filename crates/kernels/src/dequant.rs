@@ -374,7 +374,7 @@ pub fn dequantize_row(
         });
     }
     let rb = bytes_for(ty, cols)?;
-    let rows = if rb == 0 { 0 } else { data.len() / rb };
+    let rows = data.len().checked_div(rb).unwrap_or(0);
     if row >= rows {
         return Err(KernelError::RowOutOfRange { row, rows });
     }

@@ -3,13 +3,17 @@
 //! quantized matrix × vector / matrix × matrix products with run-time
 //! instruction-set dispatch.
 
+#![allow(clippy::needless_range_loop)] // ported block loops read best with explicit indices
+
 pub mod blocks;
 pub mod dequant;
 pub mod error;
 pub mod isa;
+pub mod quant;
 
 pub use blocks::*;
 pub use dequant::{dequantize, dequantize_f16, dequantize_row, supports_dequantize, DequantBlock};
 pub use error::{KernelError, Result};
 pub use isa::Isa;
 pub use mistral_gguf::GgmlType;
+pub use quant::{quantize, quantize_to_vec, supports_quantize, QuantizeBlock};
