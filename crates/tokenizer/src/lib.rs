@@ -194,6 +194,11 @@ impl Tokenizer {
         self.inner.vocab.id(piece)
     }
 
+    /// The SentencePiece score of `id` (0 where the file has none).
+    pub fn token_score(&self, id: u32) -> Option<f32> {
+        self.inner.vocab.scores.get(id as usize).copied()
+    }
+
     pub fn token_kind(&self, id: u32) -> Option<TokenKind> {
         self.inner.vocab.kind(id)
     }
