@@ -44,6 +44,14 @@ impl Metadata {
         Self::default()
     }
 
+    /// Empty metadata with room for `n` keys.
+    pub fn with_capacity(n: usize) -> Self {
+        Metadata {
+            entries: Vec::with_capacity(n),
+            index: HashMap::with_capacity(n),
+        }
+    }
+
     /// Appends a key; an existing key is an error (files may not repeat keys).
     pub fn insert(&mut self, key: impl Into<String>, value: Value) -> KResult<()> {
         let key = key.into();

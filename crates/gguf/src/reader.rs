@@ -237,7 +237,8 @@ fn parse_inner(bytes: &[u8], file_len: u64) -> Result<Gguf, ErrorKind> {
         "tensor infos".into()
     })?;
 
-    let mut metadata = Metadata::new();
+    // Preallocate only what the bytes left can hold.
+    let mut metadata = Metadata::with_capacity(n_kv.min(c.remaining() / MIN_KV_SIZE) as usize);
     for i in 0..n_kv {
         let key = c.string(&|| format!("metadata key #{i}"))?;
         let type_id = c.u32(&|| format!("type of metadata key {key:?}"))?;

@@ -88,7 +88,10 @@ impl GgufWriter {
                 dims: t.dims.clone(),
                 offset,
             });
-            offset = align(offset + n, alignment);
+            offset = offset
+                .checked_add(n)
+                .and_then(|end| end.checked_next_multiple_of(alignment))
+                .ok_or_else(|| ErrorKind::Write(format!("tensor {:?}: data offsets overflow", t.name)))?;
         }
         Ok(out)
     }
@@ -174,9 +177,17 @@ impl<W: Write> Write for CountingWriter<'_, W> {
     }
 }
 
+/// Writes zeros up to the next multiple of `alignment` (from a fixed buffer: an
+/// alignment of 2^31 must not allocate 2 GiB).
 fn pad<W: Write>(w: &mut CountingWriter<W>, alignment: u64) -> io::Result<()> {
-    let n = align(w.n, alignment) - w.n;
-    w.write_all(&vec![0u8; n as usize])
+    const ZEROS: [u8; 4096] = [0; 4096];
+    let mut n = align(w.n, alignment) - w.n;
+    while n > 0 {
+        let k = n.min(ZEROS.len() as u64) as usize;
+        w.write_all(&ZEROS[..k])?;
+        n -= k as u64;
+    }
+    Ok(())
 }
 
 fn write_string(w: &mut impl Write, s: &str) -> io::Result<()> {

@@ -22,6 +22,8 @@ fn corpus_dir() -> PathBuf {
 
 const MANIFEST: &str = "EXPECTED.txt";
 const EXT: &str = "malformed";
+/// The valid file every corpus entry is an edit of (also a seed for the fuzzer).
+const BASE_FILE: &str = "base.valid";
 
 // ---------------------------------------------------------------------------
 // A byte-level GGUF builder that can express anything, including what the writer refuses.
@@ -903,4 +905,5 @@ fn regenerate_corpus() {
         std::fs::write(dir.join(format!("{}.{EXT}", c.name)), &c.bytes).unwrap();
     }
     std::fs::write(dir.join(MANIFEST), manifest_text(&cases)).unwrap();
+    std::fs::write(dir.join(BASE_FILE), base().bytes()).unwrap();
 }
