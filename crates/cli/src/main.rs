@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod info;
 mod pull;
+mod tokenize;
 
 #[derive(Parser)]
 #[command(name = "mistral-run", version, about = "Local inference for Mistral and Mixtral GGUF models")]
@@ -20,6 +21,8 @@ enum Command {
     Info(info::Args),
     /// Download a GGUF file from a Hugging Face repository into the local cache.
     Pull(pull::Args),
+    /// Tokenize text with a GGUF file's tokenizer and print the ids and pieces.
+    Tokenize(tokenize::Args),
 }
 
 fn main() -> ExitCode {
@@ -27,6 +30,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Info(a) => info::run(a),
         Command::Pull(a) => pull::run(a),
+        Command::Tokenize(a) => tokenize::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
