@@ -3,7 +3,7 @@
 use mistral_gguf::GgmlType;
 
 /// Errors from the kernels: wrong sizes or shapes, unsupported types.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum KernelError {
     /// The byte slice does not hold the number of blocks the element count needs.
     #[error("{ty} data is {got} bytes, expected {expected}")]
@@ -31,6 +31,12 @@ pub enum KernelError {
     /// An instruction set this CPU does not have was forced.
     #[error("instruction set {0:?} is not available on this CPU")]
     IsaUnavailable(crate::Isa),
+    /// A tensor could not be read from a GGUF file.
+    #[error(transparent)]
+    Gguf(#[from] mistral_gguf::Error),
+    /// A tensor of more than two dimensions where a matrix was expected.
+    #[error("tensor {name} has shape {dims:?}, not a matrix")]
+    NotAMatrix { name: String, dims: Vec<u64> },
 }
 
 /// Result alias for the crate.

@@ -1,0 +1,404 @@
+//! AVX2 + FMA + F16C dot products, same contracts as [`super::scalar`].
+//!
+//! The k-quant kernels accumulate exact i32 sums per super-block and apply
+//! the float scales in the same order as the scalar code, so they return
+//! bit-identical results; the 32-element types accumulate in f32 lanes
+//! (different summation order, tested to a tolerance).
+//!
+//! Every function here is `unsafe` only because it is compiled for CPU
+//! features the caller must have checked ([`crate::Isa::Avx2`] available);
+//! all memory accesses are unaligned loads inside fixed-size block arrays.
+
+#![allow(clippy::missing_safety_doc)]
+
+use crate::blocks::*;
+use std::arch::x86_64::*;
+
+#[inline(always)]
+unsafe fn load(p: *const u8) -> __m256i {
+    _mm256_loadu_si256(p as *const __m256i)
+}
+
+#[inline(always)]
+unsafe fn load_i8(p: *const i8) -> __m256i {
+    _mm256_loadu_si256(p as *const __m256i)
+}
+
+#[inline(always)]
+unsafe fn hsum_i32(a: __m256i) -> i32 {
+    let s = _mm_add_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1));
+    let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
+    _mm_cvtsi128_si32(s)
+}
+
+#[inline(always)]
+unsafe fn hsum_f32(a: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    _mm_cvtss_f32(s)
+}
+
+#[inline(always)]
+unsafe fn f16(x: F16Le) -> f32 {
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(x.bits() as i32)))
+}
+
+/// i16 lanes: `lo` in the low 128 bits, `hi` in the high 128 bits.
+#[inline(always)]
+unsafe fn scales2(lo: i32, hi: i32) -> __m256i {
+    _mm256_set_m128i(_mm_set1_epi16(hi as i16), _mm_set1_epi16(lo as i16))
+}
+
+/// Signed i8 × i8 products summed in pairs and quads to i32 lanes.
+#[inline(always)]
+unsafe fn dot_i8_i32(x: __m256i, y: __m256i) -> __m256i {
+    let ax = _mm256_sign_epi8(x, x);
+    let sy = _mm256_sign_epi8(y, x);
+    _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), _mm256_set1_epi16(1))
+}
+
+/// 32 nibbles (16 bytes) to 32 bytes: low nibbles first, then high nibbles.
+#[inline(always)]
+unsafe fn nibbles(p: *const u8) -> __m256i {
+    let t = _mm_loadu_si128(p as *const __m128i);
+    _mm256_and_si256(
+        _mm256_set_m128i(_mm_srli_epi16(t, 4), t),
+        _mm256_set1_epi8(0xF),
+    )
+}
+
+/// 32 bits to 32 bytes of 0xFF (bit set) or 0x00.
+#[inline(always)]
+unsafe fn bytes_from_bits(bits: u32) -> __m256i {
+    let shuf = _mm256_set_epi64x(
+        0x0303030303030303,
+        0x0202020202020202,
+        0x0101010101010101,
+        0,
+    );
+    let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(bits as i32), shuf);
+    let mask = _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe);
+    _mm256_cmpeq_epi8(_mm256_or_si256(bytes, mask), _mm256_set1_epi64x(-1))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn q4_0_q8_0(w: &[BlockQ4_0], a: &[BlockQ8_0]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let off = _mm256_set1_epi8(8);
+    for (x, y) in w.iter().zip(a) {
+        let d = _mm256_set1_ps(f16(x.d) * f16(y.d));
+        let qx = _mm256_sub_epi8(nibbles(x.qs.as_ptr()), off);
+        let p = dot_i8_i32(qx, load_i8(y.qs.as_ptr()));
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
+    }
+    hsum_f32(acc)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn q4_1_q8_1(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let mut summs = 0f32;
+    let ones = _mm256_set1_epi16(1);
+    for (x, y) in w.iter().zip(a) {
+        let d = _mm256_set1_ps(f16(x.d) * f16(y.d));
+        summs += f16(x.m) * (f16(y.d) * super::scalar::q8_sum(y) as f32);
+        let qx = nibbles(x.qs.as_ptr());
+        let p = _mm256_madd_epi16(_mm256_maddubs_epi16(qx, load_i8(y.qs.as_ptr())), ones);
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
+    }
+    hsum_f32(acc) + summs
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn q5_0_q8_0(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let high = _mm256_set1_epi8(0xF0u8 as i8);
+    for (x, y) in w.iter().zip(a) {
+        let d = _mm256_set1_ps(f16(x.d) * f16(y.d));
+        // nibble | 0xF0 where the 5th bit is clear = nibble + 16 - 32 as i8.
+        let hb = _mm256_andnot_si256(bytes_from_bits(u32::from_le_bytes(x.qh)), high);
+        let qx = _mm256_or_si256(nibbles(x.qs.as_ptr()), hb);
+        let p = dot_i8_i32(qx, load_i8(y.qs.as_ptr()));
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
+    }
+    hsum_f32(acc)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn q5_1_q8_1(w: &[BlockQ5_1], a: &[BlockQ8_1]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let mut summs = 0f32;
+    let ones = _mm256_set1_epi16(1);
+    let bit4 = _mm256_set1_epi8(0x10);
+    for (x, y) in w.iter().zip(a) {
+        let d = _mm256_set1_ps(f16(x.d) * f16(y.d));
+        summs += f16(x.m) * (f16(y.d) * super::scalar::q8_sum(y) as f32);
+        let hb = _mm256_and_si256(bytes_from_bits(u32::from_le_bytes(x.qh)), bit4);
+        let qx = _mm256_or_si256(nibbles(x.qs.as_ptr()), hb);
+        let p = _mm256_madd_epi16(_mm256_maddubs_epi16(qx, load_i8(y.qs.as_ptr())), ones);
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
+    }
+    hsum_f32(acc) + summs
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn q8_0_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    for (x, y) in w.iter().zip(a) {
+        let d = _mm256_set1_ps(f16(x.d) * f16(y.d));
+        let p = dot_i8_i32(load_i8(x.qs.as_ptr()), load_i8(y.qs.as_ptr()));
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
+    }
+    hsum_f32(acc)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn iq4_nl_q8_0(w: &[BlockIQ4NL], a: &[BlockQ8_0]) -> f32 {
+    let t = _mm_loadu_si128(KVALUES_IQ4NL.as_ptr() as *const __m128i);
+    let table = _mm256_set_m128i(t, t);
+    let mut acc = _mm256_setzero_ps();
+    for (x, y) in w.iter().zip(a) {
+        let d = _mm256_set1_ps(f16(x.d) * f16(y.d));
+        let qx = _mm256_shuffle_epi8(table, nibbles(x.qs.as_ptr()));
+        let p = dot_i8_i32(qx, load_i8(y.qs.as_ptr()));
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
+    }
+    hsum_f32(acc)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn q2k_q8k(w: &[BlockQ2K], a: &[BlockQ8K]) -> f32 {
+    let m3 = _mm256_set1_epi8(3);
+    let mut sumf = 0f32;
+    for (x, y) in w.iter().zip(a) {
+        let mut summ = 0i32;
+        for j in 0..16 {
+            summ += (x.scales[j] >> 4) as i32 * y.bsums[j] as i32;
+        }
+        let mut acc = _mm256_setzero_si256();
+        for n in 0..2 {
+            let q = load(x.qs.as_ptr().add(32 * n));
+            for k in 0..4 {
+                let v = _mm256_and_si256(_mm256_srl_epi16(q, _mm_cvtsi32_si128(2 * k as i32)), m3);
+                let yk = load_i8(y.qs.as_ptr().add(128 * n + 32 * k));
+                let is = 8 * n + 2 * k;
+                let sc = scales2((x.scales[is] & 0xF) as i32, (x.scales[is + 1] & 0xF) as i32);
+                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(v, yk), sc));
+            }
+        }
+        let d = y.d * f16(x.d);
+        let dmin = y.d * f16(x.dmin);
+        sumf += d * hsum_i32(acc) as f32 - dmin * summ as f32;
+    }
+    sumf
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn q3k_q8k(w: &[BlockQ3K], a: &[BlockQ8K]) -> f32 {
+    let m3 = _mm256_set1_epi8(3);
+    let m1 = _mm256_set1_epi8(1);
+    let mut sumf = 0f32;
+    for (x, y) in w.iter().zip(a) {
+        let sc = q3k_scales(&x.scales);
+        let mut corr = 0i32;
+        for g in 0..16 {
+            corr += sc[g] as i32 * y.bsums[g] as i32;
+        }
+        let hm = load(x.hmask.as_ptr());
+        let mut acc = _mm256_setzero_si256();
+        for n in 0..2 {
+            let q = load(x.qs.as_ptr().add(32 * n));
+            for k in 0..4 {
+                let low =
+                    _mm256_and_si256(_mm256_srl_epi16(q, _mm_cvtsi32_si128(2 * k as i32)), m3);
+                let hb = _mm256_and_si256(
+                    _mm256_srl_epi16(hm, _mm_cvtsi32_si128((4 * n + k) as i32)),
+                    m1,
+                );
+                let u = _mm256_or_si256(low, _mm256_slli_epi16(hb, 2));
+                let yk = load_i8(y.qs.as_ptr().add(128 * n + 32 * k));
+                let is = 8 * n + 2 * k;
+                let s = scales2(sc[is] as i32, sc[is + 1] as i32);
+                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, yk), s));
+            }
+        }
+        let sumi = hsum_i32(acc) - 4 * corr;
+        sumf += y.d * f16(x.d) * sumi as f32;
+    }
+    sumf
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn q4k_q8k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
+    let m4 = _mm256_set1_epi8(0xF);
+    let mut sumf = 0f32;
+    for (x, y) in w.iter().zip(a) {
+        let mut sc = [0i16; 8];
+        let mut summ = 0i32;
+        for j in 0..8 {
+            let (s, m) = scale_min_k4(j, &x.scales);
+            sc[j] = s as i16;
+            summ += m as i32 * (y.bsums[2 * j] as i32 + y.bsums[2 * j + 1] as i32);
+        }
+        let mut acc = _mm256_setzero_si256();
+        for j in 0..4 {
+            let q = load(x.qs.as_ptr().add(32 * j));
+            let lo = _mm256_and_si256(q, m4);
+            let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+            let y0 = load_i8(y.qs.as_ptr().add(64 * j));
+            let y1 = load_i8(y.qs.as_ptr().add(64 * j + 32));
+            let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, y0), _mm256_set1_epi16(sc[2 * j]));
+            let p1 = _mm256_madd_epi16(
+                _mm256_maddubs_epi16(hi, y1),
+                _mm256_set1_epi16(sc[2 * j + 1]),
+            );
+            acc = _mm256_add_epi32(acc, _mm256_add_epi32(p0, p1));
+        }
+        let d = y.d * f16(x.d);
+        let dmin = y.d * f16(x.dmin);
+        sumf += d * hsum_i32(acc) as f32 - dmin * summ as f32;
+    }
+    sumf
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn q5k_q8k(w: &[BlockQ5K], a: &[BlockQ8K]) -> f32 {
+    let m4 = _mm256_set1_epi8(0xF);
+    let m1 = _mm256_set1_epi8(1);
+    let mut sumf = 0f32;
+    for (x, y) in w.iter().zip(a) {
+        let mut sc = [0i16; 8];
+        let mut summ = 0i32;
+        for j in 0..8 {
+            let (s, m) = scale_min_k4(j, &x.scales);
+            sc[j] = s as i16;
+            summ += m as i32 * (y.bsums[2 * j] as i32 + y.bsums[2 * j + 1] as i32);
+        }
+        let qh = load(x.qh.as_ptr());
+        let mut acc = _mm256_setzero_si256();
+        for j in 0..4 {
+            let q = load(x.qs.as_ptr().add(32 * j));
+            let h0 = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * j as i32)), m1);
+            let h1 = _mm256_and_si256(
+                _mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * j as i32 + 1)),
+                m1,
+            );
+            let lo = _mm256_or_si256(_mm256_and_si256(q, m4), _mm256_slli_epi16(h0, 4));
+            let hi = _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16(q, 4), m4),
+                _mm256_slli_epi16(h1, 4),
+            );
+            let y0 = load_i8(y.qs.as_ptr().add(64 * j));
+            let y1 = load_i8(y.qs.as_ptr().add(64 * j + 32));
+            let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, y0), _mm256_set1_epi16(sc[2 * j]));
+            let p1 = _mm256_madd_epi16(
+                _mm256_maddubs_epi16(hi, y1),
+                _mm256_set1_epi16(sc[2 * j + 1]),
+            );
+            acc = _mm256_add_epi32(acc, _mm256_add_epi32(p0, p1));
+        }
+        let d = y.d * f16(x.d);
+        let dmin = y.d * f16(x.dmin);
+        sumf += d * hsum_i32(acc) as f32 - dmin * summ as f32;
+    }
+    sumf
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn q6k_q8k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
+    let m4 = _mm256_set1_epi8(0xF);
+    let m3 = _mm256_set1_epi8(3);
+    let mut sumf = 0f32;
+    for (x, y) in w.iter().zip(a) {
+        let mut corr = 0i32;
+        for g in 0..16 {
+            corr += x.scales[g] as i32 * y.bsums[g] as i32;
+        }
+        let mut acc = _mm256_setzero_si256();
+        for n in 0..2 {
+            let ql0 = load(x.ql.as_ptr().add(64 * n));
+            let ql1 = load(x.ql.as_ptr().add(64 * n + 32));
+            let qh = load(x.qh.as_ptr().add(32 * n));
+            let q = [
+                _mm256_or_si256(
+                    _mm256_and_si256(ql0, m4),
+                    _mm256_slli_epi16(_mm256_and_si256(qh, m3), 4),
+                ),
+                _mm256_or_si256(
+                    _mm256_and_si256(ql1, m4),
+                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m3), 4),
+                ),
+                _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
+                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m3), 4),
+                ),
+                _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
+                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m3), 4),
+                ),
+            ];
+            for (k, &qk) in q.iter().enumerate() {
+                let yk = load_i8(y.qs.as_ptr().add(128 * n + 32 * k));
+                let is = 8 * n + 2 * k;
+                let s = scales2(x.scales[is] as i32, x.scales[is + 1] as i32);
+                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(qk, yk), s));
+            }
+        }
+        let sumi = hsum_i32(acc) - 32 * corr;
+        sumf += y.d * f16(x.d) * sumi as f32;
+    }
+    sumf
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn iq4_xs_q8k(w: &[BlockIQ4XS], a: &[BlockQ8K]) -> f32 {
+    let t = _mm_loadu_si128(KVALUES_IQ4NL.as_ptr() as *const __m128i);
+    let table = _mm256_set_m128i(t, t);
+    let mut sumf = 0f32;
+    for (x, y) in w.iter().zip(a) {
+        let sh = u16::from_le_bytes(x.scales_h);
+        let mut acc = _mm256_setzero_si256();
+        for ib in 0..8 {
+            let ls = ((x.scales_l[ib / 2] >> (4 * (ib % 2))) & 0xF) as i32
+                | ((((sh >> (2 * ib)) & 3) as i32) << 4);
+            let qx = _mm256_shuffle_epi8(table, nibbles(x.qs.as_ptr().add(16 * ib)));
+            let p = dot_i8_i32(qx, load_i8(y.qs.as_ptr().add(32 * ib)));
+            acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(p, _mm256_set1_epi32(ls - 32)));
+        }
+        sumf += y.d * f16(x.d) * hsum_i32(acc) as f32;
+    }
+    sumf
+}
+
+/// f16 weights (little-endian bytes) × f32 activations.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn f16_f32(w: &[u8], x: &[f32]) -> f32 {
+    let n = x.len().min(w.len() / 2);
+    let wp = w.as_ptr();
+    let xp = x.as_ptr();
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 32 <= n {
+        for (k, a) in acc.iter_mut().enumerate() {
+            let wv = _mm256_cvtph_ps(_mm_loadu_si128(wp.add(2 * (i + 8 * k)) as *const __m128i));
+            *a = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xp.add(i + 8 * k)), *a);
+        }
+        i += 32;
+    }
+    while i + 8 <= n {
+        let wv = _mm256_cvtph_ps(_mm_loadu_si128(wp.add(2 * i) as *const __m128i));
+        acc[0] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xp.add(i)), acc[0]);
+        i += 8;
+    }
+    let mut sum = hsum_f32(_mm256_add_ps(
+        _mm256_add_ps(acc[0], acc[1]),
+        _mm256_add_ps(acc[2], acc[3]),
+    ));
+    while i < n {
+        sum += F16Le([w[2 * i], w[2 * i + 1]]).to_f32() * x[i];
+        i += 1;
+    }
+    sum
+}

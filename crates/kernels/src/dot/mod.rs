@@ -1,0 +1,192 @@
+//! Dot products of one weight row with one activation row, per weight type
+//! and instruction set, and the activation formats they consume.
+
+#[cfg(target_arch = "x86_64")]
+pub mod avx2;
+pub mod scalar;
+
+use crate::blocks::*;
+use crate::error::{KernelError, Result};
+use crate::isa::Isa;
+use crate::quant::{quantize_block_q8k, QuantizeBlock};
+use mistral_gguf::GgmlType;
+
+/// The format activations are converted to before the dot products with a
+/// given weight type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActFormat {
+    /// Plain f32 (F32 / F16 / BF16 weights).
+    F32,
+    /// Q8_0 blocks of 32 (Q4_0, Q5_0, Q8_0, IQ4_NL).
+    Q8_0,
+    /// Q8_1 blocks of 32 with their sums (Q4_1, Q5_1).
+    Q8_1,
+    /// Q8_K super-blocks of 256 with group sums (the k-quants, IQ4_XS).
+    Q8K,
+}
+
+impl ActFormat {
+    /// The activation format for weights of type `ty`, if there is a kernel.
+    pub fn for_weights(ty: GgmlType) -> Option<ActFormat> {
+        use GgmlType::*;
+        Some(match ty {
+            F32 | F16 | BF16 => ActFormat::F32,
+            Q4_0 | Q5_0 | Q8_0 | IQ4_NL => ActFormat::Q8_0,
+            Q4_1 | Q5_1 => ActFormat::Q8_1,
+            Q2_K | Q3_K | Q4_K | Q5_K | Q6_K | IQ4_XS => ActFormat::Q8K,
+            _ => return None,
+        })
+    }
+}
+
+/// Whether [`row_dot`] has a kernel for weights of type `ty`.
+pub fn supports_matmul(ty: GgmlType) -> bool {
+    ActFormat::for_weights(ty).is_some()
+}
+
+/// Reusable buffers holding one or more quantized activation rows.
+#[derive(Default)]
+pub struct ActBuffers {
+    pub(crate) f32: Vec<f32>,
+    pub(crate) q8_0: Vec<BlockQ8_0>,
+    pub(crate) q8_1: Vec<BlockQ8_1>,
+    pub(crate) q8k: Vec<BlockQ8K>,
+}
+
+/// One activation row in its kernel format.
+#[derive(Clone, Copy)]
+pub enum ActRow<'a> {
+    F32(&'a [f32]),
+    Q8_0(&'a [BlockQ8_0]),
+    Q8_1(&'a [BlockQ8_1]),
+    Q8K(&'a [BlockQ8K]),
+}
+
+const Q8_0_ZERO: BlockQ8_0 = BlockQ8_0 {
+    d: F16Le([0, 0]),
+    qs: [0; 32],
+};
+const Q8_1_ZERO: BlockQ8_1 = BlockQ8_1 {
+    d: F16Le([0, 0]),
+    s: F16Le([0, 0]),
+    qs: [0; 32],
+};
+
+impl ActBuffers {
+    /// Converts `n` rows of `cols` f32 values (`x.len() == n * cols`) to
+    /// `fmt`, growing the buffers only when they are too small. Rows are
+    /// converted in parallel when there are several.
+    pub fn prepare(&mut self, fmt: ActFormat, x: &[f32], cols: usize) {
+        use rayon::prelude::*;
+        fn fill<B: Copy + Send + Sync>(
+            buf: &mut Vec<B>,
+            zero: B,
+            x: &[f32],
+            elems: usize,
+            q: impl Fn(&[f32], &mut B) + Sync,
+        ) {
+            let nb = x.len() / elems;
+            if buf.len() < nb {
+                buf.resize(nb, zero);
+            }
+            let out = &mut buf[..nb];
+            let per = 64usize;
+            out.par_chunks_mut(per)
+                .zip(x.par_chunks(per * elems))
+                .for_each(|(bs, xs)| {
+                    for (b, c) in bs.iter_mut().zip(xs.chunks_exact(elems)) {
+                        q(c, b);
+                    }
+                });
+        }
+        debug_assert!(cols == 0 || x.len() % cols == 0);
+        match fmt {
+            ActFormat::F32 => {
+                self.f32.clear();
+                self.f32.extend_from_slice(x);
+            }
+            ActFormat::Q8_0 => fill(&mut self.q8_0, Q8_0_ZERO, x, 32, |c, b| {
+                *b = BlockQ8_0::quantize(c)
+            }),
+            ActFormat::Q8_1 => fill(&mut self.q8_1, Q8_1_ZERO, x, 32, |c, b| {
+                *b = BlockQ8_1::quantize(c)
+            }),
+            ActFormat::Q8K => fill(&mut self.q8k, BlockQ8K::ZERO, x, QK_K, quantize_block_q8k),
+        }
+    }
+
+    /// Row `t` of the prepared activations (rows of `cols` elements).
+    pub fn row(&self, fmt: ActFormat, cols: usize, t: usize) -> ActRow<'_> {
+        match fmt {
+            ActFormat::F32 => ActRow::F32(&self.f32[t * cols..(t + 1) * cols]),
+            ActFormat::Q8_0 => ActRow::Q8_0(&self.q8_0[t * cols / 32..(t + 1) * cols / 32]),
+            ActFormat::Q8_1 => ActRow::Q8_1(&self.q8_1[t * cols / 32..(t + 1) * cols / 32]),
+            ActFormat::Q8K => ActRow::Q8K(&self.q8k[t * cols / QK_K..(t + 1) * cols / QK_K]),
+        }
+    }
+}
+
+macro_rules! typed {
+    ($w:expr, $B:ty) => {
+        match cast_blocks::<$B>($w) {
+            Ok(b) => b,
+            Err(e) => return Err(e),
+        }
+    };
+}
+
+/// Dot product of one weight row (`w`: the row's bytes, type `ty`) with one
+/// activation row in the matching format, on instruction set `isa` (which
+/// the caller must have checked is available: [`Isa::checked`]).
+pub fn row_dot(ty: GgmlType, isa: Isa, w: &[u8], act: ActRow<'_>) -> Result<f32> {
+    use GgmlType as T;
+    let mismatch = || KernelError::Shape {
+        op: "row_dot",
+        detail: format!("{ty} weights with the wrong activation format"),
+    };
+    let avx2 = isa == Isa::Avx2 && cfg!(target_arch = "x86_64");
+    macro_rules! pick {
+        ($name:ident, $B:ty, $a:expr) => {{
+            let wb = typed!(w, $B);
+            #[cfg(target_arch = "x86_64")]
+            if avx2 {
+                // SAFETY: `isa` is Avx2 only when the caller checked the CPU
+                // has AVX2, FMA and F16C (`Isa::available`); the kernel only
+                // reads inside the block slices it is given.
+                return Ok(unsafe { avx2::$name(wb, $a) });
+            }
+            let _ = avx2;
+            Ok(scalar::$name(wb, $a))
+        }};
+    }
+    match (ty, act) {
+        (T::Q4_0, ActRow::Q8_0(a)) => pick!(q4_0_q8_0, BlockQ4_0, a),
+        (T::Q4_1, ActRow::Q8_1(a)) => pick!(q4_1_q8_1, BlockQ4_1, a),
+        (T::Q5_0, ActRow::Q8_0(a)) => pick!(q5_0_q8_0, BlockQ5_0, a),
+        (T::Q5_1, ActRow::Q8_1(a)) => pick!(q5_1_q8_1, BlockQ5_1, a),
+        (T::Q8_0, ActRow::Q8_0(a)) => pick!(q8_0_q8_0, BlockQ8_0, a),
+        (T::IQ4_NL, ActRow::Q8_0(a)) => pick!(iq4_nl_q8_0, BlockIQ4NL, a),
+        (T::Q2_K, ActRow::Q8K(a)) => pick!(q2k_q8k, BlockQ2K, a),
+        (T::Q3_K, ActRow::Q8K(a)) => pick!(q3k_q8k, BlockQ3K, a),
+        (T::Q4_K, ActRow::Q8K(a)) => pick!(q4k_q8k, BlockQ4K, a),
+        (T::Q5_K, ActRow::Q8K(a)) => pick!(q5k_q8k, BlockQ5K, a),
+        (T::Q6_K, ActRow::Q8K(a)) => pick!(q6k_q8k, BlockQ6K, a),
+        (T::IQ4_XS, ActRow::Q8K(a)) => pick!(iq4_xs_q8k, BlockIQ4XS, a),
+        (T::F16, ActRow::F32(a)) => {
+            #[cfg(target_arch = "x86_64")]
+            if avx2 {
+                // SAFETY: as above; the kernel reads min(w.len()/2, a.len())
+                // elements from both slices.
+                return Ok(unsafe { avx2::f16_f32(w, a) });
+            }
+            Ok(scalar::f16_f32(w, a))
+        }
+        (T::BF16, ActRow::F32(a)) => Ok(scalar::bf16_f32(w, a)),
+        (T::F32, ActRow::F32(a)) => Ok(scalar::f32_f32(w, a)),
+        _ => Err(if supports_matmul(ty) {
+            mismatch()
+        } else {
+            KernelError::Unsupported { ty, op: "matmul" }
+        }),
+    }
+}

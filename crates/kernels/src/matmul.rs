@@ -1,0 +1,149 @@
+//! Quantized matrix × vector (decode) and matrix × matrix (prefill): the
+//! activations are converted once into a pooled scratch buffer, then the
+//! weight rows are split over rayon threads; for several activation rows the
+//! work is tiled so a weight row stays in L1 while a tile of activation rows
+//! streams past it.
+
+use crate::blocks::bytes_for;
+use crate::dot::{row_dot, ActBuffers, ActFormat, ActRow};
+use crate::error::{KernelError, Result};
+use crate::isa::Isa;
+use mistral_gguf::GgmlType;
+use rayon::prelude::*;
+use std::sync::Mutex;
+
+/// Scratch buffers for quantized activations, reused across calls (a call
+/// takes one out and puts it back, so concurrent or nested calls each get
+/// their own and nothing is allocated once the pool is warm).
+static SCRATCH: Mutex<Vec<ActBuffers>> = Mutex::new(Vec::new());
+
+fn with_scratch<R>(f: impl FnOnce(&mut ActBuffers) -> R) -> R {
+    let mut buf = SCRATCH
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .pop()
+        .unwrap_or_default();
+    let r = f(&mut buf);
+    SCRATCH.lock().unwrap_or_else(|e| e.into_inner()).push(buf);
+    r
+}
+
+/// Activation rows per tile in matrix × matrix.
+const TOKEN_TILE: usize = 16;
+
+/// A raw output pointer shared by the worker threads, each writing a
+/// disjoint set of elements.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: the pointer is only used to write elements `y[t * rows + r]` for
+// the rows `r` of the chunk a worker owns; chunks are disjoint, so no two
+// threads write the same element and nothing reads `y` during the call.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    /// Taking `self` whole makes closures capture the `Send` wrapper, not the raw field.
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// `y[t, r] = sum_c w[r, c] * x[t, c]` for a `[rows, cols]` weight matrix `w`
+/// of type `ty` (row-major bytes), `n = x.len() / cols` activation rows, and
+/// `y` of `n * rows` elements, on instruction set `isa`.
+pub fn matmul(
+    ty: GgmlType,
+    isa: Isa,
+    w: &[u8],
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    y: &mut [f32],
+) -> Result<()> {
+    let isa = isa.checked()?;
+    let fmt = ActFormat::for_weights(ty).ok_or(KernelError::Unsupported { ty, op: "matmul" })?;
+    let row_bytes = bytes_for(ty, cols)?;
+    let shape_err = |detail: String| KernelError::Shape {
+        op: "matmul",
+        detail,
+    };
+    if Some(w.len()) != row_bytes.checked_mul(rows) {
+        return Err(KernelError::DataSize {
+            ty,
+            expected: row_bytes.saturating_mul(rows),
+            got: w.len(),
+        });
+    }
+    if cols == 0 || x.len() % cols != 0 {
+        return Err(shape_err(format!(
+            "input of {} values is not rows of {cols}",
+            x.len()
+        )));
+    }
+    let n = x.len() / cols;
+    if y.len() != n * rows {
+        return Err(shape_err(format!(
+            "output has {} values, expected {n} x {rows}",
+            y.len()
+        )));
+    }
+    if rows == 0 || n == 0 {
+        return Ok(());
+    }
+    // Check the kernel exists (and the formats agree) before going parallel.
+    with_scratch(|buf| {
+        if fmt != ActFormat::F32 {
+            buf.prepare(fmt, x, cols);
+        }
+        let act = |t: usize| -> ActRow<'_> {
+            if fmt == ActFormat::F32 {
+                ActRow::F32(&x[t * cols..(t + 1) * cols])
+            } else {
+                buf.row(fmt, cols, t)
+            }
+        };
+        row_dot(ty, isa, &w[..row_bytes], act(0))?;
+
+        let threads = rayon::current_num_threads().max(1);
+        // Enough chunks to balance uneven progress, each at least a few rows.
+        let chunk = rows.div_ceil(threads * 8).max(4);
+        let out = OutPtr(y.as_mut_ptr());
+        (0..rows.div_ceil(chunk)).into_par_iter().for_each(|c| {
+            let r0 = c * chunk;
+            let r1 = (r0 + chunk).min(rows);
+            for t0 in (0..n).step_by(TOKEN_TILE) {
+                let t1 = (t0 + TOKEN_TILE).min(n);
+                for r in r0..r1 {
+                    let wr = &w[r * row_bytes..(r + 1) * row_bytes];
+                    for t in t0..t1 {
+                        // The kernel was checked above for these types and lengths.
+                        let v = row_dot(ty, isa, wr, act(t)).unwrap_or(f32::NAN);
+                        // SAFETY: t < n and r < rows, so t * rows + r < y.len();
+                        // this chunk alone owns rows r0..r1 (see `OutPtr`).
+                        unsafe { *out.get().add(t * rows + r) = v };
+                    }
+                }
+            }
+        });
+        Ok(())
+    })
+}
+
+/// Matrix × vector: `matmul` with one activation row.
+pub fn matvec(
+    ty: GgmlType,
+    isa: Isa,
+    w: &[u8],
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    y: &mut [f32],
+) -> Result<()> {
+    if x.len() != cols {
+        return Err(KernelError::Shape {
+            op: "matvec",
+            detail: format!("input has {} values, expected {cols}", x.len()),
+        });
+    }
+    matmul(ty, isa, w, rows, cols, x, y)
+}

@@ -1,0 +1,167 @@
+//! [`QMatrix`]: a quantized weight matrix the transformer multiplies by, and
+//! its candle `CustomOp1` / `Module` wrapper (a drop-in for candle's `QMatMul`).
+
+use crate::dequant::dequantize_row;
+use crate::error::{KernelError, Result};
+use crate::isa::Isa;
+use crate::{blocks::bytes_for, dot::supports_matmul, matmul};
+use mistral_gguf::{GgmlType, GgufFile};
+use std::fmt;
+use std::ops::Range;
+use std::sync::Arc;
+
+/// Bytes shared between matrices: an owned buffer or a whole mapped file.
+pub type SharedBytes = Arc<dyn AsRef<[u8]> + Send + Sync>;
+
+struct GgufBytes(Arc<GgufFile>);
+impl AsRef<[u8]> for GgufBytes {
+    fn as_ref(&self) -> &[u8] {
+        self.0.bytes()
+    }
+}
+
+/// A `[rows, cols]` row-major matrix of GGML type `ty` (each row a whole
+/// number of blocks), owning its bytes or borrowing them from a mapped file.
+#[derive(Clone)]
+pub struct QMatrix {
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    data: SharedBytes,
+    range: Range<usize>,
+    isa: Isa,
+}
+
+impl fmt::Debug for QMatrix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "QMatrix({} [{}, {}], {:?})",
+            self.ty, self.rows, self.cols, self.isa
+        )
+    }
+}
+
+impl QMatrix {
+    /// A matrix over `data[range]`, checking the size and that a kernel exists.
+    pub fn from_shared(
+        ty: GgmlType,
+        rows: usize,
+        cols: usize,
+        data: SharedBytes,
+        range: Range<usize>,
+    ) -> Result<QMatrix> {
+        if !supports_matmul(ty) {
+            return Err(KernelError::Unsupported { ty, op: "matmul" });
+        }
+        let expected = bytes_for(ty, cols)?
+            .checked_mul(rows)
+            .ok_or(KernelError::Shape {
+                op: "QMatrix",
+                detail: format!("{rows} x {cols} overflows"),
+            })?;
+        let got = (*data).as_ref().get(range.clone()).map(|b| b.len());
+        if got != Some(expected) {
+            return Err(KernelError::DataSize {
+                ty,
+                expected,
+                got: got.unwrap_or(0),
+            });
+        }
+        Ok(QMatrix {
+            ty,
+            rows,
+            cols,
+            data,
+            range,
+            isa: Isa::best(),
+        })
+    }
+
+    /// A matrix owning `data`.
+    pub fn new(ty: GgmlType, rows: usize, cols: usize, data: Vec<u8>) -> Result<QMatrix> {
+        let len = data.len();
+        QMatrix::from_shared(ty, rows, cols, Arc::new(data), 0..len)
+    }
+
+    /// Quantizes a row-major f32 matrix.
+    pub fn quantize(ty: GgmlType, rows: usize, cols: usize, x: &[f32]) -> Result<QMatrix> {
+        if x.len() != rows * cols {
+            return Err(KernelError::Shape {
+                op: "QMatrix::quantize",
+                detail: format!("{} values for {rows} x {cols}", x.len()),
+            });
+        }
+        QMatrix::new(ty, rows, cols, crate::quant::quantize_to_vec(ty, x)?)
+    }
+
+    /// The 2-D tensor `name` of a GGUF file, zero-copy from its map
+    /// (`dims[0]` is the row length; higher dims are folded into rows).
+    pub fn from_gguf(file: &Arc<GgufFile>, name: &str) -> Result<QMatrix> {
+        let (info, data) = file.tensor(name)?;
+        let dims = info.dims.clone();
+        let cols = *dims.first().unwrap_or(&0) as usize;
+        let rows = dims.iter().skip(1).product::<u64>() as usize;
+        if dims.len() > 2 {
+            return Err(KernelError::NotAMatrix {
+                name: name.into(),
+                dims,
+            });
+        }
+        let start = data.as_ptr() as usize - file.bytes().as_ptr() as usize;
+        let range = start..start + data.len();
+        QMatrix::from_shared(
+            info.ggml_type,
+            rows,
+            cols,
+            Arc::new(GgufBytes(file.clone())),
+            range,
+        )
+    }
+
+    /// The same matrix, computing on instruction set `isa` (an error if this CPU lacks it).
+    pub fn with_isa(mut self, isa: Isa) -> Result<QMatrix> {
+        self.isa = isa.checked()?;
+        Ok(self)
+    }
+
+    pub fn ggml_type(&self) -> GgmlType {
+        self.ty
+    }
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+
+    /// The matrix's bytes (row-major blocks).
+    pub fn bytes(&self) -> &[u8] {
+        &(*self.data).as_ref()[self.range.clone()]
+    }
+
+    /// `y = W x` (`x.len() == cols`, `y.len() == rows`).
+    pub fn matvec(&self, x: &[f32], y: &mut [f32]) -> Result<()> {
+        matmul::matvec(self.ty, self.isa, self.bytes(), self.rows, self.cols, x, y)
+    }
+
+    /// `Y = X Wᵀ` for `n` rows of `X` (`x.len() == n * cols`, `y.len() == n * rows`).
+    pub fn matmul(&self, x: &[f32], y: &mut [f32]) -> Result<()> {
+        matmul::matmul(self.ty, self.isa, self.bytes(), self.rows, self.cols, x, y)
+    }
+
+    /// Row `row` as f32 (an embedding lookup).
+    pub fn dequantize_row(&self, row: usize, out: &mut [f32]) -> Result<()> {
+        dequantize_row(self.ty, self.bytes(), self.cols, row, out)
+    }
+
+    /// The whole matrix as f32.
+    pub fn dequantize(&self) -> Result<Vec<f32>> {
+        let mut out = vec![0f32; self.rows * self.cols];
+        crate::dequant::dequantize(self.ty, self.bytes(), &mut out)?;
+        Ok(out)
+    }
+}

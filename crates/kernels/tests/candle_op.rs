@@ -1,0 +1,116 @@
+//! `QMatrix` as a candle op against candle's own `QMatMul` on the same weights.
+
+mod common;
+
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{DType, Device, Module, Tensor};
+use common::gaussian;
+use mistral_kernels::{GgmlType, Isa, QMatrix};
+
+#[test]
+fn custom_op_matches_candle_qmatmul() {
+    let dev = Device::Cpu;
+    let (rows, cols) = (48, 1024);
+    let wf = Tensor::from_vec(gaussian(rows * cols, 5), (rows, cols), &dev).unwrap();
+    for (ty, dt) in [
+        (GgmlType::Q4_0, GgmlDType::Q4_0),
+        (GgmlType::Q4_1, GgmlDType::Q4_1),
+        (GgmlType::Q5_0, GgmlDType::Q5_0),
+        (GgmlType::Q5_1, GgmlDType::Q5_1),
+        (GgmlType::Q8_0, GgmlDType::Q8_0),
+        (GgmlType::Q2_K, GgmlDType::Q2K),
+        (GgmlType::Q3_K, GgmlDType::Q3K),
+        (GgmlType::Q4_K, GgmlDType::Q4K),
+        (GgmlType::Q5_K, GgmlDType::Q5K),
+        (GgmlType::Q6_K, GgmlDType::Q6K),
+        (GgmlType::F16, GgmlDType::F16),
+    ] {
+        let q = QTensor::quantize(&wf, dt).unwrap();
+        let bytes = q.data().unwrap().to_vec();
+        let theirs = QMatMul::from_qtensor(q).unwrap();
+        for isa in Isa::available_paths() {
+            let ours = QMatrix::new(ty, rows, cols, bytes.clone())
+                .unwrap()
+                .with_isa(isa)
+                .unwrap();
+            for shape in [vec![1, cols], vec![5, cols], vec![2, 3, cols]] {
+                let n: usize = shape.iter().product::<usize>() / cols;
+                let x = Tensor::from_vec(gaussian(n * cols, 7), shape.as_slice(), &dev).unwrap();
+                let a = ours.forward(&x).unwrap();
+                let b = theirs.forward(&x).unwrap();
+                assert_eq!(a.dims(), b.dims());
+                let diff = (&a - &b)
+                    .unwrap()
+                    .sqr()
+                    .unwrap()
+                    .mean_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap()
+                    .sqrt();
+                let norm = b
+                    .sqr()
+                    .unwrap()
+                    .mean_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap()
+                    .sqrt();
+                assert!(
+                    diff <= 2e-3 * norm,
+                    "{ty} {isa:?} {shape:?}: rms diff {diff} vs rms {norm}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn custom_op_dtypes_and_errors() {
+    let dev = Device::Cpu;
+    let (rows, cols) = (8, 256);
+    let wf = gaussian(rows * cols, 1);
+    let m = QMatrix::quantize(GgmlType::Q8_0, rows, cols, &wf).unwrap();
+    let x = Tensor::from_vec(gaussian(2 * cols, 3), (2, cols), &dev).unwrap();
+    let y32 = m.forward(&x).unwrap();
+    let ymax = y32
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    // Relative rounding of the 16-bit input and output: 2^-11 (f16), 2^-8 (bf16).
+    for (dt, rel) in [(DType::F16, 0.002), (DType::BF16, 0.02)] {
+        let y = m.forward(&x.to_dtype(dt).unwrap()).unwrap();
+        assert_eq!(y.dtype(), dt);
+        let d = (y.to_dtype(DType::F32).unwrap() - &y32)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(d < rel * ymax, "{dt:?}: {d} (max |y| {ymax})");
+    }
+    // Non-contiguous input is made contiguous; a wrong width is an error.
+    let xt = Tensor::from_vec(gaussian(2 * cols, 3), (cols, 2), &dev)
+        .unwrap()
+        .t()
+        .unwrap();
+    assert_eq!(m.forward(&xt).unwrap().dims(), &[2, rows]);
+    let bad = Tensor::zeros((2, cols + 32), DType::F32, &dev).unwrap();
+    assert!(m.forward(&bad).is_err());
+    assert!(m
+        .forward(&Tensor::zeros((2, cols), DType::U32, &dev).unwrap())
+        .is_err());
+    // Matvec / row lookup through the struct.
+    let mut y = vec![0f32; rows];
+    m.matvec(&wf[..cols], &mut y).unwrap();
+    let mut row = vec![0f32; cols];
+    m.dequantize_row(3, &mut row).unwrap();
+    assert!(m.dequantize_row(rows, &mut row).is_err());
+    assert!(QMatrix::new(GgmlType::Q8_0, rows, cols, vec![0u8; 10]).is_err());
+    assert!(QMatrix::new(GgmlType::IQ2_XXS, 1, 256, vec![0u8; 66]).is_err());
+}

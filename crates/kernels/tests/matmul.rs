@@ -1,0 +1,240 @@
+//! The fused kernels: every instruction-set path against the scalar kernel,
+//! and the scalar kernel against a naive dequantize-then-dot reference.
+
+mod common;
+
+use common::gaussian;
+use mistral_kernels::{dequantize, matmul, quantize_to_vec, ActFormat, GgmlType, Isa};
+use rand::{Rng, SeedableRng};
+
+/// Offsets of the f16 scale fields in each block type (kept small and finite
+/// in random blocks; every other byte is random).
+fn scale_offsets(ty: GgmlType) -> &'static [usize] {
+    use GgmlType::*;
+    match ty {
+        Q4_0 | Q5_0 | Q8_0 | IQ4_NL | IQ4_XS => &[0],
+        Q4_1 | Q5_1 | Q4_K | Q5_K => &[0, 2],
+        Q2_K => &[80, 82],
+        Q3_K => &[108],
+        Q6_K => &[208],
+        _ => &[],
+    }
+}
+
+/// Random weights of `ty`: raw random blocks (all bit patterns, small
+/// scales) for block types, random values for float types.
+fn random_weights(ty: GgmlType, rows: usize, cols: usize, seed: u64) -> Vec<u8> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    if !ty.is_quantized() {
+        let x = gaussian(rows * cols, seed);
+        return quantize_to_vec(ty, &x).unwrap();
+    }
+    let mut bytes: Vec<u8> = (0..ty.bytes_for((rows * cols) as u64).unwrap())
+        .map(|_| rng.random())
+        .collect();
+    let bs = ty.type_size() as usize;
+    for block in bytes.chunks_exact_mut(bs) {
+        for &o in scale_offsets(ty) {
+            let v: f32 = rng.random_range(-0.02f32..0.02);
+            block[o..o + 2].copy_from_slice(&half::f16::from_f32(v).to_le_bytes());
+        }
+    }
+    bytes
+}
+
+/// The activations as the kernel sees them (quantized then dequantized).
+fn effective_activations(ty: GgmlType, x: &[f32]) -> Vec<f32> {
+    let act_ty = match ActFormat::for_weights(ty).unwrap() {
+        ActFormat::F32 => return x.to_vec(),
+        ActFormat::Q8_0 => GgmlType::Q8_0,
+        ActFormat::Q8_1 => GgmlType::Q8_1,
+        ActFormat::Q8K => GgmlType::Q8_K,
+    };
+    let q = quantize_to_vec(act_ty, x).unwrap();
+    let mut out = vec![0f32; x.len()];
+    dequantize(act_ty, &q, &mut out).unwrap();
+    out
+}
+
+const TYPES: [GgmlType; 15] = [
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q8_0,
+    GgmlType::IQ4_NL,
+    GgmlType::Q2_K,
+    GgmlType::Q3_K,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+    GgmlType::IQ4_XS,
+    GgmlType::F16,
+    GgmlType::BF16,
+    GgmlType::F32,
+];
+
+/// (rows, cols, activation rows): one row, rows not a multiple of the thread
+/// count or chunk size, more activation rows than a tile, a very wide row.
+const SHAPES: [(usize, usize, usize); 6] = [
+    (1, 256, 1),
+    (7, 512, 1),
+    (13, 1024, 3),
+    (65, 768, 17),
+    (3, 10240, 2),
+    (37, 4096, 1),
+];
+
+/// Relative tolerance of the scalar kernel vs the f64 naive reference, and of
+/// SIMD paths with a different f32 summation order vs the scalar kernel.
+const REL_TOL: f64 = 2e-5;
+
+fn check_type(ty: GgmlType, rows: usize, cols: usize, n: usize, seed: u64) {
+    let w = random_weights(ty, rows, cols, seed);
+    let x = gaussian(n * cols, seed + 100);
+    let mut wf = vec![0f32; rows * cols];
+    dequantize(ty, &w, &mut wf).unwrap();
+    let xe = effective_activations(ty, &x);
+
+    let mut scalar = vec![0f32; n * rows];
+    matmul(ty, Isa::Scalar, &w, rows, cols, &x, &mut scalar).unwrap();
+    for t in 0..n {
+        for r in 0..rows {
+            let (mut dot, mut mag) = (0f64, 0f64);
+            for c in 0..cols {
+                let p = wf[r * cols + c] as f64 * xe[t * cols + c] as f64;
+                dot += p;
+                mag += p.abs();
+            }
+            let got = scalar[t * rows + r] as f64;
+            assert!(
+                (got - dot).abs() <= REL_TOL * mag + 1e-6,
+                "{ty} scalar [{t},{r}] of {rows}x{cols}x{n}: {got} vs naive {dot} (mag {mag})"
+            );
+        }
+    }
+    for isa in Isa::available_paths() {
+        let mut y = vec![0f32; n * rows];
+        matmul(ty, isa, &w, rows, cols, &x, &mut y).unwrap();
+        for (i, (&a, &b)) in y.iter().zip(&scalar).enumerate() {
+            let (t, r) = (i / rows, i % rows);
+            let mag: f64 = (0..cols)
+                .map(|c| (wf[r * cols + c] as f64 * xe[t * cols + c] as f64).abs())
+                .sum();
+            assert!(
+                ((a - b) as f64).abs() <= REL_TOL * mag + 1e-6,
+                "{ty} {isa:?} [{t},{r}] of {rows}x{cols}x{n}: {a} vs scalar {b}"
+            );
+        }
+        // The k-quant kernels sum exact integers per super-block: bit-identical.
+        if ActFormat::for_weights(ty) == Some(ActFormat::Q8K) {
+            assert_eq!(y, scalar, "{ty} {isa:?} not bit-identical to scalar");
+        }
+    }
+}
+
+#[test]
+fn every_path_matches_scalar_and_scalar_matches_naive() {
+    eprintln!("paths tested: {:?}", Isa::available_paths());
+    // 3 threads: row counts are not multiples of the thread count.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(3)
+        .build()
+        .unwrap();
+    pool.install(|| {
+        for (i, ty) in TYPES.into_iter().enumerate() {
+            for (j, &(rows, cols, n)) in SHAPES.iter().enumerate() {
+                check_type(ty, rows, cols, n, (i * 10 + j) as u64);
+            }
+        }
+        // Float weights take any row length (exercise the SIMD tails).
+        for ty in [GgmlType::F16, GgmlType::BF16, GgmlType::F32] {
+            check_type(ty, 5, 77, 3, 1);
+            check_type(ty, 2, 9, 1, 2);
+        }
+        // 32-element types on rows that are not a multiple of 256.
+        for ty in [
+            GgmlType::Q4_0,
+            GgmlType::Q4_1,
+            GgmlType::Q5_0,
+            GgmlType::Q5_1,
+            GgmlType::Q8_0,
+            GgmlType::IQ4_NL,
+        ] {
+            check_type(ty, 9, 96, 2, 3);
+            check_type(ty, 4, 576, 5, 4);
+        }
+    });
+}
+
+#[test]
+fn quantized_weights_track_the_f32_product() {
+    // End to end with realistic data: quantize f32 weights, multiply, compare
+    // with the exact f32 product. Bounds are loose multiples of the types'
+    // weight + activation quantization error.
+    let (rows, cols, n) = (32, 1024, 4);
+    let wf = gaussian(rows * cols, 1);
+    let x = gaussian(n * cols, 2);
+    for (ty, tol) in [
+        (GgmlType::Q8_0, 0.02),
+        (GgmlType::Q4_0, 0.12),
+        (GgmlType::Q4_1, 0.12),
+        (GgmlType::Q5_0, 0.07),
+        (GgmlType::Q5_1, 0.07),
+        (GgmlType::IQ4_NL, 0.1),
+        (GgmlType::Q2_K, 0.35),
+        (GgmlType::Q3_K, 0.2),
+        (GgmlType::Q4_K, 0.1),
+        (GgmlType::Q5_K, 0.06),
+        (GgmlType::Q6_K, 0.04),
+        (GgmlType::F16, 0.001),
+    ] {
+        let w = quantize_to_vec(ty, &wf).unwrap();
+        let mut y = vec![0f32; n * rows];
+        matmul(ty, Isa::best(), &w, rows, cols, &x, &mut y).unwrap();
+        let (mut err, mut norm) = (0f64, 0f64);
+        for t in 0..n {
+            for r in 0..rows {
+                let exact: f64 = (0..cols)
+                    .map(|c| wf[r * cols + c] as f64 * x[t * cols + c] as f64)
+                    .sum();
+                err += (y[t * rows + r] as f64 - exact).powi(2);
+                norm += exact * exact;
+            }
+        }
+        let rel = (err / norm).sqrt();
+        assert!(rel < tol, "{ty}: relative error {rel} over {tol}");
+    }
+}
+
+#[test]
+fn bad_shapes_are_errors() {
+    let w = random_weights(GgmlType::Q4_K, 2, 256, 0);
+    let x = vec![0f32; 256];
+    let mut y = vec![0f32; 2];
+    assert!(matmul(GgmlType::Q4_K, Isa::Scalar, &w, 2, 256, &x, &mut y).is_ok());
+    assert!(matmul(GgmlType::Q4_K, Isa::Scalar, &w, 3, 256, &x, &mut y).is_err());
+    assert!(matmul(GgmlType::Q4_K, Isa::Scalar, &w, 2, 256, &x[..255], &mut y).is_err());
+    assert!(matmul(GgmlType::Q4_K, Isa::Scalar, &w, 2, 256, &x, &mut y[..1]).is_err());
+    assert!(matmul(
+        GgmlType::Q4_K,
+        Isa::Scalar,
+        &w[..200],
+        1,
+        256,
+        &x,
+        &mut y[..1]
+    )
+    .is_err());
+    assert!(matmul(
+        GgmlType::IQ2_XXS,
+        Isa::Scalar,
+        &[0u8; 66],
+        1,
+        256,
+        &x,
+        &mut y[..1]
+    )
+    .is_err());
+    assert!(matmul(GgmlType::Q4_K, Isa::Scalar, &w, 2, 100, &x[..100], &mut y).is_err());
+}
