@@ -15,7 +15,11 @@ fn smollm2() -> PathBuf {
         .arg(root().join("models/fetch-smollm2.sh"))
         .output()
         .expect("run models/fetch-smollm2.sh");
-    assert!(out.status.success(), "fetch failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "fetch failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }
 
@@ -30,7 +34,11 @@ fn info(args: &[&str], file: &Path) -> Output {
 
 fn json(file: &Path) -> Value {
     let out = info(&["--json", "--tensors"], file);
-    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("--json prints JSON")
 }
 
@@ -51,9 +59,15 @@ fn smollm2_info() {
     let tensors = j["tensors"].as_array().expect("--tensors lists tensors");
     assert_eq!(tensors.len(), 272);
     assert_eq!(j["tensor_count"], 272);
-    let names: Vec<&str> = tensors.iter().map(|t| t["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = tensors
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
     assert!(names.contains(&"token_embd.weight"));
-    assert!(!names.contains(&"output.weight"), "SmolLM2 ties its embeddings");
+    assert!(
+        !names.contains(&"output.weight"),
+        "SmolLM2 ties its embeddings"
+    );
     assert_eq!(j["tied_embeddings"], true);
     let blocks: std::collections::BTreeSet<&str> = names
         .iter()
@@ -63,15 +77,37 @@ fn smollm2_info() {
 
     // Parameter count = sum of products of dims; weight bytes = sum of tensor bytes,
     // and the per-type table adds up to both the tensor count and the bytes.
-    let product = |t: &Value| t["dims"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap()).product::<u64>();
+    let product = |t: &Value| {
+        t["dims"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_u64().unwrap())
+            .product::<u64>()
+    };
     let params: u64 = tensors.iter().map(product).sum();
     assert_eq!(j["parameters"], params);
-    assert_eq!(j["parameters_human"], format!("{:.1}M", params as f64 / 1e6));
+    assert_eq!(
+        j["parameters_human"],
+        format!("{:.1}M", params as f64 / 1e6)
+    );
     let bytes: u64 = tensors.iter().map(|t| t["bytes"].as_u64().unwrap()).sum();
     assert_eq!(j["weight_bytes"], bytes);
     let types = j["tensor_types"].as_array().unwrap();
-    assert_eq!(types.iter().map(|t| t["count"].as_u64().unwrap()).sum::<u64>(), 272);
-    assert_eq!(types.iter().map(|t| t["bytes"].as_u64().unwrap()).sum::<u64>(), bytes);
+    assert_eq!(
+        types
+            .iter()
+            .map(|t| t["count"].as_u64().unwrap())
+            .sum::<u64>(),
+        272
+    );
+    assert_eq!(
+        types
+            .iter()
+            .map(|t| t["bytes"].as_u64().unwrap())
+            .sum::<u64>(),
+        bytes
+    );
     // Offsets are absolute and the last tensor ends at the end of the file.
     let end = tensors
         .iter()
@@ -79,7 +115,10 @@ fn smollm2_info() {
         .max()
         .unwrap();
     assert_eq!(end, std::fs::metadata(&path).unwrap().len());
-    let emb = &tensors[names.iter().position(|n| *n == "token_embd.weight").unwrap()];
+    let emb = &tensors[names
+        .iter()
+        .position(|n| *n == "token_embd.weight")
+        .unwrap()];
     assert_eq!(emb["dims"], serde_json::json!([576, 49152]));
     assert_eq!(emb["shape"], serde_json::json!([49152, 576]));
 
@@ -87,7 +126,15 @@ fn smollm2_info() {
     let out = info(&[], &path);
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
-    for needle in ["architecture:        llama", "layers:              30", "embedding:           576", "vocab size:          49152", "272 tensors", "134.5M", "Q4_1"] {
+    for needle in [
+        "architecture:        llama",
+        "layers:              30",
+        "embedding:           576",
+        "vocab size:          49152",
+        "272 tensors",
+        "134.5M",
+        "Q4_1",
+    ] {
         assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
     }
 }
@@ -102,7 +149,11 @@ fn vocab_only_file() {
     assert_eq!(j["tokenizer_model"], "llama");
     assert_eq!(j["block_count"], Value::Null);
     let out = info(&[], &path);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Broken files: non-zero exit, exactly one line on stderr naming the file, no panic.
@@ -142,9 +193,16 @@ fn broken_files_fail_with_one_line() {
         assert!(!out.status.success(), "{name}: exit 0");
         assert_eq!(out.status.code(), Some(1), "{name}: {stderr}");
         assert_eq!(stderr.lines().count(), 1, "{name}: {stderr}");
-        assert!(stderr.starts_with("error: ") && stderr.contains(name) && stderr.contains(expect), "{name}: {stderr}");
+        assert!(
+            stderr.starts_with("error: ") && stderr.contains(name) && stderr.contains(expect),
+            "{name}: {stderr}"
+        );
         assert!(!stderr.contains("panicked"), "{name}: {stderr}");
-        assert!(out.stdout.is_empty(), "{name}: printed {}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            out.stdout.is_empty(),
+            "{name}: printed {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
     }
     // The unedited file is fine.
     let path = dir.join("valid.gguf");

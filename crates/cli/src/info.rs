@@ -107,7 +107,10 @@ impl Report {
         let md = file.metadata();
         let h = file.header();
         let err = |k: ErrorKind| file.error(k);
-        let string = |key: &str| md.opt(key, |m, k| m.get_str(k).map(str::to_string)).map_err(err);
+        let string = |key: &str| {
+            md.opt(key, |m, k| m.get_str(k).map(str::to_string))
+                .map_err(err)
+        };
         let architecture = string(keys::GENERAL_ARCHITECTURE)?;
         // Architecture keys are read for the file's own architecture (`llama.*`, ...).
         let arch_u64 = |key: ArchKey| -> anyhow::Result<Option<u64>> {
@@ -135,10 +138,14 @@ impl Report {
         let vocab_size = match arch_u64(ArchKey::VocabSize)? {
             Some(v) => Some(v),
             None => md
-                .opt(keys::TOKENIZER_TOKENS, |m, k| m.get_string_array(k).map(|t| t.len() as u64))
+                .opt(keys::TOKENIZER_TOKENS, |m, k| {
+                    m.get_string_array(k).map(|t| t.len() as u64)
+                })
                 .map_err(err)?,
         };
-        let file_type_id = md.opt(keys::GENERAL_FILE_TYPE, Metadata::get_u32).map_err(err)?;
+        let file_type_id = md
+            .opt(keys::GENERAL_FILE_TYPE, Metadata::get_u32)
+            .map_err(err)?;
         let file_type = file_type_id.map(|id| match mistral_gguf::file_type_name(id) {
             Some(n) => n.to_string(),
             None => format!("unknown ({id})"),
@@ -187,7 +194,11 @@ impl Report {
             tensor_count: tensors.len(),
             tensor_types: by_type
                 .into_iter()
-                .map(|(ggml_type, (count, bytes))| TypeCount { ggml_type, count, bytes })
+                .map(|(ggml_type, (count, bytes))| TypeCount {
+                    ggml_type,
+                    count,
+                    bytes,
+                })
                 .collect(),
             weight_bytes: h.tensor_data_bytes(),
             tensors: with_tensors.then(|| {
@@ -230,7 +241,10 @@ impl Report {
         line("architecture", self.architecture.clone());
         line("name", self.name.clone());
         if self.tensor_count > 0 {
-            line("parameters", Some(format!("{} ({})", self.parameters_human, self.parameters)));
+            line(
+                "parameters",
+                Some(format!("{} ({})", self.parameters_human, self.parameters)),
+            );
         }
         line("file type", self.file_type.clone());
         line("context length", num(self.context_length));
@@ -246,7 +260,8 @@ impl Report {
                 Some(format!(
                     "{} ({} used per token)",
                     self.expert_count.unwrap_or(0),
-                    self.expert_used_count.map_or("?".to_string(), |n| n.to_string())
+                    self.expert_used_count
+                        .map_or("?".to_string(), |n| n.to_string())
                 )),
             );
         }
@@ -256,12 +271,17 @@ impl Report {
         line("vocab size", num(self.vocab_size));
         line(
             "tokenizer",
-            self.tokenizer_model.as_ref().map(|m| match &self.tokenizer_pre {
-                Some(p) => format!("{m} (pre-tokenizer {p})"),
-                None => m.clone(),
-            }),
+            self.tokenizer_model
+                .as_ref()
+                .map(|m| match &self.tokenizer_pre {
+                    Some(p) => format!("{m} (pre-tokenizer {p})"),
+                    None => m.clone(),
+                }),
         );
-        line("chat template", Some(if self.chat_template { "yes" } else { "no" }.to_string()));
+        line(
+            "chat template",
+            Some(if self.chat_template { "yes" } else { "no" }.to_string()),
+        );
         line(
             "tied embeddings",
             self.tied_embeddings
@@ -269,7 +289,11 @@ impl Report {
         );
         line(
             "weights",
-            Some(format!("{} bytes ({})", self.weight_bytes, human_bytes(self.weight_bytes))),
+            Some(format!(
+                "{} bytes ({})",
+                self.weight_bytes,
+                human_bytes(self.weight_bytes)
+            )),
         );
         for t in &self.tensor_types {
             let _ = writeln!(
@@ -284,9 +308,18 @@ impl Report {
         if let Some(rows) = &self.tensors {
             let w = rows.iter().map(|r| r.name.len()).max().unwrap_or(4).max(4);
             let _ = writeln!(s, "\ntensors (dims in GGML order, row length first; offsets from the start of the file):");
-            let _ = writeln!(s, "  {:<w$} {:<8} {:<24} {:>12} {:>12}", "name", "type", "dims", "offset", "bytes");
+            let _ = writeln!(
+                s,
+                "  {:<w$} {:<8} {:<24} {:>12} {:>12}",
+                "name", "type", "dims", "offset", "bytes"
+            );
             for r in rows {
-                let dims = r.dims.iter().map(u64::to_string).collect::<Vec<_>>().join(" x ");
+                let dims = r
+                    .dims
+                    .iter()
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" x ");
                 let _ = writeln!(
                     s,
                     "  {:<w$} {:<8} {:<24} {:>12} {:>12}",

@@ -91,7 +91,9 @@ impl GgufWriter {
             offset = offset
                 .checked_add(n)
                 .and_then(|end| end.checked_next_multiple_of(alignment))
-                .ok_or_else(|| ErrorKind::Write(format!("tensor {:?}: data offsets overflow", t.name)))?;
+                .ok_or_else(|| {
+                    ErrorKind::Write(format!("tensor {:?}: data offsets overflow", t.name))
+                })?;
         }
         Ok(out)
     }

@@ -8,7 +8,7 @@
 use std::alloc::System;
 use std::path::PathBuf;
 
-use mistral_gguf::{Array, Gguf, GgmlType, GgufWriter, Metadata, TensorSpec, Value};
+use mistral_gguf::{Array, GgmlType, Gguf, GgufWriter, Metadata, TensorSpec, Value};
 use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
 
 #[global_allocator]
@@ -50,8 +50,10 @@ fn write(md: Metadata, tensors: &[(String, GgmlType, Vec<u64>)]) -> Vec<u8> {
         w.add_tensor(TensorSpec::new(name, *t, dims));
     }
     let mut out = Vec::new();
-    w.write(&mut out, |_, spec, o| o.write_all(&vec![0u8; spec.n_bytes().unwrap() as usize]))
-        .unwrap();
+    w.write(&mut out, |_, spec, o| {
+        o.write_all(&vec![0u8; spec.n_bytes().unwrap() as usize])
+    })
+    .unwrap();
     out
 }
 
@@ -72,9 +74,14 @@ fn dense_files() -> Vec<(&'static str, Vec<u8>)> {
     for i in 0..20_000u32 {
         kvs.set(format!("{i:x}"), Value::U8(0));
     }
-    let tiny_tensors: Vec<_> = (0..5_000).map(|i| (format!("{i:x}"), GgmlType::I8, vec![1])).collect();
+    let tiny_tensors: Vec<_> = (0..5_000)
+        .map(|i| (format!("{i:x}"), GgmlType::I8, vec![1]))
+        .collect();
     let mut arrays = Metadata::new();
-    arrays.set("a", Value::Array(Array::Array(vec![Array::U8(vec![]); 20_000])));
+    arrays.set(
+        "a",
+        Value::Array(Array::Array(vec![Array::U8(vec![]); 20_000])),
+    );
     let mut nested = Metadata::new();
     let mut a = Array::Array(vec![Array::Bool(vec![]); 2_000]);
     for _ in 0..2 {
@@ -82,7 +89,10 @@ fn dense_files() -> Vec<(&'static str, Vec<u8>)> {
     }
     nested.set("n", Value::Array(a));
     let mut strings = Metadata::new();
-    strings.set("s", Value::Array(Array::String(vec![String::new(); 20_000])));
+    strings.set(
+        "s",
+        Value::Array(Array::String(vec![String::new(); 20_000])),
+    );
     vec![
         ("20k one-byte key/values", write(kvs, &[])),
         ("5k one-byte tensors", write(Metadata::new(), &tiny_tensors)),
@@ -97,8 +107,14 @@ fn huge_claims() -> Vec<(&'static str, Vec<u8>)> {
     let mut md = Metadata::new();
     md.set("general.name", Value::String("huge".into()));
     md.set("u64s", Value::Array(Array::U64(vec![1, 2, 3])));
-    md.set("strs", Value::Array(Array::String(vec!["x".into(), "y".into()])));
-    md.set("deep", Value::Array(Array::Array(vec![Array::U8(vec![9]); 2])));
+    md.set(
+        "strs",
+        Value::Array(Array::String(vec!["x".into(), "y".into()])),
+    );
+    md.set(
+        "deep",
+        Value::Array(Array::Array(vec![Array::U8(vec![9]); 2])),
+    );
     let base = write(md, &[("t".into(), GgmlType::F32, vec![2])]);
     let n = 1u64 << 60;
     let mut out = Vec::new();
@@ -107,12 +123,24 @@ fn huge_claims() -> Vec<(&'static str, Vec<u8>)> {
         f(&mut b);
         out.push((name, b));
     };
-    edit("2^60 tensors", &|b| b[8..16].copy_from_slice(&n.to_le_bytes()));
-    edit("2^60 key/values", &|b| b[16..24].copy_from_slice(&n.to_le_bytes()));
-    edit("2^60-byte string", &|b| patch_after(b, b"general.name\x08\0\0\0", n));
-    edit("2^60 u64 items", &|b| patch_after(b, b"u64s\x09\0\0\0\x0a\0\0\0", n));
-    edit("2^60 strings", &|b| patch_after(b, b"strs\x09\0\0\0\x08\0\0\0", n));
-    edit("2^60 nested arrays", &|b| patch_after(b, b"deep\x09\0\0\0\x09\0\0\0", n));
+    edit("2^60 tensors", &|b| {
+        b[8..16].copy_from_slice(&n.to_le_bytes())
+    });
+    edit("2^60 key/values", &|b| {
+        b[16..24].copy_from_slice(&n.to_le_bytes())
+    });
+    edit("2^60-byte string", &|b| {
+        patch_after(b, b"general.name\x08\0\0\0", n)
+    });
+    edit("2^60 u64 items", &|b| {
+        patch_after(b, b"u64s\x09\0\0\0\x0a\0\0\0", n)
+    });
+    edit("2^60 strings", &|b| {
+        patch_after(b, b"strs\x09\0\0\0\x08\0\0\0", n)
+    });
+    edit("2^60 nested arrays", &|b| {
+        patch_after(b, b"deep\x09\0\0\0\x09\0\0\0", n)
+    });
     edit("2^60-byte tensor name", &|b| {
         let pat = [1, 0, 0, 0, 0, 0, 0, 0, b't'];
         let at = b.windows(pat.len()).position(|w| w == pat).unwrap();
@@ -127,7 +155,12 @@ fn corpus_files() -> Vec<(String, Vec<u8>)> {
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|x| x == "malformed"))
-        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap()))
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read(&p).unwrap(),
+            )
+        })
         .collect();
     v.sort();
     v
@@ -148,7 +181,11 @@ fn parsing_allocates_a_bounded_amount() {
         let (name, requested) = assert_bounded(what, &bytes);
         assert_eq!(name, "Ok", "{what}");
         worst = worst.max(requested as f64 / bytes.len() as f64);
-        println!("{what}: {} bytes, {requested} requested ({:.1}x)", bytes.len(), requested as f64 / bytes.len() as f64);
+        println!(
+            "{what}: {} bytes, {requested} requested ({:.1}x)",
+            bytes.len(),
+            requested as f64 / bytes.len() as f64
+        );
     }
     println!("worst ratio {worst:.1}x (bound {FACTOR}x + {SLACK})");
 
@@ -156,9 +193,13 @@ fn parsing_allocates_a_bounded_amount() {
     for (name, bytes) in corpus_files() {
         assert_bounded(&name, &bytes);
     }
-    let vocab = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/vocab/ggml-vocab-mistral-v3.gguf");
+    let vocab = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/data/vocab/ggml-vocab-mistral-v3.gguf");
     let bytes = std::fs::read(vocab).unwrap();
     let (name, requested) = assert_bounded("ggml-vocab-mistral-v3.gguf", &bytes);
     assert_eq!(name, "Ok");
-    println!("mistral v3 vocab: {} bytes, {requested} requested", bytes.len());
+    println!(
+        "mistral v3 vocab: {} bytes, {requested} requested",
+        bytes.len()
+    );
 }

@@ -3,7 +3,9 @@
 //! files (bit flips, truncations, overwrites, insertions, removals), which must give
 //! `Err` or a valid parse, never a panic.
 
-use mistral_gguf::{Array, ErrorKind, GgmlType, Gguf, GgufFile, GgufWriter, Metadata, TensorSpec, Value};
+use mistral_gguf::{
+    Array, ErrorKind, GgmlType, Gguf, GgufFile, GgufWriter, Metadata, TensorSpec, Value,
+};
 use proptest::prelude::*;
 use proptest::sample::Index;
 
@@ -74,24 +76,32 @@ fn values() -> impl Strategy<Value = Value> {
 
 fn metadata() -> impl Strategy<Value = Metadata> {
     let alignment = prop::option::of((0u32..9).prop_map(|k| 1u32 << k));
-    (prop::collection::btree_map("[a-z_.]{0,16}", values(), 0..10), alignment).prop_map(|(kvs, alignment)| {
-        let mut md = Metadata::new();
-        for (k, v) in kvs {
-            if k != mistral_gguf::keys::GENERAL_ALIGNMENT {
-                md.set(k, v);
+    (
+        prop::collection::btree_map("[a-z_.]{0,16}", values(), 0..10),
+        alignment,
+    )
+        .prop_map(|(kvs, alignment)| {
+            let mut md = Metadata::new();
+            for (k, v) in kvs {
+                if k != mistral_gguf::keys::GENERAL_ALIGNMENT {
+                    md.set(k, v);
+                }
             }
-        }
-        if let Some(a) = alignment {
-            md.set(mistral_gguf::keys::GENERAL_ALIGNMENT, Value::U32(a));
-        }
-        md
-    })
+            if let Some(a) = alignment {
+                md.set(mistral_gguf::keys::GENERAL_ALIGNMENT, Value::U32(a));
+            }
+            md
+        })
 }
 
 /// A tensor with a shape valid for its type (rows a whole number of blocks), kept small.
 fn tensor_specs() -> impl Strategy<Value = (GgmlType, Vec<u64>)> {
     let types: Vec<GgmlType> = GgmlType::all().collect();
-    (prop::sample::select(types), 1u64..3, prop::collection::vec(1u64..4, 0..4))
+    (
+        prop::sample::select(types),
+        1u64..3,
+        prop::collection::vec(1u64..4, 0..4),
+    )
         .prop_map(|(t, blocks, rest)| {
             let mut dims = vec![t.block_size() * blocks];
             dims.extend(rest);
@@ -119,16 +129,20 @@ struct Model {
 }
 
 fn models(max_tensors: usize) -> impl Strategy<Value = Model> {
-    (metadata(), prop::collection::vec((tensor_specs(), any::<u64>()), 0..max_tensors)).prop_map(|(md, ts)| {
-        let mut writer = GgufWriter::new(md);
-        let mut data = Vec::new();
-        for (i, ((t, dims), seed)) in ts.into_iter().enumerate() {
-            let spec = TensorSpec::new(format!("blk.{i}.weight"), t, &dims);
-            data.push(fill(seed, spec.n_bytes().expect("valid shape")));
-            writer.add_tensor(spec);
-        }
-        Model { writer, data }
-    })
+    (
+        metadata(),
+        prop::collection::vec((tensor_specs(), any::<u64>()), 0..max_tensors),
+    )
+        .prop_map(|(md, ts)| {
+            let mut writer = GgufWriter::new(md);
+            let mut data = Vec::new();
+            for (i, ((t, dims), seed)) in ts.into_iter().enumerate() {
+                let spec = TensorSpec::new(format!("blk.{i}.weight"), t, &dims);
+                data.push(fill(seed, spec.n_bytes().expect("valid shape")));
+                writer.add_tensor(spec);
+            }
+            Model { writer, data }
+        })
 }
 
 impl Model {
@@ -220,10 +234,13 @@ fn corruptions() -> impl Strategy<Value = Corruption> {
     prop_oneof![
         (any::<Index>(), 0u8..8).prop_map(|(i, b)| Corruption::FlipBit(i, b)),
         any::<Index>().prop_map(Corruption::Truncate),
-        (any::<Index>(), prop::collection::vec(any::<u8>(), 1..16)).prop_map(|(i, v)| Corruption::Overwrite(i, v)),
+        (any::<Index>(), prop::collection::vec(any::<u8>(), 1..16))
+            .prop_map(|(i, v)| Corruption::Overwrite(i, v)),
         (any::<Index>(), interesting).prop_map(|(i, v)| Corruption::OverwriteU64(i, v)),
-        (any::<Index>(), prop_oneof![0u32..40, any::<u32>()]).prop_map(|(i, v)| Corruption::OverwriteU32(i, v)),
-        (any::<Index>(), prop::collection::vec(any::<u8>(), 1..16)).prop_map(|(i, v)| Corruption::Insert(i, v)),
+        (any::<Index>(), prop_oneof![0u32..40, any::<u32>()])
+            .prop_map(|(i, v)| Corruption::OverwriteU32(i, v)),
+        (any::<Index>(), prop::collection::vec(any::<u8>(), 1..16))
+            .prop_map(|(i, v)| Corruption::Insert(i, v)),
         (any::<Index>(), 1usize..32).prop_map(|(i, n)| Corruption::Remove(i, n)),
     ]
 }
@@ -313,8 +330,17 @@ proptest! {
 fn every_truncation_is_an_error() {
     let mut md = Metadata::new();
     md.set("general.architecture", Value::String("llama".into()));
-    md.set("tokenizer.ggml.tokens", Value::Array(Array::String(vec!["<s>".into(), "é".into()])));
-    md.set("x.nested", Value::Array(Array::Array(vec![Array::F64(vec![1.5]), Array::Bool(vec![true])])));
+    md.set(
+        "tokenizer.ggml.tokens",
+        Value::Array(Array::String(vec!["<s>".into(), "é".into()])),
+    );
+    md.set(
+        "x.nested",
+        Value::Array(Array::Array(vec![
+            Array::F64(vec![1.5]),
+            Array::Bool(vec![true]),
+        ])),
+    );
     let mut w = GgufWriter::new(md);
     w.add_tensor(TensorSpec::new("a", GgmlType::Q8_0, &[64, 2]));
     w.add_tensor(TensorSpec::new("b", GgmlType::F16, &[3]));
@@ -323,7 +349,10 @@ fn every_truncation_is_an_error() {
     for n in 0..bytes.len() {
         let e = Gguf::parse(&bytes[..n], "cut").expect_err("a truncated file was accepted");
         assert!(
-            matches!(e.kind, ErrorKind::Truncated { .. } | ErrorKind::CountTooLarge { .. }),
+            matches!(
+                e.kind,
+                ErrorKind::Truncated { .. } | ErrorKind::CountTooLarge { .. }
+            ),
             "cut at {n}: {e}"
         );
     }

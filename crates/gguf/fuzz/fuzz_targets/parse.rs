@@ -41,9 +41,15 @@ fuzz_target!(|data: &[u8]| {
     let again = Gguf::parse(&written, "rewritten").expect("a written file can be read");
     assert_eq!(again.tensors.len(), file.tensors().len());
     for (a, b) in again.tensors.iter().zip(file.tensors()) {
-        assert_eq!((&a.name, a.ggml_type, &a.dims), (&b.name, b.ggml_type, &b.dims));
+        assert_eq!(
+            (&a.name, a.ggml_type, &a.dims),
+            (&b.name, b.ggml_type, &b.dims)
+        );
         let start = (again.data_offset + a.offset) as usize;
-        assert_eq!(&written[start..start + a.n_bytes() as usize], file.tensor_data(b));
+        assert_eq!(
+            &written[start..start + a.n_bytes() as usize],
+            file.tensor_data(b)
+        );
     }
     // Metadata compared through a second write (NaN-safe: bytes, not floats).
     let mut w2 = GgufWriter::new(again.metadata.clone());
