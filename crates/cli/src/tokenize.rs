@@ -33,7 +33,8 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let text = match (&args.file, args.text) {
         (Some(path), _) => {
-            let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let bytes =
+                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
             String::from_utf8(bytes).map_err(|e| {
                 anyhow::anyhow!(
                     "{} is not UTF-8 text (invalid byte at offset {})",
@@ -46,7 +47,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         (None, None) => anyhow::bail!("give the TEXT to tokenize or --file PATH"),
     };
     let file = mistral_gguf::GgufFile::open(&args.model)?;
-    let tok = Tokenizer::from_gguf(&file).with_context(|| format!("{}: no usable tokenizer", args.model.display()))?;
+    let tok = Tokenizer::from_gguf(&file)
+        .with_context(|| format!("{}: no usable tokenizer", args.model.display()))?;
     let ids = tok.encode(&text, !args.no_bos, args.parse_special)?;
     let mut out = String::new();
     if args.ids {
@@ -64,7 +66,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 /// What a token prints as: control tokens as their text, others as their
 /// bytes with control characters and stray bytes escaped.
 fn piece(tok: &Tokenizer, id: u32) -> String {
-    if matches!(tok.token_kind(id), Some(TokenKind::Control | TokenKind::Unknown)) {
+    if matches!(
+        tok.token_kind(id),
+        Some(TokenKind::Control | TokenKind::Unknown)
+    ) {
         return tok.token_piece(id).unwrap_or_default().to_string();
     }
     let bytes = tok.token_bytes(id).unwrap_or_default();

@@ -27,7 +27,9 @@ fn one_mb_of_english() -> String {
 }
 
 fn load(name: &str) -> Tokenizer {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/vocab").join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/data/vocab")
+        .join(name);
     let file = GgufFile::open(&path).expect("vocab file");
     Tokenizer::from_gguf(&file).expect("tokenizer")
 }
@@ -40,14 +42,22 @@ fn encode(c: &mut Criterion) {
     let mut g = c.benchmark_group("encode");
     g.throughput(Throughput::Bytes(text.len() as u64));
     g.sample_size(10);
-    g.bench_function("mistral_v1_1MiB_english", |b| b.iter(|| tok.encode(&text, true, false).expect("encode")));
+    g.bench_function("mistral_v1_1MiB_english", |b| {
+        b.iter(|| tok.encode(&text, true, false).expect("encode"))
+    });
     // One copy of the GPL (35 KB): fewer repeated words for the per-call word cache.
-    let gpl = &text[..text[1..].find("GNU GENERAL PUBLIC LICENSE").map_or(text.len(), |p| p + 1)];
+    let gpl = &text[..text[1..]
+        .find("GNU GENERAL PUBLIC LICENSE")
+        .map_or(text.len(), |p| p + 1)];
     g.throughput(Throughput::Bytes(gpl.len() as u64));
-    g.bench_function("mistral_v1_one_gpl_copy", |b| b.iter(|| tok.encode(gpl, true, false).expect("encode")));
+    g.bench_function("mistral_v1_one_gpl_copy", |b| {
+        b.iter(|| tok.encode(gpl, true, false).expect("encode"))
+    });
     g.throughput(Throughput::Bytes(text.len() as u64));
     let ids = tok.encode(&text, true, false).expect("encode");
-    g.bench_function("mistral_v1_decode_1MiB", |b| b.iter(|| tok.decode(&ids).expect("decode")));
+    g.bench_function("mistral_v1_decode_1MiB", |b| {
+        b.iter(|| tok.decode(&ids).expect("decode"))
+    });
     g.finish();
 }
 

@@ -30,9 +30,17 @@ fn bpe_err(e: impl std::fmt::Display) -> TokenizerError {
 }
 
 impl ByteBpe {
-    pub fn new(vocab: &Vocab, merges: &[String], pre: PreTokenizer) -> Result<ByteBpe, TokenizerError> {
-        let model_vocab: tokenizers::models::bpe::Vocab =
-            vocab.texts.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+    pub fn new(
+        vocab: &Vocab,
+        merges: &[String],
+        pre: PreTokenizer,
+    ) -> Result<ByteBpe, TokenizerError> {
+        let model_vocab: tokenizers::models::bpe::Vocab = vocab
+            .texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), i as u32))
+            .collect();
         // llama.cpp splits each merge at the first space after its first byte and
         // keeps the first rank of a repeated pair; merges naming tokens that are
         // not in the vocabulary can never fire and are dropped.
@@ -45,7 +53,10 @@ impl ByteBpe {
                 .skip(1)
                 .position(|&b| b == b' ')
                 .map(|p| p + 1)
-                .ok_or_else(|| TokenizerError::BadMerge { index, merge: m.clone() })?;
+                .ok_or_else(|| TokenizerError::BadMerge {
+                    index,
+                    merge: m.clone(),
+                })?;
             let (a, b) = (&m[..pos], &m[pos + 1..]);
             let joined = format!("{a}{b}");
             if vocab.id(a).is_none() || vocab.id(b).is_none() || vocab.id(&joined).is_none() {
@@ -62,8 +73,12 @@ impl ByteBpe {
             .map_err(bpe_err)?;
         let mut steps: Vec<PreTokenizerWrapper> = Vec::new();
         for re in pre.regexes() {
-            let split = Split::new(SplitPattern::Regex((*re).to_string()), SplitDelimiterBehavior::Isolated, false)
-                .map_err(bpe_err)?;
+            let split = Split::new(
+                SplitPattern::Regex((*re).to_string()),
+                SplitDelimiterBehavior::Isolated,
+                false,
+            )
+            .map_err(bpe_err)?;
             steps.push(split.into());
         }
         steps.push(ByteLevel::new(false, false, false).into());
@@ -99,7 +114,11 @@ pub fn byte_to_char_table() -> [char; 256] {
 
 /// Decodes a byte-level token string to its bytes; characters outside the
 /// table (never produced by the converter) are kept as their UTF-8.
-pub fn decode_byte_level(text: &str, inverse: &std::collections::HashMap<char, u8>, out: &mut Vec<u8>) {
+pub fn decode_byte_level(
+    text: &str,
+    inverse: &std::collections::HashMap<char, u8>,
+    out: &mut Vec<u8>,
+) {
     for c in text.chars() {
         match inverse.get(&c) {
             Some(&b) => out.push(b),

@@ -22,7 +22,10 @@ pub struct Message {
 
 impl Message {
     pub fn new(role: impl Into<String>, content: impl Into<String>) -> Message {
-        Message { role: role.into(), content: content.into() }
+        Message {
+            role: role.into(),
+            content: content.into(),
+        }
     }
     pub fn system(content: impl Into<String>) -> Message {
         Message::new("system", content)
@@ -58,7 +61,11 @@ impl MistralFormat {
         let tokens = md.get_string_array(keys::TOKENIZER_TOKENS)?;
         let types = md.opt(keys::TOKENIZER_TOKEN_TYPE, Metadata::get_i32_array)?;
         let inst_is_control = tokens.iter().position(|t| t == "[INST]").is_some_and(|i| {
-            types.as_ref().and_then(|t| t.get(i)).map(|&t| TokenKind::from_gguf(t)) == Some(TokenKind::Control)
+            types
+                .as_ref()
+                .and_then(|t| t.get(i))
+                .map(|&t| TokenKind::from_gguf(t))
+                == Some(TokenKind::Control)
         });
         if !inst_is_control {
             return Ok(MistralFormat::V1);
@@ -108,11 +115,12 @@ macro_rules! mistral_template {
 
 const MISTRAL_V1: &str = mistral_template!("loop.first", "[INST] ", " [/INST]", " ");
 const MISTRAL_V3: &str = mistral_template!("loop.index0 == last_user.i", "[INST] ", "[/INST]", " ");
-const MISTRAL_TEKKEN: &str = mistral_template!("loop.index0 == last_user.i", "[INST]", "[/INST]", "");
+const MISTRAL_TEKKEN: &str =
+    mistral_template!("loop.index0 == last_user.i", "[INST]", "[/INST]", "");
 
 /// Instruction budget for one render: generous for any real conversation,
 /// and it stops a template that would loop for ever.
-const FUEL: u64 = 50_000_000;
+const FUEL: u64 = 10_000_000;
 
 /// A compiled chat template with the model's BOS/EOS strings.
 #[derive(Clone)]
@@ -125,7 +133,9 @@ pub struct ChatTemplate {
 
 impl std::fmt::Debug for ChatTemplate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChatTemplate").field("source", &self.source).finish_non_exhaustive()
+        f.debug_struct("ChatTemplate")
+            .field("source", &self.source)
+            .finish_non_exhaustive()
     }
 }
 
@@ -142,7 +152,10 @@ impl std::fmt::Display for Raised {
 impl std::error::Error for Raised {}
 
 fn raise_exception(message: String) -> Result<Value, minijinja::Error> {
-    Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, message.clone()).with_source(Raised(message)))
+    Err(
+        minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, message.clone())
+            .with_source(Raised(message)),
+    )
 }
 
 fn render_error(e: minijinja::Error) -> TokenizerError {
@@ -172,20 +185,30 @@ impl ChatTemplate {
     /// that matches its vocabulary when it has none.
     pub fn from_metadata(md: &Metadata) -> Result<ChatTemplate, TokenizerError> {
         let tokens = md.get_string_array(keys::TOKENIZER_TOKENS)?;
-        let text_of = |key: &'static str| -> Result<String, TokenizerError> {
-            Ok(match md.opt(key, Metadata::get_i64)? {
-                Some(id) if id >= 0 => tokens
-                    .get(id as usize)
-                    .cloned()
-                    .ok_or(TokenizerError::SpecialIdOutOfRange { key, id, n_vocab: tokens.len() })?,
-                _ => String::new(),
-            })
-        };
+        let text_of =
+            |key: &'static str| -> Result<String, TokenizerError> {
+                Ok(match md.opt(key, Metadata::get_i64)? {
+                    Some(id) if id >= 0 => tokens.get(id as usize).cloned().ok_or(
+                        TokenizerError::SpecialIdOutOfRange {
+                            key,
+                            id,
+                            n_vocab: tokens.len(),
+                        },
+                    )?,
+                    _ => String::new(),
+                })
+            };
         let bos = text_of(keys::TOKENIZER_BOS_ID)?;
         let eos = text_of(keys::TOKENIZER_EOS_ID)?;
         match md.get(keys::TOKENIZER_CHAT_TEMPLATE) {
-            Some(_) => ChatTemplate::from_source(md.get_str(keys::TOKENIZER_CHAT_TEMPLATE)?, &bos, &eos),
-            None => Ok(ChatTemplate::mistral(MistralFormat::detect(md)?, &bos, &eos)),
+            Some(_) => {
+                ChatTemplate::from_source(md.get_str(keys::TOKENIZER_CHAT_TEMPLATE)?, &bos, &eos)
+            }
+            None => Ok(ChatTemplate::mistral(
+                MistralFormat::detect(md)?,
+                &bos,
+                &eos,
+            )),
         }
     }
 
@@ -205,7 +228,12 @@ impl ChatTemplate {
         env.add_global("roles", ROLES);
         env.add_template_owned("chat", source.to_string())
             .map_err(|e| TokenizerError::TemplateSyntax(one_line(&e)))?;
-        Ok(ChatTemplate { env: Arc::new(env), source: source.into(), bos: bos.to_string(), eos: eos.to_string() })
+        Ok(ChatTemplate {
+            env: Arc::new(env),
+            source: source.into(),
+            bos: bos.to_string(),
+            eos: eos.to_string(),
+        })
     }
 
     /// Mistral's instruct format as a template.
@@ -225,7 +253,11 @@ impl ChatTemplate {
     /// Renders the conversation. A conversation the template refuses (roles
     /// not alternating, unknown role) gives `TemplateRaised` with the
     /// template's own message.
-    pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String, TokenizerError> {
+    pub fn render(
+        &self,
+        messages: &[Message],
+        add_generation_prompt: bool,
+    ) -> Result<String, TokenizerError> {
         let tmpl = self.env.get_template("chat").map_err(render_error)?;
         tmpl.render(context! {
             messages => Value::from(minijinja::value::Serde(messages)),

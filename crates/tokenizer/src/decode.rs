@@ -11,8 +11,11 @@ use crate::{Tokenizer, TokenizerError};
 /// The bytes every token decodes to. Control and unknown tokens decode to
 /// nothing (their text is kept apart for `decode_special`).
 pub fn piece_bytes(vocab: &Vocab, model: ModelKind) -> Vec<Box<[u8]>> {
-    let inverse: HashMap<char, u8> =
-        byte_to_char_table().iter().enumerate().map(|(b, &c)| (c, b as u8)).collect();
+    let inverse: HashMap<char, u8> = byte_to_char_table()
+        .iter()
+        .enumerate()
+        .map(|(b, &c)| (c, b as u8))
+        .collect();
     vocab
         .texts
         .iter()
@@ -44,7 +47,11 @@ pub fn piece_bytes(vocab: &Vocab, model: ModelKind) -> Vec<Box<[u8]>> {
 
 /// Joins the tokens' bytes; the first token that has any loses one leading
 /// space when the tokenizer adds a dummy prefix (SentencePiece).
-pub fn decode_bytes(tok: &Tokenizer, ids: &[u32], special: bool) -> Result<Vec<u8>, TokenizerError> {
+pub fn decode_bytes(
+    tok: &Tokenizer,
+    ids: &[u32],
+    special: bool,
+) -> Result<Vec<u8>, TokenizerError> {
     let mut out = Vec::new();
     let mut strip = tok.strips_leading_space();
     for &id in ids {
@@ -52,7 +59,11 @@ pub fn decode_bytes(tok: &Tokenizer, ids: &[u32], special: bool) -> Result<Vec<u
         if bytes.is_empty() {
             continue;
         }
-        let bytes = if strip && bytes[0] == b' ' { &bytes[1..] } else { bytes };
+        let bytes = if strip && bytes[0] == b' ' {
+            &bytes[1..]
+        } else {
+            bytes
+        };
         strip = false;
         out.extend_from_slice(bytes);
     }
@@ -72,7 +83,11 @@ pub struct StreamDecoder<'a> {
 
 impl<'a> StreamDecoder<'a> {
     pub(crate) fn new(tok: &'a Tokenizer) -> Self {
-        StreamDecoder { tok, pending: Vec::new(), strip: tok.strips_leading_space() }
+        StreamDecoder {
+            tok,
+            pending: Vec::new(),
+            strip: tok.strips_leading_space(),
+        }
     }
 
     /// Feeds one id; returns the text that is now complete, if any.
@@ -81,7 +96,11 @@ impl<'a> StreamDecoder<'a> {
         if bytes.is_empty() {
             return Ok(None);
         }
-        let bytes = if self.strip && bytes[0] == b' ' { &bytes[1..] } else { bytes };
+        let bytes = if self.strip && bytes[0] == b' ' {
+            &bytes[1..]
+        } else {
+            bytes
+        };
         self.strip = false;
         self.pending.extend_from_slice(bytes);
         Ok(self.drain(false))
@@ -104,7 +123,9 @@ impl<'a> StreamDecoder<'a> {
                 Err(e) => {
                     let valid = e.valid_up_to();
                     // Checked by from_utf8 just above.
-                    out.push_str(std::str::from_utf8(&self.pending[pos..pos + valid]).unwrap_or_default());
+                    out.push_str(
+                        std::str::from_utf8(&self.pending[pos..pos + valid]).unwrap_or_default(),
+                    );
                     pos += valid;
                     match e.error_len() {
                         Some(n) => {

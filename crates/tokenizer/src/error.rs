@@ -20,7 +20,11 @@ pub enum TokenizerError {
         expected: usize,
     },
     #[error("token {text:?} appears twice in tokenizer.ggml.tokens (ids {first} and {second})")]
-    DuplicateToken { text: String, first: u32, second: u32 },
+    DuplicateToken {
+        text: String,
+        first: u32,
+        second: u32,
+    },
     #[error("{key} = {id} is outside the vocabulary ({n_vocab} tokens)")]
     SpecialIdOutOfRange {
         key: &'static str,
@@ -31,11 +35,15 @@ pub enum TokenizerError {
     IdOutOfRange { id: u32, n_vocab: usize },
     #[error("the tokenizer asks for a BOS token (tokenizer.ggml.add_bos_token) but has no BOS id")]
     MissingBos,
-    #[error("the tokenizer asks for an EOS token (tokenizer.ggml.add_eos_token) but has no EOS id")]
+    #[error(
+        "the tokenizer asks for an EOS token (tokenizer.ggml.add_eos_token) but has no EOS id"
+    )]
     MissingEos,
-    #[error("tokenizer.ggml.merges entry {index} ({merge:?}) is not two tokens separated by a space")]
+    #[error(
+        "tokenizer.ggml.merges entry {index} ({merge:?}) is not two tokens separated by a space"
+    )]
     BadMerge { index: usize, merge: String },
-    #[error("cannot encode byte 0x{0:02X}: the vocabulary has no byte token for it and no unknown token")]
+    #[error("cannot encode a character starting with byte 0x{0:02X}: the vocabulary has neither byte tokens for it nor an unknown token")]
     Unencodable(u8),
     /// An error inside the `tokenizers` crate (byte-level BPE).
     #[error("byte-level BPE: {0}")]

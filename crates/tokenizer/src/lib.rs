@@ -57,8 +57,8 @@ pub enum SpacePrefix {
 
 #[derive(Debug, Clone)]
 enum Model {
-    Spm(spm::Spm),
-    Bpe(bpe::ByteBpe),
+    Spm(Box<spm::Spm>),
+    Bpe(Box<bpe::ByteBpe>),
 }
 
 #[derive(Debug)]
@@ -93,13 +93,16 @@ impl Tokenizer {
                 Some(PreTokenizer::from_name(name)?)
             }
         };
-        let default_add_bos = pre.map_or(true, PreTokenizer::default_add_bos);
+        let default_add_bos = match pre {
+            None => true,
+            Some(p) => p.default_add_bos(),
+        };
         let vocab = Vocab::from_metadata(md, model_kind, default_add_bos)?;
         let model = match pre {
-            None => Model::Spm(spm::Spm::new(&vocab)),
+            None => Model::Spm(Box::new(spm::Spm::new(&vocab))),
             Some(pre) => {
                 let merges = md.get_string_array(keys::TOKENIZER_MERGES)?;
-                Model::Bpe(bpe::ByteBpe::new(&vocab, merges, pre)?)
+                Model::Bpe(Box::new(bpe::ByteBpe::new(&vocab, merges, pre)?))
             }
         };
         let space_prefix = match vocab.id("[INST]").and_then(|id| vocab.kind(id)) {
@@ -108,7 +111,16 @@ impl Tokenizer {
         };
         let specials = vocab.special_tokens();
         let pieces = decode::piece_bytes(&vocab, model_kind);
-        Ok(Tokenizer { inner: Arc::new(Inner { vocab, model, pre, specials, pieces }), space_prefix })
+        Ok(Tokenizer {
+            inner: Arc::new(Inner {
+                vocab,
+                model,
+                pre,
+                specials,
+                pieces,
+            }),
+            space_prefix,
+        })
     }
 
     /// Builds the tokenizer from an open GGUF file.
@@ -121,7 +133,12 @@ impl Tokenizer {
     /// `add_special`). `parse_special`: control tokens written in `text`
     /// (`[INST]`, `<|im_start|>`, `<s>`) become their ids; otherwise they are
     /// plain text. User-defined tokens are always matched.
-    pub fn encode(&self, text: &str, add_bos: bool, parse_special: bool) -> Result<Vec<u32>, TokenizerError> {
+    pub fn encode(
+        &self,
+        text: &str,
+        add_bos: bool,
+        parse_special: bool,
+    ) -> Result<Vec<u32>, TokenizerError> {
         let inner = &*self.inner;
         let vocab = &inner.vocab;
         let mut out = Vec::with_capacity(text.len() / 3 + 2);
@@ -165,13 +182,15 @@ impl Tokenizer {
     /// Invalid UTF-8 (only from ids no encoder produces) becomes U+FFFD.
     pub fn decode(&self, ids: &[u32]) -> Result<String, TokenizerError> {
         let bytes = decode::decode_bytes(self, ids, false)?;
-        Ok(String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
+        Ok(String::from_utf8(bytes)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
     }
 
     /// Like `decode`, but control tokens print their text (`<s>`, `[INST]`).
     pub fn decode_special(&self, ids: &[u32]) -> Result<String, TokenizerError> {
         let bytes = decode::decode_bytes(self, ids, true)?;
-        Ok(String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
+        Ok(String::from_utf8(bytes)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
     }
 
     /// A decoder for generated ids, one at a time.

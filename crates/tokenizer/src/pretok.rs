@@ -4,7 +4,8 @@
 use crate::TokenizerError;
 
 /// Names accepted in `tokenizer.ggml.pre`, for error messages.
-pub const SUPPORTED_NAMES: &str = "default, gpt2 (gpt-2), llama-bpe (llama3, llama-v3), smollm, tekken";
+pub const SUPPORTED_NAMES: &str =
+    "default, gpt2 (gpt-2), llama-bpe (llama3, llama-v3), smollm, tekken";
 
 /// GPT-2's word splitter.
 const GPT2: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)";
@@ -55,7 +56,9 @@ impl PreTokenizer {
 
     pub fn regexes(self) -> &'static [&'static str] {
         match self {
-            PreTokenizer::Default => &[r"[\p{P}\$\+<=>\^~\|]+", GPT2, r"\p{N}+", r"[0-9][0-9][0-9]"],
+            PreTokenizer::Default => {
+                &[r"[\p{P}\$\+<=>\^~\|]+", GPT2, r"\p{N}+", r"[0-9][0-9][0-9]"]
+            }
             PreTokenizer::Gpt2 => &[GPT2],
             PreTokenizer::LlamaBpe => &[LLAMA3],
             PreTokenizer::Smollm => &[r"\p{N}", GPT2],

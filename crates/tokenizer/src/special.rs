@@ -17,7 +17,12 @@ pub enum Fragment {
 /// Splits `text` around special tokens. `specials` are ids in llama.cpp's
 /// order (longest text first); control and unknown tokens are only matched
 /// when `parse_special` is set, user-defined tokens always.
-pub fn partition(vocab: &Vocab, specials: &[u32], text: &str, parse_special: bool) -> Vec<Fragment> {
+pub fn partition(
+    vocab: &Vocab,
+    specials: &[u32],
+    text: &str,
+    parse_special: bool,
+) -> Vec<Fragment> {
     let mut frags = Vec::new();
     if text.is_empty() {
         return frags;

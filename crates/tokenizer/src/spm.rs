@@ -90,8 +90,16 @@ impl Spm {
     pub fn new(vocab: &Vocab) -> Spm {
         let mut pieces = FxHashMap::default();
         let mut split_words = true;
-        for (id, (text, (&kind, &score))) in vocab.texts.iter().zip(vocab.kinds.iter().zip(&vocab.scores)).enumerate() {
-            if !matches!(kind, TokenKind::Normal | TokenKind::UserDefined | TokenKind::Unused) {
+        for (id, (text, (&kind, &score))) in vocab
+            .texts
+            .iter()
+            .zip(vocab.kinds.iter().zip(&vocab.scores))
+            .enumerate()
+        {
+            if !matches!(
+                kind,
+                TokenKind::Normal | TokenKind::UserDefined | TokenKind::Unused
+            ) {
                 continue;
             }
             let mut prev_mark = true;
@@ -103,7 +111,11 @@ impl Spm {
             }
             pieces.insert(
                 text.clone().into_boxed_str(),
-                Piece { id: id as u32, score, unused: kind == TokenKind::Unused },
+                Piece {
+                    id: id as u32,
+                    score,
+                    unused: kind == TokenKind::Unused,
+                },
             );
         }
         let mut byte_ids = [None; 256];
@@ -118,12 +130,22 @@ impl Spm {
                 }
             });
         }
-        Spm { pieces, byte_ids, unk: vocab.unk, split_words }
+        Spm {
+            pieces,
+            byte_ids,
+            unk: vocab.unk,
+            split_words,
+        }
     }
 
     /// Encodes one text fragment: spaces become `▁`, and `prefix` prepends one
     /// (SentencePiece's dummy prefix).
-    pub fn encode(&self, text: &str, prefix: bool, out: &mut Vec<u32>) -> Result<(), TokenizerError> {
+    pub fn encode(
+        &self,
+        text: &str,
+        prefix: bool,
+        out: &mut Vec<u32>,
+    ) -> Result<(), TokenizerError> {
         let mut escaped = String::with_capacity(text.len() + text.len() / 4 + 3);
         if prefix {
             escaped.push(SPACE_MARK);
@@ -228,7 +250,10 @@ impl<'a> Session<'_, 'a> {
         if piece.unused {
             self.rev_merge.insert(
                 merged,
-                (&text[l.start as usize..l.end as usize], &text[r.start as usize..r.end as usize]),
+                (
+                    &text[l.start as usize..l.end as usize],
+                    &text[r.start as usize..r.end as usize],
+                ),
             );
         }
     }
@@ -244,11 +269,15 @@ impl<'a> Session<'_, 'a> {
                 None => out.push(p.id),
             },
             None => {
-                for b in piece.bytes() {
-                    let id = self.spm.byte_ids[b as usize]
-                        .or(self.spm.unk)
-                        .ok_or(TokenizerError::Unencodable(b))?;
-                    out.push(id);
+                // Byte fallback; without byte tokens the piece is one <unk>, as in SentencePiece.
+                if piece
+                    .bytes()
+                    .all(|b| self.spm.byte_ids[b as usize].is_some())
+                {
+                    out.extend(piece.bytes().filter_map(|b| self.spm.byte_ids[b as usize]));
+                } else {
+                    let first = piece.bytes().next().unwrap_or(0);
+                    out.push(self.spm.unk.ok_or(TokenizerError::Unencodable(first))?);
                 }
             }
         }

@@ -135,9 +135,17 @@ impl Vocab {
         for (i, t) in tokens.iter().enumerate() {
             let id = i as u32;
             // llama.cpp gives empty strings a placeholder so they can never match text.
-            let text = if t.is_empty() { format!("[EMPTY_{i}]") } else { t.clone() };
+            let text = if t.is_empty() {
+                format!("[EMPTY_{i}]")
+            } else {
+                t.clone()
+            };
             if let Some(&first) = ids.get(text.as_str()) {
-                return Err(TokenizerError::DuplicateToken { text, first, second: id });
+                return Err(TokenizerError::DuplicateToken {
+                    text,
+                    first,
+                    second: id,
+                });
             }
             ids.insert(text.clone().into_boxed_str(), id);
             texts.push(text);
@@ -147,23 +155,32 @@ impl Vocab {
             ModelKind::SentencePiece => (Some(1), Some(2), Some(0)),
             ModelKind::ByteLevelBpe => (None, None, None),
         };
-        let special = |key: &'static str, default: Option<u32>| -> Result<Option<u32>, TokenizerError> {
-            match md.opt(key, Metadata::get_i64)? {
-                // Some converters write -1 for "no such token".
-                Some(id) if id < 0 => Ok(None),
-                Some(id) if id >= n as i64 => Err(TokenizerError::SpecialIdOutOfRange { key, id, n_vocab: n }),
-                Some(id) => Ok(Some(id as u32)),
-                None => Ok(default.filter(|&d| (d as usize) < n)),
-            }
-        };
+        let special =
+            |key: &'static str, default: Option<u32>| -> Result<Option<u32>, TokenizerError> {
+                match md.opt(key, Metadata::get_i64)? {
+                    // Some converters write -1 for "no such token".
+                    Some(id) if id < 0 => Ok(None),
+                    Some(id) if id >= n as i64 => Err(TokenizerError::SpecialIdOutOfRange {
+                        key,
+                        id,
+                        n_vocab: n,
+                    }),
+                    Some(id) => Ok(Some(id as u32)),
+                    None => Ok(default.filter(|&d| (d as usize) < n)),
+                }
+            };
         let bos = special(keys::TOKENIZER_BOS_ID, def_bos)?;
         let eos = special(keys::TOKENIZER_EOS_ID, def_eos)?;
         let unk = special(keys::TOKENIZER_UNK_ID, def_unk)?;
         let eot = special(keys::TOKENIZER_EOT_ID, None)?;
         let eom = special(keys::TOKENIZER_EOM_ID, None)?;
 
-        let add_bos = md.opt(keys::TOKENIZER_ADD_BOS, Metadata::get_bool)?.unwrap_or(default_add_bos);
-        let add_eos = md.opt(keys::TOKENIZER_ADD_EOS, Metadata::get_bool)?.unwrap_or(false);
+        let add_bos = md
+            .opt(keys::TOKENIZER_ADD_BOS, Metadata::get_bool)?
+            .unwrap_or(default_add_bos);
+        let add_eos = md
+            .opt(keys::TOKENIZER_ADD_EOS, Metadata::get_bool)?
+            .unwrap_or(false);
         let add_space_prefix = md
             .opt(keys::TOKENIZER_ADD_SPACE_PREFIX, Metadata::get_bool)?
             .unwrap_or(model == ModelKind::SentencePiece);
@@ -214,14 +231,18 @@ impl Vocab {
         if (id as usize) < self.len() {
             Ok(())
         } else {
-            Err(TokenizerError::IdOutOfRange { id, n_vocab: self.len() })
+            Err(TokenizerError::IdOutOfRange {
+                id,
+                n_vocab: self.len(),
+            })
         }
     }
 
     /// The id of the byte-fallback token `<0xNN>` for `b`.
     pub fn byte_token(&self, b: u8) -> Option<u32> {
         let hex = format!("<0x{b:02X}>");
-        self.id(&hex).filter(|&id| self.kinds[id as usize] == TokenKind::Byte)
+        self.id(&hex)
+            .filter(|&id| self.kinds[id as usize] == TokenKind::Byte)
     }
 
     /// Special tokens that `partition` splits out of the text, longest text first
@@ -236,7 +257,10 @@ impl Vocab {
             })
             .collect();
         v.sort_by(|&a, &b| {
-            self.texts[b as usize].len().cmp(&self.texts[a as usize].len()).then(a.cmp(&b))
+            self.texts[b as usize]
+                .len()
+                .cmp(&self.texts[a as usize].len())
+                .then(a.cmp(&b))
         });
         v
     }
@@ -244,7 +268,11 @@ impl Vocab {
 
 fn check_len(key: &'static str, found: usize, expected: usize) -> Result<(), TokenizerError> {
     if found < expected {
-        Err(TokenizerError::LengthMismatch { key, found, expected })
+        Err(TokenizerError::LengthMismatch {
+            key,
+            found,
+            expected,
+        })
     } else {
         Ok(())
     }

@@ -46,14 +46,18 @@ fn conversation() -> Vec<Message> {
 const MISTRAL_V1_IDS: &[u32] = &[
     1, // <s>
     733, 16289, 28793, // ▁[INST]
-    995, 460, 264, 10865, 13892, 28723, 26307, 15643, 28723, // ▁You ▁are ▁a ▁helpful ▁assistant . ▁Answer ▁briefly .
+    995, 460, 264, 10865, 13892, 28723, 26307, 15643,
+    28723, // ▁You ▁are ▁a ▁helpful ▁assistant . ▁Answer ▁briefly .
     13, 13, // \n\n
     3195, 349, 272, 5565, 302, 4843, 28804, // What ▁is ▁the ▁capital ▁of ▁France ?
     733, 28748, 16289, 28793, // ▁[/INST]
-    415, 5565, 302, 4843, 349, 5465, 28723, 2, // ▁The ▁capital ▁of ▁France ▁is ▁Paris . </s>
-    733, 16289, 28793, 1015, 302, 10828, 28804, 733, 28748, 16289, 28793, // ▁[INST] ▁And ▁of ▁Italy ? ▁[/INST]
+    415, 5565, 302, 4843, 349, 5465, 28723,
+    2, // ▁The ▁capital ▁of ▁France ▁is ▁Paris . </s>
+    733, 16289, 28793, 1015, 302, 10828, 28804, 733, 28748, 16289,
+    28793, // ▁[INST] ▁And ▁of ▁Italy ? ▁[/INST]
     10827, 28723, 2, // ▁Rome . </s>
-    733, 16289, 28793, 8868, 28808, 9595, 624, 349, 9942, 28804, 28705, 29340, // ▁[INST] ▁Thanks ! ▁Which ▁one ▁is ▁bigger ? ▁ 🙂
+    733, 16289, 28793, 8868, 28808, 9595, 624, 349, 9942, 28804, 28705,
+    29340, // ▁[INST] ▁Thanks ! ▁Which ▁one ▁is ▁bigger ? ▁ 🙂
     733, 28748, 16289, 28793, // ▁[/INST]
 ];
 
@@ -66,13 +70,17 @@ const MISTRAL_V1_IDS: &[u32] = &[
 /// `<s>[INST]▁What…France?[/INST]▁The…Paris.</s>[INST]▁And…[INST]▁You…<0x0A><0x0A>Thanks!…🙂[/INST]`).
 const MISTRAL_V3_IDS: &[u32] = &[
     1, 3, // <s> [INST]
-    2592, 1117, 1040, 6333, 1070, 5611, 29572, 4, // ▁What ▁is ▁the ▁capital ▁of ▁France ? [/INST]
-    1183, 6333, 1070, 5611, 1117, 6233, 29491, 2, // ▁The ▁capital ▁of ▁France ▁is ▁Paris . </s>
+    2592, 1117, 1040, 6333, 1070, 5611, 29572,
+    4, // ▁What ▁is ▁the ▁capital ▁of ▁France ? [/INST]
+    1183, 6333, 1070, 5611, 1117, 6233, 29491,
+    2, // ▁The ▁capital ▁of ▁France ▁is ▁Paris . </s>
     3, 1783, 1070, 11596, 29572, 4, // [INST] ▁And ▁of ▁Italy ? [/INST]
     11595, 29491, 2, // ▁Rome . </s>
-    3, 1763, 1228, 1032, 11633, 14660, 29491, 27075, 16411, 29491, // [INST] ▁You ▁are ▁a ▁helpful ▁assistant . ▁Answer ▁briefly .
+    3, 1763, 1228, 1032, 11633, 14660, 29491, 27075, 16411,
+    29491, // [INST] ▁You ▁are ▁a ▁helpful ▁assistant . ▁Answer ▁briefly .
     781, 781, // \n\n
-    23661, 29576, 10363, 1392, 1117, 10710, 29572, 29473, 30108, 4, // Thanks ! ▁Which ▁one ▁is ▁bigger ? ▁ 🙂 [/INST]
+    23661, 29576, 10363, 1392, 1117, 10710, 29572, 29473, 30108,
+    4, // Thanks ! ▁Which ▁one ▁is ▁bigger ? ▁ 🙂 [/INST]
 ];
 
 #[test]
@@ -139,12 +147,18 @@ fn smollm2_file_template_renders_chatml() {
                     <|im_start|>user\nWhat is 2+2?<|im_end|>\n\
                     <|im_start|>assistant\n";
     assert_eq!(text, expected);
-    assert!(!tmpl.render(&msgs, false).unwrap().ends_with("<|im_start|>assistant\n"));
+    assert!(!tmpl
+        .render(&msgs, false)
+        .unwrap()
+        .ends_with("<|im_start|>assistant\n"));
     // With special parsing the markers become their ids, and the text between is
     // encoded as it would be alone.
     let tok = smollm2();
     let ids = tok.encode(&text, false, true).unwrap();
-    let (start, end) = (tok.token_id("<|im_start|>").unwrap(), tok.token_id("<|im_end|>").unwrap());
+    let (start, end) = (
+        tok.token_id("<|im_start|>").unwrap(),
+        tok.token_id("<|im_end|>").unwrap(),
+    );
     assert_eq!(ids.iter().filter(|&&i| i == start).count(), 5);
     assert_eq!(ids.iter().filter(|&&i| i == end).count(), 4);
     let user = tok.encode("user\nHi there", false, false).unwrap();
@@ -156,22 +170,42 @@ fn smollm2_file_template_renders_chatml() {
 #[test]
 fn template_errors_are_the_templates_own() {
     // The v1 file's own template (Hugging Face's) refuses two user turns in a row.
-    let tmpl = ChatTemplate::from_metadata(&metadata(&vocab_path("ggml-vocab-mistral-v1.gguf"))).unwrap();
-    let err = tmpl.render(&[Message::user("a"), Message::user("b")], true).unwrap_err();
+    let tmpl =
+        ChatTemplate::from_metadata(&metadata(&vocab_path("ggml-vocab-mistral-v1.gguf"))).unwrap();
+    let err = tmpl
+        .render(&[Message::user("a"), Message::user("b")], true)
+        .unwrap_err();
     match err {
         TokenizerError::TemplateRaised(msg) => {
-            assert_eq!(msg, "Conversation roles must alternate user/assistant/user/assistant/...")
+            assert_eq!(
+                msg,
+                "Conversation roles must alternate user/assistant/user/assistant/..."
+            )
         }
         other => panic!("unexpected error {other}"),
     }
-    let err = tmpl.render(&[Message::user("u"), Message::system("s")], true).unwrap_err();
-    assert!(err.to_string().contains("Only user and assistant roles are supported!"), "{err}");
+    let err = tmpl
+        .render(&[Message::user("u"), Message::system("s")], true)
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("Only user and assistant roles are supported!"),
+        "{err}"
+    );
     // The fallback has the same rule.
     let tmpl = ChatTemplate::mistral(MistralFormat::V1, "<s>", "</s>");
-    let err = tmpl.render(&[Message::system("s"), Message::assistant("a")], true).unwrap_err();
-    assert!(matches!(&err, TokenizerError::TemplateRaised(m) if m.contains("must alternate")), "{err}");
+    let err = tmpl
+        .render(&[Message::system("s"), Message::assistant("a")], true)
+        .unwrap_err();
+    assert!(
+        matches!(&err, TokenizerError::TemplateRaised(m) if m.contains("must alternate")),
+        "{err}"
+    );
     let err = tmpl.render(&[Message::new("tool", "x")], true).unwrap_err();
-    assert!(matches!(&err, TokenizerError::TemplateRaised(m) if m.contains("roles")), "{err}");
+    assert!(
+        matches!(&err, TokenizerError::TemplateRaised(m) if m.contains("roles")),
+        "{err}"
+    );
 }
 
 #[test]
@@ -179,7 +213,10 @@ fn from_source_python_methods_and_errors() {
     let src = "{{ bos_token }}{% for m in messages %}{{ m.content.strip().upper() }}\
                {% if m.content.startswith(' ') %}!{% endif %}{{ m.role.split('s')|length }}{% endfor %}{{ eos_token }}";
     let tmpl = ChatTemplate::from_source(src, "<B>", "<E>").unwrap();
-    assert_eq!(tmpl.render(&[Message::user(" hi ")], false).unwrap(), "<B>HI!2<E>");
+    assert_eq!(
+        tmpl.render(&[Message::user(" hi ")], false).unwrap(),
+        "<B>HI!2<E>"
+    );
     let err = ChatTemplate::from_source("{% for m in messages %}", "", "").unwrap_err();
     assert!(matches!(err, TokenizerError::TemplateSyntax(_)), "{err}");
     // A runaway template stops instead of hanging.
@@ -202,7 +239,15 @@ fn tekken_and_v3_sources_compile() {
     }
     let t = ChatTemplate::mistral(MistralFormat::Tekken, "<s>", "</s>");
     assert_eq!(
-        t.render(&[Message::user("a"), Message::assistant("b"), Message::user("c")], true).unwrap(),
+        t.render(
+            &[
+                Message::user("a"),
+                Message::assistant("b"),
+                Message::user("c")
+            ],
+            true
+        )
+        .unwrap(),
         "<s>[INST]a[/INST]b</s>[INST]c[/INST]"
     );
 }

@@ -20,12 +20,14 @@ fn naive_spm(tok: &Tokenizer, text: &str) -> Vec<u32> {
         let mut best: Option<(f32, usize)> = None;
         for i in 0..syms.len().saturating_sub(1) {
             let merged = format!("{}{}", syms[i], syms[i + 1]);
-            let Some(id) = tok.token_id(&merged) else { continue };
+            let Some(id) = tok.token_id(&merged) else {
+                continue;
+            };
             if tok.token_kind(id) != Some(TokenKind::Normal) {
                 continue;
             }
             let score = tok.token_score(id).unwrap();
-            if best.is_none_or(|(s, _)| score > s) {
+            if best.map_or(true, |(s, _)| score > s) {
                 best = Some((score, i));
             }
         }
@@ -35,7 +37,10 @@ fn naive_spm(tok: &Tokenizer, text: &str) -> Vec<u32> {
     }
     let mut ids = Vec::new();
     for s in syms {
-        match tok.token_id(&s).filter(|&id| tok.token_kind(id) == Some(TokenKind::Normal)) {
+        match tok
+            .token_id(&s)
+            .filter(|&id| tok.token_kind(id) == Some(TokenKind::Normal))
+        {
             Some(id) => ids.push(id),
             None => {
                 for b in s.bytes() {
@@ -53,7 +58,11 @@ fn spm_matches_naive_reference_on_gpl_text() {
     let tok = mistral_v1();
     // Paragraphs, so the quadratic reference stays quick.
     for para in text.split("\n\n").take(40) {
-        assert_eq!(tok.encode(para, false, false).unwrap(), naive_spm(tok, para), "{para:?}");
+        assert_eq!(
+            tok.encode(para, false, false).unwrap(),
+            naive_spm(tok, para),
+            "{para:?}"
+        );
     }
 }
 

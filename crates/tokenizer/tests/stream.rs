@@ -55,7 +55,11 @@ fn byte_fallback_character_is_held_until_complete() {
     let tok = mistral_v1();
     // U+1D518 is not in the vocabulary: four <0xNN> tokens.
     let ids = tok.encode("x𝔘", false, false).unwrap();
-    let bytes: Vec<u32> = ids.iter().copied().filter(|&i| tok.token_kind(i) == Some(TokenKind::Byte)).collect();
+    let bytes: Vec<u32> = ids
+        .iter()
+        .copied()
+        .filter(|&i| tok.token_kind(i) == Some(TokenKind::Byte))
+        .collect();
     assert_eq!(bytes.len(), 4, "{ids:?}");
     let (pieces, all) = stream(tok, &ids);
     assert_eq!(all, "x𝔘");

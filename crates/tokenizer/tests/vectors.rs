@@ -14,37 +14,58 @@ fn check(tok: &Tokenizer, inp: &str, out: &str) -> (usize, usize) {
     for (text, expected) in &cases {
         let got = tok.encode(text, false, false).unwrap();
         if &got != expected {
-            failures.push(format!("encode {text:?}\n  expected {expected:?}\n  got      {got:?}"));
+            failures.push(format!(
+                "encode {text:?}\n  expected {expected:?}\n  got      {got:?}"
+            ));
             continue;
         }
         // Every tokenizer here is lossless on these inputs (SentencePiece's
         // added leading space is dropped again by decode).
         let back = tok.decode(expected).unwrap();
         if &back != text {
-            failures.push(format!("decode {expected:?}\n  expected {text:?}\n  got      {back:?}"));
+            failures.push(format!(
+                "decode {expected:?}\n  expected {text:?}\n  got      {back:?}"
+            ));
         }
     }
     let passed = cases.len() - failures.len();
     eprintln!("{inp}: {passed}/{} cases pass", cases.len());
-    assert!(failures.is_empty(), "{inp}: {} failures:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{inp}: {} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     (passed, cases.len())
 }
 
 #[test]
 fn mistral_v1_vectors() {
-    let (p, n) = check(mistral_v1(), "ggml-vocab-mistral-v1.gguf.inp", "ggml-vocab-mistral-v1.gguf.out");
+    let (p, n) = check(
+        mistral_v1(),
+        "ggml-vocab-mistral-v1.gguf.inp",
+        "ggml-vocab-mistral-v1.gguf.out",
+    );
     assert_eq!((p, n), (n, 47));
 }
 
 #[test]
 fn mistral_v3_vectors() {
-    let (p, n) = check(mistral_v3(), "ggml-vocab-mistral-v3.gguf.inp", "ggml-vocab-mistral-v3.gguf.out");
+    let (p, n) = check(
+        mistral_v3(),
+        "ggml-vocab-mistral-v3.gguf.inp",
+        "ggml-vocab-mistral-v3.gguf.out",
+    );
     assert_eq!((p, n), (n, 47));
 }
 
 #[test]
 fn llama_spm_vectors() {
-    let (p, n) = check(llama_spm(), "ggml-vocab-llama-spm.gguf.inp", "ggml-vocab-llama-spm.gguf.out");
+    let (p, n) = check(
+        llama_spm(),
+        "ggml-vocab-llama-spm.gguf.inp",
+        "ggml-vocab-llama-spm.gguf.out",
+    );
     assert_eq!((p, n), (n, 46));
 }
 

@@ -24,7 +24,11 @@ pub fn smollm2_path() -> PathBuf {
             .arg(root().join("models/fetch-smollm2.sh"))
             .output()
             .expect("run models/fetch-smollm2.sh");
-        assert!(out.status.success(), "fetch failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "fetch failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
     })
     .clone()
@@ -65,6 +69,12 @@ pub fn read_vectors(inp: &str, out: &str) -> Vec<(String, Vec<u32>)> {
         .lines()
         .map(|l| l.split_whitespace().map(|t| t.parse().unwrap()).collect())
         .collect();
-    assert_eq!(inputs.len(), outs.len(), "{inp}: {} inputs, {} outputs", inputs.len(), outs.len());
+    assert_eq!(
+        inputs.len(),
+        outs.len(),
+        "{inp}: {} inputs, {} outputs",
+        inputs.len(),
+        outs.len()
+    );
     inputs.into_iter().zip(outs).collect()
 }
