@@ -164,9 +164,12 @@ fn broken_files_fail_with_one_line() {
     let valid = std::fs::read(root().join("tests/gguf-corpus/base.valid")).unwrap();
 
     // A truncated copy of the real model (its header and the start of its data).
-    let model = std::fs::read(smollm2()).unwrap();
-    let truncated = model[..4 << 20].to_vec();
-    drop(model);
+    let mut truncated = Vec::new();
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(std::fs::File::open(smollm2()).unwrap(), 4 << 20),
+        &mut truncated,
+    )
+    .unwrap();
     // Pseudo-random bytes.
     let mut x = 0x9e3779b97f4a7c15u64;
     let random: Vec<u8> = (0..4096)

@@ -357,3 +357,30 @@ fn every_truncation_is_an_error() {
         );
     }
 }
+
+/// Arrays nested exactly `MAX_ARRAY_DEPTH` deep are read back; one level more is not.
+#[test]
+fn nesting_limit_is_exact() {
+    let nested = |levels: usize| {
+        let mut a = Array::U8(vec![1]);
+        for _ in 1..levels {
+            a = Array::Array(vec![a]);
+        }
+        a
+    };
+    for levels in 1..=mistral_gguf::MAX_ARRAY_DEPTH + 1 {
+        let mut md = Metadata::new();
+        md.set("deep", Value::Array(nested(levels)));
+        let bytes = GgufWriter::new(md.clone()).to_bytes(&[]).unwrap();
+        match Gguf::parse(&bytes, "nested") {
+            Ok(g) => {
+                assert!(levels <= mistral_gguf::MAX_ARRAY_DEPTH);
+                assert_eq!(g.metadata, md);
+            }
+            Err(e) => {
+                assert_eq!(levels, mistral_gguf::MAX_ARRAY_DEPTH + 1, "{e}");
+                assert_eq!(e.kind.name(), "NestingTooDeep");
+            }
+        }
+    }
+}
