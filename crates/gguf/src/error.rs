@@ -16,6 +16,9 @@ pub enum ErrorKind {
     /// (the value is the version as the file meant it).
     #[error("big-endian GGUF file (version {0}); only little-endian files are supported: reconvert the model")]
     BigEndian(u32),
+    /// The file ends before something it declares: a header field, a key or value, an
+    /// array's items (when the whole file could have held them), a tensor info, or a
+    /// tensor's data (when it starts inside the file but runs past its end).
     #[error("file truncated: needed {needed} bytes for {what} at offset {offset}, file has {len}")]
     Truncated {
         what: String,

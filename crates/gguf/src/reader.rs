@@ -32,8 +32,13 @@ pub struct TensorInfo {
 }
 
 impl TensorInfo {
+    /// Number of elements (validated not to overflow when read; saturates for a
+    /// hand-built info whose dims do).
     pub fn n_elements(&self) -> u64 {
-        self.dims.iter().product()
+        self.dims
+            .iter()
+            .try_fold(1u64, |a, &d| a.checked_mul(d))
+            .unwrap_or(u64::MAX)
     }
 
     /// Size of the tensor's data in bytes (validated not to overflow when read).
@@ -165,12 +170,10 @@ impl<'a> Cursor<'a> {
     }
 
     /// A header count: `CountTooLarge` unless its items could fit in the whole file.
-    /// (`remaining`, the bytes actually left for them, goes into the message.)
     fn check_plausible(
         &self,
         count: u64,
         min_size: u64,
-        remaining: u64,
         items: &dyn Fn() -> String,
     ) -> Result<u64, ErrorKind> {
         match count.checked_mul(min_size) {
@@ -178,7 +181,7 @@ impl<'a> Cursor<'a> {
             _ => Err(ErrorKind::CountTooLarge {
                 what: format!("count of {}", items()),
                 count,
-                remaining,
+                remaining: self.remaining(),
                 offset: self.pos as u64,
             }),
         }
@@ -226,16 +229,11 @@ fn parse_inner(bytes: &[u8], file_len: u64) -> Result<Gguf, ErrorKind> {
     let n_kv = c.u64(&|| "metadata key/value count".into())?;
 
     // Counts that not even the whole file could hold fail here, before anything is
-    // read or allocated (the key/values first, then the tensor infos in what the
-    // key/values leave). Plausible counts that run past the end of a cut-off file are
+    // read or allocated. Plausible counts that run past the end of a cut-off file are
     // reported as `Truncated` at the first key or tensor that is missing.
-    let n_kv = c.check_plausible(n_kv, MIN_KV_SIZE, c.remaining(), &|| {
-        "metadata key/values".into()
-    })?;
-    let after_kv = c.remaining().saturating_sub(n_kv * MIN_KV_SIZE);
-    let n_tensors = c.check_plausible(n_tensors, MIN_TENSOR_INFO_SIZE, after_kv, &|| {
-        "tensor infos".into()
-    })?;
+    let n_kv = c.check_plausible(n_kv, MIN_KV_SIZE, &|| "metadata key/values".into())?;
+    let n_tensors =
+        c.check_plausible(n_tensors, MIN_TENSOR_INFO_SIZE, &|| "tensor infos".into())?;
 
     // Preallocate only what the bytes left can hold.
     let mut metadata = Metadata::with_capacity(n_kv.min(c.remaining() / MIN_KV_SIZE) as usize);
