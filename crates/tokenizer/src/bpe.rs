@@ -7,8 +7,6 @@ use std::collections::HashSet;
 use tokenizers::models::bpe::{Merges, BPE};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::sequence::Sequence;
-use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
-use tokenizers::{PreTokenizerWrapper, SplitDelimiterBehavior};
 
 use crate::pretok::PreTokenizer;
 use crate::vocab::Vocab;
@@ -71,16 +69,7 @@ impl ByteBpe {
             .ignore_merges(pre.ignore_merges())
             .build()
             .map_err(bpe_err)?;
-        let mut steps: Vec<PreTokenizerWrapper> = Vec::new();
-        for re in pre.regexes() {
-            let split = Split::new(
-                SplitPattern::Regex((*re).to_string()),
-                SplitDelimiterBehavior::Isolated,
-                false,
-            )
-            .map_err(bpe_err)?;
-            steps.push(split.into());
-        }
+        let mut steps = pre.steps()?;
         steps.push(ByteLevel::new(false, false, false).into());
         let mut inner = tokenizers::Tokenizer::new(model);
         inner.with_pre_tokenizer(Some(Sequence::new(steps)));

@@ -291,3 +291,14 @@ impl Tokenizer {
         Ok(&self.inner.pieces[i])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn shared_across_threads() {
+        fn check<T: Send + Sync + Clone>() {}
+        check::<super::Tokenizer>();
+        check::<super::ChatTemplate>();
+        check::<super::Message>();
+    }
+}

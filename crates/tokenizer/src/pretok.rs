@@ -1,6 +1,13 @@
 //! The regex pre-tokenizers of byte-level BPE models, named by
 //! `tokenizer.ggml.pre` (regexes from llama.cpp's `llama-vocab.cpp`).
 
+use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+use tokenizers::{
+    OffsetReferential, OffsetType, PreTokenizedString, PreTokenizer as _, PreTokenizerWrapper,
+    SplitDelimiterBehavior,
+};
+
 use crate::TokenizerError;
 
 /// Names accepted in `tokenizer.ggml.pre`, for error messages.
@@ -64,6 +71,36 @@ impl PreTokenizer {
             PreTokenizer::Smollm => &[r"\p{N}", GPT2],
             PreTokenizer::Tekken => &[TEKKEN],
         }
+    }
+
+    /// The regexes as `tokenizers` pre-tokenizer steps (each piece split into
+    /// its matches and the text between them).
+    pub(crate) fn steps(self) -> Result<Vec<PreTokenizerWrapper>, TokenizerError> {
+        self.regexes()
+            .iter()
+            .map(|re| {
+                Split::new(
+                    SplitPattern::Regex((*re).to_string()),
+                    SplitDelimiterBehavior::Isolated,
+                    false,
+                )
+                .map(PreTokenizerWrapper::from)
+                .map_err(|e| TokenizerError::Bpe(e.to_string()))
+            })
+            .collect()
+    }
+
+    /// Splits text into the pieces BPE then encodes one by one.
+    pub fn split(self, text: &str) -> Result<Vec<String>, TokenizerError> {
+        let seq = Sequence::new(self.steps()?);
+        let mut pts = PreTokenizedString::from(text);
+        seq.pre_tokenize(&mut pts)
+            .map_err(|e| TokenizerError::Bpe(e.to_string()))?;
+        Ok(pts
+            .get_splits(OffsetReferential::Original, OffsetType::Byte)
+            .into_iter()
+            .map(|(s, _, _)| s.to_string())
+            .collect())
     }
 
     /// Whether a whole pre-token that is itself in the vocabulary skips the merges.
