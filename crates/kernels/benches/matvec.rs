@@ -1,1 +1,167 @@
-fn main() {}
+//! Quantized matrix × vector (decode) and matrix × matrix (prefill) at
+//! Mistral-7B / synth-1B shapes: our kernels (`native`, through the candle
+//! `Module` interface the transformer uses) next to candle's `QMatMul`
+//! (`candle`) on the same weight bytes, in the same run. Plus the machine's
+//! memory read bandwidth measured the way REFERENCE.md does (a 2-thread
+//! f32 dot product over two 256 MiB arrays).
+//!
+//! Threads: both engines use the machine's cores (RAYON_NUM_THREADS caps
+//! both); run with `RAYON_NUM_THREADS=2` to match REFERENCE.md.
+//!
+//! Matrix × vector throughput is reported as bytes of weights streamed per
+//! second; matrix × matrix as elements = floating-point operations (2·rows·cols·n).
+
+use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor};
+use candle_core::{Device, Module, Tensor};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use mistral_kernels::{quantize_to_vec, GgmlType, QMatrix};
+use rand::{Rng, SeedableRng};
+use rayon::prelude::*;
+use std::borrow::Cow;
+use std::time::Duration;
+
+fn gaussian(n: usize, seed: u64) -> Vec<f32> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    (0..n)
+        .map(|_| {
+            let u1: f32 = rng.random_range(1e-7f32..1.0);
+            let u2: f32 = rng.random_range(0.0f32..1.0);
+            (-2.0 * u1.ln()).sqrt() * (2.0 * std::f32::consts::PI * u2).cos()
+        })
+        .collect()
+}
+
+fn candle_dtype(ty: GgmlType) -> GgmlDType {
+    match ty {
+        GgmlType::Q4_0 => GgmlDType::Q4_0,
+        GgmlType::Q8_0 => GgmlDType::Q8_0,
+        GgmlType::Q2_K => GgmlDType::Q2K,
+        GgmlType::Q3_K => GgmlDType::Q3K,
+        GgmlType::Q4_K => GgmlDType::Q4K,
+        GgmlType::Q5_K => GgmlDType::Q5K,
+        GgmlType::Q6_K => GgmlDType::Q6K,
+        GgmlType::F16 => GgmlDType::F16,
+        _ => unreachable!("no candle type for {ty}"),
+    }
+}
+
+/// The same weights for both engines: 256 quantized random rows repeated.
+fn weights(ty: GgmlType, rows: usize, cols: usize) -> (QMatrix, QMatMul, usize) {
+    let base_rows = 256.min(rows);
+    let base = quantize_to_vec(ty, &gaussian(base_rows * cols, 1)).unwrap();
+    let mut bytes = Vec::with_capacity(base.len() * rows.div_ceil(base_rows));
+    while bytes.len() < base.len() / base_rows * rows {
+        bytes.extend_from_slice(&base);
+    }
+    bytes.truncate(base.len() / base_rows * rows);
+    let n_bytes = bytes.len();
+    let storage =
+        QStorage::from_data(Cow::Borrowed(&bytes), &Device::Cpu, candle_dtype(ty)).unwrap();
+    let qt = QTensor::new(storage, (rows, cols)).unwrap();
+    let theirs = QMatMul::from_qtensor(qt).unwrap();
+    let ours = QMatrix::new(ty, rows, cols, bytes).unwrap();
+    (ours, theirs, n_bytes)
+}
+
+fn bench_matvec(c: &mut Criterion) {
+    let shapes_main: &[(usize, usize)] = &[
+        (4096, 4096),
+        (2048, 5632),
+        (14336, 4096),
+        (4096, 14336),
+        (32000, 4096),
+    ];
+    let shapes_rest: &[(usize, usize)] = &[(4096, 4096), (14336, 4096)];
+    let cases: &[(GgmlType, &[(usize, usize)])] = &[
+        (GgmlType::Q4_K, shapes_main),
+        (GgmlType::Q6_K, shapes_main),
+        (GgmlType::Q2_K, shapes_rest),
+        (GgmlType::Q3_K, &[(4096, 4096)]),
+        (GgmlType::Q5_K, &[(4096, 4096)]),
+        (GgmlType::Q8_0, shapes_rest),
+        (GgmlType::Q4_0, &[(4096, 4096)]),
+        (GgmlType::F16, shapes_rest),
+    ];
+    for &(ty, shapes) in cases {
+        let mut group = c.benchmark_group(format!("matvec/{ty}"));
+        group
+            .sample_size(20)
+            .warm_up_time(Duration::from_millis(500))
+            .measurement_time(Duration::from_secs(2));
+        for &(rows, cols) in shapes {
+            let (ours, theirs, n_bytes) = weights(ty, rows, cols);
+            let x = Tensor::from_vec(gaussian(cols, 2), (1, cols), &Device::Cpu).unwrap();
+            group.throughput(Throughput::Bytes(n_bytes as u64));
+            let id = format!("{rows}x{cols}");
+            group.bench_with_input(BenchmarkId::new("native", &id), &x, |b, x| {
+                b.iter(|| ours.forward(x).unwrap())
+            });
+            group.bench_with_input(BenchmarkId::new("candle", &id), &x, |b, x| {
+                b.iter(|| theirs.forward(x).unwrap())
+            });
+        }
+        group.finish();
+    }
+}
+
+fn bench_matmul(c: &mut Criterion) {
+    let n = 512;
+    let (rows, cols) = (4096, 4096);
+    for ty in [
+        GgmlType::Q4_K,
+        GgmlType::Q6_K,
+        GgmlType::Q2_K,
+        GgmlType::Q8_0,
+        GgmlType::F16,
+    ] {
+        let mut group = c.benchmark_group(format!("matmul{n}/{ty}"));
+        group
+            .sample_size(10)
+            .warm_up_time(Duration::from_millis(500))
+            .measurement_time(Duration::from_secs(4));
+        let (ours, theirs, _) = weights(ty, rows, cols);
+        let x = Tensor::from_vec(gaussian(n * cols, 3), (n, cols), &Device::Cpu).unwrap();
+        group.throughput(Throughput::Elements((2 * rows * cols * n) as u64));
+        let id = format!("{rows}x{cols}");
+        group.bench_with_input(BenchmarkId::new("native", &id), &x, |b, x| {
+            b.iter(|| ours.forward(x).unwrap())
+        });
+        group.bench_with_input(BenchmarkId::new("candle", &id), &x, |b, x| {
+            b.iter(|| theirs.forward(x).unwrap())
+        });
+        group.finish();
+    }
+}
+
+/// Memory read bandwidth: an f32 dot product of two 256 MiB arrays on the
+/// rayon pool (bytes read = 512 MiB per iteration).
+fn bench_bandwidth(c: &mut Criterion) {
+    let n = 256 << 20 >> 2;
+    let a: Vec<f32> = (0..n).map(|i| (i % 7) as f32).collect();
+    let b: Vec<f32> = (0..n).map(|i| (i % 5) as f32).collect();
+    let mut group = c.benchmark_group("bandwidth");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(3));
+    group.throughput(Throughput::Bytes((2 * n * 4) as u64));
+    group.bench_function("dot-2x256MiB", |bch| {
+        bch.iter(|| {
+            a.par_chunks(1 << 16)
+                .zip(b.par_chunks(1 << 16))
+                .map(|(x, y)| {
+                    let mut s = [0f32; 8];
+                    for (cx, cy) in x.chunks_exact(8).zip(y.chunks_exact(8)) {
+                        for k in 0..8 {
+                            s[k] += cx[k] * cy[k];
+                        }
+                    }
+                    s.iter().sum::<f32>()
+                })
+                .sum::<f32>()
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_bandwidth, bench_matvec, bench_matmul);
+criterion_main!(benches);

@@ -5,7 +5,7 @@
 //! streams past it.
 
 use crate::blocks::bytes_for;
-use crate::dot::{row_dot, ActBuffers, ActFormat, ActRow};
+use crate::dot::{row_dot, row_dot4, ActBuffers, ActFormat, ActRow};
 use crate::error::{KernelError, Result};
 use crate::isa::Isa;
 use mistral_gguf::GgmlType;
@@ -115,8 +115,24 @@ pub fn matmul(
                 let t1 = (t0 + TOKEN_TILE).min(n);
                 for r in r0..r1 {
                     let wr = &w[r * row_bytes..(r + 1) * row_bytes];
-                    for t in t0..t1 {
-                        // The kernel was checked above for these types and lengths.
+                    let mut t = t0;
+                    // The kernels were checked above for these types and lengths;
+                    // a failure here cannot happen and would show as NaN.
+                    while t + 4 <= t1 {
+                        let acts = [act(t), act(t + 1), act(t + 2), act(t + 3)];
+                        match row_dot4(ty, isa, wr, acts) {
+                            Ok(Some(v)) => {
+                                for (k, v) in v.into_iter().enumerate() {
+                                    // SAFETY: t + k < n and r < rows, so the index is
+                                    // inside y; this chunk alone owns rows r0..r1.
+                                    unsafe { *out.get().add((t + k) * rows + r) = v };
+                                }
+                                t += 4;
+                            }
+                            _ => break,
+                        }
+                    }
+                    for t in t..t1 {
                         let v = row_dot(ty, isa, wr, act(t)).unwrap_or(f32::NAN);
                         // SAFETY: t < n and r < rows, so t * rows + r < y.len();
                         // this chunk alone owns rows r0..r1 (see `OutPtr`).

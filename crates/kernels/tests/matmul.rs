@@ -238,3 +238,31 @@ fn bad_shapes_are_errors() {
     .is_err());
     assert!(matmul(GgmlType::Q4_K, Isa::Scalar, &w, 2, 100, &x[..100], &mut y).is_err());
 }
+
+#[test]
+fn batched_rows_equal_one_row_at_a_time() {
+    // The four-row kernels of matrix x matrix must give exactly the one-row results.
+    for ty in TYPES {
+        let (rows, cols, n) = (6, 512, 11);
+        let w = random_weights(ty, rows, cols, 42);
+        let x = gaussian(n * cols, 43);
+        for isa in Isa::available_paths() {
+            let mut y = vec![0f32; n * rows];
+            matmul(ty, isa, &w, rows, cols, &x, &mut y).unwrap();
+            for t in 0..n {
+                let mut yt = vec![0f32; rows];
+                mistral_kernels::matvec(
+                    ty,
+                    isa,
+                    &w,
+                    rows,
+                    cols,
+                    &x[t * cols..(t + 1) * cols],
+                    &mut yt,
+                )
+                .unwrap();
+                assert_eq!(yt, y[t * rows..(t + 1) * rows], "{ty} {isa:?} token {t}");
+            }
+        }
+    }
+}

@@ -402,3 +402,210 @@ pub unsafe fn f16_f32(w: &[u8], x: &[f32]) -> f32 {
     }
     sum
 }
+
+// ---------------------------------------------------------------------------
+// Four activation rows at once (matrix × matrix): the weight block is
+// unpacked once and multiplied with four activation blocks. Each result is
+// computed with exactly the operations of the one-row kernel above, so the
+// two agree bit for bit.
+// ---------------------------------------------------------------------------
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn q4k_q8k_x4(w: &[BlockQ4K], a: [&[BlockQ8K]; 4]) -> [f32; 4] {
+    let m4 = _mm256_set1_epi8(0xF);
+    let mut sumf = [0f32; 4];
+    for (i, x) in w.iter().enumerate() {
+        let mut sc = [0i16; 8];
+        let mut mins = [0i32; 8];
+        for j in 0..8 {
+            let (s, m) = scale_min_k4(j, &x.scales);
+            sc[j] = s as i16;
+            mins[j] = m as i32;
+        }
+        let ys = [&a[0][i], &a[1][i], &a[2][i], &a[3][i]];
+        let mut acc = [_mm256_setzero_si256(); 4];
+        for j in 0..4 {
+            let q = load(x.qs.as_ptr().add(32 * j));
+            let lo = _mm256_and_si256(q, m4);
+            let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+            let s0 = _mm256_set1_epi16(sc[2 * j]);
+            let s1 = _mm256_set1_epi16(sc[2 * j + 1]);
+            for t in 0..4 {
+                let y0 = load_i8(ys[t].qs.as_ptr().add(64 * j));
+                let y1 = load_i8(ys[t].qs.as_ptr().add(64 * j + 32));
+                let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, y0), s0);
+                let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, y1), s1);
+                acc[t] = _mm256_add_epi32(acc[t], _mm256_add_epi32(p0, p1));
+            }
+        }
+        for t in 0..4 {
+            let y = ys[t];
+            let mut summ = 0i32;
+            for j in 0..8 {
+                summ += mins[j] * (y.bsums[2 * j] as i32 + y.bsums[2 * j + 1] as i32);
+            }
+            let d = y.d * f16(x.d);
+            let dmin = y.d * f16(x.dmin);
+            sumf[t] += d * hsum_i32(acc[t]) as f32 - dmin * summ as f32;
+        }
+    }
+    sumf
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn q6k_q8k_x4(w: &[BlockQ6K], a: [&[BlockQ8K]; 4]) -> [f32; 4] {
+    let m4 = _mm256_set1_epi8(0xF);
+    let m3 = _mm256_set1_epi8(3);
+    let mut sumf = [0f32; 4];
+    for (i, x) in w.iter().enumerate() {
+        let ys = [&a[0][i], &a[1][i], &a[2][i], &a[3][i]];
+        let mut acc = [_mm256_setzero_si256(); 4];
+        for n in 0..2 {
+            let ql0 = load(x.ql.as_ptr().add(64 * n));
+            let ql1 = load(x.ql.as_ptr().add(64 * n + 32));
+            let qh = load(x.qh.as_ptr().add(32 * n));
+            let q = [
+                _mm256_or_si256(
+                    _mm256_and_si256(ql0, m4),
+                    _mm256_slli_epi16(_mm256_and_si256(qh, m3), 4),
+                ),
+                _mm256_or_si256(
+                    _mm256_and_si256(ql1, m4),
+                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m3), 4),
+                ),
+                _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
+                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m3), 4),
+                ),
+                _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
+                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m3), 4),
+                ),
+            ];
+            for (k, &qk) in q.iter().enumerate() {
+                let is = 8 * n + 2 * k;
+                let s = scales2(x.scales[is] as i32, x.scales[is + 1] as i32);
+                for t in 0..4 {
+                    let yk = load_i8(ys[t].qs.as_ptr().add(128 * n + 32 * k));
+                    acc[t] = _mm256_add_epi32(
+                        acc[t],
+                        _mm256_madd_epi16(_mm256_maddubs_epi16(qk, yk), s),
+                    );
+                }
+            }
+        }
+        for t in 0..4 {
+            let y = ys[t];
+            let mut corr = 0i32;
+            for g in 0..16 {
+                corr += x.scales[g] as i32 * y.bsums[g] as i32;
+            }
+            let sumi = hsum_i32(acc[t]) - 32 * corr;
+            sumf[t] += y.d * f16(x.d) * sumi as f32;
+        }
+    }
+    sumf
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn q2k_q8k_x4(w: &[BlockQ2K], a: [&[BlockQ8K]; 4]) -> [f32; 4] {
+    let m3 = _mm256_set1_epi8(3);
+    let mut sumf = [0f32; 4];
+    for (i, x) in w.iter().enumerate() {
+        let ys = [&a[0][i], &a[1][i], &a[2][i], &a[3][i]];
+        let mut acc = [_mm256_setzero_si256(); 4];
+        for n in 0..2 {
+            let q = load(x.qs.as_ptr().add(32 * n));
+            for k in 0..4 {
+                let v = _mm256_and_si256(_mm256_srl_epi16(q, _mm_cvtsi32_si128(2 * k as i32)), m3);
+                let is = 8 * n + 2 * k;
+                let sc = scales2((x.scales[is] & 0xF) as i32, (x.scales[is + 1] & 0xF) as i32);
+                for t in 0..4 {
+                    let yk = load_i8(ys[t].qs.as_ptr().add(128 * n + 32 * k));
+                    acc[t] = _mm256_add_epi32(
+                        acc[t],
+                        _mm256_madd_epi16(_mm256_maddubs_epi16(v, yk), sc),
+                    );
+                }
+            }
+        }
+        for t in 0..4 {
+            let y = ys[t];
+            let mut summ = 0i32;
+            for j in 0..16 {
+                summ += (x.scales[j] >> 4) as i32 * y.bsums[j] as i32;
+            }
+            let d = y.d * f16(x.d);
+            let dmin = y.d * f16(x.dmin);
+            sumf[t] += d * hsum_i32(acc[t]) as f32 - dmin * summ as f32;
+        }
+    }
+    sumf
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn q8_0_q8_0_x4(w: &[BlockQ8_0], a: [&[BlockQ8_0]; 4]) -> [f32; 4] {
+    let mut acc = [_mm256_setzero_ps(); 4];
+    for (i, x) in w.iter().enumerate() {
+        let qx = load_i8(x.qs.as_ptr());
+        let ax = _mm256_sign_epi8(qx, qx);
+        let dx = f16(x.d);
+        for t in 0..4 {
+            let y = &a[t][i];
+            let d = _mm256_set1_ps(dx * f16(y.d));
+            let sy = _mm256_sign_epi8(load_i8(y.qs.as_ptr()), qx);
+            let p = _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), _mm256_set1_epi16(1));
+            acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc[t]);
+        }
+    }
+    [
+        hsum_f32(acc[0]),
+        hsum_f32(acc[1]),
+        hsum_f32(acc[2]),
+        hsum_f32(acc[3]),
+    ]
+}
+
+/// f16 weights × four f32 activation rows; same summation as [`f16_f32`].
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn f16_f32_x4(w: &[u8], x: [&[f32]; 4]) -> [f32; 4] {
+    let n = x
+        .iter()
+        .map(|r| r.len())
+        .min()
+        .unwrap_or(0)
+        .min(w.len() / 2);
+    let wp = w.as_ptr();
+    let mut acc = [[_mm256_setzero_ps(); 4]; 4];
+    let mut i = 0;
+    while i + 32 <= n {
+        for k in 0..4 {
+            let wv = _mm256_cvtph_ps(_mm_loadu_si128(wp.add(2 * (i + 8 * k)) as *const __m128i));
+            for t in 0..4 {
+                acc[t][k] =
+                    _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[t].as_ptr().add(i + 8 * k)), acc[t][k]);
+            }
+        }
+        i += 32;
+    }
+    while i + 8 <= n {
+        let wv = _mm256_cvtph_ps(_mm_loadu_si128(wp.add(2 * i) as *const __m128i));
+        for t in 0..4 {
+            acc[t][0] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[t].as_ptr().add(i)), acc[t][0]);
+        }
+        i += 8;
+    }
+    let mut out = [0f32; 4];
+    for t in 0..4 {
+        let a = &acc[t];
+        let mut sum = hsum_f32(_mm256_add_ps(
+            _mm256_add_ps(a[0], a[1]),
+            _mm256_add_ps(a[2], a[3]),
+        ));
+        for j in i..n {
+            sum += F16Le([w[2 * j], w[2 * j + 1]]).to_f32() * x[t][j];
+        }
+        out[t] = sum;
+    }
+    out
+}

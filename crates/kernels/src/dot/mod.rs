@@ -190,3 +190,66 @@ pub fn row_dot(ty: GgmlType, isa: Isa, w: &[u8], act: ActRow<'_>) -> Result<f32>
         }),
     }
 }
+
+/// Four activation rows against one weight row, where a fused kernel exists
+/// for `(ty, isa)` (`Ok(None)` otherwise: call [`row_dot`] per row). Results
+/// are bit-identical to four [`row_dot`] calls.
+pub fn row_dot4(
+    ty: GgmlType,
+    isa: Isa,
+    w: &[u8],
+    acts: [ActRow<'_>; 4],
+) -> Result<Option<[f32; 4]>> {
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx2 {
+        use ActRow as A;
+        use GgmlType as T;
+        macro_rules! q8k4 {
+            ($name:ident, $B:ty) => {{
+                let wb = typed!(w, $B);
+                if let [A::Q8K(a0), A::Q8K(a1), A::Q8K(a2), A::Q8K(a3)] = acts {
+                    if [a0.len(), a1.len(), a2.len(), a3.len()]
+                        .iter()
+                        .all(|&l| l >= wb.len())
+                    {
+                        // SAFETY: Avx2 was checked available by the caller
+                        // (`Isa::checked`); every activation row has at least
+                        // as many blocks as the weight row, which is all the
+                        // kernel reads.
+                        return Ok(Some(unsafe { avx2::$name(wb, [a0, a1, a2, a3]) }));
+                    }
+                }
+                Ok(None)
+            }};
+        }
+        return match ty {
+            T::Q4_K => q8k4!(q4k_q8k_x4, BlockQ4K),
+            T::Q6_K => q8k4!(q6k_q8k_x4, BlockQ6K),
+            T::Q2_K => q8k4!(q2k_q8k_x4, BlockQ2K),
+            T::Q8_0 => {
+                let wb = typed!(w, BlockQ8_0);
+                if let [A::Q8_0(a0), A::Q8_0(a1), A::Q8_0(a2), A::Q8_0(a3)] = acts {
+                    if [a0.len(), a1.len(), a2.len(), a3.len()]
+                        .iter()
+                        .all(|&l| l >= wb.len())
+                    {
+                        // SAFETY: as above.
+                        return Ok(Some(unsafe { avx2::q8_0_q8_0_x4(wb, [a0, a1, a2, a3]) }));
+                    }
+                }
+                Ok(None)
+            }
+            T::F16 => {
+                if let [A::F32(a0), A::F32(a1), A::F32(a2), A::F32(a3)] = acts {
+                    // SAFETY: as above; the kernel reads min(w.len()/2, row
+                    // lengths) elements of each slice.
+                    return Ok(Some(unsafe { avx2::f16_f32_x4(w, [a0, a1, a2, a3]) }));
+                }
+                Ok(None)
+            }
+            _ => Ok(None),
+        };
+    }
+    let _ = (ty, isa, w, acts);
+    Ok(None)
+}
