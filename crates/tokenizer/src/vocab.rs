@@ -116,7 +116,14 @@ impl Vocab {
         let scores = match md.get(keys::TOKENIZER_SCORES) {
             None => vec![0.0; n],
             Some(_) => {
-                let s = md.get_f32_array(keys::TOKENIZER_SCORES)?;
+                // llama.cpp also accepts integer scores.
+                let s: Vec<f32> = match md.get_f32_array(keys::TOKENIZER_SCORES) {
+                    Ok(s) => s.to_vec(),
+                    Err(e) => match md.get_i32_array(keys::TOKENIZER_SCORES) {
+                        Ok(s) => s.into_iter().map(|x| x as f32).collect(),
+                        Err(_) => return Err(e.into()),
+                    },
+                };
                 check_len(keys::TOKENIZER_SCORES, s.len(), n)?;
                 s[..n].to_vec()
             }

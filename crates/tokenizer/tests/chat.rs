@@ -217,6 +217,12 @@ fn from_source_python_methods_and_errors() {
         tmpl.render(&[Message::user(" hi ")], false).unwrap(),
         "<B>HI!2<E>"
     );
+    // strftime_now, used by some Hugging Face templates for today's date.
+    let year = ChatTemplate::from_source("{{ strftime_now('%Y') }}", "", "")
+        .unwrap()
+        .render(&[], false)
+        .unwrap();
+    assert!(year.len() == 4 && year.as_str() >= "2024", "{year}");
     let err = ChatTemplate::from_source("{% for m in messages %}", "", "").unwrap_err();
     assert!(matches!(err, TokenizerError::TemplateSyntax(_)), "{err}");
     // A runaway template stops instead of hanging.
