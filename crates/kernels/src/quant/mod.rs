@@ -4,6 +4,7 @@
 
 mod kquants;
 mod legacy;
+pub mod mix;
 pub mod search;
 
 pub use kquants::quantize_block_q8k;
