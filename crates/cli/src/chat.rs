@@ -1,0 +1,117 @@
+//! `mistral-run chat`: an interactive multi-turn conversation on the terminal.
+//!
+//! Each user line is added to the history, the whole conversation goes through
+//! the model's chat template, and the answer streams back (the KV cache of the
+//! previous turns is reused when the new prompt extends it). Ctrl-C stops the
+//! current answer and keeps the session; at the prompt it (or Ctrl-D) exits.
+
+use std::io::{BufRead, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context, Result};
+use mistral_transformer::Message;
+
+use crate::model_args::{ModelArgs, SamplingArgs};
+
+/// Chat with a model interactively (Ctrl-C stops an answer, Ctrl-D exits).
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// System message that starts the conversation.
+    #[arg(long, value_name = "TEXT")]
+    pub system: Option<String>,
+    /// Most tokens per answer (default: until the model ends its answer or the context is full).
+    #[arg(short = 'n', long = "n-predict", value_name = "N")]
+    pub n_predict: Option<usize>,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+}
+
+/// Set while an answer is being generated.
+static GENERATING: AtomicBool = AtomicBool::new(false);
+/// Set by Ctrl-C during an answer; checked between tokens.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+pub fn run(args: Args) -> Result<()> {
+    let params = args.sampling.params(args.n_predict)?;
+    let (mut model, _) = args.model.load()?;
+    ctrlc::set_handler(|| {
+        if GENERATING.load(Ordering::SeqCst) {
+            INTERRUPTED.store(true, Ordering::SeqCst);
+        } else {
+            eprintln!();
+            std::process::exit(130);
+        }
+    })
+    .context("cannot install the Ctrl-C handler")?;
+
+    let mut history = Vec::new();
+    if let Some(s) = args.system {
+        history.push(Message::system(s));
+    }
+    eprintln!("Chatting with the model; Ctrl-C stops an answer, Ctrl-D exits.");
+    let stdin = std::io::stdin();
+    let mut input = stdin.lock();
+    let stdout = std::io::stdout();
+    loop {
+        eprint!("> ");
+        let mut line = String::new();
+        if input
+            .read_line(&mut line)
+            .context("cannot read from stdin")?
+            == 0
+        {
+            eprintln!();
+            return Ok(());
+        }
+        let line = line.trim_end_matches(['\n', '\r']);
+        if line.trim().is_empty() {
+            continue;
+        }
+        history.push(Message::user(line));
+
+        INTERRUPTED.store(false, Ordering::SeqCst);
+        GENERATING.store(true, Ordering::SeqCst);
+        let answer = answer(&mut model, &history, &params, &mut stdout.lock());
+        GENERATING.store(false, Ordering::SeqCst);
+        match answer {
+            Ok(text) => history.push(Message::assistant(text)),
+            Err(e) => {
+                // Keep the session: the turn is dropped and the user can go on.
+                history.pop();
+                eprintln!("error: {e:#}");
+            }
+        }
+    }
+}
+
+/// Streams one answer; returns its text (partial when interrupted).
+fn answer(
+    model: &mut mistral_transformer::Model,
+    history: &[Message],
+    params: &mistral_transformer::SamplingParams,
+    out: &mut impl Write,
+) -> Result<String> {
+    let mut generation = model.chat(history, params)?;
+    for token in generation.by_ref() {
+        let token = token?;
+        out.write_all(token.text.as_bytes())?;
+        out.flush()?;
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            eprint!(" [stopped]");
+            break;
+        }
+    }
+    writeln!(out)?;
+    out.flush()?;
+    let s = generation.stats();
+    eprintln!(
+        "[{} tokens, {:.1} tok/s; prompt {} new tokens, {:.1} tok/s]",
+        s.generated_tokens,
+        s.decode_tokens_per_second(),
+        s.prompt_tokens - s.reused_tokens,
+        s.prefill_tokens_per_second()
+    );
+    Ok(generation.text().trim().to_string())
+}

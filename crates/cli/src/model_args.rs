@@ -1,0 +1,172 @@
+//! Arguments shared by the commands that run a model (`run`, `chat`): which file,
+//! how many threads, context and window sizes, and the sampling settings; plus the
+//! default model and the end-of-run statistics.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use mistral_transformer::{Device, LoadOptions, Model, SamplingParams};
+
+/// The script that fetches the default model, embedded so the binary works outside the repository.
+const FETCH_SMOLLM2: &str = include_str!("../../../models/fetch-smollm2.sh");
+
+/// Environment variable naming the model to use when `-m` is not given.
+pub const MODEL_ENV: &str = "MISTRAL_RUN_MODEL";
+
+/// Which model to load and how.
+#[derive(clap::Args, Debug)]
+pub struct ModelArgs {
+    /// GGUF model file. Default: $MISTRAL_RUN_MODEL, else SmolLM2-135M-Instruct Q4_1,
+    /// downloaded on first use into ~/.cache/mistral-run (needs python3 with pip).
+    #[arg(short = 'm', long = "model", value_name = "FILE")]
+    pub model: Option<PathBuf>,
+    /// Number of CPU threads for the matrix products (default: the physical cores).
+    #[arg(short = 't', long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub threads: Option<u16>,
+    /// KV-cache size in tokens (default: the model's context length, capped at 4096).
+    #[arg(short = 'c', long = "ctx-size", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub ctx_size: Option<u32>,
+    /// Sliding attention window in tokens when the file declares none
+    /// (Mistral 7B v0.1 uses 4096). Default: the file's, else full attention.
+    #[arg(long = "sliding-window", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub sliding_window: Option<u32>,
+}
+
+impl ModelArgs {
+    /// Sets the thread count, resolves the model path and loads the model.
+    /// Returns the model and the load time.
+    pub fn load(&self) -> Result<(Model, Duration)> {
+        if let Some(n) = self.threads {
+            set_threads(usize::from(n))?;
+        }
+        let path = match &self.model {
+            Some(p) => p.clone(),
+            None => default_model()?,
+        };
+        let opts = LoadOptions {
+            ctx_size: self.ctx_size.map(|n| n as usize),
+            sliding_window: self.sliding_window.map(|n| n as usize),
+            ..LoadOptions::default()
+        };
+        let start = Instant::now();
+        let model = Model::load(&path, &Device::Cpu, opts)?;
+        Ok((model, start.elapsed()))
+    }
+}
+
+/// Makes `n` threads effective for candle and rayon. candle 0.11 sizes its CPU
+/// pools (the rayon pool of its matmuls and the barrier pool of its quantized
+/// kernels) from `RAYON_NUM_THREADS` / `CANDLE_NUM_THREADS` the first time they are
+/// used, so the variables are set before any tensor work; the global rayon pool
+/// (our own kernels) is built with `n` threads too.
+fn set_threads(n: usize) -> Result<()> {
+    // Called once, from the main thread, before any other thread exists.
+    std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    std::env::set_var("CANDLE_NUM_THREADS", n.to_string());
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global()
+        .context("cannot set up the thread pool")?;
+    Ok(())
+}
+
+/// `$MISTRAL_RUN_MODEL`, else the SmolLM2 file the embedded fetch script prints
+/// (downloading it on first use).
+fn default_model() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os(MODEL_ENV) {
+        return Ok(PathBuf::from(p));
+    }
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(FETCH_SMOLLM2)
+        .arg("fetch-smollm2")
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("no -m given and cannot run bash to fetch the default model (SmolLM2)")?;
+    if !out.status.success() {
+        bail!("no -m given and fetching the default model (SmolLM2) failed (see above)");
+    }
+    let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if path.is_empty() {
+        bail!("no -m given and the fetch script for the default model printed no path");
+    }
+    Ok(PathBuf::from(path))
+}
+
+/// Sampling settings, llama.cpp's flags and defaults.
+#[derive(clap::Args, Debug)]
+pub struct SamplingArgs {
+    /// Temperature; 0 = greedy.
+    #[arg(long, default_value_t = 0.8, allow_negative_numbers = true)]
+    pub temp: f32,
+    /// Keep the K most likely tokens; 0 = off.
+    #[arg(long = "top-k", default_value_t = 40, value_name = "K")]
+    pub top_k: usize,
+    /// Nucleus sampling threshold in (0, 1]; 1 = off.
+    #[arg(
+        long = "top-p",
+        default_value_t = 0.95,
+        allow_negative_numbers = true,
+        value_name = "P"
+    )]
+    pub top_p: f32,
+    /// Minimum probability relative to the most likely token, in [0, 1]; 0 = off.
+    #[arg(
+        long = "min-p",
+        default_value_t = 0.05,
+        allow_negative_numbers = true,
+        value_name = "P"
+    )]
+    pub min_p: f32,
+    /// Repetition penalty (> 0); 1 = off.
+    #[arg(
+        long = "repeat-penalty",
+        default_value_t = 1.0,
+        allow_negative_numbers = true,
+        value_name = "X"
+    )]
+    pub repeat_penalty: f32,
+    /// How many recent tokens the repetition penalty looks at; 0 = off.
+    #[arg(long = "repeat-last-n", default_value_t = 64, value_name = "N")]
+    pub repeat_last_n: usize,
+    /// RNG seed for reproducible sampling (default: random).
+    #[arg(short = 's', long)]
+    pub seed: Option<u64>,
+    /// Stop when the output contains this text (repeatable); it is not printed.
+    #[arg(long = "stop", value_name = "TEXT")]
+    pub stop: Vec<String>,
+}
+
+impl SamplingArgs {
+    /// The validated parameters.
+    pub fn params(&self, max_tokens: Option<usize>) -> Result<SamplingParams> {
+        let p = SamplingParams {
+            temperature: self.temp,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            repeat_penalty: self.repeat_penalty,
+            repeat_last_n: self.repeat_last_n,
+            seed: self.seed,
+            max_tokens,
+            stop: self.stop.clone(),
+        };
+        p.validate()?;
+        Ok(p)
+    }
+}
+
+/// Peak resident memory of this process (`VmHWM` in /proc/self/status), in bytes.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Bytes as MiB with one decimal.
+pub fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}

@@ -1,0 +1,224 @@
+//! `mistral-run run` end to end on SmolLM2-135M-Instruct (fetched by
+//! models/fetch-smollm2.sh), and its error handling on bad input.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn smollm2() -> PathBuf {
+    let out = Command::new("bash")
+        .arg(root().join("models/fetch-smollm2.sh"))
+        .output()
+        .expect("run models/fetch-smollm2.sh");
+    assert!(
+        out.status.success(),
+        "fetch failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+fn mistral_run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mistral-run"))
+        .args(args)
+        .env_remove("MISTRAL_RUN_MODEL")
+        .output()
+        .expect("run mistral-run")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The run failed with exactly one non-empty stderr line, starting with `error:`
+/// and containing every `needle`.
+fn assert_one_line_error(o: &Output, needles: &[&str]) {
+    let err = stderr(o);
+    assert!(
+        !o.status.success(),
+        "expected failure, got success; stderr: {err}"
+    );
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one error line, got: {err}");
+    assert!(lines[0].starts_with("error:"), "{err}");
+    for n in needles {
+        assert!(lines[0].contains(n), "error line lacks {n:?}: {err}");
+    }
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn greedy_chat_answer_is_deterministic_and_right() {
+    let model = smollm2();
+    let model = model.to_str().unwrap();
+    let args = [
+        "run",
+        "-m",
+        model,
+        "--chat",
+        "-p",
+        "What is the capital of France?",
+        "--temp",
+        "0",
+        "-n",
+        "48",
+        "--threads",
+        "2",
+    ];
+    let a = mistral_run(&args);
+    assert!(a.status.success(), "{}", stderr(&a));
+    let b = mistral_run(&args);
+    assert!(b.status.success(), "{}", stderr(&b));
+    let answer = stdout(&a);
+    println!("greedy answer: {answer}");
+    assert_eq!(answer, stdout(&b), "greedy output differs between two runs");
+    assert!(answer.contains("Paris"), "answer: {answer:?}");
+    // English words, not token soup: mostly ASCII letters and spaces.
+    let letters = answer
+        .chars()
+        .filter(|c| c.is_ascii_alphabetic() || *c == ' ')
+        .count();
+    assert!(
+        letters * 10 >= answer.chars().count() * 8,
+        "answer: {answer:?}"
+    );
+    let err = stderr(&a);
+    for needle in ["load time", "prompt", "tok/s", "kv cache", "peak memory"] {
+        assert!(err.contains(needle), "stats lack {needle:?}: {err}");
+    }
+}
+
+#[test]
+fn seeded_sampling_reproduces() {
+    let model = smollm2();
+    let model = model.to_str().unwrap();
+    let run = |seed: &str| {
+        let o = mistral_run(&[
+            "run",
+            "-m",
+            model,
+            "-p",
+            "Once upon a time",
+            "--temp",
+            "1.0",
+            "--top-k",
+            "0",
+            "--top-p",
+            "1",
+            "--min-p",
+            "0",
+            "-n",
+            "24",
+            "--seed",
+            seed,
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        stdout(&o)
+    };
+    let first = run("1234");
+    assert_eq!(first, run("1234"), "same seed, different text");
+    assert_ne!(
+        first,
+        run("99"),
+        "different seeds gave the same 24 sampled tokens"
+    );
+}
+
+#[test]
+fn stop_string_is_not_printed() {
+    let model = smollm2();
+    let model = model.to_str().unwrap();
+    let full = mistral_run(&[
+        "run",
+        "-m",
+        model,
+        "--chat",
+        "-p",
+        "What is the capital of France?",
+        "--temp",
+        "0",
+        "-n",
+        "48",
+    ]);
+    assert!(full.status.success(), "{}", stderr(&full));
+    let full = stdout(&full);
+    let cut = full.find("Paris").expect("greedy answer names Paris");
+    let stopped = mistral_run(&[
+        "run",
+        "-m",
+        model,
+        "--chat",
+        "-p",
+        "What is the capital of France?",
+        "--temp",
+        "0",
+        "-n",
+        "48",
+        "--stop",
+        "Paris",
+    ]);
+    assert!(stopped.status.success(), "{}", stderr(&stopped));
+    assert_eq!(stdout(&stopped).trim_end(), full[..cut].trim_end());
+}
+
+#[test]
+fn missing_file_is_one_line() {
+    let o = mistral_run(&["run", "-m", "/nonexistent/model.gguf", "-p", "hi"]);
+    assert_one_line_error(&o, &["/nonexistent/model.gguf"]);
+}
+
+#[test]
+fn env_var_overrides_the_default_model() {
+    let o = Command::new(env!("CARGO_BIN_EXE_mistral-run"))
+        .args(["run", "-p", "hi"])
+        .env("MISTRAL_RUN_MODEL", "/nonexistent/from-env.gguf")
+        .output()
+        .unwrap();
+    assert_one_line_error(&o, &["/nonexistent/from-env.gguf"]);
+}
+
+#[test]
+fn non_gguf_file_is_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notes.gguf");
+    std::fs::write(&path, "this is a text file, not a model\n").unwrap();
+    let o = mistral_run(&["run", "-m", path.to_str().unwrap(), "-p", "hi"]);
+    assert_one_line_error(&o, &["notes.gguf"]);
+}
+
+#[test]
+fn invalid_sampling_values_are_one_line() {
+    let model = smollm2();
+    let model = model.to_str().unwrap();
+    let o = mistral_run(&["run", "-m", model, "-p", "hi", "--temp", "-1"]);
+    assert_one_line_error(&o, &["temperature", "-1"]);
+    let o = mistral_run(&["run", "-m", model, "-p", "hi", "--top-p", "2"]);
+    assert_one_line_error(&o, &["top-p", "2"]);
+    let o = mistral_run(&["run", "-m", model, "-p", "hi", "--min-p", "1.5"]);
+    assert_one_line_error(&o, &["min-p"]);
+    let o = mistral_run(&["run", "-m", model, "-p", "hi", "--repeat-penalty", "0"]);
+    assert_one_line_error(&o, &["repeat-penalty"]);
+}
+
+#[test]
+fn prompt_longer_than_the_context_is_one_line() {
+    let model = smollm2();
+    let prompt = "The quick brown fox jumps over the lazy dog. ".repeat(10);
+    let o = mistral_run(&[
+        "run",
+        "-m",
+        model.to_str().unwrap(),
+        "-p",
+        &prompt,
+        "--ctx-size",
+        "16",
+    ]);
+    assert_one_line_error(&o, &["16"]);
+}
