@@ -1,0 +1,215 @@
+//! The model's configuration: hyper-parameters from the GGUF's `llama.*`
+//! metadata plus the user's load options (context size, sliding window).
+
+use mistral_gguf::keys::TensorName;
+use mistral_gguf::{GgufFile, LlamaHparams, SUPPORTED_ARCHITECTURES};
+
+use crate::error::ModelError;
+
+/// Context size used when neither the user nor a small model context asks for less.
+pub const DEFAULT_CTX_SIZE: usize = 4096;
+
+/// Largest number of tokens run through the layers in one batch. Longer inputs are
+/// split into batches of this size (like llama.cpp's `n_ubatch`); a rolling
+/// sliding-window cache holds `window + MAX_UBATCH` positions so that every query
+/// of a batch still sees its whole window.
+pub const MAX_UBATCH: usize = 512;
+
+/// Which quantized matmul implementation runs the weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KernelChoice {
+    /// candle's `QMatMul` (the only one available until `mistral-kernels` lands).
+    #[default]
+    Candle,
+    /// The project's own kernels (`mistral-kernels`); not wired yet, loading with it is an error.
+    Native,
+}
+
+/// What the user chooses at load time.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Context size (positions in the KV cache without a sliding window).
+    /// Default: the model's context length capped at [`DEFAULT_CTX_SIZE`].
+    pub ctx_size: Option<usize>,
+    /// Sliding attention window, used when the file does not declare one.
+    pub sliding_window: Option<usize>,
+    /// Matmul implementation.
+    pub kernels: KernelChoice,
+}
+
+/// The typed configuration a [`Transformer`](crate::Transformer) runs with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelConfig {
+    /// Hyper-parameters as the file states them.
+    pub hparams: LlamaHparams,
+    pub n_layer: usize,
+    pub n_embd: usize,
+    pub n_ff: usize,
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    pub head_dim: usize,
+    pub n_vocab: usize,
+    pub rope_freq_base: f32,
+    pub rms_norm_eps: f32,
+    /// Experts per MoE layer (0: dense).
+    pub n_expert: usize,
+    /// Experts used per token.
+    pub n_expert_used: usize,
+    /// The model's trained context length.
+    pub context_length: usize,
+    /// Positions the model may process since a reset when there is no sliding window.
+    pub ctx_size: usize,
+    /// Sliding attention window (`None`: full causal attention).
+    pub sliding_window: Option<usize>,
+    /// Whether `output.weight` is absent and the embedding table is reused.
+    pub tied_embeddings: bool,
+}
+
+fn to_usize(v: u64, name: &'static str) -> Result<usize, ModelError> {
+    usize::try_from(v).map_err(|_| ModelError::InvalidOption {
+        name,
+        value: v.to_string(),
+        expected: "a value that fits in memory",
+    })
+}
+
+impl ModelConfig {
+    /// Reads the hyper-parameters of `file` and applies `opts`.
+    pub fn from_file(file: &GgufFile, opts: &LoadOptions) -> Result<ModelConfig, ModelError> {
+        let md = file.metadata();
+        let arch = md
+            .get_str(mistral_gguf::keys::GENERAL_ARCHITECTURE)
+            .map_err(|k| file.error(k))?;
+        if !SUPPORTED_ARCHITECTURES.contains(&arch) {
+            return Err(ModelError::UnsupportedArchitecture {
+                file: file.source_name().to_string(),
+                arch: arch.to_string(),
+                supported: SUPPORTED_ARCHITECTURES.join(", "),
+            });
+        }
+        let hp = LlamaHparams::from_metadata(md).map_err(|k| file.error(k))?;
+        let embd = file.tensor(&TensorName::TokenEmbd.global())?.0;
+        let n_vocab = match embd.dims.as_slice() {
+            [_, v] => to_usize(*v, "vocab")?,
+            _ => {
+                return Err(ModelError::BadTensorShape {
+                    file: file.source_name().to_string(),
+                    name: embd.name.clone(),
+                    found: embd.dims.clone(),
+                    expected: vec![hp.embedding_length, 0],
+                })
+            }
+        };
+        Self::from_hparams(hp, n_vocab, file.tensor_info(&TensorName::Output.global()).is_none(), opts)
+            .map_err(|e| match e {
+                ModelError::UnsupportedConfig { what, .. } => ModelError::UnsupportedConfig {
+                    file: file.source_name().to_string(),
+                    what,
+                },
+                e => e,
+            })
+    }
+
+    /// Builds the configuration from parsed hyper-parameters.
+    pub fn from_hparams(
+        hp: LlamaHparams,
+        n_vocab: usize,
+        tied_embeddings: bool,
+        opts: &LoadOptions,
+    ) -> Result<ModelConfig, ModelError> {
+        let unsupported = |what: String| ModelError::UnsupportedConfig {
+            file: String::new(),
+            what,
+        };
+        let n_embd = to_usize(hp.embedding_length, "embedding_length")?;
+        let n_head = to_usize(hp.head_count, "head_count")?;
+        let head_dim = to_usize(hp.head_dim, "head_dim")?;
+        if head_dim % 2 != 0 || head_dim == 0 {
+            return Err(unsupported(format!("head dimension {head_dim} is not even")));
+        }
+        if hp.rope_dimension_count != hp.head_dim {
+            return Err(unsupported(format!(
+                "partial RoPE (rope.dimension_count {} != head dim {})",
+                hp.rope_dimension_count, hp.head_dim
+            )));
+        }
+        if n_vocab == 0 || hp.block_count == 0 || hp.feed_forward_length == 0 {
+            return Err(unsupported("zero layers, vocabulary or feed-forward length".into()));
+        }
+        if hp.is_moe() && hp.expert_used_count == 0 {
+            return Err(unsupported("an MoE model with expert_used_count 0".into()));
+        }
+        let context_length = to_usize(hp.context_length, "context_length")?.max(1);
+        let ctx_size = match opts.ctx_size {
+            Some(0) => {
+                return Err(ModelError::InvalidOption {
+                    name: "ctx-size",
+                    value: "0".into(),
+                    expected: "at least 1",
+                })
+            }
+            Some(n) => n,
+            None => context_length.min(DEFAULT_CTX_SIZE),
+        };
+        if opts.sliding_window == Some(0) {
+            return Err(ModelError::InvalidOption {
+                name: "sliding-window",
+                value: "0".into(),
+                expected: "at least 1",
+            });
+        }
+        let sliding_window = match hp.sliding_window {
+            Some(w) => Some(to_usize(w, "sliding_window")?),
+            None => opts.sliding_window,
+        };
+        if opts.kernels == KernelChoice::Native {
+            return Err(ModelError::InvalidOption {
+                name: "kernels",
+                value: "native".into(),
+                expected: "candle (the native kernels are not wired into the model yet)",
+            });
+        }
+        Ok(ModelConfig {
+            n_layer: to_usize(hp.block_count, "block_count")?,
+            n_embd,
+            n_ff: to_usize(hp.feed_forward_length, "feed_forward_length")?,
+            n_head,
+            n_head_kv: to_usize(hp.head_count_kv, "head_count_kv")?,
+            head_dim,
+            n_vocab,
+            rope_freq_base: hp.rope_freq_base,
+            rms_norm_eps: hp.rms_norm_eps,
+            n_expert: to_usize(hp.expert_count, "expert_count")?,
+            n_expert_used: to_usize(hp.expert_used_count, "expert_used_count")?,
+            context_length,
+            ctx_size,
+            sliding_window,
+            tied_embeddings,
+            hparams: hp,
+        })
+    }
+
+    /// Query heads per KV head.
+    pub fn n_group(&self) -> usize {
+        self.n_head / self.n_head_kv
+    }
+
+    /// Whether the feed-forward layers are mixtures of experts.
+    pub fn is_moe(&self) -> bool {
+        self.n_expert > 0
+    }
+
+    /// Positions one layer's KV cache holds: `window + MAX_UBATCH` (rolling) with a
+    /// sliding window smaller than the context, else the context size.
+    pub fn kv_capacity(&self) -> usize {
+        match self.rolling_window() {
+            Some(w) => w + MAX_UBATCH,
+            None => self.ctx_size,
+        }
+    }
+
+    /// The window when the cache is a rolling buffer (a window is set).
+    pub fn rolling_window(&self) -> Option<usize> {
+        self.sliding_window
+    }
+}

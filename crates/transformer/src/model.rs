@@ -1,0 +1,220 @@
+//! The transformer: token embedding, `n_layer` pre-norm residual blocks
+//! (RMSNorm → GQA attention → residual, RMSNorm → SwiGLU FFN or MoE → residual),
+//! final RMSNorm and the output projection. One type serves Mistral (dense),
+//! Mixtral (MoE) and other llama-architecture files (e.g. SmolLM2).
+
+use std::sync::Arc;
+
+use candle_core::quantized::QTensor;
+use candle_core::{Device, IndexOp, Tensor};
+use mistral_gguf::keys::TensorName;
+use mistral_gguf::GgufFile;
+
+use crate::attention::{Attention, AttentionInputs};
+use crate::config::{LoadOptions, ModelConfig, MAX_UBATCH};
+use crate::error::ModelError;
+use crate::ffn::FeedForward;
+use crate::kv_cache::{attention_mask, slot_positions, KvCache};
+use crate::matmul::Linear;
+use crate::moe::Moe;
+use crate::rope::Rope;
+use crate::weights::WeightLoader;
+
+/// A layer's feed-forward part.
+#[derive(Debug, Clone)]
+enum Ffn {
+    Dense(FeedForward),
+    Moe(Moe),
+}
+
+impl Ffn {
+    fn forward(&self, x: &Tensor) -> Result<Tensor, ModelError> {
+        match self {
+            Ffn::Dense(f) => f.forward(x),
+            Ffn::Moe(m) => m.forward(x),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Layer {
+    attn_norm: Tensor, // [n_embd] f32
+    attn: Attention,
+    ffn_norm: Tensor, // [n_embd] f32
+    ffn: Ffn,
+}
+
+/// A loaded model with its KV cache.
+pub struct Transformer {
+    config: ModelConfig,
+    device: Device,
+    tok_embd: Arc<QTensor>, // [n_vocab, n_embd], rows dequantized on lookup
+    layers: Vec<Layer>,
+    output_norm: Tensor, // [n_embd] f32
+    output: Linear,      // [n_vocab, n_embd] (token_embd when tied)
+    rope: Rope,
+    caches: Vec<KvCache>,
+    pos: usize,
+    weight_bytes: usize,
+}
+
+impl Transformer {
+    /// Loads every tensor of `file` onto `device` and allocates the KV cache.
+    pub fn load(file: &GgufFile, device: &Device, opts: &LoadOptions) -> Result<Transformer, ModelError> {
+        let config = ModelConfig::from_file(file, opts)?;
+        let cfg = &config;
+        let d = cfg.n_embd;
+        let mut w = WeightLoader::new(file, device);
+        let tok_embd = Arc::new(w.qtensor(&TensorName::TokenEmbd.global(), &[d, cfg.n_vocab])?);
+        let mut layers = Vec::with_capacity(cfg.n_layer);
+        for l in 0..cfg.n_layer {
+            let ffn = if cfg.is_moe() {
+                Ffn::Moe(Moe::load(&mut w, cfg, l)?)
+            } else {
+                Ffn::Dense(FeedForward::new(
+                    w.qtensor(&TensorName::FfnGate.layer(l), &[d, cfg.n_ff])?,
+                    w.qtensor(&TensorName::FfnUp.layer(l), &[d, cfg.n_ff])?,
+                    w.qtensor(&TensorName::FfnDown.layer(l), &[cfg.n_ff, d])?,
+                )?)
+            };
+            layers.push(Layer {
+                attn_norm: w.f32_tensor(&TensorName::AttnNorm.layer(l), &[d])?,
+                attn: Attention::load(&mut w, cfg, l)?,
+                ffn_norm: w.f32_tensor(&TensorName::FfnNorm.layer(l), &[d])?,
+                ffn,
+            });
+        }
+        let output_norm = w.f32_tensor(&TensorName::OutputNorm.global(), &[d])?;
+        let output = if cfg.tied_embeddings {
+            Linear::from_arc(tok_embd.clone())?
+        } else {
+            Linear::new(w.qtensor(&TensorName::Output.global(), &[d, cfg.n_vocab])?)?
+        };
+        let rolling = cfg.rolling_window().is_some();
+        let caches = layers
+            .iter()
+            .map(|l| l.attn.new_cache(cfg.kv_capacity(), rolling, device))
+            .collect::<Result<Vec<_>, _>>()?;
+        tracing::debug!(
+            layers = cfg.n_layer,
+            moe = cfg.is_moe(),
+            window = ?cfg.sliding_window,
+            kv_capacity = cfg.kv_capacity(),
+            "model loaded"
+        );
+        Ok(Transformer {
+            rope: Rope::new(cfg.head_dim, cfg.rope_freq_base),
+            weight_bytes: w.bytes_loaded(),
+            device: device.clone(),
+            config,
+            tok_embd,
+            layers,
+            output_norm,
+            output,
+            caches,
+            pos: 0,
+        })
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Empties the KV cache (stale slots are masked by position, so nothing is cleared).
+    pub fn reset(&mut self) {
+        self.pos = 0;
+    }
+
+    /// Tokens processed since the last reset.
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+
+    /// Bytes of the preallocated KV cache.
+    pub fn kv_cache_bytes(&self) -> usize {
+        self.caches.iter().map(KvCache::bytes).sum()
+    }
+
+    /// Bytes of weight data loaded from the file.
+    pub fn weight_bytes(&self) -> usize {
+        self.weight_bytes
+    }
+
+    /// Runs `tokens` at positions `position()..` and returns logits `[n, n_vocab]`.
+    pub fn forward(&mut self, tokens: &[u32]) -> Result<Tensor, ModelError> {
+        self.check(tokens)?;
+        let mut logits = Vec::new();
+        for chunk in tokens.chunks(MAX_UBATCH) {
+            let h = self.hidden(chunk)?;
+            logits.push(self.output.forward(&h)?);
+        }
+        Ok(Tensor::cat(&logits, 0)?)
+    }
+
+    /// Like [`forward`](Self::forward) but only the last position's logits `[n_vocab]`.
+    pub fn forward_last(&mut self, tokens: &[u32]) -> Result<Tensor, ModelError> {
+        self.check(tokens)?;
+        let mut last = None;
+        for chunk in tokens.chunks(MAX_UBATCH) {
+            last = Some(self.hidden(chunk)?);
+        }
+        let h = last.ok_or(ModelError::EmptyPrompt)?;
+        let n = h.dim(0)?;
+        Ok(self.output.forward(&h.narrow(0, n - 1, 1)?)?.i(0)?)
+    }
+
+    fn check(&self, tokens: &[u32]) -> Result<(), ModelError> {
+        if tokens.is_empty() {
+            return Err(ModelError::EmptyPrompt);
+        }
+        let n_vocab = self.config.n_vocab;
+        if let Some(&id) = tokens.iter().find(|&&t| t as usize >= n_vocab) {
+            return Err(ModelError::TokenOutOfRange { id, n_vocab });
+        }
+        if self.config.rolling_window().is_none() && self.pos + tokens.len() > self.config.ctx_size {
+            return Err(if self.pos == 0 {
+                ModelError::PromptTooLong {
+                    prompt_tokens: tokens.len(),
+                    context: self.config.ctx_size,
+                }
+            } else {
+                ModelError::ContextFull {
+                    position: self.pos,
+                    tokens: tokens.len(),
+                    context: self.config.ctx_size,
+                }
+            });
+        }
+        Ok(())
+    }
+
+    /// One batch (at most `MAX_UBATCH` tokens) through the layers and the final
+    /// norm: `[n, n_embd]`. Advances the position.
+    fn hidden(&mut self, tokens: &[u32]) -> Result<Tensor, ModelError> {
+        let cfg = &self.config;
+        let n = tokens.len();
+        let start = self.pos;
+        let ids = Tensor::from_slice(tokens, n, &self.device)?;
+        let mut x = self.tok_embd.embedding(&ids)?; // [n, n_embd]
+
+        let (cos, sin) = self.rope.tables(start, n, &self.device)?;
+        let rolling = cfg.rolling_window().is_some();
+        let slots = slot_positions(start + n, cfg.kv_capacity(), rolling);
+        let mask = attention_mask(start, n, &slots, cfg.sliding_window, &self.device)?;
+        let inp = AttentionInputs { start, cos, sin, mask };
+        let eps = cfg.rms_norm_eps;
+
+        for (layer, cache) in self.layers.iter().zip(self.caches.iter_mut()) {
+            let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, eps)?;
+            x = (x + layer.attn.forward(&h, &inp, cache)?)?;
+            let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, eps)?;
+            x = (x + layer.ffn.forward(&h)?)?;
+        }
+        self.pos += n;
+        Ok(candle_nn::ops::rms_norm(&x, &self.output_norm, eps)?)
+    }
+}

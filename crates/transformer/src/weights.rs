@@ -1,0 +1,142 @@
+//! Loading tensors from a [`GgufFile`] into candle: quantized weights become
+//! [`QTensor`]s built straight from the file's block bytes (no dequantize /
+//! requantize round trip); only small vectors (norms, the router) become f32.
+
+use std::borrow::Cow;
+
+use candle_core::quantized::{GgmlDType, QStorage, QTensor};
+use candle_core::{Device, Tensor};
+use mistral_gguf::{GgmlType, GgufFile, TensorInfo};
+
+use crate::error::ModelError;
+
+/// GGML types the candle backend can hold and multiply.
+pub const SUPPORTED_TYPES: &str = "F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K";
+
+/// candle's name for a GGML type, if candle supports it.
+pub fn candle_dtype(t: GgmlType) -> Option<GgmlDType> {
+    Some(match t {
+        GgmlType::F32 => GgmlDType::F32,
+        GgmlType::F16 => GgmlDType::F16,
+        GgmlType::BF16 => GgmlDType::BF16,
+        GgmlType::Q4_0 => GgmlDType::Q4_0,
+        GgmlType::Q4_1 => GgmlDType::Q4_1,
+        GgmlType::Q5_0 => GgmlDType::Q5_0,
+        GgmlType::Q5_1 => GgmlDType::Q5_1,
+        GgmlType::Q8_0 => GgmlDType::Q8_0,
+        GgmlType::Q2_K => GgmlDType::Q2K,
+        GgmlType::Q3_K => GgmlDType::Q3K,
+        GgmlType::Q4_K => GgmlDType::Q4K,
+        GgmlType::Q5_K => GgmlDType::Q5K,
+        GgmlType::Q6_K => GgmlDType::Q6K,
+        _ => return None,
+    })
+}
+
+/// Alignment candle needs for the blocks of a type (their widest field).
+fn required_alignment(t: GgmlDType) -> usize {
+    match t {
+        GgmlDType::F32 | GgmlDType::Q8_1 | GgmlDType::Q8K => 4,
+        _ => 2,
+    }
+}
+
+/// Reads tensors of one file onto one device, checking names, types and shapes.
+pub struct WeightLoader<'a> {
+    file: &'a GgufFile,
+    device: &'a Device,
+    bytes: usize,
+}
+
+impl<'a> WeightLoader<'a> {
+    pub fn new(file: &'a GgufFile, device: &'a Device) -> Self {
+        WeightLoader { file, device, bytes: 0 }
+    }
+
+    /// Bytes of tensor data loaded so far.
+    pub fn bytes_loaded(&self) -> usize {
+        self.bytes
+    }
+
+    pub fn file(&self) -> &GgufFile {
+        self.file
+    }
+
+    fn file_name(&self) -> String {
+        self.file.source_name().to_string()
+    }
+
+    /// Whether the file has a tensor of this name.
+    pub fn contains(&self, name: &str) -> bool {
+        self.file.tensor_info(name).is_some()
+    }
+
+    /// The info of `name`, checking its GGML-order dims.
+    pub fn info(&self, name: &str, dims: &[usize]) -> Result<&'a TensorInfo, ModelError> {
+        let info = self.file.tensor_info(name).ok_or_else(|| ModelError::MissingTensor {
+            file: self.file_name(),
+            name: name.to_string(),
+        })?;
+        let expected: Vec<u64> = dims.iter().map(|&d| d as u64).collect();
+        if info.dims != expected {
+            return Err(ModelError::BadTensorShape {
+                file: self.file_name(),
+                name: name.to_string(),
+                found: info.dims.clone(),
+                expected,
+            });
+        }
+        Ok(info)
+    }
+
+    fn dtype_of(&self, info: &TensorInfo) -> Result<GgmlDType, ModelError> {
+        candle_dtype(info.ggml_type).ok_or_else(|| ModelError::UnsupportedTensorType {
+            file: self.file_name(),
+            name: info.name.clone(),
+            ggml_type: info.ggml_type,
+            supported: SUPPORTED_TYPES,
+        })
+    }
+
+    /// Builds a QTensor of `shape` (row-major) from `bytes` of type `dtype`.
+    fn qtensor_from_bytes(&mut self, name: &str, bytes: &[u8], dtype: GgmlDType, shape: &[usize]) -> Result<QTensor, ModelError> {
+        // candle reinterprets the bytes as blocks: they must be aligned and whole.
+        let n: usize = shape.iter().product();
+        let expected = n / dtype.block_size() * dtype.type_size();
+        if bytes.len() != expected || (bytes.as_ptr() as usize) % required_alignment(dtype) != 0 {
+            return Err(ModelError::UnsupportedConfig {
+                file: self.file_name(),
+                what: format!("tensor {name:?}: data is misaligned or has {} bytes, expected {expected}", bytes.len()),
+            });
+        }
+        self.bytes += bytes.len();
+        let storage = QStorage::from_data(Cow::Borrowed(bytes), self.device, dtype)?;
+        Ok(QTensor::new(storage, shape.to_vec())?)
+    }
+
+    /// A whole tensor as a QTensor; `dims` in GGML order (`[n_in, n_out]` for a matrix).
+    pub fn qtensor(&mut self, name: &str, dims: &[usize]) -> Result<QTensor, ModelError> {
+        let info = self.info(name, dims)?;
+        let dtype = self.dtype_of(info)?;
+        let shape: Vec<usize> = dims.iter().rev().copied().collect();
+        self.qtensor_from_bytes(name, self.file.tensor_data(info), dtype, &shape)
+    }
+
+    /// The matrices of a stacked 3-D tensor (`dims = [n_in, n_out, n]`), one QTensor
+    /// `[n_out, n_in]` per index along the last GGML dimension, from byte sub-ranges.
+    pub fn qtensor_stack(&mut self, name: &str, dims: [usize; 3]) -> Result<Vec<QTensor>, ModelError> {
+        let info = self.info(name, &dims)?;
+        let dtype = self.dtype_of(info)?;
+        let data = self.file.tensor_data(info);
+        let per = data.len() / dims[2];
+        (0..dims[2])
+            .map(|e| self.qtensor_from_bytes(name, &data[e * per..(e + 1) * per], dtype, &[dims[1], dims[0]]))
+            .collect()
+    }
+
+    /// A small tensor dequantized to f32 (norm weights, the router).
+    pub fn f32_tensor(&mut self, name: &str, dims: &[usize]) -> Result<Tensor, ModelError> {
+        let q = self.qtensor(name, dims)?;
+        Ok(q.dequantize(self.device)?)
+    }
+}
