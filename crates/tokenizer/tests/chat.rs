@@ -257,3 +257,38 @@ fn tekken_and_v3_sources_compile() {
         "<s>[INST]a[/INST]b</s>[INST]c[/INST]"
     );
 }
+
+/// Constructs real Hugging Face templates rely on (Mistral Small 3.x, Llama 3,
+/// Qwen): `is string`, `selectattr`, `dict.get`, `namespace`, list
+/// concatenation, `tools is defined`/`none`, `tojson`, negative slices,
+/// `loop.last`. A `set` inside a loop stays inside it, as in Jinja2.
+#[test]
+fn hugging_face_template_constructs() {
+    let src = r#"
+{%- if not tools is defined %}{%- set tools = none %}{%- endif %}
+{%- set users = messages | selectattr("role", "equalto", "user") | list %}
+{%- set scoped = [] %}
+{%- set ns = namespace(kept=[]) %}
+{%- for m in messages %}
+    {%- if m["role"] not in ["tool"] and not m.get("tool_calls") %}
+        {%- set scoped = scoped + [m] %}
+        {%- set ns.kept = ns.kept + [m] %}
+    {%- endif %}
+{%- endfor %}
+{{- bos_token }}{{ users | length }}/{{ scoped | length }}/{{ ns.kept | length }}
+{%- for m in ns.kept %}
+    {%- if m.content is string %}[{{ m.role[:1] | upper }}:{{ m.content[-3:] }}]{% endif %}
+    {%- if loop.last and tools is none %}{{ {"n": loop.length} | tojson }}{% endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}>{% endif %}"#;
+    let tmpl = ChatTemplate::from_source(src, "<s>", "</s>").unwrap();
+    let msgs = vec![
+        Message::system("be nice"),
+        Message::user("hello"),
+        Message::assistant("world"),
+    ];
+    assert_eq!(
+        tmpl.render(&msgs, true).unwrap(),
+        r#"<s>1/0/3[S:ice][U:llo][A:rld]{"n": 3}>"#
+    );
+}
