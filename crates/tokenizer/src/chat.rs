@@ -79,7 +79,6 @@ impl MistralFormat {
 
     /// The format as a Jinja template.
     pub fn source(self) -> &'static str {
-        // (before, after) the content of a user turn, and before an assistant turn.
         match self {
             MistralFormat::V1 => MISTRAL_V1,
             MistralFormat::V3 => MISTRAL_V3,
