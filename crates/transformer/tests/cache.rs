@@ -1,0 +1,126 @@
+//! Correctness 2 and 3: prefill vs incremental decoding (with and without a
+//! sliding window, including after the rolling cache has wrapped), and the
+//! receptive field of a 1-layer sliding-window model.
+
+mod common;
+
+use common::*;
+use mistral_transformer::config::MAX_UBATCH;
+use mistral_transformer::synth::{SynthArch, SynthType};
+use mistral_transformer::{LoadOptions, ModelError};
+
+/// Batched and incremental runs compute the same function with different
+/// summation shapes: they agree to f32 rounding.
+const TOL: f32 = 1e-5;
+
+fn opts(window: Option<usize>, ctx: Option<usize>) -> LoadOptions {
+    LoadOptions {
+        sliding_window: window,
+        ctx_size: ctx,
+        ..LoadOptions::default()
+    }
+}
+
+/// Last logits of `toks` fed at once, one by one, and in chunks of 7.
+fn three_ways(file: &mistral_gguf::GgufFile, o: LoadOptions, toks: &[u32]) -> [Vec<f32>; 3] {
+    let mut a = load(file, o.clone());
+    let all = a.forward_last(toks).unwrap().to_vec1::<f32>().unwrap();
+    assert_eq!(a.position(), toks.len());
+    let mut b = load(file, o.clone());
+    let mut last = None;
+    for &t in toks {
+        last = Some(b.forward_last(&[t]).unwrap());
+    }
+    let one = last.unwrap().to_vec1::<f32>().unwrap();
+    let mut c = load(file, o);
+    let mut last = None;
+    for ch in toks.chunks(7) {
+        last = Some(c.forward(ch).unwrap());
+    }
+    let chunked = rows(&last.unwrap()).pop().unwrap();
+    [all, one, chunked]
+}
+
+#[test]
+fn prefill_equals_incremental_without_window() {
+    let file = synth_file(&tiny(SynthArch::Mistral, SynthType::F32));
+    let toks = tokens(300, 40, 1);
+    let [all, one, chunked] = three_ways(&file, opts(None, Some(64)), &toks);
+    assert!(rel_err(&one, &all) < TOL, "{}", rel_err(&one, &all));
+    assert!(rel_err(&chunked, &all) < TOL);
+    // And all three equal the reference.
+    let want = RefModel::load(&file).forward(&toks, None).pop().unwrap();
+    assert!(rel_err(&all, &want) < TOL);
+}
+
+#[test]
+fn prefill_equals_incremental_with_wrapped_rolling_window() {
+    // Window 6: the rolling cache holds 6 + MAX_UBATCH slots; 600 tokens wrap it,
+    // and the prefill runs as two batches (512 + 88).
+    let file = synth_file(&tiny(SynthArch::Mixtral, SynthType::F32));
+    let n = MAX_UBATCH + 88;
+    let toks = tokens(300, n, 2);
+    let [all, one, chunked] = three_ways(&file, opts(Some(6), None), &toks);
+    assert!(rel_err(&one, &all) < TOL, "{}", rel_err(&one, &all));
+    assert!(rel_err(&chunked, &all) < TOL);
+    let want = RefModel::load(&file).forward(&toks, Some(6)).pop().unwrap();
+    assert!(rel_err(&all, &want) < TOL, "{}", rel_err(&all, &want));
+}
+
+#[test]
+fn window_bounds_the_receptive_field_of_one_layer() {
+    let mut spec = tiny(SynthArch::Mistral, SynthType::F32);
+    spec.n_layer = 1;
+    let file = synth_file(&spec);
+    let w = 4;
+    let toks = tokens(300, 12, 5);
+    let last = |t: &[u32]| load(&file, opts(Some(w), None)).forward_last(t).unwrap().to_vec1::<f32>().unwrap();
+    let base = last(&toks);
+    // The last query (position 11) sees positions 8..=11.
+    for far in [0, 3, 7] {
+        let mut t = toks.clone();
+        t[far] = (t[far] + 1) % 300;
+        assert_eq!(last(&t), base, "changing position {far} (outside the window) changed the output");
+    }
+    for near in [8, 10] {
+        let mut t = toks.clone();
+        t[near] = (t[near] + 1) % 300;
+        assert!(rel_err(&last(&t), &base) > 1e-3, "changing position {near} (inside the window) did nothing");
+    }
+    // Without the window, position 0 matters.
+    let full = |t: &[u32]| load(&file, opts(None, None)).forward_last(t).unwrap().to_vec1::<f32>().unwrap();
+    let mut t = toks.clone();
+    t[0] = (t[0] + 1) % 300;
+    assert!(rel_err(&full(&t), &full(&toks)) > 1e-4);
+}
+
+#[test]
+fn reset_and_kv_cache_size() {
+    let file = synth_file(&tiny(SynthArch::Mistral, SynthType::F32));
+    let mut m = load(&file, opts(None, Some(32)));
+    let toks = tokens(300, 10, 9);
+    let a = m.forward_last(&toks).unwrap().to_vec1::<f32>().unwrap();
+    m.reset();
+    assert_eq!(m.position(), 0);
+    let b = m.forward_last(&toks).unwrap().to_vec1::<f32>().unwrap();
+    assert_eq!(a, b);
+    // 2 layers x (K + V) x 4 KV heads x 32 positions x 32 dims x 4 bytes.
+    assert_eq!(m.kv_cache_bytes(), 2 * 2 * 4 * 32 * 32 * 4);
+    let w = load(&file, opts(Some(16), None));
+    assert_eq!(w.kv_cache_bytes(), 2 * 2 * 4 * (16 + MAX_UBATCH) * 32 * 4);
+}
+
+#[test]
+fn bad_inputs_are_errors() {
+    let file = synth_file(&tiny(SynthArch::Mistral, SynthType::F32));
+    let mut m = load(&file, opts(None, Some(16)));
+    assert!(matches!(m.forward(&[]), Err(ModelError::EmptyPrompt)));
+    assert!(matches!(m.forward(&[300]), Err(ModelError::TokenOutOfRange { id: 300, n_vocab: 300 })));
+    let long = tokens(300, 17, 1);
+    let e = m.forward(&long).unwrap_err();
+    assert!(matches!(e, ModelError::PromptTooLong { prompt_tokens: 17, context: 16 }), "{e}");
+    m.forward(&long[..10]).unwrap();
+    let e = m.forward(&long[..7]).unwrap_err();
+    assert!(matches!(e, ModelError::ContextFull { .. }), "{e}");
+    assert!(e.to_string().contains("context"));
+}
