@@ -22,5 +22,9 @@ pub use error::ModelError;
 pub use model::Transformer;
 
 // Generation side: sampling, generation loop, public Model API.
+pub mod api;
+pub mod generate;
 pub mod sampling;
-pub use sampling::{Sampler, SamplingError, SamplingParams};
+pub use api::{Device, Message, Model};
+pub use generate::{FinishReason, GeneratedToken, Generation, GenerationStats, LanguageModel};
+pub use sampling::{Sampler, SamplingParams};

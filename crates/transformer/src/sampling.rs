@@ -22,27 +22,7 @@ use std::fmt;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-/// Why a set of sampling parameters or a row of logits cannot be sampled.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum SamplingError {
-    /// A parameter is outside its valid range.
-    #[error("invalid sampling parameter {name} = {value}: expected {expected}")]
-    InvalidParam {
-        /// The parameter's name as the CLI spells it (`temperature`, `top-p`, ...).
-        name: &'static str,
-        /// The rejected value, formatted.
-        value: String,
-        /// The valid range, in words.
-        expected: &'static str,
-    },
-    /// The logits row has a different length than the vocabulary the sampler expects,
-    /// or is empty.
-    #[error("cannot sample from {0} logits")]
-    EmptyLogits(usize),
-    /// The model produced a NaN logit (a numerical failure upstream).
-    #[error("the model produced NaN logits (at token id {0})")]
-    NanLogit(u32),
-}
+use crate::error::ModelError;
 
 /// User-facing sampling settings. [`Default`] gives llama.cpp's defaults.
 ///
@@ -102,14 +82,11 @@ impl SamplingParams {
         }
     }
 
-    /// Checks every value's range; the error names the first bad parameter.
-    pub fn validate(&self) -> Result<(), SamplingError> {
-        fn bad(
-            name: &'static str,
-            value: impl fmt::Display,
-            expected: &'static str,
-        ) -> SamplingError {
-            SamplingError::InvalidParam {
+    /// Checks every value's range; the error
+    /// ([`ModelError::InvalidOption`]) names the first bad parameter as the CLI spells it.
+    pub fn validate(&self) -> Result<(), ModelError> {
+        fn bad(name: &'static str, value: impl fmt::Display, expected: &'static str) -> ModelError {
+            ModelError::InvalidOption {
                 name,
                 value: value.to_string(),
                 expected,
@@ -119,24 +96,24 @@ impl SamplingParams {
             return Err(bad(
                 "temperature",
                 self.temperature,
-                "a finite number >= 0 (0 = greedy)",
+                "must be a finite number >= 0 (0 = greedy)",
             ));
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            return Err(bad("top-p", self.top_p, "a number in (0, 1] (1 = off)"));
+            return Err(bad("top-p", self.top_p, "must be in (0, 1] (1 = off)"));
         }
         if !(self.min_p >= 0.0 && self.min_p <= 1.0) {
-            return Err(bad("min-p", self.min_p, "a number in [0, 1] (0 = off)"));
+            return Err(bad("min-p", self.min_p, "must be in [0, 1] (0 = off)"));
         }
         if !(self.repeat_penalty.is_finite() && self.repeat_penalty > 0.0) {
             return Err(bad(
                 "repeat-penalty",
                 self.repeat_penalty,
-                "a finite number > 0 (1 = off)",
+                "must be a finite number > 0 (1 = off)",
             ));
         }
         if let Some(s) = self.stop.iter().find(|s| s.is_empty()) {
-            return Err(bad("stop", format!("{s:?}"), "a non-empty string"));
+            return Err(bad("stop", format!("{s:?}"), "must not be empty"));
         }
         Ok(())
     }
@@ -270,7 +247,7 @@ impl fmt::Debug for Sampler {
 
 impl Sampler {
     /// Validates `params` and seeds the RNG (from `params.seed`, else from the OS).
-    pub fn new(params: &SamplingParams) -> Result<Sampler, SamplingError> {
+    pub fn new(params: &SamplingParams) -> Result<Sampler, ModelError> {
         params.validate()?;
         let seed = params.seed.unwrap_or_else(rand::random);
         Ok(Sampler {
@@ -318,17 +295,22 @@ impl Sampler {
     /// Applies the filter chain (everything but the final draw) to `logits` and
     /// returns the surviving candidates with their final logits, sorted by descending
     /// logit. For greedy sampling this is the single winning token.
-    pub fn filtered(&mut self, logits: &[f32]) -> Result<Vec<Candidate>, SamplingError> {
+    pub fn filtered(&mut self, logits: &[f32]) -> Result<Vec<Candidate>, ModelError> {
         self.filter(logits)?;
         Ok(self.cands.clone())
     }
 
-    fn filter(&mut self, logits: &[f32]) -> Result<(), SamplingError> {
+    fn filter(&mut self, logits: &[f32]) -> Result<(), ModelError> {
         if logits.is_empty() || logits.len() > u32::MAX as usize {
-            return Err(SamplingError::EmptyLogits(logits.len()));
+            return Err(ModelError::InvalidInput(format!(
+                "cannot sample from {} logits",
+                logits.len()
+            )));
         }
         if let Some(i) = logits.iter().position(|l| l.is_nan()) {
-            return Err(SamplingError::NanLogit(i as u32));
+            return Err(ModelError::InvalidInput(format!(
+                "cannot sample: the model produced a NaN logit (token id {i})"
+            )));
         }
         let p = &self.params;
         self.row.clear();
@@ -342,7 +324,8 @@ impl Sampler {
                 logit,
             }));
         if p.temperature == 0.0 {
-            let best = argmax(&self.cands).ok_or(SamplingError::EmptyLogits(0))?;
+            let best = argmax(&self.cands)
+                .ok_or_else(|| ModelError::InvalidInput("cannot sample from 0 logits".into()))?;
             self.cands.clear();
             self.cands.push(best);
             return Ok(());
@@ -358,7 +341,7 @@ impl Sampler {
 
     /// Picks the next token from one row of logits (`[vocab]`). Does not record it:
     /// call [`Sampler::accept`] with the result (the generator does).
-    pub fn sample(&mut self, logits: &[f32]) -> Result<u32, SamplingError> {
+    pub fn sample(&mut self, logits: &[f32]) -> Result<u32, ModelError> {
         self.filter(logits)?;
         if self.cands.len() == 1 {
             return Ok(self.cands[0].id);
@@ -555,12 +538,12 @@ mod tests {
         let n = logits.len();
         let mut l = logits.to_vec();
         let distinct: HashSet<u32> = recent.iter().copied().collect();
-        for i in 0..n {
+        for (i, li) in l.iter_mut().enumerate() {
             if distinct.contains(&(i as u32)) {
-                l[i] = if l[i] > 0.0 {
-                    l[i] / p.repeat_penalty
+                *li = if *li > 0.0 {
+                    *li / p.repeat_penalty
                 } else {
-                    l[i] * p.repeat_penalty
+                    *li * p.repeat_penalty
                 };
             }
         }
@@ -856,7 +839,7 @@ mod tests {
         for (p, name) in cases {
             let err = Sampler::new(&p).unwrap_err();
             assert!(
-                matches!(&err, SamplingError::InvalidParam { name: n, .. } if *n == name),
+                matches!(&err, ModelError::InvalidOption { name: n, .. } if *n == name),
                 "{err}"
             );
             assert!(err.to_string().contains(name), "{err}");
@@ -884,8 +867,10 @@ mod tests {
     #[test]
     fn bad_logits_are_errors_not_panics() {
         let mut s = Sampler::new(&SamplingParams::default()).unwrap();
-        assert_eq!(s.sample(&[]), Err(SamplingError::EmptyLogits(0)));
-        assert_eq!(s.sample(&[0.0, f32::NAN]), Err(SamplingError::NanLogit(1)));
+        let err = s.sample(&[]).unwrap_err().to_string();
+        assert!(err.contains("0 logits"), "{err}");
+        let err = s.sample(&[0.0, f32::NAN]).unwrap_err().to_string();
+        assert!(err.contains("NaN") && err.contains("token id 1"), "{err}");
         // All masked: still returns one of them.
         let id = s.sample(&[f32::NEG_INFINITY; 4]).unwrap();
         assert!(id < 4);
