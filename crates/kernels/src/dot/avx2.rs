@@ -45,12 +45,6 @@ unsafe fn f16(x: F16Le) -> f32 {
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(x.bits() as i32)))
 }
 
-/// i16 lanes: `lo` in the low 128 bits, `hi` in the high 128 bits.
-#[inline(always)]
-unsafe fn scales2(lo: i32, hi: i32) -> __m256i {
-    _mm256_set_m128i(_mm_set1_epi16(hi as i16), _mm_set1_epi16(lo as i16))
-}
-
 /// Signed i8 × i8 products summed in pairs and quads to i32 lanes.
 #[inline(always)]
 unsafe fn dot_i8_i32(x: __m256i, y: __m256i) -> __m256i {
@@ -81,6 +75,65 @@ unsafe fn bytes_from_bits(bits: u32) -> __m256i {
     let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(bits as i32), shuf);
     let mask = _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe);
     _mm256_cmpeq_epi8(_mm256_or_si256(bytes, mask), _mm256_set1_epi64x(-1))
+}
+
+/// Q4_K / Q5_K super-block header: the 8 6-bit scales as i16 lanes of a
+/// 128-bit register, and `sum_j min_j * (bsums[2j] + bsums[2j+1])`
+/// (llama.cpp's `kmask` unpacking of the 12 scale bytes).
+#[inline(always)]
+unsafe fn k4_scales_mins(scales: &[u8; 12], bsums: &[i16; 16]) -> (__m128i, i32) {
+    const K1: u32 = 0x3f3f_3f3f;
+    const K2: u32 = 0x0f0f_0f0f;
+    const K3: u32 = 0x0303_0303;
+    let w = |i: usize| u32::from_le_bytes([scales[i], scales[i + 1], scales[i + 2], scales[i + 3]]);
+    let (u0, u1, u2) = (w(0), w(4), w(8));
+    let m_hi = ((u2 >> 4) & K2) | (((u1 >> 6) & K3) << 4);
+    let m_lo = u1 & K1;
+    let s_hi = (u2 & K2) | (((u0 >> 6) & K3) << 4);
+    let s_lo = u0 & K1;
+    let ms = _mm256_cvtepu8_epi16(_mm_set_epi32(
+        m_hi as i32,
+        m_lo as i32,
+        s_hi as i32,
+        s_lo as i32,
+    ));
+    let q8 = _mm256_loadu_si256(bsums.as_ptr() as *const __m256i);
+    let q8s = _mm_hadd_epi16(_mm256_castsi256_si128(q8), _mm256_extracti128_si256(q8, 1));
+    let prod = _mm_madd_epi16(_mm256_extracti128_si256(ms, 1), q8s);
+    (_mm256_castsi256_si128(ms), hsum_i32_4(prod))
+}
+
+#[inline(always)]
+unsafe fn hsum_i32_4(s: __m128i) -> i32 {
+    let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
+    _mm_cvtsi128_si32(s)
+}
+
+/// i16 lane `j` of both halves of `v` broadcast to all 16 lanes.
+#[inline(always)]
+unsafe fn bcast_i16<const J: i32>(v: __m256i) -> __m256i {
+    let m = _mm256_set1_epi16((((2 * J + 1) << 8) | (2 * J)) as i16);
+    _mm256_shuffle_epi8(v, m)
+}
+
+/// 16 i16 scales `sc` (lanes 0..16): lanes `2p` in the low half, `2p+1` in the high half.
+#[inline(always)]
+unsafe fn scale_pair(sc: __m256i, p: i32) -> __m256i {
+    let w = _mm256_permutevar8x32_epi32(sc, _mm256_set1_epi32(p));
+    _mm256_shuffle_epi8(
+        w,
+        _mm256_set_m128i(_mm_set1_epi16(0x0302), _mm_set1_epi16(0x0100)),
+    )
+}
+
+/// `sum_g sc[g] * bsums[g]` for 16 i16 scales.
+#[inline(always)]
+unsafe fn scaled_bsums(sc: __m256i, bsums: &[i16; 16]) -> i32 {
+    hsum_i32(_mm256_madd_epi16(
+        sc,
+        _mm256_loadu_si256(bsums.as_ptr() as *const __m256i),
+    ))
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -171,21 +224,21 @@ pub unsafe fn iq4_nl_q8_0(w: &[BlockIQ4NL], a: &[BlockQ8_0]) -> f32 {
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn q2k_q8k(w: &[BlockQ2K], a: &[BlockQ8K]) -> f32 {
     let m3 = _mm256_set1_epi8(3);
+    let m4 = _mm_set1_epi8(0xF);
     let mut sumf = 0f32;
     for (x, y) in w.iter().zip(a) {
-        let mut summ = 0i32;
-        for j in 0..16 {
-            summ += (x.scales[j] >> 4) as i32 * y.bsums[j] as i32;
-        }
+        let raw = _mm_loadu_si128(x.scales.as_ptr() as *const __m128i);
+        let mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(raw, 4), m4));
+        let summ = scaled_bsums(mins, &y.bsums);
+        let sc = _mm256_cvtepu8_epi16(_mm_and_si128(raw, m4));
         let mut acc = _mm256_setzero_si256();
         for n in 0..2 {
             let q = load(x.qs.as_ptr().add(32 * n));
             for k in 0..4 {
                 let v = _mm256_and_si256(_mm256_srl_epi16(q, _mm_cvtsi32_si128(2 * k as i32)), m3);
                 let yk = load_i8(y.qs.as_ptr().add(128 * n + 32 * k));
-                let is = 8 * n + 2 * k;
-                let sc = scales2((x.scales[is] & 0xF) as i32, (x.scales[is + 1] & 0xF) as i32);
-                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(v, yk), sc));
+                let s = scale_pair(sc, (4 * n + k) as i32);
+                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(v, yk), s));
             }
         }
         let d = y.d * f16(x.d);
@@ -195,17 +248,29 @@ pub unsafe fn q2k_q8k(w: &[BlockQ2K], a: &[BlockQ8K]) -> f32 {
     sumf
 }
 
+/// The 16 signed 6-bit Q3_K scales as i16 lanes (llama.cpp's `kmask` unpacking).
+#[inline(always)]
+unsafe fn q3k_scales_i16(s: &[u8; 12]) -> __m256i {
+    const K1: u32 = 0x0303_0303;
+    const K2: u32 = 0x0f0f_0f0f;
+    let w = |i: usize| u32::from_le_bytes([s[i], s[i + 1], s[i + 2], s[i + 3]]);
+    let (a0, a1, t) = (w(0), w(4), w(8));
+    let b2 = ((a0 >> 4) & K2) | (((t >> 4) & K1) << 4);
+    let b3 = ((a1 >> 4) & K2) | (((t >> 6) & K1) << 4);
+    let b0 = (a0 & K2) | ((t & K1) << 4);
+    let b1 = (a1 & K2) | (((t >> 2) & K1) << 4);
+    let u = _mm_set_epi32(b3 as i32, b2 as i32, b1 as i32, b0 as i32);
+    _mm256_cvtepi8_epi16(_mm_sub_epi8(u, _mm_set1_epi8(32)))
+}
+
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn q3k_q8k(w: &[BlockQ3K], a: &[BlockQ8K]) -> f32 {
     let m3 = _mm256_set1_epi8(3);
-    let m1 = _mm256_set1_epi8(1);
+    let m4 = _mm256_set1_epi8(4);
     let mut sumf = 0f32;
     for (x, y) in w.iter().zip(a) {
-        let sc = q3k_scales(&x.scales);
-        let mut corr = 0i32;
-        for g in 0..16 {
-            corr += sc[g] as i32 * y.bsums[g] as i32;
-        }
+        let sc = q3k_scales_i16(&x.scales);
+        let corr = scaled_bsums(sc, &y.bsums);
         let hm = load(x.hmask.as_ptr());
         let mut acc = _mm256_setzero_si256();
         for n in 0..2 {
@@ -213,14 +278,16 @@ pub unsafe fn q3k_q8k(w: &[BlockQ3K], a: &[BlockQ8K]) -> f32 {
             for k in 0..4 {
                 let low =
                     _mm256_and_si256(_mm256_srl_epi16(q, _mm_cvtsi32_si128(2 * k as i32)), m3);
-                let hb = _mm256_and_si256(
-                    _mm256_srl_epi16(hm, _mm_cvtsi32_si128((4 * n + k) as i32)),
-                    m1,
-                );
-                let u = _mm256_or_si256(low, _mm256_slli_epi16(hb, 2));
+                // high bit b of hmask moved to bit 2: (hm >> (b - 2)) & 4, or (hm << 2) & 4 for b = 0.
+                let b = (4 * n + k) as i32;
+                let hb = if b >= 2 {
+                    _mm256_and_si256(_mm256_srl_epi16(hm, _mm_cvtsi32_si128(b - 2)), m4)
+                } else {
+                    _mm256_and_si256(_mm256_sll_epi16(hm, _mm_cvtsi32_si128(2 - b)), m4)
+                };
+                let u = _mm256_or_si256(low, hb);
                 let yk = load_i8(y.qs.as_ptr().add(128 * n + 32 * k));
-                let is = 8 * n + 2 * k;
-                let s = scales2(sc[is] as i32, sc[is + 1] as i32);
+                let s = scale_pair(sc, b);
                 acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, yk), s));
             }
         }
@@ -235,13 +302,18 @@ pub unsafe fn q4k_q8k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
     let m4 = _mm256_set1_epi8(0xF);
     let mut sumf = 0f32;
     for (x, y) in w.iter().zip(a) {
-        let mut sc = [0i16; 8];
-        let mut summ = 0i32;
-        for j in 0..8 {
-            let (s, m) = scale_min_k4(j, &x.scales);
-            sc[j] = s as i16;
-            summ += m as i32 * (y.bsums[2 * j] as i32 + y.bsums[2 * j + 1] as i32);
-        }
+        let (sc128, summ) = k4_scales_mins(&x.scales, &y.bsums);
+        let sc = _mm256_set_m128i(sc128, sc128);
+        let s = [
+            bcast_i16::<0>(sc),
+            bcast_i16::<1>(sc),
+            bcast_i16::<2>(sc),
+            bcast_i16::<3>(sc),
+            bcast_i16::<4>(sc),
+            bcast_i16::<5>(sc),
+            bcast_i16::<6>(sc),
+            bcast_i16::<7>(sc),
+        ];
         let mut acc = _mm256_setzero_si256();
         for j in 0..4 {
             let q = load(x.qs.as_ptr().add(32 * j));
@@ -249,11 +321,8 @@ pub unsafe fn q4k_q8k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
             let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
             let y0 = load_i8(y.qs.as_ptr().add(64 * j));
             let y1 = load_i8(y.qs.as_ptr().add(64 * j + 32));
-            let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, y0), _mm256_set1_epi16(sc[2 * j]));
-            let p1 = _mm256_madd_epi16(
-                _mm256_maddubs_epi16(hi, y1),
-                _mm256_set1_epi16(sc[2 * j + 1]),
-            );
+            let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, y0), s[2 * j]);
+            let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, y1), s[2 * j + 1]);
             acc = _mm256_add_epi32(acc, _mm256_add_epi32(p0, p1));
         }
         let d = y.d * f16(x.d);
@@ -269,13 +338,18 @@ pub unsafe fn q5k_q8k(w: &[BlockQ5K], a: &[BlockQ8K]) -> f32 {
     let m1 = _mm256_set1_epi8(1);
     let mut sumf = 0f32;
     for (x, y) in w.iter().zip(a) {
-        let mut sc = [0i16; 8];
-        let mut summ = 0i32;
-        for j in 0..8 {
-            let (s, m) = scale_min_k4(j, &x.scales);
-            sc[j] = s as i16;
-            summ += m as i32 * (y.bsums[2 * j] as i32 + y.bsums[2 * j + 1] as i32);
-        }
+        let (sc128, summ) = k4_scales_mins(&x.scales, &y.bsums);
+        let sc = _mm256_set_m128i(sc128, sc128);
+        let s = [
+            bcast_i16::<0>(sc),
+            bcast_i16::<1>(sc),
+            bcast_i16::<2>(sc),
+            bcast_i16::<3>(sc),
+            bcast_i16::<4>(sc),
+            bcast_i16::<5>(sc),
+            bcast_i16::<6>(sc),
+            bcast_i16::<7>(sc),
+        ];
         let qh = load(x.qh.as_ptr());
         let mut acc = _mm256_setzero_si256();
         for j in 0..4 {
@@ -292,11 +366,8 @@ pub unsafe fn q5k_q8k(w: &[BlockQ5K], a: &[BlockQ8K]) -> f32 {
             );
             let y0 = load_i8(y.qs.as_ptr().add(64 * j));
             let y1 = load_i8(y.qs.as_ptr().add(64 * j + 32));
-            let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, y0), _mm256_set1_epi16(sc[2 * j]));
-            let p1 = _mm256_madd_epi16(
-                _mm256_maddubs_epi16(hi, y1),
-                _mm256_set1_epi16(sc[2 * j + 1]),
-            );
+            let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, y0), s[2 * j]);
+            let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, y1), s[2 * j + 1]);
             acc = _mm256_add_epi32(acc, _mm256_add_epi32(p0, p1));
         }
         let d = y.d * f16(x.d);
@@ -306,43 +377,46 @@ pub unsafe fn q5k_q8k(w: &[BlockQ5K], a: &[BlockQ8K]) -> f32 {
     sumf
 }
 
+/// The four 32-value groups of 6-bit quants (0..64) of one 128-value half of a Q6_K block.
+#[inline(always)]
+unsafe fn q6k_quants(x: &BlockQ6K, n: usize) -> [__m256i; 4] {
+    let m4 = _mm256_set1_epi8(0xF);
+    let m30 = _mm256_set1_epi8(0x30);
+    let ql0 = load(x.ql.as_ptr().add(64 * n));
+    let ql1 = load(x.ql.as_ptr().add(64 * n + 32));
+    let qh = load(x.qh.as_ptr().add(32 * n));
+    [
+        _mm256_or_si256(
+            _mm256_and_si256(ql0, m4),
+            _mm256_and_si256(_mm256_slli_epi16(qh, 4), m30),
+        ),
+        _mm256_or_si256(
+            _mm256_and_si256(ql1, m4),
+            _mm256_and_si256(_mm256_slli_epi16(qh, 2), m30),
+        ),
+        _mm256_or_si256(
+            _mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
+            _mm256_and_si256(qh, m30),
+        ),
+        _mm256_or_si256(
+            _mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
+            _mm256_and_si256(_mm256_srli_epi16(qh, 2), m30),
+        ),
+    ]
+}
+
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn q6k_q8k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
-    let m4 = _mm256_set1_epi8(0xF);
-    let m3 = _mm256_set1_epi8(3);
     let mut sumf = 0f32;
     for (x, y) in w.iter().zip(a) {
-        let mut corr = 0i32;
-        for g in 0..16 {
-            corr += x.scales[g] as i32 * y.bsums[g] as i32;
-        }
+        let sc = _mm256_cvtepi8_epi16(_mm_loadu_si128(x.scales.as_ptr() as *const __m128i));
+        let corr = scaled_bsums(sc, &y.bsums);
         let mut acc = _mm256_setzero_si256();
         for n in 0..2 {
-            let ql0 = load(x.ql.as_ptr().add(64 * n));
-            let ql1 = load(x.ql.as_ptr().add(64 * n + 32));
-            let qh = load(x.qh.as_ptr().add(32 * n));
-            let q = [
-                _mm256_or_si256(
-                    _mm256_and_si256(ql0, m4),
-                    _mm256_slli_epi16(_mm256_and_si256(qh, m3), 4),
-                ),
-                _mm256_or_si256(
-                    _mm256_and_si256(ql1, m4),
-                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m3), 4),
-                ),
-                _mm256_or_si256(
-                    _mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
-                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m3), 4),
-                ),
-                _mm256_or_si256(
-                    _mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
-                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m3), 4),
-                ),
-            ];
+            let q = q6k_quants(x, n);
             for (k, &qk) in q.iter().enumerate() {
                 let yk = load_i8(y.qs.as_ptr().add(128 * n + 32 * k));
-                let is = 8 * n + 2 * k;
-                let s = scales2(x.scales[is] as i32, x.scales[is + 1] as i32);
+                let s = scale_pair(sc, (4 * n + k) as i32);
                 acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(qk, yk), s));
             }
         }
@@ -415,38 +489,41 @@ pub unsafe fn q4k_q8k_x4(w: &[BlockQ4K], a: [&[BlockQ8K]; 4]) -> [f32; 4] {
     let m4 = _mm256_set1_epi8(0xF);
     let mut sumf = [0f32; 4];
     for (i, x) in w.iter().enumerate() {
-        let mut sc = [0i16; 8];
-        let mut mins = [0i32; 8];
-        for j in 0..8 {
-            let (s, m) = scale_min_k4(j, &x.scales);
-            sc[j] = s as i16;
-            mins[j] = m as i32;
-        }
         let ys = [&a[0][i], &a[1][i], &a[2][i], &a[3][i]];
+        let mut summ = [0i32; 4];
+        let mut sc128 = _mm_setzero_si128();
+        for t in 0..4 {
+            (sc128, summ[t]) = k4_scales_mins(&x.scales, &ys[t].bsums);
+        }
+        let sc = _mm256_set_m128i(sc128, sc128);
+        let s = [
+            bcast_i16::<0>(sc),
+            bcast_i16::<1>(sc),
+            bcast_i16::<2>(sc),
+            bcast_i16::<3>(sc),
+            bcast_i16::<4>(sc),
+            bcast_i16::<5>(sc),
+            bcast_i16::<6>(sc),
+            bcast_i16::<7>(sc),
+        ];
         let mut acc = [_mm256_setzero_si256(); 4];
         for j in 0..4 {
             let q = load(x.qs.as_ptr().add(32 * j));
             let lo = _mm256_and_si256(q, m4);
             let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-            let s0 = _mm256_set1_epi16(sc[2 * j]);
-            let s1 = _mm256_set1_epi16(sc[2 * j + 1]);
             for t in 0..4 {
                 let y0 = load_i8(ys[t].qs.as_ptr().add(64 * j));
                 let y1 = load_i8(ys[t].qs.as_ptr().add(64 * j + 32));
-                let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, y0), s0);
-                let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, y1), s1);
+                let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, y0), s[2 * j]);
+                let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, y1), s[2 * j + 1]);
                 acc[t] = _mm256_add_epi32(acc[t], _mm256_add_epi32(p0, p1));
             }
         }
         for t in 0..4 {
             let y = ys[t];
-            let mut summ = 0i32;
-            for j in 0..8 {
-                summ += mins[j] * (y.bsums[2 * j] as i32 + y.bsums[2 * j + 1] as i32);
-            }
             let d = y.d * f16(x.d);
             let dmin = y.d * f16(x.dmin);
-            sumf[t] += d * hsum_i32(acc[t]) as f32 - dmin * summ as f32;
+            sumf[t] += d * hsum_i32(acc[t]) as f32 - dmin * summ[t] as f32;
         }
     }
     sumf
@@ -454,37 +531,15 @@ pub unsafe fn q4k_q8k_x4(w: &[BlockQ4K], a: [&[BlockQ8K]; 4]) -> [f32; 4] {
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn q6k_q8k_x4(w: &[BlockQ6K], a: [&[BlockQ8K]; 4]) -> [f32; 4] {
-    let m4 = _mm256_set1_epi8(0xF);
-    let m3 = _mm256_set1_epi8(3);
     let mut sumf = [0f32; 4];
     for (i, x) in w.iter().enumerate() {
         let ys = [&a[0][i], &a[1][i], &a[2][i], &a[3][i]];
+        let sc = _mm256_cvtepi8_epi16(_mm_loadu_si128(x.scales.as_ptr() as *const __m128i));
         let mut acc = [_mm256_setzero_si256(); 4];
         for n in 0..2 {
-            let ql0 = load(x.ql.as_ptr().add(64 * n));
-            let ql1 = load(x.ql.as_ptr().add(64 * n + 32));
-            let qh = load(x.qh.as_ptr().add(32 * n));
-            let q = [
-                _mm256_or_si256(
-                    _mm256_and_si256(ql0, m4),
-                    _mm256_slli_epi16(_mm256_and_si256(qh, m3), 4),
-                ),
-                _mm256_or_si256(
-                    _mm256_and_si256(ql1, m4),
-                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m3), 4),
-                ),
-                _mm256_or_si256(
-                    _mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
-                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m3), 4),
-                ),
-                _mm256_or_si256(
-                    _mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
-                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m3), 4),
-                ),
-            ];
+            let q = q6k_quants(x, n);
             for (k, &qk) in q.iter().enumerate() {
-                let is = 8 * n + 2 * k;
-                let s = scales2(x.scales[is] as i32, x.scales[is + 1] as i32);
+                let s = scale_pair(sc, (4 * n + k) as i32);
                 for t in 0..4 {
                     let yk = load_i8(ys[t].qs.as_ptr().add(128 * n + 32 * k));
                     acc[t] = _mm256_add_epi32(
@@ -496,11 +551,7 @@ pub unsafe fn q6k_q8k_x4(w: &[BlockQ6K], a: [&[BlockQ8K]; 4]) -> [f32; 4] {
         }
         for t in 0..4 {
             let y = ys[t];
-            let mut corr = 0i32;
-            for g in 0..16 {
-                corr += x.scales[g] as i32 * y.bsums[g] as i32;
-            }
-            let sumi = hsum_i32(acc[t]) - 32 * corr;
+            let sumi = hsum_i32(acc[t]) - 32 * scaled_bsums(sc, &y.bsums);
             sumf[t] += y.d * f16(x.d) * sumi as f32;
         }
     }
@@ -510,31 +561,29 @@ pub unsafe fn q6k_q8k_x4(w: &[BlockQ6K], a: [&[BlockQ8K]; 4]) -> [f32; 4] {
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn q2k_q8k_x4(w: &[BlockQ2K], a: [&[BlockQ8K]; 4]) -> [f32; 4] {
     let m3 = _mm256_set1_epi8(3);
+    let m4 = _mm_set1_epi8(0xF);
     let mut sumf = [0f32; 4];
     for (i, x) in w.iter().enumerate() {
         let ys = [&a[0][i], &a[1][i], &a[2][i], &a[3][i]];
+        let raw = _mm_loadu_si128(x.scales.as_ptr() as *const __m128i);
+        let mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(raw, 4), m4));
+        let sc = _mm256_cvtepu8_epi16(_mm_and_si128(raw, m4));
         let mut acc = [_mm256_setzero_si256(); 4];
         for n in 0..2 {
             let q = load(x.qs.as_ptr().add(32 * n));
             for k in 0..4 {
                 let v = _mm256_and_si256(_mm256_srl_epi16(q, _mm_cvtsi32_si128(2 * k as i32)), m3);
-                let is = 8 * n + 2 * k;
-                let sc = scales2((x.scales[is] & 0xF) as i32, (x.scales[is + 1] & 0xF) as i32);
+                let s = scale_pair(sc, (4 * n + k) as i32);
                 for t in 0..4 {
                     let yk = load_i8(ys[t].qs.as_ptr().add(128 * n + 32 * k));
-                    acc[t] = _mm256_add_epi32(
-                        acc[t],
-                        _mm256_madd_epi16(_mm256_maddubs_epi16(v, yk), sc),
-                    );
+                    acc[t] =
+                        _mm256_add_epi32(acc[t], _mm256_madd_epi16(_mm256_maddubs_epi16(v, yk), s));
                 }
             }
         }
         for t in 0..4 {
             let y = ys[t];
-            let mut summ = 0i32;
-            for j in 0..16 {
-                summ += (x.scales[j] >> 4) as i32 * y.bsums[j] as i32;
-            }
+            let summ = scaled_bsums(mins, &y.bsums);
             let d = y.d * f16(x.d);
             let dmin = y.d * f16(x.dmin);
             sumf[t] += d * hsum_i32(acc[t]) as f32 - dmin * summ as f32;

@@ -82,11 +82,7 @@ pub struct MixModel {
 
 impl MixModel {
     fn n_gqa(&self) -> u64 {
-        if self.head_count_kv == 0 {
-            1
-        } else {
-            self.head_count / self.head_count_kv
-        }
+        self.head_count.checked_div(self.head_count_kv).unwrap_or(1)
     }
 }
 
@@ -318,7 +314,7 @@ mod tests {
         assert_eq!(type_of(&ts, &p, "blk.5.attn_q.weight"), GgmlType::Q4_K);
         // use_more_bits(i, 32): i < 4, i >= 28, (i - 4) % 3 == 2.
         for i in 0..32u64 {
-            let more = i < 4 || i >= 28 || (i - 4) % 3 == 2;
+            let more = !(4..28).contains(&i) || (i - 4) % 3 == 2;
             let want = if more { GgmlType::Q6_K } else { GgmlType::Q4_K };
             assert_eq!(
                 type_of(&ts, &p, &format!("blk.{i}.attn_v.weight")),

@@ -1,0 +1,36 @@
+//! Quick timing of one matmul shape (developer tool; the real numbers come
+//! from `cargo bench --bench matvec`). Usage: mm_timing TYPE ROWS COLS N [ISA]
+use mistral_kernels::{quantize_to_vec, GgmlType, Isa, QMatrix};
+use std::time::Instant;
+
+fn main() {
+    let a: Vec<String> = std::env::args().collect();
+    let ty = GgmlType::from_name(a.get(1).map(String::as_str).unwrap_or("Q4_K")).expect("type");
+    let num = |i: usize, d: usize| a.get(i).and_then(|s| s.parse().ok()).unwrap_or(d);
+    let (rows, cols, n) = (num(2, 4096), num(3, 4096), num(4, 512));
+    let isa = a
+        .get(5)
+        .and_then(|s| Isa::from_name(s))
+        .unwrap_or_else(Isa::best);
+    let w: Vec<f32> = (0..rows * cols)
+        .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+        .collect();
+    let m = QMatrix::new(ty, rows, cols, quantize_to_vec(ty, &w).unwrap())
+        .unwrap()
+        .with_isa(isa)
+        .unwrap();
+    let x: Vec<f32> = (0..n * cols)
+        .map(|i| ((i * 104729) % 1000) as f32 / 500.0 - 1.0)
+        .collect();
+    let mut y = vec![0f32; n * rows];
+    for it in 0..4 {
+        let t = Instant::now();
+        m.matmul(&x, &mut y).unwrap();
+        let s = t.elapsed().as_secs_f64();
+        println!(
+            "{ty} {rows}x{cols} n={n} {isa:?} run {it}: {:.2} ms, {:.1} GFLOP/s",
+            s * 1e3,
+            2.0 * (rows * cols * n) as f64 / s / 1e9
+        );
+    }
+}
