@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod info;
 mod pull;
+mod quantize;
 mod tokenize;
 
 #[derive(Parser)]
@@ -21,6 +22,8 @@ enum Command {
     Info(info::Args),
     /// Download a GGUF file from a Hugging Face repository into the local cache.
     Pull(pull::Args),
+    /// Requantize a GGUF file (f16, q8_0, q4_k_m, q4_k_s, q2_k, q6_k) with llama.cpp's per-tensor mix.
+    Quantize(quantize::Args),
     /// Tokenize text with a GGUF file's tokenizer and print the ids and pieces.
     Tokenize(tokenize::Args),
 }
@@ -30,6 +33,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Info(a) => info::run(a),
         Command::Pull(a) => pull::run(a),
+        Command::Quantize(a) => quantize::run(a),
         Command::Tokenize(a) => tokenize::run(a),
     };
     match result {
