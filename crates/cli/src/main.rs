@@ -4,7 +4,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod info;
+mod plot;
 mod pull;
 mod quantize;
 mod tokenize;
@@ -20,6 +22,10 @@ struct Cli {
 enum Command {
     /// Show a GGUF file's architecture, sizes, tokenizer and tensors.
     Info(info::Args),
+    /// Measure prompt and generation tok/s and memory per model, like llama-bench.
+    Bench(bench::Args),
+    /// Draw the chart (PNG) of `bench --json` reports: tok/s and memory per model.
+    BenchPlot(plot::Args),
     /// Download a GGUF file from a Hugging Face repository into the local cache.
     Pull(pull::Args),
     /// Requantize a GGUF file (f16, q8_0, q4_k_m, q4_k_s, q2_k, q6_k) with llama.cpp's per-tensor mix.
@@ -32,6 +38,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Info(a) => info::run(a),
+        Command::Bench(a) => bench::run(a),
+        Command::BenchPlot(a) => plot::run(a),
         Command::Pull(a) => pull::run(a),
         Command::Quantize(a) => quantize::run(a),
         Command::Tokenize(a) => tokenize::run(a),
