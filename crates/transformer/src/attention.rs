@@ -38,12 +38,12 @@ pub struct Attention {
 
 impl Attention {
     pub fn load(w: &mut WeightLoader, cfg: &ModelConfig, layer: usize) -> Result<Attention, ModelError> {
-        let (d, hd) = (cfg.n_embd, cfg.head_dim);
+        let (d, hd, k) = (cfg.n_embd, cfg.head_dim, cfg.kernels);
         Ok(Attention {
-            wq: Linear::new(w.qtensor(&TensorName::AttnQ.layer(layer), &[d, cfg.n_head * hd])?)?,
-            wk: Linear::new(w.qtensor(&TensorName::AttnK.layer(layer), &[d, cfg.n_head_kv * hd])?)?,
-            wv: Linear::new(w.qtensor(&TensorName::AttnV.layer(layer), &[d, cfg.n_head_kv * hd])?)?,
-            wo: Linear::new(w.qtensor(&TensorName::AttnOutput.layer(layer), &[cfg.n_head * hd, d])?)?,
+            wq: Linear::load(w, &TensorName::AttnQ.layer(layer), d, cfg.n_head * hd, k)?,
+            wk: Linear::load(w, &TensorName::AttnK.layer(layer), d, cfg.n_head_kv * hd, k)?,
+            wv: Linear::load(w, &TensorName::AttnV.layer(layer), d, cfg.n_head_kv * hd, k)?,
+            wo: Linear::load(w, &TensorName::AttnOutput.layer(layer), cfg.n_head * hd, d, k)?,
             n_head: cfg.n_head,
             n_head_kv: cfg.n_head_kv,
             head_dim: hd,

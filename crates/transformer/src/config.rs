@@ -21,7 +21,8 @@ pub enum KernelChoice {
     /// candle's `QMatMul` (the only one available until `mistral-kernels` lands).
     #[default]
     Candle,
-    /// The project's own kernels (`mistral-kernels`); not wired yet, loading with it is an error.
+    /// The project's own kernels (`mistral-kernels`): AVX2 kernels for every type
+    /// including Q4_1 / Q5_x and IQ4_NL / IQ4_XS, which candle runs slowly or not at all.
     Native,
 }
 
@@ -63,6 +64,8 @@ pub struct ModelConfig {
     pub sliding_window: Option<usize>,
     /// Whether `output.weight` is absent and the embedding table is reused.
     pub tied_embeddings: bool,
+    /// Matmul implementation.
+    pub kernels: KernelChoice,
 }
 
 fn to_usize(v: u64, name: &'static str) -> Result<usize, ModelError> {
@@ -162,13 +165,6 @@ impl ModelConfig {
             Some(w) => Some(to_usize(w, "sliding_window")?),
             None => opts.sliding_window,
         };
-        if opts.kernels == KernelChoice::Native {
-            return Err(ModelError::InvalidOption {
-                name: "kernels",
-                value: "native".into(),
-                expected: "candle (the native kernels are not wired into the model yet)",
-            });
-        }
         Ok(ModelConfig {
             n_layer: to_usize(hp.block_count, "block_count")?,
             n_embd,
@@ -185,6 +181,7 @@ impl ModelConfig {
             ctx_size,
             sliding_window,
             tied_embeddings,
+            kernels: opts.kernels,
             hparams: hp,
         })
     }

@@ -1,7 +1,6 @@
 //! The SwiGLU feed-forward block: `down(silu(gate(x)) * up(x))`.
 
 use candle_core::Tensor;
-use candle_core::quantized::QTensor;
 
 use crate::error::ModelError;
 use crate::matmul::Linear;
@@ -15,12 +14,8 @@ pub struct FeedForward {
 }
 
 impl FeedForward {
-    pub fn new(gate: QTensor, up: QTensor, down: QTensor) -> Result<FeedForward, ModelError> {
-        Ok(FeedForward {
-            gate: Linear::new(gate)?,
-            up: Linear::new(up)?,
-            down: Linear::new(down)?,
-        })
+    pub fn new(gate: Linear, up: Linear, down: Linear) -> FeedForward {
+        FeedForward { gate, up, down }
     }
 
     /// `x [n, n_embd] -> [n, n_embd]`.

@@ -1,41 +1,88 @@
-//! The one place where activations meet weight matrices. Today every weight is a
-//! candle [`QMatMul`]; `--kernels native` (the project's own kernels) will plug in
-//! here as another [`Linear`] variant without touching the model code.
+//! The one place where activations meet weight matrices. A [`Linear`] is either
+//! candle's [`QMatMul`] or the project's own kernels ([`mistral_kernels::QMatrix`]),
+//! chosen by [`KernelChoice`]; the model code only calls [`Linear::forward`].
 
 use std::sync::Arc;
 
 use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{Module, Tensor};
+use mistral_gguf::GgmlType;
+use mistral_kernels::QMatrix;
 
+use crate::config::KernelChoice;
 use crate::error::ModelError;
+use crate::weights::WeightLoader;
+
+/// GGML types the native kernels multiply.
+pub const NATIVE_TYPES: &str = "F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS";
+
+#[derive(Debug, Clone)]
+enum Backend {
+    Candle(QMatMul),
+    Native(QMatrix),
+}
 
 /// A weight matrix `W` of shape `[n_out, n_in]`; `forward(x) = x Wᵀ`.
 #[derive(Debug, Clone)]
 pub struct Linear {
-    inner: QMatMul,
+    inner: Backend,
     n_out: usize,
     n_in: usize,
 }
 
 impl Linear {
-    /// Wraps a quantized (or f16/f32) matrix `[n_out, n_in]`.
-    pub fn new(q: QTensor) -> Result<Linear, ModelError> {
-        Self::from_arc(Arc::new(q))
-    }
-
-    /// Shares a matrix with another user (tied embeddings).
-    pub fn from_arc(q: Arc<QTensor>) -> Result<Linear, ModelError> {
+    /// Wraps a candle matrix `[n_out, n_in]` (shared with another user, e.g. tied embeddings).
+    pub fn from_qtensor(q: Arc<QTensor>) -> Result<Linear, ModelError> {
         let (n_out, n_in) = q.shape().dims2()?;
         Ok(Linear {
-            inner: QMatMul::from_arc(q)?,
+            inner: Backend::Candle(QMatMul::from_arc(q)?),
             n_out,
             n_in,
         })
     }
 
+    /// A matrix from raw block bytes `[n_out, n_in]` of type `ty`.
+    pub fn from_raw(w: &mut WeightLoader, name: &str, ty: GgmlType, bytes: &[u8], n_out: usize, n_in: usize, kernels: KernelChoice) -> Result<Linear, ModelError> {
+        match kernels {
+            KernelChoice::Candle => Self::from_qtensor(Arc::new(w.qtensor_from_raw(name, ty, bytes, n_out, n_in)?)),
+            KernelChoice::Native => {
+                if !mistral_kernels::supports_matmul(ty) {
+                    return Err(w.unsupported(name, ty, NATIVE_TYPES));
+                }
+                let m = QMatrix::new(ty, n_out, n_in, bytes.to_vec()).map_err(|e| ModelError::UnsupportedConfig {
+                    file: w.file().source_name().to_string(),
+                    what: format!("tensor {name:?}: {e}"),
+                })?;
+                Ok(Linear {
+                    inner: Backend::Native(m),
+                    n_out,
+                    n_in,
+                })
+            }
+        }
+    }
+
+    /// The matrix `name` with GGML dims `[n_in, n_out]`.
+    pub fn load(w: &mut WeightLoader, name: &str, n_in: usize, n_out: usize, kernels: KernelChoice) -> Result<Linear, ModelError> {
+        let (ty, bytes) = w.raw(name, &[n_in, n_out])?;
+        Self::from_raw(w, name, ty, bytes, n_out, n_in, kernels)
+    }
+
+    /// The matrices of a stacked 3-D tensor with GGML dims `[n_in, n_out, n]`.
+    pub fn load_stack(w: &mut WeightLoader, name: &str, n_in: usize, n_out: usize, n: usize, kernels: KernelChoice) -> Result<Vec<Linear>, ModelError> {
+        let (ty, bytes) = w.raw(name, &[n_in, n_out, n])?;
+        let per = bytes.len() / n;
+        (0..n)
+            .map(|e| Self::from_raw(w, name, ty, &bytes[e * per..(e + 1) * per], n_out, n_in, kernels))
+            .collect()
+    }
+
     /// `x [.., n_in] -> [.., n_out]` (f32 in, f32 out).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor, ModelError> {
-        Ok(self.inner.forward(x)?)
+        Ok(match &self.inner {
+            Backend::Candle(m) => m.forward(x)?,
+            Backend::Native(m) => m.forward(x)?,
+        })
     }
 
     pub fn n_out(&self) -> usize {

@@ -11,7 +11,7 @@ use mistral_gguf::keys::TensorName;
 use mistral_gguf::GgufFile;
 
 use crate::attention::{Attention, AttentionInputs};
-use crate::config::{LoadOptions, ModelConfig, MAX_UBATCH};
+use crate::config::{KernelChoice, LoadOptions, ModelConfig, MAX_UBATCH};
 use crate::error::ModelError;
 use crate::ffn::FeedForward;
 use crate::kv_cache::{attention_mask, slot_positions, KvCache};
@@ -72,10 +72,10 @@ impl Transformer {
                 Ffn::Moe(Moe::load(&mut w, cfg, l)?)
             } else {
                 Ffn::Dense(FeedForward::new(
-                    w.qtensor(&TensorName::FfnGate.layer(l), &[d, cfg.n_ff])?,
-                    w.qtensor(&TensorName::FfnUp.layer(l), &[d, cfg.n_ff])?,
-                    w.qtensor(&TensorName::FfnDown.layer(l), &[cfg.n_ff, d])?,
-                )?)
+                    Linear::load(&mut w, &TensorName::FfnGate.layer(l), d, cfg.n_ff, cfg.kernels)?,
+                    Linear::load(&mut w, &TensorName::FfnUp.layer(l), d, cfg.n_ff, cfg.kernels)?,
+                    Linear::load(&mut w, &TensorName::FfnDown.layer(l), cfg.n_ff, d, cfg.kernels)?,
+                ))
             };
             layers.push(Layer {
                 attn_norm: w.f32_tensor(&TensorName::AttnNorm.layer(l), &[d])?,
@@ -85,10 +85,14 @@ impl Transformer {
             });
         }
         let output_norm = w.f32_tensor(&TensorName::OutputNorm.global(), &[d])?;
-        let output = if cfg.tied_embeddings {
-            Linear::from_arc(tok_embd.clone())?
-        } else {
-            Linear::new(w.qtensor(&TensorName::Output.global(), &[d, cfg.n_vocab])?)?
+        let output = match (cfg.tied_embeddings, cfg.kernels) {
+            (true, KernelChoice::Candle) => Linear::from_qtensor(tok_embd.clone())?,
+            (true, KernelChoice::Native) => {
+                let name = TensorName::TokenEmbd.global();
+                let (ty, bytes) = w.raw(&name, &[d, cfg.n_vocab])?;
+                Linear::from_raw(&mut w, &name, ty, bytes, cfg.n_vocab, d, cfg.kernels)?
+            }
+            (false, k) => Linear::load(&mut w, &TensorName::Output.global(), d, cfg.n_vocab, k)?,
         };
         let rolling = cfg.rolling_window().is_some();
         let caches = layers
@@ -146,25 +150,33 @@ impl Transformer {
 
     /// Runs `tokens` at positions `position()..` and returns logits `[n, n_vocab]`.
     pub fn forward(&mut self, tokens: &[u32]) -> Result<Tensor, ModelError> {
-        self.check(tokens)?;
-        let mut logits = Vec::new();
-        for chunk in tokens.chunks(MAX_UBATCH) {
-            let h = self.hidden(chunk)?;
-            logits.push(self.output.forward(&h)?);
-        }
-        Ok(Tensor::cat(&logits, 0)?)
+        self.forward_tail(tokens, tokens.len())
     }
 
     /// Like [`forward`](Self::forward) but only the last position's logits `[n_vocab]`.
     pub fn forward_last(&mut self, tokens: &[u32]) -> Result<Tensor, ModelError> {
+        Ok(self.forward_tail(tokens, 1)?.i(0)?)
+    }
+
+    /// Like [`forward`](Self::forward) but only the logits of the last `n_last`
+    /// positions, `[n_last, n_vocab]` (the output projection runs on those rows only).
+    pub fn forward_tail(&mut self, tokens: &[u32], n_last: usize) -> Result<Tensor, ModelError> {
         self.check(tokens)?;
-        let mut last = None;
+        let n_last = n_last.clamp(1, tokens.len());
+        let skip = tokens.len() - n_last;
+        let mut logits = Vec::new();
+        let mut done = 0;
         for chunk in tokens.chunks(MAX_UBATCH) {
-            last = Some(self.hidden(chunk)?);
+            let h = self.hidden(chunk)?;
+            let m = chunk.len();
+            // Rows of this chunk that are among the last n_last.
+            let from = skip.saturating_sub(done).min(m);
+            if from < m {
+                logits.push(self.output.forward(&h.narrow(0, from, m - from)?)?);
+            }
+            done += m;
         }
-        let h = last.ok_or(ModelError::EmptyPrompt)?;
-        let n = h.dim(0)?;
-        Ok(self.output.forward(&h.narrow(0, n - 1, 1)?)?.i(0)?)
+        Ok(Tensor::cat(&logits, 0)?)
     }
 
     fn check(&self, tokens: &[u32]) -> Result<(), ModelError> {

@@ -15,6 +15,7 @@ use mistral_gguf::keys::TensorName;
 use crate::config::ModelConfig;
 use crate::error::ModelError;
 use crate::ffn::FeedForward;
+use crate::matmul::Linear;
 use crate::weights::WeightLoader;
 
 /// One MoE layer.
@@ -29,27 +30,27 @@ impl Moe {
     /// Loads the stacked `ffn_{gate,up,down}_exps` tensors, or the older
     /// per-expert `ffn_{gate,up,down}.E` ones.
     pub fn load(w: &mut WeightLoader, cfg: &ModelConfig, layer: usize) -> Result<Moe, ModelError> {
-        let (d, ff, e) = (cfg.n_embd, cfg.n_ff, cfg.n_expert);
+        let (d, ff, e, k) = (cfg.n_embd, cfg.n_ff, cfg.n_expert, cfg.kernels);
         let router = w.f32_tensor(&TensorName::FfnGateInp.layer(layer), &[d, e])?;
         let experts = if w.contains(&TensorName::FfnGateExps.layer(layer)) {
-            let gate = w.qtensor_stack(&TensorName::FfnGateExps.layer(layer), [d, ff, e])?;
-            let up = w.qtensor_stack(&TensorName::FfnUpExps.layer(layer), [d, ff, e])?;
-            let down = w.qtensor_stack(&TensorName::FfnDownExps.layer(layer), [ff, d, e])?;
+            let gate = Linear::load_stack(w, &TensorName::FfnGateExps.layer(layer), d, ff, e, k)?;
+            let up = Linear::load_stack(w, &TensorName::FfnUpExps.layer(layer), d, ff, e, k)?;
+            let down = Linear::load_stack(w, &TensorName::FfnDownExps.layer(layer), ff, d, e, k)?;
             gate.into_iter()
                 .zip(up)
                 .zip(down)
                 .map(|((g, u), dn)| FeedForward::new(g, u, dn))
-                .collect::<Result<Vec<_>, _>>()?
+                .collect()
         } else {
             (0..e)
                 .map(|x| {
-                    FeedForward::new(
-                        w.qtensor(&TensorName::FfnGate.expert(layer, x), &[d, ff])?,
-                        w.qtensor(&TensorName::FfnUp.expert(layer, x), &[d, ff])?,
-                        w.qtensor(&TensorName::FfnDown.expert(layer, x), &[ff, d])?,
-                    )
+                    Ok(FeedForward::new(
+                        Linear::load(w, &TensorName::FfnGate.expert(layer, x), d, ff, k)?,
+                        Linear::load(w, &TensorName::FfnUp.expert(layer, x), d, ff, k)?,
+                        Linear::load(w, &TensorName::FfnDown.expert(layer, x), ff, d, k)?,
+                    ))
                 })
-                .collect::<Result<Vec<_>, _>>()?
+                .collect::<Result<Vec<_>, ModelError>>()?
         };
         Ok(Moe {
             router,

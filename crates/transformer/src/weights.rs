@@ -114,6 +114,24 @@ impl<'a> WeightLoader<'a> {
         Ok(QTensor::new(storage, shape.to_vec())?)
     }
 
+    /// A tensor's GGML type and bytes, checking its dims.
+    pub fn raw(&mut self, name: &str, dims: &[usize]) -> Result<(GgmlType, &'a [u8]), ModelError> {
+        let info = self.info(name, dims)?;
+        let data = self.file.tensor_data(info);
+        self.bytes += data.len();
+        Ok((info.ggml_type, data))
+    }
+
+    /// The error for a tensor type a backend cannot multiply.
+    pub fn unsupported(&self, name: &str, ggml_type: GgmlType, supported: &'static str) -> ModelError {
+        ModelError::UnsupportedTensorType {
+            file: self.file_name(),
+            name: name.to_string(),
+            ggml_type,
+            supported,
+        }
+    }
+
     /// A whole tensor as a QTensor; `dims` in GGML order (`[n_in, n_out]` for a matrix).
     pub fn qtensor(&mut self, name: &str, dims: &[usize]) -> Result<QTensor, ModelError> {
         let info = self.info(name, dims)?;
@@ -132,6 +150,15 @@ impl<'a> WeightLoader<'a> {
         (0..dims[2])
             .map(|e| self.qtensor_from_bytes(name, &data[e * per..(e + 1) * per], dtype, &[dims[1], dims[0]]))
             .collect()
+    }
+
+    /// A QTensor `[n_out, n_in]` of type `ty` from bytes of this file (not counted
+    /// in [`bytes_loaded`](Self::bytes_loaded): callers used [`raw`](Self::raw)).
+    pub fn qtensor_from_raw(&mut self, name: &str, ty: GgmlType, bytes: &[u8], n_out: usize, n_in: usize) -> Result<QTensor, ModelError> {
+        let dtype = candle_dtype(ty).ok_or_else(|| self.unsupported(name, ty, SUPPORTED_TYPES))?;
+        let q = self.qtensor_from_bytes(name, bytes, dtype, &[n_out, n_in])?;
+        self.bytes -= bytes.len();
+        Ok(q)
     }
 
     /// A small tensor dequantized to f32 (norm weights, the router).

@@ -13,18 +13,23 @@ mod common;
 
 use common::*;
 use mistral_transformer::synth::{ExpertLayout, SynthArch, SynthType};
-use mistral_transformer::LoadOptions;
+use mistral_transformer::{KernelChoice, LoadOptions};
 
 const TOL_F32: f32 = 1e-5;
 const TOL_Q: f32 = 5e-2;
 
 fn check(spec: &mistral_transformer::synth::SynthSpec, n: usize, window: Option<usize>, tol: f32) -> f32 {
+    check_with(spec, n, window, tol, KernelChoice::Candle)
+}
+
+fn check_with(spec: &mistral_transformer::synth::SynthSpec, n: usize, window: Option<usize>, tol: f32, kernels: KernelChoice) -> f32 {
     let file = synth_file(spec);
     let reference = RefModel::load(&file);
     let mut model = load(
         &file,
         LoadOptions {
             sliding_window: window,
+            kernels,
             ..LoadOptions::default()
         },
     );
@@ -85,4 +90,14 @@ fn quantized_models_match_reference_loosely() {
     // near-tie in the router, which legitimately changes the output. F16 weights
     // are dequantized to f32 by candle, so the tight bound holds.
     check(&tiny(SynthArch::Mixtral, SynthType::F16), 8, None, TOL_F32);
+}
+
+#[test]
+fn native_kernels_match_reference() {
+    // F32 weights: the native kernels multiply f32 exactly (no activation quantization).
+    check_with(&tiny(SynthArch::Mixtral, SynthType::F32), 12, None, TOL_F32, KernelChoice::Native);
+    for ty in [SynthType::Q8_0, SynthType::Q4_K_M, SynthType::Q2_K] {
+        let worst = check_with(&tiny(SynthArch::Mistral, ty), 8, None, TOL_Q, KernelChoice::Native);
+        eprintln!("native mistral {ty:?}: worst relative error {worst:e}");
+    }
 }
