@@ -7,8 +7,10 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod info;
 mod plot;
+mod perplexity;
 mod pull;
 mod quantize;
+mod synth;
 mod tokenize;
 
 #[derive(Parser)]
@@ -26,10 +28,14 @@ enum Command {
     Bench(bench::Args),
     /// Draw the chart (PNG) of `bench --json` reports: tok/s and memory per model.
     BenchPlot(plot::Args),
+    /// Perplexity of a model over a text file, computed like llama.cpp's llama-perplexity.
+    Perplexity(perplexity::Args),
     /// Download a GGUF file from a Hugging Face repository into the local cache.
     Pull(pull::Args),
     /// Requantize a GGUF file (f16, q8_0, q4_k_m, q4_k_s, q2_k, q6_k) with llama.cpp's per-tensor mix.
     Quantize(quantize::Args),
+    /// Write a random-weight Mistral / Mixtral GGUF with real tensor names, shapes and type mix.
+    Synth(synth::Args),
     /// Tokenize text with a GGUF file's tokenizer and print the ids and pieces.
     Tokenize(tokenize::Args),
 }
@@ -40,8 +46,10 @@ fn main() -> ExitCode {
         Command::Info(a) => info::run(a),
         Command::Bench(a) => bench::run(a),
         Command::BenchPlot(a) => plot::run(a),
+        Command::Perplexity(a) => perplexity::run(a),
         Command::Pull(a) => pull::run(a),
         Command::Quantize(a) => quantize::run(a),
+        Command::Synth(a) => synth::run(a),
         Command::Tokenize(a) => tokenize::run(a),
     };
     match result {
