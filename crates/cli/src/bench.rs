@@ -13,6 +13,7 @@
 mod bandwidth;
 pub mod machine;
 pub mod report;
+pub mod summary;
 mod worker;
 
 use std::io::Write;

@@ -1,6 +1,7 @@
 //! `mistral-run bench-plot REPORT.json... -o chart.png`: the chart of a `bench`
 //! run: prompt processing and text generation tok/s (mean with ± stdev whiskers)
-//! and memory (weights, peak resident set) per model, one bar per kernel choice.
+//! and memory (weights, peak resident set) per model, one bar per kernel choice;
+//! with `--summary`, the same figures relative to F16 as Markdown.
 //!
 //! Text is drawn with a TrueType font read at run time (`--font`, else DejaVu
 //! Sans / Liberation Sans / Arial from the usual system folders), so building the
@@ -34,6 +35,10 @@ pub struct Args {
     /// Image height in pixels.
     #[arg(long, default_value_t = 700, value_parser = clap::value_parser!(u32).range(300..=8000))]
     pub height: u32,
+    /// Also print a Markdown summary: each type's speed and memory relative to
+    /// F16, and native kernels relative to candle.
+    #[arg(long)]
+    pub summary: bool,
 }
 
 /// Fonts tried when `--font` is not given.
@@ -96,7 +101,11 @@ pub fn run(args: Args) -> Result<()> {
         (args.width, args.height),
     )
     .with_context(|| format!("cannot draw {}", args.output.display()))?;
-    println!("{}", args.output.display());
+    if args.summary {
+        print!("{}", crate::bench::summary::markdown(&results));
+    } else {
+        println!("{}", args.output.display());
+    }
     Ok(())
 }
 
