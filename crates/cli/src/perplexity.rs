@@ -46,8 +46,10 @@ pub fn run(args: Args) -> Result<()> {
         std::env::set_var("CANDLE_NUM_THREADS", n.to_string());
     }
     anyhow::ensure!(args.ctx >= 4, "--ctx must be at least 4");
-    let text = std::fs::read(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?;
-    let text = String::from_utf8(text).with_context(|| format!("{} is not UTF-8 text", args.file.display()))?;
+    let text = std::fs::read(&args.file)
+        .with_context(|| format!("cannot read {}", args.file.display()))?;
+    let text = String::from_utf8(text)
+        .with_context(|| format!("{} is not UTF-8 text", args.file.display()))?;
     let file = GgufFile::open(&args.model)?;
     let tokenizer = Tokenizer::from_gguf(&file)?;
     let start = Instant::now();
@@ -85,7 +87,11 @@ pub fn run(args: Args) -> Result<()> {
     bar.finish_and_clear();
     let secs = t0.elapsed().as_secs_f64();
     println!();
-    println!("Final estimate: PPL = {:.4} +/- {:.5}", stats.ppl(), stats.stderr());
+    println!(
+        "Final estimate: PPL = {:.4} +/- {:.5}",
+        stats.ppl(),
+        stats.stderr()
+    );
     eprintln!(
         "perplexity: {} chunks in {:.1}s ({:.1} tokens/s evaluated)",
         stats.chunks,

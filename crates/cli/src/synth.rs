@@ -10,7 +10,10 @@ use anyhow::{Context, Result};
 use clap::ValueEnum;
 use indicatif::{ProgressBar, ProgressStyle};
 use mistral_gguf::GgufFile;
-use mistral_transformer::synth::{default_vocab, synth_size, write_synth, ExpertLayout, SynthArch, SynthPreset, SynthSpec, SynthType};
+use mistral_transformer::synth::{
+    default_vocab, synth_size, write_synth, ExpertLayout, SynthArch, SynthPreset, SynthSpec,
+    SynthType,
+};
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum Arch {
@@ -134,16 +137,23 @@ pub fn run(args: Args) -> Result<()> {
         None => default_vocab()?,
     };
     let total = synth_size(&spec, vocab.metadata())?;
-    let out = File::create(&args.output).with_context(|| format!("cannot create {}", args.output.display()))?;
+    let out = File::create(&args.output)
+        .with_context(|| format!("cannot create {}", args.output.display()))?;
     let mut out = BufWriter::with_capacity(8 << 20, out);
     let bar = ProgressBar::new(total);
     bar.set_style(
-        ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template(
+            "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let n = write_synth(&spec, vocab.metadata(), &mut out, &|b| bar.inc(b))?;
     drop(out);
     bar.finish_and_clear();
-    eprintln!("wrote {} ({:.2} GiB)", args.output.display(), n as f64 / (1u64 << 30) as f64);
+    eprintln!(
+        "wrote {} ({:.2} GiB)",
+        args.output.display(),
+        n as f64 / (1u64 << 30) as f64
+    );
     Ok(())
 }

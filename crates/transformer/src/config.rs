@@ -103,14 +103,19 @@ impl ModelConfig {
                 })
             }
         };
-        Self::from_hparams(hp, n_vocab, file.tensor_info(&TensorName::Output.global()).is_none(), opts)
-            .map_err(|e| match e {
-                ModelError::UnsupportedConfig { what, .. } => ModelError::UnsupportedConfig {
-                    file: file.source_name().to_string(),
-                    what,
-                },
-                e => e,
-            })
+        Self::from_hparams(
+            hp,
+            n_vocab,
+            file.tensor_info(&TensorName::Output.global()).is_none(),
+            opts,
+        )
+        .map_err(|e| match e {
+            ModelError::UnsupportedConfig { what, .. } => ModelError::UnsupportedConfig {
+                file: file.source_name().to_string(),
+                what,
+            },
+            e => e,
+        })
     }
 
     /// Builds the configuration from parsed hyper-parameters.
@@ -128,7 +133,9 @@ impl ModelConfig {
         let n_head = to_usize(hp.head_count, "head_count")?;
         let head_dim = to_usize(hp.head_dim, "head_dim")?;
         if head_dim % 2 != 0 || head_dim == 0 {
-            return Err(unsupported(format!("head dimension {head_dim} is not even")));
+            return Err(unsupported(format!(
+                "head dimension {head_dim} is not even"
+            )));
         }
         if hp.rope_dimension_count != hp.head_dim {
             return Err(unsupported(format!(
@@ -137,7 +144,9 @@ impl ModelConfig {
             )));
         }
         if n_vocab == 0 || hp.block_count == 0 || hp.feed_forward_length == 0 {
-            return Err(unsupported("zero layers, vocabulary or feed-forward length".into()));
+            return Err(unsupported(
+                "zero layers, vocabulary or feed-forward length".into(),
+            ));
         }
         if hp.is_moe() && hp.expert_used_count == 0 {
             return Err(unsupported("an MoE model with expert_used_count 0".into()));

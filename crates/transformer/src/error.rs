@@ -57,7 +57,10 @@ pub enum ModelError {
     EmptyPrompt,
     /// The prompt does not fit in the context.
     #[error("the prompt has {prompt_tokens} tokens, more than the context size {context} (raise --ctx-size)")]
-    PromptTooLong { prompt_tokens: usize, context: usize },
+    PromptTooLong {
+        prompt_tokens: usize,
+        context: usize,
+    },
     /// The KV cache is full (no sliding window): `position + tokens > context`.
     #[error("the context is full: {position} tokens processed, {tokens} more do not fit in the context size {context}")]
     ContextFull {

@@ -18,7 +18,13 @@ pub struct KvCache {
 }
 
 impl KvCache {
-    pub fn new(n_head_kv: usize, capacity: usize, head_dim: usize, rolling: bool, device: &Device) -> Result<KvCache, ModelError> {
+    pub fn new(
+        n_head_kv: usize,
+        capacity: usize,
+        head_dim: usize,
+        rolling: bool,
+        device: &Device,
+    ) -> Result<KvCache, ModelError> {
         let shape = (n_head_kv, capacity, head_dim);
         Ok(KvCache {
             k: Tensor::zeros(shape, DType::F32, device)?,
@@ -38,7 +44,11 @@ impl KvCache {
     /// `pos + n <= capacity`).
     pub fn write(&mut self, k: &Tensor, v: &Tensor, pos: usize) -> Result<(), ModelError> {
         let n = k.dim(1)?;
-        let start = if self.rolling { pos % self.capacity } else { pos };
+        let start = if self.rolling {
+            pos % self.capacity
+        } else {
+            pos
+        };
         let first = n.min(self.capacity - start);
         for (cache, src) in [(&self.k, k), (&self.v, v)] {
             if first == n {
@@ -115,11 +125,15 @@ mod tests {
 
     #[test]
     fn mask_is_causal_and_windowed() {
-        let m = attention_mask(2, 2, &[0, 1, 2, 3], Some(2), &Device::Cpu).unwrap().unwrap();
+        let m = attention_mask(2, 2, &[0, 1, 2, 3], Some(2), &Device::Cpu)
+            .unwrap()
+            .unwrap();
         let m = m.to_vec2::<f32>().unwrap();
         let inf = f32::NEG_INFINITY;
         assert_eq!(m, vec![vec![inf, 0.0, 0.0, inf], vec![inf, inf, 0.0, 0.0]]);
-        assert!(attention_mask(3, 1, &[0, 1, 2, 3], None, &Device::Cpu).unwrap().is_none());
+        assert!(attention_mask(3, 1, &[0, 1, 2, 3], None, &Device::Cpu)
+            .unwrap()
+            .is_none());
     }
 
     #[test]
@@ -132,7 +146,10 @@ mod tests {
         c.write(&k2, &k2, 3).unwrap();
         let (kk, _) = c.view(6).unwrap();
         // positions 3,4,5 went to slots 3,0,1; slot 2 still holds position 2.
-        assert_eq!(kk.flatten_all().unwrap().to_vec1::<f32>().unwrap(), vec![5., 6., 3., 4.]);
+        assert_eq!(
+            kk.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            vec![5., 6., 3., 4.]
+        );
         assert_eq!(slot_positions(6, 4, true), vec![4, 5, 2, 3]);
     }
 }

@@ -14,7 +14,8 @@ use crate::error::ModelError;
 use crate::weights::WeightLoader;
 
 /// GGML types the native kernels multiply.
-pub const NATIVE_TYPES: &str = "F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS";
+pub const NATIVE_TYPES: &str =
+    "F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS";
 
 #[derive(Debug, Clone)]
 enum Backend {
@@ -42,16 +43,28 @@ impl Linear {
     }
 
     /// A matrix from raw block bytes `[n_out, n_in]` of type `ty`.
-    pub fn from_raw(w: &mut WeightLoader, name: &str, ty: GgmlType, bytes: &[u8], n_out: usize, n_in: usize, kernels: KernelChoice) -> Result<Linear, ModelError> {
+    pub fn from_raw(
+        w: &mut WeightLoader,
+        name: &str,
+        ty: GgmlType,
+        bytes: &[u8],
+        n_out: usize,
+        n_in: usize,
+        kernels: KernelChoice,
+    ) -> Result<Linear, ModelError> {
         match kernels {
-            KernelChoice::Candle => Self::from_qtensor(Arc::new(w.qtensor_from_raw(name, ty, bytes, n_out, n_in)?)),
+            KernelChoice::Candle => {
+                Self::from_qtensor(Arc::new(w.qtensor_from_raw(name, ty, bytes, n_out, n_in)?))
+            }
             KernelChoice::Native => {
                 if !mistral_kernels::supports_matmul(ty) {
                     return Err(w.unsupported(name, ty, NATIVE_TYPES));
                 }
-                let m = QMatrix::new(ty, n_out, n_in, bytes.to_vec()).map_err(|e| ModelError::UnsupportedConfig {
-                    file: w.file().source_name().to_string(),
-                    what: format!("tensor {name:?}: {e}"),
+                let m = QMatrix::new(ty, n_out, n_in, bytes.to_vec()).map_err(|e| {
+                    ModelError::UnsupportedConfig {
+                        file: w.file().source_name().to_string(),
+                        what: format!("tensor {name:?}: {e}"),
+                    }
                 })?;
                 Ok(Linear {
                     inner: Backend::Native(m),
@@ -63,17 +76,40 @@ impl Linear {
     }
 
     /// The matrix `name` with GGML dims `[n_in, n_out]`.
-    pub fn load(w: &mut WeightLoader, name: &str, n_in: usize, n_out: usize, kernels: KernelChoice) -> Result<Linear, ModelError> {
+    pub fn load(
+        w: &mut WeightLoader,
+        name: &str,
+        n_in: usize,
+        n_out: usize,
+        kernels: KernelChoice,
+    ) -> Result<Linear, ModelError> {
         let (ty, bytes) = w.raw(name, &[n_in, n_out])?;
         Self::from_raw(w, name, ty, bytes, n_out, n_in, kernels)
     }
 
     /// The matrices of a stacked 3-D tensor with GGML dims `[n_in, n_out, n]`.
-    pub fn load_stack(w: &mut WeightLoader, name: &str, n_in: usize, n_out: usize, n: usize, kernels: KernelChoice) -> Result<Vec<Linear>, ModelError> {
+    pub fn load_stack(
+        w: &mut WeightLoader,
+        name: &str,
+        n_in: usize,
+        n_out: usize,
+        n: usize,
+        kernels: KernelChoice,
+    ) -> Result<Vec<Linear>, ModelError> {
         let (ty, bytes) = w.raw(name, &[n_in, n_out, n])?;
         let per = bytes.len() / n;
         (0..n)
-            .map(|e| Self::from_raw(w, name, ty, &bytes[e * per..(e + 1) * per], n_out, n_in, kernels))
+            .map(|e| {
+                Self::from_raw(
+                    w,
+                    name,
+                    ty,
+                    &bytes[e * per..(e + 1) * per],
+                    n_out,
+                    n_in,
+                    kernels,
+                )
+            })
             .collect()
     }
 

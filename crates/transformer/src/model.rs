@@ -60,7 +60,11 @@ pub struct Transformer {
 
 impl Transformer {
     /// Loads every tensor of `file` onto `device` and allocates the KV cache.
-    pub fn load(file: &GgufFile, device: &Device, opts: &LoadOptions) -> Result<Transformer, ModelError> {
+    pub fn load(
+        file: &GgufFile,
+        device: &Device,
+        opts: &LoadOptions,
+    ) -> Result<Transformer, ModelError> {
         let config = ModelConfig::from_file(file, opts)?;
         let cfg = &config;
         let d = cfg.n_embd;
@@ -72,9 +76,27 @@ impl Transformer {
                 Ffn::Moe(Moe::load(&mut w, cfg, l)?)
             } else {
                 Ffn::Dense(FeedForward::new(
-                    Linear::load(&mut w, &TensorName::FfnGate.layer(l), d, cfg.n_ff, cfg.kernels)?,
-                    Linear::load(&mut w, &TensorName::FfnUp.layer(l), d, cfg.n_ff, cfg.kernels)?,
-                    Linear::load(&mut w, &TensorName::FfnDown.layer(l), cfg.n_ff, d, cfg.kernels)?,
+                    Linear::load(
+                        &mut w,
+                        &TensorName::FfnGate.layer(l),
+                        d,
+                        cfg.n_ff,
+                        cfg.kernels,
+                    )?,
+                    Linear::load(
+                        &mut w,
+                        &TensorName::FfnUp.layer(l),
+                        d,
+                        cfg.n_ff,
+                        cfg.kernels,
+                    )?,
+                    Linear::load(
+                        &mut w,
+                        &TensorName::FfnDown.layer(l),
+                        cfg.n_ff,
+                        d,
+                        cfg.kernels,
+                    )?,
                 ))
             };
             layers.push(Layer {
@@ -187,7 +209,8 @@ impl Transformer {
         if let Some(&id) = tokens.iter().find(|&&t| t as usize >= n_vocab) {
             return Err(ModelError::TokenOutOfRange { id, n_vocab });
         }
-        if self.config.rolling_window().is_none() && self.pos + tokens.len() > self.config.ctx_size {
+        if self.config.rolling_window().is_none() && self.pos + tokens.len() > self.config.ctx_size
+        {
             return Err(if self.pos == 0 {
                 ModelError::PromptTooLong {
                     prompt_tokens: tokens.len(),
@@ -217,7 +240,12 @@ impl Transformer {
         let rolling = cfg.rolling_window().is_some();
         let slots = slot_positions(start + n, cfg.kv_capacity(), rolling);
         let mask = attention_mask(start, n, &slots, cfg.sliding_window, &self.device)?;
-        let inp = AttentionInputs { start, cos, sin, mask };
+        let inp = AttentionInputs {
+            start,
+            cos,
+            sin,
+            mask,
+        };
         let eps = cfg.rms_norm_eps;
 
         for (layer, cache) in self.layers.iter().zip(self.caches.iter_mut()) {

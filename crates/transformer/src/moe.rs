@@ -87,7 +87,8 @@ impl Moe {
         for (t, (ids, w)) in ids.iter().zip(&w).enumerate() {
             for (&e, &wt) in ids.iter().zip(w) {
                 // ids come from a sort over n_expert columns, so they are in range.
-                if let (Some(r), Some(ws)) = (rows.get_mut(e as usize), weights.get_mut(e as usize)) {
+                if let (Some(r), Some(ws)) = (rows.get_mut(e as usize), weights.get_mut(e as usize))
+                {
                     r.push(t as u32);
                     ws.push(wt);
                 }

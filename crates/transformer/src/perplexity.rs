@@ -69,7 +69,9 @@ pub fn perplexity(
     mut on_chunk: impl FnMut(&PerplexityStats),
 ) -> Result<PerplexityStats, ModelError> {
     if n_ctx < 4 {
-        return Err(ModelError::InvalidInput(format!("perplexity context {n_ctx} is too small (need at least 4)")));
+        return Err(ModelError::InvalidInput(format!(
+            "perplexity context {n_ctx} is too small (need at least 4)"
+        )));
     }
     let n_chunks = chunk_count(tokens.len(), n_ctx, max_chunks);
     if n_chunks == 0 {
@@ -93,7 +95,9 @@ pub fn perplexity(
         }
         model.reset();
         // Logits of positions first .. n_ctx - 2 predict tokens first + 1 .. n_ctx - 1.
-        let logits = model.forward_tail(&input, n_ctx - first)?.to_vec2::<f32>()?;
+        let logits = model
+            .forward_tail(&input, n_ctx - first)?
+            .to_vec2::<f32>()?;
         for (row, &target) in logits.iter().zip(&chunk[first + 1..]) {
             let v = nll(row, target as usize);
             stats.nll += v;

@@ -23,7 +23,12 @@ impl Rope {
 
     /// `cos` and `sin` tables `[n, head_dim / 2]` for positions `start..start + n`.
     /// Computed per call (n·head_dim/2 values), so positions are unbounded.
-    pub fn tables(&self, start: usize, n: usize, device: &Device) -> Result<(Tensor, Tensor), ModelError> {
+    pub fn tables(
+        &self,
+        start: usize,
+        n: usize,
+        device: &Device,
+    ) -> Result<(Tensor, Tensor), ModelError> {
         let half = self.inv_freq.len();
         let mut cos = Vec::with_capacity(n * half);
         let mut sin = Vec::with_capacity(n * half);

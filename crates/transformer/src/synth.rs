@@ -41,11 +41,15 @@ use crate::error::ModelError;
 pub const WEIGHT_STD: f32 = 0.02;
 
 /// The Mistral v1 vocabulary GGUF (SentencePiece, 32000 tokens, chat template).
-pub static MISTRAL_V1_VOCAB: &[u8] = include_bytes!("../../../tests/data/vocab/ggml-vocab-mistral-v1.gguf");
+pub static MISTRAL_V1_VOCAB: &[u8] =
+    include_bytes!("../../../tests/data/vocab/ggml-vocab-mistral-v1.gguf");
 
 /// The embedded Mistral v1 vocabulary as a GGUF file.
 pub fn default_vocab() -> Result<GgufFile, ModelError> {
-    Ok(GgufFile::from_bytes(MISTRAL_V1_VOCAB.to_vec(), "embedded ggml-vocab-mistral-v1.gguf")?)
+    Ok(GgufFile::from_bytes(
+        MISTRAL_V1_VOCAB.to_vec(),
+        "embedded ggml-vocab-mistral-v1.gguf",
+    )?)
 }
 
 /// Dense Mistral or Mixtral MoE.
@@ -150,7 +154,11 @@ impl SynthSpec {
             (true, _) => (8, 2),
         };
         SynthSpec {
-            arch: if moe { SynthArch::Mixtral } else { SynthArch::Mistral },
+            arch: if moe {
+                SynthArch::Mixtral
+            } else {
+                SynthArch::Mistral
+            },
             n_embd,
             n_ff,
             n_layer,
@@ -158,7 +166,11 @@ impl SynthSpec {
             n_head_kv,
             n_expert,
             n_expert_used,
-            n_ctx: if preset == SynthPreset::Tiny { 2048 } else { 32768 },
+            n_ctx: if preset == SynthPreset::Tiny {
+                2048
+            } else {
+                32768
+            },
             // Mistral 7B v0.1 attends over a 4096 window (real v0.1 GGUFs do not
             // state it; the synthetic file does so that the window is exercised).
             sliding_window: (!moe && preset != SynthPreset::Tiny).then_some(4096),
@@ -175,20 +187,36 @@ impl SynthSpec {
 
     fn validate(&self) -> Result<(), ModelError> {
         let bad = |what: String| ModelError::InvalidInput(format!("synthetic model: {what}"));
-        if self.n_embd == 0 || self.n_ff == 0 || self.n_layer == 0 || self.n_head == 0 || self.n_head_kv == 0 {
+        if self.n_embd == 0
+            || self.n_ff == 0
+            || self.n_layer == 0
+            || self.n_head == 0
+            || self.n_head_kv == 0
+        {
             return Err(bad("sizes must be positive".into()));
         }
         if self.n_embd % self.n_head != 0 || (self.n_embd / self.n_head) % 2 != 0 {
-            return Err(bad(format!("n_embd {} must be an even multiple of n_head {}", self.n_embd, self.n_head)));
+            return Err(bad(format!(
+                "n_embd {} must be an even multiple of n_head {}",
+                self.n_embd, self.n_head
+            )));
         }
         if self.n_head % self.n_head_kv != 0 {
-            return Err(bad(format!("n_head {} is not a multiple of n_head_kv {}", self.n_head, self.n_head_kv)));
+            return Err(bad(format!(
+                "n_head {} is not a multiple of n_head_kv {}",
+                self.n_head, self.n_head_kv
+            )));
         }
         if self.n_embd % 32 != 0 || self.n_ff % 32 != 0 {
             return Err(bad("n_embd and n_ff must be multiples of 32".into()));
         }
-        if self.arch == SynthArch::Mixtral && (self.n_expert == 0 || self.n_expert_used == 0 || self.n_expert_used > self.n_expert) {
-            return Err(bad(format!("need 0 < n_expert_used ({}) <= n_expert ({})", self.n_expert_used, self.n_expert)));
+        if self.arch == SynthArch::Mixtral
+            && (self.n_expert == 0 || self.n_expert_used == 0 || self.n_expert_used > self.n_expert)
+        {
+            return Err(bad(format!(
+                "need 0 < n_expert_used ({}) <= n_expert ({})",
+                self.n_expert_used, self.n_expert
+            )));
         }
         if self.vocab_size == Some(0) {
             return Err(bad("vocab size must be positive".into()));
@@ -221,7 +249,7 @@ struct Planned {
 
 /// llama.cpp's `use_more_bits(i_layer, n_layers)`.
 pub fn use_more_bits(i: usize, n: usize) -> bool {
-    i < n / 8 || i >= 7 * n / 8 || (i >= n / 8 && (i - n / 8) % 3 == 2)
+    !(i >= n / 8 && i < 7 * n / 8 && (i - n / 8) % 3 != 2)
 }
 
 /// llama.cpp's fallback for rows that are not a multiple of 256.
@@ -280,40 +308,135 @@ fn plan(spec: &SynthSpec, n_vocab: usize) -> Vec<Planned> {
         });
     };
     let wt = |name: TensorName, layer: usize| weight_type(spec, name, layer);
-    push(TensorName::TokenEmbd.global(), wt(TensorName::TokenEmbd, 0), &[d, n_vocab], Fill::Weight);
+    push(
+        TensorName::TokenEmbd.global(),
+        wt(TensorName::TokenEmbd, 0),
+        &[d, n_vocab],
+        Fill::Weight,
+    );
     for l in 0..spec.n_layer {
-        push(TensorName::AttnNorm.layer(l), GgmlType::F32, &[d], Fill::Norm);
-        push(TensorName::AttnQ.layer(l), wt(TensorName::AttnQ, l), &[d, spec.n_head * hd], Fill::Weight);
-        push(TensorName::AttnK.layer(l), wt(TensorName::AttnK, l), &[d, spec.n_head_kv * hd], Fill::Weight);
-        push(TensorName::AttnV.layer(l), wt(TensorName::AttnV, l), &[d, spec.n_head_kv * hd], Fill::Weight);
-        push(TensorName::AttnOutput.layer(l), wt(TensorName::AttnOutput, l), &[spec.n_head * hd, d], Fill::Weight);
-        push(TensorName::FfnNorm.layer(l), GgmlType::F32, &[d], Fill::Norm);
+        push(
+            TensorName::AttnNorm.layer(l),
+            GgmlType::F32,
+            &[d],
+            Fill::Norm,
+        );
+        push(
+            TensorName::AttnQ.layer(l),
+            wt(TensorName::AttnQ, l),
+            &[d, spec.n_head * hd],
+            Fill::Weight,
+        );
+        push(
+            TensorName::AttnK.layer(l),
+            wt(TensorName::AttnK, l),
+            &[d, spec.n_head_kv * hd],
+            Fill::Weight,
+        );
+        push(
+            TensorName::AttnV.layer(l),
+            wt(TensorName::AttnV, l),
+            &[d, spec.n_head_kv * hd],
+            Fill::Weight,
+        );
+        push(
+            TensorName::AttnOutput.layer(l),
+            wt(TensorName::AttnOutput, l),
+            &[spec.n_head * hd, d],
+            Fill::Weight,
+        );
+        push(
+            TensorName::FfnNorm.layer(l),
+            GgmlType::F32,
+            &[d],
+            Fill::Norm,
+        );
         if spec.is_moe() {
             let e = spec.n_expert;
-            push(TensorName::FfnGateInp.layer(l), GgmlType::F32, &[d, e], Fill::Weight);
+            push(
+                TensorName::FfnGateInp.layer(l),
+                GgmlType::F32,
+                &[d, e],
+                Fill::Weight,
+            );
             match spec.expert_layout {
                 ExpertLayout::Stacked => {
-                    push(TensorName::FfnGateExps.layer(l), wt(TensorName::FfnGateExps, l), &[d, ff, e], Fill::Weight);
-                    push(TensorName::FfnDownExps.layer(l), wt(TensorName::FfnDownExps, l), &[ff, d, e], Fill::Weight);
-                    push(TensorName::FfnUpExps.layer(l), wt(TensorName::FfnUpExps, l), &[d, ff, e], Fill::Weight);
+                    push(
+                        TensorName::FfnGateExps.layer(l),
+                        wt(TensorName::FfnGateExps, l),
+                        &[d, ff, e],
+                        Fill::Weight,
+                    );
+                    push(
+                        TensorName::FfnDownExps.layer(l),
+                        wt(TensorName::FfnDownExps, l),
+                        &[ff, d, e],
+                        Fill::Weight,
+                    );
+                    push(
+                        TensorName::FfnUpExps.layer(l),
+                        wt(TensorName::FfnUpExps, l),
+                        &[d, ff, e],
+                        Fill::Weight,
+                    );
                 }
                 ExpertLayout::PerExpert => {
                     for x in 0..e {
-                        push(TensorName::FfnGate.expert(l, x), wt(TensorName::FfnGate, l), &[d, ff], Fill::Weight);
-                        push(TensorName::FfnDown.expert(l, x), wt(TensorName::FfnDown, l), &[ff, d], Fill::Weight);
-                        push(TensorName::FfnUp.expert(l, x), wt(TensorName::FfnUp, l), &[d, ff], Fill::Weight);
+                        push(
+                            TensorName::FfnGate.expert(l, x),
+                            wt(TensorName::FfnGate, l),
+                            &[d, ff],
+                            Fill::Weight,
+                        );
+                        push(
+                            TensorName::FfnDown.expert(l, x),
+                            wt(TensorName::FfnDown, l),
+                            &[ff, d],
+                            Fill::Weight,
+                        );
+                        push(
+                            TensorName::FfnUp.expert(l, x),
+                            wt(TensorName::FfnUp, l),
+                            &[d, ff],
+                            Fill::Weight,
+                        );
                     }
                 }
             }
         } else {
-            push(TensorName::FfnGate.layer(l), wt(TensorName::FfnGate, l), &[d, ff], Fill::Weight);
-            push(TensorName::FfnDown.layer(l), wt(TensorName::FfnDown, l), &[ff, d], Fill::Weight);
-            push(TensorName::FfnUp.layer(l), wt(TensorName::FfnUp, l), &[d, ff], Fill::Weight);
+            push(
+                TensorName::FfnGate.layer(l),
+                wt(TensorName::FfnGate, l),
+                &[d, ff],
+                Fill::Weight,
+            );
+            push(
+                TensorName::FfnDown.layer(l),
+                wt(TensorName::FfnDown, l),
+                &[ff, d],
+                Fill::Weight,
+            );
+            push(
+                TensorName::FfnUp.layer(l),
+                wt(TensorName::FfnUp, l),
+                &[d, ff],
+                Fill::Weight,
+            );
         }
     }
-    push(TensorName::OutputNorm.global(), GgmlType::F32, &[d], Fill::Norm);
+    push(
+        TensorName::OutputNorm.global(),
+        GgmlType::F32,
+        &[d],
+        Fill::Norm,
+    );
     if !spec.tied_embeddings {
-        push(TensorName::Output.global(), wt(TensorName::Output, 0), &[d, n_vocab], Fill::Weight);
+        push(
+            TensorName::Output.global(),
+            wt(TensorName::Output, 0),
+            &[d, n_vocab],
+            Fill::Weight,
+        );
     }
     out
 }
@@ -363,7 +486,10 @@ fn metadata(spec: &SynthSpec, vocab: &Metadata) -> Result<(Metadata, usize), Mod
         SynthArch::Mistral => "synthetic mistral",
         SynthArch::Mixtral => "synthetic mixtral",
     };
-    md.set(keys::GENERAL_NAME, Value::String(format!("{name} {}", spec.ftype.name())));
+    md.set(
+        keys::GENERAL_NAME,
+        Value::String(format!("{name} {}", spec.ftype.name())),
+    );
     md.set(keys::GENERAL_FILE_TYPE, Value::U32(spec.ftype.file_type()));
     md.set(keys::GENERAL_QUANTIZATION_VERSION, Value::U32(2));
     md.set(ArchKey::ContextLength.key(arch), u32v(spec.n_ctx));
@@ -374,7 +500,10 @@ fn metadata(spec: &SynthSpec, vocab: &Metadata) -> Result<(Metadata, usize), Mod
     md.set(ArchKey::HeadCount.key(arch), u32v(spec.n_head));
     md.set(ArchKey::HeadCountKv.key(arch), u32v(spec.n_head_kv));
     md.set(ArchKey::RmsEpsilon.key(arch), Value::F32(spec.rms_norm_eps));
-    md.set(ArchKey::RopeFreqBase.key(arch), Value::F32(spec.rope_freq_base));
+    md.set(
+        ArchKey::RopeFreqBase.key(arch),
+        Value::F32(spec.rope_freq_base),
+    );
     if spec.is_moe() {
         md.set(ArchKey::ExpertCount.key(arch), u32v(spec.n_expert));
         md.set(ArchKey::ExpertUsedCount.key(arch), u32v(spec.n_expert_used));
@@ -386,7 +515,9 @@ fn metadata(spec: &SynthSpec, vocab: &Metadata) -> Result<(Metadata, usize), Mod
     for &k in TOKENIZER_KEYS {
         if let Some(v) = vocab.get(k) {
             let v = match v {
-                Value::Array(a) if n_vocab < tokens && k != keys::TOKENIZER_MERGES => Value::Array(truncate_array(a, n_vocab)),
+                Value::Array(a) if n_vocab < tokens && k != keys::TOKENIZER_MERGES => {
+                    Value::Array(truncate_array(a, n_vocab))
+                }
                 v => v.clone(),
             };
             md.set(k, v);
@@ -409,13 +540,20 @@ pub fn synth_writer(spec: &SynthSpec, vocab: &Metadata) -> Result<GgufWriter, Mo
 /// Total bytes the file will have (for a progress bar).
 pub fn synth_size(spec: &SynthSpec, vocab: &Metadata) -> Result<u64, ModelError> {
     let w = synth_writer(spec, vocab)?;
-    let layout = w.layout().map_err(|k| ModelError::InvalidInput(k.to_string()))?;
+    let layout = w
+        .layout()
+        .map_err(|k| ModelError::InvalidInput(k.to_string()))?;
     Ok(layout.last().map_or(0, |t| t.offset + t.n_bytes()))
 }
 
 /// Writes the model to `out`; `progress(bytes)` is called as tensor data is written.
 /// Returns the file size.
-pub fn write_synth<W: Write>(spec: &SynthSpec, vocab: &Metadata, out: &mut W, progress: &(dyn Fn(u64) + Sync)) -> Result<u64, ModelError> {
+pub fn write_synth<W: Write>(
+    spec: &SynthSpec,
+    vocab: &Metadata,
+    out: &mut W,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<u64, ModelError> {
     spec.validate()?;
     let (md, n_vocab) = metadata(spec, vocab)?;
     let planned = plan(spec, n_vocab);
@@ -426,7 +564,13 @@ pub fn write_synth<W: Write>(spec: &SynthSpec, vocab: &Metadata, out: &mut W, pr
     let n = w
         .write(out, |i, tspec, sink| {
             let fill = planned.get(i).map_or(Fill::Weight, |p| p.fill);
-            write_tensor(tspec, fill, spec.seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15), sink, progress)
+            write_tensor(
+                tspec,
+                fill,
+                spec.seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                sink,
+                progress,
+            )
         })
         .map_err(|k| match k {
             mistral_gguf::ErrorKind::Io(e) => ModelError::Io(e),
@@ -438,7 +582,13 @@ pub fn write_synth<W: Write>(spec: &SynthSpec, vocab: &Metadata, out: &mut W, pr
 /// Elements per generated chunk.
 const CHUNK_ELEMS: u64 = 1 << 20;
 
-fn write_tensor(spec: &TensorSpec, fill: Fill, seed: u64, out: &mut dyn Write, progress: &(dyn Fn(u64) + Sync)) -> io::Result<()> {
+fn write_tensor(
+    spec: &TensorSpec,
+    fill: Fill,
+    seed: u64,
+    out: &mut dyn Write,
+    progress: &(dyn Fn(u64) + Sync),
+) -> io::Result<()> {
     let ty = spec.ggml_type;
     let n_elems: u64 = spec.dims.iter().product();
     let bs = ty.block_size();
@@ -524,8 +674,8 @@ fn gen_blocks(ty: GgmlType, fill: Fill, blocks: usize, rng: &mut StdRng) -> Vec<
             // scales[16] (scale | min << 4), qs[64], d, dmin: d*sc*q - dmin*m, q on 0..3.
             // sc = m and dmin = 1.5 d give d*sc*(q - 1.5) (std 1.118 d sc).
             GgmlType::Q2_K => {
-                for i in 0..16 {
-                    b[i] = rng.random_range(4u8..16) * 0x11;
+                for x in &mut b[..16] {
+                    *x = rng.random_range(4u8..16) * 0x11;
                 }
                 let r = rms(b[..16].iter().map(|&x| (x & 15) as f32));
                 let d = s / (1.118 * r);
@@ -543,15 +693,19 @@ fn gen_blocks(ty: GgmlType, fill: Fill, blocks: usize, rng: &mut StdRng) -> Vec<
                 let lo = (byte & 63) as f32;
                 let hi = ((byte & 15) | ((byte >> 6) << 4)) as f32;
                 let r = ((lo * lo + hi * hi) / 2.0).sqrt();
-                let (qstd, mid) = if ty == GgmlType::Q4_K { (4.61, 7.5) } else { (9.23, 15.5) };
+                let (qstd, mid) = if ty == GgmlType::Q4_K {
+                    (4.61, 7.5)
+                } else {
+                    (9.23, 15.5)
+                };
                 let d = s / (qstd * r);
                 put_f16(b, 0, d);
                 put_f16(b, 2, mid * d);
             }
             // ql[128], qh[64], scales[16] (i8), d: d * sc * (q - 32), q on 0..63 (std 18.5).
             GgmlType::Q6_K => {
-                for i in 192..208 {
-                    b[i] = rng.random_range(8u8..64);
+                for x in &mut b[192..208] {
+                    *x = rng.random_range(8u8..64);
                 }
                 let r = rms(b[192..208].iter().map(|&x| x as f32));
                 put_f16(b, 208, s / (18.5 * r));
@@ -589,13 +743,24 @@ mod tests {
             let mut rng = StdRng::seed_from_u64(1);
             let bytes = gen_blocks(ty, Fill::Weight, blocks, &mut rng);
             let dt = candle_dtype(ty).unwrap();
-            let q = QTensor::new(QStorage::from_data(Cow::Borrowed(&bytes), &Device::Cpu, dt).unwrap(), 4096).unwrap();
-            let v = q.dequantize(&Device::Cpu).unwrap().to_vec1::<f32>().unwrap();
+            let q = QTensor::new(
+                QStorage::from_data(Cow::Borrowed(&bytes), &Device::Cpu, dt).unwrap(),
+                4096,
+            )
+            .unwrap();
+            let v = q
+                .dequantize(&Device::Cpu)
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
             let n = v.len() as f32;
             let mean = v.iter().sum::<f32>() / n;
             let std = (v.iter().map(|x| (x - mean) * (x - mean)).sum::<f32>() / n).sqrt();
             assert!(mean.abs() < 0.2 * WEIGHT_STD, "{ty}: mean {mean}");
-            assert!(std > 0.7 * WEIGHT_STD && std < 1.4 * WEIGHT_STD, "{ty}: std {std}");
+            assert!(
+                std > 0.7 * WEIGHT_STD && std < 1.4 * WEIGHT_STD,
+                "{ty}: std {std}"
+            );
         }
     }
 
@@ -605,7 +770,10 @@ mod tests {
         spec.ftype = SynthType::Q4_K_M;
         // 32 layers: more bits for layers 0-3, 28-31 and 6, 9, 12, ...
         let more: Vec<usize> = (0..32).filter(|&l| use_more_bits(l, 32)).collect();
-        assert_eq!(more, vec![0, 1, 2, 3, 6, 9, 12, 15, 18, 21, 24, 27, 28, 29, 30, 31]);
+        assert_eq!(
+            more,
+            vec![0, 1, 2, 3, 6, 9, 12, 15, 18, 21, 24, 27, 28, 29, 30, 31]
+        );
         assert_eq!(weight_type(&spec, TensorName::AttnV, 0), GgmlType::Q6_K);
         assert_eq!(weight_type(&spec, TensorName::AttnV, 4), GgmlType::Q4_K);
         assert_eq!(weight_type(&spec, TensorName::Output, 0), GgmlType::Q6_K);

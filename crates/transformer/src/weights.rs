@@ -11,7 +11,8 @@ use mistral_gguf::{GgmlType, GgufFile, TensorInfo};
 use crate::error::ModelError;
 
 /// GGML types the candle backend can hold and multiply.
-pub const SUPPORTED_TYPES: &str = "F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K";
+pub const SUPPORTED_TYPES: &str =
+    "F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K";
 
 /// candle's name for a GGML type, if candle supports it.
 pub fn candle_dtype(t: GgmlType) -> Option<GgmlDType> {
@@ -50,7 +51,11 @@ pub struct WeightLoader<'a> {
 
 impl<'a> WeightLoader<'a> {
     pub fn new(file: &'a GgufFile, device: &'a Device) -> Self {
-        WeightLoader { file, device, bytes: 0 }
+        WeightLoader {
+            file,
+            device,
+            bytes: 0,
+        }
     }
 
     /// Bytes of tensor data loaded so far.
@@ -73,10 +78,13 @@ impl<'a> WeightLoader<'a> {
 
     /// The info of `name`, checking its GGML-order dims.
     pub fn info(&self, name: &str, dims: &[usize]) -> Result<&'a TensorInfo, ModelError> {
-        let info = self.file.tensor_info(name).ok_or_else(|| ModelError::MissingTensor {
-            file: self.file_name(),
-            name: name.to_string(),
-        })?;
+        let info = self
+            .file
+            .tensor_info(name)
+            .ok_or_else(|| ModelError::MissingTensor {
+                file: self.file_name(),
+                name: name.to_string(),
+            })?;
         let expected: Vec<u64> = dims.iter().map(|&d| d as u64).collect();
         if info.dims != expected {
             return Err(ModelError::BadTensorShape {
@@ -99,14 +107,23 @@ impl<'a> WeightLoader<'a> {
     }
 
     /// Builds a QTensor of `shape` (row-major) from `bytes` of type `dtype`.
-    fn qtensor_from_bytes(&mut self, name: &str, bytes: &[u8], dtype: GgmlDType, shape: &[usize]) -> Result<QTensor, ModelError> {
+    fn qtensor_from_bytes(
+        &mut self,
+        name: &str,
+        bytes: &[u8],
+        dtype: GgmlDType,
+        shape: &[usize],
+    ) -> Result<QTensor, ModelError> {
         // candle reinterprets the bytes as blocks: they must be aligned and whole.
         let n: usize = shape.iter().product();
         let expected = n / dtype.block_size() * dtype.type_size();
         if bytes.len() != expected || (bytes.as_ptr() as usize) % required_alignment(dtype) != 0 {
             return Err(ModelError::UnsupportedConfig {
                 file: self.file_name(),
-                what: format!("tensor {name:?}: data is misaligned or has {} bytes, expected {expected}", bytes.len()),
+                what: format!(
+                    "tensor {name:?}: data is misaligned or has {} bytes, expected {expected}",
+                    bytes.len()
+                ),
             });
         }
         self.bytes += bytes.len();
@@ -123,7 +140,12 @@ impl<'a> WeightLoader<'a> {
     }
 
     /// The error for a tensor type a backend cannot multiply.
-    pub fn unsupported(&self, name: &str, ggml_type: GgmlType, supported: &'static str) -> ModelError {
+    pub fn unsupported(
+        &self,
+        name: &str,
+        ggml_type: GgmlType,
+        supported: &'static str,
+    ) -> ModelError {
         ModelError::UnsupportedTensorType {
             file: self.file_name(),
             name: name.to_string(),
@@ -142,19 +164,37 @@ impl<'a> WeightLoader<'a> {
 
     /// The matrices of a stacked 3-D tensor (`dims = [n_in, n_out, n]`), one QTensor
     /// `[n_out, n_in]` per index along the last GGML dimension, from byte sub-ranges.
-    pub fn qtensor_stack(&mut self, name: &str, dims: [usize; 3]) -> Result<Vec<QTensor>, ModelError> {
+    pub fn qtensor_stack(
+        &mut self,
+        name: &str,
+        dims: [usize; 3],
+    ) -> Result<Vec<QTensor>, ModelError> {
         let info = self.info(name, &dims)?;
         let dtype = self.dtype_of(info)?;
         let data = self.file.tensor_data(info);
         let per = data.len() / dims[2];
         (0..dims[2])
-            .map(|e| self.qtensor_from_bytes(name, &data[e * per..(e + 1) * per], dtype, &[dims[1], dims[0]]))
+            .map(|e| {
+                self.qtensor_from_bytes(
+                    name,
+                    &data[e * per..(e + 1) * per],
+                    dtype,
+                    &[dims[1], dims[0]],
+                )
+            })
             .collect()
     }
 
     /// A QTensor `[n_out, n_in]` of type `ty` from bytes of this file (not counted
     /// in [`bytes_loaded`](Self::bytes_loaded): callers used [`raw`](Self::raw)).
-    pub fn qtensor_from_raw(&mut self, name: &str, ty: GgmlType, bytes: &[u8], n_out: usize, n_in: usize) -> Result<QTensor, ModelError> {
+    pub fn qtensor_from_raw(
+        &mut self,
+        name: &str,
+        ty: GgmlType,
+        bytes: &[u8],
+        n_out: usize,
+        n_in: usize,
+    ) -> Result<QTensor, ModelError> {
         let dtype = candle_dtype(ty).ok_or_else(|| self.unsupported(name, ty, SUPPORTED_TYPES))?;
         let q = self.qtensor_from_bytes(name, bytes, dtype, &[n_out, n_in])?;
         self.bytes -= bytes.len();

@@ -74,21 +74,40 @@ fn window_bounds_the_receptive_field_of_one_layer() {
     let file = synth_file(&spec);
     let w = 4;
     let toks = tokens(300, 12, 5);
-    let last = |t: &[u32]| load(&file, opts(Some(w), None)).forward_last(t).unwrap().to_vec1::<f32>().unwrap();
+    let last = |t: &[u32]| {
+        load(&file, opts(Some(w), None))
+            .forward_last(t)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+    };
     let base = last(&toks);
     // The last query (position 11) sees positions 8..=11.
     for far in [0, 3, 7] {
         let mut t = toks.clone();
         t[far] = (t[far] + 1) % 300;
-        assert_eq!(last(&t), base, "changing position {far} (outside the window) changed the output");
+        assert_eq!(
+            last(&t),
+            base,
+            "changing position {far} (outside the window) changed the output"
+        );
     }
     for near in [8, 10] {
         let mut t = toks.clone();
         t[near] = (t[near] + 1) % 300;
-        assert!(rel_err(&last(&t), &base) > 1e-3, "changing position {near} (inside the window) did nothing");
+        assert!(
+            rel_err(&last(&t), &base) > 1e-3,
+            "changing position {near} (inside the window) did nothing"
+        );
     }
     // Without the window, position 0 matters.
-    let full = |t: &[u32]| load(&file, opts(None, None)).forward_last(t).unwrap().to_vec1::<f32>().unwrap();
+    let full = |t: &[u32]| {
+        load(&file, opts(None, None))
+            .forward_last(t)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+    };
     let mut t = toks.clone();
     t[0] = (t[0] + 1) % 300;
     assert!(rel_err(&full(&t), &full(&toks)) > 1e-4);
@@ -115,10 +134,25 @@ fn bad_inputs_are_errors() {
     let file = synth_file(&tiny(SynthArch::Mistral, SynthType::F32));
     let mut m = load(&file, opts(None, Some(16)));
     assert!(matches!(m.forward(&[]), Err(ModelError::EmptyPrompt)));
-    assert!(matches!(m.forward(&[300]), Err(ModelError::TokenOutOfRange { id: 300, n_vocab: 300 })));
+    assert!(matches!(
+        m.forward(&[300]),
+        Err(ModelError::TokenOutOfRange {
+            id: 300,
+            n_vocab: 300
+        })
+    ));
     let long = tokens(300, 17, 1);
     let e = m.forward(&long).unwrap_err();
-    assert!(matches!(e, ModelError::PromptTooLong { prompt_tokens: 17, context: 16 }), "{e}");
+    assert!(
+        matches!(
+            e,
+            ModelError::PromptTooLong {
+                prompt_tokens: 17,
+                context: 16
+            }
+        ),
+        "{e}"
+    );
     m.forward(&long[..10]).unwrap();
     let e = m.forward(&long[..7]).unwrap_err();
     assert!(matches!(e, ModelError::ContextFull { .. }), "{e}");

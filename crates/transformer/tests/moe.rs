@@ -25,7 +25,10 @@ fn identical_experts_equal_the_dense_model() {
         }
         let per = bytes.len() / e;
         let data = bytes[..per].repeat(e);
-        Some(vec![(TensorSpec::new(name, info.ggml_type, &info.dims), data)])
+        Some(vec![(
+            TensorSpec::new(name, info.ggml_type, &info.dims),
+            data,
+        )])
     });
     // The dense model: expert 0 as ffn_{gate,up,down}, no router, no expert keys.
     let mut md = moe.metadata().clone();
@@ -44,7 +47,10 @@ fn identical_experts_equal_the_dense_model() {
             ] {
                 if name == exps.layer(l) {
                     let per = bytes.len() / e;
-                    return Some(vec![(TensorSpec::new(single.layer(l), info.ggml_type, &info.dims[..2]), bytes[..per].to_vec())]);
+                    return Some(vec![(
+                        TensorSpec::new(single.layer(l), info.ggml_type, &info.dims[..2]),
+                        bytes[..per].to_vec(),
+                    )]);
                 }
             }
         }
@@ -52,7 +58,11 @@ fn identical_experts_equal_the_dense_model() {
     });
     let toks = tokens(300, 20, 4);
     let want = rows(&load(&dense, LoadOptions::default()).forward(&toks).unwrap());
-    let got = rows(&load(&copies, LoadOptions::default()).forward(&toks).unwrap());
+    let got = rows(
+        &load(&copies, LoadOptions::default())
+            .forward(&toks)
+            .unwrap(),
+    );
     for (g, w) in got.iter().zip(&want) {
         assert!(rel_err(g, w) < 1e-5, "{}", rel_err(g, w));
     }
@@ -80,10 +90,17 @@ fn decisive_random_routers_match_reference_top_k() {
                 .chunks_exact(4)
                 .flat_map(|b| (f32::from_le_bytes([b[0], b[1], b[2], b[3]]) * 50.0).to_le_bytes())
                 .collect();
-            Some(vec![(TensorSpec::new(name, info.ggml_type, &info.dims), data)])
+            Some(vec![(
+                TensorSpec::new(name, info.ggml_type, &info.dims),
+                data,
+            )])
         });
         let toks = tokens(300, 16, seed);
-        let got = rows(&load(&scaled, LoadOptions::default()).forward(&toks).unwrap());
+        let got = rows(
+            &load(&scaled, LoadOptions::default())
+                .forward(&toks)
+                .unwrap(),
+        );
         let want = RefModel::load(&scaled).forward(&toks, None);
         for (g, w) in got.iter().zip(&want) {
             assert!(rel_err(g, w) < 1e-5, "top-{n_used}: {}", rel_err(g, w));

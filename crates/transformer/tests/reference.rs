@@ -18,11 +18,22 @@ use mistral_transformer::{KernelChoice, LoadOptions};
 const TOL_F32: f32 = 1e-5;
 const TOL_Q: f32 = 5e-2;
 
-fn check(spec: &mistral_transformer::synth::SynthSpec, n: usize, window: Option<usize>, tol: f32) -> f32 {
+fn check(
+    spec: &mistral_transformer::synth::SynthSpec,
+    n: usize,
+    window: Option<usize>,
+    tol: f32,
+) -> f32 {
     check_with(spec, n, window, tol, KernelChoice::Candle)
 }
 
-fn check_with(spec: &mistral_transformer::synth::SynthSpec, n: usize, window: Option<usize>, tol: f32, kernels: KernelChoice) -> f32 {
+fn check_with(
+    spec: &mistral_transformer::synth::SynthSpec,
+    n: usize,
+    window: Option<usize>,
+    tol: f32,
+    kernels: KernelChoice,
+) -> f32 {
     let file = synth_file(spec);
     let reference = RefModel::load(&file);
     let mut model = load(
@@ -39,11 +50,17 @@ fn check_with(spec: &mistral_transformer::synth::SynthSpec, n: usize, window: Op
     let mut worst = 0f32;
     for (p, (g, w)) in got.iter().zip(&want).enumerate() {
         let e = rel_err(g, w);
-        assert!(e <= tol, "{:?} {:?}: position {p}: relative error {e} > {tol}", spec.arch, spec.ftype);
+        assert!(
+            e <= tol,
+            "{:?} {:?}: position {p}: relative error {e} > {tol}",
+            spec.arch,
+            spec.ftype
+        );
         worst = worst.max(e);
     }
     // Non-degenerate: logits vary across the vocabulary.
-    let spread = want[n - 1].iter().cloned().fold(f32::MIN, f32::max) - want[n - 1].iter().cloned().fold(f32::MAX, f32::min);
+    let spread = want[n - 1].iter().cloned().fold(f32::MIN, f32::max)
+        - want[n - 1].iter().cloned().fold(f32::MAX, f32::min);
     assert!(spread > 0.1, "degenerate logits (spread {spread})");
     worst
 }
@@ -56,7 +73,12 @@ fn mistral_f32_matches_reference() {
 
 #[test]
 fn mistral_f32_with_window_matches_reference() {
-    check(&tiny(SynthArch::Mistral, SynthType::F32), 24, Some(5), TOL_F32);
+    check(
+        &tiny(SynthArch::Mistral, SynthType::F32),
+        24,
+        Some(5),
+        TOL_F32,
+    );
 }
 
 #[test]
@@ -82,7 +104,12 @@ fn tied_embeddings_match_reference() {
 
 #[test]
 fn quantized_models_match_reference_loosely() {
-    for ty in [SynthType::F16, SynthType::Q8_0, SynthType::Q4_K_M, SynthType::Q2_K] {
+    for ty in [
+        SynthType::F16,
+        SynthType::Q8_0,
+        SynthType::Q4_K_M,
+        SynthType::Q2_K,
+    ] {
         let worst = check(&tiny(SynthArch::Mistral, ty), 8, None, TOL_Q);
         eprintln!("mistral {ty:?}: worst relative error {worst:e}");
     }
@@ -95,9 +122,21 @@ fn quantized_models_match_reference_loosely() {
 #[test]
 fn native_kernels_match_reference() {
     // F32 weights: the native kernels multiply f32 exactly (no activation quantization).
-    check_with(&tiny(SynthArch::Mixtral, SynthType::F32), 12, None, TOL_F32, KernelChoice::Native);
+    check_with(
+        &tiny(SynthArch::Mixtral, SynthType::F32),
+        12,
+        None,
+        TOL_F32,
+        KernelChoice::Native,
+    );
     for ty in [SynthType::Q8_0, SynthType::Q4_K_M, SynthType::Q2_K] {
-        let worst = check_with(&tiny(SynthArch::Mistral, ty), 8, None, TOL_Q, KernelChoice::Native);
+        let worst = check_with(
+            &tiny(SynthArch::Mistral, ty),
+            8,
+            None,
+            TOL_Q,
+            KernelChoice::Native,
+        );
         eprintln!("native mistral {ty:?}: worst relative error {worst:e}");
     }
 }

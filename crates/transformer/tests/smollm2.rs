@@ -32,7 +32,11 @@ fn smollm2() -> GgufFile {
         .arg(root().join("models/fetch-smollm2.sh"))
         .output()
         .expect("run models/fetch-smollm2.sh");
-    assert!(out.status.success(), "fetch failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "fetch failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     GgufFile::open(String::from_utf8(out.stdout).unwrap().trim()).unwrap()
 }
 
@@ -47,7 +51,12 @@ fn smollm2_logits_match_reference() {
     let text = "The GNU General Public License is a free, copyleft license for software.";
     let ids = tok.encode(text, false, false).unwrap();
     let want = RefModel::load(&file).forward(&ids, None);
-    let argmax = |r: &Vec<f32>| r.iter().enumerate().fold((0, f32::MIN), |b, (i, &x)| if x > b.1 { (i, x) } else { b }).0;
+    let argmax = |r: &Vec<f32>| {
+        r.iter()
+            .enumerate()
+            .fold((0, f32::MIN), |b, (i, &x)| if x > b.1 { (i, x) } else { b })
+            .0
+    };
 
     let exact = rows(&load(&file, LoadOptions::default()).forward(&ids).unwrap());
     for (p, (g, w)) in exact.iter().zip(&want).enumerate() {
@@ -66,10 +75,23 @@ fn smollm2_logits_match_reference() {
         },
     );
     let got = rows(&m.forward(&ids).unwrap());
-    let mean = got.iter().zip(&want).map(|(g, w)| rel_err(g, w)).sum::<f32>() / got.len() as f32;
+    let mean = got
+        .iter()
+        .zip(&want)
+        .map(|(g, w)| rel_err(g, w))
+        .sum::<f32>()
+        / got.len() as f32;
     assert!(mean < 6e-2, "native: mean relative error {mean}");
-    let same = got.iter().zip(&want).filter(|(g, w)| argmax(g) == argmax(w)).count();
-    assert!(same * 10 >= got.len() * 8, "native: argmax agrees at {same}/{}", got.len());
+    let same = got
+        .iter()
+        .zip(&want)
+        .filter(|(g, w)| argmax(g) == argmax(w))
+        .count();
+    assert!(
+        same * 10 >= got.len() * 8,
+        "native: argmax agrees at {same}/{}",
+        got.len()
+    );
 }
 
 #[test]
@@ -88,9 +110,27 @@ fn smollm2_perplexity_matches_llama_cpp() {
             ..LoadOptions::default()
         },
     );
-    let s = perplexity(&mut m, &ids, 512, if add_bos { tok.bos_id() } else { None }, None, |_| {}).unwrap();
-    eprintln!("PPL = {:.4} +/- {:.5} over {} chunks", s.ppl(), s.stderr(), s.chunks);
+    let s = perplexity(
+        &mut m,
+        &ids,
+        512,
+        if add_bos { tok.bos_id() } else { None },
+        None,
+        |_| {},
+    )
+    .unwrap();
+    eprintln!(
+        "PPL = {:.4} +/- {:.5} over {} chunks",
+        s.ppl(),
+        s.stderr(),
+        s.chunks
+    );
     assert_eq!(s.chunks, ids.len() / 512);
     let rel = (s.ppl() - LLAMA_CPP_PPL).abs() / LLAMA_CPP_PPL;
-    assert!(rel < 0.01, "PPL {:.4} differs from llama.cpp's {LLAMA_CPP_PPL} by {:.2}%", s.ppl(), rel * 100.0);
+    assert!(
+        rel < 0.01,
+        "PPL {:.4} differs from llama.cpp's {LLAMA_CPP_PPL} by {:.2}%",
+        s.ppl(),
+        rel * 100.0
+    );
 }

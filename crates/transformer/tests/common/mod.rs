@@ -9,7 +9,9 @@ use candle_core::quantized::{QStorage, QTensor};
 use candle_core::Device;
 use mistral_gguf::keys::TensorName;
 use mistral_gguf::{GgmlType, GgufFile, GgufWriter, LlamaHparams, TensorSpec};
-use mistral_transformer::synth::{default_vocab, write_synth, SynthArch, SynthPreset, SynthSpec, SynthType};
+use mistral_transformer::synth::{
+    default_vocab, write_synth, SynthArch, SynthPreset, SynthSpec, SynthType,
+};
 use mistral_transformer::weights::candle_dtype;
 use mistral_transformer::{LoadOptions, Transformer};
 
@@ -63,10 +65,14 @@ pub fn load(file: &GgufFile, opts: LoadOptions) -> Transformer {
 
 /// Deterministic pseudo-random token ids below `n`.
 pub fn tokens(n_vocab: usize, len: usize, seed: u64) -> Vec<u32> {
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..len)
         .map(|_| {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((x >> 33) % n_vocab as u64) as u32
         })
         .collect()
@@ -78,12 +84,22 @@ pub fn tokens(n_vocab: usize, len: usize, seed: u64) -> Vec<u32> {
 pub fn values(file: &GgufFile, name: &str) -> Vec<f32> {
     let (info, bytes) = file.tensor(name).unwrap();
     match info.ggml_type {
-        GgmlType::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+        GgmlType::F32 => bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
         t => {
             let dt = candle_dtype(t).unwrap();
             let n = info.n_elements() as usize;
-            let q = QTensor::new(QStorage::from_data(Cow::Borrowed(bytes), &Device::Cpu, dt).unwrap(), n).unwrap();
-            q.dequantize(&Device::Cpu).unwrap().to_vec1::<f32>().unwrap()
+            let q = QTensor::new(
+                QStorage::from_data(Cow::Borrowed(bytes), &Device::Cpu, dt).unwrap(),
+                n,
+            )
+            .unwrap();
+            q.dequantize(&Device::Cpu)
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
         }
     }
 }
@@ -109,7 +125,10 @@ impl Mat {
             .map(|r| {
                 let row = &self.w[r * self.cols..(r + 1) * self.cols];
                 // f64 accumulation: the reference should be the more exact side.
-                row.iter().zip(x).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>() as f32
+                row.iter()
+                    .zip(x)
+                    .map(|(&a, &b)| a as f64 * b as f64)
+                    .sum::<f64>() as f32
             })
             .collect()
     }
@@ -125,14 +144,22 @@ impl RefFfn {
     fn forward(&self, x: &[f32]) -> Vec<f32> {
         let g = self.gate.mul(x);
         let u = self.up.mul(x);
-        let h: Vec<f32> = g.iter().zip(&u).map(|(&g, &u)| g / (1.0 + (-g).exp()) * u).collect();
+        let h: Vec<f32> = g
+            .iter()
+            .zip(&u)
+            .map(|(&g, &u)| g / (1.0 + (-g).exp()) * u)
+            .collect();
         self.down.mul(&h)
     }
 }
 
 pub enum RefFfnKind {
     Dense(RefFfn),
-    Moe { router: Mat, experts: Vec<RefFfn>, k: usize },
+    Moe {
+        router: Mat,
+        experts: Vec<RefFfn>,
+        k: usize,
+    },
 }
 
 pub struct RefLayer {
@@ -157,7 +184,10 @@ pub struct RefModel {
 fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
     let ms = x.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / x.len() as f64;
     let s = 1.0 / (ms + eps as f64).sqrt();
-    x.iter().zip(w).map(|(&v, &w)| (v as f64 * s) as f32 * w).collect()
+    x.iter()
+        .zip(w)
+        .map(|(&v, &w)| (v as f64 * s) as f32 * w)
+        .collect()
 }
 
 /// Rotates adjacent pairs of each head (llama.cpp's "normal" RoPE).
@@ -209,9 +239,14 @@ impl RefModel {
                     let split = |name: TensorName, cols: usize| -> Vec<Mat> {
                         let all = values(file, &name.layer(l));
                         let per = all.len() / e;
-                        (0..e).map(|x| Mat::from(all[x * per..(x + 1) * per].to_vec(), cols)).collect()
+                        (0..e)
+                            .map(|x| Mat::from(all[x * per..(x + 1) * per].to_vec(), cols))
+                            .collect()
                     };
-                    let experts = if file.tensor_info(&TensorName::FfnGateExps.layer(l)).is_some() {
+                    let experts = if file
+                        .tensor_info(&TensorName::FfnGateExps.layer(l))
+                        .is_some()
+                    {
                         split(TensorName::FfnGateExps, d)
                             .into_iter()
                             .zip(split(TensorName::FfnUpExps, d))
@@ -238,7 +273,10 @@ impl RefModel {
                     wq: mat(TensorName::AttnQ.layer(l), d),
                     wk: mat(TensorName::AttnK.layer(l), d),
                     wv: mat(TensorName::AttnV.layer(l), d),
-                    wo: mat(TensorName::AttnOutput.layer(l), (hp.head_count * hp.head_dim) as usize),
+                    wo: mat(
+                        TensorName::AttnOutput.layer(l),
+                        (hp.head_count * hp.head_dim) as usize,
+                    ),
                     ffn_norm: values(file, &TensorName::FfnNorm.layer(l)),
                     ffn,
                 }
@@ -289,12 +327,18 @@ impl RefModel {
                 for h in 0..nh {
                     let kvh = h / group;
                     let q = &qs[t][h * hd..(h + 1) * hd];
-                    let visible: Vec<usize> = (0..=t).filter(|&s| window.map_or(true, |w| t - s < w)).collect();
+                    let visible: Vec<usize> = (0..=t)
+                        .filter(|&s| window.map_or(true, |w| t - s < w))
+                        .collect();
                     let scores: Vec<f32> = visible
                         .iter()
                         .map(|&s| {
                             let k = &ks[s][kvh * hd..(kvh + 1) * hd];
-                            (q.iter().zip(k).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>() / (hd as f64).sqrt()) as f32
+                            (q.iter()
+                                .zip(k)
+                                .map(|(&a, &b)| a as f64 * b as f64)
+                                .sum::<f64>()
+                                / (hd as f64).sqrt()) as f32
                         })
                         .collect();
                     let p = softmax(&scores);
@@ -328,7 +372,9 @@ impl RefModel {
                 }
             }
         }
-        xs.iter().map(|x| self.output.mul(&rms_norm(x, &self.out_norm, eps))).collect()
+        xs.iter()
+            .map(|x| self.output.mul(&rms_norm(x, &self.out_norm, eps)))
+            .collect()
     }
 }
 
@@ -336,7 +382,10 @@ impl RefModel {
 pub fn rel_err(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     let scale = b.iter().fold(0f32, |m, &x| m.max(x.abs())).max(1e-6);
-    a.iter().zip(b).fold(0f32, |m, (&x, &y)| m.max((x - y).abs())) / scale
+    a.iter()
+        .zip(b)
+        .fold(0f32, |m, (&x, &y)| m.max((x - y).abs()))
+        / scale
 }
 
 /// Engine logits as rows.
