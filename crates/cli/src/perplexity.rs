@@ -63,6 +63,13 @@ pub fn run(args: Args) -> Result<()> {
     let tokens = tokenizer.encode(&text, add_bos, false)?;
     let bos = if add_bos { tokenizer.bos_id() } else { None };
     let n_chunks = chunk_count(tokens.len(), args.ctx, args.chunks);
+    anyhow::ensure!(
+        n_chunks > 0,
+        "{} has {} tokens; perplexity needs at least one chunk of --ctx {} tokens",
+        args.file.display(),
+        tokens.len(),
+        args.ctx
+    );
     eprintln!(
         "perplexity: loaded in {:.2}s; {} tokens, {} chunks of {}, scoring {} tokens each",
         start.elapsed().as_secs_f64(),
