@@ -121,6 +121,28 @@ impl Linear {
         })
     }
 
+    /// Rows `ids` of the matrix as f32 `[ids.len(), n_in]` (an embedding lookup that
+    /// dequantizes only those rows). Ids must be below `n_out`.
+    pub fn rows(&self, ids: &[u32], device: &candle_core::Device) -> Result<Tensor, ModelError> {
+        match &self.inner {
+            Backend::Candle(QMatMul::QTensor(q)) => {
+                Ok(q.embedding(&Tensor::from_slice(ids, ids.len(), device)?)?)
+            }
+            Backend::Candle(QMatMul::Tensor(t) | QMatMul::TensorF16(t)) => Ok(t
+                .index_select(&Tensor::from_slice(ids, ids.len(), device)?, 0)?
+                .to_dtype(candle_core::DType::F32)?),
+            Backend::Native(m) => {
+                let mut out = vec![0f32; ids.len() * self.n_in];
+                for (row, &id) in out.chunks_exact_mut(self.n_in).zip(ids) {
+                    m.dequantize_row(id as usize, row).map_err(|e| {
+                        ModelError::InvalidInput(format!("embedding row {id}: {e}"))
+                    })?;
+                }
+                Ok(Tensor::from_vec(out, (ids.len(), self.n_in), device)?)
+            }
+        }
+    }
+
     pub fn n_out(&self) -> usize {
         self.n_out
     }

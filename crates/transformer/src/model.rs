@@ -3,15 +3,12 @@
 //! final RMSNorm and the output projection. One type serves Mistral (dense),
 //! Mixtral (MoE) and other llama-architecture files (e.g. SmolLM2).
 
-use std::sync::Arc;
-
-use candle_core::quantized::QTensor;
 use candle_core::{Device, IndexOp, Tensor};
 use mistral_gguf::keys::TensorName;
 use mistral_gguf::GgufFile;
 
 use crate::attention::{Attention, AttentionInputs};
-use crate::config::{KernelChoice, LoadOptions, ModelConfig, MAX_UBATCH};
+use crate::config::{LoadOptions, ModelConfig, MAX_UBATCH};
 use crate::error::ModelError;
 use crate::ffn::FeedForward;
 use crate::kv_cache::{attention_mask, slot_positions, KvCache};
@@ -48,7 +45,7 @@ struct Layer {
 pub struct Transformer {
     config: ModelConfig,
     device: Device,
-    tok_embd: Arc<QTensor>, // [n_vocab, n_embd], rows dequantized on lookup
+    tok_embd: Linear, // [n_vocab, n_embd], rows dequantized on lookup
     layers: Vec<Layer>,
     output_norm: Tensor, // [n_embd] f32
     output: Linear,      // [n_vocab, n_embd] (token_embd when tied)
@@ -69,7 +66,13 @@ impl Transformer {
         let cfg = &config;
         let d = cfg.n_embd;
         let mut w = WeightLoader::new(file, device);
-        let tok_embd = Arc::new(w.qtensor(&TensorName::TokenEmbd.global(), &[d, cfg.n_vocab])?);
+        let tok_embd = Linear::load(
+            &mut w,
+            &TensorName::TokenEmbd.global(),
+            d,
+            cfg.n_vocab,
+            cfg.kernels,
+        )?;
         let mut layers = Vec::with_capacity(cfg.n_layer);
         for l in 0..cfg.n_layer {
             let ffn = if cfg.is_moe() {
@@ -107,14 +110,16 @@ impl Transformer {
             });
         }
         let output_norm = w.f32_tensor(&TensorName::OutputNorm.global(), &[d])?;
-        let output = match (cfg.tied_embeddings, cfg.kernels) {
-            (true, KernelChoice::Candle) => Linear::from_qtensor(tok_embd.clone())?,
-            (true, KernelChoice::Native) => {
-                let name = TensorName::TokenEmbd.global();
-                let (ty, bytes) = w.raw(&name, &[d, cfg.n_vocab])?;
-                Linear::from_raw(&mut w, &name, ty, bytes, cfg.n_vocab, d, cfg.kernels)?
-            }
-            (false, k) => Linear::load(&mut w, &TensorName::Output.global(), d, cfg.n_vocab, k)?,
+        let output = if cfg.tied_embeddings {
+            tok_embd.clone() // shares the weights
+        } else {
+            Linear::load(
+                &mut w,
+                &TensorName::Output.global(),
+                d,
+                cfg.n_vocab,
+                cfg.kernels,
+            )?
         };
         let rolling = cfg.rolling_window().is_some();
         let caches = layers
@@ -233,8 +238,7 @@ impl Transformer {
         let cfg = &self.config;
         let n = tokens.len();
         let start = self.pos;
-        let ids = Tensor::from_slice(tokens, n, &self.device)?;
-        let mut x = self.tok_embd.embedding(&ids)?; // [n, n_embd]
+        let mut x = self.tok_embd.rows(tokens, &self.device)?; // [n, n_embd]
 
         let (cos, sin) = self.rope.tables(start, n, &self.device)?;
         let rolling = cfg.rolling_window().is_some();

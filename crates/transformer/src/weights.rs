@@ -162,29 +162,6 @@ impl<'a> WeightLoader<'a> {
         self.qtensor_from_bytes(name, self.file.tensor_data(info), dtype, &shape)
     }
 
-    /// The matrices of a stacked 3-D tensor (`dims = [n_in, n_out, n]`), one QTensor
-    /// `[n_out, n_in]` per index along the last GGML dimension, from byte sub-ranges.
-    pub fn qtensor_stack(
-        &mut self,
-        name: &str,
-        dims: [usize; 3],
-    ) -> Result<Vec<QTensor>, ModelError> {
-        let info = self.info(name, &dims)?;
-        let dtype = self.dtype_of(info)?;
-        let data = self.file.tensor_data(info);
-        let per = data.len() / dims[2];
-        (0..dims[2])
-            .map(|e| {
-                self.qtensor_from_bytes(
-                    name,
-                    &data[e * per..(e + 1) * per],
-                    dtype,
-                    &[dims[1], dims[0]],
-                )
-            })
-            .collect()
-    }
-
     /// A QTensor `[n_out, n_in]` of type `ty` from bytes of this file (not counted
     /// in [`bytes_loaded`](Self::bytes_loaded): callers used [`raw`](Self::raw)).
     pub fn qtensor_from_raw(
