@@ -5,11 +5,14 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod chat;
 mod info;
-mod plot;
+mod model_args;
 mod perplexity;
+mod plot;
 mod pull;
 mod quantize;
+mod run;
 mod synth;
 mod tokenize;
 
@@ -22,6 +25,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Complete a prompt (or answer it with --chat) and stream the text, with timings.
+    Run(run::Args),
+    /// Chat with a model interactively (Ctrl-C stops an answer, Ctrl-D exits).
+    Chat(chat::Args),
     /// Show a GGUF file's architecture, sizes, tokenizer and tensors.
     Info(info::Args),
     /// Measure prompt and generation tok/s and memory per model, like llama-bench.
@@ -43,6 +50,8 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Run(a) => run::run(a),
+        Command::Chat(a) => chat::run(a),
         Command::Info(a) => info::run(a),
         Command::Bench(a) => bench::run(a),
         Command::BenchPlot(a) => plot::run(a),
