@@ -176,6 +176,8 @@ struct Chart {
     memory_unit: &'static str,
     /// The F16 model every bar is compared with (`2.4×`), when there is exactly one.
     baseline: Option<usize>,
+    /// Experts per category (ratios only compare models of the same kind).
+    n_expert: Vec<usize>,
     pp_name: String,
     tg_name: String,
 }
@@ -291,6 +293,7 @@ impl Chart {
             memory,
             memory_unit,
             baseline: (f16.len() == 1).then(|| f16[0]),
+            n_expert: firsts.iter().map(|r| r.n_expert).collect(),
             pp_name: test_name(TestKind::Pp),
             tg_name: test_name(TestKind::Tg),
         }
@@ -359,6 +362,7 @@ fn draw(chart: &Chart, title: &str, subtitle: &str, out: &Path, size: (u32, u32)
             &chart.labels,
             series,
             chart.baseline,
+            &chart.n_expert,
         )?;
     }
     full.present()?;
@@ -373,6 +377,7 @@ fn bar_panel<DB: DrawingBackend>(
     labels: &[String],
     series: &[Series],
     baseline: Option<usize>,
+    n_expert: &[usize],
 ) -> Result<()>
 where
     DB::ErrorType: 'static,
@@ -407,6 +412,11 @@ where
         .draw()?;
     let group = 0.8;
     let width = group / series.len().max(1) as f64;
+    // Text sizes that fit the bars.
+    let unit_px = (chart.backend_coord(&(1.0, 0.0)).0 - chart.backend_coord(&(0.0, 0.0)).0) as f64;
+    let bar_px = width * 0.92 * unit_px;
+    let value_font = (bar_px / 2.6).clamp(10.0, 15.0);
+    let show_ratios = bar_px >= 28.0;
     for (s_idx, s) in series.iter().enumerate() {
         let color = PALETTE[s_idx % PALETTE.len()];
         let x0 = |i: usize| i as f64 + (1.0 - group) / 2.0 + s_idx as f64 * width;
@@ -435,25 +445,27 @@ where
             Text::new(
                 value_label(b.value),
                 (x0(i) + width * 0.46, b.value + b.stdev + y_max * 0.01),
-                TextStyle::from((FONT, 14)).pos(Pos::new(HPos::Center, VPos::Bottom)),
+                TextStyle::from((FONT, value_font)).pos(Pos::new(HPos::Center, VPos::Bottom)),
             )
         }))?;
         // Ratio to the F16 bar of the same series, written inside the bar.
         let base = baseline
             .and_then(|j| s.bars.get(j).copied().flatten())
             .filter(|b| b.value > 0.0);
-        if let (Some(j), Some(base)) = (baseline, base) {
-            chart.draw_series(bars.filter(|(i, b)| *i != j && b.value > 0.12 * y_max).map(
-                |(i, b)| {
-                    Text::new(
-                        format!("{:.2}×", b.value / base.value),
-                        (x0(i) + width * 0.46, b.value - y_max * 0.015),
-                        TextStyle::from((FONT, 14))
-                            .color(&WHITE)
-                            .pos(Pos::new(HPos::Center, VPos::Top)),
-                    )
-                },
-            ))?;
+        if let (Some(j), Some(base), true) = (baseline, base, show_ratios) {
+            let same_kind = |i: usize| n_expert.get(i) == n_expert.get(j);
+            chart.draw_series(
+                bars.filter(|(i, b)| *i != j && same_kind(*i) && b.value > 0.12 * y_max)
+                    .map(|(i, b)| {
+                        Text::new(
+                            format!("{:.2}×", b.value / base.value),
+                            (x0(i) + width * 0.46, b.value - y_max * 0.015),
+                            TextStyle::from((FONT, value_font))
+                                .color(&WHITE)
+                                .pos(Pos::new(HPos::Center, VPos::Top)),
+                        )
+                    }),
+            )?;
         }
     }
     chart
