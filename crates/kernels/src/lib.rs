@@ -2,6 +2,25 @@
 //! llama.cpp's exact byte layouts, dequantization, quantization, and fused
 //! quantized matrix × vector / matrix × matrix products with run-time
 //! instruction-set dispatch.
+//!
+//! - [`blocks`]: `#[repr(C)]` block structs (size-asserted against llama.cpp),
+//!   viewed in place from unaligned bytes ([`cast_blocks`]).
+//! - [`dequant`]: scalar reference dequantization of every supported type to
+//!   f32 / f16, whole tensors or single rows (bit-exact with the `gguf`
+//!   Python package's golden vectors).
+//! - [`quant`]: llama.cpp's reference quantizers, and [`quant::mix`], the
+//!   per-tensor type choice of `llama-quantize`.
+//! - [`dot`] / [`matmul`]: activations are converted once per call to Q8_0 /
+//!   Q8_1 / Q8_K (k-quants) or kept f32 (float weights), then integer dot
+//!   products per weight row, rows split over rayon threads, four activation
+//!   rows per weight-row pass in matrix × matrix. Paths: [`Isa::Scalar`] (the
+//!   reference) and [`Isa::Avx2`] (AVX2 + FMA + F16C), chosen at run time by
+//!   [`Isa::best`] (override: `MISTRAL_KERNELS_ISA=scalar|avx2`) or forced per
+//!   matrix with [`QMatrix::with_isa`]. The k-quant SIMD kernels are
+//!   bit-identical to the scalar ones.
+//! - [`QMatrix`]: the weight type the transformer multiplies by, also a candle
+//!   `CustomOp1` / `Module` (`[.., cols] -> [.., rows]`), a drop-in for
+//!   candle's `QMatMul`.
 
 #![allow(clippy::needless_range_loop)] // ported block loops read best with explicit indices
 
