@@ -70,6 +70,7 @@ pub fn run(args: Args) -> Result<()> {
             continue;
         }
         history.push(Message::user(line));
+        fit_context(&model, &mut history)?;
 
         INTERRUPTED.store(false, Ordering::SeqCst);
         GENERATING.store(true, Ordering::SeqCst);
@@ -86,7 +87,26 @@ pub fn run(args: Args) -> Result<()> {
     }
 }
 
-/// Streams one answer; returns its text (partial when interrupted).
+/// Drops the oldest exchanges (keeping a system message and the new question)
+/// until the conversation leaves room in the context for an answer.
+fn fit_context(model: &mistral_transformer::Model, history: &mut Vec<Message>) -> Result<()> {
+    let Some(max) = model.max_positions() else {
+        return Ok(());
+    };
+    let first = usize::from(history.first().is_some_and(|m| m.role == "system"));
+    // Leave at least a quarter of the context for the answer.
+    while model.encode_chat(history)?.len() > max - max / 4 && history.len() > first + 1 {
+        // A user message and its answer go together, so roles keep alternating.
+        history.remove(first);
+        if history.len() > first + 1 && history[first].role == "assistant" {
+            history.remove(first);
+        }
+        eprintln!("[context full: dropped the oldest exchange]");
+    }
+    Ok(())
+}
+
+/// Streams one answer; returns the text shown (partial when interrupted).
 fn answer(
     model: &mut mistral_transformer::Model,
     history: &[Message],
@@ -94,17 +114,24 @@ fn answer(
     out: &mut impl Write,
 ) -> Result<String> {
     let mut generation = model.chat(history, params)?;
+    let mut stopped = false;
+    let mut shown = String::new();
     for token in generation.by_ref() {
         let token = token?;
-        out.write_all(token.text.as_bytes())?;
-        out.flush()?;
+        // Checked before printing: nothing appears after Ctrl-C.
         if INTERRUPTED.load(Ordering::SeqCst) {
-            eprint!(" [stopped]");
+            stopped = true;
             break;
         }
+        out.write_all(token.text.as_bytes())?;
+        out.flush()?;
+        shown.push_str(&token.text);
     }
     writeln!(out)?;
     out.flush()?;
+    if stopped {
+        eprintln!("[stopped]");
+    }
     let s = generation.stats();
     eprintln!(
         "[{} tokens, {:.1} tok/s; prompt {} new tokens, {:.1} tok/s]",
@@ -113,5 +140,6 @@ fn answer(
         s.prompt_tokens - s.reused_tokens,
         s.prefill_tokens_per_second()
     );
-    Ok(generation.text().trim().to_string())
+    // The history keeps what the user saw (a partial answer after Ctrl-C).
+    Ok(shown.trim().to_string())
 }
