@@ -81,7 +81,7 @@ pub fn matmul(
         )));
     }
     let n = x.len() / cols;
-    if y.len() != n * rows {
+    if Some(y.len()) != n.checked_mul(rows) {
         return Err(shape_err(format!(
             "output has {} values, expected {n} x {rows}",
             y.len()

@@ -86,7 +86,7 @@ impl QMatrix {
 
     /// Quantizes a row-major f32 matrix.
     pub fn quantize(ty: GgmlType, rows: usize, cols: usize, x: &[f32]) -> Result<QMatrix> {
-        if x.len() != rows * cols {
+        if Some(x.len()) != rows.checked_mul(cols) {
             return Err(KernelError::Shape {
                 op: "QMatrix::quantize",
                 detail: format!("{} values for {rows} x {cols}", x.len()),
