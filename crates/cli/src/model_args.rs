@@ -137,6 +137,9 @@ pub struct SamplingArgs {
     /// Stop when the output contains this text (repeatable); it is not printed.
     #[arg(long = "stop", value_name = "TEXT")]
     pub stop: Vec<String>,
+    /// Keep generating past end-of-generation tokens (for benchmarks with a fixed -n).
+    #[arg(long = "ignore-eos")]
+    pub ignore_eos: bool,
 }
 
 impl SamplingArgs {
@@ -152,6 +155,7 @@ impl SamplingArgs {
             seed: self.seed,
             max_tokens,
             stop: self.stop.clone(),
+            ignore_eos: self.ignore_eos,
         };
         p.validate()?;
         Ok(p)

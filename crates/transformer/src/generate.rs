@@ -122,6 +122,7 @@ pub struct Generation<'a, M: LanguageModel = Transformer> {
     decoder: StreamDecoder<'a>,
     sampler: Sampler,
     stop: Vec<String>,
+    ignore_eos: bool,
     max_tokens: Option<usize>,
     /// Logits to sample the next token from.
     logits: Option<Vec<f32>>,
@@ -198,6 +199,7 @@ impl<'a, M: LanguageModel> Generation<'a, M> {
             decoder: tokenizer.stream_decoder(),
             sampler,
             stop: params.stop.clone(),
+            ignore_eos: params.ignore_eos,
             max_tokens: params.max_tokens,
             logits: Some(logits),
             to_feed: None,
@@ -332,8 +334,15 @@ impl<M: LanguageModel> Iterator for Generation<'_, M> {
                 Err(e) => return self.fail(e),
             }
         }
-        let logits = self.logits.take()?;
+        let mut logits = self.logits.take()?;
         let start = Instant::now();
+        if self.ignore_eos {
+            for &eog in self.tokenizer.eog_ids() {
+                if let Some(l) = logits.get_mut(eog as usize) {
+                    *l = f32::NEG_INFINITY;
+                }
+            }
+        }
         // A model whose output rows are padded past the tokenizer's vocabulary
         // must not produce ids the tokenizer cannot decode.
         let n_vocab = self.tokenizer.vocab_size().min(logits.len());
@@ -540,6 +549,26 @@ mod tests {
         };
         let mut g = Generation::new(&mut m, &mut cached, &tok, &prompt, &params).unwrap();
         assert!(g.next().is_none());
+    }
+
+    #[test]
+    fn ignore_eos_generates_past_the_end_of_the_script() {
+        let tok = tokenizer();
+        let (prompt, script) = setup(&tok);
+        let mut m = Scripted::new(&tok, script.clone(), prompt.len());
+        let mut cached = Vec::new();
+        let n = script.len() + 3;
+        let params = SamplingParams {
+            max_tokens: Some(n),
+            ignore_eos: true,
+            ..greedy()
+        };
+        let mut g = Generation::new(&mut m, &mut cached, &tok, &prompt, &params).unwrap();
+        let ids: Vec<u32> = g.by_ref().map(|t| t.unwrap().id).collect();
+        assert_eq!(ids.len(), n);
+        assert_eq!(ids[..script.len()], script[..]);
+        assert!(ids.iter().all(|&id| !tok.is_eog(id)), "{ids:?}");
+        assert_eq!(g.finish_reason(), Some(FinishReason::MaxTokens));
     }
 
     #[test]

@@ -55,6 +55,9 @@ pub struct SamplingParams {
     /// Stop as soon as the generated text contains one of these (non-empty) strings;
     /// the stop string itself is not returned.
     pub stop: Vec<String>,
+    /// Never end on an end-of-generation token (their logits are masked out), as
+    /// llama.cpp's `--ignore-eos`: for benchmarks with a fixed token count.
+    pub ignore_eos: bool,
 }
 
 impl Default for SamplingParams {
@@ -69,6 +72,7 @@ impl Default for SamplingParams {
             seed: None,
             max_tokens: None,
             stop: Vec::new(),
+            ignore_eos: false,
         }
     }
 }
