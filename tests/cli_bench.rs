@@ -132,7 +132,11 @@ fn check_result(
         // mean/stdev are those of n / seconds (independent recomputation).
         let tps: Vec<f64> = samples.iter().map(|s| n as f64 / s).collect();
         let mean = tps.iter().sum::<f64>() / tps.len() as f64;
-        let var = tps.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (tps.len() as f64 - 1.0);
+        // Sample standard deviation; 0 for a single repetition.
+        let var = match tps.len() {
+            0 | 1 => 0.0,
+            k => tps.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (k as f64 - 1.0),
+        };
         let got_mean = t["mean_tps"].as_f64().expect("mean_tps");
         let got_stdev = t["stdev_tps"].as_f64().expect("stdev_tps");
         assert!(
