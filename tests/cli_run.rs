@@ -85,6 +85,14 @@ fn greedy_chat_answer_is_deterministic_and_right() {
     println!("greedy answer: {answer}");
     assert_eq!(answer, stdout(&b), "greedy output differs between two runs");
     assert!(answer.contains("Paris"), "answer: {answer:?}");
+    // The project's own kernels answer too.
+    let native = mistral_run(&[&args[..], &["--kernels", "native"]].concat());
+    assert!(native.status.success(), "{}", stderr(&native));
+    assert!(
+        stdout(&native).contains("Paris"),
+        "native kernels: {:?}",
+        stdout(&native)
+    );
     // English words, not token soup: mostly ASCII letters and spaces.
     let letters = answer
         .chars()

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use mistral_transformer::{Device, LoadOptions, Model, SamplingParams};
 
+use crate::bench::Kernels;
+
 /// The script that fetches the default model, embedded so the binary works outside the repository.
 const FETCH_SMOLLM2: &str = include_str!("../../../models/fetch-smollm2.sh");
 
@@ -32,6 +34,9 @@ pub struct ModelArgs {
     /// (Mistral 7B v0.1 uses 4096). Default: the file's, else full attention.
     #[arg(long = "sliding-window", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub sliding_window: Option<u32>,
+    /// Matmul kernels for the weights (default: the engine's default).
+    #[arg(long, value_enum, value_name = "KIND")]
+    pub kernels: Option<Kernels>,
 }
 
 impl ModelArgs {
@@ -48,7 +53,7 @@ impl ModelArgs {
         let opts = LoadOptions {
             ctx_size: self.ctx_size.map(|n| n as usize),
             sliding_window: self.sliding_window.map(|n| n as usize),
-            ..LoadOptions::default()
+            kernels: self.kernels.map(Into::into).unwrap_or_default(),
         };
         let start = Instant::now();
         let model = Model::load(&path, &Device::Cpu, opts)?;
