@@ -354,16 +354,7 @@ fn draw(chart: &Chart, title: &str, subtitle: &str, out: &Path, size: (u32, u32)
         ("Memory, lower is better", chart.memory_unit, &chart.memory),
     ];
     for (panel, (caption, unit, series)) in panels.iter().zip(specs) {
-        bar_panel(
-            &full,
-            panel,
-            caption,
-            unit,
-            &chart.labels,
-            series,
-            chart.baseline,
-            &chart.n_expert,
-        )?;
+        bar_panel(&full, panel, caption, unit, chart, series)?;
     }
     full.present()?;
     Ok(())
@@ -374,14 +365,17 @@ fn bar_panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, plotters::coord::Shift>,
     caption: &str,
     unit: &str,
-    labels: &[String],
+    chart_data: &Chart,
     series: &[Series],
-    baseline: Option<usize>,
-    n_expert: &[usize],
 ) -> Result<()>
 where
     DB::ErrorType: 'static,
 {
+    let (labels, baseline, n_expert) = (
+        &chart_data.labels,
+        chart_data.baseline,
+        &chart_data.n_expert,
+    );
     let n = labels.len();
     let top = series
         .iter()
