@@ -18,11 +18,11 @@ pub const MAX_UBATCH: usize = 512;
 /// Which quantized matmul implementation runs the weights.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum KernelChoice {
-    /// candle's `QMatMul` (the only one available until `mistral-kernels` lands).
-    #[default]
+    /// candle's `QMatMul`, kept for side-by-side comparison.
     Candle,
-    /// The project's own kernels (`mistral-kernels`): AVX2 kernels for every type
-    /// including Q4_1 / Q5_x and IQ4_NL / IQ4_XS, which candle runs slowly or not at all.
+    /// The project's own kernels (`mistral-kernels`), the default: AVX2 kernels for every
+    /// type including Q4_1 / Q5_x and IQ4_NL / IQ4_XS, which candle runs slowly or not at all.
+    #[default]
     Native,
 }
 

@@ -58,7 +58,17 @@ fn smollm2_logits_match_reference() {
             .0
     };
 
-    let exact = rows(&load(&file, LoadOptions::default()).forward(&ids).unwrap());
+    let exact = rows(
+        &load(
+            &file,
+            LoadOptions {
+                kernels: KernelChoice::Candle,
+                ..LoadOptions::default()
+            },
+        )
+        .forward(&ids)
+        .unwrap(),
+    );
     for (p, (g, w)) in exact.iter().zip(&want).enumerate() {
         let e = rel_err(g, w);
         assert!(e < 1e-4, "f32 path: position {p}: relative error {e}");
