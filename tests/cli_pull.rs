@@ -52,13 +52,19 @@ fn serve(repo: &'static str, file: &'static str, body: Vec<u8>) -> (String, Arc<
                     if let Some(r) = lower.strip_prefix("range: bytes=") {
                         let (a, b) = r.trim().split_once('-').unwrap();
                         let start: usize = a.parse().unwrap();
-                        let end: usize = if b.is_empty() { body.len() - 1 } else { b.parse().unwrap() };
+                        let end: usize = if b.is_empty() {
+                            body.len() - 1
+                        } else {
+                            b.parse().unwrap()
+                        };
                         range = Some((start, end.min(body.len() - 1)));
                     }
                 }
                 let path = request_line.split_whitespace().nth(1).unwrap_or("");
                 if path != format!("/{repo}/resolve/main/{file}") {
-                    let _ = stream.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                    let _ = stream.write_all(
+                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    );
                     return;
                 }
                 let (start, end) = range.unwrap_or((0, body.len() - 1));
@@ -91,12 +97,19 @@ fn pull_downloads_into_cache_then_reuses_it() {
             .unwrap()
     };
     let out = pull();
-    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let path = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
     assert!(path.starts_with(cache.path()));
     assert_eq!(std::fs::read(&path).unwrap(), body);
     let served = hits.load(Ordering::SeqCst);
-    assert!(served >= 2, "metadata probe and download expected, saw {served}");
+    assert!(
+        served >= 2,
+        "metadata probe and download expected, saw {served}"
+    );
 
     // Second pull: found in the cache, no request at all.
     let out = pull();
@@ -104,8 +117,16 @@ fn pull_downloads_into_cache_then_reuses_it() {
     assert_eq!(hits.load(Ordering::SeqCst), served);
 
     // The downloaded file is usable by the other commands.
-    let info = Command::new(bin()).args(["info", "--json"]).arg(&path).output().unwrap();
-    assert!(info.status.success(), "{}", String::from_utf8_lossy(&info.stderr));
+    let info = Command::new(bin())
+        .args(["info", "--json"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        info.status.success(),
+        "{}",
+        String::from_utf8_lossy(&info.stderr)
+    );
 }
 
 #[test]
@@ -127,7 +148,11 @@ fn pull_missing_file_is_one_clear_line() {
 
 #[test]
 fn pull_rejects_a_file_that_is_not_gguf() {
-    let (url, _) = serve("org/junk", "junk.gguf", b"this is not a model file at all".to_vec());
+    let (url, _) = serve(
+        "org/junk",
+        "junk.gguf",
+        b"this is not a model file at all".to_vec(),
+    );
     let cache = tempfile::tempdir().unwrap();
     let out = Command::new(bin())
         .args(["pull", "--endpoint", &url, "--cache-dir"])

@@ -14,12 +14,16 @@ const LAYERS: u64 = 2;
 
 /// Deterministic pseudo-Gaussian values (sum of uniforms from an LCG).
 fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
             let mut acc = 0f32;
             for _ in 0..4 {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 acc += (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
             }
             acc
@@ -107,10 +111,18 @@ fn check_values(f: &GgufFile, orig: &[Vec<f32>], max_rel: f64) {
         let (info, data) = f.tensor(name).unwrap();
         let mut got = vec![0f32; want.len()];
         mistral_kernels::dequantize(info.ggml_type, data, &mut got).unwrap();
-        let err: f64 = got.iter().zip(want).map(|(a, b)| ((a - b) as f64).powi(2)).sum();
+        let err: f64 = got
+            .iter()
+            .zip(want)
+            .map(|(a, b)| ((a - b) as f64).powi(2))
+            .sum();
         let norm: f64 = want.iter().map(|b| (*b as f64).powi(2)).sum();
         let rel = (err / norm).sqrt();
-        assert!(rel < max_rel, "{name} ({}): relative error {rel}", info.ggml_type);
+        assert!(
+            rel < max_rel,
+            "{name} ({}): relative error {rel}",
+            info.ggml_type
+        );
     }
 }
 
@@ -121,7 +133,11 @@ fn quantize_mixes_and_requantizes() {
 
     let q4 = tmp("q4_k_m.gguf");
     let out = quantize(&src, &q4, "q4_k_m");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let f = GgufFile::open(&q4).unwrap();
     assert_eq!(f.metadata().get_u32(keys::GENERAL_FILE_TYPE).unwrap(), 15);
     assert_eq!(type_of(&f, "output.weight"), GgmlType::Q6_K);
@@ -137,7 +153,11 @@ fn quantize_mixes_and_requantizes() {
 
     let q2 = tmp("q2_k.gguf");
     let out = quantize(&src, &q2, "q2_k");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let f = GgufFile::open(&q2).unwrap();
     assert_eq!(type_of(&f, "blk.0.attn_q.weight"), GgmlType::Q2_K);
     assert_eq!(type_of(&f, "blk.0.attn_v.weight"), GgmlType::Q4_K); // gqa 4
@@ -154,7 +174,11 @@ fn quantize_mixes_and_requantizes() {
     check_values(&f, &orig, 0.01);
     let re = tmp("re_q4_k_m.gguf");
     let out = quantize(&q8, &re, "q4_k_m");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let f = GgufFile::open(&re).unwrap();
     assert_eq!(type_of(&f, "blk.0.attn_q.weight"), GgmlType::Q4_K);
     check_values(&f, &orig, 0.12);
@@ -188,5 +212,8 @@ fn quantize_errors_are_one_line() {
     std::fs::write(&junk, b"not a gguf file").unwrap();
     let out = quantize(&junk, &tmp("z.gguf"), "q8_0");
     assert!(!out.status.success());
-    assert_eq!(String::from_utf8_lossy(&out.stderr).trim().lines().count(), 1);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim().lines().count(),
+        1
+    );
 }

@@ -17,7 +17,11 @@ mod synth;
 mod tokenize;
 
 #[derive(Parser)]
-#[command(name = "mistral-run", version, about = "Local inference for Mistral and Mixtral GGUF models")]
+#[command(
+    name = "mistral-run",
+    version,
+    about = "Local inference for Mistral and Mixtral GGUF models"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -35,7 +35,8 @@ pub fn download(args: &Args) -> anyhow::Result<PathBuf> {
     use hf_hub::api::sync::ApiBuilder;
     use hf_hub::{Repo, RepoType};
 
-    let mut builder = ApiBuilder::from_env().with_progress(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let mut builder =
+        ApiBuilder::from_env().with_progress(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     if let Some(e) = &args.endpoint {
         builder = builder.with_endpoint(e.trim_end_matches('/').to_string());
     }

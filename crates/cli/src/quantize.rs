@@ -58,7 +58,10 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let ftype = args.target.file_type();
     if args.input == args.output {
-        bail!("input and output are the same file: {}", args.input.display());
+        bail!(
+            "input and output are the same file: {}",
+            args.input.display()
+        );
     }
     let file = GgufFile::open(&args.input)?;
     let hp = LlamaHparams::from_metadata(file.metadata()).map_err(|k| file.error(k))?;
@@ -76,13 +79,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut writer = GgufWriter::new(md);
     for (t, &ty) in tensors.iter().zip(&types) {
         if t.ggml_type != ty && !(supports_dequantize(t.ggml_type) && supports_quantize(ty)) {
-            bail!("tensor {}: cannot convert {} to {}", t.name, t.ggml_type, ty);
+            bail!(
+                "tensor {}: cannot convert {} to {}",
+                t.name,
+                t.ggml_type,
+                ty
+            );
         }
         writer.add_tensor(TensorSpec::new(t.name.clone(), ty, &t.dims));
     }
     let total_in: u64 = tensors.iter().map(|t| t.n_bytes()).sum();
 
-    let out = File::create(&args.output).with_context(|| format!("cannot create {}", args.output.display()))?;
+    let out = File::create(&args.output)
+        .with_context(|| format!("cannot create {}", args.output.display()))?;
     let mut out = BufWriter::new(out);
     let bar = ProgressBar::new(total_in).with_style(
         ProgressStyle::with_template("{msg:>28} [{bar:40}] {bytes}/{total_bytes} ({eta})")
@@ -100,7 +109,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             let n = info.n_elements() as usize;
             let mut f = vec![0f32; n];
             dequantize(info.ggml_type, src, &mut f).map_err(std::io::Error::other)?;
-            let bytes = spec.ggml_type.bytes_for(n as u64).ok_or_else(|| std::io::Error::other("size overflow"))?;
+            let bytes = spec
+                .ggml_type
+                .bytes_for(n as u64)
+                .ok_or_else(|| std::io::Error::other("size overflow"))?;
             converted.resize(bytes as usize, 0u8);
             quantize(spec.ggml_type, &f, &mut converted).map_err(std::io::Error::other)?;
             w.write_all(&converted)?;
