@@ -1,27 +1,11 @@
 //! End-to-end tests of `mistral-run info`: the real SmolLM2 file (fetched by
 //! models/fetch-smollm2.sh), a vocab-only file, and broken files.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
+use mistral_test_support::{root, smollm2_path as smollm2};
 use serde_json::Value;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn smollm2() -> PathBuf {
-    let out = Command::new("bash")
-        .arg(root().join("models/fetch-smollm2.sh"))
-        .output()
-        .expect("run models/fetch-smollm2.sh");
-    assert!(
-        out.status.success(),
-        "fetch failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
 
 fn info(args: &[&str], file: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_mistral-run"))

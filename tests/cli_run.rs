@@ -1,25 +1,8 @@
 //! `mistral-run run` end to end on SmolLM2-135M-Instruct (fetched by
 //! models/fetch-smollm2.sh), and its error handling on bad input.
 
-use std::path::PathBuf;
+use mistral_test_support::smollm2_path as smollm2;
 use std::process::{Command, Output};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn smollm2() -> PathBuf {
-    let out = Command::new("bash")
-        .arg(root().join("models/fetch-smollm2.sh"))
-        .output()
-        .expect("run models/fetch-smollm2.sh");
-    assert!(
-        out.status.success(),
-        "fetch failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
 
 /// SmolLM2's own default system prompt leaves the first answer token a near tie
 /// between "The" and "L" (0.2 logits apart on this Q4_1 file); a plain one does not.

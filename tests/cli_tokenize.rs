@@ -6,10 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use mistral_gguf::{keys, Array, GgufWriter, Metadata, Value};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use mistral_test_support::{root, smollm2_path};
 
 fn vocab(name: &str) -> PathBuf {
     root().join("tests/data/vocab").join(name)
@@ -166,12 +163,7 @@ fn parse_special_only_on_request() {
 
 #[test]
 fn works_on_the_smollm2_model_file() {
-    let out = Command::new("bash")
-        .arg(root().join("models/fetch-smollm2.sh"))
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let model = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let model = smollm2_path().display().to_string();
     let cases = vectors(&vocab("smollm2.inp"), &vocab("smollm2.out"));
     for (text, expected) in cases
         .iter()

@@ -1,27 +1,8 @@
 //! The reader on real files: SmolLM2 (fetched by models/fetch-smollm2.sh) and the
 //! vocab-only GGUFs copied from llama.cpp / mistral-common into tests/data/vocab.
 
-use std::path::PathBuf;
-use std::process::Command;
-
 use mistral_gguf::{keys, GgmlType, GgufFile, GgufWriter, LlamaHparams, Value};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn smollm2() -> PathBuf {
-    let out = Command::new("bash")
-        .arg(root().join("models/fetch-smollm2.sh"))
-        .output()
-        .expect("run models/fetch-smollm2.sh");
-    assert!(
-        out.status.success(),
-        "fetch failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
+use mistral_test_support::{root, smollm2_path as smollm2};
 
 #[test]
 fn smollm2_header() {

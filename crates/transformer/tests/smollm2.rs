@@ -11,32 +11,17 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::Command;
-
 use common::*;
 use mistral_gguf::GgufFile;
+use mistral_test_support::{root, smollm2_path};
 use mistral_tokenizer::Tokenizer;
 use mistral_transformer::perplexity::perplexity;
 use mistral_transformer::{KernelChoice, LoadOptions};
 
 const LLAMA_CPP_PPL: f64 = 18.3541;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
 fn smollm2() -> GgufFile {
-    let out = Command::new("bash")
-        .arg(root().join("models/fetch-smollm2.sh"))
-        .output()
-        .expect("run models/fetch-smollm2.sh");
-    assert!(
-        out.status.success(),
-        "fetch failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    GgufFile::open(String::from_utf8(out.stdout).unwrap().trim()).unwrap()
+    GgufFile::open(smollm2_path()).unwrap()
 }
 
 #[test]

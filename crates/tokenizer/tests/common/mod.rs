@@ -3,35 +3,14 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::OnceLock;
 
 use mistral_gguf::GgufFile;
+pub use mistral_test_support::{root, smollm2_path};
 use mistral_tokenizer::Tokenizer;
-
-pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 pub fn vocab_path(name: &str) -> PathBuf {
     root().join("tests/data/vocab").join(name)
-}
-
-pub fn smollm2_path() -> PathBuf {
-    static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let out = Command::new("bash")
-            .arg(root().join("models/fetch-smollm2.sh"))
-            .output()
-            .expect("run models/fetch-smollm2.sh");
-        assert!(
-            out.status.success(),
-            "fetch failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-    })
-    .clone()
 }
 
 pub fn load(path: &std::path::Path) -> Tokenizer {
