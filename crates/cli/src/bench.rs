@@ -70,7 +70,7 @@ pub struct Args {
     /// Matmul kernels (comma-separated list to compare side by side; default: the engine's default).
     #[arg(long, value_name = "KERNELS", value_delimiter = ',')]
     pub kernels: Vec<Kernels>,
-    /// Device: cpu, cuda[:N] or metal[:N] (accelerators need a build with that backend).
+    /// Device: cpu, cuda, cuda:N, metal or metal:N (accelerators need a build with that backend).
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Print the whole report as JSON at the end.

@@ -15,7 +15,7 @@ pub struct Args {
     /// Revision (branch, tag or commit).
     #[arg(long, default_value = "main")]
     pub revision: String,
-    /// Hub endpoint (default: $HF_ENDPOINT, else https://huggingface.co).
+    /// Hub endpoint (default: $HF_ENDPOINT, else the Hugging Face hub).
     #[arg(long)]
     pub endpoint: Option<String>,
     /// Cache folder (default: $HF_HOME/hub, else ~/.cache/huggingface/hub).

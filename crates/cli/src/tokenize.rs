@@ -19,7 +19,7 @@ pub struct Args {
     /// Do not add the BOS token the model asks for.
     #[arg(long)]
     pub no_bos: bool,
-    /// Turn control tokens written in the text ([INST], <|im_start|>, <s>) into their ids.
+    /// Turn control tokens written in the text (such as the Mistral instruct and ChatML markers, or BOS) into their ids.
     #[arg(long)]
     pub parse_special: bool,
     /// Tokenize this file's exact bytes (UTF-8) instead of TEXT.

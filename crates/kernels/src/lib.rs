@@ -10,7 +10,7 @@
 //!   Python package's golden vectors).
 //! - [`quant`]: llama.cpp's reference quantizers, and [`quant::mix`], the
 //!   per-tensor type choice of `llama-quantize`.
-//! - [`dot`] / [`matmul`]: activations are converted once per call to Q8_0 /
+//! - [`dot`] / [`matmul`](mod@matmul): activations are converted once per call to Q8_0 /
 //!   Q8_1 / Q8_K (k-quants) or kept f32 (float weights), then integer dot
 //!   products per weight row, rows split over rayon threads, four activation
 //!   rows per weight-row pass in matrix × matrix. Paths: [`Isa::Scalar`] (the
