@@ -29,6 +29,7 @@ pub mod candle_op;
 pub mod dequant;
 pub mod dot;
 pub mod error;
+pub mod gemm;
 pub mod isa;
 pub mod matmul;
 pub mod qmatrix;

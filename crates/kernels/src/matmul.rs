@@ -90,6 +90,9 @@ pub fn matmul(
     if rows == 0 || n == 0 {
         return Ok(());
     }
+    if crate::gemm::try_matmul(ty, isa, w, rows, cols, x, y) {
+        return Ok(());
+    }
     // Check the kernel exists (and the formats agree) before going parallel.
     with_scratch(|buf| {
         if fmt != ActFormat::F32 {

@@ -1,0 +1,59 @@
+//! Matrix × matrix (prefill) kernels for many activation rows at once:
+//! register-tiled microkernels that reuse each loaded weight across several
+//! activation rows and each activation across several weight rows, where the
+//! row-at-a-time dot products of [`crate::dot`] reuse neither.
+//!
+//! - [`kquant`]: the k-quants (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K) on Q8_K
+//!   activations, integer products bit-identical to [`crate::dot`].
+//! - [`f16`]: F16 weights on f32 activations.
+//!
+//! [`try_matmul`] is the entry point [`crate::matmul`] calls; it declines
+//! (returns `None`) for types, instruction sets or batch sizes without a
+//! tiled kernel, and the row-at-a-time path runs instead.
+
+#[cfg(target_arch = "x86_64")]
+mod f16;
+#[cfg(target_arch = "x86_64")]
+mod kquant;
+
+use crate::isa::Isa;
+use mistral_gguf::GgmlType;
+
+/// Activation rows from which the tiled kernels are used (below this the
+/// row-at-a-time kernels, which need no repacking, are as fast).
+pub const MIN_ROWS: usize = 8;
+
+/// `y[t, r] = sum_c w[r, c] * x[t, c]` with a tiled kernel, if there is one
+/// for `ty` on `isa` at this batch size. Shapes must already be checked
+/// (`w` holds `rows` rows of `cols`, `x` holds `n >= 1` rows, `y` `n * rows`).
+/// Returns whether it ran.
+pub(crate) fn try_matmul(
+    ty: GgmlType,
+    isa: Isa,
+    w: &[u8],
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    y: &mut [f32],
+) -> bool {
+    let n = x.len() / cols.max(1);
+    if n < MIN_ROWS || isa != Isa::Avx2 {
+        return false;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        use GgmlType as T;
+        match ty {
+            T::Q2_K | T::Q3_K | T::Q4_K | T::Q5_K | T::Q6_K => {
+                kquant::matmul(ty, w, rows, cols, x, y)
+            }
+            T::F16 => f16::matmul_f16(w, rows, cols, x, y),
+            _ => false,
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (ty, w, rows, y);
+        false
+    }
+}
