@@ -1,8 +1,407 @@
-//! F16 weights × f32 activations, tiled (being written; until then it
-//! declines and the row-at-a-time kernel runs).
+//! F16 weights × f32 activations, register-tiled (AVX2 + FMA + F16C), in the
+//! style of BLIS:
+//!
+//! - the activations are packed once per call into tiles of 4–6 rows laid out
+//!   `[k][row]`, so a tile's values for one `k` are adjacent (one sequential
+//!   stream for the microkernel, no 4 KiB set aliasing between rows);
+//! - the weight rows are split into row blocks over the rayon threads; each
+//!   thread converts a block of up to [`NB_MAX`] rows × [`KC`] columns to f32
+//!   into a thread-local buffer laid out as panels of [`NR`] rows `[k][row]`
+//!   (zero rows pad the last panel), which stays in L2;
+//! - the microkernel keeps an `M × 16` tile of outputs (`M ≤ 6` activation
+//!   rows × two `__m256` of weight rows) in 12 accumulators and per `k` does
+//!   two aligned loads, `M` broadcasts and `2·M` FMAs; the activation tile
+//!   (≤ 6 × [`KC`] floats) stays in L1 while the row block's panels pass it.
+//!
+//! Outputs of 16 consecutive weight rows are consecutive in `y`, so a tile is
+//! stored with plain vector stores (added to the previous k-blocks' partial
+//! sums). The summation order differs from the row-at-a-time dot products
+//! (blocks of [`KC`], one FMA chain per output), so results agree with them to
+//! rounding, not bit for bit.
+
+use rayon::prelude::*;
+use std::arch::x86_64::*;
+use std::cell::RefCell;
+use std::sync::Mutex;
+
+/// Weight rows per microkernel tile (two `__m256`).
+const NR: usize = 16;
+/// Most activation rows per microkernel tile (12 accumulators).
+const MR: usize = 6;
+/// Target depth of a k-block: a 6 × KC activation tile plus a 16 × KC weight
+/// panel (88 KiB·KC/1024) fit the 32 KiB L1.
+const KC: usize = 256;
+/// Most weight rows per row block: the packed block (NB_MAX × KC f32, 128 KiB)
+/// stays in L2 while the activation tiles stream past it.
+const NB_MAX: usize = 128;
+
+/// The packed weights of one `k` of a panel: 16 rows, one cache line.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Lanes([f32; NR]);
+
+const ZERO_LANES: Lanes = Lanes([0.0; NR]);
+
+thread_local! {
+    /// Each worker thread's packed weight block, reused across calls.
+    static PACKED_W: RefCell<Vec<Lanes>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Packed activation buffers, reused across calls (a call takes one out and
+/// puts it back, so concurrent calls each get their own).
+static PACKED_X: Mutex<Vec<Vec<f32>>> = Mutex::new(Vec::new());
+
+/// A raw output pointer shared by the worker threads, each writing a
+/// disjoint set of elements.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: the pointer is only used to write elements `y[t * rows + r]` for
+// the rows `r` of the row block and the activation rows `t` of the token
+// group a task owns; tasks are disjoint, so no two threads touch the same
+// element, and nothing else reads or writes `y` during the call.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    /// Taking `self` whole makes closures capture the `Send` wrapper, not the raw field.
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// How the activation rows are cut into microkernel tiles: `tiles` tiles of
+/// 4–6 rows (as even as possible), tile `i` covering rows `start(i)..start(i + 1)`.
+#[derive(Clone, Copy)]
+struct Tiles {
+    n: usize,
+    tiles: usize,
+}
+
+impl Tiles {
+    fn new(n: usize) -> Self {
+        Tiles {
+            n,
+            tiles: n.div_ceil(MR),
+        }
+    }
+
+    fn start(self, i: usize) -> usize {
+        i * self.n / self.tiles
+    }
+}
 
 /// See [`super::try_matmul`]; the caller has checked AVX2 + FMA + F16C.
 pub(crate) fn matmul_f16(w: &[u8], rows: usize, cols: usize, x: &[f32], y: &mut [f32]) -> bool {
-    let _ = (w, rows, cols, x, y);
-    false
+    if rows == 0 || cols == 0 || x.len() % cols != 0 {
+        return false;
+    }
+    let n = x.len() / cols;
+    // The unsafe code below relies on exactly these sizes and features; the
+    // caller has checked them, this keeps the kernel sound on its own.
+    if n == 0
+        || Some(w.len()) != rows.checked_mul(cols).and_then(|e| e.checked_mul(2))
+        || Some(y.len()) != n.checked_mul(rows)
+        || !(is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c"))
+    {
+        return false;
+    }
+
+    let tiles = Tiles::new(n);
+    let mut xp = PACKED_X
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .pop()
+        .unwrap_or_default();
+    // Tile i's packed rows live at i * MR * cols (room for a full tile).
+    xp.resize(tiles.tiles * MR * cols, 0.0);
+    xp.par_chunks_mut(MR * cols)
+        .enumerate()
+        .for_each(|(i, chunk)| {
+            let (t0, t1) = (tiles.start(i), tiles.start(i + 1));
+            pack_x(
+                &x[t0 * cols..t1 * cols],
+                cols,
+                &mut chunk[..(t1 - t0) * cols],
+            );
+        });
+
+    // Depth blocks of (almost) equal size, at most KC.
+    let kblocks = cols.div_ceil(KC);
+    let kc = cols.div_ceil(kblocks);
+    // Row blocks: at least ~4 per thread for balance, at most NB_MAX rows.
+    let threads = rayon::current_num_threads().max(1);
+    let panels = rows.div_ceil(NR);
+    let nb = panels.div_ceil(4 * threads).clamp(1, NB_MAX / NR) * NR;
+    let row_blocks = rows.div_ceil(nb);
+    // Few row blocks (small `rows`): also split the activation tiles.
+    let groups = (2 * threads)
+        .div_ceil(row_blocks)
+        .clamp(1, tiles.tiles.div_ceil(2).max(1));
+
+    let out = OutPtr(y.as_mut_ptr());
+    let xp_ref = &xp[..];
+    (0..row_blocks * groups).into_par_iter().for_each(|task| {
+        let (rb, g) = (task / groups, task % groups);
+        let r0 = rb * nb;
+        let r1 = (r0 + nb).min(rows);
+        let (i0, i1) = (g * tiles.tiles / groups, (g + 1) * tiles.tiles / groups);
+        PACKED_W.with(|cell| {
+            let mut local = Vec::new();
+            let mut borrowed = cell.try_borrow_mut();
+            let buf = match borrowed.as_mut() {
+                Ok(b) => &mut **b,
+                Err(_) => &mut local,
+            };
+            let need = (r1 - r0).div_ceil(NR) * kc;
+            if buf.len() < need {
+                buf.resize(need, ZERO_LANES);
+            }
+            let job = Block {
+                w,
+                rows,
+                cols,
+                r0,
+                r1,
+                xp: xp_ref,
+                tiles,
+                i0,
+                i1,
+                kc,
+            };
+            // SAFETY: the CPU has AVX2, FMA and F16C (checked above); the
+            // shapes were checked above, `buf` holds `need` lanes, and this
+            // task alone writes rows r0..r1 of activation rows of tiles
+            // i0..i1 of `y` (see `OutPtr`).
+            unsafe { job.run(&mut buf[..need], out.get()) };
+        });
+    });
+
+    PACKED_X.lock().unwrap_or_else(|e| e.into_inner()).push(xp);
+    true
+}
+
+/// Packs `m = x.len() / cols` activation rows as `[k][row]` into `out`.
+fn pack_x(x: &[f32], cols: usize, out: &mut [f32]) {
+    let m = x.len() / cols;
+    for (k, o) in out.chunks_exact_mut(m).enumerate() {
+        for (s, v) in o.iter_mut().enumerate() {
+            *v = x[s * cols + k];
+        }
+    }
+}
+
+/// One task: weight rows `r0..r1` against activation tiles `i0..i1`.
+struct Block<'a> {
+    w: &'a [u8],
+    rows: usize,
+    cols: usize,
+    r0: usize,
+    r1: usize,
+    xp: &'a [f32],
+    tiles: Tiles,
+    i0: usize,
+    i1: usize,
+    kc: usize,
+}
+
+impl Block<'_> {
+    /// # Safety
+    /// The CPU has AVX2, FMA and F16C; `w` holds `rows × cols` f16, `xp` the
+    /// packed activations of `tiles` (tile `i` at `i * MR * cols`), `y` points
+    /// to `n × rows` f32 of which this call may write rows `r0..r1` of the
+    /// activation rows of tiles `i0..i1`; `buf` holds at least
+    /// `ceil((r1 - r0) / NR) * kc` lanes.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn run(&self, buf: &mut [Lanes], y: *mut f32) {
+        let (rows, cols) = (self.rows, self.cols);
+        let panels = (self.r1 - self.r0).div_ceil(NR);
+        let mut p0 = 0;
+        while p0 < cols {
+            let kc = self.kc.min(cols - p0);
+            for j in 0..panels {
+                let pr0 = self.r0 + j * NR;
+                let valid = (self.r1 - pr0).min(NR);
+                // SAFETY: rows pr0..pr0 + valid and columns p0..p0 + kc are
+                // inside `w`; the panel slice holds kc lanes.
+                unsafe { pack_w(self.w, cols, pr0, valid, p0, &mut buf[j * kc..(j + 1) * kc]) };
+            }
+            for i in self.i0..self.i1 {
+                let t0 = self.tiles.start(i);
+                let m = self.tiles.start(i + 1) - t0;
+                let xt = &self.xp[i * MR * cols + p0 * m..i * MR * cols + (p0 + kc) * m];
+                for j in 0..panels {
+                    let pr0 = self.r0 + j * NR;
+                    let valid = (self.r1 - pr0).min(NR);
+                    let panel = &buf[j * kc..(j + 1) * kc];
+                    // SAFETY: activation rows t0..t0 + m and weight rows
+                    // pr0..pr0 + valid are inside `y` (n × rows) and owned by
+                    // this task; `xt` holds kc × m values, `panel` kc lanes.
+                    unsafe {
+                        let yt = y.add(t0 * rows + pr0);
+                        let acc = p0 > 0;
+                        match m {
+                            6 => tile::<6>(panel, xt, yt, rows, valid, acc),
+                            5 => tile::<5>(panel, xt, yt, rows, valid, acc),
+                            4 => tile::<4>(panel, xt, yt, rows, valid, acc),
+                            3 => tile::<3>(panel, xt, yt, rows, valid, acc),
+                            2 => tile::<2>(panel, xt, yt, rows, valid, acc),
+                            _ => tile::<1>(panel, xt, yt, rows, valid, acc),
+                        }
+                    }
+                }
+            }
+            p0 += kc;
+        }
+    }
+}
+
+/// Converts weight rows `r0..r0 + valid` (`valid ≤ 16`), columns
+/// `p0..p0 + out.len()`, into a panel `out[k].0[row]`; rows past `valid` are zero.
+///
+/// # Safety
+/// The CPU has AVX2 and F16C; `w` holds rows of `cols` f16 and rows
+/// `r0..r0 + valid`, columns `p0..p0 + out.len()` lie inside it.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn pack_w(w: &[u8], cols: usize, r0: usize, valid: usize, p0: usize, out: &mut [Lanes]) {
+    let kc = out.len();
+    let k8 = kc / 8 * 8;
+    debug_assert!(valid <= NR && (r0 + valid) * cols * 2 <= w.len() && p0 + kc <= cols);
+    let base = w.as_ptr();
+    for half in 0..2 {
+        let h0 = half * 8;
+        let mut k = 0;
+        while k < k8 {
+            let mut v = [_mm256_setzero_ps(); 8];
+            for (i, vi) in v.iter_mut().enumerate() {
+                if h0 + i < valid {
+                    // SAFETY: row r0 + h0 + i < r0 + valid, columns
+                    // p0 + k..p0 + k + 8 ≤ p0 + kc ≤ cols: 16 bytes inside `w`.
+                    let p = unsafe { base.add(2 * ((r0 + h0 + i) * cols + p0 + k)) };
+                    // SAFETY: see above; unaligned load.
+                    *vi = _mm256_cvtph_ps(unsafe { _mm_loadu_si128(p as *const __m128i) });
+                }
+            }
+            let t = transpose8(v);
+            for (q, tq) in t.iter().enumerate() {
+                // SAFETY: `Lanes` is 64-byte aligned, so lanes h0..h0 + 8 are
+                // a 32-byte aligned run of 8 f32 inside `out[k + q]`.
+                unsafe { _mm256_store_ps(out[k + q].0.as_mut_ptr().add(h0), *tq) };
+            }
+            k += 8;
+        }
+        for (kk, lanes) in out.iter_mut().enumerate().skip(k8) {
+            for i in 0..8 {
+                let r = h0 + i;
+                lanes.0[r] = if r < valid {
+                    let o = 2 * ((r0 + r) * cols + p0 + kk);
+                    half::f16::from_le_bytes([w[o], w[o + 1]]).to_f32()
+                } else {
+                    0.0
+                };
+            }
+        }
+    }
+}
+
+/// 8 × 8 transpose: `out[q]` holds element `q` of each input vector.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
+    let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+    let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+    let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+    let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+    let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    let s0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+    let s1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+    let s2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+    let s3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+    let s4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+    let s5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+    let s6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+    let s7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+    [
+        _mm256_permute2f128_ps::<0x20>(s0, s4),
+        _mm256_permute2f128_ps::<0x20>(s1, s5),
+        _mm256_permute2f128_ps::<0x20>(s2, s6),
+        _mm256_permute2f128_ps::<0x20>(s3, s7),
+        _mm256_permute2f128_ps::<0x31>(s0, s4),
+        _mm256_permute2f128_ps::<0x31>(s1, s5),
+        _mm256_permute2f128_ps::<0x31>(s2, s6),
+        _mm256_permute2f128_ps::<0x31>(s3, s7),
+    ]
+}
+
+/// The microkernel: `y[i * ldy + r] (+)= Σ_k xt[k * M + i] · panel[k].0[r]`
+/// for `i < M`, `r < valid`; adds to `y` when `accumulate`, else overwrites.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA; `xt` holds `panel.len() * M` values; `y` points
+/// to `M` rows (stride `ldy`) of at least `valid ≤ 16` writable f32 that no
+/// other thread accesses.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile<const M: usize>(
+    panel: &[Lanes],
+    xt: &[f32],
+    y: *mut f32,
+    ldy: usize,
+    valid: usize,
+    accumulate: bool,
+) {
+    let kc = panel.len();
+    debug_assert!(xt.len() >= kc * M && valid <= NR);
+    let mut acc = [[_mm256_setzero_ps(); 2]; M];
+    let b = panel.as_ptr() as *const f32;
+    let a = xt.as_ptr();
+    for k in 0..kc {
+        // SAFETY: k < kc = panel.len(); each `Lanes` is 16 f32, 64-byte aligned.
+        let (b0, b1) = unsafe {
+            (
+                _mm256_load_ps(b.add(k * NR)),
+                _mm256_load_ps(b.add(k * NR + 8)),
+            )
+        };
+        for (i, acc_i) in acc.iter_mut().enumerate() {
+            // SAFETY: k * M + i < kc * M ≤ xt.len().
+            let ai = _mm256_set1_ps(unsafe { *a.add(k * M + i) });
+            acc_i[0] = _mm256_fmadd_ps(ai, b0, acc_i[0]);
+            acc_i[1] = _mm256_fmadd_ps(ai, b1, acc_i[1]);
+        }
+    }
+    for (i, acc_i) in acc.iter().enumerate() {
+        // SAFETY: row i < M of `y` has `valid` writable f32 (caller's contract).
+        let yi = unsafe { y.add(i * ldy) };
+        if valid == NR {
+            // SAFETY: 16 f32 at yi are writable (valid == 16); unaligned access.
+            unsafe {
+                let (mut v0, mut v1) = (acc_i[0], acc_i[1]);
+                if accumulate {
+                    v0 = _mm256_add_ps(v0, _mm256_loadu_ps(yi));
+                    v1 = _mm256_add_ps(v1, _mm256_loadu_ps(yi.add(8)));
+                }
+                _mm256_storeu_ps(yi, v0);
+                _mm256_storeu_ps(yi.add(8), v1);
+            }
+        } else {
+            let mut tmp = [0f32; NR];
+            // SAFETY: `tmp` holds 16 f32; unaligned stores.
+            unsafe {
+                _mm256_storeu_ps(tmp.as_mut_ptr(), acc_i[0]);
+                _mm256_storeu_ps(tmp.as_mut_ptr().add(8), acc_i[1]);
+            }
+            for (r, &v) in tmp.iter().enumerate().take(valid) {
+                // SAFETY: r < valid: inside row i of `y`.
+                unsafe {
+                    let p = yi.add(r);
+                    *p = if accumulate { *p + v } else { v };
+                }
+            }
+        }
+    }
 }

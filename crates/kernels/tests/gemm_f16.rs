@@ -1,0 +1,95 @@
+//! The tiled F16 × f32 prefill kernel (crate::gemm, AVX2 from 8 activation
+//! rows) against a plain f64 loop, at shapes that hit every tail of its
+//! tiling: weight rows not a multiple of the 16-row panel or of a row block,
+//! activation rows not a multiple of the 6-row tile, depths shorter than one
+//! 8-wide conversion, not a multiple of 8, and over several k-blocks.
+
+mod common;
+
+use common::gaussian;
+use mistral_kernels::{matmul, quantize_to_vec, GgmlType, Isa};
+
+/// Relative tolerance against the f64 reference, as a fraction of the sum of
+/// |products| (f32 accumulation in a different order).
+const REL_TOL: f64 = 2e-5;
+
+/// Multiplies through the public entry point and checks every output against
+/// the f64 product of the f16-rounded weights. `w_offset` shifts the weight
+/// bytes inside their buffer (as in an mmapped file, any alignment).
+fn check(rows: usize, cols: usize, n: usize, w_offset: usize, seed: u64) {
+    let wf = gaussian(rows * cols, seed);
+    let w16 = quantize_to_vec(GgmlType::F16, &wf).unwrap();
+    let mut buf = vec![0u8; w_offset];
+    buf.extend_from_slice(&w16);
+    let w = &buf[w_offset..];
+    // The weights the kernel actually sees (rounded to f16).
+    let wr: Vec<f64> = w16
+        .chunks_exact(2)
+        .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f64())
+        .collect();
+    let x = gaussian(n * cols, seed + 1);
+    // Garbage in y: the kernel must overwrite, not accumulate into it.
+    let mut y = vec![f32::NAN; n * rows];
+    matmul(GgmlType::F16, Isa::Avx2, w, rows, cols, &x, &mut y).unwrap();
+    for t in 0..n {
+        for r in 0..rows {
+            let (mut dot, mut mag) = (0f64, 0f64);
+            for c in 0..cols {
+                let p = wr[r * cols + c] * x[t * cols + c] as f64;
+                dot += p;
+                mag += p.abs();
+            }
+            let got = y[t * rows + r] as f64;
+            assert!(
+                (got - dot).abs() <= REL_TOL * mag + 1e-6,
+                "[{t},{r}] of {rows}x{cols} n={n}: {got} vs {dot} (mag {mag})"
+            );
+        }
+    }
+}
+
+#[test]
+fn tiled_f16_matches_f64_reference_at_every_tail() {
+    if !Isa::Avx2.available() {
+        eprintln!("no AVX2 + FMA + F16C: the tiled F16 kernel is not used here");
+        return;
+    }
+    // 3 threads: row blocks and token groups do not divide evenly.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(3)
+        .build()
+        .unwrap();
+    pool.install(|| {
+        let mut seed = 0;
+        for rows in [1, 15, 17, 33] {
+            for n in [8, 9, 13] {
+                for cols in [7, 8, 300, 1000] {
+                    check(rows, cols, n, seed as usize % 3, seed);
+                    seed += 1;
+                }
+            }
+        }
+        // Several full row blocks plus a partial one, several k-blocks, more
+        // tiles than threads.
+        check(300, 600, 20, 1, 100);
+        check(257, 513, 31, 0, 101);
+    });
+}
+
+#[test]
+fn tiled_f16_on_one_thread_and_concurrent_calls() {
+    if !Isa::Avx2.available() {
+        return;
+    }
+    // One thread: every task on the same worker (one packing buffer).
+    let one = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    one.install(|| check(40, 260, 14, 1, 200));
+    // Two calls at once from outside the pool share the pooled buffers.
+    std::thread::scope(|s| {
+        s.spawn(|| check(33, 300, 9, 0, 201));
+        s.spawn(|| check(48, 1000, 16, 1, 202));
+    });
+}
