@@ -1,7 +1,21 @@
 //! Quick timing of one matmul shape (developer tool; the real numbers come
 //! from `cargo bench --bench matvec`). Usage: mm_timing TYPE ROWS COLS N [ISA]
+//!
+//! Prints wall time and process CPU time per run: on a shared machine the
+//! CPU time divided by the thread count is the steadier figure.
 use mistral_kernels::{quantize_to_vec, GgmlType, Isa, QMatrix};
 use std::time::Instant;
+
+/// CPU time of the whole process, in seconds.
+fn cpu_seconds() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
 
 fn main() {
     let a: Vec<String> = std::env::args().collect();
@@ -23,13 +37,16 @@ fn main() {
         .map(|i| ((i * 104729) % 1000) as f32 / 500.0 - 1.0)
         .collect();
     let mut y = vec![0f32; n * rows];
-    for it in 0..4 {
-        let t = Instant::now();
+    let threads = rayon::current_num_threads() as f64;
+    for it in 0..8 {
+        let (t, c) = (Instant::now(), cpu_seconds());
         m.matmul(&x, &mut y).unwrap();
         let s = t.elapsed().as_secs_f64();
+        let cpu = (cpu_seconds() - c) / threads;
         println!(
-            "{ty} {rows}x{cols} n={n} {isa:?} run {it}: {:.2} ms, {:.1} GFLOP/s",
+            "{ty} {rows}x{cols} n={n} {isa:?} run {it}: {:.2} ms wall, {:.2} ms cpu/thread, {:.1} GFLOP/s",
             s * 1e3,
+            cpu * 1e3,
             2.0 * (rows * cols * n) as f64 / s / 1e9
         );
     }

@@ -658,3 +658,86 @@ pub unsafe fn f16_f32_x4(w: &[u8], x: [&[f32]; 4]) -> [f32; 4] {
     }
     out
 }
+
+// ---------------------------------------------------------------------------
+// A whole super-block's unsigned quant levels as 8 vectors of 32 consecutive
+// values (element 32i + l in byte l of vector i), for the tiled matrix ×
+// matrix kernels of `crate::gemm`, which expand each weight once per call.
+// ---------------------------------------------------------------------------
+
+/// Q4_K: 0..16.
+#[inline(always)]
+pub(crate) unsafe fn levels_q4k(x: &BlockQ4K) -> [__m256i; 8] {
+    levels_q4k_nibbles(&x.qs)
+}
+
+/// Q5_K: 0..32.
+#[inline(always)]
+pub(crate) unsafe fn levels_q5k(x: &BlockQ5K) -> [__m256i; 8] {
+    let m1 = _mm256_set1_epi8(1);
+    let qh = load(x.qh.as_ptr());
+    let mut v = levels_q4k_nibbles(&x.qs);
+    for (j, vj) in v.iter_mut().enumerate() {
+        let h = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(j as i32)), m1);
+        *vj = _mm256_or_si256(*vj, _mm256_slli_epi16(h, 4));
+    }
+    v
+}
+
+#[inline(always)]
+unsafe fn levels_q4k_nibbles(qs: &[u8; QK_K / 2]) -> [__m256i; 8] {
+    let m4 = _mm256_set1_epi8(0xF);
+    let mut v = [_mm256_setzero_si256(); 8];
+    for j in 0..4 {
+        let q = load(qs.as_ptr().add(32 * j));
+        v[2 * j] = _mm256_and_si256(q, m4);
+        v[2 * j + 1] = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+    }
+    v
+}
+
+/// Q6_K: 0..64 (the real level is this minus 32).
+#[inline(always)]
+pub(crate) unsafe fn levels_q6k(x: &BlockQ6K) -> [__m256i; 8] {
+    let [a, b, c, d] = q6k_quants(x, 0);
+    let [e, f, g, h] = q6k_quants(x, 1);
+    [a, b, c, d, e, f, g, h]
+}
+
+/// Q2_K: 0..4.
+#[inline(always)]
+pub(crate) unsafe fn levels_q2k(x: &BlockQ2K) -> [__m256i; 8] {
+    let m3 = _mm256_set1_epi8(3);
+    let mut v = [_mm256_setzero_si256(); 8];
+    for n in 0..2 {
+        let q = load(x.qs.as_ptr().add(32 * n));
+        for k in 0..4 {
+            v[4 * n + k] =
+                _mm256_and_si256(_mm256_srl_epi16(q, _mm_cvtsi32_si128(2 * k as i32)), m3);
+        }
+    }
+    v
+}
+
+/// Q3_K: 0..8 (the real level is this minus 4).
+#[inline(always)]
+pub(crate) unsafe fn levels_q3k(x: &BlockQ3K) -> [__m256i; 8] {
+    let m3 = _mm256_set1_epi8(3);
+    let m4 = _mm256_set1_epi8(4);
+    let hm = load(x.hmask.as_ptr());
+    let mut v = [_mm256_setzero_si256(); 8];
+    for n in 0..2 {
+        let q = load(x.qs.as_ptr().add(32 * n));
+        for k in 0..4 {
+            let low = _mm256_and_si256(_mm256_srl_epi16(q, _mm_cvtsi32_si128(2 * k as i32)), m3);
+            let b = (4 * n + k) as i32;
+            let hb = if b >= 2 {
+                _mm256_and_si256(_mm256_srl_epi16(hm, _mm_cvtsi32_si128(b - 2)), m4)
+            } else {
+                _mm256_and_si256(_mm256_sll_epi16(hm, _mm_cvtsi32_si128(2 - b)), m4)
+            };
+            v[4 * n + k] = _mm256_or_si256(low, hb);
+        }
+    }
+    v
+}

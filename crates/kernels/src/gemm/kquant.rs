@@ -1,9 +1,521 @@
-//! k-quant weights × Q8_K activations, tiled (being written).
+//! k-quant weights × Q8_K activations, register-tiled (AVX2).
+//!
+//! Every k-quant dot product has the same shape once the weight levels are
+//! unpacked to bytes: per super-block of 256 values and per 16-value group
+//! `g`,
+//!
+//! ```text
+//! dot = (d_a·d_w) · Σ_g sc_g · Σ_{k∈g} q_k·a_k  −  (d_a·dm_w) · Σ_g m_g · bsum_g(a)
+//! ```
+//!
+//! with unsigned levels `q`, integer group scales `sc` and offsets `m`
+//! (Q4_K/Q5_K/Q2_K: the mins; Q6_K/Q3_K: 32·sc / 4·sc with `dm = d`, folded
+//! into the integer sum as the scalar kernels do). So each call first expands
+//! a block of weight rows once into [`WeightSb`] (levels as bytes, scales as
+//! i16) and the activations into [`ActPanel`]s of 8 rows interleaved in
+//! groups of 4 values; the microkernel then broadcasts 4 weight bytes against
+//! 8 activation rows per `vpmaddubsw`, sums up to four of those in i16
+//! (bounded: see [`depth`]), and applies the group scale with one `vpmaddwd`.
+//! A tile of `R` weight rows × `H` panels reuses each load `H` / `R` times.
+//!
+//! The integer sums are exact and the float steps are the scalar kernel's
+//! own (`d·sumi − dmin·summ` per super-block, summed in order), so results
+//! are bit-identical to [`crate::dot::scalar`].
 
+use crate::blocks::*;
+use crate::dot::avx2;
+use crate::quant::quantize_block_q8k;
 use mistral_gguf::GgmlType;
+use rayon::prelude::*;
+use std::arch::x86_64::*;
+use std::cell::RefCell;
+use std::sync::Mutex;
 
-/// See [`super::try_matmul`]; the caller has checked AVX2 + FMA + F16C.
-pub(crate) fn matmul(ty: GgmlType, w: &[u8], rows: usize, cols: usize, x: &[f32], y: &mut [f32]) -> bool {
-    let _ = (ty, w, rows, cols, x, y);
-    false
+/// Activation rows per panel (one `__m256i` holds 4 values of each).
+const PANEL: usize = 8;
+/// Weight rows per microkernel tile.
+const R: usize = 3;
+/// Panels per microkernel tile.
+const H: usize = 2;
+/// Super-blocks per k-block (the expanded weights of a row block and the
+/// activation panels of a tile stay in L2 across one k-block).
+const KC: usize = 16;
+
+/// One super-block of one weight row, expanded.
+#[derive(Clone, Copy)]
+#[repr(C, align(32))]
+struct WeightSb {
+    /// Unsigned levels, in order.
+    qs: [u8; QK_K],
+    /// Scale per 16-value group, in both halves of an i32.
+    sc2: [i32; 16],
+    /// Offset multiplier per 16-value group (applied to the activations' group sums).
+    m: [i16; 16],
+    d: f32,
+    dm: f32,
+}
+
+const WEIGHT_ZERO: WeightSb = WeightSb {
+    qs: [0; QK_K],
+    sc2: [0; 16],
+    m: [0; 16],
+    d: 0.0,
+    dm: 0.0,
+};
+
+/// One super-block of 8 activation rows.
+#[derive(Clone, Copy)]
+#[repr(C, align(32))]
+struct ActPanel {
+    /// 4-value group `j`: row `c`'s values `4j..4j+4` in bytes `4c..4c+4`.
+    qs: [[i8; 32]; QK_K / 4],
+    /// Group pair `p`: lanes `2c`, `2c+1` = row `c`'s sums of groups `2p`, `2p+1`.
+    bsums: [[i16; 16]; 8],
+    /// Row scales.
+    d: [f32; PANEL],
+}
+
+const PANEL_ZERO: ActPanel = ActPanel {
+    qs: [[0; 32]; QK_K / 4],
+    bsums: [[0; 16]; 8],
+    d: [0.0; PANEL],
+};
+
+/// The activation panels of one call, reused across calls.
+static PANELS: Mutex<Vec<Vec<ActPanel>>> = Mutex::new(Vec::new());
+
+thread_local! {
+    /// Each worker's expanded weight rows.
+    static WEIGHTS: RefCell<Vec<WeightSb>> = const { RefCell::new(Vec::new()) };
+}
+
+/// How the weight type maps onto the common form.
+#[derive(Clone, Copy)]
+enum Kind {
+    /// `d·sumi − dmin·summ` (Q2_K, Q4_K, Q5_K).
+    Asymmetric,
+    /// `d·(sumi − summ)` (Q3_K, Q6_K).
+    Symmetric,
+}
+
+/// `vpmaddubsw` results summed in i16 before a `vpmaddwd` with the scale:
+/// each adds 8 products `q·a` per lane (|a| ≤ 127), so the sum of `depth`
+/// stays within i16 for levels below 32 at depth 4 (8·31·127 = 31496) and
+/// for Q6_K's 64 levels at depth 2.
+/// Q4_K's 16 levels allow 8, over its 32-value sub-blocks (8·16·15·127 = 30480).
+fn depth(ty: GgmlType) -> usize {
+    match ty {
+        GgmlType::Q6_K => 2,
+        GgmlType::Q4_K => 8,
+        _ => 4,
+    }
+}
+
+fn kind(ty: GgmlType) -> Kind {
+    match ty {
+        GgmlType::Q3_K | GgmlType::Q6_K => Kind::Symmetric,
+        _ => Kind::Asymmetric,
+    }
+}
+
+/// An i16 in both halves of an i32 (a `vpmaddwd` operand).
+#[inline(always)]
+fn pair(v: i16) -> i32 {
+    let u = v as u16 as u32;
+    (u | (u << 16)) as i32
+}
+
+/// Expands super-block `b` of a row (`row`: its bytes) into `out`.
+///
+/// # Safety
+/// AVX2 must be available; `row` holds at least `b + 1` blocks of `ty`.
+#[inline(always)]
+unsafe fn expand(ty: GgmlType, row: &[u8], b: usize, out: &mut WeightSb) {
+    macro_rules! block {
+        ($B:ty) => {{
+            let size = std::mem::size_of::<$B>();
+            // SAFETY: the caller guarantees the block is inside `row`;
+            // block structs have alignment 1 and any bit pattern is valid.
+            &*(row.as_ptr().add(b * size) as *const $B)
+        }};
+    }
+    let levels = match ty {
+        GgmlType::Q4_K | GgmlType::Q5_K => {
+            let (levels, d, dmin, scales) = if ty == GgmlType::Q4_K {
+                let x: &BlockQ4K = block!(BlockQ4K);
+                (avx2::levels_q4k(x), x.d, x.dmin, &x.scales)
+            } else {
+                let x: &BlockQ5K = block!(BlockQ5K);
+                (avx2::levels_q5k(x), x.d, x.dmin, &x.scales)
+            };
+            for j in 0..8 {
+                let (sc, m) = scale_min_k4(j, scales);
+                out.sc2[2 * j] = pair(sc as i16);
+                out.sc2[2 * j + 1] = pair(sc as i16);
+                out.m[2 * j] = m as i16;
+                out.m[2 * j + 1] = m as i16;
+            }
+            out.d = d.to_f32();
+            out.dm = dmin.to_f32();
+            levels
+        }
+        GgmlType::Q2_K => {
+            let x: &BlockQ2K = block!(BlockQ2K);
+            for g in 0..16 {
+                out.sc2[g] = pair((x.scales[g] & 0xF) as i16);
+                out.m[g] = (x.scales[g] >> 4) as i16;
+            }
+            out.d = x.d.to_f32();
+            out.dm = x.dmin.to_f32();
+            avx2::levels_q2k(x)
+        }
+        GgmlType::Q3_K => {
+            let x: &BlockQ3K = block!(BlockQ3K);
+            let sc = q3k_scales(&x.scales);
+            for g in 0..16 {
+                out.sc2[g] = pair(sc[g] as i16);
+                out.m[g] = 4 * sc[g] as i16;
+            }
+            out.d = x.d.to_f32();
+            out.dm = out.d;
+            avx2::levels_q3k(x)
+        }
+        _ => {
+            // Q6_K (the only other type `matmul` lets through).
+            let x: &BlockQ6K = block!(BlockQ6K);
+            for g in 0..16 {
+                out.sc2[g] = pair(x.scales[g] as i16);
+                out.m[g] = 32 * x.scales[g] as i16;
+            }
+            out.d = x.d.to_f32();
+            out.dm = out.d;
+            avx2::levels_q6k(x)
+        }
+    };
+    for (i, v) in levels.iter().enumerate() {
+        _mm256_store_si256(out.qs.as_mut_ptr().add(32 * i) as *mut __m256i, *v);
+    }
+}
+
+/// Quantizes activation rows `8p..8p+8` (zeros past `n`) of `x` into the
+/// `kb` panels of panel row `p`.
+fn fill_panels(x: &[f32], cols: usize, n: usize, p: usize, out: &mut [ActPanel]) {
+    let mut q = BlockQ8K::ZERO;
+    for (b, panel) in out.iter_mut().enumerate() {
+        *panel = PANEL_ZERO;
+        for c in 0..PANEL {
+            let t = p * PANEL + c;
+            if t >= n {
+                break;
+            }
+            quantize_block_q8k(&x[t * cols + b * QK_K..t * cols + (b + 1) * QK_K], &mut q);
+            for j in 0..QK_K / 4 {
+                panel.qs[j][4 * c..4 * c + 4].copy_from_slice(&q.qs[4 * j..4 * j + 4]);
+            }
+            for pair in 0..8 {
+                panel.bsums[pair][2 * c] = q.bsums[2 * pair];
+                panel.bsums[pair][2 * c + 1] = q.bsums[2 * pair + 1];
+            }
+            panel.d[c] = q.d;
+        }
+    }
+}
+
+/// The microkernel: `acc[r][h] += dot(weight row r, panel h)` over `nsb`
+/// super-blocks (`w[r]`, `a[h]` point at the first), the float steps per
+/// super-block in the scalar kernels' order.
+///
+/// # Safety
+/// AVX2 + FMA available; `w[r]` and `a[h]` valid for `nsb` elements.
+#[inline(always)]
+unsafe fn tile<const TR: usize, const TH: usize, const DEPTH: usize, const SYM: bool>(
+    w: [*const WeightSb; TR],
+    a: [*const ActPanel; TH],
+    nsb: usize,
+    acc: &mut [[__m256; TH]; TR],
+) {
+    for s in 0..nsb {
+        let mut isum = [[_mm256_setzero_si256(); TH]; TR];
+        // Chunks of DEPTH 4-value groups share one scale (a 16-value group,
+        // or for Q4_K's 32-value sub-blocks two of them).
+        for c in 0..QK_K / 4 / DEPTH {
+            let mut acc16 = [[_mm256_setzero_si256(); TH]; TR];
+            for q in 0..DEPTH {
+                let j = DEPTH * c + q;
+                let mut av = [_mm256_setzero_si256(); TH];
+                for h in 0..TH {
+                    av[h] = _mm256_load_si256((*a[h].add(s)).qs[j].as_ptr() as *const __m256i);
+                }
+                for r in 0..TR {
+                    let wp = (*w[r].add(s)).qs.as_ptr().add(4 * j) as *const i32;
+                    let wv = _mm256_set1_epi32(wp.read_unaligned());
+                    for h in 0..TH {
+                        let p = _mm256_maddubs_epi16(wv, av[h]);
+                        acc16[r][h] = if q == 0 {
+                            p
+                        } else {
+                            _mm256_add_epi16(acc16[r][h], p)
+                        };
+                    }
+                }
+            }
+            for r in 0..TR {
+                let sc = _mm256_set1_epi32((*w[r].add(s)).sc2[DEPTH * c / 4]);
+                for h in 0..TH {
+                    isum[r][h] = _mm256_add_epi32(isum[r][h], _mm256_madd_epi16(acc16[r][h], sc));
+                }
+            }
+        }
+        for r in 0..TR {
+            let ws = &*w[r].add(s);
+            for h in 0..TH {
+                let ap = &*a[h].add(s);
+                let mut corr = _mm256_setzero_si256();
+                for p in 0..8 {
+                    let m = (ws.m.as_ptr().add(2 * p) as *const i32).read_unaligned();
+                    let bs = _mm256_load_si256(ap.bsums[p].as_ptr() as *const __m256i);
+                    corr = _mm256_add_epi32(corr, _mm256_madd_epi16(bs, _mm256_set1_epi32(m)));
+                }
+                let da = _mm256_load_ps(ap.d.as_ptr());
+                let d = _mm256_mul_ps(da, _mm256_set1_ps(ws.d));
+                let t = if SYM {
+                    _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_sub_epi32(isum[r][h], corr)))
+                } else {
+                    let dm = _mm256_mul_ps(da, _mm256_set1_ps(ws.dm));
+                    _mm256_sub_ps(
+                        _mm256_mul_ps(d, _mm256_cvtepi32_ps(isum[r][h])),
+                        _mm256_mul_ps(dm, _mm256_cvtepi32_ps(corr)),
+                    )
+                };
+                acc[r][h] = _mm256_add_ps(acc[r][h], t);
+            }
+        }
+    }
+}
+
+/// Output pointer shared by the row-block workers (disjoint rows).
+#[derive(Clone, Copy)]
+struct Out(*mut f32);
+// SAFETY: each worker reads and writes only `y[t * rows + r]` for the rows
+// `r` of its own row block; blocks are disjoint and nothing else touches `y`
+// during the call.
+unsafe impl Send for Out {}
+unsafe impl Sync for Out {}
+impl Out {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// Shape of one call.
+#[derive(Clone, Copy)]
+struct Dims {
+    rows: usize,
+    n: usize,
+    /// Super-blocks per row.
+    kb: usize,
+}
+
+/// One tile of `TR` rows (`r0..`) × `TH` panels (`p0..`) over the k-block
+/// of `nsb` super-blocks starting at `s0`: continues the running sums
+/// stored in `y` (zero when `s0 == 0`) and stores them back.
+///
+/// # Safety
+/// AVX2 + FMA available; `wbuf` holds the expanded k-block of the row block
+/// starting at row `rb0` (`nsb` entries per row), `panels` every panel
+/// (`kb` per panel row); the rows are this worker's.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn run_tile<const TR: usize, const TH: usize, const DEPTH: usize, const SYM: bool>(
+    dims: Dims,
+    wbuf: &[WeightSb],
+    rb0: usize,
+    r0: usize,
+    panels: &[ActPanel],
+    p0: usize,
+    s0: usize,
+    nsb: usize,
+    y: Out,
+) {
+    let mut acc = [[_mm256_setzero_ps(); TH]; TR];
+    let mut lanes = [0f32; PANEL];
+    if s0 > 0 {
+        for r in 0..TR {
+            for h in 0..TH {
+                for (c, l) in lanes.iter_mut().enumerate() {
+                    let t = (p0 + h) * PANEL + c;
+                    *l = if t < dims.n {
+                        *y.get().add(t * dims.rows + r0 + r)
+                    } else {
+                        0.0
+                    };
+                }
+                acc[r][h] = _mm256_loadu_ps(lanes.as_ptr());
+            }
+        }
+    }
+    let w: [*const WeightSb; TR] = std::array::from_fn(|r| wbuf.as_ptr().add((r0 + r - rb0) * nsb));
+    let a: [*const ActPanel; TH] =
+        std::array::from_fn(|h| panels.as_ptr().add((p0 + h) * dims.kb + s0));
+    tile::<TR, TH, DEPTH, SYM>(w, a, nsb, &mut acc);
+    for r in 0..TR {
+        for h in 0..TH {
+            _mm256_storeu_ps(lanes.as_mut_ptr(), acc[r][h]);
+            for (c, &l) in lanes.iter().enumerate() {
+                let t = (p0 + h) * PANEL + c;
+                if t < dims.n {
+                    *y.get().add(t * dims.rows + r0 + r) = l;
+                }
+            }
+        }
+    }
+}
+
+/// One k-block of one row block `rb0..rb1` against every panel.
+///
+/// # Safety
+/// As [`run_tile`].
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn row_block<const DEPTH: usize, const SYM: bool>(
+    dims: Dims,
+    wbuf: &[WeightSb],
+    rb0: usize,
+    rb1: usize,
+    panels: &[ActPanel],
+    s0: usize,
+    nsb: usize,
+    y: Out,
+) {
+    let np = dims.n.div_ceil(PANEL);
+    let mut p0 = 0;
+    while p0 < np {
+        let wide = p0 + H <= np;
+        let mut r0 = rb0;
+        while r0 < rb1 {
+            let tall = r0 + R <= rb1;
+            match (tall, wide) {
+                (true, true) => {
+                    run_tile::<R, H, DEPTH, SYM>(dims, wbuf, rb0, r0, panels, p0, s0, nsb, y)
+                }
+                (true, false) => {
+                    run_tile::<R, 1, DEPTH, SYM>(dims, wbuf, rb0, r0, panels, p0, s0, nsb, y)
+                }
+                (false, true) => {
+                    run_tile::<1, H, DEPTH, SYM>(dims, wbuf, rb0, r0, panels, p0, s0, nsb, y)
+                }
+                (false, false) => {
+                    run_tile::<1, 1, DEPTH, SYM>(dims, wbuf, rb0, r0, panels, p0, s0, nsb, y)
+                }
+            }
+            r0 += if tall { R } else { 1 };
+        }
+        p0 += if wide { H } else { 1 };
+    }
+}
+
+/// Expands rows `rb0..rb1`, super-blocks `s0..s0 + nsb`, into `wbuf`.
+///
+/// # Safety
+/// AVX2 available; `w` holds `rows` rows of `row_bytes`.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn expand_block(
+    ty: GgmlType,
+    w: &[u8],
+    row_bytes: usize,
+    (rb0, rb1): (usize, usize),
+    (s0, nsb): (usize, usize),
+    wbuf: &mut [WeightSb],
+) {
+    for r in rb0..rb1 {
+        let row = &w[r * row_bytes..(r + 1) * row_bytes];
+        for s in 0..nsb {
+            expand(ty, row, s0 + s, &mut wbuf[(r - rb0) * nsb + s]);
+        }
+    }
+}
+
+/// See [`super::try_matmul`]; the caller has checked AVX2 + FMA + F16C and
+/// the shapes. Declines rows that are not whole super-blocks.
+pub(crate) fn matmul(
+    ty: GgmlType,
+    w: &[u8],
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    y: &mut [f32],
+) -> bool {
+    if cols == 0 || cols % QK_K != 0 {
+        return false;
+    }
+    let kb = cols / QK_K;
+    let n = x.len() / cols;
+    let Ok(row_bytes) = bytes_for(ty, cols) else {
+        return false;
+    };
+    let dims = Dims { rows, n, kb };
+    let np = n.div_ceil(PANEL);
+
+    let mut panels = PANELS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .pop()
+        .unwrap_or_default();
+    if panels.len() < np * kb {
+        panels.resize(np * kb, PANEL_ZERO);
+    }
+    panels[..np * kb]
+        .par_chunks_mut(kb)
+        .enumerate()
+        .for_each(|(p, out)| fill_panels(x, cols, n, p, out));
+
+    // Row blocks: enough for every thread to have several, each a multiple
+    // of the tile height and at most 64 rows.
+    let threads = rayon::current_num_threads().max(1);
+    let rb = (rows.div_ceil(threads * 4))
+        .next_multiple_of(R)
+        .clamp(R, 64);
+    let y_out = Out(y.as_mut_ptr());
+    let panels_ref = &panels[..np * kb];
+    let (depth, kind) = (depth(ty), kind(ty));
+    (0..rows.div_ceil(rb)).into_par_iter().for_each(|blk| {
+        let (rb0, rb1) = (blk * rb, ((blk + 1) * rb).min(rows));
+        WEIGHTS.with(|cell| {
+            let mut wbuf = cell.borrow_mut();
+            let need = (rb1 - rb0) * KC.min(kb);
+            if wbuf.len() < need {
+                wbuf.resize(need, WEIGHT_ZERO);
+            }
+            for s0 in (0..kb).step_by(KC) {
+                let nsb = KC.min(kb - s0);
+                // SAFETY: the caller checked AVX2/FMA/F16C; `w` holds `rows`
+                // rows of `row_bytes` (checked by `crate::matmul`), `wbuf`
+                // has `(rb1 - rb0) * nsb` entries, the panels cover every
+                // activation row and super-block, and rows rb0..rb1 of `y`
+                // belong to this block alone.
+                unsafe {
+                    expand_block(ty, w, row_bytes, (rb0, rb1), (s0, nsb), &mut wbuf);
+                    match (depth, kind) {
+                        (2, Kind::Symmetric) => {
+                            row_block::<2, true>(dims, &wbuf, rb0, rb1, panels_ref, s0, nsb, y_out)
+                        }
+                        (8, _) => {
+                            row_block::<8, false>(dims, &wbuf, rb0, rb1, panels_ref, s0, nsb, y_out)
+                        }
+                        (_, Kind::Symmetric) => {
+                            row_block::<4, true>(dims, &wbuf, rb0, rb1, panels_ref, s0, nsb, y_out)
+                        }
+                        (_, Kind::Asymmetric) => {
+                            row_block::<4, false>(dims, &wbuf, rb0, rb1, panels_ref, s0, nsb, y_out)
+                        }
+                    }
+                }
+            }
+        });
+    });
+    PANELS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(panels);
+    true
 }
