@@ -8,6 +8,10 @@
 //!   thread converts a block of up to [`NB_MAX`] rows × [`KC`] columns to f32
 //!   into a thread-local buffer laid out as panels of [`NR`] rows `[k][row]`
 //!   (zero rows pad the last panel), which stays in L2;
+//! - while the microkernel runs, the weight bytes of the next packing step
+//!   are prefetched a line at a time ([`Prefetcher`]), so the memory-bound
+//!   packing overlaps the FMA-bound microkernel (it matters for small batches,
+//!   where packing is a large share of the work);
 //! - the microkernel keeps an `M × 16` tile of outputs (`M ≤ 6` activation
 //!   rows × two `__m256` of weight rows) in 12 accumulators and per `k` does
 //!   two aligned loads, `M` broadcasts and `2·M` FMAs; the activation tile
@@ -28,12 +32,13 @@ use std::sync::Mutex;
 const NR: usize = 16;
 /// Most activation rows per microkernel tile (12 accumulators).
 const MR: usize = 6;
-/// Target depth of a k-block: a 6 × KC activation tile plus a 16 × KC weight
-/// panel (88 KiB·KC/1024) fit the 32 KiB L1.
-const KC: usize = 256;
-/// Most weight rows per row block: the packed block (NB_MAX × KC f32, 128 KiB)
-/// stays in L2 while the activation tiles stream past it.
-const NB_MAX: usize = 128;
+/// Target depth of a k-block: the 6 × KC activation tile (12 KiB) stays in
+/// L1 while the row block's panels (16 × KC f32, 32 KiB each) stream from L2.
+/// (256, 1024 and 2048 measured within noise of 512 at n = 8..512.)
+const KC: usize = 512;
+/// Most weight rows per row block: the packed block (NB_MAX × KC f32,
+/// 128 KiB) stays in L2 while the activation tiles stream past it.
+const NB_MAX: usize = 64;
 
 /// The packed weights of one `k` of a panel: 16 rows, one cache line.
 #[derive(Clone, Copy)]
@@ -192,6 +197,60 @@ fn pack_x(x: &[f32], cols: usize, out: &mut [f32]) {
     }
 }
 
+/// Prefetches the weight bytes the next packing step will read, one cache
+/// line at a time, while the microkernel computes on the current block: the
+/// packing (bound by memory) and the microkernel (bound by FMA) then overlap
+/// instead of alternating. A run of `rows_left` row segments of `seg` bytes,
+/// `stride` bytes apart; addresses are only computed (wrapping), never read.
+struct Prefetcher {
+    row: *const u8,
+    stride: usize,
+    seg: usize,
+    off: usize,
+    rows_left: usize,
+}
+
+impl Prefetcher {
+    const NONE: Prefetcher = Prefetcher {
+        row: std::ptr::null(),
+        stride: 0,
+        seg: 0,
+        off: 0,
+        rows_left: 0,
+    };
+
+    /// Rows `r0..r1`, columns `p0..p1` of the `cols`-wide f16 matrix `w`.
+    fn new(w: &[u8], cols: usize, r0: usize, r1: usize, p0: usize, p1: usize) -> Self {
+        Prefetcher {
+            row: w.as_ptr().wrapping_add(2 * (r0 * cols + p0)),
+            stride: 2 * cols,
+            seg: 2 * (p1 - p0),
+            off: 0,
+            rows_left: r1 - r0,
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.rows_left == 0
+    }
+
+    /// Prefetches the next line, if any.
+    #[inline(always)]
+    fn step(&mut self) {
+        if self.rows_left == 0 {
+            return;
+        }
+        // SAFETY: SSE is part of x86-64; a prefetch never faults, whatever the address.
+        unsafe { _mm_prefetch::<_MM_HINT_T1>(self.row.wrapping_add(self.off) as *const i8) };
+        self.off += 64;
+        if self.off >= self.seg {
+            self.off = 0;
+            self.row = self.row.wrapping_add(self.stride);
+            self.rows_left -= 1;
+        }
+    }
+}
+
 /// One task: weight rows `r0..r1` against activation tiles `i0..i1`.
 struct Block<'a> {
     w: &'a [u8],
@@ -227,6 +286,18 @@ impl Block<'_> {
                 // inside `w`; the panel slice holds kc lanes.
                 unsafe { pack_w(self.w, cols, pr0, valid, p0, &mut buf[j * kc..(j + 1) * kc]) };
             }
+            // What the next packing step reads: the next k-block of these
+            // rows, or (a guess: rayon hands a thread neighbouring tasks) the
+            // first k-block of the next row block.
+            let mut pf = if p0 + kc < cols {
+                let p1 = (p0 + kc + self.kc).min(cols);
+                Prefetcher::new(self.w, cols, self.r0, self.r1, p0 + kc, p1)
+            } else if self.r1 < rows {
+                let r2 = (self.r1 + (self.r1 - self.r0)).min(rows);
+                Prefetcher::new(self.w, cols, self.r1, r2, 0, self.kc.min(cols))
+            } else {
+                Prefetcher::NONE
+            };
             for i in self.i0..self.i1 {
                 let t0 = self.tiles.start(i);
                 let m = self.tiles.start(i + 1) - t0;
@@ -242,12 +313,12 @@ impl Block<'_> {
                         let yt = y.add(t0 * rows + pr0);
                         let acc = p0 > 0;
                         match m {
-                            6 => tile::<6>(panel, xt, yt, rows, valid, acc),
-                            5 => tile::<5>(panel, xt, yt, rows, valid, acc),
-                            4 => tile::<4>(panel, xt, yt, rows, valid, acc),
-                            3 => tile::<3>(panel, xt, yt, rows, valid, acc),
-                            2 => tile::<2>(panel, xt, yt, rows, valid, acc),
-                            _ => tile::<1>(panel, xt, yt, rows, valid, acc),
+                            6 => tile::<6>(panel, xt, yt, rows, valid, acc, &mut pf),
+                            5 => tile::<5>(panel, xt, yt, rows, valid, acc, &mut pf),
+                            4 => tile::<4>(panel, xt, yt, rows, valid, acc, &mut pf),
+                            3 => tile::<3>(panel, xt, yt, rows, valid, acc, &mut pf),
+                            2 => tile::<2>(panel, xt, yt, rows, valid, acc, &mut pf),
+                            _ => tile::<1>(panel, xt, yt, rows, valid, acc, &mut pf),
                         }
                     }
                 }
@@ -266,23 +337,39 @@ impl Block<'_> {
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn pack_w(w: &[u8], cols: usize, r0: usize, valid: usize, p0: usize, out: &mut [Lanes]) {
     let kc = out.len();
+    assert!(valid <= NR && (r0 + valid) * cols * 2 <= w.len() && p0 + kc <= cols);
+    if valid < NR {
+        // The last panel of a matrix whose rows are not a multiple of 16.
+        for (k, lanes) in out.iter_mut().enumerate() {
+            for (r, v) in lanes.0.iter_mut().enumerate() {
+                *v = if r < valid {
+                    let o = 2 * ((r0 + r) * cols + p0 + k);
+                    half::f16::from_le_bytes([w[o], w[o + 1]]).to_f32()
+                } else {
+                    0.0
+                };
+            }
+        }
+        return;
+    }
     let k8 = kc / 8 * 8;
-    debug_assert!(valid <= NR && (r0 + valid) * cols * 2 <= w.len() && p0 + kc <= cols);
-    let base = w.as_ptr();
-    for half in 0..2 {
-        let h0 = half * 8;
+    let stride = 2 * cols;
+    for h0 in [0, 8] {
+        // SAFETY: row r0 + h0 < r0 + valid, column p0 ≤ cols: inside `w`
+        // (or one past its end only if kc = 0, and then nothing is read).
+        let base = unsafe { w.as_ptr().add((r0 + h0) * stride + 2 * p0) };
         let mut k = 0;
         while k < k8 {
-            let mut v = [_mm256_setzero_ps(); 8];
-            for (i, vi) in v.iter_mut().enumerate() {
-                if h0 + i < valid {
-                    // SAFETY: row r0 + h0 + i < r0 + valid, columns
-                    // p0 + k..p0 + k + 8 ≤ p0 + kc ≤ cols: 16 bytes inside `w`.
-                    let p = unsafe { base.add(2 * ((r0 + h0 + i) * cols + p0 + k)) };
-                    // SAFETY: see above; unaligned load.
-                    *vi = _mm256_cvtph_ps(unsafe { _mm_loadu_si128(p as *const __m128i) });
-                }
-            }
+            // SAFETY: rows r0 + h0 + i (i < 8) are < r0 + valid and columns
+            // p0 + k..p0 + k + 8 ≤ p0 + kc ≤ cols: 16 bytes inside `w` each;
+            // unaligned loads.
+            let v = unsafe {
+                let p = base.add(2 * k);
+                let ld = |i: usize| {
+                    _mm256_cvtph_ps(_mm_loadu_si128(p.add(i * stride) as *const __m128i))
+                };
+                [ld(0), ld(1), ld(2), ld(3), ld(4), ld(5), ld(6), ld(7)]
+            };
             let t = transpose8(v);
             for (q, tq) in t.iter().enumerate() {
                 // SAFETY: `Lanes` is 64-byte aligned, so lanes h0..h0 + 8 are
@@ -293,13 +380,8 @@ unsafe fn pack_w(w: &[u8], cols: usize, r0: usize, valid: usize, p0: usize, out:
         }
         for (kk, lanes) in out.iter_mut().enumerate().skip(k8) {
             for i in 0..8 {
-                let r = h0 + i;
-                lanes.0[r] = if r < valid {
-                    let o = 2 * ((r0 + r) * cols + p0 + kk);
-                    half::f16::from_le_bytes([w[o], w[o + 1]]).to_f32()
-                } else {
-                    0.0
-                };
+                let o = (r0 + h0 + i) * stride + 2 * (p0 + kk);
+                lanes.0[h0 + i] = half::f16::from_le_bytes([w[o], w[o + 1]]).to_f32();
             }
         }
     }
@@ -339,6 +421,7 @@ fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
 
 /// The microkernel: `y[i * ldy + r] (+)= Σ_k xt[k * M + i] · panel[k].0[r]`
 /// for `i < M`, `r < valid`; adds to `y` when `accumulate`, else overwrites.
+/// Advances `pf` by one line every second `k` until it is done.
 ///
 /// # Safety
 /// The CPU has AVX2 and FMA; `xt` holds `panel.len() * M` values; `y` points
@@ -353,13 +436,42 @@ unsafe fn tile<const M: usize>(
     ldy: usize,
     valid: usize,
     accumulate: bool,
+    pf: &mut Prefetcher,
+) {
+    // SAFETY: forwarded contract.
+    unsafe {
+        if pf.done() {
+            tile_impl::<M, false>(panel, xt, y, ldy, valid, accumulate, pf)
+        } else {
+            tile_impl::<M, true>(panel, xt, y, ldy, valid, accumulate, pf)
+        }
+    }
+}
+
+/// [`tile`], with the prefetch steps compiled in (`PF`) or out.
+///
+/// # Safety
+/// As [`tile`].
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile_impl<const M: usize, const PF: bool>(
+    panel: &[Lanes],
+    xt: &[f32],
+    y: *mut f32,
+    ldy: usize,
+    valid: usize,
+    accumulate: bool,
+    pf: &mut Prefetcher,
 ) {
     let kc = panel.len();
-    debug_assert!(xt.len() >= kc * M && valid <= NR);
+    assert!(xt.len() >= kc * M && valid <= NR);
     let mut acc = [[_mm256_setzero_ps(); 2]; M];
     let b = panel.as_ptr() as *const f32;
     let a = xt.as_ptr();
     for k in 0..kc {
+        if PF && k % 2 == 0 {
+            pf.step();
+        }
         // SAFETY: k < kc = panel.len(); each `Lanes` is 16 f32, 64-byte aligned.
         let (b0, b1) = unsafe {
             (
