@@ -39,7 +39,9 @@ const R: usize = 3;
 const H: usize = 2;
 /// Super-blocks per k-block (the expanded weights of a row block and the
 /// activation panels of a tile stay in L2 across one k-block).
-const KC: usize = 16;
+const KC: usize = 8;
+/// Most weight rows per row block (their expanded k-block stays in L2).
+const RB_MAX: usize = 60;
 
 /// One super-block of one weight row, expanded.
 #[derive(Clone, Copy)]
@@ -84,9 +86,15 @@ const PANEL_ZERO: ActPanel = ActPanel {
 /// The activation panels of one call, reused across calls.
 static PANELS: Mutex<Vec<Vec<ActPanel>>> = Mutex::new(Vec::new());
 
+/// A worker's buffers: expanded weight rows and running sums.
+#[derive(Default)]
+struct Scratch {
+    wbuf: Vec<WeightSb>,
+    acc: Vec<__m256>,
+}
+
 thread_local! {
-    /// Each worker's expanded weight rows.
-    static WEIGHTS: RefCell<Vec<WeightSb>> = const { RefCell::new(Vec::new()) };
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
 
 /// How the weight type maps onto the common form.
@@ -316,97 +324,93 @@ struct Dims {
     kb: usize,
 }
 
-/// One tile of `TR` rows (`r0..`) × `TH` panels (`p0..`) over the k-block
-/// of `nsb` super-blocks starting at `s0`: continues the running sums
-/// stored in `y` (zero when `s0 == 0`) and stores them back.
-///
-/// # Safety
-/// AVX2 + FMA available; `wbuf` holds the expanded k-block of the row block
-/// starting at row `rb0` (`nsb` entries per row), `panels` every panel
-/// (`kb` per panel row); the rows are this worker's.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn run_tile<const TR: usize, const TH: usize, const DEPTH: usize, const SYM: bool>(
+/// One k-block of one row block: what every tile of it needs.
+struct Block<'a> {
     dims: Dims,
-    wbuf: &[WeightSb],
+    /// Expanded weights of rows `rb0..`, `nsb` per row.
+    wbuf: &'a [WeightSb],
+    /// Running sums between k-blocks: `(row - rb0) * panels + panel`.
+    acc: &'a mut [__m256],
     rb0: usize,
-    r0: usize,
-    panels: &[ActPanel],
-    p0: usize,
+    rb1: usize,
+    panels: &'a [ActPanel],
+    /// The k-block: super-blocks `s0..s0 + nsb`.
     s0: usize,
     nsb: usize,
     y: Out,
+}
+
+/// One tile of `TR` rows (`r0..`) × `TH` panels (`p0..`) over the k-block:
+/// continues the running sums (zero at the first k-block) and stores them,
+/// into `y` after the last k-block.
+///
+/// # Safety
+/// AVX2 + FMA available; `blk` describes buffers that cover the tile
+/// (see [`matmul`]) and rows whose outputs belong to this worker.
+#[inline(always)]
+unsafe fn run_tile<const TR: usize, const TH: usize, const DEPTH: usize, const SYM: bool>(
+    blk: &mut Block<'_>,
+    r0: usize,
+    p0: usize,
 ) {
+    let Dims { rows, n, kb } = blk.dims;
+    let np = n.div_ceil(PANEL);
+    let slot = |r: usize, h: usize| (r0 + r - blk.rb0) * np + p0 + h;
     let mut acc = [[_mm256_setzero_ps(); TH]; TR];
-    let mut lanes = [0f32; PANEL];
-    if s0 > 0 {
+    if blk.s0 > 0 {
         for r in 0..TR {
             for h in 0..TH {
-                for (c, l) in lanes.iter_mut().enumerate() {
-                    let t = (p0 + h) * PANEL + c;
-                    *l = if t < dims.n {
-                        *y.get().add(t * dims.rows + r0 + r)
-                    } else {
-                        0.0
-                    };
-                }
-                acc[r][h] = _mm256_loadu_ps(lanes.as_ptr());
+                acc[r][h] = blk.acc[slot(r, h)];
             }
         }
     }
-    let w: [*const WeightSb; TR] = std::array::from_fn(|r| wbuf.as_ptr().add((r0 + r - rb0) * nsb));
+    let w: [*const WeightSb; TR] =
+        std::array::from_fn(|r| blk.wbuf.as_ptr().add((r0 + r - blk.rb0) * blk.nsb));
     let a: [*const ActPanel; TH] =
-        std::array::from_fn(|h| panels.as_ptr().add((p0 + h) * dims.kb + s0));
-    tile::<TR, TH, DEPTH, SYM>(w, a, nsb, &mut acc);
+        std::array::from_fn(|h| blk.panels.as_ptr().add((p0 + h) * kb + blk.s0));
+    tile::<TR, TH, DEPTH, SYM>(w, a, blk.nsb, &mut acc);
+    if blk.s0 + blk.nsb < kb {
+        for r in 0..TR {
+            for h in 0..TH {
+                blk.acc[slot(r, h)] = acc[r][h];
+            }
+        }
+        return;
+    }
+    let mut lanes = [0f32; PANEL];
     for r in 0..TR {
         for h in 0..TH {
             _mm256_storeu_ps(lanes.as_mut_ptr(), acc[r][h]);
             for (c, &l) in lanes.iter().enumerate() {
                 let t = (p0 + h) * PANEL + c;
-                if t < dims.n {
-                    *y.get().add(t * dims.rows + r0 + r) = l;
+                if t < n {
+                    *blk.y.get().add(t * rows + r0 + r) = l;
                 }
             }
         }
     }
 }
 
-/// One k-block of one row block `rb0..rb1` against every panel.
+/// Every tile of one k-block of one row block.
 ///
 /// # Safety
 /// As [`run_tile`].
 #[target_feature(enable = "avx2,fma,f16c")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn row_block<const DEPTH: usize, const SYM: bool>(
-    dims: Dims,
-    wbuf: &[WeightSb],
-    rb0: usize,
-    rb1: usize,
-    panels: &[ActPanel],
-    s0: usize,
-    nsb: usize,
-    y: Out,
-) {
-    let np = dims.n.div_ceil(PANEL);
+unsafe fn row_block<const DEPTH: usize, const SYM: bool>(blk: &mut Block<'_>) {
+    let np = blk.dims.n.div_ceil(PANEL);
+    // Panels outer: a pair of activation panels stays in L1/L2 while the
+    // row block's expanded weights (L2) stream past it.
     let mut p0 = 0;
     while p0 < np {
         let wide = p0 + H <= np;
-        let mut r0 = rb0;
-        while r0 < rb1 {
-            let tall = r0 + R <= rb1;
+        let mut r0 = blk.rb0;
+        while r0 < blk.rb1 {
+            let tall = r0 + R <= blk.rb1;
             match (tall, wide) {
-                (true, true) => {
-                    run_tile::<R, H, DEPTH, SYM>(dims, wbuf, rb0, r0, panels, p0, s0, nsb, y)
-                }
-                (true, false) => {
-                    run_tile::<R, 1, DEPTH, SYM>(dims, wbuf, rb0, r0, panels, p0, s0, nsb, y)
-                }
-                (false, true) => {
-                    run_tile::<1, H, DEPTH, SYM>(dims, wbuf, rb0, r0, panels, p0, s0, nsb, y)
-                }
-                (false, false) => {
-                    run_tile::<1, 1, DEPTH, SYM>(dims, wbuf, rb0, r0, panels, p0, s0, nsb, y)
-                }
+                (true, true) => run_tile::<R, H, DEPTH, SYM>(blk, r0, p0),
+                (true, false) => run_tile::<R, 1, DEPTH, SYM>(blk, r0, p0),
+                (false, true) => run_tile::<1, H, DEPTH, SYM>(blk, r0, p0),
+                (false, false) => run_tile::<1, 1, DEPTH, SYM>(blk, r0, p0),
             }
             r0 += if tall { R } else { 1 };
         }
@@ -470,44 +474,53 @@ pub(crate) fn matmul(
         .for_each(|(p, out)| fill_panels(x, cols, n, p, out));
 
     // Row blocks: enough for every thread to have several, each a multiple
-    // of the tile height and at most 64 rows.
+    // of the tile height and at most RB_MAX rows.
     let threads = rayon::current_num_threads().max(1);
     let rb = (rows.div_ceil(threads * 4))
         .next_multiple_of(R)
-        .clamp(R, 64);
+        .clamp(R, RB_MAX);
     let y_out = Out(y.as_mut_ptr());
     let panels_ref = &panels[..np * kb];
     let (depth, kind) = (depth(ty), kind(ty));
     (0..rows.div_ceil(rb)).into_par_iter().for_each(|blk| {
         let (rb0, rb1) = (blk * rb, ((blk + 1) * rb).min(rows));
-        WEIGHTS.with(|cell| {
-            let mut wbuf = cell.borrow_mut();
+        SCRATCH.with(|cell| {
+            let scratch = &mut *cell.borrow_mut();
             let need = (rb1 - rb0) * KC.min(kb);
-            if wbuf.len() < need {
-                wbuf.resize(need, WEIGHT_ZERO);
+            if scratch.wbuf.len() < need {
+                scratch.wbuf.resize(need, WEIGHT_ZERO);
+            }
+            let need = (rb1 - rb0) * np;
+            if scratch.acc.len() < need {
+                // SAFETY: AVX is available (checked by the caller); this
+                // only makes a zero vector.
+                scratch.acc.resize(need, unsafe { _mm256_setzero_ps() });
             }
             for s0 in (0..kb).step_by(KC) {
                 let nsb = KC.min(kb - s0);
                 // SAFETY: the caller checked AVX2/FMA/F16C; `w` holds `rows`
                 // rows of `row_bytes` (checked by `crate::matmul`), `wbuf`
-                // has `(rb1 - rb0) * nsb` entries, the panels cover every
-                // activation row and super-block, and rows rb0..rb1 of `y`
-                // belong to this block alone.
+                // has `(rb1 - rb0) * nsb` entries and `acc` `(rb1 - rb0) * np`,
+                // the panels cover every activation row and super-block, and
+                // rows rb0..rb1 of `y` belong to this block alone.
                 unsafe {
-                    expand_block(ty, w, row_bytes, (rb0, rb1), (s0, nsb), &mut wbuf);
+                    expand_block(ty, w, row_bytes, (rb0, rb1), (s0, nsb), &mut scratch.wbuf);
+                    let mut blk = Block {
+                        dims,
+                        wbuf: &scratch.wbuf,
+                        acc: &mut scratch.acc,
+                        rb0,
+                        rb1,
+                        panels: panels_ref,
+                        s0,
+                        nsb,
+                        y: y_out,
+                    };
                     match (depth, kind) {
-                        (2, Kind::Symmetric) => {
-                            row_block::<2, true>(dims, &wbuf, rb0, rb1, panels_ref, s0, nsb, y_out)
-                        }
-                        (8, _) => {
-                            row_block::<8, false>(dims, &wbuf, rb0, rb1, panels_ref, s0, nsb, y_out)
-                        }
-                        (_, Kind::Symmetric) => {
-                            row_block::<4, true>(dims, &wbuf, rb0, rb1, panels_ref, s0, nsb, y_out)
-                        }
-                        (_, Kind::Asymmetric) => {
-                            row_block::<4, false>(dims, &wbuf, rb0, rb1, panels_ref, s0, nsb, y_out)
-                        }
+                        (2, Kind::Symmetric) => row_block::<2, true>(&mut blk),
+                        (8, _) => row_block::<8, false>(&mut blk),
+                        (_, Kind::Symmetric) => row_block::<4, true>(&mut blk),
+                        (_, Kind::Asymmetric) => row_block::<4, false>(&mut blk),
                     }
                 }
             }
