@@ -2,7 +2,8 @@
 //! rows) against a plain f64 loop, at shapes that hit every tail of its
 //! tiling: weight rows not a multiple of the 16-row panel or of a row block,
 //! activation rows not a multiple of the 6-row tile, depths shorter than one
-//! 8-wide conversion, not a multiple of 8, and over several k-blocks.
+//! 8-wide conversion, not a multiple of 8, and over several k-blocks; more
+//! activation rows than one pass over the weights takes.
 
 mod common;
 
@@ -73,6 +74,8 @@ fn tiled_f16_matches_f64_reference_at_every_tail() {
         // tiles than threads.
         check(300, 600, 20, 1, 100);
         check(257, 513, 31, 0, 101);
+        // More activation rows than one pass takes (512): three passes.
+        check(20, 40, 1030, 1, 102);
     });
 }
 

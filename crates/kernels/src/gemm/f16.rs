@@ -39,6 +39,10 @@ const KC: usize = 512;
 /// Most weight rows per row block: the packed block (NB_MAX × KC f32,
 /// 128 KiB) stays in L2 while the activation tiles stream past it.
 const NB_MAX: usize = 64;
+/// Most activation rows multiplied per pass (then the weights are packed
+/// again): bounds the packed-activation scratch to `X_CHUNK × cols` f32 and
+/// keeps the activations each row block streams in L3.
+const X_CHUNK: usize = 512;
 
 /// The packed weights of one `k` of a panel: 16 rows, one cache line.
 #[derive(Clone, Copy)]
@@ -113,12 +117,33 @@ pub(crate) fn matmul_f16(w: &[u8], rows: usize, cols: usize, x: &[f32], y: &mut 
         return false;
     }
 
-    let tiles = Tiles::new(n);
     let mut xp = PACKED_X
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .pop()
         .unwrap_or_default();
+    // Activation rows in chunks of at most X_CHUNK: the packed activations
+    // (and the chunk of `x` each row block streams) stay a few MiB.
+    let chunks = n.div_ceil(X_CHUNK);
+    for c in 0..chunks {
+        let (t0, t1) = (c * n / chunks, (c + 1) * n / chunks);
+        multiply_chunk(
+            w,
+            rows,
+            cols,
+            &x[t0 * cols..t1 * cols],
+            &mut y[t0 * rows..t1 * rows],
+            &mut xp,
+        );
+    }
+    PACKED_X.lock().unwrap_or_else(|e| e.into_inner()).push(xp);
+    true
+}
+
+/// [`matmul_f16`] for `n = x.len() / cols ≥ 1` activation rows, shapes and
+/// CPU features checked; `xp` is scratch space for the packed activations.
+fn multiply_chunk(w: &[u8], rows: usize, cols: usize, x: &[f32], y: &mut [f32], xp: &mut Vec<f32>) {
+    let tiles = Tiles::new(x.len() / cols);
     // Tile i's packed rows live at i * MR * cols (room for a full tile).
     xp.resize(tiles.tiles * MR * cols, 0.0);
     xp.par_chunks_mut(MR * cols)
@@ -175,16 +200,13 @@ pub(crate) fn matmul_f16(w: &[u8], rows: usize, cols: usize, x: &[f32], y: &mut 
                 i1,
                 kc,
             };
-            // SAFETY: the CPU has AVX2, FMA and F16C (checked above); the
-            // shapes were checked above, `buf` holds `need` lanes, and this
-            // task alone writes rows r0..r1 of activation rows of tiles
+            // SAFETY: the CPU has AVX2, FMA and F16C and the shapes match
+            // (checked by `matmul_f16`), `buf` holds `need` lanes, and this
+            // task alone writes rows r0..r1 of the activation rows of tiles
             // i0..i1 of `y` (see `OutPtr`).
             unsafe { job.run(&mut buf[..need], out.get()) };
         });
     });
-
-    PACKED_X.lock().unwrap_or_else(|e| e.into_inner()).push(xp);
-    true
 }
 
 /// Packs `m = x.len() / cols` activation rows as `[k][row]` into `out`.
