@@ -230,6 +230,9 @@ struct Prefetcher {
     seg: usize,
     off: usize,
     rows_left: usize,
+    /// One line every `every` microkernel steps; `count` steps to the next.
+    every: u32,
+    count: u32,
 }
 
 impl Prefetcher {
@@ -239,16 +242,42 @@ impl Prefetcher {
         seg: 0,
         off: 0,
         rows_left: 0,
+        every: 1,
+        count: 1,
     };
 
-    /// Rows `r0..r1`, columns `p0..p1` of the `cols`-wide f16 matrix `w`.
-    fn new(w: &[u8], cols: usize, r0: usize, r1: usize, p0: usize, p1: usize) -> Self {
+    /// Rows `r0..r1`, columns `p0..p1` of the `cols`-wide f16 matrix `w`,
+    /// spread evenly over `steps` microkernel steps.
+    fn new(
+        w: &[u8],
+        cols: usize,
+        r0: usize,
+        r1: usize,
+        p0: usize,
+        p1: usize,
+        steps: usize,
+    ) -> Self {
+        let seg = 2 * (p1 - p0);
+        let lines = ((r1 - r0) * seg.div_ceil(64)).max(1);
+        let every = (steps / lines).clamp(1, 1 << 16) as u32;
         Prefetcher {
             row: w.as_ptr().wrapping_add(2 * (r0 * cols + p0)),
             stride: 2 * cols,
-            seg: 2 * (p1 - p0),
+            seg,
             off: 0,
             rows_left: r1 - r0,
+            every,
+            count: every,
+        }
+    }
+
+    /// One microkernel step: prefetches a line every `every` steps.
+    #[inline(always)]
+    fn tick(&mut self) {
+        self.count -= 1;
+        if self.count == 0 {
+            self.count = self.every;
+            self.step();
         }
     }
 
@@ -311,12 +340,13 @@ impl Block<'_> {
             // What the next packing step reads: the next k-block of these
             // rows, or (a guess: rayon hands a thread neighbouring tasks) the
             // first k-block of the next row block.
+            let steps = (self.i1 - self.i0) * panels * kc;
             let mut pf = if p0 + kc < cols {
                 let p1 = (p0 + kc + self.kc).min(cols);
-                Prefetcher::new(self.w, cols, self.r0, self.r1, p0 + kc, p1)
+                Prefetcher::new(self.w, cols, self.r0, self.r1, p0 + kc, p1, steps)
             } else if self.r1 < rows {
                 let r2 = (self.r1 + (self.r1 - self.r0)).min(rows);
-                Prefetcher::new(self.w, cols, self.r1, r2, 0, self.kc.min(cols))
+                Prefetcher::new(self.w, cols, self.r1, r2, 0, self.kc.min(cols), steps)
             } else {
                 Prefetcher::NONE
             };
@@ -491,8 +521,8 @@ unsafe fn tile_impl<const M: usize, const PF: bool>(
     let b = panel.as_ptr() as *const f32;
     let a = xt.as_ptr();
     for k in 0..kc {
-        if PF && k % 2 == 0 {
-            pf.step();
+        if PF {
+            pf.tick();
         }
         // SAFETY: k < kc = panel.len(); each `Lanes` is 16 f32, 64-byte aligned.
         let (b0, b1) = unsafe {
