@@ -111,7 +111,10 @@ fn bench_matmul(c: &mut Criterion) {
         GgmlType::Q4_K,
         GgmlType::Q6_K,
         GgmlType::Q2_K,
+        GgmlType::Q3_K,
+        GgmlType::Q5_K,
         GgmlType::Q8_0,
+        GgmlType::Q4_0,
         GgmlType::F16,
     ] {
         let mut group = c.benchmark_group(format!("matmul{n}/{ty}"));

@@ -1,8 +1,9 @@
-//! The tiled k-quant matrix × matrix kernel (`gemm::kquant`, used from 8
-//! activation rows on AVX2) against the scalar row-at-a-time kernel, bit for
-//! bit, on shapes that hit every edge of its tiling: row counts that leave a
+//! The tiled matrix × matrix kernels of `crate::gemm` (used from 8
+//! activation rows on AVX2) against the scalar row-at-a-time kernel, on
+//! shapes that hit every edge of their tiling: row counts that leave a
 //! partial tile, activation rows that leave a partial panel and an odd panel,
-//! rows longer than one k-block (16 super-blocks), one-row matrices.
+//! rows longer than one k-block, one-row matrices. The k-quants agree bit for
+//! bit; the 32-value types (one FMA per block) to f32 rounding.
 
 mod common;
 
@@ -27,6 +28,57 @@ const SHAPES: [(usize, usize, usize); 6] = [
     (130, 1024, 40),
 ];
 
+/// Real quantized weights with a spread of magnitudes across rows (so
+/// scales and mins vary), and activations likewise.
+fn operands(ty: GgmlType, rows: usize, cols: usize, n: usize, seed: u64) -> (Vec<u8>, Vec<f32>) {
+    let wf: Vec<f32> = gaussian(rows * cols, seed)
+        .into_iter()
+        .enumerate()
+        .map(|(k, v)| v * (1.0 + (k / cols % 7) as f32))
+        .collect();
+    let x: Vec<f32> = gaussian(n * cols, seed + 1000)
+        .into_iter()
+        .enumerate()
+        .map(|(k, v)| v * (0.1 + (k / cols % 5) as f32))
+        .collect();
+    (quantize_to_vec(ty, &wf).unwrap(), x)
+}
+
+#[test]
+fn tiled_legacy_matmul_matches_scalar() {
+    if !Isa::Avx2.available() {
+        eprintln!("AVX2 unavailable: the tiled kernel cannot run here");
+        return;
+    }
+    let shapes = [(1, 32, 8), (5, 576, 9), (13, 1536, 17), (70, 96, 25)];
+    for ty in [
+        GgmlType::Q4_0,
+        GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q5_1,
+    ] {
+        for (j, &(rows, cols, n)) in shapes.iter().enumerate() {
+            let (w, x) = operands(ty, rows, cols, n, j as u64);
+            let mut wf = vec![0f32; rows * cols];
+            mistral_kernels::dequantize(ty, &w, &mut wf).unwrap();
+            let mut scalar = vec![0f32; n * rows];
+            matmul(ty, Isa::Scalar, &w, rows, cols, &x, &mut scalar).unwrap();
+            let mut tiled = vec![f32::NAN; n * rows];
+            matmul(ty, Isa::Avx2, &w, rows, cols, &x, &mut tiled).unwrap();
+            for (k, (a, b)) in tiled.iter().zip(&scalar).enumerate() {
+                let (t, r) = (k / rows, k % rows);
+                let mag: f32 = (0..cols)
+                    .map(|c| (wf[r * cols + c] * x[t * cols + c]).abs())
+                    .sum();
+                assert!(
+                    (a - b).abs() <= 2e-5 * mag + 1e-6,
+                    "{ty} {rows}x{cols} n={n} [{t}, {r}]: tiled {a} vs scalar {b}"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn tiled_kquant_matmul_is_bit_identical_to_scalar() {
     if !Isa::Avx2.available() {
@@ -41,19 +93,7 @@ fn tiled_kquant_matmul_is_bit_identical_to_scalar() {
         for (i, ty) in TYPES.into_iter().enumerate() {
             for (j, &(rows, cols, n)) in SHAPES.iter().enumerate() {
                 let seed = (10 * i + j) as u64;
-                // Real quantized weights, with a spread of magnitudes across
-                // rows so scales and mins vary.
-                let wf: Vec<f32> = gaussian(rows * cols, seed)
-                    .into_iter()
-                    .enumerate()
-                    .map(|(k, v)| v * (1.0 + (k / cols % 7) as f32))
-                    .collect();
-                let w = quantize_to_vec(ty, &wf).unwrap();
-                let x: Vec<f32> = gaussian(n * cols, seed + 1000)
-                    .into_iter()
-                    .enumerate()
-                    .map(|(k, v)| v * (0.1 + (k / cols % 5) as f32))
-                    .collect();
+                let (w, x) = operands(ty, rows, cols, n, seed);
                 let mut scalar = vec![0f32; n * rows];
                 matmul(ty, Isa::Scalar, &w, rows, cols, &x, &mut scalar).unwrap();
                 let mut tiled = vec![f32::NAN; n * rows];

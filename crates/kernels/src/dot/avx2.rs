@@ -741,3 +741,19 @@ pub(crate) unsafe fn levels_q3k(x: &BlockQ3K) -> [__m256i; 8] {
     }
     v
 }
+
+/// Q4_0 / Q4_1: the 32 levels 0..16 of a block's nibbles, in order.
+#[inline(always)]
+pub(crate) unsafe fn levels_q4_32(qs: &[u8; 16]) -> __m256i {
+    nibbles(qs.as_ptr())
+}
+
+/// Q5_0 / Q5_1: the 32 levels 0..32 (nibble | high bit << 4), in order.
+#[inline(always)]
+pub(crate) unsafe fn levels_q5_32(qs: &[u8; 16], qh: [u8; 4]) -> __m256i {
+    let hb = _mm256_and_si256(
+        bytes_from_bits(u32::from_le_bytes(qh)),
+        _mm256_set1_epi8(0x10),
+    );
+    _mm256_or_si256(nibbles(qs.as_ptr()), hb)
+}

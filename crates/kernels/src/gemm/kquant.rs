@@ -22,6 +22,7 @@
 //! own (`d·sumi − dmin·summ` per super-block, summed in order), so results
 //! are bit-identical to [`crate::dot::scalar`].
 
+use super::{row_block_size, Out, PANEL};
 use crate::blocks::*;
 use crate::dot::avx2;
 use crate::quant::quantize_block_q8k;
@@ -31,8 +32,6 @@ use std::arch::x86_64::*;
 use std::cell::RefCell;
 use std::sync::Mutex;
 
-/// Activation rows per panel (one `__m256i` holds 4 values of each).
-const PANEL: usize = 8;
 /// Weight rows per microkernel tile.
 const R: usize = 3;
 /// Panels per microkernel tile.
@@ -301,20 +300,6 @@ unsafe fn tile<const TR: usize, const TH: usize, const DEPTH: usize, const SYM: 
     }
 }
 
-/// Output pointer shared by the row-block workers (disjoint rows).
-#[derive(Clone, Copy)]
-struct Out(*mut f32);
-// SAFETY: each worker reads and writes only `y[t * rows + r]` for the rows
-// `r` of its own row block; blocks are disjoint and nothing else touches `y`
-// during the call.
-unsafe impl Send for Out {}
-unsafe impl Sync for Out {}
-impl Out {
-    fn get(self) -> *mut f32 {
-        self.0
-    }
-}
-
 /// Shape of one call.
 #[derive(Clone, Copy)]
 struct Dims {
@@ -473,12 +458,7 @@ pub(crate) fn matmul(
         .enumerate()
         .for_each(|(p, out)| fill_panels(x, cols, n, p, out));
 
-    // Row blocks: enough for every thread to have several, each a multiple
-    // of the tile height and at most RB_MAX rows.
-    let threads = rayon::current_num_threads().max(1);
-    let rb = (rows.div_ceil(threads * 4))
-        .next_multiple_of(R)
-        .clamp(R, RB_MAX);
+    let rb = row_block_size(rows, R, RB_MAX);
     let y_out = Out(y.as_mut_ptr());
     let panels_ref = &panels[..np * kb];
     let (depth, kind) = (depth(ty), kind(ty));

@@ -5,6 +5,8 @@
 //!
 //! - [`kquant`]: the k-quants (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K) on Q8_K
 //!   activations, integer products bit-identical to [`crate::dot`].
+//! - [`legacy`]: the 32-value block types with small unsigned levels
+//!   (Q4_0, Q4_1, Q5_0, Q5_1) on Q8_0 activations.
 //! - [`f16`]: F16 weights on f32 activations.
 //!
 //! [`try_matmul`] is the entry point [`crate::matmul`] calls; it declines
@@ -15,6 +17,8 @@
 mod f16;
 #[cfg(target_arch = "x86_64")]
 mod kquant;
+#[cfg(target_arch = "x86_64")]
+mod legacy;
 
 use crate::isa::Isa;
 use mistral_gguf::GgmlType;
@@ -47,6 +51,7 @@ pub(crate) fn try_matmul(
             T::Q2_K | T::Q3_K | T::Q4_K | T::Q5_K | T::Q6_K => {
                 kquant::matmul(ty, w, rows, cols, x, y)
             }
+            T::Q4_0 | T::Q4_1 | T::Q5_0 | T::Q5_1 => legacy::matmul(ty, w, rows, cols, x, y),
             T::F16 => f16::matmul_f16(w, rows, cols, x, y),
             _ => false,
         }
@@ -55,5 +60,35 @@ pub(crate) fn try_matmul(
     {
         let _ = (ty, w, rows, y);
         false
+    }
+}
+
+/// Activation rows per panel of the integer kernels (one `__m256i` holds 4
+/// values of each).
+#[cfg(target_arch = "x86_64")]
+const PANEL: usize = 8;
+
+/// Rows per parallel row block: enough blocks for every thread to have
+/// several, each a multiple of the tile height `tile` and at most `max`.
+#[cfg(target_arch = "x86_64")]
+fn row_block_size(rows: usize, tile: usize, max: usize) -> usize {
+    let threads = rayon::current_num_threads().max(1);
+    rows.div_ceil(threads * 4)
+        .next_multiple_of(tile)
+        .clamp(tile, max)
+}
+
+/// Output pointer shared by the row-block workers (disjoint rows).
+#[derive(Clone, Copy)]
+struct Out(*mut f32);
+// SAFETY: each worker reads and writes only `y[t * rows + r]` for the rows
+// `r` of its own row block; blocks are disjoint and nothing else touches `y`
+// during the call.
+unsafe impl Send for Out {}
+unsafe impl Sync for Out {}
+impl Out {
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    fn get(self) -> *mut f32 {
+        self.0
     }
 }

@@ -1,0 +1,386 @@
+//! Q4_0 / Q4_1 / Q5_0 / Q5_1 weights × Q8_0 activations, register-tiled (AVX2).
+//!
+//! Per 32-value block, with unsigned levels `q` (0..16 or 0..32):
+//!
+//! ```text
+//! dot = d_w·d_a · (Σ q·a − off·Σ a)  +  m_w · d_a·Σ a
+//! ```
+//!
+//! (`off` 8 / 16 for Q4_0 / Q5_0, `m_w` the min of Q4_1 / Q5_1). As in
+//! [`super::kquant`], weights are expanded once per call ([`WeightBlock`]),
+//! activations are interleaved 8 rows per [`ActBlock`], and a tile of `R`
+//! weight rows × `H` panels broadcasts 4 weight bytes per `vpmaddubsw`
+//! against 8 activation rows, summing a block's products in i16 (bounded:
+//! see `matmul`). The float steps differ from the row-at-a-time kernels (one
+//! fused multiply-add per block and row), so results agree with them to
+//! f32 rounding, not bit for bit.
+
+use super::{row_block_size, Out, PANEL};
+use crate::blocks::*;
+use crate::dot::avx2;
+use crate::quant::QuantizeBlock;
+use mistral_gguf::GgmlType;
+use rayon::prelude::*;
+use std::arch::x86_64::*;
+use std::cell::RefCell;
+use std::sync::Mutex;
+
+/// Weight rows per microkernel tile.
+const R: usize = 4;
+/// Panels per microkernel tile.
+const H: usize = 1;
+/// Most weight rows per row block.
+const RB_MAX: usize = 24;
+
+/// One block of one weight row, expanded.
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct WeightBlock {
+    /// Unsigned levels, in order.
+    qs: [u8; 32],
+    d: f32,
+    /// The min (Q4_1 / Q5_1), else unused.
+    m: f32,
+}
+
+const WEIGHT_ZERO: WeightBlock = WeightBlock {
+    qs: [0; 32],
+    d: 0.0,
+    m: 0.0,
+};
+
+/// One block of 8 activation rows.
+#[derive(Clone, Copy)]
+#[repr(C, align(32))]
+struct ActBlock {
+    /// 4-value group `j`: row `c`'s values `4j..4j+4` in bytes `4c..4c+4`.
+    qs: [[i8; 32]; 8],
+    /// Per row: the sum of its quants.
+    sum: [i32; PANEL],
+    /// Per row: its scale.
+    d: [f32; PANEL],
+    /// Per row: scale × sum.
+    sd: [f32; PANEL],
+}
+
+const ACT_ZERO: ActBlock = ActBlock {
+    qs: [[0; 32]; 8],
+    sum: [0; PANEL],
+    d: [0.0; PANEL],
+    sd: [0.0; PANEL],
+};
+
+/// The activation panels of one call, reused across calls.
+static PANELS: Mutex<Vec<Vec<ActBlock>>> = Mutex::new(Vec::new());
+
+thread_local! {
+    static WEIGHTS: RefCell<Vec<WeightBlock>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Expands block `b` of a row of `ty`.
+///
+/// # Safety
+/// AVX2 available; `row` holds at least `b + 1` blocks of `ty`.
+#[inline(always)]
+unsafe fn expand(ty: GgmlType, row: &[u8], b: usize, out: &mut WeightBlock) {
+    macro_rules! block {
+        ($B:ty) => {{
+            let size = std::mem::size_of::<$B>();
+            // SAFETY: the caller guarantees the block is inside `row`;
+            // block structs have alignment 1 and any bit pattern is valid.
+            &*(row.as_ptr().add(b * size) as *const $B)
+        }};
+    }
+    let levels = match ty {
+        GgmlType::Q4_0 => {
+            let x: &BlockQ4_0 = block!(BlockQ4_0);
+            out.d = x.d.to_f32();
+            avx2::levels_q4_32(&x.qs)
+        }
+        GgmlType::Q4_1 => {
+            let x: &BlockQ4_1 = block!(BlockQ4_1);
+            out.d = x.d.to_f32();
+            out.m = x.m.to_f32();
+            avx2::levels_q4_32(&x.qs)
+        }
+        GgmlType::Q5_0 => {
+            let x: &BlockQ5_0 = block!(BlockQ5_0);
+            out.d = x.d.to_f32();
+            avx2::levels_q5_32(&x.qs, x.qh)
+        }
+        _ => {
+            // Q5_1 (the only other type `matmul` lets through).
+            let x: &BlockQ5_1 = block!(BlockQ5_1);
+            out.d = x.d.to_f32();
+            out.m = x.m.to_f32();
+            avx2::levels_q5_32(&x.qs, x.qh)
+        }
+    };
+    _mm256_storeu_si256(out.qs.as_mut_ptr() as *mut __m256i, levels);
+}
+
+/// Quantizes activation rows `8p..8p+8` (zeros past `n`) into panel row `p`.
+fn fill_panels(x: &[f32], cols: usize, n: usize, p: usize, out: &mut [ActBlock]) {
+    for (b, blk) in out.iter_mut().enumerate() {
+        *blk = ACT_ZERO;
+        for c in 0..PANEL {
+            let t = p * PANEL + c;
+            if t >= n {
+                break;
+            }
+            let q = BlockQ8_0::quantize(&x[t * cols + b * QK..t * cols + (b + 1) * QK]);
+            for j in 0..8 {
+                blk.qs[j][4 * c..4 * c + 4].copy_from_slice(&q.qs[4 * j..4 * j + 4]);
+            }
+            let sum: i32 = q.qs.iter().map(|&v| v as i32).sum();
+            let d = q.d.to_f32();
+            blk.sum[c] = sum;
+            blk.d[c] = d;
+            blk.sd[c] = d * sum as f32;
+        }
+    }
+}
+
+/// `y` for rows `r0..r0 + TR` and panels `p0..p0 + TH`, over every block.
+/// `SHIFT`: `off = 1 << SHIFT` subtracted per activation (0: none);
+/// `MIN`: add the weight min term.
+///
+/// # Safety
+/// AVX2 + FMA available; `w[r]` and `a[h]` valid for `nb` blocks; the rows
+/// are this worker's.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile<
+    const TR: usize,
+    const TH: usize,
+    const DEPTH: usize,
+    const SHIFT: i32,
+    const MIN: bool,
+>(
+    w: [*const WeightBlock; TR],
+    a: [*const ActBlock; TH],
+    nb: usize,
+    (rows, n): (usize, usize),
+    (r0, p0): (usize, usize),
+    y: Out,
+) {
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [[_mm256_setzero_ps(); TH]; TR];
+    for b in 0..nb {
+        let mut isum = [[_mm256_setzero_si256(); TH]; TR];
+        let mut acc16 = [[_mm256_setzero_si256(); TH]; TR];
+        for j in 0..8 {
+            let mut av = [_mm256_setzero_si256(); TH];
+            for h in 0..TH {
+                av[h] = _mm256_load_si256((*a[h].add(b)).qs[j].as_ptr() as *const __m256i);
+            }
+            for r in 0..TR {
+                let wp = (*w[r].add(b)).qs.as_ptr().add(4 * j) as *const i32;
+                let wv = _mm256_set1_epi32(wp.read_unaligned());
+                for h in 0..TH {
+                    let p = _mm256_maddubs_epi16(wv, av[h]);
+                    acc16[r][h] = if j % DEPTH == 0 {
+                        p
+                    } else {
+                        _mm256_add_epi16(acc16[r][h], p)
+                    };
+                }
+            }
+            if (j + 1) % DEPTH == 0 {
+                for r in 0..TR {
+                    for h in 0..TH {
+                        isum[r][h] =
+                            _mm256_add_epi32(isum[r][h], _mm256_madd_epi16(acc16[r][h], ones));
+                    }
+                }
+            }
+        }
+        for h in 0..TH {
+            let ab = &*a[h].add(b);
+            let da = _mm256_load_ps(ab.d.as_ptr());
+            let off =
+                _mm256_slli_epi32(_mm256_load_si256(ab.sum.as_ptr() as *const __m256i), SHIFT);
+            let sd = _mm256_load_ps(ab.sd.as_ptr());
+            for r in 0..TR {
+                let wb = &*w[r].add(b);
+                let iv = if SHIFT > 0 {
+                    _mm256_sub_epi32(isum[r][h], off)
+                } else {
+                    isum[r][h]
+                };
+                let dd = _mm256_mul_ps(_mm256_set1_ps(wb.d), da);
+                acc[r][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(iv), dd, acc[r][h]);
+                if MIN {
+                    acc[r][h] = _mm256_fmadd_ps(_mm256_set1_ps(wb.m), sd, acc[r][h]);
+                }
+            }
+        }
+    }
+    let mut lanes = [0f32; PANEL];
+    for r in 0..TR {
+        for h in 0..TH {
+            _mm256_storeu_ps(lanes.as_mut_ptr(), acc[r][h]);
+            for (c, &l) in lanes.iter().enumerate() {
+                let t = (p0 + h) * PANEL + c;
+                if t < n {
+                    *y.get().add(t * rows + r0 + r) = l;
+                }
+            }
+        }
+    }
+}
+
+/// Every tile of the row block `rb0..rb1` (expanded in `wbuf`, `nb` blocks
+/// per row).
+///
+/// # Safety
+/// As [`tile`]; `panels` holds `nb` blocks for each of the `ceil(n / 8)` panels.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn row_block<const DEPTH: usize, const SHIFT: i32, const MIN: bool>(
+    wbuf: &[WeightBlock],
+    (rb0, rb1): (usize, usize),
+    panels: &[ActBlock],
+    (rows, n, nb): (usize, usize, usize),
+    y: Out,
+) {
+    let np = n.div_ceil(PANEL);
+    let w = |r: usize| wbuf.as_ptr().add((r - rb0) * nb);
+    let a = |p: usize| panels.as_ptr().add(p * nb);
+    let mut p0 = 0;
+    while p0 < np {
+        let wide = p0 + H <= np;
+        let mut r0 = rb0;
+        while r0 < rb1 {
+            let tall = r0 + R <= rb1;
+            let dims = (rows, n);
+            let at = (r0, p0);
+            match (tall, wide) {
+                (true, true) => tile::<R, H, DEPTH, SHIFT, MIN>(
+                    std::array::from_fn(|i| w(r0 + i)),
+                    std::array::from_fn(|i| a(p0 + i)),
+                    nb,
+                    dims,
+                    at,
+                    y,
+                ),
+                (true, false) => tile::<R, 1, DEPTH, SHIFT, MIN>(
+                    std::array::from_fn(|i| w(r0 + i)),
+                    [a(p0)],
+                    nb,
+                    dims,
+                    at,
+                    y,
+                ),
+                (false, true) => tile::<1, H, DEPTH, SHIFT, MIN>(
+                    [w(r0)],
+                    std::array::from_fn(|i| a(p0 + i)),
+                    nb,
+                    dims,
+                    at,
+                    y,
+                ),
+                (false, false) => {
+                    tile::<1, 1, DEPTH, SHIFT, MIN>([w(r0)], [a(p0)], nb, dims, at, y)
+                }
+            }
+            r0 += if tall { R } else { 1 };
+        }
+        p0 += if wide { H } else { 1 };
+    }
+}
+
+/// Expands rows `rb0..rb1` into `wbuf`.
+///
+/// # Safety
+/// AVX2 available; `w` holds the rows, `row_bytes` each.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn expand_rows(
+    ty: GgmlType,
+    w: &[u8],
+    row_bytes: usize,
+    (rb0, rb1): (usize, usize),
+    nb: usize,
+    wbuf: &mut [WeightBlock],
+) {
+    for r in rb0..rb1 {
+        let row = &w[r * row_bytes..(r + 1) * row_bytes];
+        for b in 0..nb {
+            expand(ty, row, b, &mut wbuf[(r - rb0) * nb + b]);
+        }
+    }
+}
+
+/// See [`super::try_matmul`]; the caller has checked AVX2 + FMA + F16C and
+/// the shapes.
+pub(crate) fn matmul(
+    ty: GgmlType,
+    w: &[u8],
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    y: &mut [f32],
+) -> bool {
+    if cols == 0 || cols % QK != 0 {
+        return false;
+    }
+    let nb = cols / QK;
+    let n = x.len() / cols;
+    let Ok(row_bytes) = bytes_for(ty, cols) else {
+        return false;
+    };
+    let np = n.div_ceil(PANEL);
+    let mut panels = PANELS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .pop()
+        .unwrap_or_default();
+    if panels.len() < np * nb {
+        panels.resize(np * nb, ACT_ZERO);
+    }
+    panels[..np * nb]
+        .par_chunks_mut(nb)
+        .enumerate()
+        .for_each(|(p, out)| fill_panels(x, cols, n, p, out));
+
+    let rb = row_block_size(rows, R, RB_MAX);
+    let y_out = Out(y.as_mut_ptr());
+    let panels_ref = &panels[..np * nb];
+    let ty_ = ty;
+    (0..rows.div_ceil(rb)).into_par_iter().for_each(|blk| {
+        let span = (blk * rb, ((blk + 1) * rb).min(rows));
+        WEIGHTS.with(|cell| {
+            let mut wbuf = cell.borrow_mut();
+            let need = (span.1 - span.0) * nb;
+            if wbuf.len() < need {
+                wbuf.resize(need, WEIGHT_ZERO);
+            }
+            let dims = (rows, n, nb);
+            // SAFETY: the caller checked AVX2/FMA/F16C; `w` holds `rows`
+            // rows of `row_bytes` (checked by `crate::matmul`), `wbuf` has
+            // `nb` blocks per row of the span, the panels cover every
+            // activation row and block, and the span's rows of `y` belong
+            // to this block alone.
+            unsafe {
+                expand_rows(ty_, w, row_bytes, span, nb, &mut wbuf);
+                // Depth: `vpmaddubsw` results summed in i16 before
+                // widening, 8 per block for 16 levels (16 products · 15 · 127
+                // = 30480), 4 for 32 levels.
+                match ty_ {
+                    GgmlType::Q4_0 => {
+                        row_block::<8, 3, false>(&wbuf, span, panels_ref, dims, y_out)
+                    }
+                    GgmlType::Q4_1 => row_block::<8, 0, true>(&wbuf, span, panels_ref, dims, y_out),
+                    GgmlType::Q5_0 => {
+                        row_block::<4, 4, false>(&wbuf, span, panels_ref, dims, y_out)
+                    }
+                    _ => row_block::<4, 0, true>(&wbuf, span, panels_ref, dims, y_out),
+                }
+            }
+        });
+    });
+    PANELS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(panels);
+    true
+}
