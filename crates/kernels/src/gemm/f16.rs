@@ -1,9 +1,10 @@
 //! F16 weights × f32 activations, register-tiled (AVX2 + FMA + F16C), in the
 //! style of BLIS:
 //!
-//! - the activations are packed once per call into tiles of 4–6 rows laid out
-//!   `[k][row]`, so a tile's values for one `k` are adjacent (one sequential
-//!   stream for the microkernel, no 4 KiB set aliasing between rows);
+//! - the activations are packed once per pass (of at most [`X_CHUNK`] rows)
+//!   into tiles of 4–6 rows laid out `[k][row]`, so a tile's values for one
+//!   `k` are adjacent (one sequential stream for the microkernel, no 4 KiB
+//!   set aliasing between rows);
 //! - the weight rows are split into row blocks over the rayon threads; each
 //!   thread converts a block of up to [`NB_MAX`] rows × [`KC`] columns to f32
 //!   into a thread-local buffer laid out as panels of [`NR`] rows `[k][row]`
@@ -79,7 +80,8 @@ impl OutPtr {
 }
 
 /// How the activation rows are cut into microkernel tiles: `tiles` tiles of
-/// 4–6 rows (as even as possible), tile `i` covering rows `start(i)..start(i + 1)`.
+/// at most 6 rows, as even as possible (4–6 rows from 8 rows on), tile `i`
+/// covering rows `start(i)..start(i + 1)`.
 #[derive(Clone, Copy)]
 struct Tiles {
     n: usize,
