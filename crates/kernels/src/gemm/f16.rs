@@ -162,10 +162,9 @@ fn multiply_chunk(w: &[u8], rows: usize, cols: usize, x: &[f32], y: &mut [f32], 
     // Depth blocks of (almost) equal size, at most KC.
     let kblocks = cols.div_ceil(KC);
     let kc = cols.div_ceil(kblocks);
-    // Row blocks: at least ~4 per thread for balance, at most NB_MAX rows.
+    // Row blocks: about 4 per thread for balance, whole panels, at most NB_MAX rows.
     let threads = rayon::current_num_threads().max(1);
-    let panels = rows.div_ceil(NR);
-    let nb = panels.div_ceil(4 * threads).clamp(1, NB_MAX / NR) * NR;
+    let nb = super::row_block_size(rows, NR, NB_MAX);
     let row_blocks = rows.div_ceil(nb);
     // Few row blocks (small `rows`): also split the activation tiles.
     let groups = (2 * threads)
