@@ -221,31 +221,91 @@ pub unsafe fn iq4_nl_q8_0(w: &[BlockIQ4NL], a: &[BlockQ8_0]) -> f32 {
     hsum_f32(acc)
 }
 
+/// `vpshufb` masks picking, from 8 i16 scales repeated in both 128-bit
+/// lanes, scale `2k` for the low lane and `2k + 1` for the high lane (the
+/// two 16-value groups of the `k`-th 32 values).
+static SCALE_PAIR_SHUF: [[u8; 32]; 4] = {
+    let mut t = [[0u8; 32]; 4];
+    let mut k = 0;
+    while k < 4 {
+        let mut i = 0;
+        while i < 16 {
+            t[k][i] = (4 * k + i % 2) as u8;
+            t[k][16 + i] = (4 * k + 2 + i % 2) as u8;
+            i += 1;
+        }
+        k += 1;
+    }
+    t
+};
+
+/// `v >> 2k` in each 16-bit lane, `k` known after unrolling.
+#[inline(always)]
+unsafe fn shr2k(v: __m256i, k: usize) -> __m256i {
+    match k {
+        0 => v,
+        1 => _mm256_srli_epi16(v, 2),
+        2 => _mm256_srli_epi16(v, 4),
+        _ => _mm256_srli_epi16(v, 6),
+    }
+}
+
+/// Scales (16 i16 lanes) as two vectors holding groups `8n..8n+8` in both lanes.
+#[inline(always)]
+unsafe fn scale_halves(sc: __m256i) -> [__m256i; 2] {
+    let lo = _mm256_castsi256_si128(sc);
+    let hi = _mm256_extracti128_si256(sc, 1);
+    [_mm256_set_m128i(lo, lo), _mm256_set_m128i(hi, hi)]
+}
+
+/// `Σ_g sc_g · Σ_{e∈g} q_e·a_e` of one Q2_K / Q3_K super-block as 8 i32
+/// lanes (summed in any order), the levels from `levels(n, k)`.
+#[inline(always)]
+unsafe fn grouped16_lanes(
+    sc: __m256i,
+    y: &BlockQ8K,
+    levels: impl Fn(usize, usize) -> __m256i,
+) -> __m256i {
+    let halves = scale_halves(sc);
+    let mut sumi = _mm256_setzero_si256();
+    for n in 0..2 {
+        for k in 0..4 {
+            let yk = load_i8(y.qs.as_ptr().add(128 * n + 32 * k));
+            let shuf = load(SCALE_PAIR_SHUF[k].as_ptr());
+            let s = _mm256_shuffle_epi8(halves[n], shuf);
+            let p = _mm256_madd_epi16(s, _mm256_maddubs_epi16(levels(n, k), yk));
+            sumi = _mm256_add_epi32(sumi, p);
+        }
+    }
+    sumi
+}
+
+/// Q2_K: sums in f32 lanes across super-blocks (llama.cpp's order, not
+/// the scalar kernel's; equal to f32 rounding).
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn q2k_q8k(w: &[BlockQ2K], a: &[BlockQ8K]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    for (x, y) in w.iter().zip(a) {
+        acc = q2k_block(x, y, acc);
+    }
+    hsum_f32(acc)
+}
+
+/// One Q2_K super-block added to `acc` (f32 lanes).
+#[inline(always)]
+unsafe fn q2k_block(x: &BlockQ2K, y: &BlockQ8K, acc: __m256) -> __m256 {
     let m3 = _mm256_set1_epi8(3);
     let m4 = _mm_set1_epi8(0xF);
-    let mut sumf = 0f32;
-    for (x, y) in w.iter().zip(a) {
-        let raw = _mm_loadu_si128(x.scales.as_ptr() as *const __m128i);
-        let mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(raw, 4), m4));
-        let summ = scaled_bsums(mins, &y.bsums);
-        let sc = _mm256_cvtepu8_epi16(_mm_and_si128(raw, m4));
-        let mut acc = _mm256_setzero_si256();
-        for n in 0..2 {
-            let q = load(x.qs.as_ptr().add(32 * n));
-            for k in 0..4 {
-                let v = _mm256_and_si256(_mm256_srl_epi16(q, _mm_cvtsi32_si128(2 * k as i32)), m3);
-                let yk = load_i8(y.qs.as_ptr().add(128 * n + 32 * k));
-                let s = scale_pair(sc, (4 * n + k) as i32);
-                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(v, yk), s));
-            }
-        }
-        let d = y.d * f16(x.d);
-        let dmin = y.d * f16(x.dmin);
-        sumf += d * hsum_i32(acc) as f32 - dmin * summ as f32;
-    }
-    sumf
+    let raw = _mm_loadu_si128(x.scales.as_ptr() as *const __m128i);
+    let mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(raw, 4), m4));
+    let prod = _mm256_madd_epi16(mins, _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i));
+    let sc = _mm256_cvtepu8_epi16(_mm_and_si128(raw, m4));
+    let q = [load(x.qs.as_ptr()), load(x.qs.as_ptr().add(32))];
+    let sumi = grouped16_lanes(sc, y, |n, k| _mm256_and_si256(shr2k(q[n], k), m3));
+    let d = y.d * f16(x.d);
+    let dmin = y.d * f16(x.dmin);
+    let acc = _mm256_fnmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(prod), acc);
+    _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc)
 }
 
 /// The 16 signed 6-bit Q3_K scales as i16 lanes (llama.cpp's `kmask` unpacking).
@@ -263,38 +323,38 @@ unsafe fn q3k_scales_i16(s: &[u8; 12]) -> __m256i {
     _mm256_cvtepi8_epi16(_mm_sub_epi8(u, _mm_set1_epi8(32)))
 }
 
+/// Q3_K: sums in f32 lanes across super-blocks, as [`q2k_q8k`].
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn q3k_q8k(w: &[BlockQ3K], a: &[BlockQ8K]) -> f32 {
     let m3 = _mm256_set1_epi8(3);
     let m4 = _mm256_set1_epi8(4);
-    let mut sumf = 0f32;
+    let mut acc = _mm256_setzero_ps();
     for (x, y) in w.iter().zip(a) {
         let sc = q3k_scales_i16(&x.scales);
-        let corr = scaled_bsums(sc, &y.bsums);
+        // The real level is (low | high << 2) - 4: subtract 4 · Σ sc·bsum.
+        let corr = _mm256_madd_epi16(sc, _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i));
         let hm = load(x.hmask.as_ptr());
-        let mut acc = _mm256_setzero_si256();
-        for n in 0..2 {
-            let q = load(x.qs.as_ptr().add(32 * n));
-            for k in 0..4 {
-                let low =
-                    _mm256_and_si256(_mm256_srl_epi16(q, _mm_cvtsi32_si128(2 * k as i32)), m3);
-                // high bit b of hmask moved to bit 2: (hm >> (b - 2)) & 4, or (hm << 2) & 4 for b = 0.
-                let b = (4 * n + k) as i32;
-                let hb = if b >= 2 {
-                    _mm256_and_si256(_mm256_srl_epi16(hm, _mm_cvtsi32_si128(b - 2)), m4)
-                } else {
-                    _mm256_and_si256(_mm256_sll_epi16(hm, _mm_cvtsi32_si128(2 - b)), m4)
-                };
-                let u = _mm256_or_si256(low, hb);
-                let yk = load_i8(y.qs.as_ptr().add(128 * n + 32 * k));
-                let s = scale_pair(sc, b);
-                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, yk), s));
-            }
-        }
-        let sumi = hsum_i32(acc) - 4 * corr;
-        sumf += y.d * f16(x.d) * sumi as f32;
+        let q = [load(x.qs.as_ptr()), load(x.qs.as_ptr().add(32))];
+        let sumi = grouped16_lanes(sc, y, |n, k| {
+            let low = _mm256_and_si256(shr2k(q[n], k), m3);
+            // high bit b = 4n + k of hmask moved to bit 2.
+            let hb = match 4 * n + k {
+                0 => _mm256_slli_epi16(hm, 2),
+                1 => _mm256_slli_epi16(hm, 1),
+                2 => hm,
+                3 => _mm256_srli_epi16(hm, 1),
+                4 => _mm256_srli_epi16(hm, 2),
+                5 => _mm256_srli_epi16(hm, 3),
+                6 => _mm256_srli_epi16(hm, 4),
+                _ => _mm256_srli_epi16(hm, 5),
+            };
+            _mm256_or_si256(low, _mm256_and_si256(hb, m4))
+        });
+        let sumi = _mm256_sub_epi32(sumi, _mm256_slli_epi32(corr, 2));
+        let d = y.d * f16(x.d);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
     }
-    sumf
+    hsum_f32(acc)
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -560,36 +620,15 @@ pub unsafe fn q6k_q8k_x4(w: &[BlockQ6K], a: [&[BlockQ8K]; 4]) -> [f32; 4] {
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn q2k_q8k_x4(w: &[BlockQ2K], a: [&[BlockQ8K]; 4]) -> [f32; 4] {
-    let m3 = _mm256_set1_epi8(3);
-    let m4 = _mm_set1_epi8(0xF);
-    let mut sumf = [0f32; 4];
+    // Same per-row operations as `q2k_q8k` (bit-identical results); the
+    // four rows share the weight loads through the cache.
+    let mut acc = [_mm256_setzero_ps(); 4];
     for (i, x) in w.iter().enumerate() {
-        let ys = [&a[0][i], &a[1][i], &a[2][i], &a[3][i]];
-        let raw = _mm_loadu_si128(x.scales.as_ptr() as *const __m128i);
-        let mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(raw, 4), m4));
-        let sc = _mm256_cvtepu8_epi16(_mm_and_si128(raw, m4));
-        let mut acc = [_mm256_setzero_si256(); 4];
-        for n in 0..2 {
-            let q = load(x.qs.as_ptr().add(32 * n));
-            for k in 0..4 {
-                let v = _mm256_and_si256(_mm256_srl_epi16(q, _mm_cvtsi32_si128(2 * k as i32)), m3);
-                let s = scale_pair(sc, (4 * n + k) as i32);
-                for t in 0..4 {
-                    let yk = load_i8(ys[t].qs.as_ptr().add(128 * n + 32 * k));
-                    acc[t] =
-                        _mm256_add_epi32(acc[t], _mm256_madd_epi16(_mm256_maddubs_epi16(v, yk), s));
-                }
-            }
-        }
         for t in 0..4 {
-            let y = ys[t];
-            let summ = scaled_bsums(mins, &y.bsums);
-            let d = y.d * f16(x.d);
-            let dmin = y.d * f16(x.dmin);
-            sumf[t] += d * hsum_i32(acc[t]) as f32 - dmin * summ as f32;
+            acc[t] = q2k_block(x, &a[t][i], acc[t]);
         }
     }
-    sumf
+    acc.map(|v| hsum_f32(v))
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
