@@ -3,11 +3,11 @@
 //! activation rows and each activation across several weight rows, where the
 //! row-at-a-time dot products of [`crate::dot`] reuse neither.
 //!
-//! - [`kquant`]: the k-quants (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K) on Q8_K
+//! - `kquant`: the k-quants (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K) on Q8_K
 //!   activations, integer products bit-identical to [`crate::dot`].
-//! - [`legacy`]: the 32-value block types with small unsigned levels
+//! - `legacy`: the 32-value block types with small unsigned levels
 //!   (Q4_0, Q4_1, Q5_0, Q5_1) on Q8_0 activations.
-//! - [`f16`]: F16 weights on f32 activations.
+//! - `f16`: F16 weights on f32 activations.
 //!
 //! [`try_matmul`] is the entry point [`crate::matmul`] calls; it declines
 //! (returns `None`) for types, instruction sets or batch sizes without a
@@ -23,9 +23,17 @@ mod legacy;
 use crate::isa::Isa;
 use mistral_gguf::GgmlType;
 
-/// Activation rows from which the tiled kernels are used (below this the
-/// row-at-a-time kernels, which need no repacking, are as fast).
-pub const MIN_ROWS: usize = 8;
+/// Activation rows from which the tiled kernels are used for `ty`. Below
+/// it the row-at-a-time kernels are faster: they need no expanded weights,
+/// and the k-quants and F16 have four-row kernels; the 32-value types have
+/// none, so their tiled kernel wins from two rows on.
+pub fn min_rows(ty: GgmlType) -> usize {
+    use GgmlType as T;
+    match ty {
+        T::Q4_0 | T::Q4_1 | T::Q5_0 | T::Q5_1 => 2,
+        _ => 8,
+    }
+}
 
 /// `y[t, r] = sum_c w[r, c] * x[t, c]` with a tiled kernel, if there is one
 /// for `ty` on `isa` at this batch size. Shapes must already be checked
@@ -41,7 +49,7 @@ pub(crate) fn try_matmul(
     y: &mut [f32],
 ) -> bool {
     let n = x.len() / cols.max(1);
-    if n < MIN_ROWS || isa != Isa::Avx2 {
+    if n < min_rows(ty) || isa != Isa::Avx2 {
         return false;
     }
     #[cfg(target_arch = "x86_64")]
