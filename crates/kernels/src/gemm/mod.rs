@@ -9,7 +9,7 @@
 //!   (Q4_0, Q4_1, Q5_0, Q5_1) on Q8_0 activations.
 //! - `f16`: F16 weights on f32 activations.
 //!
-//! [`try_matmul`] is the entry point [`crate::matmul`] calls; it declines
+//! `try_matmul` is the entry point [`crate::matmul()`] calls; it declines
 //! (returns `None`) for types, instruction sets or batch sizes without a
 //! tiled kernel, and the row-at-a-time path runs instead.
 
