@@ -13,11 +13,14 @@
 //! - [`dot`] / [`matmul`](mod@matmul): activations are converted once per call to Q8_0 /
 //!   Q8_1 / Q8_K (k-quants) or kept f32 (float weights), then integer dot
 //!   products per weight row, rows split over rayon threads, four activation
-//!   rows per weight-row pass in matrix × matrix. Paths: [`Isa::Scalar`] (the
+//!   rows per weight-row pass for small batches. Paths: [`Isa::Scalar`] (the
 //!   reference) and [`Isa::Avx2`] (AVX2 + FMA + F16C), chosen at run time by
 //!   [`Isa::best`] (override: `MISTRAL_KERNELS_ISA=scalar|avx2`) or forced per
-//!   matrix with [`QMatrix::with_isa`]. The k-quant SIMD kernels are
-//!   bit-identical to the scalar ones.
+//!   matrix with [`QMatrix::with_isa`]. The SIMD dot products sum in f32
+//!   lanes (llama.cpp's order), equal to the scalar ones to f32 rounding.
+//! - [`gemm`]: matrix × matrix (prefill) from a few activation rows on, with
+//!   register-tiled kernels for the k-quants (bit-identical to the scalar
+//!   kernels), Q4_0/Q4_1/Q5_0/Q5_1 and F16.
 //! - [`QMatrix`]: the weight type the transformer multiplies by, also a candle
 //!   `CustomOp1` / `Module` (`[.., cols] -> [.., rows]`), a drop-in for
 //!   candle's `QMatMul`.

@@ -126,15 +126,6 @@ fn check_type(ty: GgmlType, rows: usize, cols: usize, n: usize, seed: u64) {
                 "{ty} {isa:?} [{t},{r}] of {rows}x{cols}x{n}: {a} vs scalar {b}"
             );
         }
-        // The k-quant kernels sum exact integers per super-block and apply the
-        // scales in the scalar kernel's order: bit-identical. (Q2_K / Q3_K
-        // on AVX2 sum super-blocks in f32 lanes, llama.cpp's order, checked
-        // to the tolerance above.)
-        if ActFormat::for_weights(ty) == Some(ActFormat::Q8K)
-            && !(isa == Isa::Avx2 && matches!(ty, GgmlType::Q2_K | GgmlType::Q3_K))
-        {
-            assert_eq!(y, scalar, "{ty} {isa:?} not bit-identical to scalar");
-        }
     }
 }
 
@@ -246,16 +237,11 @@ fn bad_shapes_are_errors() {
 
 #[test]
 fn batched_rows_equal_one_row_at_a_time() {
-    // Matrix x matrix must give exactly the one-row results where both sum
-    // exact integers per super-block and apply the scales in the same order
-    // (the k-quants but Q2_K / Q3_K on AVX2, whose one-row kernels sum in f32
-    // lanes while the tiled kernel of crate::gemm follows the scalar order)
-    // or use the same dot product (Q8_0, IQ4_NL). Float weights (F16 on AVX2 from 8
-    // rows: one FMA chain per output) and the 32-value types with a tiled
-    // kernel (Q4_0/Q4_1/Q5_0/Q5_1: one FMA per block and row) sum in a
-    // different f32 order: those agree to the tolerance of `check_type`.
-    // n = 11 takes the tiled kernels where there are some; n = 6 the
-    // four-row kernels plus a tail.
+    // Matrix x matrix must give exactly the one-row results where it runs
+    // the same per-row operations (the scalar path, the four-row kernels).
+    // The tiled kernels of crate::gemm sum in another order (the k-quants in
+    // the scalar kernel's, Q4_0/Q4_1/Q5_0/Q5_1 and F16 with one FMA per
+    // block or value): those agree to the tolerance of `check_type`.
     for ((rows, cols, n), ty) in [(6, 512, 11), (5, 512, 6)]
         .into_iter()
         .flat_map(|s| TYPES.map(|ty| (s, ty)))
@@ -279,13 +265,22 @@ fn batched_rows_equal_one_row_at_a_time() {
                     &mut yt,
                 )
                 .unwrap();
-                let tiled_float_order = !ty.is_quantized()
-                    || matches!(
+                let tiled = isa == Isa::Avx2
+                    && n >= mistral_kernels::gemm::min_rows(ty)
+                    && matches!(
                         ty,
-                        GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1
-                    )
-                    || (isa == Isa::Avx2 && matches!(ty, GgmlType::Q2_K | GgmlType::Q3_K));
-                if !tiled_float_order {
+                        GgmlType::Q2_K
+                            | GgmlType::Q3_K
+                            | GgmlType::Q4_K
+                            | GgmlType::Q5_K
+                            | GgmlType::Q6_K
+                            | GgmlType::Q4_0
+                            | GgmlType::Q4_1
+                            | GgmlType::Q5_0
+                            | GgmlType::Q5_1
+                            | GgmlType::F16
+                    );
+                if ty.is_quantized() && !tiled {
                     assert_eq!(yt, y[t * rows..(t + 1) * rows], "{ty} {isa:?} token {t}");
                     continue;
                 }

@@ -1,9 +1,8 @@
 //! AVX2 + FMA + F16C dot products, same contracts as [`super::scalar`].
 //!
-//! The k-quant kernels accumulate exact i32 sums per super-block and apply
-//! the float scales in the same order as the scalar code, so they return
-//! bit-identical results; the 32-element types accumulate in f32 lanes
-//! (different summation order, tested to a tolerance).
+//! Every kernel accumulates in f32 lanes across blocks (llama.cpp's order,
+//! not the scalar code's: tested to a tolerance); the four-row variants
+//! repeat the one-row operations per row, so they are bit-identical to it.
 //!
 //! Every function here is `unsafe` only because it is compiled for CPU
 //! features the caller must have checked ([`crate::Isa::Avx2`] available);
@@ -77,63 +76,11 @@ unsafe fn bytes_from_bits(bits: u32) -> __m256i {
     _mm256_cmpeq_epi8(_mm256_or_si256(bytes, mask), _mm256_set1_epi64x(-1))
 }
 
-/// Q4_K / Q5_K super-block header: the 8 6-bit scales as i16 lanes of a
-/// 128-bit register, and `sum_j min_j * (bsums[2j] + bsums[2j+1])`
-/// (llama.cpp's `kmask` unpacking of the 12 scale bytes).
-#[inline(always)]
-unsafe fn k4_scales_mins(scales: &[u8; 12], bsums: &[i16; 16]) -> (__m128i, i32) {
-    const K1: u32 = 0x3f3f_3f3f;
-    const K2: u32 = 0x0f0f_0f0f;
-    const K3: u32 = 0x0303_0303;
-    let w = |i: usize| u32::from_le_bytes([scales[i], scales[i + 1], scales[i + 2], scales[i + 3]]);
-    let (u0, u1, u2) = (w(0), w(4), w(8));
-    let m_hi = ((u2 >> 4) & K2) | (((u1 >> 6) & K3) << 4);
-    let m_lo = u1 & K1;
-    let s_hi = (u2 & K2) | (((u0 >> 6) & K3) << 4);
-    let s_lo = u0 & K1;
-    let ms = _mm256_cvtepu8_epi16(_mm_set_epi32(
-        m_hi as i32,
-        m_lo as i32,
-        s_hi as i32,
-        s_lo as i32,
-    ));
-    let q8 = _mm256_loadu_si256(bsums.as_ptr() as *const __m256i);
-    let q8s = _mm_hadd_epi16(_mm256_castsi256_si128(q8), _mm256_extracti128_si256(q8, 1));
-    let prod = _mm_madd_epi16(_mm256_extracti128_si256(ms, 1), q8s);
-    (_mm256_castsi256_si128(ms), hsum_i32_4(prod))
-}
-
-#[inline(always)]
-unsafe fn hsum_i32_4(s: __m128i) -> i32 {
-    let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
-    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
-    _mm_cvtsi128_si32(s)
-}
-
 /// i16 lane `j` of both halves of `v` broadcast to all 16 lanes.
 #[inline(always)]
 unsafe fn bcast_i16<const J: i32>(v: __m256i) -> __m256i {
     let m = _mm256_set1_epi16((((2 * J + 1) << 8) | (2 * J)) as i16);
     _mm256_shuffle_epi8(v, m)
-}
-
-/// 16 i16 scales `sc` (lanes 0..16): lanes `2p` in the low half, `2p+1` in the high half.
-#[inline(always)]
-unsafe fn scale_pair(sc: __m256i, p: i32) -> __m256i {
-    let w = _mm256_permutevar8x32_epi32(sc, _mm256_set1_epi32(p));
-    _mm256_shuffle_epi8(
-        w,
-        _mm256_set_m128i(_mm_set1_epi16(0x0302), _mm_set1_epi16(0x0100)),
-    )
-}
-
-/// `sum_g sc[g] * bsums[g]` for 16 i16 scales.
-#[inline(always)]
-unsafe fn scaled_bsums(sc: __m256i, bsums: &[i16; 16]) -> i32 {
-    hsum_i32(_mm256_madd_epi16(
-        sc,
-        _mm256_loadu_si256(bsums.as_ptr() as *const __m256i),
-    ))
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -357,84 +304,121 @@ pub unsafe fn q3k_q8k(w: &[BlockQ3K], a: &[BlockQ8K]) -> f32 {
     hsum_f32(acc)
 }
 
+/// Q4_K: sums in f32 lanes across super-blocks (llama.cpp's order, not the
+/// scalar kernel's; equal to f32 rounding).
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn q4k_q8k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
-    let m4 = _mm256_set1_epi8(0xF);
-    let mut sumf = 0f32;
+    let mut acc = _mm256_setzero_ps();
     for (x, y) in w.iter().zip(a) {
-        let (sc128, summ) = k4_scales_mins(&x.scales, &y.bsums);
-        let sc = _mm256_set_m128i(sc128, sc128);
-        let s = [
-            bcast_i16::<0>(sc),
-            bcast_i16::<1>(sc),
-            bcast_i16::<2>(sc),
-            bcast_i16::<3>(sc),
-            bcast_i16::<4>(sc),
-            bcast_i16::<5>(sc),
-            bcast_i16::<6>(sc),
-            bcast_i16::<7>(sc),
-        ];
-        let mut acc = _mm256_setzero_si256();
-        for j in 0..4 {
-            let q = load(x.qs.as_ptr().add(32 * j));
-            let lo = _mm256_and_si256(q, m4);
-            let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-            let y0 = load_i8(y.qs.as_ptr().add(64 * j));
-            let y1 = load_i8(y.qs.as_ptr().add(64 * j + 32));
-            let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, y0), s[2 * j]);
-            let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, y1), s[2 * j + 1]);
-            acc = _mm256_add_epi32(acc, _mm256_add_epi32(p0, p1));
-        }
-        let d = y.d * f16(x.d);
-        let dmin = y.d * f16(x.dmin);
-        sumf += d * hsum_i32(acc) as f32 - dmin * summ as f32;
+        acc = q4k_block(x, y, acc);
     }
-    sumf
+    hsum_f32(acc)
 }
 
+/// The 8 scales and 8 mins of a Q4_K / Q5_K block as i16 lanes 0..8 / 8..16
+/// (llama.cpp's `kmask` unpacking of the 12 scale bytes).
+#[inline(always)]
+unsafe fn k4_scales_mins_i16(scales: &[u8; 12]) -> __m256i {
+    const K1: u32 = 0x3f3f_3f3f;
+    const K2: u32 = 0x0f0f_0f0f;
+    const K3: u32 = 0x0303_0303;
+    let w = |i: usize| u32::from_le_bytes([scales[i], scales[i + 1], scales[i + 2], scales[i + 3]]);
+    let (u0, u1, u2) = (w(0), w(4), w(8));
+    let m_hi = ((u2 >> 4) & K2) | (((u1 >> 6) & K3) << 4);
+    let m_lo = u1 & K1;
+    let s_hi = (u2 & K2) | (((u0 >> 6) & K3) << 4);
+    let s_lo = u0 & K1;
+    _mm256_cvtepu8_epi16(_mm_set_epi32(
+        m_hi as i32,
+        m_lo as i32,
+        s_hi as i32,
+        s_lo as i32,
+    ))
+}
+
+/// One Q4_K / Q5_K super-block (levels from `levels(j)`, the 64 values of
+/// chunk `j` as low and high 32) added to `acc` in f32 lanes.
+#[inline(always)]
+unsafe fn k4_block(
+    d: F16Le,
+    dmin: F16Le,
+    scales: &[u8; 12],
+    y: &BlockQ8K,
+    acc: __m256,
+    levels: impl Fn(usize) -> (__m256i, __m256i),
+) -> __m256 {
+    let ms = k4_scales_mins_i16(scales);
+    // mins: Σ_j m_j · (bsums[2j] + bsums[2j+1]) in 4 i32 lanes.
+    let q8 = _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i);
+    let q8s = _mm_hadd_epi16(_mm256_castsi256_si128(q8), _mm256_extracti128_si256(q8, 1));
+    let prod = _mm_madd_epi16(_mm256_extracti128_si256(ms, 1), q8s);
+    let sc128 = _mm256_castsi256_si128(ms);
+    let sc = _mm256_set_m128i(sc128, sc128);
+    let mut sumi = _mm256_setzero_si256();
+    for j in 0..4 {
+        let (lo, hi) = levels(j);
+        let y0 = load_i8(y.qs.as_ptr().add(64 * j));
+        let y1 = load_i8(y.qs.as_ptr().add(64 * j + 32));
+        let (s0, s1) = match j {
+            0 => (bcast_i16::<0>(sc), bcast_i16::<1>(sc)),
+            1 => (bcast_i16::<2>(sc), bcast_i16::<3>(sc)),
+            2 => (bcast_i16::<4>(sc), bcast_i16::<5>(sc)),
+            _ => (bcast_i16::<6>(sc), bcast_i16::<7>(sc)),
+        };
+        let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, y0), s0);
+        let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, y1), s1);
+        sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p0, p1));
+    }
+    let dy = _mm256_set1_ps(y.d);
+    let dd = _mm256_mul_ps(dy, _mm256_set1_ps(f16(d)));
+    let dm = _mm256_mul_ps(dy, _mm256_set1_ps(f16(dmin)));
+    let acc = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(sumi), acc);
+    let mins = _mm256_set_m128i(_mm_setzero_si128(), prod);
+    _mm256_fnmadd_ps(dm, _mm256_cvtepi32_ps(mins), acc)
+}
+
+/// One Q4_K super-block added to `acc` (f32 lanes).
+#[inline(always)]
+unsafe fn q4k_block(x: &BlockQ4K, y: &BlockQ8K, acc: __m256) -> __m256 {
+    let m4 = _mm256_set1_epi8(0xF);
+    k4_block(x.d, x.dmin, &x.scales, y, acc, |j| {
+        let q = load(x.qs.as_ptr().add(32 * j));
+        (
+            _mm256_and_si256(q, m4),
+            _mm256_and_si256(_mm256_srli_epi16(q, 4), m4),
+        )
+    })
+}
+
+/// Q5_K: sums in f32 lanes across super-blocks, as [`q4k_q8k`].
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn q5k_q8k(w: &[BlockQ5K], a: &[BlockQ8K]) -> f32 {
     let m4 = _mm256_set1_epi8(0xF);
     let m1 = _mm256_set1_epi8(1);
-    let mut sumf = 0f32;
+    let mut acc = _mm256_setzero_ps();
     for (x, y) in w.iter().zip(a) {
-        let (sc128, summ) = k4_scales_mins(&x.scales, &y.bsums);
-        let sc = _mm256_set_m128i(sc128, sc128);
-        let s = [
-            bcast_i16::<0>(sc),
-            bcast_i16::<1>(sc),
-            bcast_i16::<2>(sc),
-            bcast_i16::<3>(sc),
-            bcast_i16::<4>(sc),
-            bcast_i16::<5>(sc),
-            bcast_i16::<6>(sc),
-            bcast_i16::<7>(sc),
-        ];
         let qh = load(x.qh.as_ptr());
-        let mut acc = _mm256_setzero_si256();
-        for j in 0..4 {
+        acc = k4_block(x.d, x.dmin, &x.scales, y, acc, |j| {
             let q = load(x.qs.as_ptr().add(32 * j));
-            let h0 = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * j as i32)), m1);
-            let h1 = _mm256_and_si256(
-                _mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * j as i32 + 1)),
-                m1,
+            // high bits 2j and 2j + 1 of qh, moved to bit 4.
+            let (h0, h1) = match j {
+                0 => (qh, _mm256_srli_epi16(qh, 1)),
+                1 => (_mm256_srli_epi16(qh, 2), _mm256_srli_epi16(qh, 3)),
+                2 => (_mm256_srli_epi16(qh, 4), _mm256_srli_epi16(qh, 5)),
+                _ => (_mm256_srli_epi16(qh, 6), _mm256_srli_epi16(qh, 7)),
+            };
+            let lo = _mm256_or_si256(
+                _mm256_and_si256(q, m4),
+                _mm256_slli_epi16(_mm256_and_si256(h0, m1), 4),
             );
-            let lo = _mm256_or_si256(_mm256_and_si256(q, m4), _mm256_slli_epi16(h0, 4));
             let hi = _mm256_or_si256(
                 _mm256_and_si256(_mm256_srli_epi16(q, 4), m4),
-                _mm256_slli_epi16(h1, 4),
+                _mm256_slli_epi16(_mm256_and_si256(h1, m1), 4),
             );
-            let y0 = load_i8(y.qs.as_ptr().add(64 * j));
-            let y1 = load_i8(y.qs.as_ptr().add(64 * j + 32));
-            let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, y0), s[2 * j]);
-            let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, y1), s[2 * j + 1]);
-            acc = _mm256_add_epi32(acc, _mm256_add_epi32(p0, p1));
-        }
-        let d = y.d * f16(x.d);
-        let dmin = y.d * f16(x.dmin);
-        sumf += d * hsum_i32(acc) as f32 - dmin * summ as f32;
+            (lo, hi)
+        });
     }
-    sumf
+    hsum_f32(acc)
 }
 
 /// The four 32-value groups of 6-bit quants (0..64) of one 128-value half of a Q6_K block.
@@ -465,25 +449,27 @@ unsafe fn q6k_quants(x: &BlockQ6K, n: usize) -> [__m256i; 4] {
     ]
 }
 
+/// Q6_K: sums in f32 lanes across super-blocks, as [`q4k_q8k`].
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn q6k_q8k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
-    let mut sumf = 0f32;
+    let mut acc = _mm256_setzero_ps();
     for (x, y) in w.iter().zip(a) {
-        let sc = _mm256_cvtepi8_epi16(_mm_loadu_si128(x.scales.as_ptr() as *const __m128i));
-        let corr = scaled_bsums(sc, &y.bsums);
-        let mut acc = _mm256_setzero_si256();
-        for n in 0..2 {
-            let q = q6k_quants(x, n);
-            for (k, &qk) in q.iter().enumerate() {
-                let yk = load_i8(y.qs.as_ptr().add(128 * n + 32 * k));
-                let s = scale_pair(sc, (4 * n + k) as i32);
-                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(qk, yk), s));
-            }
-        }
-        let sumi = hsum_i32(acc) - 32 * corr;
-        sumf += y.d * f16(x.d) * sumi as f32;
+        acc = q6k_block(x, y, acc);
     }
-    sumf
+    hsum_f32(acc)
+}
+
+/// One Q6_K super-block added to `acc` (f32 lanes).
+#[inline(always)]
+unsafe fn q6k_block(x: &BlockQ6K, y: &BlockQ8K, acc: __m256) -> __m256 {
+    let sc = _mm256_cvtepi8_epi16(_mm_loadu_si128(x.scales.as_ptr() as *const __m128i));
+    // The real level is q - 32: subtract 32 · Σ sc·bsum.
+    let corr = _mm256_madd_epi16(sc, _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i));
+    let q = [q6k_quants(x, 0), q6k_quants(x, 1)];
+    let sumi = grouped16_lanes(sc, y, |n, k| q[n][k]);
+    let sumi = _mm256_sub_epi32(sumi, _mm256_slli_epi32(corr, 5));
+    let d = y.d * f16(x.d);
+    _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc)
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -546,76 +532,27 @@ pub unsafe fn f16_f32(w: &[u8], x: &[f32]) -> f32 {
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn q4k_q8k_x4(w: &[BlockQ4K], a: [&[BlockQ8K]; 4]) -> [f32; 4] {
-    let m4 = _mm256_set1_epi8(0xF);
-    let mut sumf = [0f32; 4];
+    // Same per-row operations as `q4k_q8k` (bit-identical results); the
+    // weight loads and unpacking are shared after inlining.
+    let mut acc = [_mm256_setzero_ps(); 4];
     for (i, x) in w.iter().enumerate() {
-        let ys = [&a[0][i], &a[1][i], &a[2][i], &a[3][i]];
-        let mut summ = [0i32; 4];
-        let mut sc128 = _mm_setzero_si128();
         for t in 0..4 {
-            (sc128, summ[t]) = k4_scales_mins(&x.scales, &ys[t].bsums);
-        }
-        let sc = _mm256_set_m128i(sc128, sc128);
-        let s = [
-            bcast_i16::<0>(sc),
-            bcast_i16::<1>(sc),
-            bcast_i16::<2>(sc),
-            bcast_i16::<3>(sc),
-            bcast_i16::<4>(sc),
-            bcast_i16::<5>(sc),
-            bcast_i16::<6>(sc),
-            bcast_i16::<7>(sc),
-        ];
-        let mut acc = [_mm256_setzero_si256(); 4];
-        for j in 0..4 {
-            let q = load(x.qs.as_ptr().add(32 * j));
-            let lo = _mm256_and_si256(q, m4);
-            let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-            for t in 0..4 {
-                let y0 = load_i8(ys[t].qs.as_ptr().add(64 * j));
-                let y1 = load_i8(ys[t].qs.as_ptr().add(64 * j + 32));
-                let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, y0), s[2 * j]);
-                let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, y1), s[2 * j + 1]);
-                acc[t] = _mm256_add_epi32(acc[t], _mm256_add_epi32(p0, p1));
-            }
-        }
-        for t in 0..4 {
-            let y = ys[t];
-            let d = y.d * f16(x.d);
-            let dmin = y.d * f16(x.dmin);
-            sumf[t] += d * hsum_i32(acc[t]) as f32 - dmin * summ[t] as f32;
+            acc[t] = q4k_block(x, &a[t][i], acc[t]);
         }
     }
-    sumf
+    acc.map(|v| hsum_f32(v))
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn q6k_q8k_x4(w: &[BlockQ6K], a: [&[BlockQ8K]; 4]) -> [f32; 4] {
-    let mut sumf = [0f32; 4];
+    // Same per-row operations as `q6k_q8k` (bit-identical results).
+    let mut acc = [_mm256_setzero_ps(); 4];
     for (i, x) in w.iter().enumerate() {
-        let ys = [&a[0][i], &a[1][i], &a[2][i], &a[3][i]];
-        let sc = _mm256_cvtepi8_epi16(_mm_loadu_si128(x.scales.as_ptr() as *const __m128i));
-        let mut acc = [_mm256_setzero_si256(); 4];
-        for n in 0..2 {
-            let q = q6k_quants(x, n);
-            for (k, &qk) in q.iter().enumerate() {
-                let s = scale_pair(sc, (4 * n + k) as i32);
-                for t in 0..4 {
-                    let yk = load_i8(ys[t].qs.as_ptr().add(128 * n + 32 * k));
-                    acc[t] = _mm256_add_epi32(
-                        acc[t],
-                        _mm256_madd_epi16(_mm256_maddubs_epi16(qk, yk), s),
-                    );
-                }
-            }
-        }
         for t in 0..4 {
-            let y = ys[t];
-            let sumi = hsum_i32(acc[t]) - 32 * scaled_bsums(sc, &y.bsums);
-            sumf[t] += y.d * f16(x.d) * sumi as f32;
+            acc[t] = q6k_block(x, &a[t][i], acc[t]);
         }
     }
-    sumf
+    acc.map(|v| hsum_f32(v))
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
