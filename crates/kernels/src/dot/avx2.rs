@@ -205,26 +205,46 @@ unsafe fn scale_halves(sc: __m256i) -> [__m256i; 2] {
     [_mm256_set_m128i(lo, lo), _mm256_set_m128i(hi, hi)]
 }
 
-/// `Σ_g sc_g · Σ_{e∈g} q_e·a_e` of one Q2_K / Q3_K super-block as 8 i32
-/// lanes (summed in any order), the levels from `levels(n, k)`.
+/// For 16-value-group types (Q2_K, Q3_K, Q6_K): the scale vector of each
+/// 32-value chunk `4n + k` (scales `8n + 2k` and `8n + 2k + 1` in the low
+/// and high lanes), from the 16 i16 scales `sc`.
+#[inline(always)]
+unsafe fn g16_scales(sc: __m256i) -> [__m256i; 8] {
+    let halves = scale_halves(sc);
+    let mut out = [_mm256_setzero_si256(); 8];
+    for (c, o) in out.iter_mut().enumerate() {
+        let shuf = load(SCALE_PAIR_SHUF[c % 4].as_ptr());
+        *o = _mm256_shuffle_epi8(halves[c / 4], shuf);
+    }
+    out
+}
+
+/// `Σ_g sc_g · Σ_{e∈g} q_e·a_e` of one super-block as 8 i32 lanes (summed
+/// in any order): `levels[c]` the 32 levels of chunk `c`, `scales` from
+/// [`g16_scales`].
+#[inline(always)]
+unsafe fn g16_sumi(levels: &[__m256i; 8], scales: &[__m256i; 8], y: &BlockQ8K) -> __m256i {
+    let mut sumi = _mm256_setzero_si256();
+    for c in 0..8 {
+        let yc = load_i8(y.qs.as_ptr().add(32 * c));
+        let p = _mm256_madd_epi16(scales[c], _mm256_maddubs_epi16(levels[c], yc));
+        sumi = _mm256_add_epi32(sumi, p);
+    }
+    sumi
+}
+
+/// [`g16_sumi`] with the levels from `levels(n, k)` (chunk `4n + k`).
 #[inline(always)]
 unsafe fn grouped16_lanes(
     sc: __m256i,
     y: &BlockQ8K,
     levels: impl Fn(usize, usize) -> __m256i,
 ) -> __m256i {
-    let halves = scale_halves(sc);
-    let mut sumi = _mm256_setzero_si256();
-    for n in 0..2 {
-        for k in 0..4 {
-            let yk = load_i8(y.qs.as_ptr().add(128 * n + 32 * k));
-            let shuf = load(SCALE_PAIR_SHUF[k].as_ptr());
-            let s = _mm256_shuffle_epi8(halves[n], shuf);
-            let p = _mm256_madd_epi16(s, _mm256_maddubs_epi16(levels(n, k), yk));
-            sumi = _mm256_add_epi32(sumi, p);
-        }
+    let mut lv = [_mm256_setzero_si256(); 8];
+    for (c, l) in lv.iter_mut().enumerate() {
+        *l = levels(c / 4, c % 4);
     }
-    sumi
+    g16_sumi(&lv, &g16_scales(sc), y)
 }
 
 /// Q2_K: sums in f32 lanes across super-blocks (llama.cpp's order, not
@@ -310,7 +330,7 @@ pub unsafe fn q3k_q8k(w: &[BlockQ3K], a: &[BlockQ8K]) -> f32 {
 pub unsafe fn q4k_q8k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     for (x, y) in w.iter().zip(a) {
-        acc = q4k_block(x, y, acc);
+        acc = k4_apply(&q4k_weights(x), y, acc);
     }
     hsum_f32(acc)
 }
@@ -336,52 +356,77 @@ unsafe fn k4_scales_mins_i16(scales: &[u8; 12]) -> __m256i {
     ))
 }
 
-/// One Q4_K / Q5_K super-block (levels from `levels(j)`, the 64 values of
-/// chunk `j` as low and high 32) added to `acc` in f32 lanes.
+/// The weight side of one Q4_K / Q5_K super-block: everything that does not
+/// depend on the activations (shared by the four-row kernels).
+struct K4Weights {
+    /// Chunk `j`'s 64 levels, as its low and high 32.
+    levels: [(__m256i, __m256i); 4],
+    /// Scale of 32-value group `g`, broadcast to 16 i16 lanes.
+    scales: [__m256i; 8],
+    /// The 8 mins as i16 lanes.
+    mins: __m128i,
+    d: f32,
+    dmin: f32,
+}
+
 #[inline(always)]
-unsafe fn k4_block(
+unsafe fn k4_weights(
     d: F16Le,
     dmin: F16Le,
     scales: &[u8; 12],
-    y: &BlockQ8K,
-    acc: __m256,
     levels: impl Fn(usize) -> (__m256i, __m256i),
-) -> __m256 {
+) -> K4Weights {
     let ms = k4_scales_mins_i16(scales);
+    let sc128 = _mm256_castsi256_si128(ms);
+    let sc = _mm256_set_m128i(sc128, sc128);
+    K4Weights {
+        levels: [levels(0), levels(1), levels(2), levels(3)],
+        scales: [
+            bcast_i16::<0>(sc),
+            bcast_i16::<1>(sc),
+            bcast_i16::<2>(sc),
+            bcast_i16::<3>(sc),
+            bcast_i16::<4>(sc),
+            bcast_i16::<5>(sc),
+            bcast_i16::<6>(sc),
+            bcast_i16::<7>(sc),
+        ],
+        mins: _mm256_extracti128_si256(ms, 1),
+        d: f16(d),
+        dmin: f16(dmin),
+    }
+}
+
+/// One Q4_K / Q5_K super-block against one activation block, added to `acc`
+/// in f32 lanes.
+#[inline(always)]
+unsafe fn k4_apply(w: &K4Weights, y: &BlockQ8K, acc: __m256) -> __m256 {
     // mins: Σ_j m_j · (bsums[2j] + bsums[2j+1]) in 4 i32 lanes.
     let q8 = _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i);
     let q8s = _mm_hadd_epi16(_mm256_castsi256_si128(q8), _mm256_extracti128_si256(q8, 1));
-    let prod = _mm_madd_epi16(_mm256_extracti128_si256(ms, 1), q8s);
-    let sc128 = _mm256_castsi256_si128(ms);
-    let sc = _mm256_set_m128i(sc128, sc128);
+    let prod = _mm_madd_epi16(w.mins, q8s);
     let mut sumi = _mm256_setzero_si256();
     for j in 0..4 {
-        let (lo, hi) = levels(j);
+        let (lo, hi) = w.levels[j];
         let y0 = load_i8(y.qs.as_ptr().add(64 * j));
         let y1 = load_i8(y.qs.as_ptr().add(64 * j + 32));
-        let (s0, s1) = match j {
-            0 => (bcast_i16::<0>(sc), bcast_i16::<1>(sc)),
-            1 => (bcast_i16::<2>(sc), bcast_i16::<3>(sc)),
-            2 => (bcast_i16::<4>(sc), bcast_i16::<5>(sc)),
-            _ => (bcast_i16::<6>(sc), bcast_i16::<7>(sc)),
-        };
-        let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, y0), s0);
-        let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, y1), s1);
+        let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, y0), w.scales[2 * j]);
+        let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, y1), w.scales[2 * j + 1]);
         sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p0, p1));
     }
     let dy = _mm256_set1_ps(y.d);
-    let dd = _mm256_mul_ps(dy, _mm256_set1_ps(f16(d)));
-    let dm = _mm256_mul_ps(dy, _mm256_set1_ps(f16(dmin)));
+    let dd = _mm256_mul_ps(dy, _mm256_set1_ps(w.d));
+    let dm = _mm256_mul_ps(dy, _mm256_set1_ps(w.dmin));
     let acc = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(sumi), acc);
     let mins = _mm256_set_m128i(_mm_setzero_si128(), prod);
     _mm256_fnmadd_ps(dm, _mm256_cvtepi32_ps(mins), acc)
 }
 
-/// One Q4_K super-block added to `acc` (f32 lanes).
+/// The weight side of one Q4_K super-block.
 #[inline(always)]
-unsafe fn q4k_block(x: &BlockQ4K, y: &BlockQ8K, acc: __m256) -> __m256 {
+unsafe fn q4k_weights(x: &BlockQ4K) -> K4Weights {
     let m4 = _mm256_set1_epi8(0xF);
-    k4_block(x.d, x.dmin, &x.scales, y, acc, |j| {
+    k4_weights(x.d, x.dmin, &x.scales, |j| {
         let q = load(x.qs.as_ptr().add(32 * j));
         (
             _mm256_and_si256(q, m4),
@@ -398,7 +443,7 @@ pub unsafe fn q5k_q8k(w: &[BlockQ5K], a: &[BlockQ8K]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     for (x, y) in w.iter().zip(a) {
         let qh = load(x.qh.as_ptr());
-        acc = k4_block(x.d, x.dmin, &x.scales, y, acc, |j| {
+        let kw = k4_weights(x.d, x.dmin, &x.scales, |j| {
             let q = load(x.qs.as_ptr().add(32 * j));
             // high bits 2j and 2j + 1 of qh, moved to bit 4.
             let (h0, h1) = match j {
@@ -417,6 +462,7 @@ pub unsafe fn q5k_q8k(w: &[BlockQ5K], a: &[BlockQ8K]) -> f32 {
             );
             (lo, hi)
         });
+        acc = k4_apply(&kw, y, acc);
     }
     hsum_f32(acc)
 }
@@ -454,21 +500,41 @@ unsafe fn q6k_quants(x: &BlockQ6K, n: usize) -> [__m256i; 4] {
 pub unsafe fn q6k_q8k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     for (x, y) in w.iter().zip(a) {
-        acc = q6k_block(x, y, acc);
+        acc = q6k_apply(&q6k_weights(x), y, acc);
     }
     hsum_f32(acc)
 }
 
-/// One Q6_K super-block added to `acc` (f32 lanes).
+/// The weight side of one Q6_K super-block.
+struct Q6KWeights {
+    levels: [__m256i; 8],
+    scales: [__m256i; 8],
+    /// The 16 scales as i16 lanes.
+    sc: __m256i,
+    d: f32,
+}
+
 #[inline(always)]
-unsafe fn q6k_block(x: &BlockQ6K, y: &BlockQ8K, acc: __m256) -> __m256 {
+unsafe fn q6k_weights(x: &BlockQ6K) -> Q6KWeights {
     let sc = _mm256_cvtepi8_epi16(_mm_loadu_si128(x.scales.as_ptr() as *const __m128i));
+    let [a, b, c, d] = q6k_quants(x, 0);
+    let [e, f, g, h] = q6k_quants(x, 1);
+    Q6KWeights {
+        levels: [a, b, c, d, e, f, g, h],
+        scales: g16_scales(sc),
+        sc,
+        d: f16(x.d),
+    }
+}
+
+/// One Q6_K super-block against one activation block, added to `acc`.
+#[inline(always)]
+unsafe fn q6k_apply(w: &Q6KWeights, y: &BlockQ8K, acc: __m256) -> __m256 {
     // The real level is q - 32: subtract 32 · Σ sc·bsum.
-    let corr = _mm256_madd_epi16(sc, _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i));
-    let q = [q6k_quants(x, 0), q6k_quants(x, 1)];
-    let sumi = grouped16_lanes(sc, y, |n, k| q[n][k]);
+    let corr = _mm256_madd_epi16(w.sc, _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i));
+    let sumi = g16_sumi(&w.levels, &w.scales, y);
     let sumi = _mm256_sub_epi32(sumi, _mm256_slli_epi32(corr, 5));
-    let d = y.d * f16(x.d);
+    let d = y.d * w.d;
     _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc)
 }
 
@@ -532,27 +598,40 @@ pub unsafe fn f16_f32(w: &[u8], x: &[f32]) -> f32 {
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn q4k_q8k_x4(w: &[BlockQ4K], a: [&[BlockQ8K]; 4]) -> [f32; 4] {
-    // Same per-row operations as `q4k_q8k` (bit-identical results); the
-    // weight loads and unpacking are shared after inlining.
+    // The weight side once per block, then `q4k_q8k`'s per-row operations
+    // (bit-identical results).
     let mut acc = [_mm256_setzero_ps(); 4];
     for (i, x) in w.iter().enumerate() {
+        let kw = q4k_weights(x);
         for t in 0..4 {
-            acc[t] = q4k_block(x, &a[t][i], acc[t]);
+            acc[t] = k4_apply(&kw, &a[t][i], acc[t]);
         }
     }
-    acc.map(|v| hsum_f32(v))
+    [
+        hsum_f32(acc[0]),
+        hsum_f32(acc[1]),
+        hsum_f32(acc[2]),
+        hsum_f32(acc[3]),
+    ]
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn q6k_q8k_x4(w: &[BlockQ6K], a: [&[BlockQ8K]; 4]) -> [f32; 4] {
-    // Same per-row operations as `q6k_q8k` (bit-identical results).
+    // The weight side once per block, then `q6k_q8k`'s per-row operations
+    // (bit-identical results).
     let mut acc = [_mm256_setzero_ps(); 4];
     for (i, x) in w.iter().enumerate() {
+        let qw = q6k_weights(x);
         for t in 0..4 {
-            acc[t] = q6k_block(x, &a[t][i], acc[t]);
+            acc[t] = q6k_apply(&qw, &a[t][i], acc[t]);
         }
     }
-    acc.map(|v| hsum_f32(v))
+    [
+        hsum_f32(acc[0]),
+        hsum_f32(acc[1]),
+        hsum_f32(acc[2]),
+        hsum_f32(acc[3]),
+    ]
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -565,7 +644,12 @@ pub unsafe fn q2k_q8k_x4(w: &[BlockQ2K], a: [&[BlockQ8K]; 4]) -> [f32; 4] {
             acc[t] = q2k_block(x, &a[t][i], acc[t]);
         }
     }
-    acc.map(|v| hsum_f32(v))
+    [
+        hsum_f32(acc[0]),
+        hsum_f32(acc[1]),
+        hsum_f32(acc[2]),
+        hsum_f32(acc[3]),
+    ]
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
