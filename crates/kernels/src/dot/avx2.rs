@@ -83,89 +83,105 @@ unsafe fn bcast_i16<const J: i32>(v: __m256i) -> __m256i {
     _mm256_shuffle_epi8(v, m)
 }
 
+/// `Σ_blocks Σ_k d_k·p_k` for the 32-value types, `blk` giving each block's
+/// `K` terms (a broadcast scale and products as f32), summed into two
+/// interleaved accumulators so consecutive blocks' multiply-adds overlap.
+#[inline(always)]
+unsafe fn sum_blocks<X, Y, const K: usize>(
+    w: &[X],
+    a: &[Y],
+    blk: impl Fn(&X, &Y) -> [(__m256, __m256); K],
+) -> __m256 {
+    let mut acc = [_mm256_setzero_ps(); 2];
+    let n = w.len().min(a.len());
+    for i in 0..n {
+        // i % 2 is resolved after the compiler unrolls by two.
+        for (d, p) in blk(&w[i], &a[i]) {
+            acc[i % 2] = _mm256_fmadd_ps(d, p, acc[i % 2]);
+        }
+    }
+    _mm256_add_ps(acc[0], acc[1])
+}
+
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn q4_0_q8_0(w: &[BlockQ4_0], a: &[BlockQ8_0]) -> f32 {
-    let mut acc = _mm256_setzero_ps();
     let off = _mm256_set1_epi8(8);
-    for (x, y) in w.iter().zip(a) {
+    hsum_f32(sum_blocks(w, a, |x, y| {
         let d = _mm256_set1_ps(f16(x.d) * f16(y.d));
         let qx = _mm256_sub_epi8(nibbles(x.qs.as_ptr()), off);
         let p = dot_i8_i32(qx, load_i8(y.qs.as_ptr()));
-        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
-    }
-    hsum_f32(acc)
+        [(d, _mm256_cvtepi32_ps(p))]
+    }))
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn q4_1_q8_1(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    let mut summs = 0f32;
     let ones = _mm256_set1_epi16(1);
-    for (x, y) in w.iter().zip(a) {
-        let d = _mm256_set1_ps(f16(x.d) * f16(y.d));
-        summs += f16(x.m) * (f16(y.d) * super::scalar::q8_sum(y) as f32);
+    let ones8 = _mm256_set1_epi8(1);
+    hsum_f32(sum_blocks(w, a, |x, y| {
+        let dy = f16(y.d);
+        let yq = load_i8(y.qs.as_ptr());
         let qx = nibbles(x.qs.as_ptr());
-        let p = _mm256_madd_epi16(_mm256_maddubs_epi16(qx, load_i8(y.qs.as_ptr())), ones);
-        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
-    }
-    hsum_f32(acc) + summs
+        let p = _mm256_madd_epi16(_mm256_maddubs_epi16(qx, yq), ones);
+        let sum = _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, yq), ones);
+        [
+            (_mm256_set1_ps(f16(x.d) * dy), _mm256_cvtepi32_ps(p)),
+            (_mm256_set1_ps(f16(x.m) * dy), _mm256_cvtepi32_ps(sum)),
+        ]
+    }))
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn q5_0_q8_0(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> f32 {
-    let mut acc = _mm256_setzero_ps();
     let high = _mm256_set1_epi8(0xF0u8 as i8);
-    for (x, y) in w.iter().zip(a) {
+    hsum_f32(sum_blocks(w, a, |x, y| {
         let d = _mm256_set1_ps(f16(x.d) * f16(y.d));
         // nibble | 0xF0 where the 5th bit is clear = nibble + 16 - 32 as i8.
         let hb = _mm256_andnot_si256(bytes_from_bits(u32::from_le_bytes(x.qh)), high);
         let qx = _mm256_or_si256(nibbles(x.qs.as_ptr()), hb);
         let p = dot_i8_i32(qx, load_i8(y.qs.as_ptr()));
-        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
-    }
-    hsum_f32(acc)
+        [(d, _mm256_cvtepi32_ps(p))]
+    }))
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn q5_1_q8_1(w: &[BlockQ5_1], a: &[BlockQ8_1]) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    let mut summs = 0f32;
     let ones = _mm256_set1_epi16(1);
+    let ones8 = _mm256_set1_epi8(1);
     let bit4 = _mm256_set1_epi8(0x10);
-    for (x, y) in w.iter().zip(a) {
-        let d = _mm256_set1_ps(f16(x.d) * f16(y.d));
-        summs += f16(x.m) * (f16(y.d) * super::scalar::q8_sum(y) as f32);
+    hsum_f32(sum_blocks(w, a, |x, y| {
+        let dy = f16(y.d);
+        let yq = load_i8(y.qs.as_ptr());
         let hb = _mm256_and_si256(bytes_from_bits(u32::from_le_bytes(x.qh)), bit4);
         let qx = _mm256_or_si256(nibbles(x.qs.as_ptr()), hb);
-        let p = _mm256_madd_epi16(_mm256_maddubs_epi16(qx, load_i8(y.qs.as_ptr())), ones);
-        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
-    }
-    hsum_f32(acc) + summs
+        let p = _mm256_madd_epi16(_mm256_maddubs_epi16(qx, yq), ones);
+        let sum = _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, yq), ones);
+        [
+            (_mm256_set1_ps(f16(x.d) * dy), _mm256_cvtepi32_ps(p)),
+            (_mm256_set1_ps(f16(x.m) * dy), _mm256_cvtepi32_ps(sum)),
+        ]
+    }))
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn q8_0_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    for (x, y) in w.iter().zip(a) {
+    hsum_f32(sum_blocks(w, a, |x, y| {
         let d = _mm256_set1_ps(f16(x.d) * f16(y.d));
         let p = dot_i8_i32(load_i8(x.qs.as_ptr()), load_i8(y.qs.as_ptr()));
-        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
-    }
-    hsum_f32(acc)
+        [(d, _mm256_cvtepi32_ps(p))]
+    }))
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn iq4_nl_q8_0(w: &[BlockIQ4NL], a: &[BlockQ8_0]) -> f32 {
     let t = _mm_loadu_si128(KVALUES_IQ4NL.as_ptr() as *const __m128i);
     let table = _mm256_set_m128i(t, t);
-    let mut acc = _mm256_setzero_ps();
-    for (x, y) in w.iter().zip(a) {
+    hsum_f32(sum_blocks(w, a, |x, y| {
         let d = _mm256_set1_ps(f16(x.d) * f16(y.d));
         let qx = _mm256_shuffle_epi8(table, nibbles(x.qs.as_ptr()));
         let p = dot_i8_i32(qx, load_i8(y.qs.as_ptr()));
-        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
-    }
-    hsum_f32(acc)
+        [(d, _mm256_cvtepi32_ps(p))]
+    }))
 }
 
 /// `vpshufb` masks picking, from 8 i16 scales repeated in both 128-bit
@@ -654,24 +670,34 @@ pub unsafe fn q2k_q8k_x4(w: &[BlockQ2K], a: [&[BlockQ8K]; 4]) -> [f32; 4] {
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn q8_0_q8_0_x4(w: &[BlockQ8_0], a: [&[BlockQ8_0]; 4]) -> [f32; 4] {
-    let mut acc = [_mm256_setzero_ps(); 4];
-    for (i, x) in w.iter().enumerate() {
+    // `q8_0_q8_0`'s operations per row, the weight block loaded once.
+    #[inline(always)]
+    unsafe fn step(x: &BlockQ8_0, a: [&[BlockQ8_0]; 4], i: usize, acc: &mut [__m256; 4]) {
         let qx = load_i8(x.qs.as_ptr());
-        let ax = _mm256_sign_epi8(qx, qx);
         let dx = f16(x.d);
         for t in 0..4 {
             let y = &a[t][i];
             let d = _mm256_set1_ps(dx * f16(y.d));
-            let sy = _mm256_sign_epi8(load_i8(y.qs.as_ptr()), qx);
-            let p = _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), _mm256_set1_epi16(1));
+            let p = dot_i8_i32(qx, load_i8(y.qs.as_ptr()));
             acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc[t]);
         }
     }
+    let mut acc0 = [_mm256_setzero_ps(); 4];
+    let mut acc1 = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 2 <= w.len() {
+        step(&w[i], a, i, &mut acc0);
+        step(&w[i + 1], a, i + 1, &mut acc1);
+        i += 2;
+    }
+    if i < w.len() {
+        step(&w[i], a, i, &mut acc0);
+    }
     [
-        hsum_f32(acc[0]),
-        hsum_f32(acc[1]),
-        hsum_f32(acc[2]),
-        hsum_f32(acc[3]),
+        hsum_f32(_mm256_add_ps(acc0[0], acc1[0])),
+        hsum_f32(_mm256_add_ps(acc0[1], acc1[1])),
+        hsum_f32(_mm256_add_ps(acc0[2], acc1[2])),
+        hsum_f32(_mm256_add_ps(acc0[3], acc1[3])),
     ]
 }
 
