@@ -42,8 +42,10 @@ uptime
 "$BIN" bench -m "$synth_models" -p 64 -n 32 -r "$REPS" -t "$THREADS" --kernels native,candle --bandwidth \
     --save-json "$OUT/synth-1b.json" | tee "$OUT/synth-1b.md"
 uptime
-"$BIN" bench -m "$smol_models" -p 128 -n 64 -r "$REPS" -t "$THREADS" --kernels native,candle \
-    --save-json "$OUT/smollm2.json" | tee "$OUT/smollm2.md"
+# candle cannot run the Q2_K file (its 576-wide rows fall back to IQ4_NL): that one
+# run fails, bench says so and exits 1 after the others; carry on.
+{ "$BIN" bench -m "$smol_models" -p 128 -n 64 -r "$REPS" -t "$THREADS" --kernels native,candle \
+    --save-json "$OUT/smollm2.json" || true; } | tee "$OUT/smollm2.md"
 uptime
 
 "$BIN" bench-plot "$OUT/synth-1b.json" -o "$OUT/synth-1b.png" \
