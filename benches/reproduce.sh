@@ -48,12 +48,12 @@ uptime
     --save-json "$OUT/smollm2.json" || true; } | tee "$OUT/smollm2.md"
 uptime
 
-"$BIN" bench-plot "$OUT/synth-1b.json" -o "$OUT/synth-1b.png" \
-    --title "Synthetic 1B-shaped Mistral and 8-expert MoE: speed and memory per type"
-"$BIN" bench-plot "$OUT/synth-1b.json" --summary > "$OUT/synth-1b-summary.md"
-"$BIN" bench-plot "$OUT/smollm2.json" -o "$OUT/smollm2.png" \
-    --title "SmolLM2-135M-Instruct: speed and memory per type"
-"$BIN" bench-plot "$OUT/smollm2.json" --summary > "$OUT/smollm2-summary.md"
+# Each call draws the chart and prints the summary relative to F16.
+"$BIN" bench-plot "$OUT/synth-1b.json" -o "$OUT/synth-1b.png" --summary \
+    --title "Synthetic 1B-shaped Mistral and 8-expert MoE: speed and memory per type" \
+    > "$OUT/synth-1b-summary.md"
+"$BIN" bench-plot "$OUT/smollm2.json" -o "$OUT/smollm2.png" --summary \
+    --title "SmolLM2-135M-Instruct: speed and memory per type" > "$OUT/smollm2-summary.md"
 
 # Perplexity cost of each quantization (llama.cpp's llama-perplexity -c 512 method).
 for f in "$smol" $CACHE/smollm2-135m-F16.gguf $CACHE/smollm2-135m-Q8_0.gguf $CACHE/smollm2-135m-Q4_K_M.gguf $CACHE/smollm2-135m-Q2_K.gguf; do
