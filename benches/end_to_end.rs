@@ -2,7 +2,7 @@
 //! empty KV cache) and decode (32 single-token greedy steps from an empty
 //! cache), reported by criterion as elements/s = tokens/s, for
 //! - a 1B-shaped synthetic Mistral (2048 / 5632, 16 layers, 16 heads, 4 KV
-//!   heads, Mistral v1 vocabulary) in F16, Q8_0, Q4_K_M and Q2_K,
+//!   heads, a generated 32000-token vocabulary) in F16, Q8_0, Q4_K_M and Q2_K,
 //! - a Mixtral-shaped model (8 experts, top-2, 1024 / 3584, 8 layers) in Q4_K_M,
 //!
 //! each with the `native` and `candle` kernels (a kernel choice the transformer
@@ -125,7 +125,7 @@ fn ensure_model(case: &Case, tiny: bool) -> PathBuf {
     };
     let path = dir.join(name);
     let spec = spec(case, tiny);
-    let vocab = default_vocab().expect("embedded vocabulary");
+    let vocab = default_vocab().expect("generated vocabulary");
     let size = synth_size(&spec, vocab.metadata()).expect("synthetic model size");
     let reusable =
         std::fs::metadata(&path).is_ok_and(|m| m.len() == size) && GgufFile::open(&path).is_ok();

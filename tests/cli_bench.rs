@@ -37,7 +37,7 @@ fn tiny_model(dir: &Path, arch: SynthArch, ftype: SynthType, name: &str) -> Path
     spec.ftype = ftype;
     spec.vocab_size = Some(512);
     let path = dir.join(name);
-    let vocab = default_vocab().expect("embedded vocab");
+    let vocab = default_vocab().expect("generated vocab");
     let mut f = std::io::BufWriter::new(std::fs::File::create(&path).expect("create model file"));
     write_synth(&spec, vocab.metadata(), &mut f, &|_| {}).expect("write synthetic model");
     drop(f);

@@ -126,7 +126,7 @@ fn smollm2_info() {
 /// A vocab-only file (no `llama.*` hyper-parameters, no tensors) prints what it has.
 #[test]
 fn vocab_only_file() {
-    let path = root().join("tests/data/vocab/ggml-vocab-mistral-v1.gguf");
+    let path = mistral_test_support::vocab_path("ggml-vocab-mistral-v1.gguf");
     let j = json(&path);
     assert_eq!(j["tensor_count"], 0);
     assert_eq!(j["vocab_size"], 32000);

@@ -8,8 +8,13 @@ use std::process::{Command, Output};
 use mistral_gguf::{keys, Array, GgufWriter, Metadata, Value};
 use mistral_test_support::{root, smollm2_path};
 
+/// A vocab GGUF (fetched by models/fetch-vocab.sh) or its test vectors (in the repo).
 fn vocab(name: &str) -> PathBuf {
-    root().join("tests/data/vocab").join(name)
+    if name.ends_with(".gguf") {
+        mistral_test_support::vocab_path(name)
+    } else {
+        root().join("tests/data/vocab").join(name)
+    }
 }
 
 fn run(args: &[&str]) -> Output {

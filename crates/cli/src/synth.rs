@@ -59,7 +59,7 @@ pub struct Args {
     /// Output file.
     #[arg(short = 'o', long)]
     pub output: PathBuf,
-    /// Vocab GGUF whose tokenizer is copied (default: the embedded Mistral v1 vocab).
+    /// Vocab GGUF whose tokenizer is copied (default: a generated 32000-token vocabulary with Mistral v1's layout).
     #[arg(long)]
     pub vocab: Option<PathBuf>,
     /// Keep only the first N tokens of the vocabulary.

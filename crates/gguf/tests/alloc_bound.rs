@@ -193,8 +193,7 @@ fn parsing_allocates_a_bounded_amount() {
     for (name, bytes) in corpus_files() {
         assert_bounded(&name, &bytes);
     }
-    let vocab = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/data/vocab/ggml-vocab-mistral-v3.gguf");
+    let vocab = mistral_test_support::vocab_path("ggml-vocab-mistral-v3.gguf");
     let bytes = std::fs::read(vocab).unwrap();
     let (name, requested) = assert_bounded("ggml-vocab-mistral-v3.gguf", &bytes);
     assert_eq!(name, "Ok");

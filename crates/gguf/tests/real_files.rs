@@ -1,8 +1,8 @@
 //! The reader on real files: SmolLM2 (fetched by models/fetch-smollm2.sh) and the
-//! vocab-only GGUFs copied from llama.cpp / mistral-common into tests/data/vocab.
+//! vocab-only GGUFs of llama.cpp / mistral-common (fetched by models/fetch-vocab.sh).
 
 use mistral_gguf::{keys, GgmlType, GgufFile, GgufWriter, LlamaHparams, Value};
-use mistral_test_support::{root, smollm2_path as smollm2};
+use mistral_test_support::smollm2_path as smollm2;
 
 #[test]
 fn smollm2_header() {
@@ -121,7 +121,7 @@ fn vocab_files_parse() {
         "ggml-vocab-mistral-v3.gguf",
         "ggml-vocab-llama-spm.gguf",
     ] {
-        let f = GgufFile::open(root().join("tests/data/vocab").join(name)).unwrap();
+        let f = GgufFile::open(mistral_test_support::vocab_path(name)).unwrap();
         let md = f.metadata();
         let tokens = md.get_string_array(keys::TOKENIZER_TOKENS).unwrap();
         let scores = md.get_f32_array(keys::TOKENIZER_SCORES).unwrap();

@@ -1,5 +1,6 @@
-//! Helpers shared by the workspace's tests: the repository root and the real
-//! test model, fetched once per test process by `models/fetch-smollm2.sh`.
+//! Helpers shared by the workspace's tests: the repository root, the real
+//! test model and the tokenizer test vocabularies, fetched once per test
+//! process by `models/fetch-smollm2.sh` / `models/fetch-vocab.sh`.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -10,21 +11,32 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// Runs a fetch script of `models/` and returns the path it prints. Panics
+/// (failing the test) with the script's stderr if it fails.
+fn fetch(script: &str) -> PathBuf {
+    let out = Command::new("bash")
+        .arg(root().join("models").join(script))
+        .output()
+        .unwrap_or_else(|e| panic!("run models/{script}: {e}"));
+    assert!(
+        out.status.success(),
+        "models/{script} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
 /// Path of SmolLM2-135M-Instruct Q4_1, fetched into the cache on first use.
-/// Panics (failing the test) with the script's stderr if it cannot be fetched.
 pub fn smollm2_path() -> PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let out = Command::new("bash")
-            .arg(root().join("models/fetch-smollm2.sh"))
-            .output()
-            .expect("run models/fetch-smollm2.sh");
-        assert!(
-            out.status.success(),
-            "fetch failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-    })
-    .clone()
+    PATH.get_or_init(|| fetch("fetch-smollm2.sh")).clone()
+}
+
+/// Path of a tokenizer test vocabulary (`ggml-vocab-mistral-v1.gguf`,
+/// `ggml-vocab-mistral-v3.gguf`, `ggml-vocab-llama-spm.gguf`), fetched or
+/// rebuilt into the cache on first use. Their test vectors (`NAME.inp`,
+/// `NAME.out`) stay in `tests/data/vocab/`.
+pub fn vocab_path(name: &str) -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| fetch("fetch-vocab.sh")).join(name)
 }

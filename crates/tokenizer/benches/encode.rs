@@ -28,9 +28,7 @@ fn english() -> (String, String) {
 }
 
 fn load(name: &str) -> Tokenizer {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/data/vocab")
-        .join(name);
+    let path = mistral_test_support::vocab_path(name);
     let file = GgufFile::open(&path).expect("vocab file");
     Tokenizer::from_gguf(&file).expect("tokenizer")
 }

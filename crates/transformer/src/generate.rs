@@ -399,18 +399,14 @@ impl<M: LanguageModel> Iterator for Generation<'_, M> {
 
 #[cfg(test)]
 mod tests {
-    //! The loop on scripted toy models with a real (Mistral v1) tokenizer: the
+    //! The loop on scripted toy models with a SentencePiece tokenizer (the
+    //! synthetic models' generated vocabulary): the
     //! expected text is always `Tokenizer::decode` of the scripted ids, an
     //! independent path through the tokenizer.
     use super::*;
-    use mistral_gguf::GgufFile;
 
     fn tokenizer() -> Tokenizer {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../tests/data/vocab/ggml-vocab-mistral-v1.gguf"
-        );
-        let file = GgufFile::open(path).unwrap();
+        let file = crate::synth::default_vocab().unwrap();
         Tokenizer::from_gguf(&file).unwrap()
     }
 

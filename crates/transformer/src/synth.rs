@@ -24,7 +24,8 @@
 //!   Q4_0 instead of IQ4_NL, which the candle backend cannot run.
 //!
 //! The tokenizer metadata (`tokenizer.*` keys) is copied from a vocab GGUF; by
-//! default the Mistral v1 vocabulary embedded in this crate.
+//! default a generated SentencePiece-style vocabulary of Mistral v1's size and
+//! layout ([`default_vocab`]).
 
 use std::io::{self, Write};
 
@@ -40,16 +41,78 @@ use crate::error::ModelError;
 /// Standard deviation of synthetic weights.
 pub const WEIGHT_STD: f32 = 0.02;
 
-/// The Mistral v1 vocabulary GGUF (SentencePiece, 32000 tokens, chat template).
-pub static MISTRAL_V1_VOCAB: &[u8] =
-    include_bytes!("../../../tests/data/vocab/ggml-vocab-mistral-v1.gguf");
+/// Mistral's instruct chat template (as in its v1 tokenizer's GGUF files).
+pub const MISTRAL_CHAT_TEMPLATE: &str = "{{ bos_token }}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token }}{% else %}{{ raise_exception('Only user and assistant roles are supported!') }}{% endif %}{% endfor %}";
 
-/// The embedded Mistral v1 vocabulary as a GGUF file.
+/// Tokens in the default vocabulary (Mistral v1's count).
+pub const DEFAULT_VOCAB_SIZE: usize = 32000;
+
+/// A generated vocabulary with Mistral v1's layout, as a vocab-only GGUF:
+/// SentencePiece (`llama`) model, `<unk>` `<s>` `</s>`, the 256 byte-fallback
+/// tokens, then pieces any text can be built from (`▁`, the printable ASCII
+/// characters, lower-case pairs and triples, each with and without a leading
+/// `▁`),
+/// scored so that longer pieces win; Mistral's chat template. Synthetic
+/// models have random weights, so only the layout and size matter; the
+/// real Mistral vocabularies are test data (models/fetch-vocab.sh).
 pub fn default_vocab() -> Result<GgufFile, ModelError> {
-    Ok(GgufFile::from_bytes(
-        MISTRAL_V1_VOCAB.to_vec(),
-        "embedded ggml-vocab-mistral-v1.gguf",
-    )?)
+    let mut tokens: Vec<String> = vec!["<unk>".into(), "<s>".into(), "</s>".into()];
+    let mut types: Vec<i32> = vec![2, 3, 3];
+    for b in 0..=255u8 {
+        tokens.push(format!("<0x{b:02X}>"));
+        types.push(6);
+    }
+    let chars: Vec<char> = (0x21u8..0x7f).map(char::from).collect();
+    let lower: Vec<char> = ('a'..='z').collect();
+    let mut pieces: Vec<String> = vec!["▁".into()];
+    pieces.extend(chars.iter().map(|c| c.to_string()));
+    pieces.extend(chars.iter().map(|c| format!("▁{c}")));
+    for a in &lower {
+        for b in &lower {
+            pieces.push(format!("{a}{b}"));
+            pieces.push(format!("▁{a}{b}"));
+        }
+    }
+    let want = DEFAULT_VOCAB_SIZE - tokens.len();
+    'fill: for a in &lower {
+        for b in &lower {
+            for c in &lower {
+                if pieces.len() + 2 > want {
+                    break 'fill;
+                }
+                pieces.push(format!("{a}{b}{c}"));
+                pieces.push(format!("▁{a}{b}{c}"));
+            }
+        }
+    }
+    debug_assert_eq!(pieces.len(), want);
+    // Longer pieces score higher, so merges prefer them.
+    let mut scores = vec![0f32; tokens.len()];
+    for p in pieces {
+        scores.push(p.chars().count() as f32 - scores.len() as f32 * 1e-5);
+        tokens.push(p);
+        types.push(1);
+    }
+    let mut md = Metadata::new();
+    md.set(keys::GENERAL_ARCHITECTURE, Value::String("llama".into()));
+    md.set(keys::GENERAL_NAME, Value::String("synthetic-vocab".into()));
+    md.set(keys::TOKENIZER_MODEL, Value::String("llama".into()));
+    md.set(keys::TOKENIZER_TOKENS, Value::Array(Array::String(tokens)));
+    md.set(keys::TOKENIZER_SCORES, Value::Array(Array::F32(scores)));
+    md.set(keys::TOKENIZER_TOKEN_TYPE, Value::Array(Array::I32(types)));
+    md.set(keys::TOKENIZER_BOS_ID, Value::U32(1));
+    md.set(keys::TOKENIZER_EOS_ID, Value::U32(2));
+    md.set(keys::TOKENIZER_UNK_ID, Value::U32(0));
+    md.set(keys::TOKENIZER_ADD_BOS, Value::Bool(true));
+    md.set(keys::TOKENIZER_ADD_EOS, Value::Bool(false));
+    md.set(
+        keys::TOKENIZER_CHAT_TEMPLATE,
+        Value::String(MISTRAL_CHAT_TEMPLATE.into()),
+    );
+    let bytes = GgufWriter::new(md)
+        .to_bytes(&[])
+        .map_err(|k| ModelError::InvalidInput(format!("generated vocabulary: {k}")))?;
+    Ok(GgufFile::from_bytes(bytes, "generated vocabulary")?)
 }
 
 /// Dense Mistral or Mixtral MoE.
@@ -723,6 +786,22 @@ mod tests {
     use candle_core::quantized::{QStorage, QTensor};
     use candle_core::Device;
     use std::borrow::Cow;
+
+    #[test]
+    fn default_vocab_is_a_complete_sentencepiece_vocabulary() {
+        let file = default_vocab().unwrap();
+        let md = file.metadata();
+        let tokens = md.get_string_array(keys::TOKENIZER_TOKENS).unwrap();
+        assert_eq!(tokens.len(), DEFAULT_VOCAB_SIZE);
+        let unique: std::collections::HashSet<_> = tokens.iter().collect();
+        assert_eq!(unique.len(), tokens.len(), "duplicate pieces");
+        // Any text round-trips (byte fallback), and common words use merged pieces.
+        let tok = mistral_tokenizer::Tokenizer::from_gguf(&file).unwrap();
+        let text = "The cat sat on the mat. Ünïcödé 🐈 {x: 1}";
+        let ids = tok.encode(text, false, false).unwrap();
+        assert_eq!(tok.decode(&ids).unwrap(), text);
+        assert!(tok.encode("the cat", false, false).unwrap().len() <= 3);
+    }
 
     #[test]
     fn random_blocks_dequantize_to_centred_small_values() {

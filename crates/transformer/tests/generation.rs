@@ -12,7 +12,7 @@ use mistral_transformer::{
 };
 
 /// A 2-layer, 256-wide Mistral with F32 weights and the first 300 tokens of the
-/// Mistral v1 vocabulary.
+/// synthetic models' generated vocabulary.
 fn tiny_file(sliding_window: Option<usize>) -> GgufFile {
     let mut spec = SynthSpec::preset(SynthArch::Mistral, SynthPreset::Tiny);
     spec.ftype = SynthType::F32;

@@ -1,15 +1,17 @@
-//! Shared helpers for the tokenizer tests: the in-repo vocab files and test
-//! vectors, and the SmolLM2 model fetched by models/fetch-smollm2.sh.
+//! Shared helpers for the tokenizer tests: the vocab files (fetched by
+//! models/fetch-vocab.sh), their in-repo test vectors, and the SmolLM2 model
+//! fetched by models/fetch-smollm2.sh.
 #![allow(dead_code)]
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use mistral_gguf::GgufFile;
-pub use mistral_test_support::{root, smollm2_path};
+pub use mistral_test_support::{root, smollm2_path, vocab_path};
 use mistral_tokenizer::Tokenizer;
 
-pub fn vocab_path(name: &str) -> PathBuf {
+/// A test-vector file (`NAME.inp` / `NAME.out`) in tests/data/vocab/.
+pub fn vectors_path(name: &str) -> PathBuf {
     root().join("tests/data/vocab").join(name)
 }
 
@@ -35,7 +37,7 @@ cached!(smollm2, smollm2_path());
 /// llama.cpp's test-tokenizer-0 format: inputs separated by
 /// "\n__ggml_vocab_test__\n"; outputs one line of ids per input.
 pub fn read_vectors(inp: &str, out: &str) -> Vec<(String, Vec<u32>)> {
-    let raw = std::fs::read_to_string(vocab_path(inp)).unwrap();
+    let raw = std::fs::read_to_string(vectors_path(inp)).unwrap();
     let sep = "\n__ggml_vocab_test__\n";
     let mut inputs = Vec::new();
     let mut pos = 0;
@@ -43,7 +45,7 @@ pub fn read_vectors(inp: &str, out: &str) -> Vec<(String, Vec<u32>)> {
         inputs.push(raw[pos..pos + next].to_string());
         pos += next + sep.len();
     }
-    let outs: Vec<Vec<u32>> = std::fs::read_to_string(vocab_path(out))
+    let outs: Vec<Vec<u32>> = std::fs::read_to_string(vectors_path(out))
         .unwrap()
         .lines()
         .map(|l| l.split_whitespace().map(|t| t.parse().unwrap()).collect())
