@@ -125,15 +125,13 @@ fn bench_matvec_streaming(c: &mut Criterion) {
             .sample_size(20)
             .warm_up_time(Duration::from_millis(500))
             .measurement_time(Duration::from_secs(2));
-        let (ours0, _, n_bytes) = weights(ty, rows, cols);
+        let (ours0, theirs0, n_bytes) = weights(ty, rows, cols);
         let copies = (128usize << 20).div_ceil(n_bytes).max(2);
-        let mut ours = vec![ours0];
-        let mut theirs = Vec::new();
+        let (mut ours, mut theirs) = (vec![ours0], vec![theirs0]);
         while ours.len() < copies {
-            ours.push(weights(ty, rows, cols).0);
-        }
-        while theirs.len() < copies {
-            theirs.push(weights(ty, rows, cols).1);
+            let (o, t, _) = weights(ty, rows, cols);
+            ours.push(o);
+            theirs.push(t);
         }
         let x = Tensor::from_vec(gaussian(cols, 2), (1, cols), &Device::Cpu).unwrap();
         group.throughput(Throughput::Bytes(n_bytes as u64));

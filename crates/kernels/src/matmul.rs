@@ -31,19 +31,21 @@ fn with_scratch<R>(f: impl FnOnce(&mut ActBuffers) -> R) -> R {
 /// Activation rows per tile in matrix × matrix.
 const TOKEN_TILE: usize = 16;
 
-/// A raw output pointer shared by the worker threads, each writing a
-/// disjoint set of elements.
+/// A raw output pointer shared by the worker threads of one matrix product
+/// (here and in [`crate::gemm`]), each writing a disjoint set of elements.
 #[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: the pointer is only used to write elements `y[t * rows + r]` for
-// the rows `r` of the chunk a worker owns; chunks are disjoint, so no two
-// threads write the same element and nothing reads `y` during the call.
+pub(crate) struct OutPtr(pub(crate) *mut f32);
+// SAFETY: every user splits the outputs `y[t * rows + r]` into disjoint sets,
+// one per task (by weight rows here and in the integer tiled kernels; by
+// weight rows and activation-row groups in the F16 kernel; each says so where
+// it writes), so no two threads touch the same element, and nothing else
+// reads or writes `y` during the call.
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
 impl OutPtr {
     /// Taking `self` whole makes closures capture the `Send` wrapper, not the raw field.
-    fn get(self) -> *mut f32 {
+    pub(crate) fn get(self) -> *mut f32 {
         self.0
     }
 }

@@ -24,6 +24,7 @@
 //! (blocks of [`KC`], one FMA chain per output), so results agree with them to
 //! rounding, not bit for bit.
 
+use crate::matmul::OutPtr;
 use rayon::prelude::*;
 use std::arch::x86_64::*;
 use std::cell::RefCell;
@@ -60,24 +61,6 @@ thread_local! {
 /// Packed activation buffers, reused across calls (a call takes one out and
 /// puts it back, so concurrent calls each get their own).
 static PACKED_X: Mutex<Vec<Vec<f32>>> = Mutex::new(Vec::new());
-
-/// A raw output pointer shared by the worker threads, each writing a
-/// disjoint set of elements.
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: the pointer is only used to write elements `y[t * rows + r]` for
-// the rows `r` of the row block and the activation rows `t` of the token
-// group a task owns; tasks are disjoint, so no two threads touch the same
-// element, and nothing else reads or writes `y` during the call.
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-
-impl OutPtr {
-    /// Taking `self` whole makes closures capture the `Send` wrapper, not the raw field.
-    fn get(self) -> *mut f32 {
-        self.0
-    }
-}
 
 /// How the activation rows are cut into microkernel tiles: `tiles` tiles of
 /// at most 6 rows, as even as possible (4–6 rows from 8 rows on), tile `i`

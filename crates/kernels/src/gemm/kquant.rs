@@ -22,9 +22,10 @@
 //! own (`d·sumi − dmin·summ` per super-block, summed in order), so results
 //! are bit-identical to [`crate::dot::scalar`].
 
-use super::{row_block_size, Out, PANEL};
+use super::{row_block_size, store_tile, PANEL};
 use crate::blocks::*;
 use crate::dot::avx2;
+use crate::matmul::OutPtr;
 use crate::quant::quantize_block_q8k;
 use mistral_gguf::GgmlType;
 use rayon::prelude::*;
@@ -322,7 +323,7 @@ struct Block<'a> {
     /// The k-block: super-blocks `s0..s0 + nsb`.
     s0: usize,
     nsb: usize,
-    y: Out,
+    y: OutPtr,
 }
 
 /// One tile of `TR` rows (`r0..`) × `TH` panels (`p0..`) over the k-block:
@@ -362,18 +363,7 @@ unsafe fn run_tile<const TR: usize, const TH: usize, const DEPTH: usize, const S
         }
         return;
     }
-    let mut lanes = [0f32; PANEL];
-    for r in 0..TR {
-        for h in 0..TH {
-            _mm256_storeu_ps(lanes.as_mut_ptr(), acc[r][h]);
-            for (c, &l) in lanes.iter().enumerate() {
-                let t = (p0 + h) * PANEL + c;
-                if t < n {
-                    *blk.y.get().add(t * rows + r0 + r) = l;
-                }
-            }
-        }
-    }
+    store_tile(&acc, blk.y, (rows, n), (r0, p0));
 }
 
 /// Every tile of one k-block of one row block.
@@ -459,7 +449,7 @@ pub(crate) fn matmul(
         .for_each(|(p, out)| fill_panels(x, cols, n, p, out));
 
     let rb = row_block_size(rows, R, RB_MAX);
-    let y_out = Out(y.as_mut_ptr());
+    let y_out = OutPtr(y.as_mut_ptr());
     let panels_ref = &panels[..np * kb];
     let (depth, kind) = (depth(ty), kind(ty));
     (0..rows.div_ceil(rb)).into_par_iter().for_each(|blk| {

@@ -15,9 +15,10 @@
 //! fused multiply-add per block and row), so results agree with them to
 //! f32 rounding, not bit for bit.
 
-use super::{row_block_size, Out, PANEL};
+use super::{row_block_size, store_tile, PANEL};
 use crate::blocks::*;
 use crate::dot::avx2;
+use crate::matmul::OutPtr;
 use crate::quant::QuantizeBlock;
 use mistral_gguf::GgmlType;
 use rayon::prelude::*;
@@ -162,7 +163,7 @@ unsafe fn tile<
     nb: usize,
     (rows, n): (usize, usize),
     (r0, p0): (usize, usize),
-    y: Out,
+    y: OutPtr,
 ) {
     let ones = _mm256_set1_epi16(1);
     let mut acc = [[_mm256_setzero_ps(); TH]; TR];
@@ -216,18 +217,7 @@ unsafe fn tile<
             }
         }
     }
-    let mut lanes = [0f32; PANEL];
-    for r in 0..TR {
-        for h in 0..TH {
-            _mm256_storeu_ps(lanes.as_mut_ptr(), acc[r][h]);
-            for (c, &l) in lanes.iter().enumerate() {
-                let t = (p0 + h) * PANEL + c;
-                if t < n {
-                    *y.get().add(t * rows + r0 + r) = l;
-                }
-            }
-        }
-    }
+    store_tile(&acc, y, (rows, n), (r0, p0));
 }
 
 /// Every tile of the row block `rb0..rb1` (expanded in `wbuf`, `nb` blocks
@@ -241,7 +231,7 @@ unsafe fn row_block<const DEPTH: usize, const SHIFT: i32, const MIN: bool>(
     (rb0, rb1): (usize, usize),
     panels: &[ActBlock],
     (rows, n, nb): (usize, usize, usize),
-    y: Out,
+    y: OutPtr,
 ) {
     let np = n.div_ceil(PANEL);
     let w = |r: usize| wbuf.as_ptr().add((r - rb0) * nb);
@@ -343,7 +333,7 @@ pub(crate) fn matmul(
         .for_each(|(p, out)| fill_panels(x, cols, n, p, out));
 
     let rb = row_block_size(rows, R, RB_MAX);
-    let y_out = Out(y.as_mut_ptr());
+    let y_out = OutPtr(y.as_mut_ptr());
     let panels_ref = &panels[..np * nb];
     let ty_ = ty;
     (0..rows.div_ceil(rb)).into_par_iter().for_each(|blk| {

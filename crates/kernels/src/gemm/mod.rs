@@ -86,17 +86,31 @@ fn row_block_size(rows: usize, tile: usize, max: usize) -> usize {
         .clamp(tile, max)
 }
 
-/// Output pointer shared by the row-block workers (disjoint rows).
-#[derive(Clone, Copy)]
-struct Out(*mut f32);
-// SAFETY: each worker reads and writes only `y[t * rows + r]` for the rows
-// `r` of its own row block; blocks are disjoint and nothing else touches `y`
-// during the call.
-unsafe impl Send for Out {}
-unsafe impl Sync for Out {}
-impl Out {
-    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-    fn get(self) -> *mut f32 {
-        self.0
+/// Stores a finished tile: `acc[r][h]` lane `c` is the output of weight row
+/// `r0 + r` for activation row `(p0 + h) * PANEL + c`, `y[t * rows + row]`;
+/// lanes past the `n` activation rows (panel padding) are dropped.
+///
+/// # Safety
+/// AVX available; the rows `r0..r0 + TR` of `y` (`n * rows` values) belong to
+/// the caller.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn store_tile<const TR: usize, const TH: usize>(
+    acc: &[[std::arch::x86_64::__m256; TH]; TR],
+    y: crate::matmul::OutPtr,
+    (rows, n): (usize, usize),
+    (r0, p0): (usize, usize),
+) {
+    let mut lanes = [0f32; PANEL];
+    for r in 0..TR {
+        for h in 0..TH {
+            std::arch::x86_64::_mm256_storeu_ps(lanes.as_mut_ptr(), acc[r][h]);
+            for (c, &l) in lanes.iter().enumerate() {
+                let t = (p0 + h) * PANEL + c;
+                if t < n {
+                    *y.get().add(t * rows + r0 + r) = l;
+                }
+            }
+        }
     }
 }
