@@ -35,6 +35,7 @@ pub mod error;
 pub mod gemm;
 pub mod isa;
 pub mod matmul;
+pub mod packed;
 pub mod qmatrix;
 pub mod quant;
 

@@ -17,7 +17,7 @@ use std::sync::Mutex;
 /// their own and nothing is allocated once the pool is warm).
 static SCRATCH: Mutex<Vec<ActBuffers>> = Mutex::new(Vec::new());
 
-fn with_scratch<R>(f: impl FnOnce(&mut ActBuffers) -> R) -> R {
+pub(crate) fn with_scratch<R>(f: impl FnOnce(&mut ActBuffers) -> R) -> R {
     let mut buf = SCRATCH
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -65,10 +65,6 @@ pub fn matmul(
     let isa = isa.checked()?;
     let fmt = ActFormat::for_weights(ty).ok_or(KernelError::Unsupported { ty, op: "matmul" })?;
     let row_bytes = bytes_for(ty, cols)?;
-    let shape_err = |detail: String| KernelError::Shape {
-        op: "matmul",
-        detail,
-    };
     if Some(w.len()) != row_bytes.checked_mul(rows) {
         return Err(KernelError::DataSize {
             ty,
@@ -76,19 +72,7 @@ pub fn matmul(
             got: w.len(),
         });
     }
-    if cols == 0 || x.len() % cols != 0 {
-        return Err(shape_err(format!(
-            "input of {} values is not rows of {cols}",
-            x.len()
-        )));
-    }
-    let n = x.len() / cols;
-    if Some(y.len()) != n.checked_mul(rows) {
-        return Err(shape_err(format!(
-            "output has {} values, expected {n} x {rows}",
-            y.len()
-        )));
-    }
+    let n = activation_rows(rows, cols, x, y)?;
     if rows == 0 || n == 0 {
         return Ok(());
     }
@@ -148,6 +132,29 @@ pub fn matmul(
         });
         Ok(())
     })
+}
+
+/// The number of activation rows `n` of a product `y[n, rows] = x[n, cols]
+/// Wᵀ`, checking that `x` is whole rows of `cols` and `y` has `n * rows` values.
+pub(crate) fn activation_rows(rows: usize, cols: usize, x: &[f32], y: &[f32]) -> Result<usize> {
+    let shape_err = |detail: String| KernelError::Shape {
+        op: "matmul",
+        detail,
+    };
+    if cols == 0 || x.len() % cols != 0 {
+        return Err(shape_err(format!(
+            "input of {} values is not rows of {cols}",
+            x.len()
+        )));
+    }
+    let n = x.len() / cols;
+    if Some(y.len()) != n.checked_mul(rows) {
+        return Err(shape_err(format!(
+            "output has {} values, expected {n} x {rows}",
+            y.len()
+        )));
+    }
+    Ok(n)
 }
 
 /// Matrix × vector: `matmul` with one activation row.

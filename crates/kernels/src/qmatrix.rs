@@ -4,8 +4,10 @@
 use crate::dequant::dequantize_row;
 use crate::error::{KernelError, Result};
 use crate::isa::Isa;
+use crate::packed::PackedQ4K;
 use crate::{blocks::bytes_for, dot::supports_matmul, matmul};
 use mistral_gguf::{GgmlType, GgufFile};
+use std::borrow::Cow;
 use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
@@ -20,15 +22,28 @@ impl AsRef<[u8]> for GgufBytes {
     }
 }
 
+/// How a [`QMatrix`] holds its weights.
+#[derive(Clone)]
+enum Store {
+    /// GGUF row-major blocks: `data[range]`.
+    Plain {
+        data: SharedBytes,
+        range: Range<usize>,
+    },
+    /// Q4_K regrouped by 8 rows for the matrix × vector kernels.
+    PackedQ4K(Arc<PackedQ4K>),
+}
+
 /// A `[rows, cols]` row-major matrix of GGML type `ty` (each row a whole
 /// number of blocks), owning its bytes or borrowing them from a mapped file.
+/// Q4_K matrices it owns ([`QMatrix::new`]) are regrouped into the
+/// [`PackedQ4K`] layout (same size, same results, faster decode).
 #[derive(Clone)]
 pub struct QMatrix {
     ty: GgmlType,
     rows: usize,
     cols: usize,
-    data: SharedBytes,
-    range: Range<usize>,
+    store: Store,
     isa: Isa,
 }
 
@@ -72,14 +87,24 @@ impl QMatrix {
             ty,
             rows,
             cols,
-            data,
-            range,
+            store: Store::Plain { data, range },
             isa: Isa::best(),
         })
     }
 
-    /// A matrix owning `data`.
+    /// A matrix owning `data` (Q4_K with at least 8 rows is regrouped into
+    /// the packed layout and `data` freed).
     pub fn new(ty: GgmlType, rows: usize, cols: usize, data: Vec<u8>) -> Result<QMatrix> {
+        if ty == GgmlType::Q4_K && rows >= crate::packed::GROUP {
+            let packed = PackedQ4K::pack(&data, rows, cols)?;
+            return Ok(QMatrix {
+                ty,
+                rows,
+                cols,
+                store: Store::PackedQ4K(Arc::new(packed)),
+                isa: Isa::best(),
+            });
+        }
         let len = data.len();
         QMatrix::from_shared(ty, rows, cols, Arc::new(data), 0..len)
     }
@@ -138,30 +163,65 @@ impl QMatrix {
         self.isa
     }
 
-    /// The matrix's bytes (row-major blocks).
-    pub fn bytes(&self) -> &[u8] {
-        &(*self.data).as_ref()[self.range.clone()]
+    /// Whether the weights are held in a regrouped layout rather than GGUF's.
+    pub fn is_packed(&self) -> bool {
+        matches!(self.store, Store::PackedQ4K(_))
+    }
+
+    /// The matrix's bytes in GGUF layout (row-major blocks): borrowed, or
+    /// rebuilt from a packed layout.
+    pub fn bytes(&self) -> Cow<'_, [u8]> {
+        match &self.store {
+            Store::Plain { data, range } => Cow::Borrowed(&(**data).as_ref()[range.clone()]),
+            Store::PackedQ4K(p) => Cow::Owned(p.to_bytes()),
+        }
     }
 
     /// `y = W x` (`x.len() == cols`, `y.len() == rows`).
     pub fn matvec(&self, x: &[f32], y: &mut [f32]) -> Result<()> {
-        matmul::matvec(self.ty, self.isa, self.bytes(), self.rows, self.cols, x, y)
+        if x.len() != self.cols {
+            return Err(KernelError::Shape {
+                op: "matvec",
+                detail: format!("input has {} values, expected {}", x.len(), self.cols),
+            });
+        }
+        self.matmul(x, y)
     }
 
     /// `Y = X Wᵀ` for `n` rows of `X` (`x.len() == n * cols`, `y.len() == n * rows`).
     pub fn matmul(&self, x: &[f32], y: &mut [f32]) -> Result<()> {
-        matmul::matmul(self.ty, self.isa, self.bytes(), self.rows, self.cols, x, y)
+        match &self.store {
+            Store::Plain { data, range } => matmul::matmul(
+                self.ty,
+                self.isa,
+                &(**data).as_ref()[range.clone()],
+                self.rows,
+                self.cols,
+                x,
+                y,
+            ),
+            Store::PackedQ4K(p) => p.matmul(self.isa, x, y),
+        }
     }
 
     /// Row `row` as f32 (an embedding lookup).
     pub fn dequantize_row(&self, row: usize, out: &mut [f32]) -> Result<()> {
-        dequantize_row(self.ty, self.bytes(), self.cols, row, out)
+        match &self.store {
+            Store::Plain { data, range } => dequantize_row(
+                self.ty,
+                &(**data).as_ref()[range.clone()],
+                self.cols,
+                row,
+                out,
+            ),
+            Store::PackedQ4K(p) => p.dequantize_row(row, out),
+        }
     }
 
     /// The whole matrix as f32.
     pub fn dequantize(&self) -> Result<Vec<f32>> {
         let mut out = vec![0f32; self.rows * self.cols];
-        crate::dequant::dequantize(self.ty, self.bytes(), &mut out)?;
+        crate::dequant::dequantize(self.ty, &self.bytes(), &mut out)?;
         Ok(out)
     }
 }

@@ -4,7 +4,7 @@ mod common;
 
 use common::gaussian;
 use mistral_gguf::{GgufFile, GgufWriter, Metadata, TensorSpec};
-use mistral_kernels::{quantize_to_vec, GgmlType, KernelError, QMatrix};
+use mistral_kernels::{quantize_to_vec, GgmlType, Isa, KernelError, QMatrix};
 use std::sync::Arc;
 
 #[test]
@@ -30,7 +30,12 @@ fn from_gguf_is_the_same_matrix() {
         (rows, cols, GgmlType::Q4_K)
     );
     assert_eq!(m.bytes(), &w[..]);
+    // The owned copy is regrouped (packed layout); on the scalar path both
+    // compute in the same order, so the products agree bit for bit.
     let owned = QMatrix::new(GgmlType::Q4_K, rows, cols, w).unwrap();
+    assert!(owned.is_packed() && !m.is_packed());
+    let m = m.with_isa(Isa::Scalar).unwrap();
+    let owned = owned.with_isa(Isa::Scalar).unwrap();
     let x = gaussian(3 * cols, 4);
     let (mut a, mut b) = (vec![0f32; 3 * rows], vec![0f32; 3 * rows]);
     m.matmul(&x, &mut a).unwrap();

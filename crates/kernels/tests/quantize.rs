@@ -107,3 +107,51 @@ fn zeros_and_constant_blocks() {
     assert!(quantize_to_vec(GgmlType::Q4_K, &[0f32; 100]).is_err());
     assert!(quantize_to_vec(GgmlType::IQ2_XXS, &[0f32; 256]).is_err());
 }
+
+/// The activation quantizer the k-quant kernels run (AVX2 where available)
+/// equals the scalar reference bit for bit, on the cases that decide its
+/// result: magnitude ties between a negative and a positive value (the
+/// first wins), exact .5 products, zeros, denormals, and NaN / infinity
+/// (handed to the scalar code).
+#[test]
+fn q8k_activation_quantizer_equals_the_scalar_reference() {
+    use mistral_kernels::quant::{quantize_block_q8k, quantize_block_q8k_scalar};
+    use mistral_kernels::BlockQ8K;
+    let mut cases: Vec<Vec<f32>> = (0..40)
+        .map(|s| {
+            let scale = 10f32.powi(s % 9 - 4);
+            gaussian(256, s as u64).iter().map(|v| v * scale).collect()
+        })
+        .collect();
+    let mut tie = vec![0.25f32; 256];
+    tie[3] = -2.0;
+    tie[200] = 2.0;
+    cases.push(tie.clone());
+    tie[3] = 2.0;
+    tie[200] = -2.0;
+    cases.push(tie);
+    // iscale = -1 makes every k + 0.5 an exact tie.
+    cases.push(
+        (0..256)
+            .map(|k| (k % 255) as f32 * 0.5 - 63.5)
+            .chain([])
+            .collect(),
+    );
+    cases.push(vec![0.0; 256]);
+    cases.push(vec![-0.0; 256]);
+    cases.push((0..256).map(|k| f32::from_bits(k as u32 + 1)).collect());
+    let mut special = gaussian(256, 7);
+    special[10] = f32::NAN;
+    cases.push(special.clone());
+    special[10] = f32::INFINITY;
+    cases.push(special);
+    for (i, x) in cases.iter().enumerate() {
+        assert_eq!(x.len(), 256);
+        let (mut a, mut b) = (BlockQ8K::ZERO, BlockQ8K::ZERO);
+        quantize_block_q8k(x, &mut a);
+        quantize_block_q8k_scalar(x, &mut b);
+        assert_eq!(a.qs, b.qs, "case {i}");
+        assert_eq!(a.bsums, b.bsums, "case {i}");
+        assert_eq!(a.d.to_bits(), b.d.to_bits(), "case {i}");
+    }
+}

@@ -26,6 +26,7 @@ use super::{row_block_size, store_tile, PANEL};
 use crate::blocks::*;
 use crate::dot::avx2;
 use crate::matmul::OutPtr;
+use crate::packed::PackedQ4K;
 use crate::quant::quantize_block_q8k;
 use mistral_gguf::GgmlType;
 use rayon::prelude::*;
@@ -393,23 +394,38 @@ unsafe fn row_block<const DEPTH: usize, const SYM: bool>(blk: &mut Block<'_>) {
     }
 }
 
+/// Where the weight rows come from.
+#[derive(Clone, Copy)]
+pub(crate) enum KRows<'a> {
+    /// GGUF row-major blocks of type `ty`.
+    Plain(&'a [u8]),
+    /// Q4_K regrouped by 8 rows.
+    PackedQ4K(&'a PackedQ4K),
+}
+
 /// Expands rows `rb0..rb1`, super-blocks `s0..s0 + nsb`, into `wbuf`.
 ///
 /// # Safety
-/// AVX2 available; `w` holds `rows` rows of `row_bytes`.
+/// AVX2 available; `src` holds `rows` rows of `row_bytes` (in GGUF layout).
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn expand_block(
     ty: GgmlType,
-    w: &[u8],
+    src: KRows<'_>,
     row_bytes: usize,
     (rb0, rb1): (usize, usize),
     (s0, nsb): (usize, usize),
     wbuf: &mut [WeightSb],
 ) {
     for r in rb0..rb1 {
-        let row = &w[r * row_bytes..(r + 1) * row_bytes];
         for s in 0..nsb {
-            expand(ty, row, s0 + s, &mut wbuf[(r - rb0) * nsb + s]);
+            let out = &mut wbuf[(r - rb0) * nsb + s];
+            match src {
+                KRows::Plain(w) => expand(ty, &w[r * row_bytes..(r + 1) * row_bytes], s0 + s, out),
+                KRows::PackedQ4K(p) => {
+                    let b = [p.block(r, s0 + s)];
+                    expand(GgmlType::Q4_K, blocks_as_bytes(&b), 0, out)
+                }
+            }
         }
     }
 }
@@ -418,7 +434,7 @@ unsafe fn expand_block(
 /// the shapes. Declines rows that are not whole super-blocks.
 pub(crate) fn matmul(
     ty: GgmlType,
-    w: &[u8],
+    w: KRows<'_>,
     rows: usize,
     cols: usize,
     x: &[f32],

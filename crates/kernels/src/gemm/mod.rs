@@ -57,7 +57,7 @@ pub(crate) fn try_matmul(
         use GgmlType as T;
         match ty {
             T::Q2_K | T::Q3_K | T::Q4_K | T::Q5_K | T::Q6_K => {
-                kquant::matmul(ty, w, rows, cols, x, y)
+                kquant::matmul(ty, kquant::KRows::Plain(w), rows, cols, x, y)
             }
             T::Q4_0 | T::Q4_1 | T::Q5_0 | T::Q5_1 => legacy::matmul(ty, w, rows, cols, x, y),
             T::F16 => f16::matmul_f16(w, rows, cols, x, y),
@@ -67,6 +67,35 @@ pub(crate) fn try_matmul(
     #[cfg(not(target_arch = "x86_64"))]
     {
         let _ = (ty, w, rows, y);
+        false
+    }
+}
+
+/// [`try_matmul`] for a Q4_K matrix in the packed layout.
+pub(crate) fn try_matmul_packed_q4k(
+    isa: Isa,
+    w: &crate::packed::PackedQ4K,
+    x: &[f32],
+    y: &mut [f32],
+) -> bool {
+    let (rows, cols) = (w.rows(), w.cols());
+    if x.len() / cols.max(1) < min_rows(GgmlType::Q4_K) || isa != Isa::Avx2 {
+        return false;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        kquant::matmul(
+            GgmlType::Q4_K,
+            kquant::KRows::PackedQ4K(w),
+            rows,
+            cols,
+            x,
+            y,
+        )
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (rows, y);
         false
     }
 }

@@ -17,7 +17,7 @@ fn pack_2bit(l: &[u8; QK_K], qs: &mut [u8; QK_K / 4]) {
 }
 
 /// Writes the 8 6-bit (scale, min) pairs of Q4_K / Q5_K.
-fn pack_scale_min_k4(ls: &[u8; 8], lm: &[u8; 8], scales: &mut [u8; 12]) {
+pub(crate) fn pack_scale_min_k4(ls: &[u8; 8], lm: &[u8; 8], scales: &mut [u8; 12]) {
     *scales = [0; 12];
     for j in 0..8 {
         let (s, m) = (ls[j], lm[j]);
@@ -383,8 +383,23 @@ impl QuantizeBlock for BlockQ6K {
     }
 }
 
-/// `quantize_row_q8_K_ref`: the activation format of the k-quant dot products.
+/// `quantize_row_q8_K_ref`: the activation format of the k-quant dot
+/// products (`x.len() == 256`). Runs [`super::q8k_avx2`] where the CPU has
+/// AVX2 (bit-identical to [`quantize_block_q8k_scalar`]).
 pub fn quantize_block_q8k(x: &[f32], y: &mut BlockQ8K) {
+    #[cfg(target_arch = "x86_64")]
+    if x.len() == QK_K && crate::Isa::Avx2.available() {
+        // SAFETY: AVX2 is available (checked above) and `x` holds exactly
+        // the 256 values the kernel reads.
+        if unsafe { super::q8k_avx2::quantize_block_q8k(x, y) } {
+            return;
+        }
+    }
+    quantize_block_q8k_scalar(x, y)
+}
+
+/// The scalar reference of [`quantize_block_q8k`].
+pub fn quantize_block_q8k_scalar(x: &[f32], y: &mut BlockQ8K) {
     let (mut max, mut amax) = (0f32, 0f32);
     for &v in x {
         if v.abs() > amax {

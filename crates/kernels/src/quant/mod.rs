@@ -5,9 +5,12 @@
 mod kquants;
 mod legacy;
 pub mod mix;
+#[cfg(target_arch = "x86_64")]
+mod q8k_avx2;
 pub mod search;
 
-pub use kquants::quantize_block_q8k;
+pub(crate) use kquants::pack_scale_min_k4;
+pub use kquants::{quantize_block_q8k, quantize_block_q8k_scalar};
 
 use crate::blocks::*;
 use crate::error::{KernelError, Result};

@@ -1,0 +1,189 @@
+//! Weight layouts regrouped once, when a matrix is built, for faster
+//! kernels than the GGUF layout allows (llama.cpp's "repack" buffers and
+//! candle's repacked Q4_K do the same).
+//!
+//! - [`q4k`]: Q4_K in groups of 8 rows ([`BlockQ4Kx8`]): the scales and
+//!   mins unpacked to bytes and the nibbles of the 8 rows interleaved in
+//!   4-byte words, so a matrix × vector handles 8 rows per vector
+//!   instruction. Lossless: the GGUF bytes come back exactly.
+//!
+//! [`PackedQ4K`] is a whole matrix in that layout (a last partial group is
+//! padded with zero rows); [`crate::QMatrix`] stores Q4_K matrices it owns
+//! this way.
+
+pub mod q4k;
+#[cfg(target_arch = "x86_64")]
+pub mod q4k_avx2;
+
+use crate::blocks::{blocks_as_bytes, bytes_for, cast_blocks, BlockQ4K, F16Le, QK_K};
+use crate::dequant::dequantize;
+use crate::dot::{ActFormat, ActRow};
+use crate::error::{KernelError, Result};
+use crate::isa::Isa;
+use crate::matmul::{activation_rows, with_scratch, OutPtr};
+use mistral_gguf::GgmlType;
+pub use q4k::{BlockQ4Kx8, GROUP};
+use rayon::prelude::*;
+
+/// A `[rows, cols]` Q4_K matrix: groups of 8 rows as [`BlockQ4Kx8`]
+/// (`kb = cols / 256` per group, in super-block order), the last group
+/// padded with all-zero rows.
+#[derive(Clone)]
+pub struct PackedQ4K {
+    rows: usize,
+    cols: usize,
+    groups: Vec<BlockQ4Kx8>,
+}
+
+impl std::fmt::Debug for PackedQ4K {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PackedQ4K [{}, {}]", self.rows, self.cols)
+    }
+}
+
+impl PackedQ4K {
+    /// Regroups `rows` GGUF Q4_K rows of `cols` values (`bytes`), in parallel.
+    pub fn pack(bytes: &[u8], rows: usize, cols: usize) -> Result<PackedQ4K> {
+        let ty = GgmlType::Q4_K;
+        let expected = bytes_for(ty, cols)?
+            .checked_mul(rows)
+            .ok_or(KernelError::Shape {
+                op: "PackedQ4K",
+                detail: format!("{rows} x {cols} overflows"),
+            })?;
+        if bytes.len() != expected {
+            return Err(KernelError::DataSize {
+                ty,
+                expected,
+                got: bytes.len(),
+            });
+        }
+        let blocks: &[BlockQ4K] = cast_blocks(bytes)?;
+        let kb = cols / QK_K;
+        let zero = BlockQ4K {
+            d: F16Le([0, 0]),
+            dmin: F16Le([0, 0]),
+            scales: [0; 12],
+            qs: [0; QK_K / 2],
+        };
+        let mut groups = vec![BlockQ4Kx8::ZERO; rows.div_ceil(GROUP) * kb];
+        if kb > 0 {
+            groups.par_chunks_mut(kb).enumerate().for_each(|(g, out)| {
+                for (s, o) in out.iter_mut().enumerate() {
+                    *o = BlockQ4Kx8::pack(std::array::from_fn(|i| {
+                        let r = GROUP * g + i;
+                        if r < rows {
+                            &blocks[r * kb + s]
+                        } else {
+                            &zero
+                        }
+                    }));
+                }
+            });
+        }
+        Ok(PackedQ4K { rows, cols, groups })
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    fn kb(&self) -> usize {
+        self.cols / QK_K
+    }
+
+    /// Row `r`'s super-block `s` as a GGUF block (`r < rows`, `s < cols / 256`).
+    pub fn block(&self, r: usize, s: usize) -> BlockQ4K {
+        self.groups[r / GROUP * self.kb() + s].unpack(r % GROUP)
+    }
+
+    /// The matrix in GGUF layout (row-major blocks).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let kb = self.kb();
+        let blocks: Vec<BlockQ4K> = (0..self.rows * kb)
+            .map(|i| self.block(i / kb, i % kb))
+            .collect();
+        blocks_as_bytes(&blocks).to_vec()
+    }
+
+    /// Row `row` as f32.
+    pub fn dequantize_row(&self, row: usize, out: &mut [f32]) -> Result<()> {
+        if row >= self.rows {
+            return Err(KernelError::RowOutOfRange {
+                row,
+                rows: self.rows,
+            });
+        }
+        if out.len() != self.cols {
+            return Err(KernelError::Shape {
+                op: "dequantize_row",
+                detail: format!("output has {} elements, row has {}", out.len(), self.cols),
+            });
+        }
+        for (s, o) in out.chunks_exact_mut(QK_K).enumerate() {
+            let b = [self.block(row, s)];
+            dequantize(GgmlType::Q4_K, blocks_as_bytes(&b), o)?;
+        }
+        Ok(())
+    }
+
+    /// The 8 rows of group `g` against one Q8_K activation row.
+    fn gemv(&self, isa: Isa, g: usize, a: &[crate::blocks::BlockQ8K]) -> [f32; GROUP] {
+        let kb = self.kb();
+        let w = &self.groups[g * kb..(g + 1) * kb];
+        #[cfg(target_arch = "x86_64")]
+        if isa == Isa::Avx2 {
+            // SAFETY: `isa` was checked available (AVX2 + FMA + F16C) by
+            // the caller (`Isa::checked` in `matmul`); the kernel reads
+            // only the `kb` blocks of both slices.
+            return unsafe { q4k_avx2::gemv(w, a) };
+        }
+        let _ = isa;
+        q4k::gemv_scalar(w, a)
+    }
+
+    /// `y[t, r] = Σ_c w[r, c] · x[t, c]` (`x`: `n` rows of `cols`, `y`: `n * rows`).
+    pub fn matmul(&self, isa: Isa, x: &[f32], y: &mut [f32]) -> Result<()> {
+        let isa = isa.checked()?;
+        let (rows, cols) = (self.rows, self.cols);
+        let n = activation_rows(rows, cols, x, y)?;
+        if rows == 0 || n == 0 {
+            return Ok(());
+        }
+        if crate::gemm::try_matmul_packed_q4k(isa, self, x, y) {
+            return Ok(());
+        }
+        let fmt = ActFormat::Q8K;
+        let groups = rows.div_ceil(GROUP);
+        with_scratch(|buf| {
+            buf.prepare(fmt, x, cols);
+            let act = |t: usize| match buf.row(fmt, cols, t) {
+                ActRow::Q8K(a) => a,
+                _ => &[],
+            };
+            let threads = rayon::current_num_threads().max(1);
+            // Tasks of a few groups each (their weights stay in L2 while
+            // every activation row passes).
+            let per = groups.div_ceil(threads * 2).max(1);
+            let out = OutPtr(y.as_mut_ptr());
+            (0..groups.div_ceil(per)).into_par_iter().for_each(|task| {
+                let g0 = task * per;
+                for t in 0..n {
+                    for g in g0..(g0 + per).min(groups) {
+                        let v = self.gemv(isa, g, act(t));
+                        for (i, v) in v.into_iter().enumerate().take(rows - GROUP * g) {
+                            // SAFETY: t < n and GROUP * g + i < rows (the
+                            // padding rows are skipped); this task alone
+                            // writes the rows of groups g0..g0 + per.
+                            unsafe { *out.get().add(t * rows + GROUP * g + i) = v };
+                        }
+                    }
+                }
+            });
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,136 @@
+//! Q4_K regrouped by 8 rows ([`BlockQ4Kx8`]), and the scalar reference
+//! matrix × vector on that layout, written from the layout description
+//! below (not from the SIMD code).
+//!
+//! One [`BlockQ4Kx8`] holds super-block `s` of 8 consecutive weight rows:
+//!
+//! ```text
+//! qs[256p + 32t + 4r + i] = row r's qs[32p + 4t + i]   p: 64-value chunk (0..4)
+//!                                                       t: 4-byte word (0..8)
+//! sc[8j + r]              = row r's 6-bit scale of sub-block j (0..8)
+//! m[16p + 2r + e]         = row r's 6-bit min of sub-block 2p + e
+//! d[r], dmin[r]           = row r's super-block scales (f16)
+//! ```
+//!
+//! so one 32-byte load `qs[256p + 32t..]` holds 4 bytes of each of the 8
+//! rows: its low nibbles are values `4t..4t+4` of sub-block `2p` for every
+//! row and its high nibbles those of sub-block `2p + 1`. A kernel multiplies
+//! them by 4 broadcast activation bytes and gets the 8 rows' partial sums in
+//! 8 lanes, with no horizontal sums and no 6-bit scale unpacking. Nothing is
+//! lost: [`BlockQ4Kx8::unpack`] gives back the GGUF blocks bit for bit.
+
+use crate::blocks::{scale_min_k4, BlockQ4K, BlockQ8K, F16Le, QK_K};
+use crate::quant::pack_scale_min_k4;
+
+/// Rows per group.
+pub const GROUP: usize = 8;
+
+/// Super-block `s` of 8 weight rows (see the module docs for the layout).
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(C, align(32))]
+pub struct BlockQ4Kx8 {
+    pub qs: [u8; GROUP * QK_K / 2],
+    pub sc: [u8; GROUP * 8],
+    pub m: [u8; GROUP * 8],
+    pub d: [F16Le; GROUP],
+    pub dmin: [F16Le; GROUP],
+}
+// 8 GGUF blocks are 1152 bytes; the unpacked scales and mins cost 32 more.
+const _: () = assert!(size_of::<BlockQ4Kx8>() == 1184);
+const _: () = assert!(size_of::<BlockQ4Kx8>() % 32 == 0);
+
+impl BlockQ4Kx8 {
+    pub const ZERO: BlockQ4Kx8 = BlockQ4Kx8 {
+        qs: [0; GROUP * QK_K / 2],
+        sc: [0; GROUP * 8],
+        m: [0; GROUP * 8],
+        d: [F16Le([0, 0]); GROUP],
+        dmin: [F16Le([0, 0]); GROUP],
+    };
+
+    /// Regroups the same super-block of 8 rows.
+    pub fn pack(rows: [&BlockQ4K; GROUP]) -> BlockQ4Kx8 {
+        let mut out = BlockQ4Kx8::ZERO;
+        for (r, x) in rows.iter().enumerate() {
+            for p in 0..4 {
+                for t in 0..8 {
+                    let dst = 256 * p + 32 * t + 4 * r;
+                    let src = 32 * p + 4 * t;
+                    out.qs[dst..dst + 4].copy_from_slice(&x.qs[src..src + 4]);
+                }
+            }
+            for j in 0..8 {
+                let (s, m) = scale_min_k4(j, &x.scales);
+                out.sc[8 * j + r] = s;
+                out.m[16 * (j / 2) + 2 * r + j % 2] = m;
+            }
+            out.d[r] = x.d;
+            out.dmin[r] = x.dmin;
+        }
+        out
+    }
+
+    /// Row `r`'s GGUF block (the inverse of [`BlockQ4Kx8::pack`]).
+    pub fn unpack(&self, r: usize) -> BlockQ4K {
+        let mut x = BlockQ4K {
+            d: self.d[r],
+            dmin: self.dmin[r],
+            scales: [0; 12],
+            qs: [0; QK_K / 2],
+        };
+        for p in 0..4 {
+            for t in 0..8 {
+                let src = 256 * p + 32 * t + 4 * r;
+                let dst = 32 * p + 4 * t;
+                x.qs[dst..dst + 4].copy_from_slice(&self.qs[src..src + 4]);
+            }
+        }
+        let (mut ls, mut lm) = ([0u8; 8], [0u8; 8]);
+        for j in 0..8 {
+            ls[j] = self.sc[8 * j + r];
+            lm[j] = self.m[16 * (j / 2) + 2 * r + j % 2];
+        }
+        pack_scale_min_k4(&ls, &lm, &mut x.scales);
+        x
+    }
+
+    /// Row `r`'s 4-bit level `k` (0..256) of this super-block.
+    fn level(&self, r: usize, k: usize) -> u8 {
+        let (j, i) = (k / 32, k % 32);
+        let (p, t, b) = (j / 2, i / 4, i % 4);
+        let byte = self.qs[256 * p + 32 * t + 4 * r + b];
+        if j % 2 == 0 {
+            byte & 0xF
+        } else {
+            byte >> 4
+        }
+    }
+}
+
+/// The 8 rows' dot products with one Q8_K activation row: per super-block
+/// `d·Σ_j sc_j·Σ q·a − dmin·Σ_j m_j·bsum_j` in exact integers, then the
+/// float steps of [`crate::dot::scalar::q4k_q8k`] in its order, so the
+/// results equal it bit for bit.
+pub fn gemv_scalar(w: &[BlockQ4Kx8], a: &[BlockQ8K]) -> [f32; GROUP] {
+    let mut out = [0f32; GROUP];
+    for (r, o) in out.iter_mut().enumerate() {
+        let mut sumf = 0f32;
+        for (x, y) in w.iter().zip(a) {
+            let (mut sumi, mut summ) = (0i32, 0i32);
+            for j in 0..8 {
+                let mut s = 0i32;
+                for i in 0..32 {
+                    s += x.level(r, 32 * j + i) as i32 * y.qs[32 * j + i] as i32;
+                }
+                sumi += x.sc[8 * j + r] as i32 * s;
+                let bsum = y.bsums[2 * j] as i32 + y.bsums[2 * j + 1] as i32;
+                summ += x.m[16 * (j / 2) + 2 * r + j % 2] as i32 * bsum;
+            }
+            let d = y.d * x.d[r].to_f32();
+            let dmin = y.d * x.dmin[r].to_f32();
+            sumf += d * sumi as f32 - dmin * summ as f32;
+        }
+        *o = sumf;
+    }
+    out
+}

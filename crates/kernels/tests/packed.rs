@@ -1,0 +1,128 @@
+//! The packed Q4_K layout (`mistral_kernels::packed`): packing is lossless,
+//! and every product on it (the scalar and AVX2 matrix × vector kernels, the
+//! tiled prefill kernel reading packed rows) equals the scalar kernel on the
+//! GGUF bytes bit for bit, on row counts that leave a partial group of 8.
+
+mod common;
+
+use common::gaussian;
+use mistral_kernels::packed::PackedQ4K;
+use mistral_kernels::{quantize_to_vec, GgmlType, Isa, QMatrix, QK_K};
+use std::sync::Arc;
+
+/// Q4_K bytes whose rows differ in magnitude (so scales and mins vary).
+fn q4k_rows(rows: usize, cols: usize, seed: u64) -> Vec<u8> {
+    let w: Vec<f32> = gaussian(rows * cols, seed)
+        .into_iter()
+        .enumerate()
+        .map(|(k, v)| v * (1.0 + (k / cols % 7) as f32) + 0.3 * (k / cols % 3) as f32)
+        .collect();
+    quantize_to_vec(GgmlType::Q4_K, &w).unwrap()
+}
+
+/// Arbitrary bytes in every field (any bit pattern is a valid block).
+fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 24) as u8
+        })
+        .collect()
+}
+
+#[test]
+fn packing_is_lossless() {
+    for (rows, cols) in [(8, 256), (13, 512), (3, 256), (24, 1024), (17, 768)] {
+        let bytes = random_bytes(rows * cols / QK_K * 144, (rows * cols) as u64);
+        let p = PackedQ4K::pack(&bytes, rows, cols).unwrap();
+        assert_eq!(p.to_bytes(), bytes, "{rows}x{cols}");
+    }
+}
+
+#[test]
+fn packing_rejects_wrong_sizes() {
+    assert!(PackedQ4K::pack(&[0u8; 144], 2, 256).is_err());
+    assert!(PackedQ4K::pack(&[0u8; 144], 1, 250).is_err());
+    assert!(PackedQ4K::pack(&[0u8; 0], usize::MAX, 256).is_err());
+}
+
+#[test]
+fn owned_q4k_matrices_are_packed_and_read_back_the_same() {
+    let (rows, cols) = (21, 512);
+    let bytes = q4k_rows(rows, cols, 5);
+    let m = QMatrix::new(GgmlType::Q4_K, rows, cols, bytes.clone()).unwrap();
+    assert!(m.is_packed());
+    assert_eq!(m.bytes(), &bytes[..]);
+    let plain = QMatrix::from_shared(GgmlType::Q4_K, rows, cols, Arc::new(bytes), 0..0)
+        .err()
+        .is_some();
+    assert!(plain, "a wrong range is refused");
+    let mut a = vec![0f32; cols];
+    let mut b = vec![0f32; cols];
+    let reference = mistral_kernels::dequantize_row;
+    for r in [0, 7, 8, 16, 20] {
+        m.dequantize_row(r, &mut a).unwrap();
+        reference(GgmlType::Q4_K, &m.bytes(), cols, r, &mut b).unwrap();
+        assert_eq!(a, b, "row {r}");
+    }
+    assert!(m.dequantize_row(rows, &mut a).is_err());
+}
+
+#[test]
+fn packed_products_equal_the_scalar_kernel_bit_for_bit() {
+    // (rows, cols, activation rows): partial groups, one group, decode,
+    // small batches (per-token kernel) and prefill (tiled kernel).
+    let shapes = [
+        (8, 256, 1),
+        (13, 512, 1),
+        (37, 1024, 3),
+        (64, 256, 5),
+        (29, 768, 9),
+        (70, 512, 17),
+    ];
+    for (i, &(rows, cols, n)) in shapes.iter().enumerate() {
+        let bytes = q4k_rows(rows, cols, i as u64);
+        let x: Vec<f32> = gaussian(n * cols, 100 + i as u64)
+            .into_iter()
+            .enumerate()
+            .map(|(k, v)| v * (0.1 + (k / cols % 5) as f32))
+            .collect();
+        let len = bytes.len();
+        let plain =
+            QMatrix::from_shared(GgmlType::Q4_K, rows, cols, Arc::new(bytes.clone()), 0..len)
+                .unwrap()
+                .with_isa(Isa::Scalar)
+                .unwrap();
+        assert!(!plain.is_packed());
+        let mut want = vec![0f32; n * rows];
+        plain.matmul(&x, &mut want).unwrap();
+        for isa in Isa::available_paths() {
+            let m = QMatrix::new(GgmlType::Q4_K, rows, cols, bytes.clone())
+                .unwrap()
+                .with_isa(isa)
+                .unwrap();
+            assert!(m.is_packed());
+            let mut got = vec![f32::NAN; n * rows];
+            m.matmul(&x, &mut got).unwrap();
+            for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert_eq!(
+                    g.to_bits(),
+                    w.to_bits(),
+                    "{isa:?} {rows}x{cols} n={n}: output {k}: {g} vs {w}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn packed_products_check_shapes() {
+    let m = QMatrix::new(GgmlType::Q4_K, 8, 256, q4k_rows(8, 256, 1)).unwrap();
+    let mut y = vec![0f32; 8];
+    assert!(m.matvec(&[0.0; 255], &mut y).is_err());
+    assert!(m.matmul(&[0.0; 256], &mut y[..7]).is_err());
+    assert!(m.matmul(&[0.0; 300], &mut y).is_err());
+}
