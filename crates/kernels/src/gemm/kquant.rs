@@ -26,7 +26,7 @@ use super::{row_block_size, store_tile, PANEL};
 use crate::blocks::*;
 use crate::dot::avx2;
 use crate::matmul::OutPtr;
-use crate::packed::PackedQ4K;
+use crate::packed::{BlockQ4Kx8, PackedQ4K, GROUP};
 use crate::quant::quantize_block_q8k;
 use mistral_gguf::GgmlType;
 use rayon::prelude::*;
@@ -54,6 +54,8 @@ struct WeightSb {
     sc2: [i32; 16],
     /// Offset multiplier per 16-value group (applied to the activations' group sums).
     m: [i16; 16],
+    /// Q4_K / Q5_K: the same per 32-value sub-block (their offsets are per sub-block).
+    m32: [i16; 8],
     d: f32,
     dm: f32,
 }
@@ -62,6 +64,7 @@ const WEIGHT_ZERO: WeightSb = WeightSb {
     qs: [0; QK_K],
     sc2: [0; 16],
     m: [0; 16],
+    m32: [0; 8],
     d: 0.0,
     dm: 0.0,
 };
@@ -74,6 +77,8 @@ struct ActPanel {
     qs: [[i8; 32]; QK_K / 4],
     /// Group pair `p`: lanes `2c`, `2c+1` = row `c`'s sums of groups `2p`, `2p+1`.
     bsums: [[i16; 16]; 8],
+    /// The same for 32-value sub-blocks (pair `q`: sub-blocks `2q`, `2q+1`).
+    bsums32: [[i16; 16]; 4],
     /// Row scales.
     d: [f32; PANEL],
 }
@@ -81,6 +86,7 @@ struct ActPanel {
 const PANEL_ZERO: ActPanel = ActPanel {
     qs: [[0; 32]; QK_K / 4],
     bsums: [[0; 16]; 8],
+    bsums32: [[0; 16]; 4],
     d: [0.0; PANEL],
 };
 
@@ -163,6 +169,7 @@ unsafe fn expand(ty: GgmlType, row: &[u8], b: usize, out: &mut WeightSb) {
                 out.sc2[2 * j + 1] = pair(sc as i16);
                 out.m[2 * j] = m as i16;
                 out.m[2 * j + 1] = m as i16;
+                out.m32[j] = m as i16;
             }
             out.d = d.to_f32();
             out.dm = dmin.to_f32();
@@ -225,6 +232,12 @@ fn fill_panels(x: &[f32], cols: usize, n: usize, p: usize, out: &mut [ActPanel])
                 panel.bsums[pair][2 * c] = q.bsums[2 * pair];
                 panel.bsums[pair][2 * c + 1] = q.bsums[2 * pair + 1];
             }
+            // Each sum of 32 is at most 32·127 in magnitude: fits i16.
+            for pair in 0..4 {
+                let b = &q.bsums[4 * pair..4 * pair + 4];
+                panel.bsums32[pair][2 * c] = b[0] + b[1];
+                panel.bsums32[pair][2 * c + 1] = b[2] + b[3];
+            }
             panel.d[c] = q.d;
         }
     }
@@ -237,7 +250,13 @@ fn fill_panels(x: &[f32], cols: usize, n: usize, p: usize, out: &mut [ActPanel])
 /// # Safety
 /// AVX2 + FMA available; `w[r]` and `a[h]` valid for `nsb` elements.
 #[inline(always)]
-unsafe fn tile<const TR: usize, const TH: usize, const DEPTH: usize, const SYM: bool>(
+unsafe fn tile<
+    const TR: usize,
+    const TH: usize,
+    const DEPTH: usize,
+    const SYM: bool,
+    const M32: bool,
+>(
     w: [*const WeightSb; TR],
     a: [*const ActPanel; TH],
     nsb: usize,
@@ -280,10 +299,19 @@ unsafe fn tile<const TR: usize, const TH: usize, const DEPTH: usize, const SYM: 
             for h in 0..TH {
                 let ap = &*a[h].add(s);
                 let mut corr = _mm256_setzero_si256();
-                for p in 0..8 {
-                    let m = (ws.m.as_ptr().add(2 * p) as *const i32).read_unaligned();
-                    let bs = _mm256_load_si256(ap.bsums[p].as_ptr() as *const __m256i);
-                    corr = _mm256_add_epi32(corr, _mm256_madd_epi16(bs, _mm256_set1_epi32(m)));
+                if M32 {
+                    // Offsets per 32-value sub-block: half the products.
+                    for p in 0..4 {
+                        let m = (ws.m32.as_ptr().add(2 * p) as *const i32).read_unaligned();
+                        let bs = _mm256_load_si256(ap.bsums32[p].as_ptr() as *const __m256i);
+                        corr = _mm256_add_epi32(corr, _mm256_madd_epi16(bs, _mm256_set1_epi32(m)));
+                    }
+                } else {
+                    for p in 0..8 {
+                        let m = (ws.m.as_ptr().add(2 * p) as *const i32).read_unaligned();
+                        let bs = _mm256_load_si256(ap.bsums[p].as_ptr() as *const __m256i);
+                        corr = _mm256_add_epi32(corr, _mm256_madd_epi16(bs, _mm256_set1_epi32(m)));
+                    }
                 }
                 let da = _mm256_load_ps(ap.d.as_ptr());
                 let d = _mm256_mul_ps(da, _mm256_set1_ps(ws.d));
@@ -335,7 +363,13 @@ struct Block<'a> {
 /// AVX2 + FMA available; `blk` describes buffers that cover the tile
 /// (see [`matmul`]) and rows whose outputs belong to this worker.
 #[inline(always)]
-unsafe fn run_tile<const TR: usize, const TH: usize, const DEPTH: usize, const SYM: bool>(
+unsafe fn run_tile<
+    const TR: usize,
+    const TH: usize,
+    const DEPTH: usize,
+    const SYM: bool,
+    const M32: bool,
+>(
     blk: &mut Block<'_>,
     r0: usize,
     p0: usize,
@@ -355,7 +389,7 @@ unsafe fn run_tile<const TR: usize, const TH: usize, const DEPTH: usize, const S
         std::array::from_fn(|r| blk.wbuf.as_ptr().add((r0 + r - blk.rb0) * blk.nsb));
     let a: [*const ActPanel; TH] =
         std::array::from_fn(|h| blk.panels.as_ptr().add((p0 + h) * kb + blk.s0));
-    tile::<TR, TH, DEPTH, SYM>(w, a, blk.nsb, &mut acc);
+    tile::<TR, TH, DEPTH, SYM, M32>(w, a, blk.nsb, &mut acc);
     if blk.s0 + blk.nsb < kb {
         for r in 0..TR {
             for h in 0..TH {
@@ -372,7 +406,7 @@ unsafe fn run_tile<const TR: usize, const TH: usize, const DEPTH: usize, const S
 /// # Safety
 /// As [`run_tile`].
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn row_block<const DEPTH: usize, const SYM: bool>(blk: &mut Block<'_>) {
+unsafe fn row_block<const DEPTH: usize, const SYM: bool, const M32: bool>(blk: &mut Block<'_>) {
     let np = blk.dims.n.div_ceil(PANEL);
     // Panels outer: a pair of activation panels stays in L1/L2 while the
     // row block's expanded weights (L2) stream past it.
@@ -383,15 +417,45 @@ unsafe fn row_block<const DEPTH: usize, const SYM: bool>(blk: &mut Block<'_>) {
         while r0 < blk.rb1 {
             let tall = r0 + R <= blk.rb1;
             match (tall, wide) {
-                (true, true) => run_tile::<R, H, DEPTH, SYM>(blk, r0, p0),
-                (true, false) => run_tile::<R, 1, DEPTH, SYM>(blk, r0, p0),
-                (false, true) => run_tile::<1, H, DEPTH, SYM>(blk, r0, p0),
-                (false, false) => run_tile::<1, 1, DEPTH, SYM>(blk, r0, p0),
+                (true, true) => run_tile::<R, H, DEPTH, SYM, M32>(blk, r0, p0),
+                (true, false) => run_tile::<R, 1, DEPTH, SYM, M32>(blk, r0, p0),
+                (false, true) => run_tile::<1, H, DEPTH, SYM, M32>(blk, r0, p0),
+                (false, false) => run_tile::<1, 1, DEPTH, SYM, M32>(blk, r0, p0),
             }
             r0 += if tall { R } else { 1 };
         }
         p0 += if wide { H } else { 1 };
     }
+}
+
+/// Expands row `i` of a packed Q4_K group block: its nibbles gathered from
+/// the interleaved words, its scales and mins read as they are.
+///
+/// # Safety
+/// AVX2 available; `i < GROUP`.
+#[inline(always)]
+unsafe fn expand_packed_q4k(x: &BlockQ4Kx8, i: usize, out: &mut WeightSb) {
+    let m4 = _mm256_set1_epi8(0xF);
+    // Row i's word t of chunk p is at byte 256p + 32t + 4i: a stride of 8 i32s.
+    let idx = _mm256_setr_epi32(0, 8, 16, 24, 32, 40, 48, 56);
+    for p in 0..4 {
+        let base = x.qs.as_ptr().add(256 * p + 4 * i) as *const i32;
+        let q = _mm256_i32gather_epi32::<4>(base, idx);
+        let dst = out.qs.as_mut_ptr().add(64 * p) as *mut __m256i;
+        _mm256_store_si256(dst, _mm256_and_si256(q, m4));
+        _mm256_store_si256(dst.add(1), _mm256_and_si256(_mm256_srli_epi16(q, 4), m4));
+    }
+    for j in 0..8 {
+        let sc = pair(x.sc[8 * j + i] as i16);
+        let m = x.m[16 * (j / 2) + 2 * i + j % 2] as i16;
+        out.sc2[2 * j] = sc;
+        out.sc2[2 * j + 1] = sc;
+        out.m[2 * j] = m;
+        out.m[2 * j + 1] = m;
+        out.m32[j] = m;
+    }
+    out.d = x.d[i].to_f32();
+    out.dm = x.dmin[i].to_f32();
 }
 
 /// Where the weight rows come from.
@@ -421,10 +485,7 @@ unsafe fn expand_block(
             let out = &mut wbuf[(r - rb0) * nsb + s];
             match src {
                 KRows::Plain(w) => expand(ty, &w[r * row_bytes..(r + 1) * row_bytes], s0 + s, out),
-                KRows::PackedQ4K(p) => {
-                    let b = [p.block(r, s0 + s)];
-                    expand(GgmlType::Q4_K, blocks_as_bytes(&b), 0, out)
-                }
+                KRows::PackedQ4K(p) => expand_packed_q4k(p.group_block(r, s0 + s), r % GROUP, out),
             }
         }
     }
@@ -503,10 +564,13 @@ pub(crate) fn matmul(
                         y: y_out,
                     };
                     match (depth, kind) {
-                        (2, Kind::Symmetric) => row_block::<2, true>(&mut blk),
-                        (8, _) => row_block::<8, false>(&mut blk),
-                        (_, Kind::Symmetric) => row_block::<4, true>(&mut blk),
-                        (_, Kind::Asymmetric) => row_block::<4, false>(&mut blk),
+                        (2, Kind::Symmetric) => row_block::<2, true, false>(&mut blk),
+                        (8, _) => row_block::<8, false, true>(&mut blk),
+                        (_, Kind::Symmetric) => row_block::<4, true, false>(&mut blk),
+                        (_, Kind::Asymmetric) if ty == GgmlType::Q5_K => {
+                            row_block::<4, false, true>(&mut blk)
+                        }
+                        (_, Kind::Asymmetric) => row_block::<4, false, false>(&mut blk),
                     }
                 }
             }

@@ -100,6 +100,11 @@ impl PackedQ4K {
         self.groups[r / GROUP * self.kb() + s].unpack(r % GROUP)
     }
 
+    /// The group block holding row `r`'s super-block `s` (as row `r % 8`).
+    pub fn group_block(&self, r: usize, s: usize) -> &BlockQ4Kx8 {
+        &self.groups[r / GROUP * self.kb() + s]
+    }
+
     /// The matrix in GGUF layout (row-major blocks).
     pub fn to_bytes(&self) -> Vec<u8> {
         let kb = self.kb();
