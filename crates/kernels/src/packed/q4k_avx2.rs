@@ -45,6 +45,7 @@ pub unsafe fn gemv(w: &[BlockQ4Kx8], a: &[BlockQ8K]) -> [f32; GROUP] {
     let [even, odd] = scale_masks();
     let mut acc = _mm256_setzero_ps();
     for (x, y) in w.iter().zip(a) {
+        crate::dot::avx2::prefetch_ahead(x);
         let q = x.qs.as_ptr();
         let aq = y.qs.as_ptr();
         let mut sumi = _mm256_setzero_si256();
