@@ -188,6 +188,14 @@ impl Transformer {
     /// Like [`forward`](Self::forward) but only the logits of the last `n_last`
     /// positions, `[n_last, n_vocab]` (the output projection runs on those rows only).
     pub fn forward_tail(&mut self, tokens: &[u32], n_last: usize) -> Result<Tensor, ModelError> {
+        // The kernels split every matrix product over the rayon pool. Called
+        // from outside the pool, each product would hand its work to the pool
+        // and sleep until it is done (tens of µs a product, hundreds of
+        // products a token); run the whole pass on a pool thread instead, so
+        // the products fork and join from inside it.
+        if rayon::current_thread_index().is_none() {
+            return rayon::scope(|_| self.forward_tail(tokens, n_last));
+        }
         self.check(tokens)?;
         let n_last = n_last.clamp(1, tokens.len());
         let skip = tokens.len() - n_last;

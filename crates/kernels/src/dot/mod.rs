@@ -91,6 +91,13 @@ impl ActBuffers {
             }
             let out = &mut buf[..nb];
             let per = 64usize;
+            if nb <= per {
+                // One chunk (a decode step): no pool round trip.
+                for (b, c) in out.iter_mut().zip(x.chunks_exact(elems)) {
+                    q(c, b);
+                }
+                return;
+            }
             out.par_chunks_mut(per)
                 .zip(x.par_chunks(per * elems))
                 .for_each(|(bs, xs)| {
