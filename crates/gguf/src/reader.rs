@@ -583,6 +583,46 @@ impl GgufFile {
         }
     }
 
+    /// Takes the pages that lie wholly inside `bytes` (a slice of this file)
+    /// out of this process's resident memory, for a caller that has copied
+    /// what it needs: the loader, so a model does not count twice (its copy
+    /// and the mapped file) in RSS. The pages stay in the OS page cache and a
+    /// later read maps them back in with the same bytes. A hint only: nothing
+    /// happens for files held in memory, slices of other memory, or on
+    /// non-Unix systems.
+    pub fn release(&self, bytes: &[u8]) {
+        #[cfg(unix)]
+        if let Backing::Mmap(m) = &self.backing {
+            const PAGE: usize = 4096;
+            let base = m.as_ptr() as usize;
+            let start = bytes.as_ptr() as usize;
+            let Some(off) = start.checked_sub(base) else {
+                return;
+            };
+            if off + bytes.len() > m.len() {
+                return;
+            }
+            // Whole pages only (the neighbouring tensors' pages stay), rounded
+            // inward from absolute addresses (the map itself is page-aligned).
+            let lo = (start.div_ceil(PAGE) * PAGE) - base;
+            let hi = ((start + bytes.len()) / PAGE * PAGE).saturating_sub(base);
+            if hi <= lo {
+                return;
+            }
+            // SAFETY: the map is private and read-only (`open`), so no page
+            // of it was ever written: MADV_DONTNEED only unmaps them, and a
+            // later access faults the file's unchanged bytes back in. Every
+            // slice lent out from this map therefore keeps reading the same
+            // bytes; `lo..hi` lies inside the map (checked above). Errors
+            // are ignored: this is a memory hint.
+            let _ = unsafe {
+                m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, lo, hi - lo)
+            };
+        }
+        #[cfg(not(unix))]
+        let _ = bytes;
+    }
+
     /// The data of a tensor of this file, borrowed from the map (validated at open).
     pub fn tensor_data(&self, info: &TensorInfo) -> &[u8] {
         let start = (self.gguf.data_offset + info.offset) as usize;

@@ -66,6 +66,9 @@ impl Linear {
                         what: format!("tensor {name:?}: {e}"),
                     }
                 })?;
+                // The matrix owns a copy (packed for Q4_K): the mapped pages
+                // need not stay resident, so the weights count once in RSS.
+                w.file().release(bytes);
                 Ok(Linear {
                     inner: Backend::Native(m),
                     n_out,

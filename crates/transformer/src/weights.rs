@@ -128,7 +128,10 @@ impl<'a> WeightLoader<'a> {
         }
         self.bytes += bytes.len();
         let storage = QStorage::from_data(Cow::Borrowed(bytes), self.device, dtype)?;
-        Ok(QTensor::new(storage, shape.to_vec())?)
+        let q = QTensor::new(storage, shape.to_vec())?;
+        // candle copied the bytes: the mapped pages need not stay resident.
+        self.file.release(bytes);
+        Ok(q)
     }
 
     /// A tensor's GGML type and bytes, checking its dims.
