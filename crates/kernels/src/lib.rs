@@ -21,6 +21,9 @@
 //! - [`gemm`]: matrix × matrix (prefill) from a few activation rows on, with
 //!   register-tiled kernels for the k-quants (bit-identical to the scalar
 //!   kernels), Q4_0/Q4_1/Q5_0/Q5_1 and F16.
+//! - [`packed`]: weight layouts regrouped once at load for faster kernels;
+//!   Q4_K in groups of 8 rows ([`packed::PackedQ4K`]), which [`QMatrix::new`]
+//!   uses for every Q4_K matrix it owns (bit-identical results, +2.8% bytes).
 //! - [`QMatrix`]: the weight type the transformer multiplies by, also a candle
 //!   `CustomOp1` / `Module` (`[.., cols] -> [.., rows]`), a drop-in for
 //!   candle's `QMatMul`.

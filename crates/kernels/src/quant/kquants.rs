@@ -384,7 +384,7 @@ impl QuantizeBlock for BlockQ6K {
 }
 
 /// `quantize_row_q8_K_ref`: the activation format of the k-quant dot
-/// products (`x.len() == 256`). Runs [`super::q8k_avx2`] where the CPU has
+/// products (`x.len() == 256`). Runs an AVX2 version where the CPU has
 /// AVX2 (bit-identical to [`quantize_block_q8k_scalar`]).
 pub fn quantize_block_q8k(x: &[f32], y: &mut BlockQ8K) {
     #[cfg(target_arch = "x86_64")]
