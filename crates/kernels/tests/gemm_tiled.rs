@@ -8,7 +8,7 @@
 mod common;
 
 use common::gaussian;
-use mistral_kernels::{matmul, quantize_to_vec, GgmlType, Isa};
+use mistral_kernels::{matmul, quantize_to_vec, GgmlType, Isa, QK_K};
 
 const TYPES: [GgmlType; 5] = [
     GgmlType::Q2_K,
@@ -109,4 +109,65 @@ fn tiled_kquant_matmul_is_bit_identical_to_scalar() {
             }
         }
     });
+}
+
+/// The k-quant tiled kernel at the limits of its i16 sums: every level at its
+/// maximum (or minimum) against activations of the largest magnitude with
+/// both signs, where Q6_K's sums of `q·a` leave the i16 range before its
+/// level offset is subtracted (they wrap back, exactly). Bit for bit against
+/// the scalar kernel.
+#[test]
+fn tiled_kquant_matmul_is_exact_at_extreme_levels() {
+    if !Isa::Avx2.available() {
+        eprintln!("AVX2 unavailable: the tiled kernel cannot run here");
+        return;
+    }
+    let (rows, cols, n) = (5, 512, 9);
+    for ty in TYPES {
+        let size = mistral_kernels::bytes_for(ty, QK_K).unwrap();
+        for fill in [0xFFu8, 0x00, 0xAA] {
+            // Every quant bit set (or clear, or alternating), the block's
+            // f16 scale(s) replaced by a small positive value.
+            let mut w = vec![fill; rows * cols / QK_K * size];
+            for b in w.chunks_exact_mut(size) {
+                let at = match ty {
+                    GgmlType::Q6_K => size - 2,
+                    GgmlType::Q3_K => size - 2,
+                    GgmlType::Q2_K => size - 4,
+                    _ => 0,
+                };
+                let d = half::f16::from_f32(0.01).to_le_bytes();
+                b[at..at + 2].copy_from_slice(&d);
+                if matches!(ty, GgmlType::Q2_K | GgmlType::Q4_K | GgmlType::Q5_K) {
+                    b[at + 2..at + 4].copy_from_slice(&d);
+                }
+            }
+            // Activation rows: all +1, all −1, alternating ±1 in pairs.
+            let x: Vec<f32> = (0..n * cols)
+                .map(|k| match (k / cols) % 3 {
+                    0 => 1.0,
+                    1 => -1.0,
+                    _ => {
+                        if k % 4 < 2 {
+                            1.0
+                        } else {
+                            -1.0
+                        }
+                    }
+                })
+                .collect();
+            let mut scalar = vec![0f32; n * rows];
+            matmul(ty, Isa::Scalar, &w, rows, cols, &x, &mut scalar).unwrap();
+            let mut tiled = vec![f32::NAN; n * rows];
+            matmul(ty, Isa::Avx2, &w, rows, cols, &x, &mut tiled).unwrap();
+            for (k, (a, b)) in tiled.iter().zip(&scalar).enumerate() {
+                assert!(
+                    a.to_bits() == b.to_bits(),
+                    "{ty} fill {fill:#x} [{}, {}]: tiled {a} vs scalar {b}",
+                    k / rows,
+                    k % rows
+                );
+            }
+        }
+    }
 }

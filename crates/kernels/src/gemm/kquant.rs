@@ -79,6 +79,10 @@ struct ActPanel {
     bsums: [[i16; 16]; 8],
     /// The same for 32-value sub-blocks (pair `q`: sub-blocks `2q`, `2q+1`).
     bsums32: [[i16; 16]; 4],
+    /// Q6_K's level offset per 16-value group `g`, laid out as the
+    /// `vpmaddubsw` sums it corrects: lanes `2c`, `2c+1` = 32 · row `c`'s sums
+    /// of values `4j, 4j+1` and `4j+2, 4j+3` over the group's `j = 4g..4g+4`.
+    off32: [[i16; 16]; 16],
     /// Row scales.
     d: [f32; PANEL],
 }
@@ -87,6 +91,7 @@ const PANEL_ZERO: ActPanel = ActPanel {
     qs: [[0; 32]; QK_K / 4],
     bsums: [[0; 16]; 8],
     bsums32: [[0; 16]; 4],
+    off32: [[0; 16]; 16],
     d: [0.0; PANEL],
 };
 
@@ -115,12 +120,16 @@ enum Kind {
 
 /// `vpmaddubsw` results summed in i16 before a `vpmaddwd` with the scale:
 /// each adds 8 products `q·a` per lane (|a| ≤ 127), so the sum of `depth`
-/// stays within i16 for levels below 32 at depth 4 (8·31·127 = 31496) and
-/// for Q6_K's 64 levels at depth 2.
+/// stays within i16 for levels below 32 at depth 4 (8·31·127 = 31496).
 /// Q4_K's 16 levels allow 8, over its 32-value sub-blocks (8·16·15·127 = 30480).
+/// Q6_K's levels `q` (0..64) stand for `q − 32`: each lane of a 16-value
+/// group holds 8 products, and subtracting the panel's `32·Σa` (`off32`) in
+/// the same lanes leaves `Σ (q − 32)·a`, at most 8·32·127 = 32512 in
+/// magnitude. The adds wrap (two's complement, no saturation; each single
+/// `vpmaddubsw` pair sum is at most 2·63·127 and does not saturate), so the
+/// result is exact even where the partial sums of `q·a` left the i16 range.
 fn depth(ty: GgmlType) -> usize {
     match ty {
-        GgmlType::Q6_K => 2,
         GgmlType::Q4_K => 8,
         _ => 4,
     }
@@ -238,6 +247,17 @@ fn fill_panels(x: &[f32], cols: usize, n: usize, p: usize, out: &mut [ActPanel])
                 panel.bsums32[pair][2 * c] = b[0] + b[1];
                 panel.bsums32[pair][2 * c + 1] = b[2] + b[3];
             }
+            // 32 · (a sum of 8 values) ≤ 32·8·127 = 32512: fits i16.
+            for g in 0..16 {
+                let v = &q.qs[16 * g..16 * g + 16];
+                let (mut even, mut odd) = (0i16, 0i16);
+                for j in 0..4 {
+                    even += v[4 * j] as i16 + v[4 * j + 1] as i16;
+                    odd += v[4 * j + 2] as i16 + v[4 * j + 3] as i16;
+                }
+                panel.off32[g][2 * c] = 32 * even;
+                panel.off32[g][2 * c + 1] = 32 * odd;
+            }
             panel.d[c] = q.d;
         }
     }
@@ -256,6 +276,7 @@ unsafe fn tile<
     const DEPTH: usize,
     const SYM: bool,
     const M32: bool,
+    const FOLD: bool,
 >(
     w: [*const WeightSb; TR],
     a: [*const ActPanel; TH],
@@ -287,6 +308,15 @@ unsafe fn tile<
                     }
                 }
             }
+            if FOLD {
+                // Σ (q − 32)·a over the group, exact: see `depth`.
+                for h in 0..TH {
+                    let off = _mm256_load_si256((*a[h].add(s)).off32[c].as_ptr() as *const __m256i);
+                    for r in 0..TR {
+                        acc16[r][h] = _mm256_sub_epi16(acc16[r][h], off);
+                    }
+                }
+            }
             for r in 0..TR {
                 let sc = _mm256_set1_epi32((*w[r].add(s)).sc2[DEPTH * c / 4]);
                 for h in 0..TH {
@@ -299,7 +329,9 @@ unsafe fn tile<
             for h in 0..TH {
                 let ap = &*a[h].add(s);
                 let mut corr = _mm256_setzero_si256();
-                if M32 {
+                if FOLD {
+                    // Already in the integer sums.
+                } else if M32 {
                     // Offsets per 32-value sub-block: half the products.
                     for p in 0..4 {
                         let m = (ws.m32.as_ptr().add(2 * p) as *const i32).read_unaligned();
@@ -369,6 +401,7 @@ unsafe fn run_tile<
     const DEPTH: usize,
     const SYM: bool,
     const M32: bool,
+    const FOLD: bool,
 >(
     blk: &mut Block<'_>,
     r0: usize,
@@ -389,7 +422,7 @@ unsafe fn run_tile<
         std::array::from_fn(|r| blk.wbuf.as_ptr().add((r0 + r - blk.rb0) * blk.nsb));
     let a: [*const ActPanel; TH] =
         std::array::from_fn(|h| blk.panels.as_ptr().add((p0 + h) * kb + blk.s0));
-    tile::<TR, TH, DEPTH, SYM, M32>(w, a, blk.nsb, &mut acc);
+    tile::<TR, TH, DEPTH, SYM, M32, FOLD>(w, a, blk.nsb, &mut acc);
     if blk.s0 + blk.nsb < kb {
         for r in 0..TR {
             for h in 0..TH {
@@ -406,7 +439,9 @@ unsafe fn run_tile<
 /// # Safety
 /// As [`run_tile`].
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn row_block<const DEPTH: usize, const SYM: bool, const M32: bool>(blk: &mut Block<'_>) {
+unsafe fn row_block<const DEPTH: usize, const SYM: bool, const M32: bool, const FOLD: bool>(
+    blk: &mut Block<'_>,
+) {
     let np = blk.dims.n.div_ceil(PANEL);
     // Panels outer: a pair of activation panels stays in L1/L2 while the
     // row block's expanded weights (L2) stream past it.
@@ -417,10 +452,10 @@ unsafe fn row_block<const DEPTH: usize, const SYM: bool, const M32: bool>(blk: &
         while r0 < blk.rb1 {
             let tall = r0 + R <= blk.rb1;
             match (tall, wide) {
-                (true, true) => run_tile::<R, H, DEPTH, SYM, M32>(blk, r0, p0),
-                (true, false) => run_tile::<R, 1, DEPTH, SYM, M32>(blk, r0, p0),
-                (false, true) => run_tile::<1, H, DEPTH, SYM, M32>(blk, r0, p0),
-                (false, false) => run_tile::<1, 1, DEPTH, SYM, M32>(blk, r0, p0),
+                (true, true) => run_tile::<R, H, DEPTH, SYM, M32, FOLD>(blk, r0, p0),
+                (true, false) => run_tile::<R, 1, DEPTH, SYM, M32, FOLD>(blk, r0, p0),
+                (false, true) => run_tile::<1, H, DEPTH, SYM, M32, FOLD>(blk, r0, p0),
+                (false, false) => run_tile::<1, 1, DEPTH, SYM, M32, FOLD>(blk, r0, p0),
             }
             r0 += if tall { R } else { 1 };
         }
@@ -564,13 +599,15 @@ pub(crate) fn matmul(
                         y: y_out,
                     };
                     match (depth, kind) {
-                        (2, Kind::Symmetric) => row_block::<2, true, false>(&mut blk),
-                        (8, _) => row_block::<8, false, true>(&mut blk),
-                        (_, Kind::Symmetric) => row_block::<4, true, false>(&mut blk),
-                        (_, Kind::Asymmetric) if ty == GgmlType::Q5_K => {
-                            row_block::<4, false, true>(&mut blk)
+                        (_, _) if ty == GgmlType::Q6_K => {
+                            row_block::<4, true, false, true>(&mut blk)
                         }
-                        (_, Kind::Asymmetric) => row_block::<4, false, false>(&mut blk),
+                        (8, _) => row_block::<8, false, true, false>(&mut blk),
+                        (_, Kind::Symmetric) => row_block::<4, true, false, false>(&mut blk),
+                        (_, Kind::Asymmetric) if ty == GgmlType::Q5_K => {
+                            row_block::<4, false, true, false>(&mut blk)
+                        }
+                        (_, Kind::Asymmetric) => row_block::<4, false, false, false>(&mut blk),
                     }
                 }
             }
