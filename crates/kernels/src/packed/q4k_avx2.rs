@@ -18,6 +18,9 @@ use std::arch::x86_64::*;
 /// `vpshufb` masks turning 8 scale bytes (rows 0..8, at byte offset 0 or 8
 /// of a broadcast 16-byte load) into each row's scale in both i16 halves of
 /// its 32-bit lane.
+///
+/// # Safety
+/// AVX available (called from [`gemv`], which requires AVX2).
 #[inline(always)]
 unsafe fn scale_masks() -> [__m256i; 2] {
     // Lane `l` (row l) takes byte `off + l`: in the upper 128-bit half,
