@@ -12,20 +12,34 @@ use mistral_gguf::GgmlType;
 use rayon::prelude::*;
 use std::sync::Mutex;
 
-/// Scratch buffers for quantized activations, reused across calls (a call
-/// takes one out and puts it back, so concurrent or nested calls each get
-/// their own and nothing is allocated once the pool is warm).
-static SCRATCH: Mutex<Vec<ActBuffers>> = Mutex::new(Vec::new());
+/// Buffers reused across calls: a call takes one out and puts it back, so
+/// concurrent or nested calls each get their own and nothing is allocated
+/// once the pool is warm.
+pub(crate) struct Pool<T>(Mutex<Vec<T>>);
+
+impl<T: Default> Pool<T> {
+    pub(crate) const fn new() -> Pool<T> {
+        Pool(Mutex::new(Vec::new()))
+    }
+
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+        let mut buf = self
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop()
+            .unwrap_or_default();
+        let r = f(&mut buf);
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(buf);
+        r
+    }
+}
+
+/// Scratch buffers for quantized activations.
+static SCRATCH: Pool<ActBuffers> = Pool::new();
 
 pub(crate) fn with_scratch<R>(f: impl FnOnce(&mut ActBuffers) -> R) -> R {
-    let mut buf = SCRATCH
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .pop()
-        .unwrap_or_default();
-    let r = f(&mut buf);
-    SCRATCH.lock().unwrap_or_else(|e| e.into_inner()).push(buf);
-    r
+    SCRATCH.with(f)
 }
 
 /// Activation rows per tile in matrix × matrix.
@@ -157,6 +171,17 @@ pub(crate) fn activation_rows(rows: usize, cols: usize, x: &[f32], y: &[f32]) ->
     Ok(n)
 }
 
+/// That `x` is one activation row of `cols` values.
+pub(crate) fn check_vector(cols: usize, x: &[f32]) -> Result<()> {
+    if x.len() != cols {
+        return Err(KernelError::Shape {
+            op: "matvec",
+            detail: format!("input has {} values, expected {cols}", x.len()),
+        });
+    }
+    Ok(())
+}
+
 /// Matrix × vector: `matmul` with one activation row.
 pub fn matvec(
     ty: GgmlType,
@@ -167,11 +192,6 @@ pub fn matvec(
     x: &[f32],
     y: &mut [f32],
 ) -> Result<()> {
-    if x.len() != cols {
-        return Err(KernelError::Shape {
-            op: "matvec",
-            detail: format!("input has {} values, expected {cols}", x.len()),
-        });
-    }
+    check_vector(cols, x)?;
     matmul(ty, isa, w, rows, cols, x, y)
 }

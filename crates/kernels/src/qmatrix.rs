@@ -179,12 +179,7 @@ impl QMatrix {
 
     /// `y = W x` (`x.len() == cols`, `y.len() == rows`).
     pub fn matvec(&self, x: &[f32], y: &mut [f32]) -> Result<()> {
-        if x.len() != self.cols {
-            return Err(KernelError::Shape {
-                op: "matvec",
-                detail: format!("input has {} values, expected {}", x.len(), self.cols),
-            });
-        }
+        matmul::check_vector(self.cols, x)?;
         self.matmul(x, y)
     }
 

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::gaussian;
+use common::{assert_near_f64_dot, gaussian, on_threads};
 use mistral_kernels::{matmul, quantize_to_vec, GgmlType, Isa};
 
 /// Relative tolerance against the f64 reference, as a fraction of the sum of
@@ -32,21 +32,14 @@ fn check(rows: usize, cols: usize, n: usize, w_offset: usize, seed: u64) {
     // Garbage in y: the kernel must overwrite, not accumulate into it.
     let mut y = vec![f32::NAN; n * rows];
     matmul(GgmlType::F16, Isa::Avx2, w, rows, cols, &x, &mut y).unwrap();
-    for t in 0..n {
-        for r in 0..rows {
-            let (mut dot, mut mag) = (0f64, 0f64);
-            for c in 0..cols {
-                let p = wr[r * cols + c] * x[t * cols + c] as f64;
-                dot += p;
-                mag += p.abs();
-            }
-            let got = y[t * rows + r] as f64;
-            assert!(
-                (got - dot).abs() <= REL_TOL * mag + 1e-6,
-                "[{t},{r}] of {rows}x{cols} n={n}: {got} vs {dot} (mag {mag})"
-            );
-        }
-    }
+    assert_near_f64_dot(
+        &format!("n={n}"),
+        &y,
+        (rows, cols),
+        |i| wr[i],
+        |i| x[i] as f64,
+        REL_TOL,
+    );
 }
 
 #[test]
@@ -56,11 +49,7 @@ fn tiled_f16_matches_f64_reference_at_every_tail() {
         return;
     }
     // 3 threads: row blocks and token groups do not divide evenly.
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(3)
-        .build()
-        .unwrap();
-    pool.install(|| {
+    on_threads(3, || {
         let mut seed = 0;
         for rows in [1, 15, 17, 33] {
             for n in [8, 9, 13] {
@@ -85,11 +74,7 @@ fn tiled_f16_on_one_thread_and_concurrent_calls() {
         return;
     }
     // One thread: every task on the same worker (one packing buffer).
-    let one = rayon::ThreadPoolBuilder::new()
-        .num_threads(1)
-        .build()
-        .unwrap();
-    one.install(|| check(40, 260, 14, 1, 200));
+    on_threads(1, || check(40, 260, 14, 1, 200));
     // Two calls at once from outside the pool share the pooled buffers.
     std::thread::scope(|s| {
         s.spawn(|| check(33, 300, 9, 0, 201));

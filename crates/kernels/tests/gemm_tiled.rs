@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::gaussian;
+use common::{assert_bits_eq, gaussian, on_threads};
 use mistral_kernels::{matmul, quantize_to_vec, GgmlType, Isa, QK_K};
 
 const TYPES: [GgmlType; 5] = [
@@ -85,11 +85,7 @@ fn tiled_kquant_matmul_is_bit_identical_to_scalar() {
         eprintln!("AVX2 unavailable: the tiled kernel cannot run here");
         return;
     }
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(3)
-        .build()
-        .unwrap();
-    pool.install(|| {
+    on_threads(3, || {
         for (i, ty) in TYPES.into_iter().enumerate() {
             for (j, &(rows, cols, n)) in SHAPES.iter().enumerate() {
                 let seed = (10 * i + j) as u64;
@@ -98,14 +94,7 @@ fn tiled_kquant_matmul_is_bit_identical_to_scalar() {
                 matmul(ty, Isa::Scalar, &w, rows, cols, &x, &mut scalar).unwrap();
                 let mut tiled = vec![f32::NAN; n * rows];
                 matmul(ty, Isa::Avx2, &w, rows, cols, &x, &mut tiled).unwrap();
-                for (k, (a, b)) in tiled.iter().zip(&scalar).enumerate() {
-                    assert!(
-                        a.to_bits() == b.to_bits(),
-                        "{ty} {rows}x{cols} n={n} [{}, {}]: tiled {a} vs scalar {b}",
-                        k / rows,
-                        k % rows
-                    );
-                }
+                assert_bits_eq(&format!("{ty} {rows}x{cols} n={n}"), &tiled, &scalar, rows);
             }
         }
     });
@@ -160,14 +149,7 @@ fn tiled_kquant_matmul_is_exact_at_extreme_levels() {
             matmul(ty, Isa::Scalar, &w, rows, cols, &x, &mut scalar).unwrap();
             let mut tiled = vec![f32::NAN; n * rows];
             matmul(ty, Isa::Avx2, &w, rows, cols, &x, &mut tiled).unwrap();
-            for (k, (a, b)) in tiled.iter().zip(&scalar).enumerate() {
-                assert!(
-                    a.to_bits() == b.to_bits(),
-                    "{ty} fill {fill:#x} [{}, {}]: tiled {a} vs scalar {b}",
-                    k / rows,
-                    k % rows
-                );
-            }
+            assert_bits_eq(&format!("{ty} fill {fill:#x}"), &tiled, &scalar, rows);
         }
     }
 }

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::gaussian;
+use common::{assert_near_f64_dot, gaussian, on_threads};
 use mistral_kernels::{dequantize, matmul, quantize_to_vec, ActFormat, GgmlType, Isa};
 use rand::{Rng, SeedableRng};
 
@@ -98,21 +98,14 @@ fn check_type(ty: GgmlType, rows: usize, cols: usize, n: usize, seed: u64) {
 
     let mut scalar = vec![0f32; n * rows];
     matmul(ty, Isa::Scalar, &w, rows, cols, &x, &mut scalar).unwrap();
-    for t in 0..n {
-        for r in 0..rows {
-            let (mut dot, mut mag) = (0f64, 0f64);
-            for c in 0..cols {
-                let p = wf[r * cols + c] as f64 * xe[t * cols + c] as f64;
-                dot += p;
-                mag += p.abs();
-            }
-            let got = scalar[t * rows + r] as f64;
-            assert!(
-                (got - dot).abs() <= REL_TOL * mag + 1e-6,
-                "{ty} scalar [{t},{r}] of {rows}x{cols}x{n}: {got} vs naive {dot} (mag {mag})"
-            );
-        }
-    }
+    assert_near_f64_dot(
+        &format!("{ty} scalar vs naive, n={n}"),
+        &scalar,
+        (rows, cols),
+        |i| wf[i] as f64,
+        |i| xe[i] as f64,
+        REL_TOL,
+    );
     for isa in Isa::available_paths() {
         let mut y = vec![0f32; n * rows];
         matmul(ty, isa, &w, rows, cols, &x, &mut y).unwrap();
@@ -133,11 +126,7 @@ fn check_type(ty: GgmlType, rows: usize, cols: usize, n: usize, seed: u64) {
 fn every_path_matches_scalar_and_scalar_matches_naive() {
     eprintln!("paths tested: {:?}", Isa::available_paths());
     // 3 threads: row counts are not multiples of the thread count.
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(3)
-        .build()
-        .unwrap();
-    pool.install(|| {
+    on_threads(3, || {
         for (i, ty) in TYPES.into_iter().enumerate() {
             for (j, &(rows, cols, n)) in SHAPES.iter().enumerate() {
                 check_type(ty, rows, cols, n, (i * 10 + j) as u64);

@@ -15,24 +15,23 @@
 //! i16) and the activations into [`ActPanel`]s of 8 rows interleaved in
 //! groups of 4 values; the microkernel then broadcasts 4 weight bytes against
 //! 8 activation rows per `vpmaddubsw`, sums up to four of those in i16
-//! (bounded: see [`depth`]), and applies the group scale with one `vpmaddwd`.
+//! (bounded: see [`Form`]), and applies the group scale with one `vpmaddwd`.
 //! A tile of `R` weight rows × `H` panels reuses each load `H` / `R` times.
 //!
 //! The integer sums are exact and the float steps are the scalar kernel's
 //! own (`d·sumi − dmin·summ` per super-block, summed in order), so results
 //! are bit-identical to [`crate::dot::scalar`].
 
-use super::{row_block_size, store_tile, PANEL};
+use super::{row_block_size, store_tile, with_panels, PANEL};
 use crate::blocks::*;
 use crate::dot::avx2;
-use crate::matmul::OutPtr;
+use crate::matmul::{OutPtr, Pool};
 use crate::packed::{BlockQ4Kx8, PackedQ4K, GROUP};
 use crate::quant::quantize_block_q8k;
 use mistral_gguf::GgmlType;
 use rayon::prelude::*;
 use std::arch::x86_64::*;
 use std::cell::RefCell;
-use std::sync::Mutex;
 
 /// Weight rows per microkernel tile.
 const R: usize = 3;
@@ -52,11 +51,14 @@ struct WeightSb {
     qs: [u8; QK_K],
     /// Scale per 16-value group, in both halves of an i32.
     sc2: [i32; 16],
-    /// Offset multiplier per 16-value group (applied to the activations' group sums).
+    /// Q2_K / Q3_K: offset multiplier per 16-value group (applied to the
+    /// activations' group sums).
     m: [i16; 16],
-    /// Q4_K / Q5_K: the same per 32-value sub-block (their offsets are per sub-block).
+    /// Q4_K / Q5_K: the same per 32-value sub-block (Q6_K's offset is folded
+    /// into the integer sums and needs neither).
     m32: [i16; 8],
     d: f32,
+    /// The offsets' scale (`dmin`; the symmetric types use `d`).
     dm: f32,
 }
 
@@ -96,7 +98,7 @@ const PANEL_ZERO: ActPanel = ActPanel {
 };
 
 /// The activation panels of one call, reused across calls.
-static PANELS: Mutex<Vec<Vec<ActPanel>>> = Mutex::new(Vec::new());
+static PANELS: Pool<Vec<ActPanel>> = Pool::new();
 
 /// A worker's buffers: expanded weight rows and running sums.
 #[derive(Default)]
@@ -109,38 +111,45 @@ thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
 
-/// How the weight type maps onto the common form.
-#[derive(Clone, Copy)]
-enum Kind {
-    /// `d·sumi − dmin·summ` (Q2_K, Q4_K, Q5_K).
-    Asymmetric,
-    /// `d·(sumi − summ)` (Q3_K, Q6_K).
-    Symmetric,
+/// How a weight type maps onto the common form: the microkernel's
+/// compile-time options.
+///
+/// `DEPTH`: `vpmaddubsw` results summed in i16 before a `vpmaddwd` with the
+/// scale. Each adds 8 products `q·a` per lane (|a| ≤ 127), so the sum of 4
+/// stays within i16 for levels below 32 (8·31·127 = 31496); Q4_K's 16 levels
+/// allow 8, over its 32-value sub-blocks (8·16·15·127 = 30480). Q6_K's
+/// levels `q` (0..64) stand for `q − 32`: each lane of a 16-value group holds
+/// 8 products, and subtracting the panel's `32·Σa` (`off32`) in the same
+/// lanes leaves `Σ (q − 32)·a`, at most 8·32·127 = 32512 in magnitude. The
+/// adds wrap (two's complement, no saturation; each single `vpmaddubsw` pair
+/// sum is at most 2·63·127 and does not saturate), so the result is exact
+/// even where the partial sums of `q·a` left the i16 range.
+trait Form {
+    const DEPTH: usize;
+    /// `d·(sumi − summ)` (Q3_K, Q6_K), else `d·sumi − dmin·summ`.
+    const SYM: bool;
+    /// Offsets per 32-value sub-block (Q4_K, Q5_K), else per 16-value group.
+    const M32: bool;
+    /// The level offset is subtracted inside the i16 sums (Q6_K).
+    const FOLD: bool;
 }
 
-/// `vpmaddubsw` results summed in i16 before a `vpmaddwd` with the scale:
-/// each adds 8 products `q·a` per lane (|a| ≤ 127), so the sum of `depth`
-/// stays within i16 for levels below 32 at depth 4 (8·31·127 = 31496).
-/// Q4_K's 16 levels allow 8, over its 32-value sub-blocks (8·16·15·127 = 30480).
-/// Q6_K's levels `q` (0..64) stand for `q − 32`: each lane of a 16-value
-/// group holds 8 products, and subtracting the panel's `32·Σa` (`off32`) in
-/// the same lanes leaves `Σ (q − 32)·a`, at most 8·32·127 = 32512 in
-/// magnitude. The adds wrap (two's complement, no saturation; each single
-/// `vpmaddubsw` pair sum is at most 2·63·127 and does not saturate), so the
-/// result is exact even where the partial sums of `q·a` left the i16 range.
-fn depth(ty: GgmlType) -> usize {
-    match ty {
-        GgmlType::Q4_K => 8,
-        _ => 4,
-    }
+macro_rules! form {
+    ($name:ident, $depth:expr, $sym:expr, $m32:expr, $fold:expr) => {
+        struct $name;
+        impl Form for $name {
+            const DEPTH: usize = $depth;
+            const SYM: bool = $sym;
+            const M32: bool = $m32;
+            const FOLD: bool = $fold;
+        }
+    };
 }
-
-fn kind(ty: GgmlType) -> Kind {
-    match ty {
-        GgmlType::Q3_K | GgmlType::Q6_K => Kind::Symmetric,
-        _ => Kind::Asymmetric,
-    }
-}
+form!(FormQ2K, 4, false, false, false);
+form!(FormQ3K, 4, true, false, false);
+form!(FormQ4K, 8, false, true, false);
+form!(FormQ5K, 4, false, true, false);
+form!(FormQ6K, 4, true, false, true);
 
 /// An i16 in both halves of an i32 (a `vpmaddwd` operand).
 #[inline(always)]
@@ -176,8 +185,6 @@ unsafe fn expand(ty: GgmlType, row: &[u8], b: usize, out: &mut WeightSb) {
                 let (sc, m) = scale_min_k4(j, scales);
                 out.sc2[2 * j] = pair(sc as i16);
                 out.sc2[2 * j + 1] = pair(sc as i16);
-                out.m[2 * j] = m as i16;
-                out.m[2 * j + 1] = m as i16;
                 out.m32[j] = m as i16;
             }
             out.d = d.to_f32();
@@ -202,7 +209,6 @@ unsafe fn expand(ty: GgmlType, row: &[u8], b: usize, out: &mut WeightSb) {
                 out.m[g] = 4 * sc[g] as i16;
             }
             out.d = x.d.to_f32();
-            out.dm = out.d;
             avx2::levels_q3k(x)
         }
         _ => {
@@ -210,10 +216,8 @@ unsafe fn expand(ty: GgmlType, row: &[u8], b: usize, out: &mut WeightSb) {
             let x: &BlockQ6K = block!(BlockQ6K);
             for g in 0..16 {
                 out.sc2[g] = pair(x.scales[g] as i16);
-                out.m[g] = 32 * x.scales[g] as i16;
             }
             out.d = x.d.to_f32();
-            out.dm = out.d;
             avx2::levels_q6k(x)
         }
     };
@@ -270,14 +274,7 @@ fn fill_panels(x: &[f32], cols: usize, n: usize, p: usize, out: &mut [ActPanel])
 /// # Safety
 /// AVX2 + FMA available; `w[r]` and `a[h]` valid for `nsb` elements.
 #[inline(always)]
-unsafe fn tile<
-    const TR: usize,
-    const TH: usize,
-    const DEPTH: usize,
-    const SYM: bool,
-    const M32: bool,
-    const FOLD: bool,
->(
+unsafe fn tile<const TR: usize, const TH: usize, F: Form>(
     w: [*const WeightSb; TR],
     a: [*const ActPanel; TH],
     nsb: usize,
@@ -285,12 +282,12 @@ unsafe fn tile<
 ) {
     for s in 0..nsb {
         let mut isum = [[_mm256_setzero_si256(); TH]; TR];
-        // Chunks of DEPTH 4-value groups share one scale (a 16-value group,
+        // Chunks of F::DEPTH 4-value groups share one scale (a 16-value group,
         // or for Q4_K's 32-value sub-blocks two of them).
-        for c in 0..QK_K / 4 / DEPTH {
+        for c in 0..QK_K / 4 / F::DEPTH {
             let mut acc16 = [[_mm256_setzero_si256(); TH]; TR];
-            for q in 0..DEPTH {
-                let j = DEPTH * c + q;
+            for q in 0..F::DEPTH {
+                let j = F::DEPTH * c + q;
                 let mut av = [_mm256_setzero_si256(); TH];
                 for h in 0..TH {
                     av[h] = _mm256_load_si256((*a[h].add(s)).qs[j].as_ptr() as *const __m256i);
@@ -308,8 +305,8 @@ unsafe fn tile<
                     }
                 }
             }
-            if FOLD {
-                // Σ (q − 32)·a over the group, exact: see `depth`.
+            if F::FOLD {
+                // Σ (q − 32)·a over the group, exact: see [`Form`].
                 for h in 0..TH {
                     let off = _mm256_load_si256((*a[h].add(s)).off32[c].as_ptr() as *const __m256i);
                     for r in 0..TR {
@@ -318,7 +315,7 @@ unsafe fn tile<
                 }
             }
             for r in 0..TR {
-                let sc = _mm256_set1_epi32((*w[r].add(s)).sc2[DEPTH * c / 4]);
+                let sc = _mm256_set1_epi32((*w[r].add(s)).sc2[F::DEPTH * c / 4]);
                 for h in 0..TH {
                     isum[r][h] = _mm256_add_epi32(isum[r][h], _mm256_madd_epi16(acc16[r][h], sc));
                 }
@@ -329,9 +326,9 @@ unsafe fn tile<
             for h in 0..TH {
                 let ap = &*a[h].add(s);
                 let mut corr = _mm256_setzero_si256();
-                if FOLD {
+                if F::FOLD {
                     // Already in the integer sums.
-                } else if M32 {
+                } else if F::M32 {
                     // Offsets per 32-value sub-block: half the products.
                     for p in 0..4 {
                         let m = (ws.m32.as_ptr().add(2 * p) as *const i32).read_unaligned();
@@ -347,7 +344,7 @@ unsafe fn tile<
                 }
                 let da = _mm256_load_ps(ap.d.as_ptr());
                 let d = _mm256_mul_ps(da, _mm256_set1_ps(ws.d));
-                let t = if SYM {
+                let t = if F::SYM {
                     _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_sub_epi32(isum[r][h], corr)))
                 } else {
                     let dm = _mm256_mul_ps(da, _mm256_set1_ps(ws.dm));
@@ -395,14 +392,7 @@ struct Block<'a> {
 /// AVX2 + FMA available; `blk` describes buffers that cover the tile
 /// (see [`matmul`]) and rows whose outputs belong to this worker.
 #[inline(always)]
-unsafe fn run_tile<
-    const TR: usize,
-    const TH: usize,
-    const DEPTH: usize,
-    const SYM: bool,
-    const M32: bool,
-    const FOLD: bool,
->(
+unsafe fn run_tile<const TR: usize, const TH: usize, F: Form>(
     blk: &mut Block<'_>,
     r0: usize,
     p0: usize,
@@ -422,7 +412,7 @@ unsafe fn run_tile<
         std::array::from_fn(|r| blk.wbuf.as_ptr().add((r0 + r - blk.rb0) * blk.nsb));
     let a: [*const ActPanel; TH] =
         std::array::from_fn(|h| blk.panels.as_ptr().add((p0 + h) * kb + blk.s0));
-    tile::<TR, TH, DEPTH, SYM, M32, FOLD>(w, a, blk.nsb, &mut acc);
+    tile::<TR, TH, F>(w, a, blk.nsb, &mut acc);
     if blk.s0 + blk.nsb < kb {
         for r in 0..TR {
             for h in 0..TH {
@@ -439,9 +429,7 @@ unsafe fn run_tile<
 /// # Safety
 /// As [`run_tile`].
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn row_block<const DEPTH: usize, const SYM: bool, const M32: bool, const FOLD: bool>(
-    blk: &mut Block<'_>,
-) {
+unsafe fn row_block<F: Form>(blk: &mut Block<'_>) {
     let np = blk.dims.n.div_ceil(PANEL);
     // Panels outer: a pair of activation panels stays in L1/L2 while the
     // row block's expanded weights (L2) stream past it.
@@ -452,10 +440,10 @@ unsafe fn row_block<const DEPTH: usize, const SYM: bool, const M32: bool, const 
         while r0 < blk.rb1 {
             let tall = r0 + R <= blk.rb1;
             match (tall, wide) {
-                (true, true) => run_tile::<R, H, DEPTH, SYM, M32, FOLD>(blk, r0, p0),
-                (true, false) => run_tile::<R, 1, DEPTH, SYM, M32, FOLD>(blk, r0, p0),
-                (false, true) => run_tile::<1, H, DEPTH, SYM, M32, FOLD>(blk, r0, p0),
-                (false, false) => run_tile::<1, 1, DEPTH, SYM, M32, FOLD>(blk, r0, p0),
+                (true, true) => run_tile::<R, H, F>(blk, r0, p0),
+                (true, false) => run_tile::<R, 1, F>(blk, r0, p0),
+                (false, true) => run_tile::<1, H, F>(blk, r0, p0),
+                (false, false) => run_tile::<1, 1, F>(blk, r0, p0),
             }
             r0 += if tall { R } else { 1 };
         }
@@ -485,8 +473,6 @@ unsafe fn expand_packed_q4k(x: &BlockQ4Kx8, i: usize, out: &mut WeightSb) {
         let m = x.m[16 * (j / 2) + 2 * i + j % 2] as i16;
         out.sc2[2 * j] = sc;
         out.sc2[2 * j + 1] = sc;
-        out.m[2 * j] = m;
-        out.m[2 * j + 1] = m;
         out.m32[j] = m;
     }
     out.d = x.d[i].to_f32();
@@ -547,23 +533,29 @@ pub(crate) fn matmul(
     let dims = Dims { rows, n, kb };
     let np = n.div_ceil(PANEL);
 
-    let mut panels = PANELS
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .pop()
-        .unwrap_or_default();
-    if panels.len() < np * kb {
-        panels.resize(np * kb, PANEL_ZERO);
-    }
-    panels[..np * kb]
-        .par_chunks_mut(kb)
-        .enumerate()
-        .for_each(|(p, out)| fill_panels(x, cols, n, p, out));
+    with_panels(
+        &PANELS,
+        PANEL_ZERO,
+        (np, kb),
+        |p, out| fill_panels(x, cols, n, p, out),
+        |panels| run_blocks(ty, w, row_bytes, dims, panels, y),
+    );
+    true
+}
 
+/// Every row block of one call, in parallel, on filled activation panels.
+fn run_blocks(
+    ty: GgmlType,
+    w: KRows<'_>,
+    row_bytes: usize,
+    dims: Dims,
+    panels_ref: &[ActPanel],
+    y: &mut [f32],
+) {
+    let Dims { rows, n, kb } = dims;
+    let np = n.div_ceil(PANEL);
     let rb = row_block_size(rows, R, RB_MAX);
     let y_out = OutPtr(y.as_mut_ptr());
-    let panels_ref = &panels[..np * kb];
-    let (depth, kind) = (depth(ty), kind(ty));
     (0..rows.div_ceil(rb)).into_par_iter().for_each(|blk| {
         let (rb0, rb1) = (blk * rb, ((blk + 1) * rb).min(rows));
         SCRATCH.with(|cell| {
@@ -598,24 +590,16 @@ pub(crate) fn matmul(
                         nsb,
                         y: y_out,
                     };
-                    match (depth, kind) {
-                        (_, _) if ty == GgmlType::Q6_K => {
-                            row_block::<4, true, false, true>(&mut blk)
-                        }
-                        (8, _) => row_block::<8, false, true, false>(&mut blk),
-                        (_, Kind::Symmetric) => row_block::<4, true, false, false>(&mut blk),
-                        (_, Kind::Asymmetric) if ty == GgmlType::Q5_K => {
-                            row_block::<4, false, true, false>(&mut blk)
-                        }
-                        (_, Kind::Asymmetric) => row_block::<4, false, false, false>(&mut blk),
+                    match ty {
+                        GgmlType::Q2_K => row_block::<FormQ2K>(&mut blk),
+                        GgmlType::Q3_K => row_block::<FormQ3K>(&mut blk),
+                        GgmlType::Q4_K => row_block::<FormQ4K>(&mut blk),
+                        GgmlType::Q5_K => row_block::<FormQ5K>(&mut blk),
+                        // Q6_K, the only other type `matmul` lets through.
+                        _ => row_block::<FormQ6K>(&mut blk),
                     }
                 }
             }
         });
     });
-    PANELS
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push(panels);
-    true
 }

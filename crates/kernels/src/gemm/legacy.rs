@@ -15,16 +15,15 @@
 //! fused multiply-add per block and row), so results agree with them to
 //! f32 rounding, not bit for bit.
 
-use super::{row_block_size, store_tile, PANEL};
+use super::{row_block_size, store_tile, with_panels, PANEL};
 use crate::blocks::*;
 use crate::dot::avx2;
-use crate::matmul::OutPtr;
+use crate::matmul::{OutPtr, Pool};
 use crate::quant::QuantizeBlock;
 use mistral_gguf::GgmlType;
 use rayon::prelude::*;
 use std::arch::x86_64::*;
 use std::cell::RefCell;
-use std::sync::Mutex;
 
 /// Weight rows per microkernel tile.
 const R: usize = 4;
@@ -72,7 +71,7 @@ const ACT_ZERO: ActBlock = ActBlock {
 };
 
 /// The activation panels of one call, reused across calls.
-static PANELS: Mutex<Vec<Vec<ActBlock>>> = Mutex::new(Vec::new());
+static PANELS: Pool<Vec<ActBlock>> = Pool::new();
 
 thread_local! {
     static WEIGHTS: RefCell<Vec<WeightBlock>> = const { RefCell::new(Vec::new()) };
@@ -319,22 +318,27 @@ pub(crate) fn matmul(
         return false;
     };
     let np = n.div_ceil(PANEL);
-    let mut panels = PANELS
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .pop()
-        .unwrap_or_default();
-    if panels.len() < np * nb {
-        panels.resize(np * nb, ACT_ZERO);
-    }
-    panels[..np * nb]
-        .par_chunks_mut(nb)
-        .enumerate()
-        .for_each(|(p, out)| fill_panels(x, cols, n, p, out));
+    with_panels(
+        &PANELS,
+        ACT_ZERO,
+        (np, nb),
+        |p, out| fill_panels(x, cols, n, p, out),
+        |panels| run_blocks(ty, w, row_bytes, (rows, n, nb), panels, y),
+    );
+    true
+}
 
+/// Every row block of one call, in parallel, on filled activation panels.
+fn run_blocks(
+    ty: GgmlType,
+    w: &[u8],
+    row_bytes: usize,
+    (rows, n, nb): (usize, usize, usize),
+    panels_ref: &[ActBlock],
+    y: &mut [f32],
+) {
     let rb = row_block_size(rows, R, RB_MAX);
     let y_out = OutPtr(y.as_mut_ptr());
-    let panels_ref = &panels[..np * nb];
     let ty_ = ty;
     (0..rows.div_ceil(rb)).into_par_iter().for_each(|blk| {
         let span = (blk * rb, ((blk + 1) * rb).min(rows));
@@ -368,9 +372,4 @@ pub(crate) fn matmul(
             }
         });
     });
-    PANELS
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push(panels);
-    true
 }

@@ -105,6 +105,31 @@ pub(crate) fn try_matmul_packed_q4k(
 #[cfg(target_arch = "x86_64")]
 const PANEL: usize = 8;
 
+/// Runs `f` on the activation panels of one call: `np` panel rows of `nb`
+/// blocks each, taken from `pool` (grown if short), panel row `p` filled by
+/// `fill(p, blocks)` in parallel.
+#[cfg(target_arch = "x86_64")]
+fn with_panels<P: Clone + Send + Sync, R>(
+    pool: &crate::matmul::Pool<Vec<P>>,
+    zero: P,
+    (np, nb): (usize, usize),
+    fill: impl Fn(usize, &mut [P]) + Sync,
+    f: impl FnOnce(&[P]) -> R,
+) -> R {
+    use rayon::prelude::*;
+    pool.with(|panels| {
+        if panels.len() < np * nb {
+            panels.resize(np * nb, zero);
+        }
+        let panels = &mut panels[..np * nb];
+        panels
+            .par_chunks_mut(nb.max(1))
+            .enumerate()
+            .for_each(|(p, out)| fill(p, out));
+        f(panels)
+    })
+}
+
 /// Rows per parallel row block: enough blocks for every thread to have
 /// several, each a multiple of the tile height `tile` and at most `max`.
 #[cfg(target_arch = "x86_64")]

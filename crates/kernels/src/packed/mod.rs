@@ -17,7 +17,7 @@ pub mod q4k_avx2;
 
 use crate::blocks::{blocks_as_bytes, bytes_for, cast_blocks, BlockQ4K, F16Le, QK_K};
 use crate::dequant::dequantize;
-use crate::dot::{ActFormat, ActRow};
+use crate::dot::ActFormat;
 use crate::error::{KernelError, Result};
 use crate::isa::Isa;
 use crate::matmul::{activation_rows, with_scratch, OutPtr};
@@ -66,21 +66,21 @@ impl PackedQ4K {
             scales: [0; 12],
             qs: [0; QK_K / 2],
         };
-        let mut groups = vec![BlockQ4Kx8::ZERO; rows.div_ceil(GROUP) * kb];
-        if kb > 0 {
-            groups.par_chunks_mut(kb).enumerate().for_each(|(g, out)| {
-                for (s, o) in out.iter_mut().enumerate() {
-                    *o = BlockQ4Kx8::pack(std::array::from_fn(|i| {
-                        let r = GROUP * g + i;
-                        if r < rows {
-                            &blocks[r * kb + s]
-                        } else {
-                            &zero
-                        }
-                    }));
-                }
-            });
-        }
+        // Block `i` is super-block `i % kb` of group `i / kb`.
+        let groups = (0..rows.div_ceil(GROUP) * kb)
+            .into_par_iter()
+            .map(|i| {
+                let (g, s) = (i / kb, i % kb);
+                BlockQ4Kx8::pack(std::array::from_fn(|k| {
+                    let r = GROUP * g + k;
+                    if r < rows {
+                        &blocks[r * kb + s]
+                    } else {
+                        &zero
+                    }
+                }))
+            })
+            .collect();
         Ok(PackedQ4K { rows, cols, groups })
     }
 
@@ -161,18 +161,14 @@ impl PackedQ4K {
         if crate::gemm::try_matmul_packed_q4k(isa, self, x, y) {
             return Ok(());
         }
-        let fmt = ActFormat::Q8K;
-        let groups = rows.div_ceil(GROUP);
+        let (groups, kb) = (rows.div_ceil(GROUP), self.kb());
         with_scratch(|buf| {
-            buf.prepare(fmt, x, cols);
-            let act = |t: usize| match buf.row(fmt, cols, t) {
-                ActRow::Q8K(a) => a,
-                _ => &[],
-            };
+            buf.prepare(ActFormat::Q8K, x, cols);
+            let act = |t: usize| &buf.q8k[t * kb..(t + 1) * kb];
             let threads = rayon::current_num_threads().max(1);
             // Tasks of a few groups each (their weights stay in L2 while
-            // every activation row passes).
-            let per = groups.div_ceil(threads * 2).max(1);
+            // every activation row passes), enough to even out the threads.
+            let per = groups.div_ceil(threads * 8).max(1);
             let out = OutPtr(y.as_mut_ptr());
             (0..groups.div_ceil(per)).into_par_iter().for_each(|task| {
                 let g0 = task * per;

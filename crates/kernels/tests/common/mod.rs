@@ -24,3 +24,53 @@ pub fn rmse(a: &[f32], b: &[f32]) -> f64 {
     let s: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
     (s / a.len() as f64).sqrt()
 }
+
+/// Asserts two products agree bit for bit; output `k` is activation row
+/// `k / rows`, weight row `k % rows`.
+pub fn assert_bits_eq(what: &str, got: &[f32], want: &[f32], rows: usize) {
+    assert_eq!(got.len(), want.len(), "{what}: output lengths");
+    for (k, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            g.to_bits() == w.to_bits(),
+            "{what} [{}, {}]: {g} vs {w}",
+            k / rows,
+            k % rows
+        );
+    }
+}
+
+/// Asserts each output `got[t·rows + r]` is within `tol · Σ_c |w·x| + 1e-6`
+/// of the f64 dot product `Σ_c w[r·cols + c] · x[t·cols + c]` (`w`, `x`
+/// index the row-major weights and activations).
+pub fn assert_near_f64_dot(
+    what: &str,
+    got: &[f32],
+    (rows, cols): (usize, usize),
+    w: impl Fn(usize) -> f64,
+    x: impl Fn(usize) -> f64,
+    tol: f64,
+) {
+    for (k, &g) in got.iter().enumerate() {
+        let (t, r) = (k / rows, k % rows);
+        let (mut dot, mut mag) = (0f64, 0f64);
+        for c in 0..cols {
+            let p = w(r * cols + c) * x(t * cols + c);
+            dot += p;
+            mag += p.abs();
+        }
+        assert!(
+            (g as f64 - dot).abs() <= tol * mag + 1e-6,
+            "{what} [{t}, {r}] of {rows}x{cols}: {g} vs {dot} (mag {mag})"
+        );
+    }
+}
+
+/// Runs `f` on a private rayon pool of `threads` threads (3: row and token
+/// splits that do not divide evenly; 1: the single-thread paths).
+pub fn on_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("a test thread pool")
+        .install(f)
+}
