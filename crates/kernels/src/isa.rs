@@ -10,11 +10,16 @@ pub enum Isa {
     Scalar,
     /// x86-64 AVX2 + FMA + F16C.
     Avx2,
+    /// AArch64 Advanced SIMD (every AArch64 CPU): widening multiplies.
+    Neon,
+    /// AArch64 Advanced SIMD with the Armv8.2 dot-product instructions
+    /// (`sdot`: Apple M1 and later, Graviton 2 and later).
+    NeonDot,
 }
 
 impl Isa {
     /// Every path, slowest first.
-    pub const ALL: [Isa; 2] = [Isa::Scalar, Isa::Avx2];
+    pub const ALL: [Isa; 4] = [Isa::Scalar, Isa::Avx2, Isa::Neon, Isa::NeonDot];
 
     /// Whether this CPU can run the path.
     pub fn available(self) -> bool {
@@ -32,7 +37,23 @@ impl Isa {
                     false
                 }
             }
+            Isa::Neon | Isa::NeonDot => {
+                #[cfg(target_arch = "aarch64")]
+                {
+                    std::arch::is_aarch64_feature_detected!("neon")
+                        && (self == Isa::Neon || std::arch::is_aarch64_feature_detected!("dotprod"))
+                }
+                #[cfg(not(target_arch = "aarch64"))]
+                {
+                    false
+                }
+            }
         }
+    }
+
+    /// Whether this is one of the AArch64 paths.
+    pub fn is_neon(self) -> bool {
+        matches!(self, Isa::Neon | Isa::NeonDot)
     }
 
     /// The paths this CPU can run.
@@ -49,17 +70,19 @@ impl Isa {
         }
     }
 
-    /// Parses `scalar` / `avx2` (case-insensitive).
+    /// Parses `scalar` / `avx2` / `neon` / `neon-dot` (case-insensitive).
     pub fn from_name(name: &str) -> Option<Isa> {
         match name.to_ascii_lowercase().as_str() {
             "scalar" => Some(Isa::Scalar),
             "avx2" => Some(Isa::Avx2),
+            "neon" => Some(Isa::Neon),
+            "neon-dot" => Some(Isa::NeonDot),
             _ => None,
         }
     }
 
     /// The fastest available path, unless the environment variable
-    /// `MISTRAL_KERNELS_ISA` (`scalar` | `avx2`) forces one (an unknown or
+    /// `MISTRAL_KERNELS_ISA` (`scalar` | `avx2` | `neon` | `neon-dot`) forces one (an unknown or
     /// unavailable value is ignored with a warning). Detected once.
     pub fn best() -> Isa {
         static BEST: OnceLock<Isa> = OnceLock::new();

@@ -14,10 +14,14 @@
 //!   Q8_1 / Q8_K (k-quants) or kept f32 (float weights), then integer dot
 //!   products per weight row, rows split over rayon threads, four activation
 //!   rows per weight-row pass for small batches. Paths: [`Isa::Scalar`] (the
-//!   reference) and [`Isa::Avx2`] (AVX2 + FMA + F16C), chosen at run time by
-//!   [`Isa::best`] (override: `MISTRAL_KERNELS_ISA=scalar|avx2`) or forced per
-//!   matrix with [`QMatrix::with_isa`]. The SIMD dot products sum in f32
-//!   lanes (llama.cpp's order), equal to the scalar ones to f32 rounding.
+//!   reference), [`Isa::Avx2`] (AVX2 + FMA + F16C) on x86-64, [`Isa::Neon`]
+//!   and [`Isa::NeonDot`] (with `sdot`) on AArch64, chosen at run time by
+//!   [`Isa::best`] (override: `MISTRAL_KERNELS_ISA=scalar|avx2|neon|neon-dot`)
+//!   or forced per matrix with [`QMatrix::with_isa`]. The AVX2 dot products
+//!   sum in f32 lanes (llama.cpp's order), equal to the scalar ones to f32
+//!   rounding; the NEON ones keep the scalar float steps and are
+//!   bit-identical (tested under qemu: `tests/aarch64.sh`; no speed figures,
+//!   as no ARM hardware was at hand).
 //! - [`gemm`]: matrix × matrix (prefill) from a few activation rows on, with
 //!   register-tiled kernels for the k-quants (bit-identical to the scalar
 //!   kernels), Q4_0/Q4_1/Q5_0/Q5_1 and F16.
@@ -31,6 +35,7 @@
 #![allow(clippy::needless_range_loop)] // ported block loops read best with explicit indices
 
 pub mod blocks;
+#[cfg(feature = "candle")]
 pub mod candle_op;
 pub mod dequant;
 pub mod dot;

@@ -3,6 +3,8 @@
 
 #[cfg(target_arch = "x86_64")]
 pub mod avx2;
+#[cfg(target_arch = "aarch64")]
+pub mod neon;
 pub mod scalar;
 
 use crate::blocks::*;
@@ -151,6 +153,12 @@ pub fn row_dot(ty: GgmlType, isa: Isa, w: &[u8], act: ActRow<'_>) -> Result<f32>
         op: "row_dot",
         detail: format!("{ty} weights with the wrong activation format"),
     };
+    #[cfg(target_arch = "aarch64")]
+    if isa.is_neon() {
+        if let Some(v) = neon_row_dot(ty, isa == Isa::NeonDot, w, act)? {
+            return Ok(v);
+        }
+    }
     let avx2 = isa == Isa::Avx2 && cfg!(target_arch = "x86_64");
     macro_rules! pick {
         ($name:ident, $B:ty, $a:expr) => {{
@@ -195,6 +203,42 @@ pub fn row_dot(ty: GgmlType, isa: Isa, w: &[u8], act: ActRow<'_>) -> Result<f32>
         } else {
             KernelError::Unsupported { ty, op: "matmul" }
         }),
+    }
+}
+
+/// [`row_dot`] on the AArch64 paths (`dot`: with `sdot`); `Ok(None)` for
+/// the types without a NEON kernel, which take the scalar one.
+#[cfg(target_arch = "aarch64")]
+fn neon_row_dot(ty: GgmlType, dot: bool, w: &[u8], act: ActRow<'_>) -> Result<Option<f32>> {
+    use GgmlType as T;
+    macro_rules! pick {
+        ($plain:ident, $dot:ident, $B:ty, $a:expr) => {{
+            let wb = typed!(w, $B);
+            // SAFETY: the caller checked that `Isa::Neon` (or, for `dot`,
+            // `Isa::NeonDot`) is available (`Isa::checked`); the kernels
+            // read only inside the block slices they are given.
+            Ok(Some(unsafe {
+                if dot {
+                    neon::$dot(wb, $a)
+                } else {
+                    neon::$plain(wb, $a)
+                }
+            }))
+        }};
+    }
+    match (ty, act) {
+        (T::Q4_0, ActRow::Q8_0(a)) => pick!(q4_0_q8_0, q4_0_q8_0_dot, BlockQ4_0, a),
+        (T::Q4_1, ActRow::Q8_1(a)) => pick!(q4_1_q8_1, q4_1_q8_1_dot, BlockQ4_1, a),
+        (T::Q8_0, ActRow::Q8_0(a)) => pick!(q8_0_q8_0, q8_0_q8_0_dot, BlockQ8_0, a),
+        (T::Q2_K, ActRow::Q8K(a)) => pick!(q2k_q8k, q2k_q8k_dot, BlockQ2K, a),
+        (T::Q3_K, ActRow::Q8K(a)) => pick!(q3k_q8k, q3k_q8k_dot, BlockQ3K, a),
+        (T::Q4_K, ActRow::Q8K(a)) => pick!(q4k_q8k, q4k_q8k_dot, BlockQ4K, a),
+        (T::Q5_K, ActRow::Q8K(a)) => pick!(q5k_q8k, q5k_q8k_dot, BlockQ5K, a),
+        (T::Q6_K, ActRow::Q8K(a)) => pick!(q6k_q8k, q6k_q8k_dot, BlockQ6K, a),
+        // SAFETY: NEON was checked available as above; the kernel reads
+        // min(w.len() / 2, a.len()) values of both slices.
+        (T::F16, ActRow::F32(a)) => Ok(Some(unsafe { neon::f16_f32(w, a) })),
+        _ => Ok(None),
     }
 }
 

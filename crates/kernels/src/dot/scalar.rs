@@ -5,6 +5,39 @@
 
 use crate::blocks::*;
 
+/// The float step of the 32-value types: `sumf + sumi·(d_w·d_a)`. Shared
+/// with the SIMD kernels that keep the scalar results bit for bit.
+#[inline(always)]
+pub(crate) fn step_d(sumf: f32, sumi: i32, dw: F16Le, da: F16Le) -> f32 {
+    sumf + sumi as f32 * (dw.to_f32() * da.to_f32())
+}
+
+/// The float step of Q4_1 / Q5_1 (`qsum`: the activation quants' sum).
+#[inline(always)]
+pub(crate) fn step_dm(sumf: f32, sumi: i32, qsum: i32, (dw, mw): (F16Le, F16Le), da: F16Le) -> f32 {
+    let da = da.to_f32();
+    sumf + (sumi as f32 * (dw.to_f32() * da) + mw.to_f32() * (da * qsum as f32))
+}
+
+/// The float step of the k-quants with mins: `sumf + (d_a·d)·sumi − (d_a·dmin)·summ`.
+#[inline(always)]
+pub(crate) fn step_kmin(
+    sumf: f32,
+    da: f32,
+    (d, dmin): (F16Le, F16Le),
+    (sumi, summ): (i32, i32),
+) -> f32 {
+    let d = da * d.to_f32();
+    let dmin = da * dmin.to_f32();
+    sumf + (d * sumi as f32 - dmin * summ as f32)
+}
+
+/// The float step of the symmetric k-quants: `sumf + d_a·d·sumi`.
+#[inline(always)]
+pub(crate) fn step_ksym(sumf: f32, da: f32, d: F16Le, sumi: i32) -> f32 {
+    sumf + da * d.to_f32() * sumi as f32
+}
+
 #[inline(always)]
 fn dot_i8(a: impl Iterator<Item = i32>, b: &[i8]) -> i32 {
     a.zip(b).map(|(x, &y)| x * y as i32).sum()
@@ -16,7 +49,7 @@ pub fn q4_0_q8_0(w: &[BlockQ4_0], a: &[BlockQ8_0]) -> f32 {
         let lo = x.qs.iter().map(|&q| (q & 0xF) as i32 - 8);
         let hi = x.qs.iter().map(|&q| (q >> 4) as i32 - 8);
         let sumi = dot_i8(lo, &y.qs[..16]) + dot_i8(hi, &y.qs[16..]);
-        sumf += sumi as f32 * (x.d.to_f32() * y.d.to_f32());
+        sumf = step_d(sumf, sumi, x.d, y.d);
     }
     sumf
 }
@@ -27,8 +60,7 @@ pub fn q4_1_q8_1(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 {
         let lo = x.qs.iter().map(|&q| (q & 0xF) as i32);
         let hi = x.qs.iter().map(|&q| (q >> 4) as i32);
         let sumi = dot_i8(lo, &y.qs[..16]) + dot_i8(hi, &y.qs[16..]);
-        sumf += sumi as f32 * (x.d.to_f32() * y.d.to_f32())
-            + x.m.to_f32() * (y.d.to_f32() * q8_sum(y) as f32);
+        sumf = step_dm(sumf, sumi, q8_sum(y), (x.d, x.m), y.d);
     }
     sumf
 }
@@ -55,7 +87,7 @@ pub fn q5_0_q8_0(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> f32 {
     for (x, y) in w.iter().zip(a) {
         let v = q5_values(&x.qs, x.qh);
         let sumi = dot_i8(v.iter().map(|&q| q - 16), &y.qs);
-        sumf += sumi as f32 * (x.d.to_f32() * y.d.to_f32());
+        sumf = step_d(sumf, sumi, x.d, y.d);
     }
     sumf
 }
@@ -65,8 +97,7 @@ pub fn q5_1_q8_1(w: &[BlockQ5_1], a: &[BlockQ8_1]) -> f32 {
     for (x, y) in w.iter().zip(a) {
         let v = q5_values(&x.qs, x.qh);
         let sumi = dot_i8(v.iter().copied(), &y.qs);
-        sumf += sumi as f32 * (x.d.to_f32() * y.d.to_f32())
-            + x.m.to_f32() * (y.d.to_f32() * q8_sum(y) as f32);
+        sumf = step_dm(sumf, sumi, q8_sum(y), (x.d, x.m), y.d);
     }
     sumf
 }
@@ -75,7 +106,7 @@ pub fn q8_0_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f32 {
     let mut sumf = 0f32;
     for (x, y) in w.iter().zip(a) {
         let sumi = dot_i8(x.qs.iter().map(|&q| q as i32), &y.qs);
-        sumf += sumi as f32 * (x.d.to_f32() * y.d.to_f32());
+        sumf = step_d(sumf, sumi, x.d, y.d);
     }
     sumf
 }
@@ -90,7 +121,7 @@ pub fn iq4_nl_q8_0(w: &[BlockIQ4NL], a: &[BlockQ8_0]) -> f32 {
             x.qs.iter()
                 .map(|&q| KVALUES_IQ4NL[(q >> 4) as usize] as i32);
         let sumi = dot_i8(lo, &y.qs[..16]) + dot_i8(hi, &y.qs[16..]);
-        sumf += sumi as f32 * (x.d.to_f32() * y.d.to_f32());
+        sumf = step_d(sumf, sumi, x.d, y.d);
     }
     sumf
 }
@@ -120,9 +151,7 @@ pub fn q2k_q8k(w: &[BlockQ2K], a: &[BlockQ8K]) -> f32 {
         // element e = 128n + 32k + l: bits 2k.. of qs[32n + l].
         let val = |e: usize| ((x.qs[32 * (e / 128) + e % 32] >> (2 * ((e % 128) / 32))) & 3) as i32;
         let sumi = grouped16(val, |g| (x.scales[g] & 0xF) as i32, y);
-        let d = y.d * x.d.to_f32();
-        let dmin = y.d * x.dmin.to_f32();
-        sumf += d * sumi as f32 - dmin * summ as f32;
+        sumf = step_kmin(sumf, y.d, (x.d, x.dmin), (sumi, summ));
     }
     sumf
 }
@@ -140,7 +169,7 @@ pub fn q3k_q8k(w: &[BlockQ3K], a: &[BlockQ8K]) -> f32 {
             (low | (h << 2)) as i32
         };
         let sumi = grouped16(val, |g| sc[g] as i32, y) - 4 * corr;
-        sumf += y.d * x.d.to_f32() * sumi as f32;
+        sumf = step_ksym(sumf, y.d, x.d, sumi);
     }
     sumf
 }
@@ -161,9 +190,7 @@ pub fn q4k_q8k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
             );
             sumi += sc as i32 * s;
         }
-        let d = y.d * x.d.to_f32();
-        let dmin = y.d * x.dmin.to_f32();
-        sumf += d * sumi as f32 - dmin * summ as f32;
+        sumf = step_kmin(sumf, y.d, (x.d, x.dmin), (sumi, summ));
     }
     sumf
 }
@@ -184,9 +211,7 @@ pub fn q5k_q8k(w: &[BlockQ5K], a: &[BlockQ8K]) -> f32 {
                 .map(|(&b, &h)| (((b >> shift) & 0xF) | (((h >> j) & 1) << 4)) as i32);
             sumi += sc as i32 * dot_i8(vals, &y.qs[32 * j..32 * j + 32]);
         }
-        let d = y.d * x.d.to_f32();
-        let dmin = y.d * x.dmin.to_f32();
-        sumf += d * sumi as f32 - dmin * summ as f32;
+        sumf = step_kmin(sumf, y.d, (x.d, x.dmin), (sumi, summ));
     }
     sumf
 }
@@ -207,7 +232,7 @@ pub fn q6k_q8k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
             (lo | (hi << 4)) as i32
         };
         let sumi = grouped16(val, |g| x.scales[g] as i32, y) - 32 * corr;
-        sumf += y.d * x.d.to_f32() * sumi as f32;
+        sumf = step_ksym(sumf, y.d, x.d, sumi);
     }
     sumf
 }
@@ -227,7 +252,7 @@ pub fn iq4_xs_q8k(w: &[BlockIQ4XS], a: &[BlockQ8K]) -> f32 {
                 + dot_i8(hi, &y.qs[32 * ib + 16..32 * ib + 32]);
             sumi += (ls - 32) * s;
         }
-        sumf += y.d * x.d.to_f32() * sumi as f32;
+        sumf = step_ksym(sumf, y.d, x.d, sumi);
     }
     sumf
 }

@@ -146,6 +146,18 @@ impl PackedQ4K {
             // only the `kb` blocks of both slices.
             return unsafe { q4k_avx2::gemv(w, a) };
         }
+        #[cfg(target_arch = "aarch64")]
+        if isa.is_neon() {
+            // SAFETY: as above for `Isa::Neon` / `Isa::NeonDot` (the
+            // `sdot` kernel only for the latter).
+            return unsafe {
+                if isa == Isa::NeonDot {
+                    crate::dot::neon::q4kx8_gemv_dot(w, a)
+                } else {
+                    crate::dot::neon::q4kx8_gemv(w, a)
+                }
+            };
+        }
         let _ = isa;
         q4k::gemv_scalar(w, a)
     }

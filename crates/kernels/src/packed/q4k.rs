@@ -20,6 +20,7 @@
 //! lost: [`BlockQ4Kx8::unpack`] gives back the GGUF blocks bit for bit.
 
 use crate::blocks::{scale_min_k4, BlockQ4K, BlockQ8K, F16Le, QK_K};
+use crate::dot::scalar::step_kmin;
 use crate::quant::pack_scale_min_k4;
 
 /// Rows per group.
@@ -126,9 +127,7 @@ pub fn gemv_scalar(w: &[BlockQ4Kx8], a: &[BlockQ8K]) -> [f32; GROUP] {
                 let bsum = y.bsums[2 * j] as i32 + y.bsums[2 * j + 1] as i32;
                 summ += x.m[16 * (j / 2) + 2 * r + j % 2] as i32 * bsum;
             }
-            let d = y.d * x.d[r].to_f32();
-            let dmin = y.d * x.dmin[r].to_f32();
-            sumf += d * sumi as f32 - dmin * summ as f32;
+            sumf = step_kmin(sumf, y.d, (x.d[r], x.dmin[r]), (sumi, summ));
         }
         *o = sumf;
     }
