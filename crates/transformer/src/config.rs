@@ -20,8 +20,9 @@ pub const MAX_UBATCH: usize = 512;
 pub enum KernelChoice {
     /// candle's `QMatMul`, kept for side-by-side comparison.
     Candle,
-    /// The project's own kernels (`mistral-kernels`), the default: AVX2 kernels for every
-    /// type including Q4_1 / Q5_x and IQ4_NL / IQ4_XS, which candle runs slowly or not at all.
+    /// The project's own kernels (`mistral-kernels`), the default: AVX2 (x86-64) and NEON
+    /// (AArch64) kernels chosen at run time, for every type including Q4_1 / Q5_x and IQ4_NL /
+    /// IQ4_XS, which candle runs slowly or not at all.
     #[default]
     Native,
 }
