@@ -316,6 +316,16 @@ pub fn bytes_for(ty: GgmlType, n: usize) -> Result<usize> {
         })
 }
 
+/// Number of bytes of a `[rows, cols]` matrix of `ty` (whole blocks per row).
+pub fn matrix_bytes(ty: GgmlType, rows: usize, cols: usize) -> Result<usize> {
+    bytes_for(ty, cols)?
+        .checked_mul(rows)
+        .ok_or(KernelError::Shape {
+            op: "matrix_bytes",
+            detail: format!("{rows} x {cols} {ty} overflows usize"),
+        })
+}
+
 /// Checks that `data` holds exactly `n` elements of `ty`.
 pub fn check_data(ty: GgmlType, n: usize, data: &[u8]) -> Result<()> {
     let expected = bytes_for(ty, n)?;

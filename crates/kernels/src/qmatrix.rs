@@ -5,7 +5,7 @@ use crate::dequant::dequantize_row;
 use crate::error::{KernelError, Result};
 use crate::isa::Isa;
 use crate::packed::PackedQ4K;
-use crate::{blocks::bytes_for, dot::supports_matmul, matmul};
+use crate::{blocks::matrix_bytes, dot::supports_matmul, matmul};
 use mistral_gguf::{GgmlType, GgufFile};
 use std::borrow::Cow;
 use std::fmt;
@@ -32,6 +32,11 @@ enum Store {
     },
     /// Q4_K regrouped by 8 rows for the matrix × vector kernels.
     PackedQ4K(Arc<PackedQ4K>),
+}
+
+/// The bytes of a [`Store::Plain`].
+fn plain<'a>(data: &'a SharedBytes, range: &Range<usize>) -> &'a [u8] {
+    &(**data).as_ref()[range.clone()]
 }
 
 /// A `[rows, cols]` row-major matrix of GGML type `ty` (each row a whole
@@ -69,12 +74,7 @@ impl QMatrix {
         if !supports_matmul(ty) {
             return Err(KernelError::Unsupported { ty, op: "matmul" });
         }
-        let expected = bytes_for(ty, cols)?
-            .checked_mul(rows)
-            .ok_or(KernelError::Shape {
-                op: "QMatrix",
-                detail: format!("{rows} x {cols} overflows"),
-            })?;
+        let expected = matrix_bytes(ty, rows, cols)?;
         let got = (*data).as_ref().get(range.clone()).map(|b| b.len());
         if got != Some(expected) {
             return Err(KernelError::DataSize {
@@ -172,7 +172,7 @@ impl QMatrix {
     /// rebuilt from a packed layout.
     pub fn bytes(&self) -> Cow<'_, [u8]> {
         match &self.store {
-            Store::Plain { data, range } => Cow::Borrowed(&(**data).as_ref()[range.clone()]),
+            Store::Plain { data, range } => Cow::Borrowed(plain(data, range)),
             Store::PackedQ4K(p) => Cow::Owned(p.to_bytes()),
         }
     }
@@ -189,7 +189,7 @@ impl QMatrix {
             Store::Plain { data, range } => matmul::matmul(
                 self.ty,
                 self.isa,
-                &(**data).as_ref()[range.clone()],
+                plain(data, range),
                 self.rows,
                 self.cols,
                 x,
@@ -202,13 +202,9 @@ impl QMatrix {
     /// Row `row` as f32 (an embedding lookup).
     pub fn dequantize_row(&self, row: usize, out: &mut [f32]) -> Result<()> {
         match &self.store {
-            Store::Plain { data, range } => dequantize_row(
-                self.ty,
-                &(**data).as_ref()[range.clone()],
-                self.cols,
-                row,
-                out,
-            ),
+            Store::Plain { data, range } => {
+                dequantize_row(self.ty, plain(data, range), self.cols, row, out)
+            }
             Store::PackedQ4K(p) => p.dequantize_row(row, out),
         }
     }

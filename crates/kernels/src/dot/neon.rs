@@ -287,9 +287,10 @@ unsafe fn q5k<const DOT: bool>(w: &[BlockQ5K], a: &[BlockQ8K]) -> f32 {
 }
 
 /// f16 weights × f32 activations (`min(w.len() / 2, x.len())` values),
-/// summed in four f32 lanes: equal to the scalar kernel to f32 rounding.
-#[inline(always)]
-unsafe fn f16_f32_impl(w: &[u8], x: &[f32]) -> f32 {
+/// summed in eight f32 lanes: equal to the scalar kernel to f32 rounding.
+/// No integer products, so one path for both `Isa::Neon` and `Isa::NeonDot`.
+#[target_feature(enable = "neon")]
+pub unsafe fn f16_f32(w: &[u8], x: &[f32]) -> f32 {
     use half::slice::HalfFloatSliceExt;
     const CHUNK: usize = 64;
     let n = (w.len() / 2).min(x.len());
@@ -377,7 +378,7 @@ unsafe fn gemv_q4kx8<const DOT: bool>(w: &[crate::packed::BlockQ4Kx8], a: &[Bloc
                 d[i] = y.d * x.d[r].to_f32();
                 dm[i] = y.d * x.dmin[r].to_f32();
                 summ[i] = (0..8)
-                    .map(|j| x.m[16 * (j / 2) + 2 * r + j % 2] as i32 * bsum[j])
+                    .map(|j| x.scale_min(r, j).1 as i32 * bsum[j])
                     .sum::<i32>() as f32;
             }
             // sumf + (d·sumi − dmin·summ) per lane, as `step_kmin`.
@@ -417,9 +418,3 @@ entry!(q5k => q5k_q8k, q5k_q8k_dot, (w: &[BlockQ5K], a: &[BlockQ8K]) -> f32);
 entry!(q6k => q6k_q8k, q6k_q8k_dot, (w: &[BlockQ6K], a: &[BlockQ8K]) -> f32);
 entry!(gemv_q4kx8 => q4kx8_gemv, q4kx8_gemv_dot,
     (w: &[crate::packed::BlockQ4Kx8], a: &[BlockQ8K]) -> [f32; 8]);
-
-/// f16 weights × f32 activations (no integer products: one path).
-#[target_feature(enable = "neon")]
-pub unsafe fn f16_f32(w: &[u8], x: &[f32]) -> f32 {
-    f16_f32_impl(w, x)
-}

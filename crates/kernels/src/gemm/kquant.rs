@@ -469,11 +469,11 @@ unsafe fn expand_packed_q4k(x: &BlockQ4Kx8, i: usize, out: &mut WeightSb) {
         _mm256_store_si256(dst.add(1), _mm256_and_si256(_mm256_srli_epi16(q, 4), m4));
     }
     for j in 0..8 {
-        let sc = pair(x.sc[8 * j + i] as i16);
-        let m = x.m[16 * (j / 2) + 2 * i + j % 2] as i16;
+        let (sc, m) = x.scale_min(i, j);
+        let sc = pair(sc as i16);
         out.sc2[2 * j] = sc;
         out.sc2[2 * j + 1] = sc;
-        out.m32[j] = m;
+        out.m32[j] = m as i16;
     }
     out.d = x.d[i].to_f32();
     out.dm = x.dmin[i].to_f32();

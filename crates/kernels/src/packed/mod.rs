@@ -15,7 +15,7 @@ pub mod q4k;
 #[cfg(target_arch = "x86_64")]
 pub mod q4k_avx2;
 
-use crate::blocks::{blocks_as_bytes, bytes_for, cast_blocks, BlockQ4K, F16Le, QK_K};
+use crate::blocks::{blocks_as_bytes, cast_blocks, matrix_bytes, BlockQ4K, F16Le, QK_K};
 use crate::dequant::dequantize;
 use crate::dot::ActFormat;
 use crate::error::{KernelError, Result};
@@ -45,12 +45,7 @@ impl PackedQ4K {
     /// Regroups `rows` GGUF Q4_K rows of `cols` values (`bytes`), in parallel.
     pub fn pack(bytes: &[u8], rows: usize, cols: usize) -> Result<PackedQ4K> {
         let ty = GgmlType::Q4_K;
-        let expected = bytes_for(ty, cols)?
-            .checked_mul(rows)
-            .ok_or(KernelError::Shape {
-                op: "PackedQ4K",
-                detail: format!("{rows} x {cols} overflows"),
-            })?;
+        let expected = matrix_bytes(ty, rows, cols)?;
         if bytes.len() != expected {
             return Err(KernelError::DataSize {
                 ty,

@@ -62,8 +62,8 @@ impl BlockQ4Kx8 {
             }
             for j in 0..8 {
                 let (s, m) = scale_min_k4(j, &x.scales);
-                out.sc[8 * j + r] = s;
-                out.m[16 * (j / 2) + 2 * r + j % 2] = m;
+                out.sc[Self::sc_index(r, j)] = s;
+                out.m[Self::m_index(r, j)] = m;
             }
             out.d[r] = x.d;
             out.dmin[r] = x.dmin;
@@ -88,11 +88,26 @@ impl BlockQ4Kx8 {
         }
         let (mut ls, mut lm) = ([0u8; 8], [0u8; 8]);
         for j in 0..8 {
-            ls[j] = self.sc[8 * j + r];
-            lm[j] = self.m[16 * (j / 2) + 2 * r + j % 2];
+            (ls[j], lm[j]) = self.scale_min(r, j);
         }
         pack_scale_min_k4(&ls, &lm, &mut x.scales);
         x
+    }
+
+    /// Where row `r`'s scale of sub-block `j` is in `sc`.
+    const fn sc_index(r: usize, j: usize) -> usize {
+        8 * j + r
+    }
+
+    /// Where row `r`'s min of sub-block `j` is in `m`.
+    const fn m_index(r: usize, j: usize) -> usize {
+        16 * (j / 2) + 2 * r + j % 2
+    }
+
+    /// Row `r`'s 6-bit scale and min of sub-block `j` (0..8).
+    #[inline(always)]
+    pub fn scale_min(&self, r: usize, j: usize) -> (u8, u8) {
+        (self.sc[Self::sc_index(r, j)], self.m[Self::m_index(r, j)])
     }
 
     /// Row `r`'s 4-bit level `k` (0..256) of this super-block.
@@ -123,9 +138,10 @@ pub fn gemv_scalar(w: &[BlockQ4Kx8], a: &[BlockQ8K]) -> [f32; GROUP] {
                 for i in 0..32 {
                     s += x.level(r, 32 * j + i) as i32 * y.qs[32 * j + i] as i32;
                 }
-                sumi += x.sc[8 * j + r] as i32 * s;
+                let (sc, m) = x.scale_min(r, j);
+                sumi += sc as i32 * s;
                 let bsum = y.bsums[2 * j] as i32 + y.bsums[2 * j + 1] as i32;
-                summ += x.m[16 * (j / 2) + 2 * r + j % 2] as i32 * bsum;
+                summ += m as i32 * bsum;
             }
             sumf = step_kmin(sumf, y.d, (x.d[r], x.dmin[r]), (sumi, summ));
         }
