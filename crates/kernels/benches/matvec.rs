@@ -39,6 +39,9 @@ fn gaussian(n: usize, seed: u64) -> Vec<f32> {
 fn candle_dtype(ty: GgmlType) -> GgmlDType {
     match ty {
         GgmlType::Q4_0 => GgmlDType::Q4_0,
+        GgmlType::Q4_1 => GgmlDType::Q4_1,
+        GgmlType::Q5_0 => GgmlDType::Q5_0,
+        GgmlType::Q5_1 => GgmlDType::Q5_1,
         GgmlType::Q8_0 => GgmlDType::Q8_0,
         GgmlType::Q2_K => GgmlDType::Q2K,
         GgmlType::Q3_K => GgmlDType::Q3K,
@@ -46,6 +49,7 @@ fn candle_dtype(ty: GgmlType) -> GgmlDType {
         GgmlType::Q5_K => GgmlDType::Q5K,
         GgmlType::Q6_K => GgmlDType::Q6K,
         GgmlType::F16 => GgmlDType::F16,
+        GgmlType::BF16 => GgmlDType::BF16,
         _ => unreachable!("no candle type for {ty}"),
     }
 }
@@ -104,7 +108,11 @@ fn bench_matvec(c: &mut Criterion) {
         (GgmlType::Q5_K, &[(4096, 4096)]),
         (GgmlType::Q8_0, shapes_rest),
         (GgmlType::Q4_0, &[(4096, 4096)]),
+        (GgmlType::Q4_1, &[(4096, 4096)]),
+        (GgmlType::Q5_0, &[(4096, 4096)]),
+        (GgmlType::Q5_1, &[(4096, 4096)]),
         (GgmlType::F16, shapes_rest),
+        (GgmlType::BF16, &[(4096, 4096)]),
     ];
     for &(ty, shapes) in cases {
         let mut group = c.benchmark_group(format!("matvec/{ty}"));

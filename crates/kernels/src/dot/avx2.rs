@@ -603,9 +603,58 @@ pub unsafe fn iq4_xs_q8k(w: &[BlockIQ4XS], a: &[BlockQ8K]) -> f32 {
     sumf
 }
 
-/// f16 weights (little-endian bytes) × f32 activations.
+/// A 16-bit float weight format: how 8 of them widen to f32.
+pub(crate) trait Half {
+    /// The 8 values at `p` (16 bytes, little-endian), as f32.
+    ///
+    /// # Safety
+    /// AVX2 and F16C available; `p` valid for 16 bytes.
+    unsafe fn widen8(p: *const u8) -> __m256;
+    /// One value, for the tails.
+    fn to_f32(b: [u8; 2]) -> f32;
+}
+
+/// IEEE half ([`F16Le`]).
+pub(crate) struct F16;
+/// bfloat16: the top half of an f32.
+pub(crate) struct BF16;
+
+impl Half for F16 {
+    #[inline(always)]
+    unsafe fn widen8(p: *const u8) -> __m256 {
+        _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
+    }
+    fn to_f32(b: [u8; 2]) -> f32 {
+        F16Le(b).to_f32()
+    }
+}
+
+impl Half for BF16 {
+    #[inline(always)]
+    unsafe fn widen8(p: *const u8) -> __m256 {
+        // Zero-extend to 32 bits and shift into the top half: exact.
+        let v = _mm256_cvtepu16_epi32(_mm_loadu_si128(p as *const __m128i));
+        _mm256_castsi256_ps(_mm256_slli_epi32::<16>(v))
+    }
+    fn to_f32(b: [u8; 2]) -> f32 {
+        half::bf16::from_le_bytes(b).to_f32()
+    }
+}
+
+/// 16-bit float weights (little-endian bytes) × f32 activations.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn f16_f32(w: &[u8], x: &[f32]) -> f32 {
+    half_f32::<F16>(w, x)
+}
+
+/// bf16 weights × f32 activations.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn bf16_f32(w: &[u8], x: &[f32]) -> f32 {
+    half_f32::<BF16>(w, x)
+}
+
+#[inline(always)]
+unsafe fn half_f32<H: Half>(w: &[u8], x: &[f32]) -> f32 {
     let n = x.len().min(w.len() / 2);
     let wp = w.as_ptr();
     let xp = x.as_ptr();
@@ -615,13 +664,13 @@ pub unsafe fn f16_f32(w: &[u8], x: &[f32]) -> f32 {
         // 64 bytes of weights per step: one line ahead per step.
         _mm_prefetch::<_MM_HINT_T0>((wp as *const i8).wrapping_add(2 * i + PREFETCH_AHEAD));
         for (k, a) in acc.iter_mut().enumerate() {
-            let wv = _mm256_cvtph_ps(_mm_loadu_si128(wp.add(2 * (i + 8 * k)) as *const __m128i));
+            let wv = H::widen8(wp.add(2 * (i + 8 * k)));
             *a = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xp.add(i + 8 * k)), *a);
         }
         i += 32;
     }
     while i + 8 <= n {
-        let wv = _mm256_cvtph_ps(_mm_loadu_si128(wp.add(2 * i) as *const __m128i));
+        let wv = H::widen8(wp.add(2 * i));
         acc[0] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xp.add(i)), acc[0]);
         i += 8;
     }
@@ -630,7 +679,7 @@ pub unsafe fn f16_f32(w: &[u8], x: &[f32]) -> f32 {
         _mm256_add_ps(acc[2], acc[3]),
     ));
     while i < n {
-        sum += F16Le([w[2 * i], w[2 * i + 1]]).to_f32() * x[i];
+        sum += H::to_f32([w[2 * i], w[2 * i + 1]]) * x[i];
         i += 1;
     }
     sum
@@ -735,6 +784,17 @@ pub unsafe fn q8_0_q8_0_x4(w: &[BlockQ8_0], a: [&[BlockQ8_0]; 4]) -> [f32; 4] {
 /// f16 weights × four f32 activation rows; same summation as [`f16_f32`].
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn f16_f32_x4(w: &[u8], x: [&[f32]; 4]) -> [f32; 4] {
+    half_f32_x4::<F16>(w, x)
+}
+
+/// bf16 weights × four f32 activation rows; same summation as [`bf16_f32`].
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn bf16_f32_x4(w: &[u8], x: [&[f32]; 4]) -> [f32; 4] {
+    half_f32_x4::<BF16>(w, x)
+}
+
+#[inline(always)]
+unsafe fn half_f32_x4<H: Half>(w: &[u8], x: [&[f32]; 4]) -> [f32; 4] {
     let n = x
         .iter()
         .map(|r| r.len())
@@ -746,7 +806,7 @@ pub unsafe fn f16_f32_x4(w: &[u8], x: [&[f32]; 4]) -> [f32; 4] {
     let mut i = 0;
     while i + 32 <= n {
         for k in 0..4 {
-            let wv = _mm256_cvtph_ps(_mm_loadu_si128(wp.add(2 * (i + 8 * k)) as *const __m128i));
+            let wv = H::widen8(wp.add(2 * (i + 8 * k)));
             for t in 0..4 {
                 acc[t][k] =
                     _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[t].as_ptr().add(i + 8 * k)), acc[t][k]);
@@ -755,7 +815,7 @@ pub unsafe fn f16_f32_x4(w: &[u8], x: [&[f32]; 4]) -> [f32; 4] {
         i += 32;
     }
     while i + 8 <= n {
-        let wv = _mm256_cvtph_ps(_mm_loadu_si128(wp.add(2 * i) as *const __m128i));
+        let wv = H::widen8(wp.add(2 * i));
         for t in 0..4 {
             acc[t][0] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[t].as_ptr().add(i)), acc[t][0]);
         }
@@ -769,7 +829,7 @@ pub unsafe fn f16_f32_x4(w: &[u8], x: [&[f32]; 4]) -> [f32; 4] {
             _mm256_add_ps(a[2], a[3]),
         ));
         for j in i..n {
-            sum += F16Le([w[2 * j], w[2 * j + 1]]).to_f32() * x[t][j];
+            sum += H::to_f32([w[2 * j], w[2 * j + 1]]) * x[t][j];
         }
         out[t] = sum;
     }

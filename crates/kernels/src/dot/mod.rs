@@ -196,7 +196,14 @@ pub fn row_dot(ty: GgmlType, isa: Isa, w: &[u8], act: ActRow<'_>) -> Result<f32>
             }
             Ok(scalar::f16_f32(w, a))
         }
-        (T::BF16, ActRow::F32(a)) => Ok(scalar::bf16_f32(w, a)),
+        (T::BF16, ActRow::F32(a)) => {
+            #[cfg(target_arch = "x86_64")]
+            if avx2 {
+                // SAFETY: as for F16.
+                return Ok(unsafe { avx2::bf16_f32(w, a) });
+            }
+            Ok(scalar::bf16_f32(w, a))
+        }
         (T::F32, ActRow::F32(a)) => Ok(scalar::f32_f32(w, a)),
         _ => Err(if supports_matmul(ty) {
             mismatch()
@@ -229,15 +236,20 @@ fn neon_row_dot(ty: GgmlType, dot: bool, w: &[u8], act: ActRow<'_>) -> Result<Op
     match (ty, act) {
         (T::Q4_0, ActRow::Q8_0(a)) => pick!(q4_0_q8_0, q4_0_q8_0_dot, BlockQ4_0, a),
         (T::Q4_1, ActRow::Q8_1(a)) => pick!(q4_1_q8_1, q4_1_q8_1_dot, BlockQ4_1, a),
+        (T::Q5_0, ActRow::Q8_0(a)) => pick!(q5_0_q8_0, q5_0_q8_0_dot, BlockQ5_0, a),
+        (T::Q5_1, ActRow::Q8_1(a)) => pick!(q5_1_q8_1, q5_1_q8_1_dot, BlockQ5_1, a),
         (T::Q8_0, ActRow::Q8_0(a)) => pick!(q8_0_q8_0, q8_0_q8_0_dot, BlockQ8_0, a),
+        (T::IQ4_NL, ActRow::Q8_0(a)) => pick!(iq4_nl_q8_0, iq4_nl_q8_0_dot, BlockIQ4NL, a),
         (T::Q2_K, ActRow::Q8K(a)) => pick!(q2k_q8k, q2k_q8k_dot, BlockQ2K, a),
         (T::Q3_K, ActRow::Q8K(a)) => pick!(q3k_q8k, q3k_q8k_dot, BlockQ3K, a),
         (T::Q4_K, ActRow::Q8K(a)) => pick!(q4k_q8k, q4k_q8k_dot, BlockQ4K, a),
         (T::Q5_K, ActRow::Q8K(a)) => pick!(q5k_q8k, q5k_q8k_dot, BlockQ5K, a),
         (T::Q6_K, ActRow::Q8K(a)) => pick!(q6k_q8k, q6k_q8k_dot, BlockQ6K, a),
-        // SAFETY: NEON was checked available as above; the kernel reads
+        (T::IQ4_XS, ActRow::Q8K(a)) => pick!(iq4_xs_q8k, iq4_xs_q8k_dot, BlockIQ4XS, a),
+        // SAFETY: NEON was checked available as above; the kernels read
         // min(w.len() / 2, a.len()) values of both slices.
         (T::F16, ActRow::F32(a)) => Ok(Some(unsafe { neon::f16_f32(w, a) })),
+        (T::BF16, ActRow::F32(a)) => Ok(Some(unsafe { neon::bf16_f32(w, a) })),
         _ => Ok(None),
     }
 }
@@ -290,11 +302,18 @@ pub fn row_dot4(
                 }
                 Ok(None)
             }
-            T::F16 => {
+            T::F16 | T::BF16 => {
                 if let [A::F32(a0), A::F32(a1), A::F32(a2), A::F32(a3)] = acts {
-                    // SAFETY: as above; the kernel reads min(w.len()/2, row
+                    let x = [a0, a1, a2, a3];
+                    // SAFETY: as above; the kernels read min(w.len()/2, row
                     // lengths) elements of each slice.
-                    return Ok(Some(unsafe { avx2::f16_f32_x4(w, [a0, a1, a2, a3]) }));
+                    return Ok(Some(unsafe {
+                        if ty == T::F16 {
+                            avx2::f16_f32_x4(w, x)
+                        } else {
+                            avx2::bf16_f32_x4(w, x)
+                        }
+                    }));
                 }
                 Ok(None)
             }

@@ -105,11 +105,11 @@ unsafe fn nibbles(qs: &[u8; 16]) -> (uint8x16_t, uint8x16_t) {
     (vandq_u8(q, vdupq_n_u8(0xF)), vshrq_n_u8::<4>(q))
 }
 
-/// Σ over one 32-value activation block of `lo·y[..16] + hi·y[16..]`.
+/// Σ over 32 activation values of `lo·y[..16] + hi·y[16..32]`.
 #[inline(always)]
-unsafe fn dot32<const DOT: bool>(lo: int8x16_t, hi: int8x16_t, y: &[i8; 32]) -> i32 {
+unsafe fn dot32<const DOT: bool>(lo: int8x16_t, hi: int8x16_t, y: &[i8]) -> i32 {
     let acc = dot::<DOT>(vdupq_n_s32(0), lo, ld_i8(&y[..16]));
-    vaddvq_s32(dot::<DOT>(acc, hi, ld_i8(&y[16..])))
+    vaddvq_s32(dot::<DOT>(acc, hi, ld_i8(&y[16..32])))
 }
 
 #[inline(always)]
@@ -141,6 +141,89 @@ unsafe fn q8_0<const DOT: bool>(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f32 {
     for (x, y) in w.iter().zip(a) {
         let sumi = dot32::<DOT>(ld_i8(&x.qs[..16]), ld_i8(&x.qs[16..]), &y.qs);
         sumf = step_d(sumf, sumi, x.d, y.d);
+    }
+    sumf
+}
+
+/// The fifth bits of a 32-value Q5 block as bytes of 0 or 16: values 0..16
+/// (bits 0..16 of `qh`, little-endian) and 16..32.
+#[inline(always)]
+unsafe fn fifth_bits(qh: [u8; 4]) -> (uint8x16_t, uint8x16_t) {
+    const BIT: [u8; 16] = [1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128];
+    let bit = vld1q_u8(BIT.as_ptr());
+    let sixteen = vdupq_n_u8(16);
+    let half = |b0: u8, b1: u8| {
+        let v = vcombine_u8(vdup_n_u8(b0), vdup_n_u8(b1));
+        vandq_u8(vtstq_u8(v, bit), sixteen)
+    };
+    (half(qh[0], qh[1]), half(qh[2], qh[3]))
+}
+
+/// The 32 unsigned 5-bit levels of a Q5_0 / Q5_1 block.
+#[inline(always)]
+unsafe fn q5_levels(qs: &[u8; 16], qh: [u8; 4]) -> (uint8x16_t, uint8x16_t) {
+    let (lo, hi) = nibbles(qs);
+    let (hlo, hhi) = fifth_bits(qh);
+    (vorrq_u8(lo, hlo), vorrq_u8(hi, hhi))
+}
+
+#[inline(always)]
+unsafe fn q5_0<const DOT: bool>(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> f32 {
+    let sixteen = vdupq_n_s8(16);
+    let mut sumf = 0f32;
+    for (x, y) in w.iter().zip(a) {
+        let (lo, hi) = q5_levels(&x.qs, x.qh);
+        let sumi = dot32::<DOT>(vsubq_s8(s8(lo), sixteen), vsubq_s8(s8(hi), sixteen), &y.qs);
+        sumf = step_d(sumf, sumi, x.d, y.d);
+    }
+    sumf
+}
+
+#[inline(always)]
+unsafe fn q5_1<const DOT: bool>(w: &[BlockQ5_1], a: &[BlockQ8_1]) -> f32 {
+    let mut sumf = 0f32;
+    for (x, y) in w.iter().zip(a) {
+        let (lo, hi) = q5_levels(&x.qs, x.qh);
+        let sumi = dot32::<DOT>(s8(lo), s8(hi), &y.qs);
+        sumf = step_dm(sumf, sumi, q8_sum(y), (x.d, x.m), y.d);
+    }
+    sumf
+}
+
+/// The 32 IQ4 values of 16 index bytes (low nibbles: values 0..16, high:
+/// 16..32), looked up in [`KVALUES_IQ4NL`] (`table`).
+#[inline(always)]
+unsafe fn iq4_values(table: int8x16_t, qs: &[u8]) -> (int8x16_t, int8x16_t) {
+    let q = ld_u8(qs);
+    let lo = vandq_u8(q, vdupq_n_u8(0xF));
+    (vqtbl1q_s8(table, lo), vqtbl1q_s8(table, vshrq_n_u8::<4>(q)))
+}
+
+#[inline(always)]
+unsafe fn iq4_nl<const DOT: bool>(w: &[BlockIQ4NL], a: &[BlockQ8_0]) -> f32 {
+    let table = vld1q_s8(KVALUES_IQ4NL.as_ptr());
+    let mut sumf = 0f32;
+    for (x, y) in w.iter().zip(a) {
+        let (lo, hi) = iq4_values(table, &x.qs);
+        sumf = step_d(sumf, dot32::<DOT>(lo, hi, &y.qs), x.d, y.d);
+    }
+    sumf
+}
+
+#[inline(always)]
+unsafe fn iq4_xs<const DOT: bool>(w: &[BlockIQ4XS], a: &[BlockQ8K]) -> f32 {
+    let table = vld1q_s8(KVALUES_IQ4NL.as_ptr());
+    let mut sumf = 0f32;
+    for (x, y) in w.iter().zip(a) {
+        let sh = u16::from_le_bytes(x.scales_h);
+        let mut sumi = 0i32;
+        for ib in 0..8 {
+            let ls = ((x.scales_l[ib / 2] >> (4 * (ib % 2))) & 0xF) as i32
+                | ((((sh >> (2 * ib)) & 3) as i32) << 4);
+            let (lo, hi) = iq4_values(table, &x.qs[16 * ib..]);
+            sumi += (ls - 32) * dot32::<DOT>(lo, hi, &y.qs[32 * ib..]);
+        }
+        sumf = step_ksym(sumf, y.d, x.d, sumi);
     }
     sumf
 }
@@ -326,6 +409,26 @@ pub unsafe fn f16_f32(w: &[u8], x: &[f32]) -> f32 {
     vaddvq_f32(vaddq_f32(acc[0], acc[1])) + tail
 }
 
+/// bf16 weights × f32 activations (`min(w.len() / 2, x.len())` values),
+/// summed in eight f32 lanes: equal to the scalar kernel to f32 rounding.
+/// A bf16 is the top half of an f32, so widening by a 16-bit shift converts
+/// it exactly.
+#[target_feature(enable = "neon")]
+pub unsafe fn bf16_f32(w: &[u8], x: &[f32]) -> f32 {
+    let n = (w.len() / 2).min(x.len());
+    let full = n / 8 * 8;
+    let mut acc = [vdupq_n_f32(0.0); 2];
+    for i in (0..full).step_by(8) {
+        let h = vld1q_u16(w[2 * i..2 * i + 16].as_ptr() as *const u16);
+        let lo = vreinterpretq_f32_u32(vshll_n_u16::<16>(vget_low_u16(h)));
+        let hi = vreinterpretq_f32_u32(vshll_high_n_u16::<16>(h));
+        acc[0] = vfmaq_f32(acc[0], lo, vld1q_f32(x[i..i + 4].as_ptr()));
+        acc[1] = vfmaq_f32(acc[1], hi, vld1q_f32(x[i + 4..i + 8].as_ptr()));
+    }
+    let tail = super::scalar::bf16_f32(&w[2 * full..2 * n], &x[full..n]);
+    vaddvq_f32(vaddq_f32(acc[0], acc[1])) + tail
+}
+
 /// The 8 rows of a packed Q4_K group ([`crate::packed::BlockQ4Kx8`])
 /// against one activation row; bit-identical to
 /// [`crate::packed::q4k::gemv_scalar`]. Each 16-byte half of a 32-byte
@@ -410,11 +513,15 @@ macro_rules! entry {
 
 entry!(q4_0 => q4_0_q8_0, q4_0_q8_0_dot, (w: &[BlockQ4_0], a: &[BlockQ8_0]) -> f32);
 entry!(q4_1 => q4_1_q8_1, q4_1_q8_1_dot, (w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32);
+entry!(q5_0 => q5_0_q8_0, q5_0_q8_0_dot, (w: &[BlockQ5_0], a: &[BlockQ8_0]) -> f32);
+entry!(q5_1 => q5_1_q8_1, q5_1_q8_1_dot, (w: &[BlockQ5_1], a: &[BlockQ8_1]) -> f32);
 entry!(q8_0 => q8_0_q8_0, q8_0_q8_0_dot, (w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f32);
+entry!(iq4_nl => iq4_nl_q8_0, iq4_nl_q8_0_dot, (w: &[BlockIQ4NL], a: &[BlockQ8_0]) -> f32);
 entry!(q2k => q2k_q8k, q2k_q8k_dot, (w: &[BlockQ2K], a: &[BlockQ8K]) -> f32);
 entry!(q3k => q3k_q8k, q3k_q8k_dot, (w: &[BlockQ3K], a: &[BlockQ8K]) -> f32);
 entry!(q4k => q4k_q8k, q4k_q8k_dot, (w: &[BlockQ4K], a: &[BlockQ8K]) -> f32);
 entry!(q5k => q5k_q8k, q5k_q8k_dot, (w: &[BlockQ5K], a: &[BlockQ8K]) -> f32);
 entry!(q6k => q6k_q8k, q6k_q8k_dot, (w: &[BlockQ6K], a: &[BlockQ8K]) -> f32);
+entry!(iq4_xs => iq4_xs_q8k, iq4_xs_q8k_dot, (w: &[BlockIQ4XS], a: &[BlockQ8K]) -> f32);
 entry!(gemv_q4kx8 => q4kx8_gemv, q4kx8_gemv_dot,
     (w: &[crate::packed::BlockQ4Kx8], a: &[BlockQ8K]) -> [f32; 8]);
