@@ -384,14 +384,22 @@ impl QuantizeBlock for BlockQ6K {
 }
 
 /// `quantize_row_q8_K_ref`: the activation format of the k-quant dot
-/// products (`x.len() == 256`). Runs an AVX2 version where the CPU has
-/// AVX2 (bit-identical to [`quantize_block_q8k_scalar`]).
+/// products (`x.len() == 256`). Runs an AVX2 or NEON version where the CPU
+/// has it (bit-identical to [`quantize_block_q8k_scalar`]).
 pub fn quantize_block_q8k(x: &[f32], y: &mut BlockQ8K) {
     #[cfg(target_arch = "x86_64")]
     if x.len() == QK_K && crate::Isa::Avx2.available() {
         // SAFETY: AVX2 is available (checked above) and `x` holds exactly
         // the 256 values the kernel reads.
         if unsafe { super::q8k_avx2::quantize_block_q8k(x, y) } {
+            return;
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    if x.len() == QK_K && crate::Isa::Neon.available() {
+        // SAFETY: NEON is available (checked above) and `x` holds exactly
+        // the 256 values the kernel reads.
+        if unsafe { super::q8k_neon::quantize_block_q8k(x, y) } {
             return;
         }
     }

@@ -7,6 +7,8 @@ mod legacy;
 pub mod mix;
 #[cfg(target_arch = "x86_64")]
 mod q8k_avx2;
+#[cfg(target_arch = "aarch64")]
+mod q8k_neon;
 pub mod search;
 
 pub(crate) use kquants::pack_scale_min_k4;

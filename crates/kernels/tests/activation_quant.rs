@@ -1,0 +1,55 @@
+//! The Q8_K activation quantizer against its scalar reference (no candle:
+//! this file also runs in the AArch64 cross build of `tests/aarch64.sh`).
+
+mod common;
+
+use common::gaussian;
+
+/// The activation quantizer the k-quant kernels run (AVX2 or NEON where available)
+/// equals the scalar reference bit for bit, on the cases that decide its
+/// result: magnitude ties between a negative and a positive value (the
+/// first wins), exact .5 products, zeros, denormals, and NaN / infinity
+/// (handed to the scalar code).
+#[test]
+fn q8k_activation_quantizer_equals_the_scalar_reference() {
+    use mistral_kernels::quant::{quantize_block_q8k, quantize_block_q8k_scalar};
+    use mistral_kernels::BlockQ8K;
+    let mut cases: Vec<Vec<f32>> = (0..40)
+        .map(|s| {
+            let scale = 10f32.powi(s % 9 - 4);
+            gaussian(256, s as u64).iter().map(|v| v * scale).collect()
+        })
+        .collect();
+    // Magnitude ties between a negative and a positive value, far apart and
+    // inside one SIMD vector (lanes 1 and 2).
+    for (i, j) in [(3, 200), (1, 2)] {
+        for sign in [1.0f32, -1.0] {
+            let mut tie = vec![0.25f32; 256];
+            tie[i] = -2.0 * sign;
+            tie[j] = 2.0 * sign;
+            cases.push(tie);
+        }
+    }
+    // max = -127 makes iscale = 1, so every k + 0.5 is an exact rounding tie
+    // (half to even: 0.5 -> 0, 1.5 -> 2, -2.5 -> -2).
+    let mut halves: Vec<f32> = (0..256).map(|k| (k % 254) as f32 - 126.5).collect();
+    halves[17] = -127.0;
+    cases.push(halves);
+    cases.push(vec![0.0; 256]);
+    cases.push(vec![-0.0; 256]);
+    cases.push((0..256).map(|k| f32::from_bits(k as u32 + 1)).collect());
+    let mut special = gaussian(256, 7);
+    special[10] = f32::NAN;
+    cases.push(special.clone());
+    special[10] = f32::INFINITY;
+    cases.push(special);
+    for (i, x) in cases.iter().enumerate() {
+        assert_eq!(x.len(), 256);
+        let (mut a, mut b) = (BlockQ8K::ZERO, BlockQ8K::ZERO);
+        quantize_block_q8k(x, &mut a);
+        quantize_block_q8k_scalar(x, &mut b);
+        assert_eq!(a.qs, b.qs, "case {i}");
+        assert_eq!(a.bsums, b.bsums, "case {i}");
+        assert_eq!(a.d.to_bits(), b.d.to_bits(), "case {i}");
+    }
+}
