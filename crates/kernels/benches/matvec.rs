@@ -190,6 +190,7 @@ fn bench_matmul(c: &mut Criterion) {
         GgmlType::Q8_0,
         GgmlType::Q4_0,
         GgmlType::F16,
+        GgmlType::BF16,
     ] {
         let mut group = c.benchmark_group(format!("matmul{n}/{ty}"));
         group

@@ -1,5 +1,5 @@
-//! The tiled F16 × f32 prefill kernel (crate::gemm, AVX2 from 8 activation
-//! rows) against a plain f64 loop, at shapes that hit every tail of its
+//! The tiled F16 / BF16 × f32 prefill kernel (crate::gemm, AVX2 from 8
+//! activation rows) against a plain f64 loop, at shapes that hit every tail of its
 //! tiling: weight rows not a multiple of the 16-row panel or of a row block,
 //! activation rows not a multiple of the 6-row tile, depths shorter than one
 //! 8-wide conversion, not a multiple of 8, and over several k-blocks; more
@@ -8,35 +8,40 @@
 mod common;
 
 use common::{assert_near_f64_dot, gaussian, on_threads};
-use mistral_kernels::{matmul, quantize_to_vec, GgmlType, Isa};
+use mistral_kernels::{dequantize, matmul, quantize_to_vec, GgmlType, Isa};
 
 /// Relative tolerance against the f64 reference, as a fraction of the sum of
 /// |products| (f32 accumulation in a different order).
 const REL_TOL: f64 = 2e-5;
 
-/// Multiplies through the public entry point and checks every output against
-/// the f64 product of the f16-rounded weights. `w_offset` shifts the weight
-/// bytes inside their buffer (as in an mmapped file, any alignment).
+/// Multiplies through the public entry point, F16 and BF16 weights, and
+/// checks every output against the f64 product of the rounded weights.
+/// `w_offset` shifts the weight bytes inside their buffer (as in an mmapped
+/// file, any alignment).
 fn check(rows: usize, cols: usize, n: usize, w_offset: usize, seed: u64) {
+    for ty in [GgmlType::F16, GgmlType::BF16] {
+        check_type(ty, rows, cols, n, w_offset, seed);
+    }
+}
+
+fn check_type(ty: GgmlType, rows: usize, cols: usize, n: usize, w_offset: usize, seed: u64) {
     let wf = gaussian(rows * cols, seed);
-    let w16 = quantize_to_vec(GgmlType::F16, &wf).unwrap();
+    let w16 = quantize_to_vec(ty, &wf).unwrap();
     let mut buf = vec![0u8; w_offset];
     buf.extend_from_slice(&w16);
     let w = &buf[w_offset..];
-    // The weights the kernel actually sees (rounded to f16).
-    let wr: Vec<f64> = w16
-        .chunks_exact(2)
-        .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f64())
-        .collect();
+    // The weights the kernel actually sees (rounded to 16 bits).
+    let mut wr = vec![0f32; rows * cols];
+    dequantize(ty, &w16, &mut wr).unwrap();
     let x = gaussian(n * cols, seed + 1);
     // Garbage in y: the kernel must overwrite, not accumulate into it.
     let mut y = vec![f32::NAN; n * rows];
-    matmul(GgmlType::F16, Isa::Avx2, w, rows, cols, &x, &mut y).unwrap();
+    matmul(ty, Isa::Avx2, w, rows, cols, &x, &mut y).unwrap();
     assert_near_f64_dot(
-        &format!("n={n}"),
+        &format!("{ty} n={n}"),
         &y,
         (rows, cols),
-        |i| wr[i],
+        |i| wr[i] as f64,
         |i| x[i] as f64,
         REL_TOL,
     );

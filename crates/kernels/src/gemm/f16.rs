@@ -1,5 +1,6 @@
-//! F16 weights × f32 activations, register-tiled (AVX2 + FMA + F16C), in the
-//! style of BLIS:
+//! F16 and BF16 weights × f32 activations, register-tiled (AVX2 + FMA +
+//! F16C), in the style of BLIS (the two formats differ only in how a weight
+//! panel is widened to f32, [`Half`]):
 //!
 //! - the activations are packed once per pass (of at most [`X_CHUNK`] rows)
 //!   into tiles of 4–6 rows laid out `[k][row]`, so a tile's values for one
@@ -24,6 +25,8 @@
 //! (blocks of [`KC`], one FMA chain per output), so results agree with them to
 //! rounding, not bit for bit.
 
+use crate::dot::avx2::Half;
+pub(crate) use crate::dot::avx2::{BF16, F16};
 use crate::matmul::OutPtr;
 use rayon::prelude::*;
 use std::arch::x86_64::*;
@@ -85,7 +88,13 @@ impl Tiles {
 }
 
 /// See [`super::try_matmul`]; the caller has checked AVX2 + FMA + F16C.
-pub(crate) fn matmul_f16(w: &[u8], rows: usize, cols: usize, x: &[f32], y: &mut [f32]) -> bool {
+pub(crate) fn matmul_half<H: Half>(
+    w: &[u8],
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    y: &mut [f32],
+) -> bool {
     if rows == 0 || cols == 0 || x.len() % cols != 0 {
         return false;
     }
@@ -112,7 +121,7 @@ pub(crate) fn matmul_f16(w: &[u8], rows: usize, cols: usize, x: &[f32], y: &mut 
     let chunks = n.div_ceil(X_CHUNK);
     for c in 0..chunks {
         let (t0, t1) = (c * n / chunks, (c + 1) * n / chunks);
-        multiply_chunk(
+        multiply_chunk::<H>(
             w,
             rows,
             cols,
@@ -125,9 +134,16 @@ pub(crate) fn matmul_f16(w: &[u8], rows: usize, cols: usize, x: &[f32], y: &mut 
     true
 }
 
-/// [`matmul_f16`] for `n = x.len() / cols ≥ 1` activation rows, shapes and
+/// [`matmul_half`] for `n = x.len() / cols ≥ 1` activation rows, shapes and
 /// CPU features checked; `xp` is scratch space for the packed activations.
-fn multiply_chunk(w: &[u8], rows: usize, cols: usize, x: &[f32], y: &mut [f32], xp: &mut Vec<f32>) {
+fn multiply_chunk<H: Half>(
+    w: &[u8],
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    y: &mut [f32],
+    xp: &mut Vec<f32>,
+) {
     let tiles = Tiles::new(x.len() / cols);
     // Tile i's packed rows live at i * MR * cols (room for a full tile).
     xp.resize(tiles.tiles * MR * cols, 0.0);
@@ -188,7 +204,7 @@ fn multiply_chunk(w: &[u8], rows: usize, cols: usize, x: &[f32], y: &mut [f32], 
             // (checked by `matmul_f16`), `buf` holds `need` lanes, and this
             // task alone writes rows r0..r1 of the activation rows of tiles
             // i0..i1 of `y` (see `OutPtr`).
-            unsafe { job.run(&mut buf[..need], out.get()) };
+            unsafe { job.run::<H>(&mut buf[..need], out.get()) };
         });
     });
 }
@@ -308,7 +324,7 @@ impl Block<'_> {
     /// activation rows of tiles `i0..i1`; `buf` holds at least
     /// `ceil((r1 - r0) / NR) * kc` lanes.
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn run(&self, buf: &mut [Lanes], y: *mut f32) {
+    unsafe fn run<H: Half>(&self, buf: &mut [Lanes], y: *mut f32) {
         let (rows, cols) = (self.rows, self.cols);
         let panels = (self.r1 - self.r0).div_ceil(NR);
         let mut p0 = 0;
@@ -319,7 +335,9 @@ impl Block<'_> {
                 let valid = (self.r1 - pr0).min(NR);
                 // SAFETY: rows pr0..pr0 + valid and columns p0..p0 + kc are
                 // inside `w`; the panel slice holds kc lanes.
-                unsafe { pack_w(self.w, cols, pr0, valid, p0, &mut buf[j * kc..(j + 1) * kc]) };
+                unsafe {
+                    pack_w::<H>(self.w, cols, pr0, valid, p0, &mut buf[j * kc..(j + 1) * kc])
+                };
             }
             // What the next packing step reads: the next k-block of these
             // rows, or (a guess: rayon hands a thread neighbouring tasks) the
@@ -371,7 +389,14 @@ impl Block<'_> {
 /// The CPU has AVX2 and F16C; `w` holds rows of `cols` f16 and rows
 /// `r0..r0 + valid`, columns `p0..p0 + out.len()` lie inside it.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn pack_w(w: &[u8], cols: usize, r0: usize, valid: usize, p0: usize, out: &mut [Lanes]) {
+unsafe fn pack_w<H: Half>(
+    w: &[u8],
+    cols: usize,
+    r0: usize,
+    valid: usize,
+    p0: usize,
+    out: &mut [Lanes],
+) {
     let kc = out.len();
     assert!(valid <= NR && (r0 + valid) * cols * 2 <= w.len() && p0 + kc <= cols);
     if valid < NR {
@@ -380,7 +405,7 @@ unsafe fn pack_w(w: &[u8], cols: usize, r0: usize, valid: usize, p0: usize, out:
             for (r, v) in lanes.0.iter_mut().enumerate() {
                 *v = if r < valid {
                     let o = 2 * ((r0 + r) * cols + p0 + k);
-                    half::f16::from_le_bytes([w[o], w[o + 1]]).to_f32()
+                    H::to_f32([w[o], w[o + 1]])
                 } else {
                     0.0
                 };
@@ -401,9 +426,7 @@ unsafe fn pack_w(w: &[u8], cols: usize, r0: usize, valid: usize, p0: usize, out:
             // unaligned loads.
             let v = unsafe {
                 let p = base.add(2 * k);
-                let ld = |i: usize| {
-                    _mm256_cvtph_ps(_mm_loadu_si128(p.add(i * stride) as *const __m128i))
-                };
+                let ld = |i: usize| H::widen8(p.add(i * stride));
                 [ld(0), ld(1), ld(2), ld(3), ld(4), ld(5), ld(6), ld(7)]
             };
             let t = transpose8(v);
@@ -417,7 +440,7 @@ unsafe fn pack_w(w: &[u8], cols: usize, r0: usize, valid: usize, p0: usize, out:
         for (kk, lanes) in out.iter_mut().enumerate().skip(k8) {
             for i in 0..8 {
                 let o = (r0 + h0 + i) * stride + 2 * (p0 + kk);
-                lanes.0[h0 + i] = half::f16::from_le_bytes([w[o], w[o + 1]]).to_f32();
+                lanes.0[h0 + i] = H::to_f32([w[o], w[o + 1]]);
             }
         }
     }

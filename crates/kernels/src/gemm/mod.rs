@@ -7,7 +7,7 @@
 //!   activations, integer products bit-identical to [`crate::dot`].
 //! - `legacy`: the 32-value block types with small unsigned levels
 //!   (Q4_0, Q4_1, Q5_0, Q5_1) on Q8_0 activations.
-//! - `f16`: F16 weights on f32 activations.
+//! - `f16`: F16 and BF16 weights on f32 activations.
 //!
 //! `try_matmul` is the entry point [`crate::matmul()`] calls; it declines
 //! (returns `None`) for types, instruction sets or batch sizes without a
@@ -60,7 +60,8 @@ pub(crate) fn try_matmul(
                 kquant::matmul(ty, kquant::KRows::Plain(w), rows, cols, x, y)
             }
             T::Q4_0 | T::Q4_1 | T::Q5_0 | T::Q5_1 => legacy::matmul(ty, w, rows, cols, x, y),
-            T::F16 => f16::matmul_f16(w, rows, cols, x, y),
+            T::F16 => f16::matmul_half::<f16::F16>(w, rows, cols, x, y),
+            T::BF16 => f16::matmul_half::<f16::BF16>(w, rows, cols, x, y),
             _ => false,
         }
     }
