@@ -188,6 +188,15 @@ fn quantize_mixes_and_requantizes() {
     assert_eq!(type_of(&f, "blk.0.attn_q.weight"), GgmlType::F16);
     assert_eq!(type_of(&f, "blk.0.attn_norm.weight"), GgmlType::F32);
     check_values(&f, &orig, 0.01);
+    // BF16: 8 significant bits, relative error per value ≤ 2^-9.
+    let bf16 = tmp("bf16.gguf");
+    assert!(quantize(&src, &bf16, "bf16").status.success());
+    let f = GgufFile::open(&bf16).unwrap();
+    assert_eq!(f.metadata().get_u32(keys::GENERAL_FILE_TYPE).unwrap(), 32);
+    assert_eq!(type_of(&f, "blk.0.attn_q.weight"), GgmlType::BF16);
+    assert_eq!(type_of(&f, "output.weight"), GgmlType::BF16);
+    assert_eq!(type_of(&f, "blk.0.attn_norm.weight"), GgmlType::F32);
+    check_values(&f, &orig, 0.004);
 }
 
 #[test]

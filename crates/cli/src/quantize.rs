@@ -19,6 +19,8 @@ use mistral_kernels::{dequantize, quantize, supports_dequantize, supports_quanti
 pub enum Target {
     #[value(name = "f16")]
     F16,
+    #[value(name = "bf16")]
+    BF16,
     #[value(name = "q8_0")]
     Q8_0,
     #[value(name = "q4_k_m")]
@@ -35,6 +37,7 @@ impl Target {
     fn file_type(self) -> FileType {
         match self {
             Target::F16 => FileType::F16,
+            Target::BF16 => FileType::BF16,
             Target::Q8_0 => FileType::Q8_0,
             Target::Q4KM => FileType::Q4_K_M,
             Target::Q4KS => FileType::Q4_K_S,

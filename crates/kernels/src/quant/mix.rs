@@ -11,6 +11,7 @@ use mistral_gguf::{GgmlType, TensorInfo};
 #[allow(non_camel_case_types)]
 pub enum FileType {
     F16,
+    BF16,
     Q8_0,
     Q4_K_M,
     Q4_K_S,
@@ -20,8 +21,9 @@ pub enum FileType {
 
 impl FileType {
     /// Every supported file type.
-    pub const ALL: [FileType; 6] = [
+    pub const ALL: [FileType; 7] = [
         FileType::F16,
+        FileType::BF16,
         FileType::Q8_0,
         FileType::Q4_K_M,
         FileType::Q4_K_S,
@@ -34,6 +36,7 @@ impl FileType {
         match self {
             FileType::F16 => 1,
             FileType::Q8_0 => 7,
+            FileType::BF16 => 32,
             FileType::Q2_K => 10,
             FileType::Q4_K_S => 14,
             FileType::Q4_K_M => 15,
@@ -45,6 +48,7 @@ impl FileType {
     pub fn name(self) -> &'static str {
         match self {
             FileType::F16 => "F16",
+            FileType::BF16 => "BF16",
             FileType::Q8_0 => "Q8_0",
             FileType::Q4_K_M => "Q4_K_M",
             FileType::Q4_K_S => "Q4_K_S",
@@ -64,6 +68,7 @@ impl FileType {
     pub fn default_type(self) -> GgmlType {
         match self {
             FileType::F16 => GgmlType::F16,
+            FileType::BF16 => GgmlType::BF16,
             FileType::Q8_0 => GgmlType::Q8_0,
             FileType::Q4_K_M | FileType::Q4_K_S => GgmlType::Q4_K,
             FileType::Q2_K => GgmlType::Q2_K,
