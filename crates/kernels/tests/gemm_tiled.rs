@@ -56,6 +56,8 @@ fn tiled_legacy_matmul_matches_scalar() {
         GgmlType::Q4_1,
         GgmlType::Q5_0,
         GgmlType::Q5_1,
+        GgmlType::Q8_0,
+        GgmlType::IQ4_NL,
     ] {
         for (j, &(rows, cols, n)) in shapes.iter().enumerate() {
             let (w, x) = operands(ty, rows, cols, n, j as u64);

@@ -261,21 +261,7 @@ fn batched_rows_equal_one_row_at_a_time() {
                     &mut yt,
                 )
                 .unwrap();
-                let tiled = isa == Isa::Avx2
-                    && n >= mistral_kernels::gemm::min_rows(ty)
-                    && matches!(
-                        ty,
-                        GgmlType::Q2_K
-                            | GgmlType::Q3_K
-                            | GgmlType::Q4_K
-                            | GgmlType::Q5_K
-                            | GgmlType::Q6_K
-                            | GgmlType::Q4_0
-                            | GgmlType::Q4_1
-                            | GgmlType::Q5_0
-                            | GgmlType::Q5_1
-                            | GgmlType::F16
-                    );
+                let tiled = mistral_kernels::gemm::is_tiled(ty, isa, n);
                 if ty.is_quantized() && !tiled {
                     assert_eq!(yt, y[t * rows..(t + 1) * rows], "{ty} {isa:?} token {t}");
                     continue;

@@ -925,6 +925,13 @@ pub(crate) unsafe fn levels_q4_32(qs: &[u8; 16]) -> __m256i {
     nibbles(qs.as_ptr())
 }
 
+/// IQ4_NL: the 32 signed values (table entries), in order.
+#[inline(always)]
+pub(crate) unsafe fn values_iq4nl_32(qs: &[u8; 16]) -> __m256i {
+    let t = _mm_loadu_si128(KVALUES_IQ4NL.as_ptr() as *const __m128i);
+    _mm256_shuffle_epi8(_mm256_set_m128i(t, t), nibbles(qs.as_ptr()))
+}
+
 /// Q5_0 / Q5_1: the 32 levels 0..32 (nibble | high bit << 4), in order.
 #[inline(always)]
 pub(crate) unsafe fn levels_q5_32(qs: &[u8; 16], qh: [u8; 4]) -> __m256i {

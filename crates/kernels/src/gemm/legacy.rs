@@ -1,12 +1,17 @@
-//! Q4_0 / Q4_1 / Q5_0 / Q5_1 weights × Q8_0 activations, register-tiled (AVX2).
+//! 32-value block weights × Q8_0 activations, register-tiled (AVX2).
 //!
-//! Per 32-value block, with unsigned levels `q` (0..16 or 0..32):
+//! Per 32-value block, with unsigned levels `q` (0..16 or 0..32: Q4_0, Q4_1,
+//! Q5_0, Q5_1):
 //!
 //! ```text
 //! dot = d_w·d_a · (Σ q·a − off·Σ a)  +  m_w · d_a·Σ a
 //! ```
 //!
-//! (`off` 8 / 16 for Q4_0 / Q5_0, `m_w` the min of Q4_1 / Q5_1). As in
+//! (`off` 8 / 16 for Q4_0 / Q5_0, `m_w` the min of Q4_1 / Q5_1). Signed
+//! weights (Q8_0, and IQ4_NL's table values) are multiplied as `|q|` times
+//! the activations with `q`'s sign (`vpsignb`), which keeps `vpmaddubsw`'s
+//! first operand unsigned (|q| ≤ 128 as a byte) and its pair sums within
+//! i16 (2·128·127); those are widened at once. As in
 //! [`super::kquant`], weights are expanded once per call ([`WeightBlock`]),
 //! activations are interleaved 8 rows per [`ActBlock`], and a tile of `R`
 //! weight rows × `H` panels broadcasts 4 weight bytes per `vpmaddubsw`
@@ -36,8 +41,11 @@ const RB_MAX: usize = 24;
 #[derive(Clone, Copy)]
 #[repr(C)]
 struct WeightBlock {
-    /// Unsigned levels, in order.
+    /// Unsigned levels, in order (signed types: the magnitudes).
     qs: [u8; 32],
+    /// Signed types: the values themselves (their signs are applied to the
+    /// activations).
+    sgn: [i8; 32],
     d: f32,
     /// The min (Q4_1 / Q5_1), else unused.
     m: f32,
@@ -45,6 +53,7 @@ struct WeightBlock {
 
 const WEIGHT_ZERO: WeightBlock = WeightBlock {
     qs: [0; 32],
+    sgn: [0; 32],
     d: 0.0,
     m: 0.0,
 };
@@ -108,6 +117,19 @@ unsafe fn expand(ty: GgmlType, row: &[u8], b: usize, out: &mut WeightBlock) {
             out.d = x.d.to_f32();
             avx2::levels_q5_32(&x.qs, x.qh)
         }
+        GgmlType::Q8_0 | GgmlType::IQ4_NL => {
+            let (v, d) = if ty == GgmlType::Q8_0 {
+                let x: &BlockQ8_0 = block!(BlockQ8_0);
+                (_mm256_loadu_si256(x.qs.as_ptr() as *const __m256i), x.d)
+            } else {
+                let x: &BlockIQ4NL = block!(BlockIQ4NL);
+                (avx2::values_iq4nl_32(&x.qs), x.d)
+            };
+            out.d = d.to_f32();
+            _mm256_storeu_si256(out.sgn.as_mut_ptr() as *mut __m256i, v);
+            // |-128| is 0x80: 128 read as unsigned.
+            _mm256_abs_epi8(v)
+        }
         _ => {
             // Q5_1 (the only other type `matmul` lets through).
             let x: &BlockQ5_1 = block!(BlockQ5_1);
@@ -143,7 +165,7 @@ fn fill_panels(x: &[f32], cols: usize, n: usize, p: usize, out: &mut [ActBlock])
 
 /// `y` for rows `r0..r0 + TR` and panels `p0..p0 + TH`, over every block.
 /// `SHIFT`: `off = 1 << SHIFT` subtracted per activation (0: none);
-/// `MIN`: add the weight min term.
+/// `MIN`: add the weight min term; `SIGNED`: signed weights (`DEPTH` 1).
 ///
 /// # Safety
 /// AVX2 + FMA available; `w[r]` and `a[h]` valid for `nb` blocks; the rows
@@ -156,6 +178,7 @@ unsafe fn tile<
     const DEPTH: usize,
     const SHIFT: i32,
     const MIN: bool,
+    const SIGNED: bool,
 >(
     w: [*const WeightBlock; TR],
     a: [*const ActBlock; TH],
@@ -175,10 +198,21 @@ unsafe fn tile<
                 av[h] = _mm256_load_si256((*a[h].add(b)).qs[j].as_ptr() as *const __m256i);
             }
             for r in 0..TR {
-                let wp = (*w[r].add(b)).qs.as_ptr().add(4 * j) as *const i32;
-                let wv = _mm256_set1_epi32(wp.read_unaligned());
+                let wb = &*w[r].add(b);
+                let word =
+                    |p: *const u8| _mm256_set1_epi32((p.add(4 * j) as *const i32).read_unaligned());
+                let wv = word(wb.qs.as_ptr());
+                let sv = if SIGNED {
+                    word(wb.sgn.as_ptr() as *const u8)
+                } else {
+                    wv
+                };
                 for h in 0..TH {
-                    let p = _mm256_maddubs_epi16(wv, av[h]);
+                    let p = if SIGNED {
+                        _mm256_maddubs_epi16(wv, _mm256_sign_epi8(av[h], sv))
+                    } else {
+                        _mm256_maddubs_epi16(wv, av[h])
+                    };
                     acc16[r][h] = if j % DEPTH == 0 {
                         p
                     } else {
@@ -225,7 +259,7 @@ unsafe fn tile<
 /// # Safety
 /// As [`tile`]; `panels` holds `nb` blocks for each of the `ceil(n / 8)` panels.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn row_block<const DEPTH: usize, const SHIFT: i32, const MIN: bool>(
+unsafe fn row_block<const DEPTH: usize, const SHIFT: i32, const MIN: bool, const SIGNED: bool>(
     wbuf: &[WeightBlock],
     (rb0, rb1): (usize, usize),
     panels: &[ActBlock],
@@ -244,7 +278,7 @@ unsafe fn row_block<const DEPTH: usize, const SHIFT: i32, const MIN: bool>(
             let dims = (rows, n);
             let at = (r0, p0);
             match (tall, wide) {
-                (true, true) => tile::<R, H, DEPTH, SHIFT, MIN>(
+                (true, true) => tile::<R, H, DEPTH, SHIFT, MIN, SIGNED>(
                     std::array::from_fn(|i| w(r0 + i)),
                     std::array::from_fn(|i| a(p0 + i)),
                     nb,
@@ -252,7 +286,7 @@ unsafe fn row_block<const DEPTH: usize, const SHIFT: i32, const MIN: bool>(
                     at,
                     y,
                 ),
-                (true, false) => tile::<R, 1, DEPTH, SHIFT, MIN>(
+                (true, false) => tile::<R, 1, DEPTH, SHIFT, MIN, SIGNED>(
                     std::array::from_fn(|i| w(r0 + i)),
                     [a(p0)],
                     nb,
@@ -260,7 +294,7 @@ unsafe fn row_block<const DEPTH: usize, const SHIFT: i32, const MIN: bool>(
                     at,
                     y,
                 ),
-                (false, true) => tile::<1, H, DEPTH, SHIFT, MIN>(
+                (false, true) => tile::<1, H, DEPTH, SHIFT, MIN, SIGNED>(
                     [w(r0)],
                     std::array::from_fn(|i| a(p0 + i)),
                     nb,
@@ -269,7 +303,7 @@ unsafe fn row_block<const DEPTH: usize, const SHIFT: i32, const MIN: bool>(
                     y,
                 ),
                 (false, false) => {
-                    tile::<1, 1, DEPTH, SHIFT, MIN>([w(r0)], [a(p0)], nb, dims, at, y)
+                    tile::<1, 1, DEPTH, SHIFT, MIN, SIGNED>([w(r0)], [a(p0)], nb, dims, at, y)
                 }
             }
             r0 += if tall { R } else { 1 };
@@ -358,16 +392,15 @@ fn run_blocks(
                 expand_rows(ty_, w, row_bytes, span, nb, &mut wbuf);
                 // Depth: `vpmaddubsw` results summed in i16 before
                 // widening, 8 per block for 16 levels (16 products · 15 · 127
-                // = 30480), 4 for 32 levels.
+                // = 30480), 4 for 32 levels, 1 for signed bytes.
+                let (w, p) = (&wbuf[..], panels_ref);
                 match ty_ {
-                    GgmlType::Q4_0 => {
-                        row_block::<8, 3, false>(&wbuf, span, panels_ref, dims, y_out)
-                    }
-                    GgmlType::Q4_1 => row_block::<8, 0, true>(&wbuf, span, panels_ref, dims, y_out),
-                    GgmlType::Q5_0 => {
-                        row_block::<4, 4, false>(&wbuf, span, panels_ref, dims, y_out)
-                    }
-                    _ => row_block::<4, 0, true>(&wbuf, span, panels_ref, dims, y_out),
+                    GgmlType::Q4_0 => row_block::<8, 3, false, false>(w, span, p, dims, y_out),
+                    GgmlType::Q4_1 => row_block::<8, 0, true, false>(w, span, p, dims, y_out),
+                    GgmlType::Q5_0 => row_block::<4, 4, false, false>(w, span, p, dims, y_out),
+                    GgmlType::Q5_1 => row_block::<4, 0, true, false>(w, span, p, dims, y_out),
+                    // Q8_0 and IQ4_NL, the only other types `matmul` lets through.
+                    _ => row_block::<1, 0, false, true>(w, span, p, dims, y_out),
                 }
             }
         });

@@ -5,8 +5,8 @@
 //!
 //! - `kquant`: the k-quants (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K) on Q8_K
 //!   activations, integer products bit-identical to [`crate::dot`].
-//! - `legacy`: the 32-value block types with small unsigned levels
-//!   (Q4_0, Q4_1, Q5_0, Q5_1) on Q8_0 activations.
+//! - `legacy`: the 32-value block types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
+//!   IQ4_NL) on Q8_0 activations.
 //! - `f16`: F16 and BF16 weights on f32 activations.
 //!
 //! `try_matmul` is the entry point [`crate::matmul()`] calls; it declines
@@ -25,14 +25,39 @@ use mistral_gguf::GgmlType;
 
 /// Activation rows from which the tiled kernels are used for `ty`. Below
 /// it the row-at-a-time kernels are faster: they need no expanded weights,
-/// and the k-quants and F16 have four-row kernels; the 32-value types have
-/// none, so their tiled kernel wins from two rows on.
+/// and the k-quants, Q8_0 and F16 have four-row kernels; the other 32-value
+/// types have none, so their tiled kernel wins from two rows on.
 pub fn min_rows(ty: GgmlType) -> usize {
     use GgmlType as T;
     match ty {
-        T::Q4_0 | T::Q4_1 | T::Q5_0 | T::Q5_1 => 2,
+        T::Q4_0 | T::Q4_1 | T::Q5_0 | T::Q5_1 | T::IQ4_NL => 2,
         _ => 8,
     }
+}
+
+/// The tiled kernel family for `ty`, if it has one.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Family {
+    KQuant,
+    Legacy,
+    Half,
+}
+
+fn family(ty: GgmlType) -> Option<Family> {
+    use GgmlType as T;
+    match ty {
+        T::Q2_K | T::Q3_K | T::Q4_K | T::Q5_K | T::Q6_K => Some(Family::KQuant),
+        T::Q4_0 | T::Q4_1 | T::Q5_0 | T::Q5_1 | T::Q8_0 | T::IQ4_NL => Some(Family::Legacy),
+        T::F16 | T::BF16 => Some(Family::Half),
+        _ => None,
+    }
+}
+
+/// Whether a product of `n` activation rows with `ty` weights on `isa`
+/// runs a tiled kernel (whose float steps may differ from the
+/// row-at-a-time kernels').
+pub fn is_tiled(ty: GgmlType, isa: Isa, n: usize) -> bool {
+    isa == Isa::Avx2 && cfg!(target_arch = "x86_64") && n >= min_rows(ty) && family(ty).is_some()
 }
 
 /// `y[t, r] = sum_c w[r, c] * x[t, c]` with a tiled kernel, if there is one
@@ -48,21 +73,19 @@ pub(crate) fn try_matmul(
     x: &[f32],
     y: &mut [f32],
 ) -> bool {
-    let n = x.len() / cols.max(1);
-    if n < min_rows(ty) || isa != Isa::Avx2 {
+    if !is_tiled(ty, isa, x.len() / cols.max(1)) {
         return false;
     }
     #[cfg(target_arch = "x86_64")]
     {
-        use GgmlType as T;
-        match ty {
-            T::Q2_K | T::Q3_K | T::Q4_K | T::Q5_K | T::Q6_K => {
-                kquant::matmul(ty, kquant::KRows::Plain(w), rows, cols, x, y)
+        match family(ty) {
+            Some(Family::KQuant) => kquant::matmul(ty, kquant::KRows::Plain(w), rows, cols, x, y),
+            Some(Family::Legacy) => legacy::matmul(ty, w, rows, cols, x, y),
+            Some(Family::Half) if ty == GgmlType::F16 => {
+                f16::matmul_half::<f16::F16>(w, rows, cols, x, y)
             }
-            T::Q4_0 | T::Q4_1 | T::Q5_0 | T::Q5_1 => legacy::matmul(ty, w, rows, cols, x, y),
-            T::F16 => f16::matmul_half::<f16::F16>(w, rows, cols, x, y),
-            T::BF16 => f16::matmul_half::<f16::BF16>(w, rows, cols, x, y),
-            _ => false,
+            Some(Family::Half) => f16::matmul_half::<f16::BF16>(w, rows, cols, x, y),
+            None => false,
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -80,7 +103,7 @@ pub(crate) fn try_matmul_packed_q4k(
     y: &mut [f32],
 ) -> bool {
     let (rows, cols) = (w.rows(), w.cols());
-    if x.len() / cols.max(1) < min_rows(GgmlType::Q4_K) || isa != Isa::Avx2 {
+    if !is_tiled(GgmlType::Q4_K, isa, x.len() / cols.max(1)) {
         return false;
     }
     #[cfg(target_arch = "x86_64")]
