@@ -86,6 +86,36 @@ thread_local! {
     static WEIGHTS: RefCell<Vec<WeightBlock>> = const { RefCell::new(Vec::new()) };
 }
 
+/// How a weight type maps onto the microkernel: its compile-time options.
+///
+/// `DEPTH`: `vpmaddubsw` results summed in i16 before widening: 8 per block
+/// for 16 levels (16 products · 15 · 127 = 30480), 4 for 32 levels, 1 for
+/// signed bytes. `SHIFT`: `off = 1 << SHIFT` subtracted per activation (0:
+/// none). `MIN`: add the weight min term. `SIGNED`: signed weights.
+trait Form {
+    const DEPTH: usize;
+    const SHIFT: i32;
+    const MIN: bool;
+    const SIGNED: bool;
+}
+
+macro_rules! form {
+    ($name:ident, $depth:expr, $shift:expr, $min:expr, $signed:expr) => {
+        struct $name;
+        impl Form for $name {
+            const DEPTH: usize = $depth;
+            const SHIFT: i32 = $shift;
+            const MIN: bool = $min;
+            const SIGNED: bool = $signed;
+        }
+    };
+}
+form!(FormQ4_0, 8, 3, false, false);
+form!(FormQ4_1, 8, 0, true, false);
+form!(FormQ5_0, 4, 4, false, false);
+form!(FormQ5_1, 4, 0, true, false);
+form!(FormSigned, 1, 0, false, true);
+
 /// Expands block `b` of a row of `ty`.
 ///
 /// # Safety
@@ -163,23 +193,15 @@ fn fill_panels(x: &[f32], cols: usize, n: usize, p: usize, out: &mut [ActBlock])
     }
 }
 
-/// `y` for rows `r0..r0 + TR` and panels `p0..p0 + TH`, over every block.
-/// `SHIFT`: `off = 1 << SHIFT` subtracted per activation (0: none);
-/// `MIN`: add the weight min term; `SIGNED`: signed weights (`DEPTH` 1).
+/// `y` for rows `r0..r0 + TR` and panels `p0..p0 + TH`, over every block,
+/// for weights of form `F`.
 ///
 /// # Safety
 /// AVX2 + FMA available; `w[r]` and `a[h]` valid for `nb` blocks; the rows
 /// are this worker's.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile<
-    const TR: usize,
-    const TH: usize,
-    const DEPTH: usize,
-    const SHIFT: i32,
-    const MIN: bool,
-    const SIGNED: bool,
->(
+unsafe fn tile<const TR: usize, const TH: usize, F: Form>(
     w: [*const WeightBlock; TR],
     a: [*const ActBlock; TH],
     nb: usize,
@@ -202,25 +224,25 @@ unsafe fn tile<
                 let word =
                     |p: *const u8| _mm256_set1_epi32((p.add(4 * j) as *const i32).read_unaligned());
                 let wv = word(wb.qs.as_ptr());
-                let sv = if SIGNED {
+                let sv = if F::SIGNED {
                     word(wb.sgn.as_ptr() as *const u8)
                 } else {
                     wv
                 };
                 for h in 0..TH {
-                    let p = if SIGNED {
+                    let p = if F::SIGNED {
                         _mm256_maddubs_epi16(wv, _mm256_sign_epi8(av[h], sv))
                     } else {
                         _mm256_maddubs_epi16(wv, av[h])
                     };
-                    acc16[r][h] = if j % DEPTH == 0 {
+                    acc16[r][h] = if j % F::DEPTH == 0 {
                         p
                     } else {
                         _mm256_add_epi16(acc16[r][h], p)
                     };
                 }
             }
-            if (j + 1) % DEPTH == 0 {
+            if (j + 1) % F::DEPTH == 0 {
                 for r in 0..TR {
                     for h in 0..TH {
                         isum[r][h] =
@@ -232,19 +254,21 @@ unsafe fn tile<
         for h in 0..TH {
             let ab = &*a[h].add(b);
             let da = _mm256_load_ps(ab.d.as_ptr());
-            let off =
-                _mm256_slli_epi32(_mm256_load_si256(ab.sum.as_ptr() as *const __m256i), SHIFT);
+            let off = _mm256_sll_epi32(
+                _mm256_load_si256(ab.sum.as_ptr() as *const __m256i),
+                _mm_cvtsi32_si128(F::SHIFT),
+            );
             let sd = _mm256_load_ps(ab.sd.as_ptr());
             for r in 0..TR {
                 let wb = &*w[r].add(b);
-                let iv = if SHIFT > 0 {
+                let iv = if F::SHIFT > 0 {
                     _mm256_sub_epi32(isum[r][h], off)
                 } else {
                     isum[r][h]
                 };
                 let dd = _mm256_mul_ps(_mm256_set1_ps(wb.d), da);
                 acc[r][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(iv), dd, acc[r][h]);
-                if MIN {
+                if F::MIN {
                     acc[r][h] = _mm256_fmadd_ps(_mm256_set1_ps(wb.m), sd, acc[r][h]);
                 }
             }
@@ -259,7 +283,7 @@ unsafe fn tile<
 /// # Safety
 /// As [`tile`]; `panels` holds `nb` blocks for each of the `ceil(n / 8)` panels.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn row_block<const DEPTH: usize, const SHIFT: i32, const MIN: bool, const SIGNED: bool>(
+unsafe fn row_block<F: Form>(
     wbuf: &[WeightBlock],
     (rb0, rb1): (usize, usize),
     panels: &[ActBlock],
@@ -278,7 +302,7 @@ unsafe fn row_block<const DEPTH: usize, const SHIFT: i32, const MIN: bool, const
             let dims = (rows, n);
             let at = (r0, p0);
             match (tall, wide) {
-                (true, true) => tile::<R, H, DEPTH, SHIFT, MIN, SIGNED>(
+                (true, true) => tile::<R, H, F>(
                     std::array::from_fn(|i| w(r0 + i)),
                     std::array::from_fn(|i| a(p0 + i)),
                     nb,
@@ -286,25 +310,13 @@ unsafe fn row_block<const DEPTH: usize, const SHIFT: i32, const MIN: bool, const
                     at,
                     y,
                 ),
-                (true, false) => tile::<R, 1, DEPTH, SHIFT, MIN, SIGNED>(
-                    std::array::from_fn(|i| w(r0 + i)),
-                    [a(p0)],
-                    nb,
-                    dims,
-                    at,
-                    y,
-                ),
-                (false, true) => tile::<1, H, DEPTH, SHIFT, MIN, SIGNED>(
-                    [w(r0)],
-                    std::array::from_fn(|i| a(p0 + i)),
-                    nb,
-                    dims,
-                    at,
-                    y,
-                ),
-                (false, false) => {
-                    tile::<1, 1, DEPTH, SHIFT, MIN, SIGNED>([w(r0)], [a(p0)], nb, dims, at, y)
+                (true, false) => {
+                    tile::<R, 1, F>(std::array::from_fn(|i| w(r0 + i)), [a(p0)], nb, dims, at, y)
                 }
+                (false, true) => {
+                    tile::<1, H, F>([w(r0)], std::array::from_fn(|i| a(p0 + i)), nb, dims, at, y)
+                }
+                (false, false) => tile::<1, 1, F>([w(r0)], [a(p0)], nb, dims, at, y),
             }
             r0 += if tall { R } else { 1 };
         }
@@ -390,17 +402,14 @@ fn run_blocks(
             // to this block alone.
             unsafe {
                 expand_rows(ty_, w, row_bytes, span, nb, &mut wbuf);
-                // Depth: `vpmaddubsw` results summed in i16 before
-                // widening, 8 per block for 16 levels (16 products · 15 · 127
-                // = 30480), 4 for 32 levels, 1 for signed bytes.
                 let (w, p) = (&wbuf[..], panels_ref);
                 match ty_ {
-                    GgmlType::Q4_0 => row_block::<8, 3, false, false>(w, span, p, dims, y_out),
-                    GgmlType::Q4_1 => row_block::<8, 0, true, false>(w, span, p, dims, y_out),
-                    GgmlType::Q5_0 => row_block::<4, 4, false, false>(w, span, p, dims, y_out),
-                    GgmlType::Q5_1 => row_block::<4, 0, true, false>(w, span, p, dims, y_out),
+                    GgmlType::Q4_0 => row_block::<FormQ4_0>(w, span, p, dims, y_out),
+                    GgmlType::Q4_1 => row_block::<FormQ4_1>(w, span, p, dims, y_out),
+                    GgmlType::Q5_0 => row_block::<FormQ5_0>(w, span, p, dims, y_out),
+                    GgmlType::Q5_1 => row_block::<FormQ5_1>(w, span, p, dims, y_out),
                     // Q8_0 and IQ4_NL, the only other types `matmul` lets through.
-                    _ => row_block::<1, 0, false, true>(w, span, p, dims, y_out),
+                    _ => row_block::<FormSigned>(w, span, p, dims, y_out),
                 }
             }
         });
