@@ -211,6 +211,17 @@ pub struct BlockIQ4XS {
 }
 byte_block!(BlockIQ4XS, IQ4_XS, QK_K, 136);
 
+impl BlockIQ4XS {
+    /// The scale of 32-value sub-block `ib` (0..8), centred: its 6 bits
+    /// (low 4 in `scales_l`, high 2 in `scales_h`) minus 32.
+    #[inline(always)]
+    pub fn sub_scale(&self, ib: usize) -> i32 {
+        let sh = u16::from_le_bytes(self.scales_h);
+        let lo = ((self.scales_l[ib / 2] >> (4 * (ib % 2))) & 0xF) as i32;
+        (lo | (((sh >> (2 * ib)) & 3) as i32) << 4) - 32
+    }
+}
+
 /// `block_q8_K`: the activation format of the k-quant dot products. Unlike
 /// the weight blocks it has natural `f32` / `i16` fields (it lives in scratch
 /// buffers, not in files); [`BlockQ8K::read`] / [`BlockQ8K::write`] convert

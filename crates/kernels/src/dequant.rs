@@ -217,11 +217,8 @@ impl DequantBlock for BlockIQ4NL {
 impl DequantBlock for BlockIQ4XS {
     fn dequantize(&self, y: &mut [f32]) {
         let d = self.d.to_f32();
-        let scales_h = u16::from_le_bytes(self.scales_h);
         for ib in 0..QK_K / 32 {
-            let ls = ((self.scales_l[ib / 2] >> (4 * (ib % 2))) & 0xF) as i32
-                | ((((scales_h >> (2 * ib)) & 3) as i32) << 4);
-            let dl = d * (ls - 32) as f32;
+            let dl = d * self.sub_scale(ib) as f32;
             let qs = &self.qs[16 * ib..16 * ib + 16];
             let y = &mut y[32 * ib..32 * ib + 32];
             for j in 0..16 {

@@ -589,14 +589,14 @@ pub unsafe fn iq4_xs_q8k(w: &[BlockIQ4XS], a: &[BlockQ8K]) -> f32 {
     let mut sumf = 0f32;
     for (x, y) in w.iter().zip(a) {
         prefetch_ahead(x);
-        let sh = u16::from_le_bytes(x.scales_h);
         let mut acc = _mm256_setzero_si256();
         for ib in 0..8 {
-            let ls = ((x.scales_l[ib / 2] >> (4 * (ib % 2))) & 0xF) as i32
-                | ((((sh >> (2 * ib)) & 3) as i32) << 4);
             let qx = _mm256_shuffle_epi8(table, nibbles(x.qs.as_ptr().add(16 * ib)));
             let p = dot_i8_i32(qx, load_i8(y.qs.as_ptr().add(32 * ib)));
-            acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(p, _mm256_set1_epi32(ls - 32)));
+            acc = _mm256_add_epi32(
+                acc,
+                _mm256_mullo_epi32(p, _mm256_set1_epi32(x.sub_scale(ib))),
+            );
         }
         sumf += y.d * f16(x.d) * hsum_i32(acc) as f32;
     }

@@ -112,37 +112,64 @@ unsafe fn dot32<const DOT: bool>(lo: int8x16_t, hi: int8x16_t, y: &[i8]) -> i32 
     vaddvq_s32(dot::<DOT>(acc, hi, ld_i8(&y[16..32])))
 }
 
+/// The symmetric 32-value types (Q4_0, Q5_0, Q8_0, IQ4_NL): `values(x)`
+/// gives a block's 32 signed values and its scale.
 #[inline(always)]
-unsafe fn q4_0<const DOT: bool>(w: &[BlockQ4_0], a: &[BlockQ8_0]) -> f32 {
-    let eight = vdupq_n_s8(8);
+unsafe fn blocks_d<const DOT: bool, B>(
+    w: &[B],
+    a: &[BlockQ8_0],
+    values: impl Fn(&B) -> (int8x16_t, int8x16_t, F16Le),
+) -> f32 {
     let mut sumf = 0f32;
     for (x, y) in w.iter().zip(a) {
-        let (lo, hi) = nibbles(&x.qs);
-        let sumi = dot32::<DOT>(vsubq_s8(s8(lo), eight), vsubq_s8(s8(hi), eight), &y.qs);
-        sumf = step_d(sumf, sumi, x.d, y.d);
+        let (lo, hi, d) = values(x);
+        sumf = step_d(sumf, dot32::<DOT>(lo, hi, &y.qs), d, y.d);
     }
     sumf
+}
+
+/// The 32-value types with a min (Q4_1, Q5_1): `levels(x)` gives a block's
+/// 32 unsigned levels and its scale and min.
+#[inline(always)]
+unsafe fn blocks_dm<const DOT: bool, B>(
+    w: &[B],
+    a: &[BlockQ8_1],
+    levels: impl Fn(&B) -> (uint8x16_t, uint8x16_t, (F16Le, F16Le)),
+) -> f32 {
+    let mut sumf = 0f32;
+    for (x, y) in w.iter().zip(a) {
+        let (lo, hi, dm) = levels(x);
+        let sumi = dot32::<DOT>(s8(lo), s8(hi), &y.qs);
+        sumf = step_dm(sumf, sumi, q8_sum(y), dm, y.d);
+    }
+    sumf
+}
+
+/// Unsigned levels minus a fixed offset, as signed values.
+#[inline(always)]
+unsafe fn centred(v: uint8x16_t, off: i8) -> int8x16_t {
+    vsubq_s8(s8(v), vdupq_n_s8(off))
+}
+
+#[inline(always)]
+unsafe fn q4_0<const DOT: bool>(w: &[BlockQ4_0], a: &[BlockQ8_0]) -> f32 {
+    blocks_d::<DOT, _>(w, a, |x| {
+        let (lo, hi) = nibbles(&x.qs);
+        (centred(lo, 8), centred(hi, 8), x.d)
+    })
 }
 
 #[inline(always)]
 unsafe fn q4_1<const DOT: bool>(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 {
-    let mut sumf = 0f32;
-    for (x, y) in w.iter().zip(a) {
+    blocks_dm::<DOT, _>(w, a, |x| {
         let (lo, hi) = nibbles(&x.qs);
-        let sumi = dot32::<DOT>(s8(lo), s8(hi), &y.qs);
-        sumf = step_dm(sumf, sumi, q8_sum(y), (x.d, x.m), y.d);
-    }
-    sumf
+        (lo, hi, (x.d, x.m))
+    })
 }
 
 #[inline(always)]
 unsafe fn q8_0<const DOT: bool>(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f32 {
-    let mut sumf = 0f32;
-    for (x, y) in w.iter().zip(a) {
-        let sumi = dot32::<DOT>(ld_i8(&x.qs[..16]), ld_i8(&x.qs[16..]), &y.qs);
-        sumf = step_d(sumf, sumi, x.d, y.d);
-    }
-    sumf
+    blocks_d::<DOT, _>(w, a, |x| (ld_i8(&x.qs[..16]), ld_i8(&x.qs[16..]), x.d))
 }
 
 /// The fifth bits of a 32-value Q5 block as bytes of 0 or 16: values 0..16
@@ -169,25 +196,18 @@ unsafe fn q5_levels(qs: &[u8; 16], qh: [u8; 4]) -> (uint8x16_t, uint8x16_t) {
 
 #[inline(always)]
 unsafe fn q5_0<const DOT: bool>(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> f32 {
-    let sixteen = vdupq_n_s8(16);
-    let mut sumf = 0f32;
-    for (x, y) in w.iter().zip(a) {
+    blocks_d::<DOT, _>(w, a, |x| {
         let (lo, hi) = q5_levels(&x.qs, x.qh);
-        let sumi = dot32::<DOT>(vsubq_s8(s8(lo), sixteen), vsubq_s8(s8(hi), sixteen), &y.qs);
-        sumf = step_d(sumf, sumi, x.d, y.d);
-    }
-    sumf
+        (centred(lo, 16), centred(hi, 16), x.d)
+    })
 }
 
 #[inline(always)]
 unsafe fn q5_1<const DOT: bool>(w: &[BlockQ5_1], a: &[BlockQ8_1]) -> f32 {
-    let mut sumf = 0f32;
-    for (x, y) in w.iter().zip(a) {
+    blocks_dm::<DOT, _>(w, a, |x| {
         let (lo, hi) = q5_levels(&x.qs, x.qh);
-        let sumi = dot32::<DOT>(s8(lo), s8(hi), &y.qs);
-        sumf = step_dm(sumf, sumi, q8_sum(y), (x.d, x.m), y.d);
-    }
-    sumf
+        (lo, hi, (x.d, x.m))
+    })
 }
 
 /// The 32 IQ4 values of 16 index bytes (low nibbles: values 0..16, high:
@@ -202,12 +222,10 @@ unsafe fn iq4_values(table: int8x16_t, qs: &[u8]) -> (int8x16_t, int8x16_t) {
 #[inline(always)]
 unsafe fn iq4_nl<const DOT: bool>(w: &[BlockIQ4NL], a: &[BlockQ8_0]) -> f32 {
     let table = vld1q_s8(KVALUES_IQ4NL.as_ptr());
-    let mut sumf = 0f32;
-    for (x, y) in w.iter().zip(a) {
+    blocks_d::<DOT, _>(w, a, |x| {
         let (lo, hi) = iq4_values(table, &x.qs);
-        sumf = step_d(sumf, dot32::<DOT>(lo, hi, &y.qs), x.d, y.d);
-    }
-    sumf
+        (lo, hi, x.d)
+    })
 }
 
 #[inline(always)]
@@ -215,13 +233,10 @@ unsafe fn iq4_xs<const DOT: bool>(w: &[BlockIQ4XS], a: &[BlockQ8K]) -> f32 {
     let table = vld1q_s8(KVALUES_IQ4NL.as_ptr());
     let mut sumf = 0f32;
     for (x, y) in w.iter().zip(a) {
-        let sh = u16::from_le_bytes(x.scales_h);
         let mut sumi = 0i32;
         for ib in 0..8 {
-            let ls = ((x.scales_l[ib / 2] >> (4 * (ib % 2))) & 0xF) as i32
-                | ((((sh >> (2 * ib)) & 3) as i32) << 4);
             let (lo, hi) = iq4_values(table, &x.qs[16 * ib..]);
-            sumi += (ls - 32) * dot32::<DOT>(lo, hi, &y.qs[32 * ib..]);
+            sumi += x.sub_scale(ib) * dot32::<DOT>(lo, hi, &y.qs[32 * ib..]);
         }
         sumf = step_ksym(sumf, y.d, x.d, sumi);
     }

@@ -240,17 +240,14 @@ pub fn q6k_q8k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
 pub fn iq4_xs_q8k(w: &[BlockIQ4XS], a: &[BlockQ8K]) -> f32 {
     let mut sumf = 0f32;
     for (x, y) in w.iter().zip(a) {
-        let sh = u16::from_le_bytes(x.scales_h);
         let mut sumi = 0i32;
         for ib in 0..8 {
-            let ls = ((x.scales_l[ib / 2] >> (4 * (ib % 2))) & 0xF) as i32
-                | ((((sh >> (2 * ib)) & 3) as i32) << 4);
             let qs = &x.qs[16 * ib..16 * ib + 16];
             let lo = qs.iter().map(|&q| KVALUES_IQ4NL[(q & 0xF) as usize] as i32);
             let hi = qs.iter().map(|&q| KVALUES_IQ4NL[(q >> 4) as usize] as i32);
             let s = dot_i8(lo, &y.qs[32 * ib..32 * ib + 16])
                 + dot_i8(hi, &y.qs[32 * ib + 16..32 * ib + 32]);
-            sumi += (ls - 32) * s;
+            sumi += x.sub_scale(ib) * s;
         }
         sumf = step_ksym(sumf, y.d, x.d, sumi);
     }

@@ -406,6 +406,58 @@ pub fn quantize_block_q8k(x: &[f32], y: &mut BlockQ8K) {
     quantize_block_q8k_scalar(x, y)
 }
 
+/// The vector steps of a SIMD Q8_K quantizer (AVX2, NEON);
+/// [`quantize_block_q8k_simd`] makes the decisions around them as
+/// [`quantize_block_q8k_scalar`] does, so the results are bit-identical.
+pub(super) trait Q8kSteps {
+    /// The largest magnitude among the 256 values of `x`, `None` if one is NaN.
+    ///
+    /// # Safety
+    /// The implementation's CPU features available; `x.len() >= 256`.
+    unsafe fn amax(x: &[f32]) -> Option<f32>;
+    /// The first value of `x` whose magnitude is `amax` (the one the scalar
+    /// scan keeps on ties).
+    ///
+    /// # Safety
+    /// As [`Q8kSteps::amax`].
+    unsafe fn first_of_magnitude(x: &[f32], amax: f32) -> f32;
+    /// `y.qs` = `iscale · x` rounded half to even (what the scalar
+    /// `nearest_int` does for |v| ≤ 127) and `y.bsums`.
+    ///
+    /// # Safety
+    /// As [`Q8kSteps::amax`].
+    unsafe fn quantize(x: &[f32], iscale: f32, y: &mut BlockQ8K);
+}
+
+/// Quantizes 256 values with the vector steps `S`; returns `false` (writing
+/// nothing) where the scalar code must decide: a NaN or infinite value, or a
+/// scale that overflows.
+///
+/// # Safety
+/// As [`Q8kSteps::amax`]; meant to be inlined into a function compiled with
+/// those features.
+#[inline(always)]
+pub(super) unsafe fn quantize_block_q8k_simd<S: Q8kSteps>(x: &[f32], y: &mut BlockQ8K) -> bool {
+    // NaN and infinite inputs: the scalar code's integer rounding trick and
+    // the vector conversions disagree on them.
+    let Some(amax) = S::amax(x).filter(|a| a.is_finite()) else {
+        return false;
+    };
+    if amax == 0.0 {
+        *y = BlockQ8K::ZERO;
+        return true;
+    }
+    let iscale = -127.0 / S::first_of_magnitude(x, amax);
+    // Tiny (denormal) maxima overflow the scale; the scalar trick maps ±inf
+    // products to 0 where the vector conversions would saturate.
+    if !iscale.is_finite() {
+        return false;
+    }
+    S::quantize(x, iscale, y);
+    y.d = 1.0 / iscale;
+    true
+}
+
 /// The scalar reference of [`quantize_block_q8k`].
 pub fn quantize_block_q8k_scalar(x: &[f32], y: &mut BlockQ8K) {
     let (mut max, mut amax) = (0f32, 0f32);
