@@ -122,8 +122,7 @@ fn tiled_kquant_matmul_is_exact_at_extreme_levels() {
             let mut w = vec![fill; rows * cols / QK_K * size];
             for b in w.chunks_exact_mut(size) {
                 let at = match ty {
-                    GgmlType::Q6_K => size - 2,
-                    GgmlType::Q3_K => size - 2,
+                    GgmlType::Q6_K | GgmlType::Q3_K => size - 2,
                     GgmlType::Q2_K => size - 4,
                     _ => 0,
                 };

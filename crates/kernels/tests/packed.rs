@@ -56,6 +56,12 @@ fn owned_q4k_matrices_are_packed_and_read_back_the_same() {
     let m = QMatrix::new(GgmlType::Q4_K, rows, cols, bytes.clone()).unwrap();
     assert!(m.is_packed());
     assert_eq!(m.bytes(), &bytes[..]);
+    // Borrowed bytes: a range of the wrong length, or past the end, is refused.
+    let shared = Arc::new(bytes.clone());
+    for range in [0..0, 1..bytes.len() + 1] {
+        let r = QMatrix::from_shared(GgmlType::Q4_K, rows, cols, shared.clone(), range.clone());
+        assert!(r.is_err(), "range {range:?} of {} bytes", bytes.len());
+    }
     let mut a = vec![0f32; cols];
     let mut b = vec![0f32; cols];
     let reference = mistral_kernels::dequantize_row;

@@ -26,12 +26,10 @@
 //! rounding, not bit for bit.
 
 use crate::dot::avx2::Half;
-pub(crate) use crate::dot::avx2::{BF16, F16};
-use crate::matmul::OutPtr;
+use crate::matmul::{OutPtr, Pool};
 use rayon::prelude::*;
 use std::arch::x86_64::*;
 use std::cell::RefCell;
-use std::sync::Mutex;
 
 /// Weight rows per microkernel tile (two `__m256`).
 const NR: usize = 16;
@@ -61,9 +59,8 @@ thread_local! {
     static PACKED_W: RefCell<Vec<Lanes>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Packed activation buffers, reused across calls (a call takes one out and
-/// puts it back, so concurrent calls each get their own).
-static PACKED_X: Mutex<Vec<Vec<f32>>> = Mutex::new(Vec::new());
+/// Packed activation buffers, reused across calls.
+static PACKED_X: Pool<Vec<f32>> = Pool::new();
 
 /// How the activation rows are cut into microkernel tiles: `tiles` tiles of
 /// at most 6 rows, as even as possible (4–6 rows from 8 rows on), tile `i`
@@ -111,26 +108,23 @@ pub(crate) fn matmul_half<H: Half>(
         return false;
     }
 
-    let mut xp = PACKED_X
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .pop()
-        .unwrap_or_default();
-    // Activation rows in chunks of at most X_CHUNK: the packed activations
-    // (and the chunk of `x` each row block streams) stay a few MiB.
-    let chunks = n.div_ceil(X_CHUNK);
-    for c in 0..chunks {
-        let (t0, t1) = (c * n / chunks, (c + 1) * n / chunks);
-        multiply_chunk::<H>(
-            w,
-            rows,
-            cols,
-            &x[t0 * cols..t1 * cols],
-            &mut y[t0 * rows..t1 * rows],
-            &mut xp,
-        );
-    }
-    PACKED_X.lock().unwrap_or_else(|e| e.into_inner()).push(xp);
+    PACKED_X.with(|xp| {
+        // Activation rows in chunks of at most X_CHUNK: the packed
+        // activations (and the chunk of `x` each row block streams) stay a
+        // few MiB.
+        let chunks = n.div_ceil(X_CHUNK);
+        for c in 0..chunks {
+            let (t0, t1) = (c * n / chunks, (c + 1) * n / chunks);
+            multiply_chunk::<H>(
+                w,
+                rows,
+                cols,
+                &x[t0 * cols..t1 * cols],
+                &mut y[t0 * rows..t1 * rows],
+                xp,
+            );
+        }
+    });
     true
 }
 
@@ -201,7 +195,7 @@ fn multiply_chunk<H: Half>(
                 kc,
             };
             // SAFETY: the CPU has AVX2, FMA and F16C and the shapes match
-            // (checked by `matmul_f16`), `buf` holds `need` lanes, and this
+            // (checked by `matmul_half`), `buf` holds `need` lanes, and this
             // task alone writes rows r0..r1 of the activation rows of tiles
             // i0..i1 of `y` (see `OutPtr`).
             unsafe { job.run::<H>(&mut buf[..need], out.get()) };

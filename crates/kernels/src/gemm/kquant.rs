@@ -267,6 +267,23 @@ fn fill_panels(x: &[f32], cols: usize, n: usize, p: usize, out: &mut [ActPanel])
     }
 }
 
+/// `Σ_p m[2p]·bs[p][2c] + m[2p+1]·bs[p][2c+1]` in lane `c`: a weight row's
+/// offsets against 8 activation rows' group sums (laid out in pairs, as
+/// [`ActPanel::bsums`]).
+///
+/// # Safety
+/// AVX2 available; `m.len() == 2 * bs.len()`.
+#[inline(always)]
+unsafe fn offset_sum(m: &[i16], bs: &[[i16; 16]]) -> __m256i {
+    let mut corr = _mm256_setzero_si256();
+    for (p, b) in bs.iter().enumerate() {
+        let mp = (m.as_ptr().add(2 * p) as *const i32).read_unaligned();
+        let bv = _mm256_loadu_si256(b.as_ptr() as *const __m256i);
+        corr = _mm256_add_epi32(corr, _mm256_madd_epi16(bv, _mm256_set1_epi32(mp)));
+    }
+    corr
+}
+
 /// The microkernel: `acc[r][h] += dot(weight row r, panel h)` over `nsb`
 /// super-blocks (`w[r]`, `a[h]` point at the first), the float steps per
 /// super-block in the scalar kernels' order.
@@ -325,23 +342,15 @@ unsafe fn tile<const TR: usize, const TH: usize, F: Form>(
             let ws = &*w[r].add(s);
             for h in 0..TH {
                 let ap = &*a[h].add(s);
-                let mut corr = _mm256_setzero_si256();
-                if F::FOLD {
+                let corr = if F::FOLD {
                     // Already in the integer sums.
+                    _mm256_setzero_si256()
                 } else if F::M32 {
                     // Offsets per 32-value sub-block: half the products.
-                    for p in 0..4 {
-                        let m = (ws.m32.as_ptr().add(2 * p) as *const i32).read_unaligned();
-                        let bs = _mm256_load_si256(ap.bsums32[p].as_ptr() as *const __m256i);
-                        corr = _mm256_add_epi32(corr, _mm256_madd_epi16(bs, _mm256_set1_epi32(m)));
-                    }
+                    offset_sum(&ws.m32, &ap.bsums32)
                 } else {
-                    for p in 0..8 {
-                        let m = (ws.m.as_ptr().add(2 * p) as *const i32).read_unaligned();
-                        let bs = _mm256_load_si256(ap.bsums[p].as_ptr() as *const __m256i);
-                        corr = _mm256_add_epi32(corr, _mm256_madd_epi16(bs, _mm256_set1_epi32(m)));
-                    }
-                }
+                    offset_sum(&ws.m, &ap.bsums)
+                };
                 let da = _mm256_load_ps(ap.d.as_ptr());
                 let d = _mm256_mul_ps(da, _mm256_set1_ps(ws.d));
                 let t = if F::SYM {

@@ -82,9 +82,9 @@ pub(crate) fn try_matmul(
             Some(Family::KQuant) => kquant::matmul(ty, kquant::KRows::Plain(w), rows, cols, x, y),
             Some(Family::Legacy) => legacy::matmul(ty, w, rows, cols, x, y),
             Some(Family::Half) if ty == GgmlType::F16 => {
-                f16::matmul_half::<f16::F16>(w, rows, cols, x, y)
+                f16::matmul_half::<crate::dot::avx2::F16>(w, rows, cols, x, y)
             }
-            Some(Family::Half) => f16::matmul_half::<f16::BF16>(w, rows, cols, x, y),
+            Some(Family::Half) => f16::matmul_half::<crate::dot::avx2::BF16>(w, rows, cols, x, y),
             None => false,
         }
     }

@@ -92,7 +92,7 @@ impl PackedQ4K {
 
     /// Row `r`'s super-block `s` as a GGUF block (`r < rows`, `s < cols / 256`).
     pub fn block(&self, r: usize, s: usize) -> BlockQ4K {
-        self.groups[r / GROUP * self.kb() + s].unpack(r % GROUP)
+        self.group_block(r, s).unpack(r % GROUP)
     }
 
     /// The group block holding row `r`'s super-block `s` (as row `r % 8`).
