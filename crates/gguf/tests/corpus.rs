@@ -101,7 +101,7 @@ impl Raw {
             b.extend_from_slice(&t.ty.to_le_bytes());
             b.extend_from_slice(&t.offset.to_le_bytes());
         }
-        while b.len() as u64 % self.pad_to != 0 {
+        while !(b.len() as u64).is_multiple_of(self.pad_to) {
             b.push(0);
         }
         marks.data_start = b.len();

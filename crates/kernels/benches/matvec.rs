@@ -18,7 +18,7 @@
 use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor};
 use candle_core::{Device, Module, Tensor};
 use criterion::{criterion_group, criterion_main, Bencher, BenchmarkId, Criterion, Throughput};
-use mistral_kernels::{quantize_to_vec, GgmlType, QMatrix};
+use mistral_kernels::{quantize_to_vec, GgmlType, Isa, QMatrix};
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 use std::borrow::Cow;
@@ -207,6 +207,17 @@ fn bench_matmul(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("candle", &id), &x, |b, x| {
             b.iter(|| theirs.forward(x).unwrap())
         });
+        // Where the AVX-512 VNNI k-quant kernel runs, the AVX2 one beside it.
+        let kquant = matches!(
+            ty,
+            GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K
+        );
+        if kquant && Isa::best() == Isa::Avx512 {
+            let avx2 = ours.clone().with_isa(Isa::Avx2).unwrap();
+            group.bench_with_input(BenchmarkId::new("native-avx2", &id), &x, |b, x| {
+                in_pool(b, |_| avx2.forward(x).unwrap())
+            });
+        }
         group.finish();
     }
 }

@@ -273,7 +273,7 @@ impl BlockQ8K {
 /// Views `bytes` as a slice of blocks (zero-copy, any address).
 pub fn cast_blocks<B: ByteBlock>(bytes: &[u8]) -> Result<&[B]> {
     let size = size_of::<B>();
-    if bytes.len() % size != 0 {
+    if !bytes.len().is_multiple_of(size) {
         return Err(KernelError::DataSize {
             ty: B::TYPE,
             expected: bytes.len() / size * size,
@@ -290,7 +290,7 @@ pub fn cast_blocks<B: ByteBlock>(bytes: &[u8]) -> Result<&[B]> {
 /// Mutable counterpart of [`cast_blocks`].
 pub fn cast_blocks_mut<B: ByteBlock>(bytes: &mut [u8]) -> Result<&mut [B]> {
     let size = size_of::<B>();
-    if bytes.len() % size != 0 {
+    if !bytes.len().is_multiple_of(size) {
         return Err(KernelError::DataSize {
             ty: B::TYPE,
             expected: bytes.len() / size * size,
@@ -316,7 +316,7 @@ pub fn blocks_as_bytes<B: ByteBlock>(blocks: &[B]) -> &[u8] {
 /// Number of bytes that `n` elements of `ty` take, checking block divisibility.
 pub fn bytes_for(ty: GgmlType, n: usize) -> Result<usize> {
     let block = ty.block_size() as usize;
-    if n % block != 0 {
+    if !n.is_multiple_of(block) {
         return Err(KernelError::NotBlockMultiple { ty, n, block });
     }
     (n / block)

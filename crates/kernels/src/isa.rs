@@ -10,6 +10,10 @@ pub enum Isa {
     Scalar,
     /// x86-64 AVX2 + FMA + F16C.
     Avx2,
+    /// x86-64 AVX-512 (F, BW, VL) with VNNI (`vpdpbusd`), on top of
+    /// [`Isa::Avx2`]: the tiled prefill kernels that have a 512-bit form use
+    /// it, every other kernel runs its AVX2 form.
+    Avx512,
     /// AArch64 Advanced SIMD (every AArch64 CPU): widening multiplies.
     Neon,
     /// AArch64 Advanced SIMD with the Armv8.2 dot-product instructions
@@ -19,7 +23,7 @@ pub enum Isa {
 
 impl Isa {
     /// Every path, slowest first.
-    pub const ALL: [Isa; 4] = [Isa::Scalar, Isa::Avx2, Isa::Neon, Isa::NeonDot];
+    pub const ALL: [Isa; 5] = [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Neon, Isa::NeonDot];
 
     /// Whether this CPU can run the path.
     pub fn available(self) -> bool {
@@ -31,6 +35,20 @@ impl Isa {
                     is_x86_feature_detected!("avx2")
                         && is_x86_feature_detected!("fma")
                         && is_x86_feature_detected!("f16c")
+                }
+                #[cfg(not(target_arch = "x86_64"))]
+                {
+                    false
+                }
+            }
+            Isa::Avx512 => {
+                #[cfg(target_arch = "x86_64")]
+                {
+                    Isa::Avx2.available()
+                        && is_x86_feature_detected!("avx512f")
+                        && is_x86_feature_detected!("avx512bw")
+                        && is_x86_feature_detected!("avx512vl")
+                        && is_x86_feature_detected!("avx512vnni")
                 }
                 #[cfg(not(target_arch = "x86_64"))]
                 {
@@ -49,6 +67,12 @@ impl Isa {
                 }
             }
         }
+    }
+
+    /// Whether this path runs the AVX2 kernels ([`Isa::Avx2`], and
+    /// [`Isa::Avx512`] wherever it has no kernel of its own).
+    pub fn has_avx2(self) -> bool {
+        matches!(self, Isa::Avx2 | Isa::Avx512)
     }
 
     /// Whether this is one of the AArch64 paths.
@@ -70,11 +94,12 @@ impl Isa {
         }
     }
 
-    /// Parses `scalar` / `avx2` / `neon` / `neon-dot` (case-insensitive).
+    /// Parses `scalar` / `avx2` / `avx512` / `neon` / `neon-dot` (case-insensitive).
     pub fn from_name(name: &str) -> Option<Isa> {
         match name.to_ascii_lowercase().as_str() {
             "scalar" => Some(Isa::Scalar),
             "avx2" => Some(Isa::Avx2),
+            "avx512" => Some(Isa::Avx512),
             "neon" => Some(Isa::Neon),
             "neon-dot" => Some(Isa::NeonDot),
             _ => None,
@@ -82,7 +107,7 @@ impl Isa {
     }
 
     /// The fastest available path, unless the environment variable
-    /// `MISTRAL_KERNELS_ISA` (`scalar` | `avx2` | `neon` | `neon-dot`) forces one (an unknown or
+    /// `MISTRAL_KERNELS_ISA` (`scalar` | `avx2` | `avx512` | `neon` | `neon-dot`) forces one (an unknown or
     /// unavailable value is ignored with a warning). Detected once.
     pub fn best() -> Isa {
         static BEST: OnceLock<Isa> = OnceLock::new();

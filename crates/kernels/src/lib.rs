@@ -14,9 +14,11 @@
 //!   Q8_1 / Q8_K (k-quants) or kept f32 (float weights), then integer dot
 //!   products per weight row, rows split over rayon threads, four activation
 //!   rows per weight-row pass for small batches. Paths: [`Isa::Scalar`] (the
-//!   reference), [`Isa::Avx2`] (AVX2 + FMA + F16C) on x86-64, [`Isa::Neon`]
-//!   and [`Isa::NeonDot`] (with `sdot`) on AArch64, chosen at run time by
-//!   [`Isa::best`] (override: `MISTRAL_KERNELS_ISA=scalar|avx2|neon|neon-dot`)
+//!   reference), [`Isa::Avx2`] (AVX2 + FMA + F16C) and [`Isa::Avx512`]
+//!   (AVX-512 F/BW/VL + VNNI: the k-quant prefill kernel, AVX2 elsewhere) on
+//!   x86-64, [`Isa::Neon`] and [`Isa::NeonDot`] (with `sdot`) on AArch64,
+//!   chosen at run time by [`Isa::best`] (override:
+//!   `MISTRAL_KERNELS_ISA=scalar|avx2|avx512|neon|neon-dot`)
 //!   or forced per matrix with [`QMatrix::with_isa`]. The AVX2 dot products
 //!   sum in f32 lanes (llama.cpp's order), equal to the scalar ones to f32
 //!   rounding; the NEON ones keep the scalar float steps and are

@@ -155,7 +155,7 @@ pub(crate) fn activation_rows(rows: usize, cols: usize, x: &[f32], y: &[f32]) ->
         op: "matmul",
         detail,
     };
-    if cols == 0 || x.len() % cols != 0 {
+    if cols == 0 || !x.len().is_multiple_of(cols) {
         return Err(shape_err(format!(
             "input of {} values is not rows of {cols}",
             x.len()

@@ -1,4 +1,11 @@
 //! `QMatrix` as a candle op against candle's own `QMatMul` on the same weights.
+//!
+//! candle's kernels quantize the activations in their own way, which depends
+//! on the CPU (on AVX-512 VNNI machines its repacked Q8_0 kernel takes Q8_K
+//! activations, one scale per 256 values, where the scalar path and ours use
+//! Q8_0), so the two results may differ by candle's own error: the tolerance
+//! is a fixed part plus candle's measured distance from the exact product of
+//! the dequantized weights.
 
 mod common;
 
@@ -6,6 +13,17 @@ use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
 use common::gaussian;
 use mistral_kernels::{GgmlType, Isa, QMatrix};
+
+/// The root mean square of a tensor's values.
+fn rms(t: &Tensor) -> f32 {
+    t.sqr()
+        .unwrap()
+        .mean_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+        .sqrt()
+}
 
 #[test]
 fn custom_op_matches_candle_qmatmul() {
@@ -27,6 +45,7 @@ fn custom_op_matches_candle_qmatmul() {
     ] {
         let q = QTensor::quantize(&wf, dt).unwrap();
         let bytes = q.data().unwrap().to_vec();
+        let wd = q.dequantize(&dev).unwrap();
         let theirs = QMatMul::from_qtensor(q).unwrap();
         for isa in Isa::available_paths() {
             let ours = QMatrix::new(ty, rows, cols, bytes.clone())
@@ -39,26 +58,14 @@ fn custom_op_matches_candle_qmatmul() {
                 let a = ours.forward(&x).unwrap();
                 let b = theirs.forward(&x).unwrap();
                 assert_eq!(a.dims(), b.dims());
-                let diff = (&a - &b)
-                    .unwrap()
-                    .sqr()
-                    .unwrap()
-                    .mean_all()
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap()
-                    .sqrt();
-                let norm = b
-                    .sqr()
-                    .unwrap()
-                    .mean_all()
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap()
-                    .sqrt();
+                let diff = rms(&(&a - &b).unwrap());
+                let norm = rms(&b);
+                let exact = x.broadcast_matmul(&wd.t().unwrap()).unwrap();
+                let theirs_err = rms(&(&b - &exact).unwrap());
                 assert!(
-                    diff <= 2e-3 * norm,
-                    "{ty} {isa:?} {shape:?}: rms diff {diff} vs rms {norm}"
+                    diff <= 2e-3 * norm + theirs_err,
+                    "{ty} {isa:?} {shape:?}: rms diff {diff} vs rms {norm} \
+                     (candle's own rms error {theirs_err})"
                 );
             }
         }

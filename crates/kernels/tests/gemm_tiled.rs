@@ -1,5 +1,7 @@
 //! The tiled matrix × matrix kernels of `crate::gemm` (used from 8
-//! activation rows on AVX2) against the scalar row-at-a-time kernel, on
+//! activation rows on AVX2, and in their AVX-512 VNNI form on `Isa::Avx512`
+//! where it has one) against the scalar row-at-a-time kernel, on every x86
+//! path this CPU can run, on
 //! shapes that hit every edge of their tiling: row counts that leave a
 //! partial tile, activation rows that leave a partial panel and an odd panel,
 //! rows longer than one k-block, one-row matrices. The k-quants agree bit for
@@ -19,14 +21,29 @@ const TYPES: [GgmlType; 5] = [
 ];
 
 /// (rows, cols, activation rows).
-const SHAPES: [(usize, usize, usize); 6] = [
+const SHAPES: [(usize, usize, usize); 7] = [
     (1, 256, 8),
     (5, 256, 9),
     (13, 4608, 9),
     (70, 512, 25),
     (7, 8960, 16),
     (130, 1024, 40),
+    (260, 1280, 48),
 ];
+
+/// The x86 paths with tiled kernels this CPU can run (none: the test says so
+/// and passes vacuously, as on AArch64).
+fn tiled_paths() -> Vec<Isa> {
+    let paths: Vec<Isa> = [Isa::Avx2, Isa::Avx512]
+        .into_iter()
+        .filter(|i| i.available())
+        .collect();
+    if paths.is_empty() {
+        eprintln!("AVX2 unavailable: the tiled kernels cannot run here");
+    }
+    eprintln!("tiled paths tested: {paths:?}");
+    paths
+}
 
 /// Real quantized weights with a spread of magnitudes across rows (so
 /// scales and mins vary), and activations likewise.
@@ -46,10 +63,7 @@ fn operands(ty: GgmlType, rows: usize, cols: usize, n: usize, seed: u64) -> (Vec
 
 #[test]
 fn tiled_legacy_matmul_matches_scalar() {
-    if !Isa::Avx2.available() {
-        eprintln!("AVX2 unavailable: the tiled kernel cannot run here");
-        return;
-    }
+    let paths = tiled_paths();
     let shapes = [(1, 32, 8), (5, 576, 9), (13, 1536, 17), (70, 96, 25)];
     for ty in [
         GgmlType::Q4_0,
@@ -65,17 +79,19 @@ fn tiled_legacy_matmul_matches_scalar() {
             mistral_kernels::dequantize(ty, &w, &mut wf).unwrap();
             let mut scalar = vec![0f32; n * rows];
             matmul(ty, Isa::Scalar, &w, rows, cols, &x, &mut scalar).unwrap();
-            let mut tiled = vec![f32::NAN; n * rows];
-            matmul(ty, Isa::Avx2, &w, rows, cols, &x, &mut tiled).unwrap();
-            for (k, (a, b)) in tiled.iter().zip(&scalar).enumerate() {
-                let (t, r) = (k / rows, k % rows);
-                let mag: f32 = (0..cols)
-                    .map(|c| (wf[r * cols + c] * x[t * cols + c]).abs())
-                    .sum();
-                assert!(
-                    (a - b).abs() <= 2e-5 * mag + 1e-6,
-                    "{ty} {rows}x{cols} n={n} [{t}, {r}]: tiled {a} vs scalar {b}"
-                );
+            for &isa in &paths {
+                let mut tiled = vec![f32::NAN; n * rows];
+                matmul(ty, isa, &w, rows, cols, &x, &mut tiled).unwrap();
+                for (k, (a, b)) in tiled.iter().zip(&scalar).enumerate() {
+                    let (t, r) = (k / rows, k % rows);
+                    let mag: f32 = (0..cols)
+                        .map(|c| (wf[r * cols + c] * x[t * cols + c]).abs())
+                        .sum();
+                    assert!(
+                        (a - b).abs() <= 2e-5 * mag + 1e-6,
+                        "{ty} {isa:?} {rows}x{cols} n={n} [{t}, {r}]: tiled {a} vs scalar {b}"
+                    );
+                }
             }
         }
     }
@@ -83,10 +99,7 @@ fn tiled_legacy_matmul_matches_scalar() {
 
 #[test]
 fn tiled_kquant_matmul_is_bit_identical_to_scalar() {
-    if !Isa::Avx2.available() {
-        eprintln!("AVX2 unavailable: the tiled kernel cannot run here");
-        return;
-    }
+    let paths = tiled_paths();
     on_threads(3, || {
         for (i, ty) in TYPES.into_iter().enumerate() {
             for (j, &(rows, cols, n)) in SHAPES.iter().enumerate() {
@@ -94,9 +107,12 @@ fn tiled_kquant_matmul_is_bit_identical_to_scalar() {
                 let (w, x) = operands(ty, rows, cols, n, seed);
                 let mut scalar = vec![0f32; n * rows];
                 matmul(ty, Isa::Scalar, &w, rows, cols, &x, &mut scalar).unwrap();
-                let mut tiled = vec![f32::NAN; n * rows];
-                matmul(ty, Isa::Avx2, &w, rows, cols, &x, &mut tiled).unwrap();
-                assert_bits_eq(&format!("{ty} {rows}x{cols} n={n}"), &tiled, &scalar, rows);
+                for &isa in &paths {
+                    let mut tiled = vec![f32::NAN; n * rows];
+                    matmul(ty, isa, &w, rows, cols, &x, &mut tiled).unwrap();
+                    let what = format!("{ty} {isa:?} {rows}x{cols} n={n}");
+                    assert_bits_eq(&what, &tiled, &scalar, rows);
+                }
             }
         }
     });
@@ -109,10 +125,7 @@ fn tiled_kquant_matmul_is_bit_identical_to_scalar() {
 /// the scalar kernel.
 #[test]
 fn tiled_kquant_matmul_is_exact_at_extreme_levels() {
-    if !Isa::Avx2.available() {
-        eprintln!("AVX2 unavailable: the tiled kernel cannot run here");
-        return;
-    }
+    let paths = tiled_paths();
     let (rows, cols, n) = (5, 512, 9);
     for ty in TYPES {
         let size = mistral_kernels::bytes_for(ty, QK_K).unwrap();
@@ -148,9 +161,16 @@ fn tiled_kquant_matmul_is_exact_at_extreme_levels() {
                 .collect();
             let mut scalar = vec![0f32; n * rows];
             matmul(ty, Isa::Scalar, &w, rows, cols, &x, &mut scalar).unwrap();
-            let mut tiled = vec![f32::NAN; n * rows];
-            matmul(ty, Isa::Avx2, &w, rows, cols, &x, &mut tiled).unwrap();
-            assert_bits_eq(&format!("{ty} fill {fill:#x}"), &tiled, &scalar, rows);
+            for &isa in &paths {
+                let mut tiled = vec![f32::NAN; n * rows];
+                matmul(ty, isa, &w, rows, cols, &x, &mut tiled).unwrap();
+                assert_bits_eq(
+                    &format!("{ty} {isa:?} fill {fill:#x}"),
+                    &tiled,
+                    &scalar,
+                    rows,
+                );
+            }
         }
     }
 }

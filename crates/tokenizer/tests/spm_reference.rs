@@ -27,7 +27,7 @@ fn naive_spm(tok: &Tokenizer, text: &str) -> Vec<u32> {
                 continue;
             }
             let score = tok.token_score(id).unwrap();
-            if best.map_or(true, |(s, _)| score > s) {
+            if best.is_none_or(|(s, _)| score > s) {
                 best = Some((score, i));
             }
         }

@@ -100,7 +100,7 @@ pub fn attention_mask(
     let mut any = false;
     for q in start..start + n {
         for &p in slots {
-            let visible = p <= q && window.map_or(true, |w| q - p < w);
+            let visible = p <= q && window.is_none_or(|w| q - p < w);
             any |= !visible;
             mask.push(if visible { 0.0 } else { f32::NEG_INFINITY });
         }

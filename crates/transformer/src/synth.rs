@@ -258,19 +258,21 @@ impl SynthSpec {
         {
             return Err(bad("sizes must be positive".into()));
         }
-        if self.n_embd % self.n_head != 0 || (self.n_embd / self.n_head) % 2 != 0 {
+        if !self.n_embd.is_multiple_of(self.n_head)
+            || !(self.n_embd / self.n_head).is_multiple_of(2)
+        {
             return Err(bad(format!(
                 "n_embd {} must be an even multiple of n_head {}",
                 self.n_embd, self.n_head
             )));
         }
-        if self.n_head % self.n_head_kv != 0 {
+        if !self.n_head.is_multiple_of(self.n_head_kv) {
             return Err(bad(format!(
                 "n_head {} is not a multiple of n_head_kv {}",
                 self.n_head, self.n_head_kv
             )));
         }
-        if self.n_embd % 32 != 0 || self.n_ff % 32 != 0 {
+        if !self.n_embd.is_multiple_of(32) || !self.n_ff.is_multiple_of(32) {
             return Err(bad("n_embd and n_ff must be multiples of 32".into()));
         }
         if self.arch == SynthArch::Mixtral
@@ -317,7 +319,7 @@ pub fn use_more_bits(i: usize, n: usize) -> bool {
 
 /// llama.cpp's fallback for rows that are not a multiple of 256.
 fn fallback(t: GgmlType, row: usize) -> GgmlType {
-    if row % 256 == 0 {
+    if row.is_multiple_of(256) {
         return t;
     }
     match t {

@@ -117,7 +117,9 @@ impl<'a> WeightLoader<'a> {
         // candle reinterprets the bytes as blocks: they must be aligned and whole.
         let n: usize = shape.iter().product();
         let expected = n / dtype.block_size() * dtype.type_size();
-        if bytes.len() != expected || (bytes.as_ptr() as usize) % required_alignment(dtype) != 0 {
+        if bytes.len() != expected
+            || !(bytes.as_ptr() as usize).is_multiple_of(required_alignment(dtype))
+        {
             return Err(ModelError::UnsupportedConfig {
                 file: self.file_name(),
                 what: format!(

@@ -108,7 +108,7 @@ impl ActBuffers {
                     }
                 });
         }
-        debug_assert!(cols == 0 || x.len() % cols == 0);
+        debug_assert!(cols == 0 || x.len().is_multiple_of(cols));
         match fmt {
             ActFormat::F32 => {
                 self.f32.clear();
@@ -159,13 +159,13 @@ pub fn row_dot(ty: GgmlType, isa: Isa, w: &[u8], act: ActRow<'_>) -> Result<f32>
             return Ok(v);
         }
     }
-    let avx2 = isa == Isa::Avx2 && cfg!(target_arch = "x86_64");
+    let avx2 = isa.has_avx2() && cfg!(target_arch = "x86_64");
     macro_rules! pick {
         ($name:ident, $B:ty, $a:expr) => {{
             let wb = typed!(w, $B);
             #[cfg(target_arch = "x86_64")]
             if avx2 {
-                // SAFETY: `isa` is Avx2 only when the caller checked the CPU
+                // SAFETY: `isa` is Avx2 or Avx512 only when the caller checked the CPU
                 // has AVX2, FMA and F16C (`Isa::available`); the kernel only
                 // reads inside the block slices it is given.
                 return Ok(unsafe { avx2::$name(wb, $a) });
@@ -264,7 +264,7 @@ pub fn row_dot4(
     acts: [ActRow<'_>; 4],
 ) -> Result<Option<[f32; 4]>> {
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx2 {
+    if isa.has_avx2() {
         use ActRow as A;
         use GgmlType as T;
         macro_rules! q8k4 {

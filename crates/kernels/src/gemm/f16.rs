@@ -92,7 +92,7 @@ pub(crate) fn matmul_half<H: Half>(
     x: &[f32],
     y: &mut [f32],
 ) -> bool {
-    if rows == 0 || cols == 0 || x.len() % cols != 0 {
+    if rows == 0 || cols == 0 || !x.len().is_multiple_of(cols) {
         return false;
     }
     let n = x.len() / cols;

@@ -43,26 +43,27 @@ const KC: usize = 8;
 /// Most weight rows per row block (their expanded k-block stays in L2).
 const RB_MAX: usize = 60;
 
-/// One super-block of one weight row, expanded.
+/// One super-block of one weight row, expanded (also the starting point of
+/// the AVX-512 kernel's own form, [`super::kquant_avx512`]).
 #[derive(Clone, Copy)]
 #[repr(C, align(32))]
-struct WeightSb {
+pub(super) struct WeightSb {
     /// Unsigned levels, in order.
-    qs: [u8; QK_K],
+    pub(super) qs: [u8; QK_K],
     /// Scale per 16-value group, in both halves of an i32.
-    sc2: [i32; 16],
+    pub(super) sc2: [i32; 16],
     /// Q2_K / Q3_K: offset multiplier per 16-value group (applied to the
     /// activations' group sums).
-    m: [i16; 16],
+    pub(super) m: [i16; 16],
     /// Q4_K / Q5_K: the same per 32-value sub-block (Q6_K's offset is folded
     /// into the integer sums and needs neither).
-    m32: [i16; 8],
-    d: f32,
+    pub(super) m32: [i16; 8],
+    pub(super) d: f32,
     /// The offsets' scale (`dmin`; the symmetric types use `d`).
-    dm: f32,
+    pub(super) dm: f32,
 }
 
-const WEIGHT_ZERO: WeightSb = WeightSb {
+pub(super) const WEIGHT_ZERO: WeightSb = WeightSb {
     qs: [0; QK_K],
     sc2: [0; 16],
     m: [0; 16],
@@ -502,7 +503,7 @@ pub(crate) enum KRows<'a> {
 /// # Safety
 /// AVX2 available; `src` holds `rows` rows of `row_bytes` (in GGUF layout).
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn expand_block(
+pub(super) unsafe fn expand_rows(
     ty: GgmlType,
     src: KRows<'_>,
     row_bytes: usize,
@@ -531,7 +532,7 @@ pub(crate) fn matmul(
     x: &[f32],
     y: &mut [f32],
 ) -> bool {
-    if cols == 0 || cols % QK_K != 0 {
+    if cols == 0 || !cols.is_multiple_of(QK_K) {
         return false;
     }
     let kb = cols / QK_K;
@@ -587,7 +588,7 @@ fn run_blocks(
                 // the panels cover every activation row and super-block, and
                 // rows rb0..rb1 of `y` belong to this block alone.
                 unsafe {
-                    expand_block(ty, w, row_bytes, (rb0, rb1), (s0, nsb), &mut scratch.wbuf);
+                    expand_rows(ty, w, row_bytes, (rb0, rb1), (s0, nsb), &mut scratch.wbuf);
                     let mut blk = Block {
                         dims,
                         wbuf: &scratch.wbuf,

@@ -355,7 +355,7 @@ pub(crate) fn matmul(
     x: &[f32],
     y: &mut [f32],
 ) -> bool {
-    if cols == 0 || cols % QK != 0 {
+    if cols == 0 || !cols.is_multiple_of(QK) {
         return false;
     }
     let nb = cols / QK;

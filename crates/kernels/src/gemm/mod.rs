@@ -4,7 +4,8 @@
 //! row-at-a-time dot products of [`crate::dot`] reuse neither.
 //!
 //! - `kquant`: the k-quants (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K) on Q8_K
-//!   activations, integer products bit-identical to [`crate::dot`].
+//!   activations, integer products bit-identical to [`crate::dot`];
+//!   `kquant_avx512` the same sums with AVX-512 VNNI ([`Isa::Avx512`]).
 //! - `legacy`: the 32-value block types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
 //!   IQ4_NL) on Q8_0 activations.
 //! - `f16`: F16 and BF16 weights on f32 activations.
@@ -17,6 +18,8 @@
 mod f16;
 #[cfg(target_arch = "x86_64")]
 mod kquant;
+#[cfg(target_arch = "x86_64")]
+mod kquant_avx512;
 #[cfg(target_arch = "x86_64")]
 mod legacy;
 
@@ -57,7 +60,7 @@ fn family(ty: GgmlType) -> Option<Family> {
 /// runs a tiled kernel (whose float steps may differ from the
 /// row-at-a-time kernels').
 pub fn is_tiled(ty: GgmlType, isa: Isa, n: usize) -> bool {
-    isa == Isa::Avx2 && cfg!(target_arch = "x86_64") && n >= min_rows(ty) && family(ty).is_some()
+    isa.has_avx2() && cfg!(target_arch = "x86_64") && n >= min_rows(ty) && family(ty).is_some()
 }
 
 /// `y[t, r] = sum_c w[r, c] * x[t, c]` with a tiled kernel, if there is one
@@ -79,7 +82,9 @@ pub(crate) fn try_matmul(
     #[cfg(target_arch = "x86_64")]
     {
         match family(ty) {
-            Some(Family::KQuant) => kquant::matmul(ty, kquant::KRows::Plain(w), rows, cols, x, y),
+            Some(Family::KQuant) => {
+                kquant_matmul(ty, isa, kquant::KRows::Plain(w), rows, cols, x, y)
+            }
             Some(Family::Legacy) => legacy::matmul(ty, w, rows, cols, x, y),
             Some(Family::Half) if ty == GgmlType::F16 => {
                 f16::matmul_half::<crate::dot::avx2::F16>(w, rows, cols, x, y)
@@ -108,8 +113,9 @@ pub(crate) fn try_matmul_packed_q4k(
     }
     #[cfg(target_arch = "x86_64")]
     {
-        kquant::matmul(
+        kquant_matmul(
             GgmlType::Q4_K,
+            isa,
             kquant::KRows::PackedQ4K(w),
             rows,
             cols,
@@ -121,6 +127,24 @@ pub(crate) fn try_matmul_packed_q4k(
     {
         let _ = (rows, y);
         false
+    }
+}
+
+/// The k-quant tiled kernel of `isa`: AVX-512 VNNI where available, else AVX2.
+#[cfg(target_arch = "x86_64")]
+fn kquant_matmul(
+    ty: GgmlType,
+    isa: Isa,
+    w: kquant::KRows<'_>,
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    y: &mut [f32],
+) -> bool {
+    if isa == Isa::Avx512 {
+        kquant_avx512::matmul(ty, w, rows, cols, x, y)
+    } else {
+        kquant::matmul(ty, w, rows, cols, x, y)
     }
 }
 
@@ -179,16 +203,38 @@ unsafe fn store_tile<const TR: usize, const TH: usize>(
     (rows, n): (usize, usize),
     (r0, p0): (usize, usize),
 ) {
-    let mut lanes = [0f32; PANEL];
-    for r in 0..TR {
-        for h in 0..TH {
-            std::arch::x86_64::_mm256_storeu_ps(lanes.as_mut_ptr(), acc[r][h]);
-            for (c, &l) in lanes.iter().enumerate() {
-                let t = (p0 + h) * PANEL + c;
-                if t < n {
-                    *y.get().add(t * rows + r0 + r) = l;
-                }
-            }
+    let mut lanes = [[0f32; PANEL]; TR];
+    for h in 0..TH {
+        for r in 0..TR {
+            std::arch::x86_64::_mm256_storeu_ps(lanes[r].as_mut_ptr(), acc[r][h]);
+        }
+        store_lanes(&lanes, y, (rows, n), (r0, (p0 + h) * PANEL));
+    }
+}
+
+/// Stores one panel's outputs transposed: `lanes[r][c]` is the output of
+/// weight row `r0 + r` for activation row `t0 + c`, `y[t * rows + row]`, so
+/// each activation row's `TR` outputs go out as one run of adjacent values
+/// (storing lane by lane instead touches a new cache line, `rows` values
+/// apart, at every store). Lanes from the `n`-th activation row on (panel
+/// padding) are dropped.
+///
+/// # Safety
+/// The rows `r0..r0 + TR` of `y` (`n * rows` values) belong to the caller.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn store_lanes<const TR: usize, const L: usize>(
+    lanes: &[[f32; L]; TR],
+    y: crate::matmul::OutPtr,
+    (rows, n): (usize, usize),
+    (r0, t0): (usize, usize),
+) {
+    for c in 0..L.min(n.saturating_sub(t0)) {
+        let out = y.get().add((t0 + c) * rows + r0);
+        for (r, l) in lanes.iter().enumerate() {
+            // SAFETY: t0 + c < n and r0 + r < rows: inside `y`, in rows the
+            // caller owns.
+            *out.add(r) = l[c];
         }
     }
 }

@@ -135,7 +135,7 @@ impl PackedQ4K {
         let kb = self.kb();
         let w = &self.groups[g * kb..(g + 1) * kb];
         #[cfg(target_arch = "x86_64")]
-        if isa == Isa::Avx2 {
+        if isa.has_avx2() {
             // SAFETY: `isa` was checked available (AVX2 + FMA + F16C) by
             // the caller (`Isa::checked` in `matmul`); the kernel reads
             // only the `kb` blocks of both slices.

@@ -38,7 +38,7 @@ pub struct BlockQ4Kx8 {
 }
 // 8 GGUF blocks are 1152 bytes; the unpacked scales and mins cost 32 more.
 const _: () = assert!(size_of::<BlockQ4Kx8>() == 1184);
-const _: () = assert!(size_of::<BlockQ4Kx8>() % 32 == 0);
+const _: () = assert!(size_of::<BlockQ4Kx8>().is_multiple_of(32));
 
 impl BlockQ4Kx8 {
     pub const ZERO: BlockQ4Kx8 = BlockQ4Kx8 {

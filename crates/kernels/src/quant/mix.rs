@@ -147,7 +147,7 @@ fn use_more_bits(i: u64, n: u64) -> bool {
 
 /// Block-size fallback for rows that the chosen type cannot hold.
 fn fallback(cols: u64, ty: GgmlType) -> GgmlType {
-    if cols % ty.block_size() == 0 {
+    if cols.is_multiple_of(ty.block_size()) {
         return ty;
     }
     use GgmlType::*;
@@ -158,7 +158,7 @@ fn fallback(cols: u64, ty: GgmlType) -> GgmlType {
         Q6_K => Q8_0,
         _ => F16,
     };
-    if cols % alt.block_size() == 0 {
+    if cols.is_multiple_of(alt.block_size()) {
         alt
     } else {
         F16

@@ -328,7 +328,7 @@ impl RefModel {
                     let kvh = h / group;
                     let q = &qs[t][h * hd..(h + 1) * hd];
                     let visible: Vec<usize> = (0..=t)
-                        .filter(|&s| window.map_or(true, |w| t - s < w))
+                        .filter(|&s| window.is_none_or(|w| t - s < w))
                         .collect();
                     let scores: Vec<f32> = visible
                         .iter()

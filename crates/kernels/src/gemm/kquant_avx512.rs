@@ -1,0 +1,500 @@
+//! k-quant weights × Q8_K activations, register-tiled with AVX-512 VNNI.
+//!
+//! The same sums as the AVX2 kernel ([`super::kquant`]), per super-block
+//!
+//! ```text
+//! dot = (d_a·d_w) · Σ_g sc_g · Σ_{k∈g} q_k·a_k  −  (d_a·dm_w) · Σ_g m_g · bsum_g(a)
+//! ```
+//!
+//! but the products go through `vpdpbusd`, which multiplies 4 unsigned bytes
+//! by 4 signed bytes and adds them into an i32 lane in one instruction, with
+//! no i16 intermediate to bound. Its unsigned operand is the activations,
+//! stored offset as `a + 128` (0..=255) in [`ActPanel`]s of 16 rows, one row
+//! per i32 lane; its signed operand is 4 weight levels broadcast to every
+//! lane, stored signed (Q6_K's `q − 32`, Q3_K's `q − 4`, the others as they
+//! are) in [`WeightSb`]. The offset on the activations adds `128·Σq` to each
+//! group's sum, a constant of the weight row alone: [`WeightSb::wcorr`] holds
+//! `128·Σ_g sc_g·Σ_{k∈g} q_k`, subtracted once per super-block. So the
+//! symmetric types (Q3_K, Q6_K) need no activation sums at all; the types with
+//! mins (Q2_K, Q4_K, Q5_K) take `Σ_g m_g·bsum_g` with `vpdpwssd`.
+//!
+//! Each 16-value group (32-value sub-block for Q4_K/Q5_K) is summed in its own
+//! i32 accumulator and multiplied by its scale (`vpmulld`). The integer sums
+//! are exact and equal the scalar kernel's; the float steps are the scalar
+//! kernel's own, so results are bit-identical to [`crate::dot::scalar`].
+
+use super::kquant::{expand_rows, KRows, WeightSb as Expanded, WEIGHT_ZERO};
+use super::{row_block_size, store_lanes};
+use crate::blocks::*;
+use crate::matmul::{OutPtr, Pool};
+use crate::quant::quantize_block_q8k;
+use mistral_gguf::GgmlType;
+use rayon::prelude::*;
+use std::arch::x86_64::*;
+use std::cell::RefCell;
+
+/// Activation rows per panel: one per i32 lane of a `__m512i`.
+const PANEL: usize = 16;
+/// Weight rows per microkernel tile.
+const R: usize = 4;
+/// Panels per microkernel tile.
+const H: usize = 2;
+/// Super-blocks per k-block: the `H` panels of a tile (5 KiB per panel and
+/// super-block) stay in L1 while the row block's weights stream past.
+const KC: usize = 4;
+/// Most weight rows per row block (their expanded k-block stays in L2).
+const RB_MAX: usize = 128;
+
+/// One super-block of one weight row, as the microkernel reads it.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct WeightSb {
+    /// Signed levels, in order.
+    qs: [i8; QK_K],
+    /// Scale per 16-value group (Q4_K/Q5_K: per 32-value sub-block, in the
+    /// first 8).
+    sc: [i32; 16],
+    /// Offset multipliers in i16 pairs (`vpdpwssd` operands): Q2_K's 16 group
+    /// mins as 8 pairs, Q4_K/Q5_K's 8 sub-block mins as 4.
+    m: [i32; 8],
+    /// `128·Σ_g sc_g·Σ_{k∈g} q_k`: what the activations' offset adds.
+    wcorr: i32,
+    d: f32,
+    /// The offsets' scale (`dmin`).
+    dm: f32,
+}
+
+const W_ZERO: WeightSb = WeightSb {
+    qs: [0; QK_K],
+    sc: [0; 16],
+    m: [0; 8],
+    wcorr: 0,
+    d: 0.0,
+    dm: 0.0,
+};
+
+/// One super-block of 16 activation rows.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct ActPanel {
+    /// 4-value group `j`: row `c`'s values `4j..4j+4`, plus 128, in bytes `4c..4c+4`.
+    qs: [[u8; 64]; QK_K / 4],
+    /// Group pair `p`: lanes `2c`, `2c+1` = row `c`'s sums of groups `2p`, `2p+1`.
+    bsums: [[i16; 32]; 8],
+    /// The same for 32-value sub-blocks (pair `q`: sub-blocks `2q`, `2q+1`).
+    bsums32: [[i16; 32]; 4],
+    /// Row scales.
+    d: [f32; PANEL],
+}
+
+const PANEL_ZERO: ActPanel = ActPanel {
+    qs: [[128; 64]; QK_K / 4],
+    bsums: [[0; 32]; 8],
+    bsums32: [[0; 32]; 4],
+    d: [0.0; PANEL],
+};
+
+/// The activation panels of one call, reused across calls.
+static PANELS: Pool<Vec<ActPanel>> = Pool::new();
+
+/// A worker's buffers: weight rows expanded by the AVX2 code, the same in
+/// this kernel's form, and running sums.
+#[derive(Default)]
+struct Scratch {
+    expanded: Vec<Expanded>,
+    wbuf: Vec<WeightSb>,
+    acc: Vec<__m512>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+/// How a weight type maps onto the common form.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Form {
+    /// Q2_K: 16-value groups, mins per group.
+    Group16Min,
+    /// Q3_K, Q6_K: 16-value groups, symmetric (the level offset is in the
+    /// signed levels).
+    Group16Sym,
+    /// Q4_K, Q5_K: 32-value sub-blocks, mins per sub-block.
+    Sub32Min,
+}
+
+impl Form {
+    fn of(ty: GgmlType) -> Form {
+        match ty {
+            GgmlType::Q2_K => Form::Group16Min,
+            GgmlType::Q4_K | GgmlType::Q5_K => Form::Sub32Min,
+            _ => Form::Group16Sym,
+        }
+    }
+}
+
+/// The level offset of a type's unsigned expanded levels (what its real
+/// levels are below them).
+fn level_offset(ty: GgmlType) -> i8 {
+    match ty {
+        GgmlType::Q6_K => 32,
+        GgmlType::Q3_K => 4,
+        _ => 0,
+    }
+}
+
+/// Converts the AVX2 expansion of a super-block into this kernel's form.
+#[inline(always)]
+fn convert(ty: GgmlType, form: Form, e: &Expanded, out: &mut WeightSb) {
+    let off = level_offset(ty);
+    for (o, &q) in out.qs.iter_mut().zip(&e.qs) {
+        *o = q as i8 - off;
+    }
+    let lo = |v: i32| v as i16 as i32;
+    let pair = |a: i16, b: i16| (a as u16 as u32 | ((b as u16 as u32) << 16)) as i32;
+    let group = if form == Form::Sub32Min { 32 } else { 16 };
+    let ng = QK_K / group;
+    let mut wcorr = 0i32;
+    for g in 0..ng {
+        // Q4_K/Q5_K repeat each sub-block's scale over its two 16-value groups.
+        let sc = lo(e.sc2[g * group / 16]);
+        out.sc[g] = sc;
+        let s: i32 = out.qs[g * group..(g + 1) * group]
+            .iter()
+            .map(|&q| q as i32)
+            .sum();
+        wcorr += sc * s;
+    }
+    out.wcorr = 128 * wcorr;
+    match form {
+        Form::Group16Min => {
+            for p in 0..8 {
+                out.m[p] = pair(e.m[2 * p], e.m[2 * p + 1]);
+            }
+        }
+        Form::Sub32Min => {
+            for p in 0..4 {
+                out.m[p] = pair(e.m32[2 * p], e.m32[2 * p + 1]);
+            }
+        }
+        Form::Group16Sym => {}
+    }
+    out.d = e.d;
+    out.dm = e.dm;
+}
+
+/// [`convert`] for a run of super-blocks, compiled for AVX-512 (its byte
+/// sums vectorize).
+///
+/// # Safety
+/// AVX-512 F/BW available.
+#[target_feature(enable = "avx2,avx512f,avx512bw")]
+unsafe fn convert_rows(ty: GgmlType, form: Form, e: &[Expanded], out: &mut [WeightSb]) {
+    for (e, o) in e.iter().zip(out) {
+        convert(ty, form, e, o);
+    }
+}
+
+/// Quantizes activation rows `16p..16p+16` (zeros past `n`) of `x` into the
+/// `kb` panels of panel row `p`.
+fn fill_panels(x: &[f32], cols: usize, n: usize, p: usize, out: &mut [ActPanel]) {
+    let mut q = BlockQ8K::ZERO;
+    for (b, panel) in out.iter_mut().enumerate() {
+        *panel = PANEL_ZERO;
+        for c in 0..PANEL {
+            let t = p * PANEL + c;
+            if t >= n {
+                break;
+            }
+            quantize_block_q8k(&x[t * cols + b * QK_K..t * cols + (b + 1) * QK_K], &mut q);
+            for j in 0..QK_K / 4 {
+                for k in 0..4 {
+                    // a + 128 in 0..=255 (two's complement: flip the sign bit).
+                    panel.qs[j][4 * c + k] = q.qs[4 * j + k] as u8 ^ 0x80;
+                }
+            }
+            for pair in 0..8 {
+                panel.bsums[pair][2 * c] = q.bsums[2 * pair];
+                panel.bsums[pair][2 * c + 1] = q.bsums[2 * pair + 1];
+            }
+            // Each sum of 32 is at most 32·127 in magnitude: fits i16.
+            for pair in 0..4 {
+                let b = &q.bsums[4 * pair..4 * pair + 4];
+                panel.bsums32[pair][2 * c] = b[0] + b[1];
+                panel.bsums32[pair][2 * c + 1] = b[2] + b[3];
+            }
+            panel.d[c] = q.d;
+        }
+    }
+}
+
+/// The microkernel: `acc[r][h] += dot(weight row r, panel h)` over `nsb`
+/// super-blocks (`w[r]`, `a[h]` point at the first), the float steps per
+/// super-block in the scalar kernels' order.
+///
+/// # Safety
+/// AVX-512 F/BW/VL/VNNI available; `w[r]` and `a[h]` valid for `nsb` elements.
+#[inline(always)]
+unsafe fn tile<const TR: usize, const TH: usize, const DEPTH: usize, const MINS: usize>(
+    w: [*const WeightSb; TR],
+    a: [*const ActPanel; TH],
+    nsb: usize,
+    acc: &mut [[__m512; TH]; TR],
+) {
+    for s in 0..nsb {
+        let mut isum = [[_mm512_setzero_si512(); TH]; TR];
+        for g in 0..QK_K / 4 / DEPTH {
+            let mut gs = [[_mm512_setzero_si512(); TH]; TR];
+            for q in 0..DEPTH {
+                let j = DEPTH * g + q;
+                let mut av = [_mm512_setzero_si512(); TH];
+                for h in 0..TH {
+                    av[h] = _mm512_load_si512((*a[h].add(s)).qs[j].as_ptr() as *const __m512i);
+                }
+                for r in 0..TR {
+                    let wp = (*w[r].add(s)).qs.as_ptr().add(4 * j) as *const i32;
+                    let wv = _mm512_set1_epi32(wp.read_unaligned());
+                    for h in 0..TH {
+                        gs[r][h] = _mm512_dpbusd_epi32(gs[r][h], av[h], wv);
+                    }
+                }
+            }
+            for r in 0..TR {
+                let sc = _mm512_set1_epi32((*w[r].add(s)).sc[g]);
+                for h in 0..TH {
+                    isum[r][h] = _mm512_add_epi32(isum[r][h], _mm512_mullo_epi32(gs[r][h], sc));
+                }
+            }
+        }
+        for r in 0..TR {
+            let ws = &*w[r].add(s);
+            let wcorr = _mm512_set1_epi32(ws.wcorr);
+            for h in 0..TH {
+                let ap = &*a[h].add(s);
+                let sumi = _mm512_sub_epi32(isum[r][h], wcorr);
+                let da = _mm512_load_ps(ap.d.as_ptr());
+                let d = _mm512_mul_ps(da, _mm512_set1_ps(ws.d));
+                let t = if MINS == 0 {
+                    _mm512_mul_ps(d, _mm512_cvtepi32_ps(sumi))
+                } else {
+                    let bs: &[[i16; 32]] = if MINS == 4 { &ap.bsums32 } else { &ap.bsums };
+                    let mut corr = _mm512_setzero_si512();
+                    for p in 0..MINS {
+                        let bv = _mm512_load_si512(bs[p].as_ptr() as *const __m512i);
+                        corr = _mm512_dpwssd_epi32(corr, bv, _mm512_set1_epi32(ws.m[p]));
+                    }
+                    let dm = _mm512_mul_ps(da, _mm512_set1_ps(ws.dm));
+                    _mm512_sub_ps(
+                        _mm512_mul_ps(d, _mm512_cvtepi32_ps(sumi)),
+                        _mm512_mul_ps(dm, _mm512_cvtepi32_ps(corr)),
+                    )
+                };
+                acc[r][h] = _mm512_add_ps(acc[r][h], t);
+            }
+        }
+    }
+}
+
+/// Shape of one call.
+#[derive(Clone, Copy)]
+struct Dims {
+    rows: usize,
+    n: usize,
+    /// Super-blocks per row.
+    kb: usize,
+}
+
+/// One k-block of one row block: what every tile of it needs.
+struct Block<'a> {
+    dims: Dims,
+    /// Weights of rows `rb0..`, `nsb` per row.
+    wbuf: &'a [WeightSb],
+    /// Running sums between k-blocks: `(row - rb0) * panels + panel`.
+    acc: &'a mut [__m512],
+    rb0: usize,
+    rb1: usize,
+    panels: &'a [ActPanel],
+    /// The k-block: super-blocks `s0..s0 + nsb`.
+    s0: usize,
+    nsb: usize,
+    y: OutPtr,
+}
+
+/// One tile of `TR` rows (`r0..`) × `TH` panels (`p0..`) over the k-block:
+/// continues the running sums (zero at the first k-block) and stores them,
+/// into `y` after the last k-block.
+///
+/// # Safety
+/// AVX-512 F/BW/VL/VNNI available; `blk` describes buffers that cover the
+/// tile (see [`matmul`]) and rows whose outputs belong to this worker.
+#[inline(always)]
+unsafe fn run_tile<const TR: usize, const TH: usize, const DEPTH: usize, const MINS: usize>(
+    blk: &mut Block<'_>,
+    r0: usize,
+    p0: usize,
+) {
+    let Dims { rows, n, kb } = blk.dims;
+    let np = n.div_ceil(PANEL);
+    let slot = |r: usize, h: usize| (r0 + r - blk.rb0) * np + p0 + h;
+    let mut acc = [[_mm512_setzero_ps(); TH]; TR];
+    if blk.s0 > 0 {
+        for r in 0..TR {
+            for h in 0..TH {
+                acc[r][h] = blk.acc[slot(r, h)];
+            }
+        }
+    }
+    let w: [*const WeightSb; TR] =
+        std::array::from_fn(|r| blk.wbuf.as_ptr().add((r0 + r - blk.rb0) * blk.nsb));
+    let a: [*const ActPanel; TH] =
+        std::array::from_fn(|h| blk.panels.as_ptr().add((p0 + h) * kb + blk.s0));
+    tile::<TR, TH, DEPTH, MINS>(w, a, blk.nsb, &mut acc);
+    if blk.s0 + blk.nsb < kb {
+        for r in 0..TR {
+            for h in 0..TH {
+                blk.acc[slot(r, h)] = acc[r][h];
+            }
+        }
+        return;
+    }
+    let mut lanes = [[0f32; PANEL]; TR];
+    for h in 0..TH {
+        for r in 0..TR {
+            _mm512_storeu_ps(lanes[r].as_mut_ptr(), acc[r][h]);
+        }
+        store_lanes(&lanes, blk.y, (rows, n), (r0, (p0 + h) * PANEL));
+    }
+}
+
+/// Every tile of one k-block of one row block.
+///
+/// # Safety
+/// As [`run_tile`].
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn row_block<const DEPTH: usize, const MINS: usize>(blk: &mut Block<'_>) {
+    let np = blk.dims.n.div_ceil(PANEL);
+    // Panels outer: a pair of activation panels stays in L1 while the row
+    // block's weights (L2) stream past it.
+    let mut p0 = 0;
+    while p0 < np {
+        let wide = p0 + H <= np;
+        let mut r0 = blk.rb0;
+        while r0 < blk.rb1 {
+            let tall = r0 + R <= blk.rb1;
+            match (tall, wide) {
+                (true, true) => run_tile::<R, H, DEPTH, MINS>(blk, r0, p0),
+                (true, false) => run_tile::<R, 1, DEPTH, MINS>(blk, r0, p0),
+                (false, true) => run_tile::<1, H, DEPTH, MINS>(blk, r0, p0),
+                (false, false) => run_tile::<1, 1, DEPTH, MINS>(blk, r0, p0),
+            }
+            r0 += if tall { R } else { 1 };
+        }
+        p0 += if wide { H } else { 1 };
+    }
+}
+
+/// See [`super::try_matmul`]; the caller has checked AVX-512 F/BW/VL/VNNI
+/// (and AVX2 + FMA + F16C) and the shapes. Declines rows that are not whole
+/// super-blocks.
+pub(crate) fn matmul(
+    ty: GgmlType,
+    w: KRows<'_>,
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    y: &mut [f32],
+) -> bool {
+    if cols == 0 || !cols.is_multiple_of(QK_K) {
+        return false;
+    }
+    let kb = cols / QK_K;
+    let n = x.len() / cols;
+    let Ok(row_bytes) = bytes_for(ty, cols) else {
+        return false;
+    };
+    let dims = Dims { rows, n, kb };
+    let np = n.div_ceil(PANEL);
+
+    super::with_panels(
+        &PANELS,
+        PANEL_ZERO,
+        (np, kb),
+        |p, out| fill_panels(x, cols, n, p, out),
+        |panels| run_blocks(ty, w, row_bytes, dims, panels, y),
+    );
+    true
+}
+
+/// Every row block of one call, in parallel, on filled activation panels.
+fn run_blocks(
+    ty: GgmlType,
+    w: KRows<'_>,
+    row_bytes: usize,
+    dims: Dims,
+    panels_ref: &[ActPanel],
+    y: &mut [f32],
+) {
+    let Dims { rows, n, kb } = dims;
+    let np = n.div_ceil(PANEL);
+    let form = Form::of(ty);
+    let rb = row_block_size(rows, R, RB_MAX);
+    let y_out = OutPtr(y.as_mut_ptr());
+    (0..rows.div_ceil(rb)).into_par_iter().for_each(|blk| {
+        let (rb0, rb1) = (blk * rb, ((blk + 1) * rb).min(rows));
+        SCRATCH.with(|cell| {
+            let scratch = &mut *cell.borrow_mut();
+            let need = (rb1 - rb0) * KC.min(kb);
+            if scratch.wbuf.len() < need {
+                scratch.wbuf.resize(need, W_ZERO);
+                scratch.expanded.resize(need, WEIGHT_ZERO);
+            }
+            let need = (rb1 - rb0) * np;
+            if scratch.acc.len() < need {
+                // SAFETY: AVX-512F is available (checked by the caller);
+                // this only makes a zero vector.
+                scratch.acc.resize(need, unsafe { _mm512_setzero_ps() });
+            }
+            for s0 in (0..kb).step_by(KC) {
+                let nsb = KC.min(kb - s0);
+                // SAFETY: the caller checked AVX2/FMA/F16C and AVX-512
+                // F/BW/VL/VNNI; `w` holds `rows` rows of `row_bytes`
+                // (checked by `crate::matmul`), `wbuf` has `(rb1 - rb0) * nsb`
+                // entries and `acc` `(rb1 - rb0) * np`, the panels cover every
+                // activation row and super-block, and rows rb0..rb1 of `y`
+                // belong to this block alone.
+                unsafe {
+                    let count = (rb1 - rb0) * nsb;
+                    expand_rows(
+                        ty,
+                        w,
+                        row_bytes,
+                        (rb0, rb1),
+                        (s0, nsb),
+                        &mut scratch.expanded,
+                    );
+                    convert_rows(
+                        ty,
+                        form,
+                        &scratch.expanded[..count],
+                        &mut scratch.wbuf[..count],
+                    );
+                    let mut blk = Block {
+                        dims,
+                        wbuf: &scratch.wbuf,
+                        acc: &mut scratch.acc,
+                        rb0,
+                        rb1,
+                        panels: panels_ref,
+                        s0,
+                        nsb,
+                        y: y_out,
+                    };
+                    match form {
+                        Form::Group16Min => row_block::<4, 8>(&mut blk),
+                        Form::Group16Sym => row_block::<4, 0>(&mut blk),
+                        Form::Sub32Min => row_block::<8, 4>(&mut blk),
+                    }
+                }
+            }
+        });
+    });
+}
