@@ -34,17 +34,23 @@ fn check_type(ty: GgmlType, rows: usize, cols: usize, n: usize, w_offset: usize,
     let mut wr = vec![0f32; rows * cols];
     dequantize(ty, &w16, &mut wr).unwrap();
     let x = gaussian(n * cols, seed + 1);
-    // Garbage in y: the kernel must overwrite, not accumulate into it.
-    let mut y = vec![f32::NAN; n * rows];
-    matmul(ty, Isa::Avx2, w, rows, cols, &x, &mut y).unwrap();
-    assert_near_f64_dot(
-        &format!("{ty} n={n}"),
-        &y,
-        (rows, cols),
-        |i| wr[i] as f64,
-        |i| x[i] as f64,
-        REL_TOL,
-    );
+    // Every x86 path: the AVX2 microkernel, and AVX-512's where it runs.
+    for isa in [Isa::Avx2, Isa::Avx512]
+        .into_iter()
+        .filter(|i| i.available())
+    {
+        // Garbage in y: the kernel must overwrite, not accumulate into it.
+        let mut y = vec![f32::NAN; n * rows];
+        matmul(ty, isa, w, rows, cols, &x, &mut y).unwrap();
+        assert_near_f64_dot(
+            &format!("{ty} {isa:?} {rows}x{cols} n={n}"),
+            &y,
+            (rows, cols),
+            |i| wr[i] as f64,
+            |i| x[i] as f64,
+            REL_TOL,
+        );
+    }
 }
 
 #[test]

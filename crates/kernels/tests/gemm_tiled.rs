@@ -64,7 +64,13 @@ fn operands(ty: GgmlType, rows: usize, cols: usize, n: usize, seed: u64) -> (Vec
 #[test]
 fn tiled_legacy_matmul_matches_scalar() {
     let paths = tiled_paths();
-    let shapes = [(1, 32, 8), (5, 576, 9), (13, 1536, 17), (70, 96, 25)];
+    let shapes = [
+        (1, 32, 8),
+        (5, 576, 9),
+        (13, 1536, 17),
+        (70, 96, 25),
+        (37, 1024, 40),
+    ];
     for ty in [
         GgmlType::Q4_0,
         GgmlType::Q4_1,

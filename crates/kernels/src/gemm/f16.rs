@@ -85,12 +85,15 @@ impl Tiles {
 }
 
 /// See [`super::try_matmul`]; the caller has checked AVX2 + FMA + F16C.
+///
+/// `wide`: run the AVX-512 microkernel ([`tile512`]; the caller has checked
+/// AVX-512F too).
 pub(crate) fn matmul_half<H: Half>(
     w: &[u8],
-    rows: usize,
-    cols: usize,
+    (rows, cols): (usize, usize),
     x: &[f32],
     y: &mut [f32],
+    wide: bool,
 ) -> bool {
     if rows == 0 || cols == 0 || !x.len().is_multiple_of(cols) {
         return false;
@@ -104,6 +107,7 @@ pub(crate) fn matmul_half<H: Half>(
         || !(is_x86_feature_detected!("avx2")
             && is_x86_feature_detected!("fma")
             && is_x86_feature_detected!("f16c"))
+        || (wide && !is_x86_feature_detected!("avx512f"))
     {
         return false;
     }
@@ -117,11 +121,11 @@ pub(crate) fn matmul_half<H: Half>(
             let (t0, t1) = (c * n / chunks, (c + 1) * n / chunks);
             multiply_chunk::<H>(
                 w,
-                rows,
-                cols,
+                (rows, cols),
                 &x[t0 * cols..t1 * cols],
                 &mut y[t0 * rows..t1 * rows],
                 xp,
+                wide,
             );
         }
     });
@@ -132,11 +136,11 @@ pub(crate) fn matmul_half<H: Half>(
 /// CPU features checked; `xp` is scratch space for the packed activations.
 fn multiply_chunk<H: Half>(
     w: &[u8],
-    rows: usize,
-    cols: usize,
+    (rows, cols): (usize, usize),
     x: &[f32],
     y: &mut [f32],
     xp: &mut Vec<f32>,
+    wide: bool,
 ) {
     let tiles = Tiles::new(x.len() / cols);
     // Tile i's packed rows live at i * MR * cols (room for a full tile).
@@ -193,6 +197,7 @@ fn multiply_chunk<H: Half>(
                 i0,
                 i1,
                 kc,
+                wide,
             };
             // SAFETY: the CPU has AVX2, FMA and F16C and the shapes match
             // (checked by `matmul_half`), `buf` holds `need` lanes, and this
@@ -308,6 +313,8 @@ struct Block<'a> {
     i0: usize,
     i1: usize,
     kc: usize,
+    /// The AVX-512 microkernel.
+    wide: bool,
 }
 
 impl Block<'_> {
@@ -350,25 +357,31 @@ impl Block<'_> {
                 let t0 = self.tiles.start(i);
                 let m = self.tiles.start(i + 1) - t0;
                 let xt = &self.xp[i * MR * cols + p0 * m..i * MR * cols + (p0 + kc) * m];
-                for j in 0..panels {
+                let mut j = 0;
+                while j < panels {
+                    // The AVX-512 microkernel takes two panels at once.
+                    let np = if self.wide && j + 1 < panels { 2 } else { 1 };
                     let pr0 = self.r0 + j * NR;
-                    let valid = (self.r1 - pr0).min(NR);
-                    let panel = &buf[j * kc..(j + 1) * kc];
+                    let valid = (self.r1 - pr0).min(np * NR);
+                    let panel = &buf[j * kc..(j + np) * kc];
                     // SAFETY: activation rows t0..t0 + m and weight rows
                     // pr0..pr0 + valid are inside `y` (n × rows) and owned by
-                    // this task; `xt` holds kc × m values, `panel` kc lanes.
+                    // this task; `xt` holds kc × m values, `panel` np × kc lanes.
                     unsafe {
                         let yt = y.add(t0 * rows + pr0);
                         let acc = p0 > 0;
+                        let out = (yt, rows, valid, acc);
+                        let wide = self.wide;
                         match m {
-                            6 => tile::<6>(panel, xt, yt, rows, valid, acc, &mut pf),
-                            5 => tile::<5>(panel, xt, yt, rows, valid, acc, &mut pf),
-                            4 => tile::<4>(panel, xt, yt, rows, valid, acc, &mut pf),
-                            3 => tile::<3>(panel, xt, yt, rows, valid, acc, &mut pf),
-                            2 => tile::<2>(panel, xt, yt, rows, valid, acc, &mut pf),
-                            _ => tile::<1>(panel, xt, yt, rows, valid, acc, &mut pf),
+                            6 => tile_any::<6>(wide, (panel, np), xt, out, &mut pf),
+                            5 => tile_any::<5>(wide, (panel, np), xt, out, &mut pf),
+                            4 => tile_any::<4>(wide, (panel, np), xt, out, &mut pf),
+                            3 => tile_any::<3>(wide, (panel, np), xt, out, &mut pf),
+                            2 => tile_any::<2>(wide, (panel, np), xt, out, &mut pf),
+                            _ => tile_any::<1>(wide, (panel, np), xt, out, &mut pf),
                         }
                     }
+                    j += np;
                 }
             }
             p0 += kc;
@@ -470,6 +483,87 @@ fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
         _mm256_permute2f128_ps::<0x31>(s2, s6),
         _mm256_permute2f128_ps::<0x31>(s3, s7),
     ]
+}
+
+/// [`tile512`] if `wide`, else [`tile`], on `panels.1` panels of
+/// `panels.0.len() / panels.1` lanes each (two only if `wide`); `out` is
+/// `(y, ldy, valid, accumulate)`, `valid` counting the rows of every panel.
+///
+/// # Safety
+/// As [`tile`]; AVX-512F available if `wide`.
+#[inline(always)]
+unsafe fn tile_any<const M: usize>(
+    wide: bool,
+    (panel, np): (&[Lanes], usize),
+    xt: &[f32],
+    (y, ldy, valid, accumulate): (*mut f32, usize, usize, bool),
+    pf: &mut Prefetcher,
+) {
+    // SAFETY: forwarded contract.
+    unsafe {
+        match (wide, np) {
+            (true, 2) => tile512::<M, 2>(panel, xt, (y, ldy, valid, accumulate), pf),
+            (true, _) => tile512::<M, 1>(panel, xt, (y, ldy, valid, accumulate), pf),
+            _ => tile::<M>(panel, xt, y, ldy, valid, accumulate, pf),
+        }
+    }
+}
+
+/// [`tile`] with AVX-512 over `P` adjacent panels (`panel`: `P` runs of
+/// `kc` lanes): one `k` of a panel's 16 weight rows is one `__m512`, so a
+/// broadcast activation feeds `P` FMAs and the `M × P` accumulators keep
+/// enough independent FMA chains in flight. `valid ≤ 16·P` rows.
+///
+/// # Safety
+/// As [`tile`]; AVX-512F available; `panel.len()` a multiple of `P`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f")]
+unsafe fn tile512<const M: usize, const P: usize>(
+    panel: &[Lanes],
+    xt: &[f32],
+    (y, ldy, valid, accumulate): (*mut f32, usize, usize, bool),
+    pf: &mut Prefetcher,
+) {
+    let kc = panel.len() / P;
+    assert!(xt.len() >= kc * M && valid <= P * NR && panel.len() == P * kc);
+    let mut acc = [[_mm512_setzero_ps(); P]; M];
+    let b = panel.as_ptr() as *const f32;
+    let a = xt.as_ptr();
+    for k in 0..kc {
+        if !pf.done() {
+            pf.tick();
+        }
+        // SAFETY: k < kc: lane k of each of the P panels (16 f32, 64-byte
+        // aligned); k * M + i < kc * M ≤ xt.len().
+        unsafe {
+            let bk: [__m512; P] = std::array::from_fn(|p| _mm512_load_ps(b.add((p * kc + k) * NR)));
+            for (i, acc_i) in acc.iter_mut().enumerate() {
+                let ai = _mm512_set1_ps(*a.add(k * M + i));
+                for p in 0..P {
+                    acc_i[p] = _mm512_fmadd_ps(ai, bk[p], acc_i[p]);
+                }
+            }
+        }
+    }
+    for (i, acc_i) in acc.iter().enumerate() {
+        for (p, &v) in acc_i.iter().enumerate() {
+            let live = valid.saturating_sub(p * NR).min(NR);
+            if live == 0 {
+                continue;
+            }
+            // SAFETY: row i < M of `y` has `valid` writable f32 (caller's
+            // contract); the mask covers this panel's `live` of them.
+            unsafe {
+                let yp = y.add(i * ldy + p * NR);
+                let mask = ((1u32 << live) - 1) as __mmask16;
+                let v = if accumulate {
+                    _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, yp))
+                } else {
+                    v
+                };
+                _mm512_mask_storeu_ps(yp, mask, v);
+            }
+        }
+    }
 }
 
 /// The microkernel: `y[i * ldy + r] (+)= Σ_k xt[k * M + i] · panel[k].0[r]`

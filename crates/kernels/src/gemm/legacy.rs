@@ -37,21 +37,22 @@ const H: usize = 1;
 /// Most weight rows per row block.
 const RB_MAX: usize = 24;
 
-/// One block of one weight row, expanded.
+/// One block of one weight row, expanded (also the starting point of the
+/// AVX-512 kernel's own form, [`super::legacy_avx512`]).
 #[derive(Clone, Copy)]
 #[repr(C)]
-struct WeightBlock {
+pub(super) struct WeightBlock {
     /// Unsigned levels, in order (signed types: the magnitudes).
-    qs: [u8; 32],
+    pub(super) qs: [u8; 32],
     /// Signed types: the values themselves (their signs are applied to the
     /// activations).
-    sgn: [i8; 32],
-    d: f32,
+    pub(super) sgn: [i8; 32],
+    pub(super) d: f32,
     /// The min (Q4_1 / Q5_1), else unused.
-    m: f32,
+    pub(super) m: f32,
 }
 
-const WEIGHT_ZERO: WeightBlock = WeightBlock {
+pub(super) const WEIGHT_ZERO: WeightBlock = WeightBlock {
     qs: [0; 32],
     sgn: [0; 32],
     d: 0.0,
@@ -329,7 +330,7 @@ unsafe fn row_block<F: Form>(
 /// # Safety
 /// AVX2 available; `w` holds the rows, `row_bytes` each.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn expand_rows(
+pub(super) unsafe fn expand_rows(
     ty: GgmlType,
     w: &[u8],
     row_bytes: usize,

@@ -7,7 +7,7 @@
 //!   activations, integer products bit-identical to [`crate::dot`];
 //!   `kquant_avx512` the same sums with AVX-512 VNNI ([`Isa::Avx512`]).
 //! - `legacy`: the 32-value block types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
-//!   IQ4_NL) on Q8_0 activations.
+//!   IQ4_NL) on Q8_0 activations; `legacy_avx512` the same with AVX-512 VNNI.
 //! - `f16`: F16 and BF16 weights on f32 activations.
 //!
 //! `try_matmul` is the entry point [`crate::matmul()`] calls; it declines
@@ -22,6 +22,8 @@ mod kquant;
 mod kquant_avx512;
 #[cfg(target_arch = "x86_64")]
 mod legacy;
+#[cfg(target_arch = "x86_64")]
+mod legacy_avx512;
 
 use crate::isa::Isa;
 use mistral_gguf::GgmlType;
@@ -85,11 +87,18 @@ pub(crate) fn try_matmul(
             Some(Family::KQuant) => {
                 kquant_matmul(ty, isa, kquant::KRows::Plain(w), rows, cols, x, y)
             }
-            Some(Family::Legacy) => legacy::matmul(ty, w, rows, cols, x, y),
-            Some(Family::Half) if ty == GgmlType::F16 => {
-                f16::matmul_half::<crate::dot::avx2::F16>(w, rows, cols, x, y)
+            Some(Family::Legacy) if isa == Isa::Avx512 => {
+                legacy_avx512::matmul(ty, w, rows, cols, x, y)
             }
-            Some(Family::Half) => f16::matmul_half::<crate::dot::avx2::BF16>(w, rows, cols, x, y),
+            Some(Family::Legacy) => legacy::matmul(ty, w, rows, cols, x, y),
+            Some(Family::Half) => {
+                let wide = isa == Isa::Avx512;
+                if ty == GgmlType::F16 {
+                    f16::matmul_half::<crate::dot::avx2::F16>(w, (rows, cols), x, y, wide)
+                } else {
+                    f16::matmul_half::<crate::dot::avx2::BF16>(w, (rows, cols), x, y, wide)
+                }
+            }
             None => false,
         }
     }
