@@ -26,7 +26,9 @@
 //!   as no ARM hardware was at hand).
 //! - [`gemm`]: matrix × matrix (prefill) from a few activation rows on, with
 //!   register-tiled kernels for the k-quants (bit-identical to the scalar
-//!   kernels), Q4_0/Q4_1/Q5_0/Q5_1 and F16.
+//!   kernels), the 32-value types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL) and
+//!   F16/BF16, each in an AVX2 form and an AVX-512 form ([`Isa::Avx512`]:
+//!   `vpdpbusd` for the integer types, 16-lane FMAs for F16/BF16).
 //! - [`packed`]: weight layouts regrouped once at load for faster kernels;
 //!   Q4_K in groups of 8 rows ([`packed::PackedQ4K`]), which [`QMatrix::new`]
 //!   uses for every Q4_K matrix it owns (bit-identical results, +2.8% bytes).
