@@ -4,7 +4,7 @@
 use crate::dequant::dequantize_row;
 use crate::error::{KernelError, Result};
 use crate::isa::Isa;
-use crate::packed::PackedQ4K;
+use crate::packed::{PackedQ4K, PackedQ8_0};
 use crate::{blocks::matrix_bytes, dot::supports_matmul, matmul};
 use mistral_gguf::{GgmlType, GgufFile};
 use std::borrow::Cow;
@@ -32,6 +32,8 @@ enum Store {
     },
     /// Q4_K regrouped by 8 rows for the matrix × vector kernels.
     PackedQ4K(Arc<PackedQ4K>),
+    /// Q8_0 regrouped by 16 rows for the AVX-512 matrix × vector kernel.
+    PackedQ8_0(Arc<PackedQ8_0>),
 }
 
 /// The bytes of a [`Store::Plain`].
@@ -42,7 +44,8 @@ fn plain<'a>(data: &'a SharedBytes, range: &Range<usize>) -> &'a [u8] {
 /// A `[rows, cols]` row-major matrix of GGML type `ty` (each row a whole
 /// number of blocks), owning its bytes or borrowing them from a mapped file.
 /// Q4_K matrices it owns ([`QMatrix::new`]) are regrouped into the
-/// [`PackedQ4K`] layout (same size, same results, faster decode).
+/// [`PackedQ4K`] layout, and Q8_0 ones into [`PackedQ8_0`] while the matrix
+/// computes on [`Isa::Avx512`] (same size, same results, faster decode).
 #[derive(Clone)]
 pub struct QMatrix {
     ty: GgmlType,
@@ -92,9 +95,21 @@ impl QMatrix {
         })
     }
 
-    /// A matrix owning `data` (Q4_K with at least 8 rows is regrouped into
-    /// the packed layout and `data` freed).
+    /// A matrix owning `data` (Q4_K with at least 8 rows, and Q8_0 with at
+    /// least 16 on an AVX-512 machine, are regrouped into a packed layout
+    /// and `data` freed).
     pub fn new(ty: GgmlType, rows: usize, cols: usize, data: Vec<u8>) -> Result<QMatrix> {
+        let isa = Isa::best();
+        if ty == GgmlType::Q8_0 && rows >= crate::packed::GROUP16 && isa == Isa::Avx512 {
+            let packed = PackedQ8_0::pack(&data, rows, cols)?;
+            return Ok(QMatrix {
+                ty,
+                rows,
+                cols,
+                store: Store::PackedQ8_0(Arc::new(packed)),
+                isa,
+            });
+        }
         if ty == GgmlType::Q4_K && rows >= crate::packed::GROUP {
             let packed = PackedQ4K::pack(&data, rows, cols)?;
             return Ok(QMatrix {
@@ -145,8 +160,20 @@ impl QMatrix {
     }
 
     /// The same matrix, computing on instruction set `isa` (an error if this CPU lacks it).
+    /// A Q8_0 matrix packed for AVX-512 goes back to the GGUF layout for
+    /// any other path (whose kernels read that).
     pub fn with_isa(mut self, isa: Isa) -> Result<QMatrix> {
         self.isa = isa.checked()?;
+        if let Store::PackedQ8_0(p) = &self.store {
+            if isa != Isa::Avx512 {
+                let bytes = p.to_bytes();
+                let len = bytes.len();
+                self.store = Store::Plain {
+                    data: Arc::new(bytes),
+                    range: 0..len,
+                };
+            }
+        }
         Ok(self)
     }
 
@@ -165,7 +192,7 @@ impl QMatrix {
 
     /// Whether the weights are held in a regrouped layout rather than GGUF's.
     pub fn is_packed(&self) -> bool {
-        matches!(self.store, Store::PackedQ4K(_))
+        !matches!(self.store, Store::Plain { .. })
     }
 
     /// The matrix's bytes in GGUF layout (row-major blocks): borrowed, or
@@ -174,6 +201,7 @@ impl QMatrix {
         match &self.store {
             Store::Plain { data, range } => Cow::Borrowed(plain(data, range)),
             Store::PackedQ4K(p) => Cow::Owned(p.to_bytes()),
+            Store::PackedQ8_0(p) => Cow::Owned(p.to_bytes()),
         }
     }
 
@@ -196,6 +224,7 @@ impl QMatrix {
                 y,
             ),
             Store::PackedQ4K(p) => p.matmul(self.isa, x, y),
+            Store::PackedQ8_0(p) => p.matmul(self.isa, x, y),
         }
     }
 
@@ -206,6 +235,7 @@ impl QMatrix {
                 dequantize_row(self.ty, plain(data, range), self.cols, row, out)
             }
             Store::PackedQ4K(p) => p.dequantize_row(row, out),
+            Store::PackedQ8_0(p) => p.dequantize_row(row, out),
         }
     }
 

@@ -1,12 +1,14 @@
-//! The packed Q4_K layout (`mistral_kernels::packed`): packing is lossless,
-//! and every product on it (the scalar and AVX2 matrix × vector kernels, the
-//! tiled prefill kernel reading packed rows) equals the scalar kernel on the
-//! GGUF bytes bit for bit, on row counts that leave a partial group of 8.
+//! The packed layouts (`mistral_kernels::packed`): Q4_K by 8 rows and Q8_0
+//! by 16. Packing is lossless, and every product on them (the scalar, AVX2
+//! and AVX-512 matrix × vector kernels, the tiled prefill kernels reading
+//! packed rows) equals the scalar kernel on the GGUF bytes bit for bit
+//! (the tiled kernels: their own result on the GGUF bytes), on row counts
+//! that leave a partial group.
 
 mod common;
 
 use common::{assert_bits_eq, gaussian};
-use mistral_kernels::packed::PackedQ4K;
+use mistral_kernels::packed::{PackedQ4K, PackedQ8_0};
 use mistral_kernels::{quantize_to_vec, GgmlType, Isa, QMatrix, QK_K};
 use std::sync::Arc;
 
@@ -84,6 +86,9 @@ fn packed_products_equal_the_scalar_kernel_bit_for_bit() {
         (64, 256, 5),
         (29, 768, 9),
         (70, 512, 17),
+        // Pairs of groups (the AVX-512 kernel) with odd group counts per task.
+        (200, 1024, 1),
+        (45, 2304, 2),
     ];
     for (i, &(rows, cols, n)) in shapes.iter().enumerate() {
         let bytes = q4k_rows(rows, cols, i as u64);
@@ -121,4 +126,89 @@ fn packed_products_check_shapes() {
     assert!(m.matvec(&[0.0; 255], &mut y).is_err());
     assert!(m.matmul(&[0.0; 256], &mut y[..7]).is_err());
     assert!(m.matmul(&[0.0; 300], &mut y).is_err());
+}
+
+/// Q8_0 bytes whose rows differ in magnitude.
+fn q8_0_rows(rows: usize, cols: usize, seed: u64) -> Vec<u8> {
+    let w: Vec<f32> = gaussian(rows * cols, seed)
+        .into_iter()
+        .enumerate()
+        .map(|(k, v)| v * (0.5 + (k / cols % 5) as f32))
+        .collect();
+    quantize_to_vec(GgmlType::Q8_0, &w).unwrap()
+}
+
+#[test]
+fn q8_0_packing_is_lossless() {
+    for (rows, cols) in [(16, 32), (13, 64), (1, 32), (40, 320), (33, 96)] {
+        let bytes = random_bytes(rows * cols / 32 * 34, (rows * cols) as u64);
+        let p = PackedQ8_0::pack(&bytes, rows, cols).unwrap();
+        assert_eq!(p.to_bytes(), bytes, "{rows}x{cols}");
+    }
+    assert!(PackedQ8_0::pack(&[0u8; 34], 2, 32).is_err());
+    assert!(PackedQ8_0::pack(&[0u8; 34], 1, 30).is_err());
+}
+
+#[test]
+fn owned_q8_0_matrices_are_packed_for_avx512_and_read_back_the_same() {
+    let (rows, cols) = (37, 256);
+    let bytes = q8_0_rows(rows, cols, 9);
+    let m = QMatrix::new(GgmlType::Q8_0, rows, cols, bytes.clone()).unwrap();
+    assert_eq!(m.is_packed(), Isa::best() == Isa::Avx512);
+    assert_eq!(m.bytes(), &bytes[..]);
+    let (mut a, mut b) = (vec![0f32; cols], vec![0f32; cols]);
+    for r in [0, 15, 16, 36] {
+        m.dequantize_row(r, &mut a).unwrap();
+        mistral_kernels::dequantize_row(GgmlType::Q8_0, &bytes, cols, r, &mut b).unwrap();
+        assert_eq!(a, b, "row {r}");
+    }
+    assert!(m.dequantize_row(rows, &mut a).is_err());
+    assert!(m.dequantize_row(0, &mut a[..cols - 1]).is_err());
+    // Any other path reads the GGUF layout again.
+    let m = m.with_isa(Isa::Scalar).unwrap();
+    assert!(!m.is_packed());
+    assert_eq!(m.bytes(), &bytes[..]);
+}
+
+#[test]
+fn packed_q8_0_products_equal_the_plain_kernels() {
+    let shapes = [
+        (16, 256, 1),
+        (13, 512, 1),
+        (37, 1024, 3),
+        (200, 1024, 1),
+        (45, 2304, 2),
+        (70, 512, 17),
+        (33, 256, 40),
+    ];
+    for (i, &(rows, cols, n)) in shapes.iter().enumerate() {
+        let bytes = q8_0_rows(rows, cols, 50 + i as u64);
+        let x: Vec<f32> = gaussian(n * cols, 200 + i as u64)
+            .into_iter()
+            .enumerate()
+            .map(|(k, v)| v * (0.1 + (k / cols % 5) as f32))
+            .collect();
+        let len = bytes.len();
+        let plain = |isa: Isa| {
+            let m =
+                QMatrix::from_shared(GgmlType::Q8_0, rows, cols, Arc::new(bytes.clone()), 0..len)
+                    .unwrap()
+                    .with_isa(isa)
+                    .unwrap();
+            let mut y = vec![0f32; n * rows];
+            m.matmul(&x, &mut y).unwrap();
+            y
+        };
+        let scalar = plain(Isa::Scalar);
+        let packed = PackedQ8_0::pack(&bytes, rows, cols).unwrap();
+        for isa in Isa::available_paths() {
+            // The matrix × vector kernels equal the scalar one; a tiled
+            // kernel equals itself on the GGUF bytes.
+            let tiled = mistral_kernels::gemm::is_tiled(GgmlType::Q8_0, isa, n);
+            let want = if tiled { plain(isa) } else { scalar.clone() };
+            let mut got = vec![f32::NAN; n * rows];
+            packed.matmul(isa, &x, &mut got).unwrap();
+            assert_bits_eq(&format!("{isa:?} {rows}x{cols} n={n}"), &got, &want, rows);
+        }
+    }
 }

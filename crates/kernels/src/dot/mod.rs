@@ -53,6 +53,8 @@ pub struct ActBuffers {
     pub(crate) q8_0: Vec<BlockQ8_0>,
     pub(crate) q8_1: Vec<BlockQ8_1>,
     pub(crate) q8k: Vec<BlockQ8K>,
+    /// Each Q8_0 block's quant sum (filled by the packed Q8_0 kernel).
+    pub(crate) q8_0_sums: Vec<i32>,
 }
 
 /// One activation row in its kernel format.

@@ -325,23 +325,42 @@ unsafe fn row_block<F: Form>(
     }
 }
 
+/// Where the weight rows come from.
+#[derive(Clone, Copy)]
+pub(crate) enum LRows<'a> {
+    /// GGUF row-major blocks of type `ty`.
+    Plain(&'a [u8]),
+    /// Q8_0 regrouped by 16 rows.
+    PackedQ8_0(&'a crate::packed::PackedQ8_0),
+}
+
 /// Expands rows `rb0..rb1` into `wbuf`.
 ///
 /// # Safety
-/// AVX2 available; `w` holds the rows, `row_bytes` each.
+/// AVX2 available; `w` holds the rows (`row_bytes` each when plain).
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn expand_rows(
     ty: GgmlType,
-    w: &[u8],
+    w: LRows<'_>,
     row_bytes: usize,
     (rb0, rb1): (usize, usize),
     nb: usize,
     wbuf: &mut [WeightBlock],
 ) {
     for r in rb0..rb1 {
-        let row = &w[r * row_bytes..(r + 1) * row_bytes];
-        for b in 0..nb {
-            expand(ty, row, b, &mut wbuf[(r - rb0) * nb + b]);
+        let out = &mut wbuf[(r - rb0) * nb..(r - rb0 + 1) * nb];
+        match w {
+            LRows::Plain(w) => {
+                let row = &w[r * row_bytes..(r + 1) * row_bytes];
+                for (b, out) in out.iter_mut().enumerate() {
+                    expand(ty, row, b, out);
+                }
+            }
+            LRows::PackedQ8_0(p) => {
+                for (b, out) in out.iter_mut().enumerate() {
+                    expand(ty, blocks_as_bytes(&[p.block(r, b)]), 0, out);
+                }
+            }
         }
     }
 }
@@ -350,7 +369,7 @@ pub(super) unsafe fn expand_rows(
 /// the shapes.
 pub(crate) fn matmul(
     ty: GgmlType,
-    w: &[u8],
+    w: LRows<'_>,
     rows: usize,
     cols: usize,
     x: &[f32],
@@ -378,7 +397,7 @@ pub(crate) fn matmul(
 /// Every row block of one call, in parallel, on filled activation panels.
 fn run_blocks(
     ty: GgmlType,
-    w: &[u8],
+    w: LRows<'_>,
     row_bytes: usize,
     (rows, n, nb): (usize, usize, usize),
     panels_ref: &[ActBlock],

@@ -18,7 +18,7 @@
 //! multiply-add per block and row), so results agree with the row-at-a-time
 //! kernels to f32 rounding.
 
-use super::legacy::{expand_rows, WeightBlock as Expanded, WEIGHT_ZERO};
+use super::legacy::{expand_rows, LRows, WeightBlock as Expanded, WEIGHT_ZERO};
 use super::{row_block_size, store_lanes};
 use crate::blocks::*;
 use crate::matmul::{OutPtr, Pool};
@@ -291,7 +291,7 @@ unsafe fn row_block<const MIN: bool>(blk: &mut Block<'_>) {
 /// (and AVX2 + FMA + F16C) and the shapes.
 pub(crate) fn matmul(
     ty: GgmlType,
-    w: &[u8],
+    w: LRows<'_>,
     rows: usize,
     cols: usize,
     x: &[f32],
@@ -319,7 +319,7 @@ pub(crate) fn matmul(
 /// Every row block of one call, in parallel, on filled activation panels.
 fn run_blocks(
     ty: GgmlType,
-    w: &[u8],
+    w: LRows<'_>,
     row_bytes: usize,
     dims: (usize, usize, usize),
     panels_ref: &[ActBlock],

@@ -88,9 +88,9 @@ pub(crate) fn try_matmul(
                 kquant_matmul(ty, isa, kquant::KRows::Plain(w), rows, cols, x, y)
             }
             Some(Family::Legacy) if isa == Isa::Avx512 => {
-                legacy_avx512::matmul(ty, w, rows, cols, x, y)
+                legacy_avx512::matmul(ty, legacy::LRows::Plain(w), rows, cols, x, y)
             }
-            Some(Family::Legacy) => legacy::matmul(ty, w, rows, cols, x, y),
+            Some(Family::Legacy) => legacy::matmul(ty, legacy::LRows::Plain(w), rows, cols, x, y),
             Some(Family::Half) => {
                 let wide = isa == Isa::Avx512;
                 if ty == GgmlType::F16 {
@@ -131,6 +131,33 @@ pub(crate) fn try_matmul_packed_q4k(
             x,
             y,
         )
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (rows, y);
+        false
+    }
+}
+
+/// [`try_matmul`] for a Q8_0 matrix in the packed layout.
+pub(crate) fn try_matmul_packed_q8_0(
+    isa: Isa,
+    w: &crate::packed::PackedQ8_0,
+    x: &[f32],
+    y: &mut [f32],
+) -> bool {
+    let (rows, cols) = (w.rows(), w.cols());
+    if !is_tiled(GgmlType::Q8_0, isa, x.len() / cols.max(1)) {
+        return false;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        let w = legacy::LRows::PackedQ8_0(w);
+        if isa == Isa::Avx512 {
+            legacy_avx512::matmul(GgmlType::Q8_0, w, rows, cols, x, y)
+        } else {
+            legacy::matmul(GgmlType::Q8_0, w, rows, cols, x, y)
+        }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {

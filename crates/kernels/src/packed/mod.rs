@@ -7,13 +7,23 @@
 //!   4-byte words, so a matrix × vector handles 8 rows per vector
 //!   instruction. Lossless: the GGUF bytes come back exactly.
 //!
+//! - [`q8_0`]: Q8_0 in groups of 16 rows ([`PackedQ8_0`]), word-interleaved
+//!   with the sign bits flipped, for the AVX-512 VNNI matrix × vector (16
+//!   rows per `vpdpbusd`). Lossless, same size.
+//!
 //! [`PackedQ4K`] is a whole matrix in that layout (a last partial group is
 //! padded with zero rows); [`crate::QMatrix`] stores Q4_K matrices it owns
-//! this way.
+//! this way, and Q8_0 matrices it owns as [`PackedQ8_0`] when it computes on
+//! [`Isa::Avx512`].
 
 pub mod q4k;
 #[cfg(target_arch = "x86_64")]
 pub mod q4k_avx2;
+#[cfg(target_arch = "x86_64")]
+pub mod q4k_avx512;
+pub mod q8_0;
+#[cfg(target_arch = "x86_64")]
+pub mod q8_0_avx512;
 
 use crate::blocks::{blocks_as_bytes, cast_blocks, matrix_bytes, BlockQ4K, F16Le, QK_K};
 use crate::dequant::dequantize;
@@ -23,6 +33,7 @@ use crate::isa::Isa;
 use crate::matmul::{activation_rows, with_scratch, OutPtr};
 use mistral_gguf::GgmlType;
 pub use q4k::{BlockQ4Kx8, GROUP};
+pub use q8_0::{PackedQ8_0, GROUP16};
 use rayon::prelude::*;
 
 /// A `[rows, cols]` Q4_K matrix: groups of 8 rows as [`BlockQ4Kx8`]
@@ -111,23 +122,7 @@ impl PackedQ4K {
 
     /// Row `row` as f32.
     pub fn dequantize_row(&self, row: usize, out: &mut [f32]) -> Result<()> {
-        if row >= self.rows {
-            return Err(KernelError::RowOutOfRange {
-                row,
-                rows: self.rows,
-            });
-        }
-        if out.len() != self.cols {
-            return Err(KernelError::Shape {
-                op: "dequantize_row",
-                detail: format!("output has {} elements, row has {}", out.len(), self.cols),
-            });
-        }
-        for (s, o) in out.chunks_exact_mut(QK_K).enumerate() {
-            let b = [self.block(row, s)];
-            dequantize(GgmlType::Q4_K, blocks_as_bytes(&b), o)?;
-        }
-        Ok(())
+        dequantize_packed_row((self.rows, self.cols), row, out, |s| self.block(row, s))
     }
 
     /// The 8 rows of group `g` against one Q8_K activation row.
@@ -157,6 +152,23 @@ impl PackedQ4K {
         q4k::gemv_scalar(w, a)
     }
 
+    /// Groups `g` and `g + 1` against one Q8_K activation row, 16 rows at
+    /// once on AVX-512 (`None` on other paths: call [`Self::gemv`] twice).
+    fn gemv2(&self, isa: Isa, g: usize, a: &[crate::blocks::BlockQ8K]) -> Option<[f32; 2 * GROUP]> {
+        #[cfg(target_arch = "x86_64")]
+        if isa == Isa::Avx512 {
+            let kb = self.kb();
+            let w0 = &self.groups[g * kb..(g + 1) * kb];
+            let w1 = &self.groups[(g + 1) * kb..(g + 2) * kb];
+            // SAFETY: `isa` was checked available (AVX-512 F/BW/VL/VNNI with
+            // AVX2, FMA, F16C) by the caller (`Isa::checked` in `matmul`);
+            // the three slices have `kb` blocks each (`a` is one row).
+            return Some(unsafe { q4k_avx512::gemv2(w0, w1, &a[..kb]) });
+        }
+        let _ = (isa, g, a);
+        None
+    }
+
     /// `y[t, r] = Σ_c w[r, c] · x[t, c]` (`x`: `n` rows of `cols`, `y`: `n * rows`).
     pub fn matmul(&self, isa: Isa, x: &[f32], y: &mut [f32]) -> Result<()> {
         let isa = isa.checked()?;
@@ -175,23 +187,59 @@ impl PackedQ4K {
             let threads = rayon::current_num_threads().max(1);
             // Tasks of a few groups each (their weights stay in L2 while
             // every activation row passes), enough to even out the threads.
-            let per = groups.div_ceil(threads * 8).max(1);
+            // An even count, so the AVX-512 kernel's pairs of groups do not
+            // straddle tasks.
+            let per = groups.div_ceil(threads * 8).max(1).next_multiple_of(2);
             let out = OutPtr(y.as_mut_ptr());
+            let store = |t: usize, g: usize, v: &[f32]| {
+                for (i, &v) in v.iter().enumerate().take(rows - GROUP * g) {
+                    // SAFETY: t < n and GROUP * g + i < rows (the padding
+                    // rows are skipped); the task calling this alone writes
+                    // the rows of its groups g0..g0 + per.
+                    unsafe { *out.get().add(t * rows + GROUP * g + i) = v };
+                }
+            };
             (0..groups.div_ceil(per)).into_par_iter().for_each(|task| {
-                let g0 = task * per;
+                let (g0, g1) = (task * per, ((task + 1) * per).min(groups));
                 for t in 0..n {
-                    for g in g0..(g0 + per).min(groups) {
-                        let v = self.gemv(isa, g, act(t));
-                        for (i, v) in v.into_iter().enumerate().take(rows - GROUP * g) {
-                            // SAFETY: t < n and GROUP * g + i < rows (the
-                            // padding rows are skipped); this task alone
-                            // writes the rows of groups g0..g0 + per.
-                            unsafe { *out.get().add(t * rows + GROUP * g + i) = v };
+                    let mut g = g0;
+                    while g < g1 {
+                        if g + 1 < g1 {
+                            if let Some(v) = self.gemv2(isa, g, act(t)) {
+                                store(t, g, &v);
+                                g += 2;
+                                continue;
+                            }
                         }
+                        store(t, g, &self.gemv(isa, g, act(t)));
+                        g += 1;
                     }
                 }
             });
             Ok(())
         })
     }
+}
+
+/// Row `row` of a packed `[rows, cols]` matrix as f32, block by block
+/// (`block(i)`: the row's `i`-th GGUF block).
+fn dequantize_packed_row<B: crate::blocks::ByteBlock>(
+    (rows, cols): (usize, usize),
+    row: usize,
+    out: &mut [f32],
+    block: impl Fn(usize) -> B,
+) -> Result<()> {
+    if row >= rows {
+        return Err(KernelError::RowOutOfRange { row, rows });
+    }
+    if out.len() != cols {
+        return Err(KernelError::Shape {
+            op: "dequantize_row",
+            detail: format!("output has {} elements, row has {cols}", out.len()),
+        });
+    }
+    for (i, o) in out.chunks_exact_mut(B::ELEMS).enumerate() {
+        dequantize(B::TYPE, blocks_as_bytes(&[block(i)]), o)?;
+    }
+    Ok(())
 }
