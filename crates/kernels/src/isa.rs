@@ -11,8 +11,9 @@ pub enum Isa {
     /// x86-64 AVX2 + FMA + F16C.
     Avx2,
     /// x86-64 AVX-512 (F, BW, VL) with VNNI (`vpdpbusd`), on top of
-    /// [`Isa::Avx2`]: the tiled prefill kernels that have a 512-bit form use
-    /// it, every other kernel runs its AVX2 form.
+    /// [`Isa::Avx2`]: the tiled prefill kernels, the packed Q4_K / Q8_0
+    /// matrix × vector kernels and the Q6_K row kernel use it; every other
+    /// kernel runs its AVX2 form.
     Avx512,
     /// AArch64 Advanced SIMD (every AArch64 CPU): widening multiplies.
     Neon,

@@ -15,7 +15,9 @@
 //!   products per weight row, rows split over rayon threads, four activation
 //!   rows per weight-row pass for small batches. Paths: [`Isa::Scalar`] (the
 //!   reference), [`Isa::Avx2`] (AVX2 + FMA + F16C) and [`Isa::Avx512`]
-//!   (AVX-512 F/BW/VL + VNNI: the k-quant prefill kernel, AVX2 elsewhere) on
+//!   (AVX-512 F/BW/VL + VNNI: the tiled prefill kernels, packed Q4_K / Q8_0
+//!   matrix × vector and a Q6_K row kernel ([`dot::avx512`]), equal to the
+//!   AVX2 ones to f32 rounding; AVX2 elsewhere) on
 //!   x86-64, [`Isa::Neon`] and [`Isa::NeonDot`] (with `sdot`) on AArch64,
 //!   chosen at run time by [`Isa::best`] (override:
 //!   `MISTRAL_KERNELS_ISA=scalar|avx2|avx512|neon|neon-dot`)

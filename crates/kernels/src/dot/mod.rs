@@ -3,6 +3,8 @@
 
 #[cfg(target_arch = "x86_64")]
 pub mod avx2;
+#[cfg(target_arch = "x86_64")]
+pub mod avx512;
 #[cfg(target_arch = "aarch64")]
 pub mod neon;
 pub mod scalar;
@@ -161,6 +163,17 @@ pub fn row_dot(ty: GgmlType, isa: Isa, w: &[u8], act: ActRow<'_>) -> Result<f32>
             return Ok(v);
         }
     }
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512 {
+        if let (T::Q6_K, ActRow::Q8K(a)) = (ty, act) {
+            let wb = typed!(w, BlockQ6K);
+            // SAFETY: `isa` is Avx512 only when the caller checked the CPU
+            // has AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C
+            // (`Isa::available`); the kernel reads min(wb.len(), a.len())
+            // blocks of each slice.
+            return Ok(unsafe { avx512::q6k_q8k(wb, a) });
+        }
+    }
     let avx2 = isa.has_avx2() && cfg!(target_arch = "x86_64");
     macro_rules! pick {
         ($name:ident, $B:ty, $a:expr) => {{
@@ -289,6 +302,9 @@ pub fn row_dot4(
         }
         return match ty {
             T::Q4_K => q8k4!(q4k_q8k_x4, BlockQ4K),
+            // On AVX-512 a Q6_K row takes its own kernel (`avx512::q6k_q8k`),
+            // which the AVX2 four-row form would not match bit for bit.
+            T::Q6_K if isa == Isa::Avx512 => Ok(None),
             T::Q6_K => q8k4!(q6k_q8k_x4, BlockQ6K),
             T::Q2_K => q8k4!(q2k_q8k_x4, BlockQ2K),
             T::Q8_0 => {

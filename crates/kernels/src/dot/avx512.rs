@@ -1,0 +1,87 @@
+//! AVX-512 (F/BW/VL + VNNI) forms of the row dot products, for the types
+//! where they measure faster than the AVX2 ones; every other type runs its
+//! AVX2 form on [`crate::Isa::Avx512`].
+//!
+//! Q6_K: one super-block is four `zmm` of 64 levels. The 6-bit levels are
+//! built unsigned (`0..63`, the stored `q`), so `vpmaddubsw` takes them as
+//! its unsigned operand against the signed Q8_K bytes (pairs at most
+//! `2·63·128`, no i16 overflow); `vpdpwssd` multiplies those pair sums by the
+//! 16-value group scales and adds them into i32 lanes. The real level is
+//! `q − 32`: its effect, `32·Σ_g scale_g·bsum_g`, comes off once per
+//! super-block from the activation's group sums. As in the AVX2 kernel each
+//! super-block's integer lanes are scaled and added into f32 lanes, so the
+//! result agrees with the scalar kernel to rounding, not bit for bit.
+
+#![allow(clippy::missing_safety_doc)]
+
+use super::avx2::prefetch_ahead;
+use crate::blocks::{BlockQ6K, BlockQ8K};
+use std::arch::x86_64::*;
+
+/// For each of the 4 `zmm` of a Q6_K super-block (64 levels, 4 groups of
+/// 16), the scale index of each i16 pair lane: lane `i` of `zmm` `j` sums
+/// levels `64j + 2i, 64j + 2i + 1`, which are in group `4j + i / 8`.
+const Q6K_SCALE_LANES: [[i16; 32]; 4] = {
+    let mut t = [[0i16; 32]; 4];
+    let mut j = 0;
+    while j < 4 {
+        let mut i = 0;
+        while i < 32 {
+            t[j][i] = (4 * j + i / 8) as i16;
+            i += 1;
+        }
+        j += 1;
+    }
+    t
+};
+
+/// Q6_K weights × Q8_K activations.
+///
+/// # Safety
+/// AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C available. Reads
+/// `min(w.len(), a.len())` blocks of each slice.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub unsafe fn q6k_q8k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
+    let m4 = _mm512_set1_epi8(0x0F);
+    let m30 = _mm512_set1_epi8(0x30);
+    // Levels 32k + l (k = 0..4 within a 128-level half) take qh[l] bits
+    // 2k, 2k + 1 to bits 4, 5: k = 0, 1 (low nibbles, the two 256-bit
+    // halves of the first zmm) shift left by 4 and 2, k = 2, 3 shift right
+    // by 0 and 2.
+    let shl = _mm512_inserti64x4::<1>(_mm512_set1_epi16(4), _mm256_set1_epi16(2));
+    let shr = _mm512_inserti64x4::<1>(_mm512_setzero_si512(), _mm256_set1_epi16(2));
+    let lanes = Q6K_SCALE_LANES.map(|l| _mm512_loadu_si512(l.as_ptr() as *const __m512i));
+    let mut acc = _mm512_setzero_ps();
+    for (x, y) in w.iter().zip(a) {
+        prefetch_ahead(x);
+        let sc8 = _mm_loadu_si128(x.scales.as_ptr() as *const __m128i);
+        let sc16 = _mm256_cvtepi8_epi16(sc8);
+        let sc = _mm512_castsi256_si512(sc16);
+        let mut sumi = _mm512_setzero_si512();
+        for n in 0..2 {
+            let ql = _mm512_loadu_si512(x.ql.as_ptr().add(64 * n) as *const __m512i);
+            let qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(
+                x.qh.as_ptr().add(32 * n) as *const __m256i
+            ));
+            let lo = _mm512_or_si512(
+                _mm512_and_si512(ql, m4),
+                _mm512_and_si512(_mm512_sllv_epi16(qh, shl), m30),
+            );
+            let hi = _mm512_or_si512(
+                _mm512_and_si512(_mm512_srli_epi16::<4>(ql), m4),
+                _mm512_and_si512(_mm512_srlv_epi16(qh, shr), m30),
+            );
+            let ylo = _mm512_loadu_si512(y.qs.as_ptr().add(128 * n) as *const __m512i);
+            let yhi = _mm512_loadu_si512(y.qs.as_ptr().add(128 * n + 64) as *const __m512i);
+            let slo = _mm512_permutexvar_epi16(lanes[2 * n], sc);
+            let shi = _mm512_permutexvar_epi16(lanes[2 * n + 1], sc);
+            sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(lo, ylo), slo);
+            sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(hi, yhi), shi);
+        }
+        let corr = _mm256_madd_epi16(sc16, _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i));
+        let sumi = _mm512_sub_epi32(sumi, _mm512_zextsi256_si512(_mm256_slli_epi32::<5>(corr)));
+        let d = y.d * x.d.to_f32();
+        acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(sumi), acc);
+    }
+    _mm512_reduce_add_ps(acc)
+}
