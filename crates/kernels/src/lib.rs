@@ -30,7 +30,9 @@
 //!   register-tiled kernels for the k-quants (bit-identical to the scalar
 //!   kernels), the 32-value types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL) and
 //!   F16/BF16, each in an AVX2 form and an AVX-512 form ([`Isa::Avx512`]:
-//!   `vpdpbusd` for the integer types, 16-lane FMAs for F16/BF16).
+//!   `vpdpbusd` for the integer types, 16-lane FMAs for F16/BF16, and for
+//!   BF16 where the CPU has AVX-512 BF16 `vdpbf16ps` on activations rounded
+//!   to bfloat16, as llama.cpp's BF16 path: [`gemm::rounds_activations_to_bf16`]).
 //! - [`packed`]: weight layouts regrouped once at load for faster kernels;
 //!   Q4_K in groups of 8 rows ([`packed::PackedQ4K`]), which [`QMatrix::new`]
 //!   uses for every Q4_K matrix it owns (bit-identical results, +2.8% bytes).

@@ -8,7 +8,7 @@
 mod common;
 
 use common::{assert_near_f64_dot, gaussian, on_threads};
-use mistral_kernels::{dequantize, matmul, quantize_to_vec, GgmlType, Isa};
+use mistral_kernels::{dequantize, gemm, matmul, quantize_to_vec, GgmlType, Isa};
 
 /// Relative tolerance against the f64 reference, as a fraction of the sum of
 /// |products| (f32 accumulation in a different order).
@@ -34,6 +34,11 @@ fn check_type(ty: GgmlType, rows: usize, cols: usize, n: usize, w_offset: usize,
     let mut wr = vec![0f32; rows * cols];
     dequantize(ty, &w16, &mut wr).unwrap();
     let x = gaussian(n * cols, seed + 1);
+    // The activations rounded to bfloat16, for the `vdpbf16ps` kernel.
+    let xb: Vec<f32> = x
+        .iter()
+        .map(|&v| half::bf16::from_f32(v).to_f32())
+        .collect();
     // Every x86 path: the AVX2 microkernel, and AVX-512's where it runs.
     for isa in [Isa::Avx2, Isa::Avx512]
         .into_iter()
@@ -42,12 +47,14 @@ fn check_type(ty: GgmlType, rows: usize, cols: usize, n: usize, w_offset: usize,
         // Garbage in y: the kernel must overwrite, not accumulate into it.
         let mut y = vec![f32::NAN; n * rows];
         matmul(ty, isa, w, rows, cols, &x, &mut y).unwrap();
+        let bf = gemm::rounds_activations_to_bf16(ty, isa, n, cols);
+        let xs = if bf { &xb } else { &x };
         assert_near_f64_dot(
-            &format!("{ty} {isa:?} {rows}x{cols} n={n}"),
+            &format!("{ty} {isa:?} {rows}x{cols} n={n} bf16 activations: {bf}"),
             &y,
             (rows, cols),
             |i| wr[i] as f64,
-            |i| x[i] as f64,
+            |i| xs[i] as f64,
             REL_TOL,
         );
     }

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{assert_near_f64_dot, gaussian, on_threads};
-use mistral_kernels::{dequantize, matmul, quantize_to_vec, ActFormat, GgmlType, Isa};
+use mistral_kernels::{dequantize, gemm, matmul, quantize_to_vec, ActFormat, GgmlType, Isa};
 use rand::{Rng, SeedableRng};
 
 /// Offsets of the f16 scale fields in each block type (kept small and finite
@@ -89,6 +89,10 @@ const SHAPES: [(usize, usize, usize); 6] = [
 /// SIMD paths with a different f32 summation order vs the scalar kernel.
 const REL_TOL: f64 = 2e-5;
 
+/// Relative error bound of rounding an f32 to bfloat16 (to nearest):
+/// half a unit in the last of its 8 significant bits.
+const BF16_ROUNDING: f64 = 1.0 / 512.0;
+
 fn check_type(ty: GgmlType, rows: usize, cols: usize, n: usize, seed: u64) {
     let w = random_weights(ty, rows, cols, seed);
     let x = gaussian(n * cols, seed + 100);
@@ -114,6 +118,23 @@ fn check_type(ty: GgmlType, rows: usize, cols: usize, n: usize, seed: u64) {
             // the scalar kernel's own float steps: equal bit for bit.
             let what = format!("{ty} {isa:?} {rows}x{cols}x{n}");
             common::assert_bits_eq(&what, &y, &scalar, rows);
+            continue;
+        }
+        if gemm::rounds_activations_to_bf16(ty, isa, n, cols) {
+            // This path multiplies bfloat16-rounded activations: checked
+            // against the naive product of those.
+            let xb: Vec<f32> = x
+                .iter()
+                .map(|&v| half::bf16::from_f32(v).to_f32())
+                .collect();
+            assert_near_f64_dot(
+                &format!("{ty} {isa:?} (bf16 activations) vs naive, n={n}"),
+                &y,
+                (rows, cols),
+                |i| wf[i] as f64,
+                |i| xb[i] as f64,
+                REL_TOL,
+            );
             continue;
         }
         for (i, (&a, &b)) in y.iter().zip(&scalar).enumerate() {
@@ -266,13 +287,20 @@ fn batched_rows_equal_one_row_at_a_time() {
                     assert_eq!(yt, y[t * rows..(t + 1) * rows], "{ty} {isa:?} token {t}");
                     continue;
                 }
+                // Rounding an activation to bfloat16 moves it by at most
+                // 2^-9 of itself: the batched sum by at most 2^-9 of `mag`.
+                let tol = if mistral_kernels::gemm::rounds_activations_to_bf16(ty, isa, n, cols) {
+                    BF16_ROUNDING + REL_TOL
+                } else {
+                    REL_TOL
+                };
                 for r in 0..rows {
                     let mag: f64 = (0..cols)
                         .map(|c| (wf[r * cols + c] as f64 * x[t * cols + c] as f64).abs())
                         .sum();
                     let (a, b) = (y[t * rows + r], yt[r]);
                     assert!(
-                        ((a - b) as f64).abs() <= REL_TOL * mag + 1e-6,
+                        ((a - b) as f64).abs() <= tol * mag + 1e-6,
                         "{ty} {isa:?} [{t},{r}]: batched {a} vs one row {b}"
                     );
                 }

@@ -612,6 +612,8 @@ pub(crate) trait Half {
     unsafe fn widen8(p: *const u8) -> __m256;
     /// One value, for the tails.
     fn to_f32(b: [u8; 2]) -> f32;
+    /// Whether this is bfloat16 (which has a `vdpbf16ps` prefill kernel).
+    const IS_BF16: bool;
 }
 
 /// IEEE half ([`F16Le`]).
@@ -620,6 +622,7 @@ pub(crate) struct F16;
 pub(crate) struct BF16;
 
 impl Half for F16 {
+    const IS_BF16: bool = false;
     #[inline(always)]
     unsafe fn widen8(p: *const u8) -> __m256 {
         _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
@@ -630,6 +633,7 @@ impl Half for F16 {
 }
 
 impl Half for BF16 {
+    const IS_BF16: bool = true;
     #[inline(always)]
     unsafe fn widen8(p: *const u8) -> __m256 {
         // Zero-extend to 32 bits and shift into the top half: exact.

@@ -24,6 +24,16 @@
 //! sums). The summation order differs from the row-at-a-time dot products
 //! (blocks of [`KC`], one FMA chain per output), so results agree with them to
 //! rounding, not bit for bit.
+//!
+//! BF16 weights on a CPU with AVX-512 BF16 ([`Micro::Bf16Pairs`]) take a
+//! third microkernel, as llama.cpp's BF16 path does: the activations are
+//! rounded to bfloat16 (to nearest even) when packed, two consecutive `k`
+//! per 32-bit word, the weight panels are the weights' own bytes regrouped
+//! (two `k` of 16 rows per line, no widening), and each `vdpbf16ps` does 32
+//! multiply-adds into f32 lanes, twice an FMA's. The rounded activations
+//! cost about 2⁻⁹ of each product, the same order as the Q8 activations
+//! of the quantized types; [`super::rounds_activations_to_bf16`] tells
+//! which products take this path.
 
 use crate::dot::avx2::Half;
 use crate::matmul::{OutPtr, Pool};
@@ -59,8 +69,46 @@ thread_local! {
     static PACKED_W: RefCell<Vec<Lanes>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Packed activation buffers, reused across calls.
+/// Packed activation buffers, reused across calls. [`Micro::Bf16Pairs`]
+/// stores a pair of bfloat16 per element, as the bits of an f32.
 static PACKED_X: Pool<Vec<f32>> = Pool::new();
+
+/// The microkernel a product runs.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Micro {
+    /// [`tile`]: `M × 16` outputs in `__m256` accumulators (AVX2 + FMA).
+    Avx2,
+    /// [`tile512`]: `M × 32` outputs in `__m512` accumulators (AVX-512F).
+    Avx512,
+    /// [`tile_bf16`]: BF16 weights only, activations rounded to bfloat16,
+    /// `vdpbf16ps` (AVX-512 BF16); needs an even number of columns.
+    Bf16Pairs,
+}
+
+impl Micro {
+    /// Weight panels per microkernel call (the AVX-512 forms take two).
+    fn panels(self) -> usize {
+        if self == Micro::Avx2 {
+            1
+        } else {
+            2
+        }
+    }
+
+    /// `k` values per packed lane (and per packed activation element).
+    fn k_per_lane(self) -> usize {
+        if self == Micro::Bf16Pairs {
+            2
+        } else {
+            1
+        }
+    }
+}
+
+/// Whether this CPU runs [`Micro::Bf16Pairs`] (AVX-512F and AVX-512 BF16).
+pub(crate) fn has_bf16_pairs() -> bool {
+    is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bf16")
+}
 
 /// How the activation rows are cut into microkernel tiles: `tiles` tiles of
 /// at most 6 rows, as even as possible (4–6 rows from 8 rows on), tile `i`
@@ -93,7 +141,7 @@ pub(crate) fn matmul_half<H: Half>(
     (rows, cols): (usize, usize),
     x: &[f32],
     y: &mut [f32],
-    wide: bool,
+    micro: Micro,
 ) -> bool {
     if rows == 0 || cols == 0 || !x.len().is_multiple_of(cols) {
         return false;
@@ -107,7 +155,9 @@ pub(crate) fn matmul_half<H: Half>(
         || !(is_x86_feature_detected!("avx2")
             && is_x86_feature_detected!("fma")
             && is_x86_feature_detected!("f16c"))
-        || (wide && !is_x86_feature_detected!("avx512f"))
+        || (micro == Micro::Avx512 && !is_x86_feature_detected!("avx512f"))
+        || (micro == Micro::Bf16Pairs
+            && !(H::IS_BF16 && cols.is_multiple_of(2) && has_bf16_pairs()))
     {
         return false;
     }
@@ -125,7 +175,7 @@ pub(crate) fn matmul_half<H: Half>(
                 &x[t0 * cols..t1 * cols],
                 &mut y[t0 * rows..t1 * rows],
                 xp,
-                wide,
+                micro,
             );
         }
     });
@@ -140,25 +190,31 @@ fn multiply_chunk<H: Half>(
     x: &[f32],
     y: &mut [f32],
     xp: &mut Vec<f32>,
-    wide: bool,
+    micro: Micro,
 ) {
     let tiles = Tiles::new(x.len() / cols);
+    let kl = micro.k_per_lane();
     // Tile i's packed rows live at i * MR * cols (room for a full tile).
     xp.resize(tiles.tiles * MR * cols, 0.0);
     xp.par_chunks_mut(MR * cols)
         .enumerate()
         .for_each(|(i, chunk)| {
             let (t0, t1) = (tiles.start(i), tiles.start(i + 1));
-            pack_x(
+            let (x, out) = (
                 &x[t0 * cols..t1 * cols],
-                cols,
-                &mut chunk[..(t1 - t0) * cols],
+                &mut chunk[..(t1 - t0) * cols / kl],
             );
+            if micro == Micro::Bf16Pairs {
+                pack_x_bf16(x, cols, out);
+            } else {
+                pack_x(x, cols, out);
+            }
         });
 
-    // Depth blocks of (almost) equal size, at most KC.
+    // Depth blocks of (almost) equal size, at most KC, a whole number of
+    // lanes (`cols` is even for the bf16 pairs).
     let kblocks = cols.div_ceil(KC);
-    let kc = cols.div_ceil(kblocks);
+    let kc = cols.div_ceil(kblocks).next_multiple_of(kl);
     // Row blocks: about 4 per thread for balance, whole panels, at most NB_MAX rows.
     let threads = rayon::current_num_threads().max(1);
     let nb = super::row_block_size(rows, NR, NB_MAX);
@@ -182,7 +238,7 @@ fn multiply_chunk<H: Half>(
                 Ok(b) => &mut **b,
                 Err(_) => &mut local,
             };
-            let need = (r1 - r0).div_ceil(NR) * kc;
+            let need = (r1 - r0).div_ceil(NR) * kc / kl;
             if buf.len() < need {
                 buf.resize(need, ZERO_LANES);
             }
@@ -197,7 +253,7 @@ fn multiply_chunk<H: Half>(
                 i0,
                 i1,
                 kc,
-                wide,
+                micro,
             };
             // SAFETY: the CPU has AVX2, FMA and F16C and the shapes match
             // (checked by `matmul_half`), `buf` holds `need` lanes, and this
@@ -214,6 +270,20 @@ fn pack_x(x: &[f32], cols: usize, out: &mut [f32]) {
     for (k, o) in out.chunks_exact_mut(m).enumerate() {
         for (s, v) in o.iter_mut().enumerate() {
             *v = x[s * cols + k];
+        }
+    }
+}
+
+/// Packs `m = x.len() / cols` activation rows (`cols` even) for
+/// [`Micro::Bf16Pairs`]: `out[j * m + s]` holds `x[s][2j]` (low half) and
+/// `x[s][2j + 1]` (high half) rounded to bfloat16, as the bits of an f32.
+fn pack_x_bf16(x: &[f32], cols: usize, out: &mut [f32]) {
+    let m = x.len() / cols;
+    let bf = |v: f32| half::bf16::from_f32(v).to_bits() as u32;
+    for (j, o) in out.chunks_exact_mut(m).enumerate() {
+        for (s, v) in o.iter_mut().enumerate() {
+            let (lo, hi) = (x[s * cols + 2 * j], x[s * cols + 2 * j + 1]);
+            *v = f32::from_bits(bf(lo) | bf(hi) << 16);
         }
     }
 }
@@ -313,8 +383,7 @@ struct Block<'a> {
     i0: usize,
     i1: usize,
     kc: usize,
-    /// The AVX-512 microkernel.
-    wide: bool,
+    micro: Micro,
 }
 
 impl Block<'_> {
@@ -323,27 +392,38 @@ impl Block<'_> {
     /// packed activations of `tiles` (tile `i` at `i * MR * cols`), `y` points
     /// to `n × rows` f32 of which this call may write rows `r0..r1` of the
     /// activation rows of tiles `i0..i1`; `buf` holds at least
-    /// `ceil((r1 - r0) / NR) * kc` lanes.
+    /// `ceil((r1 - r0) / NR) * kc / k_per_lane` lanes. For
+    /// [`Micro::Bf16Pairs`], `H` is BF16, `cols` and `kc` are even and the
+    /// CPU has AVX-512 BF16.
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn run<H: Half>(&self, buf: &mut [Lanes], y: *mut f32) {
         let (rows, cols) = (self.rows, self.cols);
         let panels = (self.r1 - self.r0).div_ceil(NR);
+        let pairs = self.micro == Micro::Bf16Pairs;
+        let kpl = self.micro.k_per_lane();
         let mut p0 = 0;
         while p0 < cols {
             let kc = self.kc.min(cols - p0);
+            // Lanes per panel in this k-block.
+            let nl = kc / kpl;
             for j in 0..panels {
                 let pr0 = self.r0 + j * NR;
                 let valid = (self.r1 - pr0).min(NR);
+                let out = &mut buf[j * nl..(j + 1) * nl];
                 // SAFETY: rows pr0..pr0 + valid and columns p0..p0 + kc are
-                // inside `w`; the panel slice holds kc lanes.
+                // inside `w`; the panel slice holds kc / kpl lanes.
                 unsafe {
-                    pack_w::<H>(self.w, cols, pr0, valid, p0, &mut buf[j * kc..(j + 1) * kc])
+                    if pairs {
+                        pack_w_pairs(self.w, cols, pr0, valid, p0, out)
+                    } else {
+                        pack_w::<H>(self.w, cols, pr0, valid, p0, out)
+                    }
                 };
             }
             // What the next packing step reads: the next k-block of these
             // rows, or (a guess: rayon hands a thread neighbouring tasks) the
             // first k-block of the next row block.
-            let steps = (self.i1 - self.i0) * panels * kc;
+            let steps = (self.i1 - self.i0) * panels * nl;
             let mut pf = if p0 + kc < cols {
                 let p1 = (p0 + kc + self.kc).min(cols);
                 Prefetcher::new(self.w, cols, self.r0, self.r1, p0 + kc, p1, steps)
@@ -356,29 +436,35 @@ impl Block<'_> {
             for i in self.i0..self.i1 {
                 let t0 = self.tiles.start(i);
                 let m = self.tiles.start(i + 1) - t0;
-                let xt = &self.xp[i * MR * cols + p0 * m..i * MR * cols + (p0 + kc) * m];
+                let base = i * MR * cols;
+                let xt = &self.xp[base + p0 / kpl * m..base + (p0 + kc) / kpl * m];
                 let mut j = 0;
                 while j < panels {
-                    // The AVX-512 microkernel takes two panels at once.
-                    let np = if self.wide && j + 1 < panels { 2 } else { 1 };
+                    // The AVX-512 microkernels take two panels at once.
+                    let np = if j + 1 < panels {
+                        self.micro.panels()
+                    } else {
+                        1
+                    };
                     let pr0 = self.r0 + j * NR;
                     let valid = (self.r1 - pr0).min(np * NR);
-                    let panel = &buf[j * kc..(j + np) * kc];
+                    let panel = &buf[j * nl..(j + np) * nl];
                     // SAFETY: activation rows t0..t0 + m and weight rows
                     // pr0..pr0 + valid are inside `y` (n × rows) and owned by
-                    // this task; `xt` holds kc × m values, `panel` np × kc lanes.
+                    // this task; `xt` holds nl × m values, `panel` np × nl
+                    // lanes; the CPU features of `micro` were checked.
                     unsafe {
                         let yt = y.add(t0 * rows + pr0);
                         let acc = p0 > 0;
                         let out = (yt, rows, valid, acc);
-                        let wide = self.wide;
+                        let micro = self.micro;
                         match m {
-                            6 => tile_any::<6>(wide, (panel, np), xt, out, &mut pf),
-                            5 => tile_any::<5>(wide, (panel, np), xt, out, &mut pf),
-                            4 => tile_any::<4>(wide, (panel, np), xt, out, &mut pf),
-                            3 => tile_any::<3>(wide, (panel, np), xt, out, &mut pf),
-                            2 => tile_any::<2>(wide, (panel, np), xt, out, &mut pf),
-                            _ => tile_any::<1>(wide, (panel, np), xt, out, &mut pf),
+                            6 => tile_any::<6>(micro, (panel, np), xt, out, &mut pf),
+                            5 => tile_any::<5>(micro, (panel, np), xt, out, &mut pf),
+                            4 => tile_any::<4>(micro, (panel, np), xt, out, &mut pf),
+                            3 => tile_any::<3>(micro, (panel, np), xt, out, &mut pf),
+                            2 => tile_any::<2>(micro, (panel, np), xt, out, &mut pf),
+                            _ => tile_any::<1>(micro, (panel, np), xt, out, &mut pf),
                         }
                     }
                     j += np;
@@ -453,6 +539,67 @@ unsafe fn pack_w<H: Half>(
     }
 }
 
+/// [`pack_w`] for [`Micro::Bf16Pairs`]: lane `j` of `out` holds, for each
+/// of the 16 rows, the 32-bit word of bfloat16 columns `p0 + 2j` (low half)
+/// and `p0 + 2j + 1` (high half): the weights' own bytes, regrouped.
+///
+/// # Safety
+/// The CPU has AVX2; `w` holds rows of `cols` bf16 and rows
+/// `r0..r0 + valid`, columns `p0..p0 + 2 * out.len()` lie inside it.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn pack_w_pairs(
+    w: &[u8],
+    cols: usize,
+    r0: usize,
+    valid: usize,
+    p0: usize,
+    out: &mut [Lanes],
+) {
+    let nl = out.len();
+    assert!(valid <= NR && (r0 + valid) * cols * 2 <= w.len() && p0 + 2 * nl <= cols);
+    let word = |r: usize, j: usize| {
+        let o = 2 * ((r0 + r) * cols + p0 + 2 * j);
+        f32::from_bits(u32::from_le_bytes([w[o], w[o + 1], w[o + 2], w[o + 3]]))
+    };
+    if valid < NR {
+        for (j, lanes) in out.iter_mut().enumerate() {
+            for (r, v) in lanes.0.iter_mut().enumerate() {
+                *v = if r < valid { word(r, j) } else { 0.0 };
+            }
+        }
+        return;
+    }
+    let j8 = nl / 8 * 8;
+    let stride = 2 * cols;
+    for h0 in [0, 8] {
+        // SAFETY: row r0 + h0 < r0 + valid, column p0 ≤ cols: inside `w`
+        // (or one past its end only if nl = 0, and then nothing is read).
+        let base = unsafe { w.as_ptr().add((r0 + h0) * stride + 2 * p0) };
+        let mut j = 0;
+        while j < j8 {
+            // SAFETY: rows r0 + h0 + i (i < 8) are < r0 + valid and columns
+            // p0 + 2j..p0 + 2j + 16 ≤ p0 + 2 nl ≤ cols: 32 bytes inside `w`
+            // each; unaligned loads (the words move as bit patterns).
+            let v = unsafe {
+                let p = base.add(4 * j);
+                let ld = |i: usize| _mm256_loadu_ps(p.add(i * stride) as *const f32);
+                [ld(0), ld(1), ld(2), ld(3), ld(4), ld(5), ld(6), ld(7)]
+            };
+            let t = transpose8(v);
+            for (q, tq) in t.iter().enumerate() {
+                // SAFETY: as in `pack_w`.
+                unsafe { _mm256_store_ps(out[j + q].0.as_mut_ptr().add(h0), *tq) };
+            }
+            j += 8;
+        }
+        for (jj, lanes) in out.iter_mut().enumerate().skip(j8) {
+            for i in 0..8 {
+                lanes.0[h0 + i] = word(h0 + i, jj);
+            }
+        }
+    }
+}
+
 /// 8 × 8 transpose: `out[q]` holds element `q` of each input vector.
 #[inline]
 #[target_feature(enable = "avx2")]
@@ -485,28 +632,75 @@ fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
     ]
 }
 
-/// [`tile512`] if `wide`, else [`tile`], on `panels.1` panels of
-/// `panels.0.len() / panels.1` lanes each (two only if `wide`); `out` is
-/// `(y, ldy, valid, accumulate)`, `valid` counting the rows of every panel.
+/// The microkernel of `micro` on `panels.1` panels of
+/// `panels.0.len() / panels.1` lanes each (two only for the AVX-512 forms);
+/// `out` is `(y, ldy, valid, accumulate)`, `valid` counting the rows of
+/// every panel.
 ///
 /// # Safety
-/// As [`tile`]; AVX-512F available if `wide`.
+/// As [`tile`]; the CPU features of `micro` available.
 #[inline(always)]
 unsafe fn tile_any<const M: usize>(
-    wide: bool,
+    micro: Micro,
     (panel, np): (&[Lanes], usize),
     xt: &[f32],
-    (y, ldy, valid, accumulate): (*mut f32, usize, usize, bool),
+    out: (*mut f32, usize, usize, bool),
     pf: &mut Prefetcher,
 ) {
+    let (y, ldy, valid, accumulate) = out;
     // SAFETY: forwarded contract.
     unsafe {
-        match (wide, np) {
-            (true, 2) => tile512::<M, 2>(panel, xt, (y, ldy, valid, accumulate), pf),
-            (true, _) => tile512::<M, 1>(panel, xt, (y, ldy, valid, accumulate), pf),
-            _ => tile::<M>(panel, xt, y, ldy, valid, accumulate, pf),
+        match (micro, np) {
+            (Micro::Avx512, 2) => tile512::<M, 2>(panel, xt, out, pf),
+            (Micro::Avx512, _) => tile512::<M, 1>(panel, xt, out, pf),
+            (Micro::Bf16Pairs, 2) => tile_bf16::<M, 2>(panel, xt, out, pf),
+            (Micro::Bf16Pairs, _) => tile_bf16::<M, 1>(panel, xt, out, pf),
+            (Micro::Avx2, _) => tile::<M>(panel, xt, y, ldy, valid, accumulate, pf),
         }
     }
+}
+
+/// [`tile512`] on bfloat16 pairs: lane `j` of a panel holds two `k` of its
+/// 16 rows, `xt[j * M + i]` the same two `k` of activation row `i`, and one
+/// `vdpbf16ps` adds both products into each row's f32 lane.
+///
+/// # Safety
+/// As [`tile512`] (`xt` holds `M` words per lane); AVX-512 BF16 available.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bf16")]
+unsafe fn tile_bf16<const M: usize, const P: usize>(
+    panel: &[Lanes],
+    xt: &[f32],
+    out: (*mut f32, usize, usize, bool),
+    pf: &mut Prefetcher,
+) {
+    let nl = panel.len() / P;
+    assert!(xt.len() >= nl * M && out.2 <= P * NR && panel.len() == P * nl);
+    let mut acc = [[_mm512_setzero_ps(); P]; M];
+    let b = panel.as_ptr() as *const f32;
+    let a = xt.as_ptr() as *const i32;
+    for j in 0..nl {
+        if !pf.done() {
+            pf.tick();
+        }
+        // SAFETY: j < nl: lane j of each of the P panels (64 bytes, 64-byte
+        // aligned); j * M + i < nl * M ≤ xt.len(). `__m512bh` is 32
+        // bfloat16 in 64 bytes, the same size as `__m512i`: any bits are
+        // valid for both.
+        unsafe {
+            let bk: [__m512bh; P] = std::array::from_fn(|p| {
+                std::mem::transmute::<__m512, __m512bh>(_mm512_load_ps(b.add((p * nl + j) * NR)))
+            });
+            for (i, acc_i) in acc.iter_mut().enumerate() {
+                let ai =
+                    std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(*a.add(j * M + i)));
+                for p in 0..P {
+                    acc_i[p] = _mm512_dpbf16_ps(acc_i[p], ai, bk[p]);
+                }
+            }
+        }
+    }
+    // SAFETY: forwarded contract.
+    unsafe { store512(&acc, out) }
 }
 
 /// [`tile`] with AVX-512 over `P` adjacent panels (`panel`: `P` runs of
@@ -544,6 +738,23 @@ unsafe fn tile512<const M: usize, const P: usize>(
             }
         }
     }
+    // SAFETY: forwarded contract.
+    unsafe { store512(&acc, (y, ldy, valid, accumulate)) }
+}
+
+/// Stores (or adds, if `accumulate`) the `M × P` accumulators of an
+/// AVX-512 microkernel: `acc[i][p]` to `y[i * ldy + 16p..]`, the first
+/// `valid` rows of the `P` panels.
+///
+/// # Safety
+/// AVX-512F available; row `i < M` of `y` has `valid ≤ 16·P` writable f32
+/// that no other thread accesses.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f")]
+unsafe fn store512<const M: usize, const P: usize>(
+    acc: &[[__m512; P]; M],
+    (y, ldy, valid, accumulate): (*mut f32, usize, usize, bool),
+) {
     for (i, acc_i) in acc.iter().enumerate() {
         for (p, &v) in acc_i.iter().enumerate() {
             let live = valid.saturating_sub(p * NR).min(NR);

@@ -65,6 +65,31 @@ pub fn is_tiled(ty: GgmlType, isa: Isa, n: usize) -> bool {
     isa.has_avx2() && cfg!(target_arch = "x86_64") && n >= min_rows(ty) && family(ty).is_some()
 }
 
+/// Whether BF16 weights of `cols` columns take the `vdpbf16ps` kernel on
+/// [`Isa::Avx512`] (the CPU has AVX-512 BF16, `cols` is even).
+fn bf16_pairs(ty: GgmlType, cols: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        ty == GgmlType::BF16 && cols.is_multiple_of(2) && f16::has_bf16_pairs()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (ty, cols);
+        false
+    }
+}
+
+/// Whether a product of `n` activation rows of `cols` values with `ty`
+/// weights on `isa` rounds the activations to bfloat16 (to nearest even)
+/// before multiplying, as llama.cpp's BF16 path does: BF16 weights on
+/// [`Isa::Avx512`] where the CPU has AVX-512 BF16, in the tiled kernel
+/// (`vdpbf16ps`, twice the multiply-adds of an f32 FMA). Every other product
+/// takes the activations as f32 (or in the Q8 format of
+/// [`crate::ActFormat::for_weights`]).
+pub fn rounds_activations_to_bf16(ty: GgmlType, isa: Isa, n: usize, cols: usize) -> bool {
+    isa == Isa::Avx512 && is_tiled(ty, isa, n) && bf16_pairs(ty, cols)
+}
+
 /// `y[t, r] = sum_c w[r, c] * x[t, c]` with a tiled kernel, if there is one
 /// for `ty` on `isa` at this batch size. Shapes must already be checked
 /// (`w` holds `rows` rows of `cols`, `x` holds `n >= 1` rows, `y` `n * rows`).
@@ -92,11 +117,18 @@ pub(crate) fn try_matmul(
             }
             Some(Family::Legacy) => legacy::matmul(ty, legacy::LRows::Plain(w), rows, cols, x, y),
             Some(Family::Half) => {
-                let wide = isa == Isa::Avx512;
-                if ty == GgmlType::F16 {
-                    f16::matmul_half::<crate::dot::avx2::F16>(w, (rows, cols), x, y, wide)
+                use f16::Micro;
+                let micro = if isa != Isa::Avx512 {
+                    Micro::Avx2
+                } else if bf16_pairs(ty, cols) {
+                    Micro::Bf16Pairs
                 } else {
-                    f16::matmul_half::<crate::dot::avx2::BF16>(w, (rows, cols), x, y, wide)
+                    Micro::Avx512
+                };
+                if ty == GgmlType::F16 {
+                    f16::matmul_half::<crate::dot::avx2::F16>(w, (rows, cols), x, y, micro)
+                } else {
+                    f16::matmul_half::<crate::dot::avx2::BF16>(w, (rows, cols), x, y, micro)
                 }
             }
             None => false,
