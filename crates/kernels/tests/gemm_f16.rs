@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{assert_near_f64_dot, gaussian, on_threads};
+use common::{assert_near_f64_dot, gaussian, on_threads, round_to_bf16};
 use mistral_kernels::{dequantize, gemm, matmul, quantize_to_vec, GgmlType, Isa};
 
 /// Relative tolerance against the f64 reference, as a fraction of the sum of
@@ -35,10 +35,7 @@ fn check_type(ty: GgmlType, rows: usize, cols: usize, n: usize, w_offset: usize,
     dequantize(ty, &w16, &mut wr).unwrap();
     let x = gaussian(n * cols, seed + 1);
     // The activations rounded to bfloat16, for the `vdpbf16ps` kernel.
-    let xb: Vec<f32> = x
-        .iter()
-        .map(|&v| half::bf16::from_f32(v).to_f32())
-        .collect();
+    let xb = round_to_bf16(&x);
     // Every x86 path: the AVX2 microkernel, and AVX-512's where it runs.
     for isa in [Isa::Avx2, Isa::Avx512]
         .into_iter()

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{assert_near_f64_dot, gaussian, on_threads};
+use common::{assert_near_f64_dot, gaussian, on_threads, round_to_bf16};
 use mistral_kernels::{dequantize, gemm, matmul, quantize_to_vec, ActFormat, GgmlType, Isa};
 use rand::{Rng, SeedableRng};
 
@@ -123,10 +123,7 @@ fn check_type(ty: GgmlType, rows: usize, cols: usize, n: usize, seed: u64) {
         if gemm::rounds_activations_to_bf16(ty, isa, n, cols) {
             // This path multiplies bfloat16-rounded activations: checked
             // against the naive product of those.
-            let xb: Vec<f32> = x
-                .iter()
-                .map(|&v| half::bf16::from_f32(v).to_f32())
-                .collect();
+            let xb = round_to_bf16(&x);
             assert_near_f64_dot(
                 &format!("{ty} {isa:?} (bf16 activations) vs naive, n={n}"),
                 &y,

@@ -475,12 +475,117 @@ impl Block<'_> {
     }
 }
 
+/// Where the values of a 16-row weight panel come from: lane `j` of panel
+/// row `r` (an f32, or for [`Micro::Bf16Pairs`] the bits of two bfloat16).
+trait PanelSource {
+    /// Lanes `j..j + 8` of row `r`.
+    ///
+    /// # Safety
+    /// AVX2 and F16C available; `r` below the panel's valid rows and
+    /// `j + 8` at most its lane count.
+    unsafe fn load8(&self, r: usize, j: usize) -> __m256;
+    /// Lane `j` of row `r` (same bounds, one lane), for the tails.
+    fn one(&self, r: usize, j: usize) -> f32;
+}
+
+/// 16-bit float weights widened to f32: rows from `r0`, columns from `p0`.
+struct Widened<'a, H> {
+    w: &'a [u8],
+    cols: usize,
+    r0: usize,
+    p0: usize,
+    half: std::marker::PhantomData<H>,
+}
+
+impl<H: Half> PanelSource for Widened<'_, H> {
+    #[inline(always)]
+    unsafe fn load8(&self, r: usize, j: usize) -> __m256 {
+        // SAFETY: row r0 + r, columns p0 + j..p0 + j + 8 lie inside `w`
+        // (the caller's bounds and `pack_w`'s assert): 16 bytes.
+        unsafe {
+            H::widen8(
+                self.w
+                    .as_ptr()
+                    .add(2 * ((self.r0 + r) * self.cols + self.p0 + j)),
+            )
+        }
+    }
+    fn one(&self, r: usize, j: usize) -> f32 {
+        let o = 2 * ((self.r0 + r) * self.cols + self.p0 + j);
+        H::to_f32([self.w[o], self.w[o + 1]])
+    }
+}
+
+/// bfloat16 weights kept as they are, two columns per lane: lane `j` is the
+/// word of columns `p0 + 2j` (low half) and `p0 + 2j + 1` (high half).
+struct Pairs<'a> {
+    w: &'a [u8],
+    cols: usize,
+    r0: usize,
+    p0: usize,
+}
+
+impl PanelSource for Pairs<'_> {
+    #[inline(always)]
+    unsafe fn load8(&self, r: usize, j: usize) -> __m256 {
+        // SAFETY: row r0 + r, columns p0 + 2j..p0 + 2j + 16 lie inside `w`
+        // (the caller's bounds and `pack_w_pairs`'s assert): 32 bytes,
+        // moved as bit patterns.
+        unsafe {
+            let o = 2 * ((self.r0 + r) * self.cols + self.p0 + 2 * j);
+            _mm256_loadu_ps(self.w.as_ptr().add(o) as *const f32)
+        }
+    }
+    fn one(&self, r: usize, j: usize) -> f32 {
+        let o = 2 * ((self.r0 + r) * self.cols + self.p0 + 2 * j);
+        let w = &self.w;
+        f32::from_bits(u32::from_le_bytes([w[o], w[o + 1], w[o + 2], w[o + 3]]))
+    }
+}
+
+/// Fills a panel `out[j].0[r]` from `src`'s first `valid ≤ 16` rows; rows
+/// past `valid` are zero. Full panels go 8 × 8 through [`transpose8`].
+///
+/// # Safety
+/// AVX2 and F16C available; `src` holds `valid` rows of `out.len()` lanes.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn pack_panel<S: PanelSource>(src: &S, valid: usize, out: &mut [Lanes]) {
+    if valid < NR {
+        // The last panel of a matrix whose rows are not a multiple of 16.
+        for (j, lanes) in out.iter_mut().enumerate() {
+            for (r, v) in lanes.0.iter_mut().enumerate() {
+                *v = if r < valid { src.one(r, j) } else { 0.0 };
+            }
+        }
+        return;
+    }
+    let j8 = out.len() / 8 * 8;
+    for h0 in [0, 8] {
+        let mut j = 0;
+        while j < j8 {
+            // SAFETY: rows h0 + i < 16 = valid, lanes j..j + 8 ≤ j8.
+            let v: [__m256; 8] = std::array::from_fn(|i| unsafe { src.load8(h0 + i, j) });
+            let t = transpose8(v);
+            for (q, tq) in t.iter().enumerate() {
+                // SAFETY: `Lanes` is 64-byte aligned, so lanes h0..h0 + 8 are
+                // a 32-byte aligned run of 8 f32 inside `out[j + q]`.
+                unsafe { _mm256_store_ps(out[j + q].0.as_mut_ptr().add(h0), *tq) };
+            }
+            j += 8;
+        }
+        for (jj, lanes) in out.iter_mut().enumerate().skip(j8) {
+            for i in 0..8 {
+                lanes.0[h0 + i] = src.one(h0 + i, jj);
+            }
+        }
+    }
+}
+
 /// Converts weight rows `r0..r0 + valid` (`valid ≤ 16`), columns
 /// `p0..p0 + out.len()`, into a panel `out[k].0[row]`; rows past `valid` are zero.
 ///
 /// # Safety
-/// The CPU has AVX2 and F16C; `w` holds rows of `cols` f16 and rows
-/// `r0..r0 + valid`, columns `p0..p0 + out.len()` lie inside it.
+/// The CPU has AVX2 and F16C; `w` holds rows of `cols` f16.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn pack_w<H: Half>(
     w: &[u8],
@@ -490,53 +595,17 @@ unsafe fn pack_w<H: Half>(
     p0: usize,
     out: &mut [Lanes],
 ) {
-    let kc = out.len();
-    assert!(valid <= NR && (r0 + valid) * cols * 2 <= w.len() && p0 + kc <= cols);
-    if valid < NR {
-        // The last panel of a matrix whose rows are not a multiple of 16.
-        for (k, lanes) in out.iter_mut().enumerate() {
-            for (r, v) in lanes.0.iter_mut().enumerate() {
-                *v = if r < valid {
-                    let o = 2 * ((r0 + r) * cols + p0 + k);
-                    H::to_f32([w[o], w[o + 1]])
-                } else {
-                    0.0
-                };
-            }
-        }
-        return;
-    }
-    let k8 = kc / 8 * 8;
-    let stride = 2 * cols;
-    for h0 in [0, 8] {
-        // SAFETY: row r0 + h0 < r0 + valid, column p0 ≤ cols: inside `w`
-        // (or one past its end only if kc = 0, and then nothing is read).
-        let base = unsafe { w.as_ptr().add((r0 + h0) * stride + 2 * p0) };
-        let mut k = 0;
-        while k < k8 {
-            // SAFETY: rows r0 + h0 + i (i < 8) are < r0 + valid and columns
-            // p0 + k..p0 + k + 8 ≤ p0 + kc ≤ cols: 16 bytes inside `w` each;
-            // unaligned loads.
-            let v = unsafe {
-                let p = base.add(2 * k);
-                let ld = |i: usize| H::widen8(p.add(i * stride));
-                [ld(0), ld(1), ld(2), ld(3), ld(4), ld(5), ld(6), ld(7)]
-            };
-            let t = transpose8(v);
-            for (q, tq) in t.iter().enumerate() {
-                // SAFETY: `Lanes` is 64-byte aligned, so lanes h0..h0 + 8 are
-                // a 32-byte aligned run of 8 f32 inside `out[k + q]`.
-                unsafe { _mm256_store_ps(out[k + q].0.as_mut_ptr().add(h0), *tq) };
-            }
-            k += 8;
-        }
-        for (kk, lanes) in out.iter_mut().enumerate().skip(k8) {
-            for i in 0..8 {
-                let o = (r0 + h0 + i) * stride + 2 * (p0 + kk);
-                lanes.0[h0 + i] = H::to_f32([w[o], w[o + 1]]);
-            }
-        }
-    }
+    assert!(valid <= NR && (r0 + valid) * cols * 2 <= w.len() && p0 + out.len() <= cols);
+    let src = Widened::<H> {
+        w,
+        cols,
+        r0,
+        p0,
+        half: std::marker::PhantomData,
+    };
+    // SAFETY: the CPU features are the caller's; the assert bounds the rows
+    // and columns `src` reads.
+    unsafe { pack_panel(&src, valid, out) }
 }
 
 /// [`pack_w`] for [`Micro::Bf16Pairs`]: lane `j` of `out` holds, for each
@@ -544,8 +613,7 @@ unsafe fn pack_w<H: Half>(
 /// and `p0 + 2j + 1` (high half): the weights' own bytes, regrouped.
 ///
 /// # Safety
-/// The CPU has AVX2; `w` holds rows of `cols` bf16 and rows
-/// `r0..r0 + valid`, columns `p0..p0 + 2 * out.len()` lie inside it.
+/// The CPU has AVX2 and F16C; `w` holds rows of `cols` bf16.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn pack_w_pairs(
     w: &[u8],
@@ -555,49 +623,9 @@ unsafe fn pack_w_pairs(
     p0: usize,
     out: &mut [Lanes],
 ) {
-    let nl = out.len();
-    assert!(valid <= NR && (r0 + valid) * cols * 2 <= w.len() && p0 + 2 * nl <= cols);
-    let word = |r: usize, j: usize| {
-        let o = 2 * ((r0 + r) * cols + p0 + 2 * j);
-        f32::from_bits(u32::from_le_bytes([w[o], w[o + 1], w[o + 2], w[o + 3]]))
-    };
-    if valid < NR {
-        for (j, lanes) in out.iter_mut().enumerate() {
-            for (r, v) in lanes.0.iter_mut().enumerate() {
-                *v = if r < valid { word(r, j) } else { 0.0 };
-            }
-        }
-        return;
-    }
-    let j8 = nl / 8 * 8;
-    let stride = 2 * cols;
-    for h0 in [0, 8] {
-        // SAFETY: row r0 + h0 < r0 + valid, column p0 ≤ cols: inside `w`
-        // (or one past its end only if nl = 0, and then nothing is read).
-        let base = unsafe { w.as_ptr().add((r0 + h0) * stride + 2 * p0) };
-        let mut j = 0;
-        while j < j8 {
-            // SAFETY: rows r0 + h0 + i (i < 8) are < r0 + valid and columns
-            // p0 + 2j..p0 + 2j + 16 ≤ p0 + 2 nl ≤ cols: 32 bytes inside `w`
-            // each; unaligned loads (the words move as bit patterns).
-            let v = unsafe {
-                let p = base.add(4 * j);
-                let ld = |i: usize| _mm256_loadu_ps(p.add(i * stride) as *const f32);
-                [ld(0), ld(1), ld(2), ld(3), ld(4), ld(5), ld(6), ld(7)]
-            };
-            let t = transpose8(v);
-            for (q, tq) in t.iter().enumerate() {
-                // SAFETY: as in `pack_w`.
-                unsafe { _mm256_store_ps(out[j + q].0.as_mut_ptr().add(h0), *tq) };
-            }
-            j += 8;
-        }
-        for (jj, lanes) in out.iter_mut().enumerate().skip(j8) {
-            for i in 0..8 {
-                lanes.0[h0 + i] = word(h0 + i, jj);
-            }
-        }
-    }
+    assert!(valid <= NR && (r0 + valid) * cols * 2 <= w.len() && p0 + 2 * out.len() <= cols);
+    // SAFETY: as in `pack_w`.
+    unsafe { pack_panel(&Pairs { w, cols, r0, p0 }, valid, out) }
 }
 
 /// 8 × 8 transpose: `out[q]` holds element `q` of each input vector.

@@ -20,6 +20,14 @@ pub fn gaussian(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
+/// `x` rounded to bfloat16 (to nearest even) and back: the activations a
+/// kernel sees when `gemm::rounds_activations_to_bf16` holds.
+pub fn round_to_bf16(x: &[f32]) -> Vec<f32> {
+    x.iter()
+        .map(|&v| half::bf16::from_f32(v).to_f32())
+        .collect()
+}
+
 pub fn rmse(a: &[f32], b: &[f32]) -> f64 {
     let s: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
     (s / a.len() as f64).sqrt()
