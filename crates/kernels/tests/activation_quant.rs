@@ -1,4 +1,4 @@
-//! The Q8_K activation quantizer against its scalar reference (no candle:
+//! The Q8_K and Q8_0 activation quantizers against its scalar reference (no candle:
 //! this file also runs in the AArch64 cross build of `tests/aarch64.sh`).
 
 mod common;
@@ -51,5 +51,44 @@ fn q8k_activation_quantizer_equals_the_scalar_reference() {
         assert_eq!(a.qs, b.qs, "case {i}");
         assert_eq!(a.bsums, b.bsums, "case {i}");
         assert_eq!(a.d.to_bits(), b.d.to_bits(), "case {i}");
+    }
+}
+
+/// The Q8_0 activation quantizer of the 32-value block kernels (AVX2 where
+/// available) equals [`BlockQ8_0`]'s reference quantizer bit for bit: exact
+/// .5 products (half away from zero: 0.5 -> 1, -2.5 -> -3), values just
+/// below and above a tie, the largest magnitude at either sign, zeros,
+/// denormals (whose inverse scale overflows), and NaN / infinity.
+#[test]
+fn q8_0_activation_quantizer_equals_the_scalar_reference() {
+    use mistral_kernels::quant::quantize_block_q8_0;
+    use mistral_kernels::{BlockQ8_0, QuantizeBlock};
+    let mut cases: Vec<Vec<f32>> = (0..200)
+        .map(|s| {
+            let scale = 10f32.powi(s % 13 - 6);
+            gaussian(32, s as u64).iter().map(|v| v * scale).collect()
+        })
+        .collect();
+    // max = 127 makes the inverse scale 1: every k + 0.5 is a tie.
+    for sign in [1.0f32, -1.0] {
+        let mut halves: Vec<f32> = (0..32).map(|k| sign * (k as f32 * 4.0 - 63.5)).collect();
+        halves[5] = 127.0 * sign;
+        cases.push(halves.clone());
+        cases.push(halves.iter().map(|v| v.next_up()).collect());
+        cases.push(halves.iter().map(|v| v.next_down()).collect());
+    }
+    cases.push(vec![0.0; 32]);
+    cases.push(vec![-0.0; 32]);
+    cases.push((0..32).map(|k| f32::from_bits(k as u32 + 1)).collect());
+    cases.push((0..32).map(|k| f32::from_bits(k as u32 * 4096 + 1)).collect());
+    let mut special = gaussian(32, 7);
+    special[10] = f32::NAN;
+    cases.push(special.clone());
+    special[10] = f32::NEG_INFINITY;
+    cases.push(special);
+    for (i, x) in cases.iter().enumerate() {
+        let (a, b) = (quantize_block_q8_0(x), BlockQ8_0::quantize(x));
+        assert_eq!(a.qs, b.qs, "case {i}");
+        assert_eq!(a.d.0, b.d.0, "case {i}");
     }
 }

@@ -180,6 +180,8 @@ fn packed_q8_0_products_equal_the_plain_kernels() {
         (45, 2304, 2),
         (70, 512, 17),
         (33, 256, 40),
+        (45, 2304, 13),
+        (16, 256, 64),
     ];
     for (i, &(rows, cols, n)) in shapes.iter().enumerate() {
         let bytes = q8_0_rows(rows, cols, 50 + i as u64);

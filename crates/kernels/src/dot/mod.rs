@@ -119,7 +119,7 @@ impl ActBuffers {
                 self.f32.extend_from_slice(x);
             }
             ActFormat::Q8_0 => fill(&mut self.q8_0, Q8_0_ZERO, x, 32, |c, b| {
-                *b = BlockQ8_0::quantize(c)
+                *b = crate::quant::quantize_block_q8_0(c)
             }),
             ActFormat::Q8_1 => fill(&mut self.q8_1, Q8_1_ZERO, x, 32, |c, b| {
                 *b = BlockQ8_1::quantize(c)

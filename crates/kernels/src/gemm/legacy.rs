@@ -24,7 +24,6 @@ use super::{row_block_size, store_tile, with_panels, PANEL};
 use crate::blocks::*;
 use crate::dot::avx2;
 use crate::matmul::{OutPtr, Pool};
-use crate::quant::QuantizeBlock;
 use mistral_gguf::GgmlType;
 use rayon::prelude::*;
 use std::arch::x86_64::*;
@@ -181,7 +180,7 @@ fn fill_panels(x: &[f32], cols: usize, n: usize, p: usize, out: &mut [ActBlock])
             if t >= n {
                 break;
             }
-            let q = BlockQ8_0::quantize(&x[t * cols + b * QK..t * cols + (b + 1) * QK]);
+            let q = crate::quant::quantize_block_q8_0(&x[t * cols + b * QK..t * cols + (b + 1) * QK]);
             for j in 0..8 {
                 blk.qs[j][4 * c..4 * c + 4].copy_from_slice(&q.qs[4 * j..4 * j + 4]);
             }

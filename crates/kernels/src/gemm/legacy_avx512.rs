@@ -22,7 +22,6 @@ use super::legacy::{expand_rows, LRows, WeightBlock as Expanded, WEIGHT_ZERO};
 use super::{row_block_size, store_lanes};
 use crate::blocks::*;
 use crate::matmul::{OutPtr, Pool};
-use crate::quant::QuantizeBlock;
 use mistral_gguf::GgmlType;
 use rayon::prelude::*;
 use std::arch::x86_64::*;
@@ -142,7 +141,7 @@ fn fill_panels(x: &[f32], cols: usize, n: usize, p: usize, out: &mut [ActBlock])
             if t >= n {
                 break;
             }
-            let q = BlockQ8_0::quantize(&x[t * cols + b * QK..t * cols + (b + 1) * QK]);
+            let q = crate::quant::quantize_block_q8_0(&x[t * cols + b * QK..t * cols + (b + 1) * QK]);
             for j in 0..8 {
                 for k in 0..4 {
                     // a + 128 in 0..=255 (two's complement: flip the sign bit).

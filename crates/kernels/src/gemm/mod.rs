@@ -24,6 +24,8 @@ mod kquant_avx512;
 mod legacy;
 #[cfg(target_arch = "x86_64")]
 mod legacy_avx512;
+#[cfg(target_arch = "x86_64")]
+mod q8_0_avx512;
 
 use crate::isa::Isa;
 use mistral_gguf::GgmlType;
@@ -184,11 +186,10 @@ pub(crate) fn try_matmul_packed_q8_0(
     }
     #[cfg(target_arch = "x86_64")]
     {
-        let w = legacy::LRows::PackedQ8_0(w);
         if isa == Isa::Avx512 {
-            legacy_avx512::matmul(GgmlType::Q8_0, w, rows, cols, x, y)
+            q8_0_avx512::matmul(w, x, y)
         } else {
-            legacy::matmul(GgmlType::Q8_0, w, rows, cols, x, y)
+            legacy::matmul(GgmlType::Q8_0, legacy::LRows::PackedQ8_0(w), rows, cols, x, y)
         }
     }
     #[cfg(not(target_arch = "x86_64"))]

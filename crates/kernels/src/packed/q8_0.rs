@@ -105,6 +105,15 @@ impl PackedQ8_0 {
         self.cols / QK
     }
 
+    /// Group `g`'s block columns: the flipped quants and the scales.
+    pub(crate) fn group(&self, g: usize) -> (&[Qs16], &[[F16Le; GROUP16]]) {
+        let nb = self.nb();
+        (
+            &self.qs[g * nb..(g + 1) * nb],
+            &self.d[g * nb..(g + 1) * nb],
+        )
+    }
+
     /// Where quant `k` (0..32) of row `r` (0..16) sits in a [`Qs16`].
     const fn qs_index(r: usize, k: usize) -> usize {
         64 * (k / 4) + 4 * r + k % 4
@@ -138,10 +147,7 @@ impl PackedQ8_0 {
     /// each activation block's quant sum).
     fn gemv(&self, isa: Isa, g: usize, a: &[BlockQ8_0], asum: &[i32]) -> [f32; GROUP16] {
         let nb = self.nb();
-        let (qs, d) = (
-            &self.qs[g * nb..(g + 1) * nb],
-            &self.d[g * nb..(g + 1) * nb],
-        );
+        let (qs, d) = self.group(g);
         #[cfg(target_arch = "x86_64")]
         if isa == Isa::Avx512 {
             // SAFETY: `isa` was checked available (AVX-512 F/BW/VL/VNNI with

@@ -130,6 +130,21 @@ impl QuantizeBlock for BlockQ8_0 {
     }
 }
 
+/// The activation format of the 32-value block dot products
+/// (`x.len() == 32`): [`BlockQ8_0`]'s reference quantizer, run by an AVX2
+/// version where the CPU has it (bit-identical).
+pub fn quantize_block_q8_0(x: &[f32]) -> BlockQ8_0 {
+    #[cfg(target_arch = "x86_64")]
+    if x.len() == QK && crate::Isa::Avx2.available() {
+        // SAFETY: AVX2 is available (checked above) and `x` holds exactly
+        // the 32 values the kernel reads.
+        if let Some(b) = unsafe { super::q8_0_avx2::quantize_block_q8_0(x) } {
+            return b;
+        }
+    }
+    BlockQ8_0::quantize(x)
+}
+
 impl QuantizeBlock for BlockQ8_1 {
     fn quantize(x: &[f32]) -> Self {
         let amax = x.iter().fold(0f32, |a, v| a.max(v.abs()));

@@ -6,6 +6,8 @@ mod kquants;
 mod legacy;
 pub mod mix;
 #[cfg(target_arch = "x86_64")]
+mod q8_0_avx2;
+#[cfg(target_arch = "x86_64")]
 mod q8k_avx2;
 #[cfg(target_arch = "aarch64")]
 mod q8k_neon;
@@ -13,6 +15,7 @@ pub mod search;
 
 pub(crate) use kquants::pack_scale_min_k4;
 pub use kquants::{quantize_block_q8k, quantize_block_q8k_scalar};
+pub use legacy::quantize_block_q8_0;
 
 use crate::blocks::*;
 use crate::error::{KernelError, Result};
