@@ -80,7 +80,11 @@ fn q8_0_activation_quantizer_equals_the_scalar_reference() {
     cases.push(vec![0.0; 32]);
     cases.push(vec![-0.0; 32]);
     cases.push((0..32).map(|k| f32::from_bits(k as u32 + 1)).collect());
-    cases.push((0..32).map(|k| f32::from_bits(k as u32 * 4096 + 1)).collect());
+    cases.push(
+        (0..32)
+            .map(|k| f32::from_bits(k as u32 * 4096 + 1))
+            .collect(),
+    );
     let mut special = gaussian(32, 7);
     special[10] = f32::NAN;
     cases.push(special.clone());

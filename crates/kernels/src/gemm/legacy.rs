@@ -180,7 +180,8 @@ fn fill_panels(x: &[f32], cols: usize, n: usize, p: usize, out: &mut [ActBlock])
             if t >= n {
                 break;
             }
-            let q = crate::quant::quantize_block_q8_0(&x[t * cols + b * QK..t * cols + (b + 1) * QK]);
+            let q =
+                crate::quant::quantize_block_q8_0(&x[t * cols + b * QK..t * cols + (b + 1) * QK]);
             for j in 0..8 {
                 blk.qs[j][4 * c..4 * c + 4].copy_from_slice(&q.qs[4 * j..4 * j + 4]);
             }

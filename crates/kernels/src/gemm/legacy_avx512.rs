@@ -141,7 +141,8 @@ fn fill_panels(x: &[f32], cols: usize, n: usize, p: usize, out: &mut [ActBlock])
             if t >= n {
                 break;
             }
-            let q = crate::quant::quantize_block_q8_0(&x[t * cols + b * QK..t * cols + (b + 1) * QK]);
+            let q =
+                crate::quant::quantize_block_q8_0(&x[t * cols + b * QK..t * cols + (b + 1) * QK]);
             for j in 0..8 {
                 for k in 0..4 {
                     // a + 128 in 0..=255 (two's complement: flip the sign bit).

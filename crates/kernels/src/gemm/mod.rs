@@ -189,7 +189,14 @@ pub(crate) fn try_matmul_packed_q8_0(
         if isa == Isa::Avx512 {
             q8_0_avx512::matmul(w, x, y)
         } else {
-            legacy::matmul(GgmlType::Q8_0, legacy::LRows::PackedQ8_0(w), rows, cols, x, y)
+            legacy::matmul(
+                GgmlType::Q8_0,
+                legacy::LRows::PackedQ8_0(w),
+                rows,
+                cols,
+                x,
+                y,
+            )
         }
     }
     #[cfg(not(target_arch = "x86_64"))]

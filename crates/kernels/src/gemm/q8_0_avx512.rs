@@ -175,11 +175,7 @@ unsafe fn run_tile<const G: usize, const N: usize>(blk: &mut Block<'_>, g0: usiz
         let r0 = GROUP16 * (g0 + g);
         // The last group's padding rows are dropped.
         let live = (rows - r0).min(GROUP16);
-        let mask: __mmask16 = if live == GROUP16 {
-            !0
-        } else {
-            (1 << live) - 1
-        };
+        let mask: __mmask16 = if live == GROUP16 { !0 } else { (1 << live) - 1 };
         for t in 0..N {
             // SAFETY: t0 + t < n and rows r0..r0 + live lie inside `y`
             // (n * rows values), in this worker's row block.
