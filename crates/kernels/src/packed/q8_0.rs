@@ -146,10 +146,10 @@ impl PackedQ8_0 {
     /// The 16 rows of group `g` against one Q8_0 activation row (`asum`:
     /// each activation block's quant sum).
     fn gemv(&self, isa: Isa, g: usize, a: &[BlockQ8_0], asum: &[i32]) -> [f32; GROUP16] {
-        let nb = self.nb();
         let (qs, d) = self.group(g);
         #[cfg(target_arch = "x86_64")]
         if isa == Isa::Avx512 {
+            let nb = qs.len();
             // SAFETY: `isa` was checked available (AVX-512 F/BW/VL/VNNI with
             // F16C) by the caller (`Isa::checked` in `matmul`); the kernel
             // reads `nb` entries of each slice, which all have them.
