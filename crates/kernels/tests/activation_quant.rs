@@ -1,5 +1,5 @@
-//! The Q8_K and Q8_0 activation quantizers against its scalar reference (no candle:
-//! this file also runs in the AArch64 cross build of `tests/aarch64.sh`).
+//! The Q8_K and Q8_0 activation quantizers against their scalar references (no
+//! candle: this file also runs in the AArch64 cross build of `tests/aarch64.sh`).
 
 mod common;
 

@@ -230,6 +230,7 @@ pub(crate) fn matmul(w: &PackedQ8_0, x: &[f32], y: &mut [f32]) -> bool {
     }
     let nb = cols / QK;
     let n = x.len() / cols;
+    debug_assert_eq!(y.len(), n * rows);
     super::with_panels(
         &ACTS,
         ACT_ZERO,
@@ -237,7 +238,6 @@ pub(crate) fn matmul(w: &PackedQ8_0, x: &[f32], y: &mut [f32]) -> bool {
         |t, out| fill_row(x, cols, t, out),
         |acts| run_blocks(w, n, acts, y),
     );
-    debug_assert_eq!(y.len(), n * rows);
     true
 }
 

@@ -8,8 +8,9 @@
 //!   instruction. Lossless: the GGUF bytes come back exactly.
 //!
 //! - [`q8_0`]: Q8_0 in groups of 16 rows ([`PackedQ8_0`]), word-interleaved
-//!   with the sign bits flipped, for the AVX-512 VNNI matrix × vector (16
-//!   rows per `vpdpbusd`). Lossless, same size.
+//!   with the sign bits flipped, for the AVX-512 VNNI matrix × vector and
+//!   matrix × matrix (16 rows per `vpdpbusd`, read in place). Lossless, same
+//!   size.
 //!
 //! [`PackedQ4K`] is a whole matrix in that layout (a last partial group is
 //! padded with zero rows); [`crate::QMatrix`] stores Q4_K matrices it owns
