@@ -89,6 +89,10 @@ fn packed_products_equal_the_scalar_kernel_bit_for_bit() {
         // Pairs of groups (the AVX-512 kernel) with odd group counts per task.
         (200, 1024, 1),
         (45, 2304, 2),
+        // Prefill over several row blocks, the last group partial
+        // (the AVX-512 kernel expands the packed groups 8 rows at a time).
+        (150, 512, 20),
+        (261, 768, 33),
     ];
     for (i, &(rows, cols, n)) in shapes.iter().enumerate() {
         let bytes = q4k_rows(rows, cols, i as u64);
