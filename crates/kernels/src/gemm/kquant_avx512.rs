@@ -336,6 +336,27 @@ unsafe fn expand_q4kx8(x: &BlockQ4Kx8, out: *mut WeightSb, stride: usize) {
     }
 }
 
+/// Asks for every cache line of the `len` bytes from `base` (T0: T1 left
+/// the expansion waiting about twice as long in `perf`, 4096² × 512 Q4_K).
+///
+/// # Safety
+/// `base..base + len` lies inside one allocation.
+#[inline(always)]
+unsafe fn prefetch_lines(base: *const u8, len: usize) {
+    for line in (0..len).step_by(64) {
+        // SAFETY: in bounds (the caller's contract); a prefetch reads
+        // nothing architecturally and cannot fault.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(base.add(line).cast()) };
+    }
+}
+
+/// [`prefetch_lines`] of a packed group block.
+#[inline(always)]
+fn prefetch_block(x: &BlockQ4Kx8) {
+    // SAFETY: the block's own bytes.
+    unsafe { prefetch_lines((x as *const BlockQ4Kx8).cast(), size_of::<BlockQ4Kx8>()) }
+}
+
 /// Quantizes activation rows `16p..16p+16` (zeros past `n`) of `x` into the
 /// `kb` panels of panel row `p`.
 fn fill_panels(x: &[f32], cols: usize, n: usize, p: usize, out: &mut [ActPanel]) {
@@ -630,6 +651,13 @@ fn run_blocks(
                             for s in 0..nsb {
                                 let out = wb.add((r - rb0) * nsb + s);
                                 expand_q4kx8(p.group_block(r, s0 + s), out, nsb);
+                                // The same block of the next k-block: in
+                                // cache by the time this k-block's tiles are
+                                // done (the expansion is the weights' first
+                                // touch, and otherwise waits on memory).
+                                if s0 + s + KC < kb {
+                                    prefetch_block(p.group_block(r, s0 + s + KC));
+                                }
                             }
                         }
                     } else {
@@ -648,6 +676,18 @@ fn run_blocks(
                             &scratch.expanded[..count],
                             &mut scratch.wbuf[..count],
                         );
+                        if let KRows::Plain(bytes) = w {
+                            if s0 + KC < kb {
+                                // Each row's next k-block, as above.
+                                let block = row_bytes / kb;
+                                let next = KC.min(kb - s0 - KC) * block;
+                                for r in rb0..rb1 {
+                                    let at = r * row_bytes + (s0 + KC) * block;
+                                    let run = &bytes[at..at + next];
+                                    prefetch_lines(run.as_ptr(), run.len());
+                                }
+                            }
+                        }
                     }
                     let mut blk = Block {
                         dims,
