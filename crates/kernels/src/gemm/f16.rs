@@ -350,6 +350,19 @@ impl Prefetcher {
         }
     }
 
+    /// `n` microkernel steps at once, at most one line: where `every < n`
+    /// (fewer steps than lines to fetch) the prefetch then covers less than
+    /// the whole next block, and the packing reads the rest from memory.
+    #[inline(always)]
+    fn tick_n(&mut self, n: u32) {
+        if self.count <= n {
+            self.count = self.every;
+            self.step();
+        } else {
+            self.count -= n;
+        }
+    }
+
     fn done(&self) -> bool {
         self.rows_left == 0
     }
@@ -750,21 +763,38 @@ unsafe fn tile512<const M: usize, const P: usize>(
     let mut acc = [[_mm512_setzero_ps(); P]; M];
     let b = panel.as_ptr() as *const f32;
     let a = xt.as_ptr();
-    for k in 0..kc {
+    // SAFETY (of each call): k < kc: lane k of each of the P panels (16 f32,
+    // 64-byte aligned); k * M + i < kc * M ≤ xt.len().
+    let step = |acc: &mut [[__m512; P]; M], k: usize| unsafe {
+        let bk: [__m512; P] = std::array::from_fn(|p| _mm512_load_ps(b.add((p * kc + k) * NR)));
+        for (i, acc_i) in acc.iter_mut().enumerate() {
+            let ai = _mm512_set1_ps(*a.add(k * M + i));
+            for p in 0..P {
+                acc_i[p] = _mm512_fmadd_ps(ai, bk[p], acc_i[p]);
+            }
+        }
+    };
+    // The prefetcher ticks once per UNROLL steps (its counter update, a
+    // store, and branch were in every step). 4096² × 512, 2 threads,
+    // mm_timing best of 7, 8 alternating rounds: median 319 → 351 GFLOP/s,
+    // best 362 → 361.
+    const UNROLL: usize = 4;
+    let mut k = 0;
+    while k + UNROLL <= kc {
+        if !pf.done() {
+            pf.tick_n(UNROLL as u32);
+        }
+        for u in 0..UNROLL {
+            step(&mut acc, k + u);
+        }
+        k += UNROLL;
+    }
+    while k < kc {
         if !pf.done() {
             pf.tick();
         }
-        // SAFETY: k < kc: lane k of each of the P panels (16 f32, 64-byte
-        // aligned); k * M + i < kc * M ≤ xt.len().
-        unsafe {
-            let bk: [__m512; P] = std::array::from_fn(|p| _mm512_load_ps(b.add((p * kc + k) * NR)));
-            for (i, acc_i) in acc.iter_mut().enumerate() {
-                let ai = _mm512_set1_ps(*a.add(k * M + i));
-                for p in 0..P {
-                    acc_i[p] = _mm512_fmadd_ps(ai, bk[p], acc_i[p]);
-                }
-            }
-        }
+        step(&mut acc, k);
+        k += 1;
     }
     // SAFETY: forwarded contract.
     unsafe { store512(&acc, (y, ldy, valid, accumulate)) }
