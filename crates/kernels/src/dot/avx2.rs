@@ -32,7 +32,7 @@ unsafe fn hsum_i32(a: __m256i) -> i32 {
 }
 
 #[inline(always)]
-unsafe fn hsum_f32(a: __m256) -> f32 {
+pub(super) unsafe fn hsum_f32(a: __m256) -> f32 {
     let s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
     let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     let s = _mm_add_ss(s, _mm_movehdup_ps(s));

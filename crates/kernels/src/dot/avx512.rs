@@ -12,10 +12,19 @@
 //! super-block's integer lanes are scaled and added into f32 lanes, so the
 //! result agrees with the scalar kernel to rounding, not bit for bit.
 
+//!
+//! Q2_K: the same four `zmm` of 64 levels (2-bit fields shifted per 256-bit
+//! half by `vpsrlvw`), `vpmaddubsw` and `vpdpwssd` with the 16 group scales.
+//! Its 16 i32 lanes are folded to 8 before the float step, which gives the
+//! exact integer lanes of the AVX2 kernel (lane `i` sums values `4i..4i + 4`
+//! of every 32-value chunk), and the float steps are the AVX2 kernel's own:
+//! the result equals [`super::avx2::q2k_q8k`] bit for bit, so its four-row
+//! AVX2 form stays interchangeable with it.
+
 #![allow(clippy::missing_safety_doc)]
 
 use super::avx2::prefetch_ahead;
-use crate::blocks::{BlockQ6K, BlockQ8K};
+use crate::blocks::{BlockQ2K, BlockQ6K, BlockQ8K};
 use std::arch::x86_64::*;
 
 /// For each of the 4 `zmm` of a Q6_K super-block (64 levels, 4 groups of
@@ -84,4 +93,49 @@ pub unsafe fn q6k_q8k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
         acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(sumi), acc);
     }
     _mm512_reduce_add_ps(acc)
+}
+
+/// Q2_K weights × Q8_K activations, bit-identical to the AVX2 kernel (see
+/// the module docs).
+///
+/// # Safety
+/// AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C available. Reads
+/// `min(w.len(), a.len())` blocks of each slice.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub unsafe fn q2k_q8k(w: &[BlockQ2K], a: &[BlockQ8K]) -> f32 {
+    let m3 = _mm512_set1_epi8(3);
+    let m4 = _mm_set1_epi8(0xF);
+    // zmm k holds levels 64k..64k + 64: qs[32(k/2)..] shifted by 4(k%2)
+    // (low half, chunk 2k) and 4(k%2) + 2 (high half, chunk 2k + 1).
+    let shift =
+        [0i16, 4].map(|s| _mm512_inserti64x4::<1>(_mm512_set1_epi16(s), _mm256_set1_epi16(s + 2)));
+    let lanes = Q6K_SCALE_LANES.map(|l| _mm512_loadu_si512(l.as_ptr() as *const __m512i));
+    let mut acc = _mm256_setzero_ps();
+    for (x, y) in w.iter().zip(a) {
+        prefetch_ahead(x);
+        let raw = _mm_loadu_si128(x.scales.as_ptr() as *const __m128i);
+        let mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16::<4>(raw), m4));
+        let prod = _mm256_madd_epi16(mins, _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i));
+        let sc = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(_mm_and_si128(raw, m4)));
+        let mut sumi = _mm512_setzero_si512();
+        for k in 0..4 {
+            let q = _mm512_broadcast_i64x4(_mm256_loadu_si256(
+                x.qs.as_ptr().add(32 * (k / 2)) as *const __m256i
+            ));
+            let lv = _mm512_and_si512(_mm512_srlv_epi16(q, shift[k % 2]), m3);
+            let yk = _mm512_loadu_si512(y.qs.as_ptr().add(64 * k) as *const __m512i);
+            let sk = _mm512_permutexvar_epi16(lanes[k], sc);
+            sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(lv, yk), sk);
+        }
+        let sumi = _mm256_add_epi32(
+            _mm512_castsi512_si256(sumi),
+            _mm512_extracti64x4_epi64::<1>(sumi),
+        );
+        // The AVX2 kernel's float steps, in its order.
+        let d = y.d * x.d.to_f32();
+        let dmin = y.d * x.dmin.to_f32();
+        acc = _mm256_fnmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(prod), acc);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    super::avx2::hsum_f32(acc)
 }
