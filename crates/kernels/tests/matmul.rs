@@ -307,17 +307,22 @@ fn batched_rows_equal_one_row_at_a_time() {
 }
 
 #[test]
-fn avx512_q2k_rows_equal_the_avx2_kernel_bit_for_bit() {
-    // The AVX-512 Q2_K row kernel folds its lanes to the AVX2 kernel's and
-    // takes its float steps, so the two (and the AVX2 four-row kernel used
-    // beside it in small batches) agree exactly. One, several and an odd
-    // number of super-blocks; rows of very different magnitude.
+fn avx512_q2k_q3k_rows_equal_the_avx2_kernels_bit_for_bit() {
+    // The AVX-512 Q2_K and Q3_K row kernels fold their lanes to the AVX2
+    // kernels' and take their float steps, so the two (and Q2_K's AVX2
+    // four-row kernel, used beside it in small batches) agree exactly. One,
+    // several and an odd number of super-blocks; rows of very different
+    // magnitude.
     if !(Isa::Avx512.available() && Isa::Avx2.available()) {
         eprintln!("AVX-512 unavailable: nothing to compare");
         return;
     }
-    for (rows, cols, seed) in [(3, 256, 1), (17, 2304, 2), (9, 4096, 3)] {
-        let w = random_weights(GgmlType::Q2_K, rows, cols, seed);
+    let cases = [(3, 256, 1), (17, 2304, 2), (9, 4096, 3)];
+    for (ty, (rows, cols, seed)) in [GgmlType::Q2_K, GgmlType::Q3_K]
+        .into_iter()
+        .flat_map(|ty| cases.map(|c| (ty, c)))
+    {
+        let w = random_weights(ty, rows, cols, seed);
         let x: Vec<f32> = gaussian(cols, seed + 10)
             .into_iter()
             .enumerate()
@@ -325,11 +330,11 @@ fn avx512_q2k_rows_equal_the_avx2_kernel_bit_for_bit() {
             .collect();
         let run = |isa| {
             let mut y = vec![f32::NAN; rows];
-            mistral_kernels::matvec(GgmlType::Q2_K, isa, &w, rows, cols, &x, &mut y).unwrap();
+            mistral_kernels::matvec(ty, isa, &w, rows, cols, &x, &mut y).unwrap();
             y
         };
         common::assert_bits_eq(
-            &format!("Q2_K {rows}x{cols}"),
+            &format!("{ty} {rows}x{cols}"),
             &run(Isa::Avx512),
             &run(Isa::Avx2),
             rows,

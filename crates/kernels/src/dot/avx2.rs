@@ -295,7 +295,7 @@ unsafe fn q2k_block(x: &BlockQ2K, y: &BlockQ8K, acc: __m256) -> __m256 {
 
 /// The 16 signed 6-bit Q3_K scales as i16 lanes (llama.cpp's `kmask` unpacking).
 #[inline(always)]
-unsafe fn q3k_scales_i16(s: &[u8; 12]) -> __m256i {
+pub(super) unsafe fn q3k_scales_i16(s: &[u8; 12]) -> __m256i {
     const K1: u32 = 0x0303_0303;
     const K2: u32 = 0x0f0f_0f0f;
     let w = |i: usize| u32::from_le_bytes([s[i], s[i + 1], s[i + 2], s[i + 3]]);

@@ -20,11 +20,15 @@
 //! of every 32-value chunk), and the float steps are the AVX2 kernel's own:
 //! the result equals [`super::avx2::q2k_q8k`] bit for bit, so its four-row
 //! AVX2 form stays interchangeable with it.
+//!
+//! Q3_K: the same, with each level's high bit (bit `4n + k` of `hmask`)
+//! moved to bit 2 by a per-half `vpsllvw`/`vpsrlvw`; also bit-identical to
+//! [`super::avx2::q3k_q8k`].
 
 #![allow(clippy::missing_safety_doc)]
 
 use super::avx2::prefetch_ahead;
-use crate::blocks::{BlockQ2K, BlockQ6K, BlockQ8K};
+use crate::blocks::{BlockQ2K, BlockQ3K, BlockQ6K, BlockQ8K};
 use std::arch::x86_64::*;
 
 /// For each of the 4 `zmm` of a Q6_K super-block (64 levels, 4 groups of
@@ -105,10 +109,7 @@ pub unsafe fn q6k_q8k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
 pub unsafe fn q2k_q8k(w: &[BlockQ2K], a: &[BlockQ8K]) -> f32 {
     let m3 = _mm512_set1_epi8(3);
     let m4 = _mm_set1_epi8(0xF);
-    // zmm k holds levels 64k..64k + 64: qs[32(k/2)..] shifted by 4(k%2)
-    // (low half, chunk 2k) and 4(k%2) + 2 (high half, chunk 2k + 1).
-    let shift =
-        [0i16, 4].map(|s| _mm512_inserti64x4::<1>(_mm512_set1_epi16(s), _mm256_set1_epi16(s + 2)));
+    let shift = low_bit_shifts();
     let lanes = Q6K_SCALE_LANES.map(|l| _mm512_loadu_si512(l.as_ptr() as *const __m512i));
     let mut acc = _mm256_setzero_ps();
     for (x, y) in w.iter().zip(a) {
@@ -127,14 +128,75 @@ pub unsafe fn q2k_q8k(w: &[BlockQ2K], a: &[BlockQ8K]) -> f32 {
             let sk = _mm512_permutexvar_epi16(lanes[k], sc);
             sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(lv, yk), sk);
         }
-        let sumi = _mm256_add_epi32(
-            _mm512_castsi512_si256(sumi),
-            _mm512_extracti64x4_epi64::<1>(sumi),
-        );
+        let sumi = fold(sumi);
         // The AVX2 kernel's float steps, in its order.
         let d = y.d * x.d.to_f32();
         let dmin = y.d * x.dmin.to_f32();
         acc = _mm256_fnmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(prod), acc);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    super::avx2::hsum_f32(acc)
+}
+
+/// zmm `k` of a 2-bit super-block holds levels `64k..64k + 64`: bytes
+/// `qs[32(k/2)..]` in both halves, shifted right by `4(k%2)` (low half,
+/// chunk `2k`) and `4(k%2) + 2` (high half, chunk `2k + 1`).
+#[inline(always)]
+unsafe fn low_bit_shifts() -> [__m512i; 2] {
+    [0i16, 4].map(|s| _mm512_inserti64x4::<1>(_mm512_set1_epi16(s), _mm256_set1_epi16(s + 2)))
+}
+
+/// Lanes `i` and `i + 8` added: the AVX2 kernels' 8 lanes (lane `i` sums
+/// values `4i..4i + 4` of every 32-value chunk).
+#[inline(always)]
+unsafe fn fold(v: __m512i) -> __m256i {
+    _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64::<1>(v))
+}
+
+/// Q3_K weights × Q8_K activations, bit-identical to the AVX2 kernel (see
+/// the module docs).
+///
+/// # Safety
+/// As [`q2k_q8k`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub unsafe fn q3k_q8k(w: &[BlockQ3K], a: &[BlockQ8K]) -> f32 {
+    let m3 = _mm512_set1_epi8(3);
+    let m4 = _mm512_set1_epi8(4);
+    let shift = low_bit_shifts();
+    // Levels of zmm k take bit 4(k/2) + 2(k%2) (low half) and the next
+    // (high half) of hmask to bit 2: left by 2, 1 for k = 0; right by
+    // 0, 1 / 2, 3 / 4, 5 for k = 1, 2, 3.
+    let half =
+        |lo: i16, hi: i16| _mm512_inserti64x4::<1>(_mm512_set1_epi16(lo), _mm256_set1_epi16(hi));
+    let hl = half(2, 1);
+    let hr = [half(0, 1), half(2, 3), half(4, 5)];
+    let lanes = Q6K_SCALE_LANES.map(|l| _mm512_loadu_si512(l.as_ptr() as *const __m512i));
+    let mut acc = _mm256_setzero_ps();
+    for (x, y) in w.iter().zip(a) {
+        prefetch_ahead(x);
+        let sc16 = super::avx2::q3k_scales_i16(&x.scales);
+        // The real level is (low | high << 2) - 4: subtract 4 · Σ sc·bsum.
+        let corr = _mm256_madd_epi16(sc16, _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i));
+        let sc = _mm512_castsi256_si512(sc16);
+        let hm = _mm512_broadcast_i64x4(_mm256_loadu_si256(x.hmask.as_ptr() as *const __m256i));
+        let mut sumi = _mm512_setzero_si512();
+        for k in 0..4 {
+            let q = _mm512_broadcast_i64x4(_mm256_loadu_si256(
+                x.qs.as_ptr().add(32 * (k / 2)) as *const __m256i
+            ));
+            let low = _mm512_and_si512(_mm512_srlv_epi16(q, shift[k % 2]), m3);
+            let hb = if k == 0 {
+                _mm512_sllv_epi16(hm, hl)
+            } else {
+                _mm512_srlv_epi16(hm, hr[k - 1])
+            };
+            let lv = _mm512_or_si512(low, _mm512_and_si512(hb, m4));
+            let yk = _mm512_loadu_si512(y.qs.as_ptr().add(64 * k) as *const __m512i);
+            let sk = _mm512_permutexvar_epi16(lanes[k], sc);
+            sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(lv, yk), sk);
+        }
+        let sumi = _mm256_sub_epi32(fold(sumi), _mm256_slli_epi32::<2>(corr));
+        let d = y.d * x.d.to_f32();
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
     }
     super::avx2::hsum_f32(acc)
