@@ -307,8 +307,8 @@ fn batched_rows_equal_one_row_at_a_time() {
 }
 
 #[test]
-fn avx512_q2k_q3k_rows_equal_the_avx2_kernels_bit_for_bit() {
-    // The AVX-512 Q2_K and Q3_K row kernels fold their lanes to the AVX2
+fn avx512_q2k_q3k_q5k_rows_equal_the_avx2_kernels_bit_for_bit() {
+    // The AVX-512 Q2_K, Q3_K and Q5_K row kernels fold their lanes to the AVX2
     // kernels' and take their float steps, so the two (and Q2_K's AVX2
     // four-row kernel, used beside it in small batches) agree exactly. One,
     // several and an odd number of super-blocks; rows of very different
@@ -318,7 +318,7 @@ fn avx512_q2k_q3k_rows_equal_the_avx2_kernels_bit_for_bit() {
         return;
     }
     let cases = [(3, 256, 1), (17, 2304, 2), (9, 4096, 3)];
-    for (ty, (rows, cols, seed)) in [GgmlType::Q2_K, GgmlType::Q3_K]
+    for (ty, (rows, cols, seed)) in [GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q5_K]
         .into_iter()
         .flat_map(|ty| cases.map(|c| (ty, c)))
     {

@@ -358,7 +358,7 @@ pub unsafe fn q4k_q8k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
 /// The 8 scales and 8 mins of a Q4_K / Q5_K block as i16 lanes 0..8 / 8..16
 /// (llama.cpp's `kmask` unpacking of the 12 scale bytes).
 #[inline(always)]
-unsafe fn k4_scales_mins_i16(scales: &[u8; 12]) -> __m256i {
+pub(super) unsafe fn k4_scales_mins_i16(scales: &[u8; 12]) -> __m256i {
     const K1: u32 = 0x3f3f_3f3f;
     const K2: u32 = 0x0f0f_0f0f;
     const K3: u32 = 0x0303_0303;

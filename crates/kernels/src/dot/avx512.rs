@@ -24,11 +24,16 @@
 //! Q3_K: the same, with each level's high bit (bit `4n + k` of `hmask`)
 //! moved to bit 2 by a per-half `vpsllvw`/`vpsrlvw`; also bit-identical to
 //! [`super::avx2::q3k_q8k`].
+//!
+//! Q5_K: zmm `j` is chunk `j` (sub-blocks `2j`, `2j + 1`, in order), its
+//! nibbles split and fifth bits placed by per-half variable shifts, the two
+//! sub-block scales spread by `vpermw`; folded and finished as the AVX2
+//! kernel does, so equal to [`super::avx2::q5k_q8k`] bit for bit.
 
 #![allow(clippy::missing_safety_doc)]
 
 use super::avx2::prefetch_ahead;
-use crate::blocks::{BlockQ2K, BlockQ3K, BlockQ6K, BlockQ8K};
+use crate::blocks::{BlockQ2K, BlockQ3K, BlockQ5K, BlockQ6K, BlockQ8K};
 use std::arch::x86_64::*;
 
 /// For each of the 4 `zmm` of a Q6_K super-block (64 levels, 4 groups of
@@ -143,7 +148,7 @@ pub unsafe fn q2k_q8k(w: &[BlockQ2K], a: &[BlockQ8K]) -> f32 {
 /// chunk `2k`) and `4(k%2) + 2` (high half, chunk `2k + 1`).
 #[inline(always)]
 unsafe fn low_bit_shifts() -> [__m512i; 2] {
-    [0i16, 4].map(|s| _mm512_inserti64x4::<1>(_mm512_set1_epi16(s), _mm256_set1_epi16(s + 2)))
+    [0i16, 4].map(|s| halves_i16(s, s + 2))
 }
 
 /// Lanes `i` and `i + 8` added: the AVX2 kernels' 8 lanes (lane `i` sums
@@ -198,6 +203,65 @@ pub unsafe fn q3k_q8k(w: &[BlockQ3K], a: &[BlockQ8K]) -> f32 {
         let sumi = _mm256_sub_epi32(fold(sumi), _mm256_slli_epi32::<2>(corr));
         let d = y.d * x.d.to_f32();
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    super::avx2::hsum_f32(acc)
+}
+
+/// A vector of i16 lanes: `lo` in the low 256 bits, `hi` in the high.
+#[inline(always)]
+unsafe fn halves_i16(lo: i16, hi: i16) -> __m512i {
+    _mm512_inserti64x4::<1>(_mm512_set1_epi16(lo), _mm256_set1_epi16(hi))
+}
+
+/// Q5_K weights × Q8_K activations, bit-identical to the AVX2 kernel (see
+/// the module docs).
+///
+/// # Safety
+/// As [`q2k_q8k`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub unsafe fn q5k_q8k(w: &[BlockQ5K], a: &[BlockQ8K]) -> f32 {
+    let m4 = _mm512_set1_epi8(0xF);
+    let m16 = _mm512_set1_epi8(0x10);
+    // Chunk j: low nibbles (low half), high nibbles (high half).
+    let nib = halves_i16(0, 4);
+    // qh bits 2j (low half) and 2j + 1 (high half) to bit 4: left by
+    // 4, 3 / 2, 1 for j = 0, 1; right by 0, 1 / 2, 3 for j = 2, 3.
+    let hl = [halves_i16(4, 3), halves_i16(2, 1)];
+    let hr = [halves_i16(0, 1), halves_i16(2, 3)];
+    // i16 lane i of zmm j takes the scale of sub-block 2j + i / 16.
+    let lanes: [__m512i; 4] = std::array::from_fn(|j| halves_i16(2 * j as i16, 2 * j as i16 + 1));
+    let mut acc = _mm256_setzero_ps();
+    for (x, y) in w.iter().zip(a) {
+        prefetch_ahead(x);
+        let ms = super::avx2::k4_scales_mins_i16(&x.scales);
+        let sc = _mm512_castsi256_si512(ms);
+        let qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(x.qh.as_ptr() as *const __m256i));
+        let mut sumi = _mm512_setzero_si512();
+        for j in 0..4 {
+            let q = _mm512_broadcast_i64x4(_mm256_loadu_si256(
+                x.qs.as_ptr().add(32 * j) as *const __m256i
+            ));
+            let low = _mm512_and_si512(_mm512_srlv_epi16(q, nib), m4);
+            let hb = if j < 2 {
+                _mm512_sllv_epi16(qh, hl[j])
+            } else {
+                _mm512_srlv_epi16(qh, hr[j - 2])
+            };
+            let lv = _mm512_or_si512(low, _mm512_and_si512(hb, m16));
+            let yj = _mm512_loadu_si512(y.qs.as_ptr().add(64 * j) as *const __m512i);
+            let sj = _mm512_permutexvar_epi16(lanes[j], sc);
+            sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(lv, yj), sj);
+        }
+        // The AVX2 kernel's mins and float steps, in its order.
+        let q8 = _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i);
+        let q8s = _mm_hadd_epi16(_mm256_castsi256_si128(q8), _mm256_extracti128_si256(q8, 1));
+        let prod = _mm_madd_epi16(_mm256_extracti128_si256(ms, 1), q8s);
+        let dy = _mm256_set1_ps(y.d);
+        let dd = _mm256_mul_ps(dy, _mm256_set1_ps(x.d.to_f32()));
+        let dm = _mm256_mul_ps(dy, _mm256_set1_ps(x.dmin.to_f32()));
+        acc = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(fold(sumi)), acc);
+        let mins = _mm256_set_m128i(_mm_setzero_si128(), prod);
+        acc = _mm256_fnmadd_ps(dm, _mm256_cvtepi32_ps(mins), acc);
     }
     super::avx2::hsum_f32(acc)
 }

@@ -183,6 +183,11 @@ pub fn row_dot(ty: GgmlType, isa: Isa, w: &[u8], act: ActRow<'_>) -> Result<f32>
             // SAFETY: as for Q6_K.
             return Ok(unsafe { avx512::q3k_q8k(wb, a) });
         }
+        if let (T::Q5_K, ActRow::Q8K(a)) = (ty, act) {
+            let wb = typed!(w, BlockQ5K);
+            // SAFETY: as for Q6_K.
+            return Ok(unsafe { avx512::q5k_q8k(wb, a) });
+        }
     }
     let avx2 = isa.has_avx2() && cfg!(target_arch = "x86_64");
     macro_rules! pick {
