@@ -11,7 +11,6 @@
 //! super-block from the activation's group sums. As in the AVX2 kernel each
 //! super-block's integer lanes are scaled and added into f32 lanes, so the
 //! result agrees with the scalar kernel to rounding, not bit for bit.
-
 //!
 //! Q2_K: the same four `zmm` of 64 levels (2-bit fields shifted per 256-bit
 //! half by `vpsrlvw`), `vpmaddubsw` and `vpdpwssd` with the 16 group scales.
@@ -125,13 +124,8 @@ pub unsafe fn q2k_q8k(w: &[BlockQ2K], a: &[BlockQ8K]) -> f32 {
         let sc = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(_mm_and_si128(raw, m4)));
         let mut sumi = _mm512_setzero_si512();
         for k in 0..4 {
-            let q = _mm512_broadcast_i64x4(_mm256_loadu_si256(
-                x.qs.as_ptr().add(32 * (k / 2)) as *const __m256i
-            ));
-            let lv = _mm512_and_si512(_mm512_srlv_epi16(q, shift[k % 2]), m3);
-            let yk = _mm512_loadu_si512(y.qs.as_ptr().add(64 * k) as *const __m512i);
-            let sk = _mm512_permutexvar_epi16(lanes[k], sc);
-            sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(lv, yk), sk);
+            let lv = low2(&x.qs, k, &shift, m3);
+            sumi = scaled_chunk(sumi, lv, y, k, lanes[k], sc);
         }
         let sumi = fold(sumi);
         // The AVX2 kernel's float steps, in its order.
@@ -149,6 +143,32 @@ pub unsafe fn q2k_q8k(w: &[BlockQ2K], a: &[BlockQ8K]) -> f32 {
 #[inline(always)]
 unsafe fn low_bit_shifts() -> [__m512i; 2] {
     [0i16, 4].map(|s| halves_i16(s, s + 2))
+}
+
+/// The 2-bit fields of zmm `k` (see [`low_bit_shifts`]; `m3`: 3 in every
+/// byte), levels `64k..64k + 64` of the Q2_K / Q3_K `qs`.
+#[inline(always)]
+unsafe fn low2(qs: &[u8; 64], k: usize, shift: &[__m512i; 2], m3: __m512i) -> __m512i {
+    let q = _mm512_broadcast_i64x4(_mm256_loadu_si256(
+        qs.as_ptr().add(32 * (k / 2)) as *const __m256i
+    ));
+    _mm512_and_si512(_mm512_srlv_epi16(q, shift[k % 2]), m3)
+}
+
+/// `sumi` plus levels `64k..64k + 64` (`lv`, unsigned) times the same
+/// activation bytes, pairs scaled by `sc` spread over the lanes by `lane`.
+#[inline(always)]
+unsafe fn scaled_chunk(
+    sumi: __m512i,
+    lv: __m512i,
+    y: &BlockQ8K,
+    k: usize,
+    lane: __m512i,
+    sc: __m512i,
+) -> __m512i {
+    let yk = _mm512_loadu_si512(y.qs.as_ptr().add(64 * k) as *const __m512i);
+    let sk = _mm512_permutexvar_epi16(lane, sc);
+    _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(lv, yk), sk)
 }
 
 /// Lanes `i` and `i + 8` added: the AVX2 kernels' 8 lanes (lane `i` sums
@@ -171,10 +191,8 @@ pub unsafe fn q3k_q8k(w: &[BlockQ3K], a: &[BlockQ8K]) -> f32 {
     // Levels of zmm k take bit 4(k/2) + 2(k%2) (low half) and the next
     // (high half) of hmask to bit 2: left by 2, 1 for k = 0; right by
     // 0, 1 / 2, 3 / 4, 5 for k = 1, 2, 3.
-    let half =
-        |lo: i16, hi: i16| _mm512_inserti64x4::<1>(_mm512_set1_epi16(lo), _mm256_set1_epi16(hi));
-    let hl = half(2, 1);
-    let hr = [half(0, 1), half(2, 3), half(4, 5)];
+    let hl = halves_i16(2, 1);
+    let hr = [halves_i16(0, 1), halves_i16(2, 3), halves_i16(4, 5)];
     let lanes = Q6K_SCALE_LANES.map(|l| _mm512_loadu_si512(l.as_ptr() as *const __m512i));
     let mut acc = _mm256_setzero_ps();
     for (x, y) in w.iter().zip(a) {
@@ -186,19 +204,14 @@ pub unsafe fn q3k_q8k(w: &[BlockQ3K], a: &[BlockQ8K]) -> f32 {
         let hm = _mm512_broadcast_i64x4(_mm256_loadu_si256(x.hmask.as_ptr() as *const __m256i));
         let mut sumi = _mm512_setzero_si512();
         for k in 0..4 {
-            let q = _mm512_broadcast_i64x4(_mm256_loadu_si256(
-                x.qs.as_ptr().add(32 * (k / 2)) as *const __m256i
-            ));
-            let low = _mm512_and_si512(_mm512_srlv_epi16(q, shift[k % 2]), m3);
+            let low = low2(&x.qs, k, &shift, m3);
             let hb = if k == 0 {
                 _mm512_sllv_epi16(hm, hl)
             } else {
                 _mm512_srlv_epi16(hm, hr[k - 1])
             };
             let lv = _mm512_or_si512(low, _mm512_and_si512(hb, m4));
-            let yk = _mm512_loadu_si512(y.qs.as_ptr().add(64 * k) as *const __m512i);
-            let sk = _mm512_permutexvar_epi16(lanes[k], sc);
-            sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(lv, yk), sk);
+            sumi = scaled_chunk(sumi, lv, y, k, lanes[k], sc);
         }
         let sumi = _mm256_sub_epi32(fold(sumi), _mm256_slli_epi32::<2>(corr));
         let d = y.d * x.d.to_f32();
@@ -248,9 +261,7 @@ pub unsafe fn q5k_q8k(w: &[BlockQ5K], a: &[BlockQ8K]) -> f32 {
                 _mm512_srlv_epi16(qh, hr[j - 2])
             };
             let lv = _mm512_or_si512(low, _mm512_and_si512(hb, m16));
-            let yj = _mm512_loadu_si512(y.qs.as_ptr().add(64 * j) as *const __m512i);
-            let sj = _mm512_permutexvar_epi16(lanes[j], sc);
-            sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(lv, yj), sj);
+            sumi = scaled_chunk(sumi, lv, y, j, lanes[j], sc);
         }
         // The AVX2 kernel's mins and float steps, in its order.
         let q8 = _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i);

@@ -165,28 +165,22 @@ pub fn row_dot(ty: GgmlType, isa: Isa, w: &[u8], act: ActRow<'_>) -> Result<f32>
     }
     #[cfg(target_arch = "x86_64")]
     if isa == Isa::Avx512 {
-        if let (T::Q6_K, ActRow::Q8K(a)) = (ty, act) {
-            let wb = typed!(w, BlockQ6K);
-            // SAFETY: `isa` is Avx512 only when the caller checked the CPU
-            // has AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C
-            // (`Isa::available`); the kernel reads min(wb.len(), a.len())
-            // blocks of each slice.
-            return Ok(unsafe { avx512::q6k_q8k(wb, a) });
+        macro_rules! avx512 {
+            ($name:ident, $B:ty, $a:expr) => {{
+                let wb = typed!(w, $B);
+                // SAFETY: `isa` is Avx512 only when the caller checked the
+                // CPU has AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C
+                // (`Isa::available`); the kernel reads min(wb.len(),
+                // a.len()) blocks of each slice.
+                return Ok(unsafe { avx512::$name(wb, $a) });
+            }};
         }
-        if let (T::Q2_K, ActRow::Q8K(a)) = (ty, act) {
-            let wb = typed!(w, BlockQ2K);
-            // SAFETY: as for Q6_K.
-            return Ok(unsafe { avx512::q2k_q8k(wb, a) });
-        }
-        if let (T::Q3_K, ActRow::Q8K(a)) = (ty, act) {
-            let wb = typed!(w, BlockQ3K);
-            // SAFETY: as for Q6_K.
-            return Ok(unsafe { avx512::q3k_q8k(wb, a) });
-        }
-        if let (T::Q5_K, ActRow::Q8K(a)) = (ty, act) {
-            let wb = typed!(w, BlockQ5K);
-            // SAFETY: as for Q6_K.
-            return Ok(unsafe { avx512::q5k_q8k(wb, a) });
+        match (ty, act) {
+            (T::Q2_K, ActRow::Q8K(a)) => avx512!(q2k_q8k, BlockQ2K, a),
+            (T::Q3_K, ActRow::Q8K(a)) => avx512!(q3k_q8k, BlockQ3K, a),
+            (T::Q5_K, ActRow::Q8K(a)) => avx512!(q5k_q8k, BlockQ5K, a),
+            (T::Q6_K, ActRow::Q8K(a)) => avx512!(q6k_q8k, BlockQ6K, a),
+            _ => {}
         }
     }
     let avx2 = isa.has_avx2() && cfg!(target_arch = "x86_64");

@@ -212,12 +212,12 @@ unsafe fn convert_rows(ty: GgmlType, form: Form, e: &[Expanded], out: &mut [Weig
 ///
 /// The group block holds, per 64-value chunk `p`, word `t` of the 8 rows
 /// side by side (`qs[256p + 32t + 4r..]`, see [`BlockQ4Kx8`]). Four 64-byte
-/// loads hold the chunk as 64 words `(t, r)`, `t` major; two rounds of
-/// two-source word permutes turn that `r` major, 2 rows per vector, and one
-/// 128-bit lane shuffle per row puts its low nibbles (sub-block `2p`) before
-/// its high ones (sub-block `2p + 1`). The nibble sums that `wcorr` needs are
-/// taken before the permutes, where the 8 rows sit in the lanes:
-/// `Σ_j sc_j·S_j` for all 8 rows in one vector.
+/// loads hold the chunk as 64 words `(t, r)`, `t` major. They are split
+/// into low nibbles (sub-block `2p`) and high ones (`2p + 1`), and two rounds
+/// of two-source word permutes turn each `r` major, 2 rows per vector, whose
+/// 256-bit halves are the rows' 32 levels of that sub-block. The nibble sums
+/// that `wcorr` needs are taken before the permutes, where the 8 rows sit in
+/// the lanes: `Σ_j sc_j·S_j` for all 8 rows in one vector.
 ///
 /// # Safety
 /// AVX-512 F/BW/VNNI and F16C available; `out.add(r * stride)` valid for
@@ -603,6 +603,65 @@ pub(crate) fn matmul(
     true
 }
 
+/// Expands rows `rb0..rb1`, super-blocks `s0..s0 + nsb`, into
+/// `scratch.wbuf` (`(r - rb0) * nsb + s`), and asks for the next k-block's
+/// weight bytes: the expansion is their first touch, and they are in cache
+/// by the time this k-block's tiles are done.
+///
+/// # Safety
+/// AVX2/FMA/F16C and AVX-512 F/BW/VL/VNNI available; `w` holds the matrix
+/// rows of `row_bytes` (`kb` super-blocks each); `rb0` is a multiple of
+/// [`GROUP`]; `scratch.wbuf` (and for the plain layout `scratch.expanded`)
+/// holds `(rb1.next_multiple_of(GROUP) - rb0) * nsb` entries.
+unsafe fn expand_k_block(
+    ty: GgmlType,
+    w: KRows<'_>,
+    (row_bytes, kb): (usize, usize),
+    (rb0, rb1): (usize, usize),
+    (s0, nsb): (usize, usize),
+    scratch: &mut Scratch,
+) {
+    match w {
+        KRows::PackedQ4K(p) => {
+            // Whole groups, the last one's padding rows included.
+            let wb = scratch.wbuf.as_mut_ptr();
+            for r in (rb0..rb1).step_by(GROUP) {
+                for s in 0..nsb {
+                    expand_q4kx8(p.group_block(r, s0 + s), wb.add((r - rb0) * nsb + s), nsb);
+                    if s0 + s + KC < kb {
+                        prefetch_block(p.group_block(r, s0 + s + KC));
+                    }
+                }
+            }
+        }
+        KRows::Plain(bytes) => {
+            let count = (rb1 - rb0) * nsb;
+            expand_rows(
+                ty,
+                w,
+                row_bytes,
+                (rb0, rb1),
+                (s0, nsb),
+                &mut scratch.expanded,
+            );
+            convert_rows(
+                ty,
+                Form::of(ty),
+                &scratch.expanded[..count],
+                &mut scratch.wbuf[..count],
+            );
+            if s0 + KC < kb {
+                let block = row_bytes / kb;
+                let next = KC.min(kb - s0 - KC) * block;
+                for r in rb0..rb1 {
+                    let run = &bytes[r * row_bytes + (s0 + KC) * block..][..next];
+                    prefetch_lines(run.as_ptr(), run.len());
+                }
+            }
+        }
+    }
+}
+
 /// Every row block of one call, in parallel, on filled activation panels.
 fn run_blocks(
     ty: GgmlType,
@@ -626,6 +685,9 @@ fn run_blocks(
             let need = (rb1.next_multiple_of(GROUP) - rb0) * KC.min(kb);
             if scratch.wbuf.len() < need {
                 scratch.wbuf.resize(need, W_ZERO);
+            }
+            // The plain layout goes through the AVX2 expansion first.
+            if matches!(w, KRows::Plain(_)) && scratch.expanded.len() < need {
                 scratch.expanded.resize(need, WEIGHT_ZERO);
             }
             let need = (rb1 - rb0) * np;
@@ -638,57 +700,14 @@ fn run_blocks(
                 let nsb = KC.min(kb - s0);
                 // SAFETY: the caller checked AVX2/FMA/F16C and AVX-512
                 // F/BW/VL/VNNI; `w` holds `rows` rows of `row_bytes`
-                // (checked by `crate::matmul`), `wbuf` has `(rb1 - rb0) * nsb`
-                // entries and `acc` `(rb1 - rb0) * np`, the panels cover every
-                // activation row and super-block, and rows rb0..rb1 of `y`
-                // belong to this block alone.
+                // (checked by `crate::matmul`), rb0 is a multiple of RB_STEP
+                // (so of GROUP), `wbuf` (and for the plain layout `expanded`)
+                // has whole groups of `nsb` entries per row and `acc`
+                // `(rb1 - rb0) * np`, the panels cover every activation row
+                // and super-block, and rows rb0..rb1 of `y` belong to this
+                // block alone.
                 unsafe {
-                    if let KRows::PackedQ4K(p) = w {
-                        // rb0 is a multiple of GROUP (of RB_STEP); `wbuf`
-                        // holds whole groups.
-                        let wb = scratch.wbuf.as_mut_ptr();
-                        for r in (rb0..rb1).step_by(GROUP) {
-                            for s in 0..nsb {
-                                let out = wb.add((r - rb0) * nsb + s);
-                                expand_q4kx8(p.group_block(r, s0 + s), out, nsb);
-                                // The same block of the next k-block: in
-                                // cache by the time this k-block's tiles are
-                                // done (the expansion is the weights' first
-                                // touch, and otherwise waits on memory).
-                                if s0 + s + KC < kb {
-                                    prefetch_block(p.group_block(r, s0 + s + KC));
-                                }
-                            }
-                        }
-                    } else {
-                        let count = (rb1 - rb0) * nsb;
-                        expand_rows(
-                            ty,
-                            w,
-                            row_bytes,
-                            (rb0, rb1),
-                            (s0, nsb),
-                            &mut scratch.expanded,
-                        );
-                        convert_rows(
-                            ty,
-                            form,
-                            &scratch.expanded[..count],
-                            &mut scratch.wbuf[..count],
-                        );
-                        if let KRows::Plain(bytes) = w {
-                            if s0 + KC < kb {
-                                // Each row's next k-block, as above.
-                                let block = row_bytes / kb;
-                                let next = KC.min(kb - s0 - KC) * block;
-                                for r in rb0..rb1 {
-                                    let at = r * row_bytes + (s0 + KC) * block;
-                                    let run = &bytes[at..at + next];
-                                    prefetch_lines(run.as_ptr(), run.len());
-                                }
-                            }
-                        }
-                    }
+                    expand_k_block(ty, w, (row_bytes, kb), (rb0, rb1), (s0, nsb), scratch);
                     let mut blk = Block {
                         dims,
                         wbuf: &scratch.wbuf,
