@@ -212,7 +212,7 @@ fn bench_matmul(c: &mut Criterion) {
             ty,
             GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K
         );
-        if kquant && Isa::best() == Isa::Avx512 {
+        if kquant && Isa::best().has_avx512() {
             let avx2 = ours.clone().with_isa(Isa::Avx2).unwrap();
             group.bench_with_input(BenchmarkId::new("native-avx2", &id), &x, |b, x| {
                 in_pool(b, |_| avx2.forward(x).unwrap())

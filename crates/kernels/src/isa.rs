@@ -15,6 +15,10 @@ pub enum Isa {
     /// matrix × vector kernels and the Q6_K row kernel use it; every other
     /// kernel runs its AVX2 form.
     Avx512,
+    /// [`Isa::Avx512`] with Intel AMX tiles (AMX-TILE, AMX-BF16, granted by
+    /// the OS): the F16/BF16 prefill runs on `tdpbf16ps`; every other kernel
+    /// runs its [`Isa::Avx512`] form.
+    Amx,
     /// AArch64 Advanced SIMD (every AArch64 CPU): widening multiplies.
     Neon,
     /// AArch64 Advanced SIMD with the Armv8.2 dot-product instructions
@@ -24,7 +28,14 @@ pub enum Isa {
 
 impl Isa {
     /// Every path, slowest first.
-    pub const ALL: [Isa; 5] = [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Neon, Isa::NeonDot];
+    pub const ALL: [Isa; 6] = [
+        Isa::Scalar,
+        Isa::Avx2,
+        Isa::Avx512,
+        Isa::Amx,
+        Isa::Neon,
+        Isa::NeonDot,
+    ];
 
     /// Whether this CPU can run the path.
     pub fn available(self) -> bool {
@@ -56,6 +67,16 @@ impl Isa {
                     false
                 }
             }
+            Isa::Amx => {
+                #[cfg(target_arch = "x86_64")]
+                {
+                    Isa::Avx512.available() && crate::gemm::amx_available()
+                }
+                #[cfg(not(target_arch = "x86_64"))]
+                {
+                    false
+                }
+            }
             Isa::Neon | Isa::NeonDot => {
                 #[cfg(target_arch = "aarch64")]
                 {
@@ -71,9 +92,16 @@ impl Isa {
     }
 
     /// Whether this path runs the AVX2 kernels ([`Isa::Avx2`], and
-    /// [`Isa::Avx512`] wherever it has no kernel of its own).
+    /// [`Isa::Avx512`] and [`Isa::Amx`] wherever they have no kernel of
+    /// their own).
     pub fn has_avx2(self) -> bool {
-        matches!(self, Isa::Avx2 | Isa::Avx512)
+        matches!(self, Isa::Avx2 | Isa::Avx512 | Isa::Amx)
+    }
+
+    /// Whether this path runs the AVX-512 kernels ([`Isa::Avx512`], and
+    /// [`Isa::Amx`] wherever it has no kernel of its own).
+    pub fn has_avx512(self) -> bool {
+        matches!(self, Isa::Avx512 | Isa::Amx)
     }
 
     /// Whether this is one of the AArch64 paths.
@@ -95,12 +123,13 @@ impl Isa {
         }
     }
 
-    /// Parses `scalar` / `avx2` / `avx512` / `neon` / `neon-dot` (case-insensitive).
+    /// Parses `scalar` / `avx2` / `avx512` / `amx` / `neon` / `neon-dot` (case-insensitive).
     pub fn from_name(name: &str) -> Option<Isa> {
         match name.to_ascii_lowercase().as_str() {
             "scalar" => Some(Isa::Scalar),
             "avx2" => Some(Isa::Avx2),
             "avx512" => Some(Isa::Avx512),
+            "amx" => Some(Isa::Amx),
             "neon" => Some(Isa::Neon),
             "neon-dot" => Some(Isa::NeonDot),
             _ => None,
@@ -108,7 +137,7 @@ impl Isa {
     }
 
     /// The fastest available path, unless the environment variable
-    /// `MISTRAL_KERNELS_ISA` (`scalar` | `avx2` | `avx512` | `neon` | `neon-dot`) forces one (an unknown or
+    /// `MISTRAL_KERNELS_ISA` (`scalar` | `avx2` | `avx512` | `amx` | `neon` | `neon-dot`) forces one (an unknown or
     /// unavailable value is ignored with a warning). Detected once.
     pub fn best() -> Isa {
         static BEST: OnceLock<Isa> = OnceLock::new();

@@ -100,7 +100,7 @@ impl QMatrix {
     /// and `data` freed).
     pub fn new(ty: GgmlType, rows: usize, cols: usize, data: Vec<u8>) -> Result<QMatrix> {
         let isa = Isa::best();
-        if ty == GgmlType::Q8_0 && rows >= crate::packed::GROUP16 && isa == Isa::Avx512 {
+        if ty == GgmlType::Q8_0 && rows >= crate::packed::GROUP16 && isa.has_avx512() {
             let packed = PackedQ8_0::pack(&data, rows, cols)?;
             return Ok(QMatrix {
                 ty,
@@ -165,7 +165,7 @@ impl QMatrix {
     pub fn with_isa(mut self, isa: Isa) -> Result<QMatrix> {
         self.isa = isa.checked()?;
         if let Store::PackedQ8_0(p) = &self.store {
-            if isa != Isa::Avx512 {
+            if !isa.has_avx512() {
                 let bytes = p.to_bytes();
                 let len = bytes.len();
                 self.store = Store::Plain {

@@ -37,14 +37,14 @@ fn check_type(ty: GgmlType, rows: usize, cols: usize, n: usize, w_offset: usize,
     // The activations rounded to bfloat16, for the `vdpbf16ps` kernel.
     let xb = round_to_bf16(&x);
     // Every x86 path: the AVX2 microkernel, and AVX-512's where it runs.
-    for isa in [Isa::Avx2, Isa::Avx512]
+    for isa in [Isa::Avx2, Isa::Avx512, Isa::Amx]
         .into_iter()
         .filter(|i| i.available())
     {
         // Garbage in y: the kernel must overwrite, not accumulate into it.
         let mut y = vec![f32::NAN; n * rows];
         matmul(ty, isa, w, rows, cols, &x, &mut y).unwrap();
-        let bf = gemm::rounds_activations_to_bf16(ty, isa, n, cols);
+        let bf = gemm::rounds_activations_to_bf16(ty, isa, n, (rows, cols));
         let xs = if bf { &xb } else { &x };
         assert_near_f64_dot(
             &format!("{ty} {isa:?} {rows}x{cols} n={n} bf16 activations: {bf}"),
@@ -94,5 +94,30 @@ fn tiled_f16_on_one_thread_and_concurrent_calls() {
     std::thread::scope(|s| {
         s.spawn(|| check(33, 300, 9, 0, 201));
         s.spawn(|| check(48, 1000, 16, 1, 202));
+    });
+}
+
+/// The AMX tile kernel (`Isa::Amx`, whole 16-row weight tiles and 32-value
+/// steps) at its tails: one and an odd number of weight tiles per row
+/// block, several row blocks, one step, k-blocks of 16 steps plus a partial
+/// one, activation rows short of a tile, an odd number of tiles, and more
+/// than one pass (512 rows). The BF16 reference takes the activations
+/// unrounded, so a BF16 product that fell back to the `vdpbf16ps` kernel
+/// (bfloat16 activations, errors near 2^-9) fails here too.
+#[test]
+fn amx_tile_kernel_matches_f64_reference_at_every_tail() {
+    if !Isa::Amx.available() {
+        eprintln!("no AMX tiles here: the AMX kernel is not used");
+        return;
+    }
+    on_threads(3, || {
+        let mut seed = 300;
+        for (rows, cols) in [(16, 32), (48, 544), (144, 96), (272, 1056)] {
+            for n in [1, 15, 17, 40] {
+                check(rows, cols, n, seed as usize % 3, seed);
+                seed += 1;
+            }
+        }
+        check(32, 64, 530, 0, 320);
     });
 }

@@ -120,7 +120,7 @@ fn check_type(ty: GgmlType, rows: usize, cols: usize, n: usize, seed: u64) {
             common::assert_bits_eq(&what, &y, &scalar, rows);
             continue;
         }
-        if gemm::rounds_activations_to_bf16(ty, isa, n, cols) {
+        if gemm::rounds_activations_to_bf16(ty, isa, n, (rows, cols)) {
             // This path multiplies bfloat16-rounded activations: checked
             // against the naive product of those.
             let xb = round_to_bf16(&x);
@@ -286,7 +286,12 @@ fn batched_rows_equal_one_row_at_a_time() {
                 }
                 // Rounding an activation to bfloat16 moves it by at most
                 // 2^-9 of itself: the batched sum by at most 2^-9 of `mag`.
-                let tol = if mistral_kernels::gemm::rounds_activations_to_bf16(ty, isa, n, cols) {
+                let tol = if mistral_kernels::gemm::rounds_activations_to_bf16(
+                    ty,
+                    isa,
+                    n,
+                    (rows, cols),
+                ) {
                     BF16_ROUNDING + REL_TOL
                 } else {
                     REL_TOL

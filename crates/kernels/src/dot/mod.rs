@@ -164,7 +164,7 @@ pub fn row_dot(ty: GgmlType, isa: Isa, w: &[u8], act: ActRow<'_>) -> Result<f32>
         }
     }
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx512 {
+    if isa.has_avx512() {
         macro_rules! avx512 {
             ($name:ident, $B:ty, $a:expr) => {{
                 let wb = typed!(w, $B);
@@ -313,7 +313,7 @@ pub fn row_dot4(
             T::Q4_K => q8k4!(q4k_q8k_x4, BlockQ4K),
             // On AVX-512 a Q6_K row takes its own kernel (`avx512::q6k_q8k`),
             // which the AVX2 four-row form would not match bit for bit.
-            T::Q6_K if isa == Isa::Avx512 => Ok(None),
+            T::Q6_K if isa.has_avx512() => Ok(None),
             T::Q6_K => q8k4!(q6k_q8k_x4, BlockQ6K),
             T::Q2_K => q8k4!(q2k_q8k_x4, BlockQ2K),
             T::Q8_0 => {

@@ -8,14 +8,19 @@
 //!   `kquant_avx512` the same sums with AVX-512 VNNI ([`Isa::Avx512`]).
 //! - `legacy`: the 32-value block types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
 //!   IQ4_NL) on Q8_0 activations; `legacy_avx512` the same with AVX-512 VNNI.
-//! - `f16`: F16 and BF16 weights on f32 activations.
+//! - `f16`: F16 and BF16 weights on f32 activations; `half_amx` the same on
+//!   AMX tiles ([`Isa::Amx`], `amx` the tile instructions).
 //!
 //! `try_matmul` is the entry point [`crate::matmul()`] calls; it declines
 //! (returns `None`) for types, instruction sets or batch sizes without a
 //! tiled kernel, and the row-at-a-time path runs instead.
 
 #[cfg(target_arch = "x86_64")]
+mod amx;
+#[cfg(target_arch = "x86_64")]
 mod f16;
+#[cfg(target_arch = "x86_64")]
+mod half_amx;
 #[cfg(target_arch = "x86_64")]
 mod kquant;
 #[cfg(target_arch = "x86_64")]
@@ -81,15 +86,50 @@ fn bf16_pairs(ty: GgmlType, cols: usize) -> bool {
     }
 }
 
-/// Whether a product of `n` activation rows of `cols` values with `ty`
-/// weights on `isa` rounds the activations to bfloat16 (to nearest even)
-/// before multiplying, as llama.cpp's BF16 path does: BF16 weights on
+/// Whether a product of `n` activation rows with a `rows × cols` matrix of
+/// `ty` weights on `isa` rounds the activations to bfloat16 (to nearest
+/// even) before multiplying, as llama.cpp's BF16 path does: BF16 weights on
 /// [`Isa::Avx512`] where the CPU has AVX-512 BF16, in the tiled kernel
-/// (`vdpbf16ps`, twice the multiply-adds of an f32 FMA). Every other product
-/// takes the activations as f32 (or in the Q8 format of
-/// [`crate::ActFormat::for_weights`]).
-pub fn rounds_activations_to_bf16(ty: GgmlType, isa: Isa, n: usize, cols: usize) -> bool {
-    isa == Isa::Avx512 && is_tiled(ty, isa, n) && bf16_pairs(ty, cols)
+/// (`vdpbf16ps`, twice the multiply-adds of an f32 FMA), and on
+/// [`Isa::Amx`] for the shapes its tile kernel declines. Every other product
+/// takes the activations as f32, or in the Q8 format of
+/// [`crate::ActFormat::for_weights`], or (F16/BF16 on [`Isa::Amx`]) split
+/// into two bfloat16 parts that keep 16 significant bits.
+pub fn rounds_activations_to_bf16(
+    ty: GgmlType,
+    isa: Isa,
+    n: usize,
+    (rows, cols): (usize, usize),
+) -> bool {
+    isa.has_avx512()
+        && is_tiled(ty, isa, n)
+        && bf16_pairs(ty, cols)
+        && !(isa == Isa::Amx && amx_takes(rows, cols))
+}
+
+/// Whether this CPU and OS run the AMX tile kernels ([`Isa::Amx`]).
+pub(crate) fn amx_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        amx::available()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Whether the AMX F16/BF16 kernel takes a `rows × cols` matrix.
+fn amx_takes(rows: usize, cols: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        half_amx::takes(rows, cols)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (rows, cols);
+        false
+    }
 }
 
 /// `y[t, r] = sum_c w[r, c] * x[t, c]` with a tiled kernel, if there is one
@@ -114,13 +154,20 @@ pub(crate) fn try_matmul(
             Some(Family::KQuant) => {
                 kquant_matmul(ty, isa, kquant::KRows::Plain(w), rows, cols, x, y)
             }
-            Some(Family::Legacy) if isa == Isa::Avx512 => {
+            Some(Family::Legacy) if isa.has_avx512() => {
                 legacy_avx512::matmul(ty, legacy::LRows::Plain(w), rows, cols, x, y)
             }
             Some(Family::Legacy) => legacy::matmul(ty, legacy::LRows::Plain(w), rows, cols, x, y),
+            Some(Family::Half) if isa == Isa::Amx && amx_takes(rows, cols) => {
+                if ty == GgmlType::F16 {
+                    half_amx::matmul::<crate::dot::avx2::F16>(w, (rows, cols), x, y)
+                } else {
+                    half_amx::matmul::<crate::dot::avx2::BF16>(w, (rows, cols), x, y)
+                }
+            }
             Some(Family::Half) => {
                 use f16::Micro;
-                let micro = if isa != Isa::Avx512 {
+                let micro = if !isa.has_avx512() {
                     Micro::Avx2
                 } else if bf16_pairs(ty, cols) {
                     Micro::Bf16Pairs
@@ -186,7 +233,7 @@ pub(crate) fn try_matmul_packed_q8_0(
     }
     #[cfg(target_arch = "x86_64")]
     {
-        if isa == Isa::Avx512 {
+        if isa.has_avx512() {
             q8_0_avx512::matmul(w, x, y)
         } else {
             legacy::matmul(
@@ -217,7 +264,7 @@ fn kquant_matmul(
     x: &[f32],
     y: &mut [f32],
 ) -> bool {
-    if isa == Isa::Avx512 {
+    if isa.has_avx512() {
         kquant_avx512::matmul(ty, w, rows, cols, x, y)
     } else {
         kquant::matmul(ty, w, rows, cols, x, y)

@@ -157,7 +157,7 @@ impl PackedQ4K {
     /// once on AVX-512 (`None` on other paths: call [`Self::gemv`] twice).
     fn gemv2(&self, isa: Isa, g: usize, a: &[crate::blocks::BlockQ8K]) -> Option<[f32; 2 * GROUP]> {
         #[cfg(target_arch = "x86_64")]
-        if isa == Isa::Avx512 {
+        if isa.has_avx512() {
             let kb = self.kb();
             let w0 = &self.groups[g * kb..(g + 1) * kb];
             let w1 = &self.groups[(g + 1) * kb..(g + 2) * kb];

@@ -148,7 +148,7 @@ impl PackedQ8_0 {
     fn gemv(&self, isa: Isa, g: usize, a: &[BlockQ8_0], asum: &[i32]) -> [f32; GROUP16] {
         let (qs, d) = self.group(g);
         #[cfg(target_arch = "x86_64")]
-        if isa == Isa::Avx512 {
+        if isa.has_avx512() {
             let nb = qs.len();
             // SAFETY: `isa` was checked available (AVX-512 F/BW/VL/VNNI with
             // F16C) by the caller (`Isa::checked` in `matmul`); the kernel

@@ -1,0 +1,178 @@
+//! Intel AMX (Advanced Matrix Extensions) support: detection, the Linux
+//! permission request, and the tile instructions as inline assembly (Rust's
+//! AMX intrinsics and target features are not stable; the assembler knows
+//! the instructions whatever the target features).
+//!
+//! AMX adds eight tile registers `tmm0..tmm7` of up to 16 rows × 64 bytes
+//! and a tile multiply unit: one `tdpbf16ps` multiplies a 16 × 32 bfloat16
+//! tile by a 32 × 16 one (stored as 16 rows of 16 bfloat16 pairs) into a
+//! 16 × 16 f32 tile, 8192 multiply-adds, where an AVX-512 FMA does 16.
+//! Measured here (Xeon, KVM guest): 2.8 T int8 multiply-adds/s per core
+//! with `tdpbusd`.
+//!
+//! Every kernel here uses one configuration, [`TileConfig::full`]: all
+//! eight tiles 16 rows × 64 bytes.
+
+use std::arch::asm;
+use std::sync::OnceLock;
+
+/// Whether this CPU and OS run the AMX kernels: CPUID reports AMX-TILE and
+/// AMX-BF16, the CPU has AVX-512 BF16 (the kernels round with
+/// `vcvtne2ps2bf16`), and Linux granted this process the tile data state
+/// (`arch_prctl(ARCH_REQ_XCOMP_PERM)`; without it the first tile
+/// instruction faults). Asked once per process.
+pub(crate) fn available() -> bool {
+    static OK: OnceLock<bool> = OnceLock::new();
+    *OK.get_or_init(|| cpu_has_amx_bf16() && os_grants_tiles())
+}
+
+fn cpu_has_amx_bf16() -> bool {
+    if !(is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("avx512bw")
+        && is_x86_feature_detected!("avx512bf16"))
+    {
+        return false;
+    }
+    // CPUID leaf 7, sub-leaf 0, EDX: bit 22 AMX-BF16, bit 24 AMX-TILE.
+    // CPUID exists on every x86-64 CPU, and leaf 7 is below the maximum
+    // leaf of any CPU with AVX-512 (checked above).
+    let l7 = std::arch::x86_64::__cpuid_count(7, 0);
+    l7.edx & (1 << 22) != 0 && l7.edx & (1 << 24) != 0
+}
+
+#[cfg(target_os = "linux")]
+fn os_grants_tiles() -> bool {
+    const ARCH_GET_XCOMP_PERM: libc::c_long = 0x1022;
+    const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
+    const XFEATURE_XTILEDATA: libc::c_long = 18;
+    // SAFETY: arch_prctl with these codes reads or sets a permission bit of
+    // this process; the GET form writes one u64 to `perm`, which is valid.
+    unsafe {
+        if libc::syscall(
+            libc::SYS_arch_prctl,
+            ARCH_REQ_XCOMP_PERM,
+            XFEATURE_XTILEDATA,
+        ) != 0
+        {
+            return false;
+        }
+        let mut perm: u64 = 0;
+        libc::syscall(
+            libc::SYS_arch_prctl,
+            ARCH_GET_XCOMP_PERM,
+            &mut perm as *mut u64,
+        ) == 0
+            && perm & (1 << XFEATURE_XTILEDATA) != 0
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn os_grants_tiles() -> bool {
+    // Other systems need their own request (or none); not done yet.
+    false
+}
+
+/// The 64-byte operand of `ldtilecfg` (palette 1).
+#[repr(C, align(64))]
+pub(crate) struct TileConfig {
+    palette: u8,
+    start_row: u8,
+    reserved: [u8; 14],
+    /// Bytes per row of each tile.
+    colsb: [u16; 16],
+    /// Rows of each tile.
+    rows: [u8; 16],
+}
+
+const _: () = assert!(size_of::<TileConfig>() == 64);
+
+impl TileConfig {
+    /// All eight tiles 16 rows × 64 bytes.
+    pub(crate) const fn full() -> TileConfig {
+        let mut c = TileConfig {
+            palette: 1,
+            start_row: 0,
+            reserved: [0; 14],
+            colsb: [0; 16],
+            rows: [0; 16],
+        };
+        let mut t = 0;
+        while t < 8 {
+            c.colsb[t] = 64;
+            c.rows[t] = 16;
+            t += 1;
+        }
+        c
+    }
+
+    /// Loads this configuration into the calling thread's tile unit (and
+    /// zeroes every tile).
+    ///
+    /// # Safety
+    /// [`available`] returned true.
+    #[inline]
+    pub(crate) unsafe fn load(&self) {
+        // SAFETY: AMX is usable (the caller's contract); `self` is a valid
+        // 64-byte configuration.
+        unsafe { asm!("ldtilecfg [{}]", in(reg) self, options(nostack, readonly)) };
+    }
+}
+
+/// Releases the calling thread's tile state (so context switches stop
+/// saving it).
+///
+/// # Safety
+/// [`available`] returned true.
+#[inline]
+pub(crate) unsafe fn release() {
+    // SAFETY: AMX is usable (the caller's contract).
+    unsafe { asm!("tilerelease", options(nostack, nomem)) };
+}
+
+/// `tileloadd tmm$t, [$ptr + $stride]`: 16 rows of 64 bytes, row `i` at
+/// `ptr + i * stride`.
+///
+/// Safety (of each use): a configuration is loaded, and the 16 rows are
+/// readable.
+macro_rules! tile_load {
+    ($t:literal, $ptr:expr, $stride:expr) => {
+        std::arch::asm!(
+            concat!("tileloadd tmm", $t, ", [{p} + {s}*1]"),
+            p = in(reg) $ptr,
+            s = in(reg) $stride,
+            options(nostack, readonly)
+        )
+    };
+}
+
+/// `tilestored [$ptr + $stride], tmm$t` (safety: as [`tile_load`], rows writable).
+macro_rules! tile_store {
+    ($t:literal, $ptr:expr, $stride:expr) => {
+        std::arch::asm!(
+            concat!("tilestored [{p} + {s}*1], tmm", $t),
+            p = in(reg) $ptr,
+            s = in(reg) $stride,
+            options(nostack)
+        )
+    };
+}
+
+/// `tilezero tmm$t` (safety: a configuration is loaded).
+macro_rules! tile_zero {
+    ($t:literal) => {
+        std::arch::asm!(concat!("tilezero tmm", $t), options(nostack, nomem))
+    };
+}
+
+/// `tdpbf16ps tmm$c, tmm$a, tmm$b`: `c[m][n] += Σ_k a[m][k] · b[k/2][2n + k%2]`
+/// over the 32 bfloat16 of a row (safety: a configuration is loaded).
+macro_rules! tile_dp_bf16 {
+    ($c:literal, $a:literal, $b:literal) => {
+        std::arch::asm!(
+            concat!("tdpbf16ps tmm", $c, ", tmm", $a, ", tmm", $b),
+            options(nostack, nomem)
+        )
+    };
+}
+
+pub(crate) use {tile_dp_bf16, tile_load, tile_store, tile_zero};
