@@ -16,14 +16,21 @@
 //! sum of |products|, not bit for bit.
 //!
 //! Layout: a tile multiply takes the weights as its row-major operand (16
-//! weight rows × 32 values, which BF16 weights already are: the tile loads
-//! read the matrix itself) and the activations as the paired operand (16
-//! rows of 16 activation rows × 2 values), packed once per call. The
-//! output tile is weight rows × activation rows and is transposed on the
-//! way to `y`. Per task (a block of weight rows, in parallel) and per
-//! k-block of [`KB_STEPS`] steps of 32 values, the F16 weights are split
-//! into a thread-local buffer; the running 16 × 16 sums wait between
-//! k-blocks in another.
+//! weight rows × 32 values) and the activations as the paired operand (16
+//! rows of 16 activation rows × 2 values), packed once per call. The output
+//! tile is weight rows × activation rows and is transposed on the way to
+//! `y`. Per task (a block of weight rows, in parallel) and per k-block of
+//! [`KB_STEPS`] steps of 32 values, the weights are packed into contiguous
+//! tiles (F16 split into its parts, BF16 copied) in a thread-local buffer;
+//! the running 16 × 16 sums wait between k-blocks in another.
+//!
+//! Where the time goes (4096² × 512, 2 threads, best of 8, on the Xeon
+//! this was written on): F16 33 ms, BF16 23 ms; without the tile multiplies
+//! 25 and 19, without the tile loads 17 and 11. The tile loads, 10 per 12
+//! multiplies for F16 (6 per 8 for BF16, 2 × 2 output tiles are all the
+//! eight registers allow), are most of it; the k-block depth (4, 8, 16
+//! steps), the loop order and a prefetch of the next k-block's weights
+//! measured within noise of each other.
 
 use super::amx::{tile_dp_bf16, tile_load, tile_store, tile_zero, TileConfig};
 use crate::dot::avx2::Half;
@@ -36,9 +43,8 @@ use std::cell::RefCell;
 const T: usize = 16;
 /// Values of `k` per tile step (32 bfloat16: one 64-byte tile row).
 const KS: usize = 32;
-/// Tile steps per k-block: 512 values. The block's split F16 weights
-/// (`rows × 512 × 2 parts × 2 bytes`) stay in L2 while the activations
-/// stream past.
+/// Tile steps per k-block: 512 values. The row block's packed weights
+/// (`rows × 512 × 2 parts × 2 bytes` for F16) stay in L2.
 const KB_STEPS: usize = 16;
 /// Most weight rows per task.
 const RB_MAX: usize = 128;
@@ -200,38 +206,59 @@ unsafe fn pack_x(x: &[f32], cols: usize, out: &mut [Tile]) {
     }
 }
 
-/// Splits F16 weight rows `r0..r0 + 16·wts`, steps `s0..s0 + ns`, into
-/// `out[(wt * ns + s) * 2 + part]` (row `m` of a tile = row `r0 + 16wt + m`).
+/// Packs weight rows `r0..r0 + 16·wts`, steps `s0..s0 + ns`, into
+/// contiguous tiles `out[(wt * ns + s) * P + part]` (row `m` of a tile =
+/// row `r0 + 16wt + m`): F16 split into its two bfloat16 parts (`P = 2`),
+/// BF16 copied (`P = 1`). Loading tiles straight from the matrix instead
+/// (16 rows `2·cols` bytes apart, one L1 set for every row) left BF16 at
+/// half the speed of packed F16: `perf` had half the time in those loads.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512bf16")]
-unsafe fn pack_w_f16(
+unsafe fn pack_w<H: Half>(
     w: &[u8],
     cols: usize,
     (r0, wts): (usize, usize),
     (s0, ns): (usize, usize),
     out: &mut [Tile],
 ) {
+    let parts = w_parts::<H>();
     assert!(
-        (r0 + T * wts) * cols * 2 <= w.len() && (s0 + ns) * KS <= cols && out.len() >= wts * ns * 2
+        (r0 + T * wts) * cols * 2 <= w.len()
+            && (s0 + ns) * KS <= cols
+            && out.len() >= wts * ns * parts
     );
     for wt in 0..wts {
         for s in 0..ns {
-            let (hi, lo) = out[(wt * ns + s) * 2..].split_at_mut(1);
+            let tiles = &mut out[(wt * ns + s) * parts..][..parts];
             for m in 0..T {
                 // SAFETY: row r0 + 16wt + m < r0 + 16wts, values
                 // 32(s0 + s)..+32 < cols (the assert): 64 bytes of `w`; the
-                // stores are row m of two 1 KiB tiles, 64-byte aligned.
+                // stores are row m of 1 KiB tiles, 64-byte aligned.
                 unsafe {
                     let p = w
                         .as_ptr()
                         .add(2 * ((r0 + T * wt + m) * cols + KS * (s0 + s)));
-                    let v0 = _mm512_cvtph_ps(_mm256_loadu_si256(p.cast()));
-                    let v1 = _mm512_cvtph_ps(_mm256_loadu_si256(p.add(32).cast()));
-                    let (h, l) = split(v0, v1);
-                    _mm512_store_si512(hi[0].0.as_mut_ptr().add(16 * m).cast(), h);
-                    _mm512_store_si512(lo[0].0.as_mut_ptr().add(16 * m).cast(), l);
+                    let row = |t: &mut Tile| t.0.as_mut_ptr().add(16 * m).cast::<__m512i>();
+                    if H::IS_BF16 {
+                        _mm512_store_si512(row(&mut tiles[0]), _mm512_loadu_si512(p.cast()));
+                    } else {
+                        let v0 = _mm512_cvtph_ps(_mm256_loadu_si256(p.cast()));
+                        let v1 = _mm512_cvtph_ps(_mm256_loadu_si256(p.add(32).cast()));
+                        let (h, l) = split(v0, v1);
+                        _mm512_store_si512(row(&mut tiles[0]), h);
+                        _mm512_store_si512(row(&mut tiles[1]), l);
+                    }
                 }
             }
         }
+    }
+}
+
+/// Bfloat16 parts per weight: BF16 1, F16 2.
+const fn w_parts<H: Half>() -> usize {
+    if H::IS_BF16 {
+        1
+    } else {
+        2
     }
 }
 
@@ -290,13 +317,14 @@ unsafe fn kblock<const WT: usize, const AT: usize, const WP: usize>(
         }
         macro_rules! dp4 {
             () => {
+                // The users of tmm6 first: it is reloaded first.
                 tile_dp_bf16!(0, 4, 6);
-                if AT == 2 {
-                    tile_dp_bf16!(1, 4, 7);
-                }
                 if WT == 2 {
                     tile_dp_bf16!(2, 5, 6);
-                    if AT == 2 {
+                }
+                if AT == 2 {
+                    tile_dp_bf16!(1, 4, 7);
+                    if WT == 2 {
                         tile_dp_bf16!(3, 5, 7);
                     }
                 }
@@ -428,12 +456,14 @@ unsafe fn row_block<H: Half>(
     let steps = cols / KS;
     let n_tiles = n.div_ceil(T);
     let wts = (r1 - r0) / T;
-    let split_w = !H::IS_BF16;
+    let parts = w_parts::<H>();
     if scratch.acc.len() < wts * n_tiles {
         scratch.acc.resize(wts * n_tiles, TILE_ZERO);
     }
-    if split_w && scratch.w.len() < wts * KB_STEPS.min(steps) * 2 {
-        scratch.w.resize(wts * KB_STEPS.min(steps) * 2, TILE_ZERO);
+    if scratch.w.len() < wts * KB_STEPS.min(steps) * parts {
+        scratch
+            .w
+            .resize(wts * KB_STEPS.min(steps) * parts, TILE_ZERO);
     }
     const CFG: TileConfig = TileConfig::full();
     // SAFETY: AMX is usable (the caller's contract).
@@ -442,45 +472,30 @@ unsafe fn row_block<H: Half>(
     while s0 < steps {
         let ns = KB_STEPS.min(steps - s0);
         let (first, last) = (s0 == 0, s0 + ns == steps);
-        if split_w {
-            // SAFETY: rows r0..r1 and steps s0..s0 + ns lie inside `w`;
-            // `scratch.w` holds wts · ns · 2 tiles.
-            unsafe { pack_w_f16(w, cols, (r0, wts), (s0, ns), &mut scratch.w) };
-        }
-        let wsrc = |wt: usize| {
-            if split_w {
-                WSrc {
-                    base: scratch.w[(wt * ns) * 2..].as_ptr().cast(),
-                    stride: 64,
-                    step: 2 * size_of::<Tile>(),
-                    part: size_of::<Tile>(),
-                }
-            } else {
-                WSrc {
-                    // SAFETY of later reads: rows r0 + 16wt.. + 16, values
-                    // 32s0.. of the matrix (in bounds: `takes`).
-                    base: w
-                        .as_ptr()
-                        .wrapping_add(2 * ((r0 + T * wt) * cols + KS * s0)),
-                    stride: 2 * cols,
-                    step: 2 * KS,
-                    part: 0,
-                }
-            }
+        // SAFETY: rows r0..r1 and steps s0..s0 + ns lie inside `w`;
+        // `scratch.w` holds wts · ns · parts tiles.
+        unsafe { pack_w::<H>(w, cols, (r0, wts), (s0, ns), &mut scratch.w) };
+        let wsrc = |wt: usize| WSrc {
+            base: scratch.w[wt * ns * parts..].as_ptr().cast(),
+            stride: 64,
+            step: parts * size_of::<Tile>(),
+            part: size_of::<Tile>(),
         };
         let acc = scratch.acc.as_mut_ptr();
-        let mut wt = 0;
-        while wt < wts {
-            let two_w = wt + 1 < wts;
-            let ws = [wsrc(wt), wsrc((wt + 1).min(wts - 1))];
-            let mut i = 0;
-            while i < n_tiles {
-                let two_x = i + 1 < n_tiles;
-                let i1 = if two_x { i + 1 } else { i };
-                let xs = [
-                    xp[(i * steps + s0) * 2..].as_ptr(),
-                    xp[(i1 * steps + s0) * 2..].as_ptr(),
-                ];
+        // Activation pairs outer: their tiles of this k-block stay in L1
+        // while the row block's weight tiles (L2) pass them.
+        let mut i = 0;
+        while i < n_tiles {
+            let two_x = i + 1 < n_tiles;
+            let i1 = if two_x { i + 1 } else { i };
+            let xs = [
+                xp[(i * steps + s0) * 2..].as_ptr(),
+                xp[(i1 * steps + s0) * 2..].as_ptr(),
+            ];
+            let mut wt = 0;
+            while wt < wts {
+                let two_w = wt + 1 < wts;
+                let ws = [wsrc(wt), wsrc((wt + 1).min(wts - 1))];
                 let wt1 = if two_w { wt + 1 } else { wt };
                 // SAFETY: slot indices < wts · n_tiles.
                 let a = unsafe {
@@ -489,12 +504,11 @@ unsafe fn row_block<H: Half>(
                         [acc.add(wt1 * n_tiles + i), acc.add(wt1 * n_tiles + i1)],
                     ]
                 };
-                let wp = if split_w { 2 } else { 1 };
                 // SAFETY: a full configuration is loaded; the weight and
                 // activation tiles cover steps s0..s0 + ns; the sum slots
                 // are this task's.
                 unsafe {
-                    match (two_w, two_x, wp) {
+                    match (two_w, two_x, parts) {
                         (true, true, 2) => kblock::<2, 2, 2>(ws, xs, ns, a, first),
                         (true, false, 2) => kblock::<2, 1, 2>(ws, xs, ns, a, first),
                         (false, true, 2) => kblock::<1, 2, 2>(ws, xs, ns, a, first),
@@ -523,9 +537,9 @@ unsafe fn row_block<H: Half>(
                         }
                     }
                 }
-                i += 1 + two_x as usize;
+                wt += 1 + two_w as usize;
             }
-            wt += 1 + two_w as usize;
+            i += 1 + two_x as usize;
         }
         s0 += ns;
     }
