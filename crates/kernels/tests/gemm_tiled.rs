@@ -1,6 +1,6 @@
 //! The tiled matrix × matrix kernels of `crate::gemm` (used from 8
-//! activation rows on AVX2, and in their AVX-512 VNNI form on `Isa::Avx512`
-//! where it has one) against the scalar row-at-a-time kernel, on every x86
+//! activation rows on AVX2, in their AVX-512 VNNI form on `Isa::Avx512`
+//! where it has one, on AMX tiles on `Isa::Amx`) against the scalar row-at-a-time kernel, on every x86
 //! path this CPU can run, on
 //! shapes that hit every edge of their tiling: row counts that leave a
 //! partial tile, activation rows that leave a partial panel and an odd panel,
@@ -21,7 +21,10 @@ const TYPES: [GgmlType; 5] = [
 ];
 
 /// (rows, cols, activation rows).
-const SHAPES: [(usize, usize, usize); 7] = [
+/// The last three are whole 16-row weight tiles, as the AMX k-quant kernel
+/// (Q4_K, Q5_K on `Isa::Amx`) takes them: one tile, an odd panel count,
+/// several row blocks and a partial k-block.
+const SHAPES: [(usize, usize, usize); 10] = [
     (1, 256, 8),
     (5, 256, 9),
     (13, 4608, 9),
@@ -29,12 +32,15 @@ const SHAPES: [(usize, usize, usize); 7] = [
     (7, 8960, 16),
     (130, 1024, 40),
     (260, 1280, 48),
+    (16, 256, 8),
+    (48, 768, 17),
+    (144, 1280, 40),
 ];
 
 /// The x86 paths with tiled kernels this CPU can run (none: the test says so
 /// and passes vacuously, as on AArch64).
 fn tiled_paths() -> Vec<Isa> {
-    let paths: Vec<Isa> = [Isa::Avx2, Isa::Avx512]
+    let paths: Vec<Isa> = [Isa::Avx2, Isa::Avx512, Isa::Amx]
         .into_iter()
         .filter(|i| i.available())
         .collect();

@@ -93,6 +93,10 @@ fn packed_products_equal_the_scalar_kernel_bit_for_bit() {
         // (the AVX-512 kernel expands the packed groups 8 rows at a time).
         (150, 512, 20),
         (261, 768, 33),
+        // Whole 16-row tiles (the AMX kernel on `Isa::Amx`): an odd panel
+        // count, several row blocks and a partial k-block.
+        (48, 768, 17),
+        (160, 1280, 20),
     ];
     for (i, &(rows, cols, n)) in shapes.iter().enumerate() {
         let bytes = q4k_rows(rows, cols, i as u64);

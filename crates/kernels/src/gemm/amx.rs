@@ -40,6 +40,14 @@ fn cpu_has_amx_bf16() -> bool {
     l7.edx & (1 << 22) != 0 && l7.edx & (1 << 24) != 0
 }
 
+/// Whether the CPU has AMX-INT8 (`tdpbusd` and its signed/unsigned
+/// variants) besides what [`available`] checks.
+pub(crate) fn has_int8() -> bool {
+    // CPUID leaf 7, sub-leaf 0, EDX bit 25 (leaf 7 exists: see above; only
+    // asked once `available` held).
+    available() && std::arch::x86_64::__cpuid_count(7, 0).edx & (1 << 25) != 0
+}
+
 #[cfg(target_os = "linux")]
 fn os_grants_tiles() -> bool {
     const ARCH_GET_XCOMP_PERM: libc::c_long = 0x1022;

@@ -34,6 +34,8 @@ use rayon::prelude::*;
 use std::arch::x86_64::*;
 use std::cell::RefCell;
 
+pub(super) mod amx;
+
 /// Activation rows per panel: one per i32 lane of a `__m512i`.
 const PANEL: usize = 16;
 /// Weight rows per microkernel tile: `R × H` = 12 independent `vpdpbusd`

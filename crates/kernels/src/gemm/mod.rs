@@ -264,7 +264,12 @@ fn kquant_matmul(
     x: &[f32],
     y: &mut [f32],
 ) -> bool {
-    if isa.has_avx512() {
+    if isa == Isa::Amx
+        && kquant_avx512::amx::takes(ty, rows, cols)
+        && kquant_avx512::amx::available()
+    {
+        kquant_avx512::amx::matmul(ty, w, rows, cols, x, y)
+    } else if isa.has_avx512() {
         kquant_avx512::matmul(ty, w, rows, cols, x, y)
     } else {
         kquant::matmul(ty, w, rows, cols, x, y)

@@ -1,0 +1,353 @@
+//! Q4_K and Q5_K weights × Q8_K activations on AMX tiles (`tdpbuud`), with
+//! the same integer sums and float steps as the AVX-512 kernel (its parent
+//! module), so bit-identical to the scalar kernel.
+//!
+//! A tile multiply sums 64 products per output, two 32-value sub-blocks at
+//! once, so the per-sub-block scales must already be in the weights. A
+//! level times its 6-bit scale does not fit a byte, but each of the two
+//! 3-bit halves of the scale does (`q·(sc >> 3)`, `q·(sc & 7)` ≤ 31·7), so
+//! each weight tile comes in two parts and `Σ_g sc_g·Σ_{k∈g} q_k·a_k` is
+//! `8·C_hi + C_lo`, exactly, over a whole super-block. The activations are
+//! the parent's panels (`a + 128`, which are already the paired layout a
+//! tile multiply takes for its second operand), so the offset correction
+//! `wcorr` and the mins (`vpdpwssd` on the panels' 32-value sums) are the
+//! parent's too.
+//!
+//! Per super-block and pair of activation panels: 16 tile multiplies into
+//! 4 sum tiles (2 panels × 2 parts), then per weight row the parent's float
+//! step on 16 activation rows at once. Sum tiles are weight rows ×
+//! activation rows, as the parent's accumulators (one weight row, 16
+//! activation rows per vector).
+
+use super::super::amx::{tile_load, tile_store, tile_zero, TileConfig};
+use super::*;
+
+/// Weight rows per weight tile.
+const WT: usize = 16;
+/// Most weight rows per task.
+const RB_MAX_AMX: usize = 128;
+
+/// Whether this CPU and OS run the kernel (AMX-INT8 too).
+pub(crate) fn available() -> bool {
+    super::super::amx::available() && super::super::amx::has_int8()
+}
+
+/// Whether the kernel takes `ty` at this shape: Q4_K or Q5_K, whole weight
+/// tiles, whole super-blocks.
+pub(crate) fn takes(ty: GgmlType, rows: usize, cols: usize) -> bool {
+    Form::of(ty) == Form::Sub32Min
+        && rows > 0
+        && rows.is_multiple_of(WT)
+        && cols > 0
+        && cols.is_multiple_of(QK_K)
+}
+
+/// One 1 KiB tile: 16 rows of 64 bytes.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Tile([u8; 1024]);
+
+const TILE_ZERO: Tile = Tile([0; 1024]);
+
+/// A worker's buffers: the parent's expanded weights, the same as scaled
+/// tiles (`((wt · nsb + s) · 4 + chunk) · 2 + part`), and running sums
+/// (`wt · np + panel`, 16 vectors each).
+#[derive(Default)]
+struct AmxScratch {
+    parent: Scratch,
+    tiles: Vec<Tile>,
+    acc: Vec<[__m512; WT]>,
+}
+
+thread_local! {
+    static AMX_SCRATCH: RefCell<AmxScratch> = RefCell::new(AmxScratch::default());
+}
+
+/// See [`super::matmul`]; declines (false) what [`takes`] refuses and CPUs
+/// without AMX-INT8.
+pub(crate) fn matmul(
+    ty: GgmlType,
+    w: KRows<'_>,
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    y: &mut [f32],
+) -> bool {
+    if !takes(ty, rows, cols) || !available() {
+        return false;
+    }
+    let kb = cols / QK_K;
+    let n = x.len() / cols;
+    let Ok(row_bytes) = bytes_for(ty, cols) else {
+        return false;
+    };
+    let dims = Dims { rows, n, kb };
+    let np = n.div_ceil(PANEL);
+    super::super::with_panels(
+        &PANELS,
+        PANEL_ZERO,
+        (np, kb),
+        |p, out| fill_panels(x, cols, n, p, out),
+        |panels| run_blocks_amx(ty, w, row_bytes, dims, panels, y),
+    );
+    true
+}
+
+/// Scales the expanded weights of rows `rb0..rb0 + 16·wts`, super-blocks
+/// `0..nsb` of the k-block (`wbuf[(r - rb0) · nsb + s]`), into the two
+/// parts' tiles: tile row `m` of chunk `c` holds row `m`'s levels
+/// `64c..64c + 64` times the high (part 0) or low (part 1) 3 bits of their
+/// sub-block's scale.
+///
+/// # Safety
+/// AVX-512 F/BW available.
+#[target_feature(enable = "avx2,avx512f,avx512bw")]
+unsafe fn scale_tiles(wbuf: &[WeightSb], wts: usize, nsb: usize, out: &mut [Tile]) {
+    assert!(wbuf.len() >= wts * WT * nsb && out.len() >= wts * nsb * 8);
+    for wt in 0..wts {
+        for s in 0..nsb {
+            for m in 0..WT {
+                let ws = &wbuf[(wt * WT + m) * nsb + s];
+                for j in 0..8 {
+                    // SAFETY: 32 bytes of `qs` from 32j; the stores are 32
+                    // bytes inside a 1 KiB tile.
+                    unsafe {
+                        let q = _mm512_cvtepu8_epi16(_mm256_loadu_si256(
+                            ws.qs.as_ptr().add(32 * j).cast(),
+                        ));
+                        let sc = ws.sc[j];
+                        let base = ((wt * nsb + s) * 4 + j / 2) * 2;
+                        for (part, f) in [(0, sc >> 3), (1, sc & 7)] {
+                            let v = _mm512_mullo_epi16(q, _mm512_set1_epi16(f as i16));
+                            let dst = out[base + part].0.as_mut_ptr().add(64 * m + 32 * (j % 2));
+                            _mm256_store_si256(dst.cast(), _mm512_cvtepi16_epi8(v));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `tdpbuud tmm$c, tmm$a, tmm$b` (unsigned bytes × unsigned bytes into i32;
+/// safety: a configuration is loaded).
+macro_rules! tile_dp_u8 {
+    ($c:literal, $a:literal, $b:literal) => {
+        std::arch::asm!(
+            concat!("tdpbuud tmm", $c, ", tmm", $a, ", tmm", $b),
+            options(nostack, nomem)
+        )
+    };
+}
+
+/// The sums of one super-block for weight tile `wt` × panels `p0..p0 + AP`:
+/// tile `2h + part` = `C_part` of panel `p0 + h`, stored to `out[2h + part]`.
+///
+/// # Safety
+/// A full configuration is loaded; `w` points at the super-block's 8 weight
+/// tiles, `a[h]` at the panels.
+#[inline(always)]
+unsafe fn sums<const AP: usize>(w: *const Tile, a: [*const ActPanel; 2], out: &mut [Tile; 4]) {
+    const S: usize = 64;
+    // SAFETY: the caller's contract; the tiles are this thread's.
+    unsafe {
+        tile_zero!(0);
+        tile_zero!(1);
+        if AP == 2 {
+            tile_zero!(2);
+            tile_zero!(3);
+        }
+        for c in 0..4 {
+            tile_load!(4, w.add(2 * c), S);
+            tile_load!(5, w.add(2 * c + 1), S);
+            tile_load!(6, (*a[0]).qs[16 * c].as_ptr(), S);
+            tile_dp_u8!(0, 4, 6);
+            tile_dp_u8!(1, 5, 6);
+            if AP == 2 {
+                tile_load!(7, (*a[1]).qs[16 * c].as_ptr(), S);
+                tile_dp_u8!(2, 4, 7);
+                tile_dp_u8!(3, 5, 7);
+            }
+        }
+        tile_store!(0, out[0].0.as_mut_ptr(), S);
+        tile_store!(1, out[1].0.as_mut_ptr(), S);
+        if AP == 2 {
+            tile_store!(2, out[2].0.as_mut_ptr(), S);
+            tile_store!(3, out[3].0.as_mut_ptr(), S);
+        }
+    }
+}
+
+/// The parent's float step for one super-block of 16 weight rows (`ws[m]`)
+/// × one panel: `acc[m] += (d_a·d_w)·sumi − (d_a·dm_w)·corr`, lane = activation row.
+///
+/// # Safety
+/// AVX-512 F/BW/VNNI available.
+#[inline(always)]
+unsafe fn float_step(
+    (hi, lo): (&Tile, &Tile),
+    ws: impl Fn(usize) -> *const WeightSb,
+    ap: &ActPanel,
+    acc: &mut [__m512; WT],
+) {
+    // SAFETY: 64-byte aligned loads inside the tiles and the panel; `ws(m)`
+    // is valid (the caller's).
+    unsafe {
+        let da = _mm512_load_ps(ap.d.as_ptr());
+        let bs: [__m512i; 4] =
+            std::array::from_fn(|p| _mm512_load_si512(ap.bsums32[p].as_ptr().cast()));
+        for (m, acc_m) in acc.iter_mut().enumerate() {
+            let ws = &*ws(m);
+            let h = _mm512_load_si512(hi.0.as_ptr().add(64 * m).cast());
+            let l = _mm512_load_si512(lo.0.as_ptr().add(64 * m).cast());
+            let sumi = _mm512_sub_epi32(
+                _mm512_add_epi32(_mm512_slli_epi32::<3>(h), l),
+                _mm512_set1_epi32(ws.wcorr),
+            );
+            let mut corr = _mm512_setzero_si512();
+            for (p, b) in bs.iter().enumerate() {
+                corr = _mm512_dpwssd_epi32(corr, *b, _mm512_set1_epi32(ws.m[p]));
+            }
+            let d = _mm512_mul_ps(da, _mm512_set1_ps(ws.d));
+            let dm = _mm512_mul_ps(da, _mm512_set1_ps(ws.dm));
+            let t = _mm512_sub_ps(
+                _mm512_mul_ps(d, _mm512_cvtepi32_ps(sumi)),
+                _mm512_mul_ps(dm, _mm512_cvtepi32_ps(corr)),
+            );
+            *acc_m = _mm512_add_ps(*acc_m, t);
+        }
+    }
+}
+
+/// Every row block of one call, in parallel.
+fn run_blocks_amx(
+    ty: GgmlType,
+    w: KRows<'_>,
+    row_bytes: usize,
+    dims: Dims,
+    panels: &[ActPanel],
+    y: &mut [f32],
+) {
+    let Dims { rows, n, kb } = dims;
+    // Whole weight tiles, and whole groups of the packed layout.
+    const STEP: usize = if WT > GROUP { WT } else { GROUP };
+    let rb = row_block_size(rows, STEP, RB_MAX_AMX);
+    let y_out = OutPtr(y.as_mut_ptr());
+    (0..rows.div_ceil(rb)).into_par_iter().for_each(|b| {
+        let (rb0, rb1) = (b * rb, ((b + 1) * rb).min(rows));
+        AMX_SCRATCH.with(|cell| {
+            let scratch = &mut *cell.borrow_mut();
+            // SAFETY: the caller checked AVX2/FMA/F16C, AVX-512
+            // F/BW/VL/VNNI and AMX-INT8; `w` holds `rows` rows of
+            // `row_bytes`; rb0 is a multiple of 16 (so of GROUP) and rb1 -
+            // rb0 too (rows is); the panels cover every activation row and
+            // super-block; rows rb0..rb1 of `y` belong to this block alone.
+            unsafe { row_block_amx(ty, w, (row_bytes, dims), (rb0, rb1), panels, y_out, scratch) };
+        });
+    });
+    let _ = (n, kb);
+}
+
+/// Weight rows `rb0..rb1` against every activation panel.
+///
+/// # Safety
+/// As [`run_blocks_amx`]'s call.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn row_block_amx(
+    ty: GgmlType,
+    w: KRows<'_>,
+    (row_bytes, dims): (usize, Dims),
+    (rb0, rb1): (usize, usize),
+    panels: &[ActPanel],
+    y: OutPtr,
+    scratch: &mut AmxScratch,
+) {
+    let Dims { rows, n, kb } = dims;
+    let np = n.div_ceil(PANEL);
+    let wts = (rb1 - rb0) / WT;
+    let need = (rb1 - rb0) * KC.min(kb);
+    let parent = &mut scratch.parent;
+    if parent.wbuf.len() < need {
+        parent.wbuf.resize(need, W_ZERO);
+    }
+    if matches!(w, KRows::Plain(_)) && parent.expanded.len() < need {
+        parent.expanded.resize(need, WEIGHT_ZERO);
+    }
+    if scratch.tiles.len() < wts * KC.min(kb) * 8 {
+        scratch.tiles.resize(wts * KC.min(kb) * 8, TILE_ZERO);
+    }
+    if scratch.acc.len() < wts * np {
+        scratch.acc.resize(wts * np, [_mm512_setzero_ps(); WT]);
+    }
+    const CFG: TileConfig = TileConfig::full();
+    // SAFETY: AMX is usable (the caller's contract).
+    unsafe { CFG.load() };
+    let mut sums_buf = [TILE_ZERO; 4];
+    for s0 in (0..kb).step_by(KC) {
+        let nsb = KC.min(kb - s0);
+        // SAFETY: as the parent's call: rows rb0..rb1 (whole groups),
+        // super-blocks s0..s0 + nsb, buffers sized above.
+        unsafe {
+            expand_k_block(ty, w, (row_bytes, kb), (rb0, rb1), (s0, nsb), parent);
+            scale_tiles(&parent.wbuf, wts, nsb, &mut scratch.tiles);
+        }
+        let wbuf = &parent.wbuf;
+        let mut p0 = 0;
+        while p0 < np {
+            let two = p0 + 1 < np;
+            for wt in 0..wts {
+                let slot = wt * np + p0;
+                if s0 == 0 {
+                    scratch.acc[slot] = [_mm512_setzero_ps(); WT];
+                    if two {
+                        scratch.acc[slot + 1] = [_mm512_setzero_ps(); WT];
+                    }
+                }
+                for s in 0..nsb {
+                    let a = [
+                        &panels[p0 * kb + s0 + s] as *const ActPanel,
+                        &panels[(p0 + two as usize) * kb + s0 + s] as *const ActPanel,
+                    ];
+                    let wtile = scratch.tiles[(wt * nsb + s) * 8..].as_ptr();
+                    // SAFETY: a configuration is loaded; 8 tiles of this
+                    // super-block from `wtile`; the panels exist.
+                    unsafe {
+                        if two {
+                            sums::<2>(wtile, a, &mut sums_buf);
+                        } else {
+                            sums::<1>(wtile, a, &mut sums_buf);
+                        }
+                    }
+                    let ws = |m: usize| &wbuf[(wt * WT + m) * nsb + s] as *const WeightSb;
+                    for h in 0..1 + two as usize {
+                        // SAFETY: the features are this function's.
+                        unsafe {
+                            float_step(
+                                (&sums_buf[2 * h], &sums_buf[2 * h + 1]),
+                                ws,
+                                &*a[h],
+                                &mut scratch.acc[slot + h],
+                            )
+                        };
+                    }
+                }
+                if s0 + nsb == kb {
+                    for h in 0..1 + two as usize {
+                        let mut lanes = [[0f32; PANEL]; WT];
+                        for (m, l) in lanes.iter_mut().enumerate() {
+                            _mm512_storeu_ps(l.as_mut_ptr(), scratch.acc[slot + h][m]);
+                        }
+                        // SAFETY: rows rb0 + 16wt.. + 16 of `y` are this
+                        // block's.
+                        unsafe {
+                            store_lanes(&lanes, y, (rows, n), (rb0 + WT * wt, (p0 + h) * PANEL))
+                        };
+                    }
+                }
+            }
+            p0 += 1 + two as usize;
+        }
+    }
+    // SAFETY: AMX is usable; nothing more runs on the tiles in this task.
+    unsafe { super::super::amx::release() };
+}
