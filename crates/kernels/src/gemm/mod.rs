@@ -10,6 +10,9 @@
 //!   IQ4_NL) on Q8_0 activations; `legacy_avx512` the same with AVX-512 VNNI.
 //! - `f16`: F16 and BF16 weights on f32 activations; `half_amx` the same on
 //!   AMX tiles ([`Isa::Amx`], `amx` the tile instructions).
+//! - On [`Isa::Amx`] also `kquant_avx512::amx` (Q4_K, Q5_K) and `q8_0_amx`
+//!   (packed Q8_0): AMX-INT8 tiles, the AVX-512 kernels' exact sums and
+//!   float steps.
 //!
 //! `try_matmul` is the entry point [`crate::matmul()`] calls; it declines
 //! (returns `None`) for types, instruction sets or batch sizes without a
@@ -29,6 +32,8 @@ mod kquant_avx512;
 mod legacy;
 #[cfg(target_arch = "x86_64")]
 mod legacy_avx512;
+#[cfg(target_arch = "x86_64")]
+mod q8_0_amx;
 #[cfg(target_arch = "x86_64")]
 mod q8_0_avx512;
 
@@ -233,7 +238,9 @@ pub(crate) fn try_matmul_packed_q8_0(
     }
     #[cfg(target_arch = "x86_64")]
     {
-        if isa.has_avx512() {
+        if isa == Isa::Amx && q8_0_amx::available() {
+            q8_0_amx::matmul(w, x, y)
+        } else if isa.has_avx512() {
             q8_0_avx512::matmul(w, x, y)
         } else {
             legacy::matmul(

@@ -1,0 +1,304 @@
+//! Q8_0 weights in the packed layout ([`PackedQ8_0`]) × Q8_0 activations on
+//! AMX tiles (`tdpbsud`), with the AVX-512 kernel's integer sums and float
+//! step ([`super::q8_0_avx512`]), so the two give the same bits.
+//!
+//! A packed block column of 16 weight rows ([`Qs16`]: word `j` of the 16
+//! rows in 64 bytes, `w + 128`) is already the paired operand of a tile
+//! multiply (8 rows of 16 × 4 unsigned bytes), so the weights are read as
+//! they are. The activations, quantized per 32-value block, are packed as
+//! 16 rows × 32 signed bytes per block and tile. One tile multiply gives a
+//! block's 16 × 16 sums `Σ a·(w + 128)`; adding `−128·Σa` makes them exact,
+//! and each goes through `acc = fma(sum, d_w·d_a, acc)` in block order.
+//! The sum tiles are activation rows × weight rows, so the accumulators are
+//! the AVX-512 kernel's (16 weight rows per vector) and store straight to `y`.
+
+use super::amx::{tile_load, tile_store, tile_zero, TileConfig};
+use super::row_block_size;
+use crate::blocks::{F16Le, QK};
+use crate::matmul::{OutPtr, Pool};
+use crate::packed::q8_0::Qs16;
+use crate::packed::{PackedQ8_0, GROUP16};
+use rayon::prelude::*;
+use std::arch::x86_64::*;
+use std::cell::RefCell;
+
+/// Activation rows per tile.
+const T: usize = 16;
+/// Blocks per k-block.
+const KC: usize = 16;
+/// Most weight groups (16 rows) per task.
+const GB_MAX: usize = 8;
+
+/// One block of 16 activation rows.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct ActTile {
+    /// Row `m`'s 32 quants.
+    qs: [[i8; QK]; T],
+    /// Row scales (rounded to f16, as the GGUF block stores them).
+    d: [f32; T],
+    /// `−128·Σ qs` per row: takes off what the weights' flipped sign bits add.
+    nsum: [i32; T],
+}
+
+const ACT_ZERO: ActTile = ActTile {
+    qs: [[0; QK]; T],
+    d: [0.0; T],
+    nsum: [0; T],
+};
+
+/// The activations of one call, `tile · nb + block`, reused across calls.
+static ACTS: Pool<Vec<ActTile>> = Pool::new();
+
+thread_local! {
+    /// A worker's running sums: `(g − g0) · tiles + tile`, 16 vectors each
+    /// (one per activation row).
+    static ACC: RefCell<Vec<[__m512; T]>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Whether this CPU and OS run the kernel.
+pub(crate) fn available() -> bool {
+    super::amx::available() && super::amx::has_int8()
+}
+
+/// Quantizes activation rows `16i..` (`x` holds `m ≤ 16` of them) into the
+/// `nb` blocks of tile `i`.
+fn fill_tile(x: &[f32], cols: usize, out: &mut [ActTile]) {
+    let m = x.len() / cols;
+    for (b, tile) in out.iter_mut().enumerate() {
+        *tile = ACT_ZERO;
+        for r in 0..m {
+            let q =
+                crate::quant::quantize_block_q8_0(&x[r * cols + b * QK..r * cols + (b + 1) * QK]);
+            let sum: i32 = q.qs.iter().map(|&v| v as i32).sum();
+            tile.qs[r] = q.qs;
+            tile.d[r] = q.d.to_f32();
+            tile.nsum[r] = -128 * sum;
+        }
+    }
+}
+
+/// `tdpbsud tmm$c, tmm$a, tmm$b` (signed bytes × unsigned bytes into i32;
+/// safety: a configuration is loaded).
+macro_rules! tile_dp_su8 {
+    ($c:literal, $a:literal, $b:literal) => {
+        std::arch::asm!(
+            concat!("tdpbsud tmm", $c, ", tmm", $a, ", tmm", $b),
+            options(nostack, nomem)
+        )
+    };
+}
+
+/// Tiles 0–3: sums (16 × 16 i32) of four blocks in turn; 4, 5:
+/// activations (16 rows × 32 bytes); 6, 7: weights (8 rows × 64 bytes).
+const CFG: TileConfig = TileConfig::new(
+    [16, 16, 16, 16, 16, 16, 8, 8],
+    [64, 64, 64, 64, 32, 32, 64, 64],
+);
+
+/// Sums of blocks `b..b + 4` (`a[u]`, `w[u]`: block `b + u` of the
+/// activation tile and the group) into `out[u]`: four tile multiplies in
+/// flight before the first store.
+///
+/// # Safety
+/// [`CFG`] is loaded; the pointers are valid.
+#[inline(always)]
+unsafe fn sums4(w: [*const Qs16; 4], a: [*const ActTile; 4], out: &mut [[i32; 256]; 4]) {
+    // SAFETY: the caller's contract; the tiles are this thread's.
+    unsafe {
+        tile_zero!(0);
+        tile_zero!(1);
+        tile_zero!(2);
+        tile_zero!(3);
+        tile_load!(4, (*a[0]).qs.as_ptr(), 32usize);
+        tile_load!(6, (*w[0]).0.as_ptr(), 64usize);
+        tile_dp_su8!(0, 4, 6);
+        tile_load!(5, (*a[1]).qs.as_ptr(), 32usize);
+        tile_load!(7, (*w[1]).0.as_ptr(), 64usize);
+        tile_dp_su8!(1, 5, 7);
+        tile_load!(4, (*a[2]).qs.as_ptr(), 32usize);
+        tile_load!(6, (*w[2]).0.as_ptr(), 64usize);
+        tile_dp_su8!(2, 4, 6);
+        tile_load!(5, (*a[3]).qs.as_ptr(), 32usize);
+        tile_load!(7, (*w[3]).0.as_ptr(), 64usize);
+        tile_dp_su8!(3, 5, 7);
+        tile_store!(0, out[0].as_mut_ptr(), 64usize);
+        tile_store!(1, out[1].as_mut_ptr(), 64usize);
+        tile_store!(2, out[2].as_mut_ptr(), 64usize);
+        tile_store!(3, out[3].as_mut_ptr(), 64usize);
+    }
+}
+
+/// One block's sums (the tail of a k-block that is not a multiple of 4).
+///
+/// # Safety
+/// As [`sums4`].
+#[inline(always)]
+unsafe fn sums1(w: *const Qs16, a: *const ActTile, out: &mut [i32; 256]) {
+    // SAFETY: as in `sums4`.
+    unsafe {
+        tile_zero!(0);
+        tile_load!(4, (*a).qs.as_ptr(), 32usize);
+        tile_load!(6, (*w).0.as_ptr(), 64usize);
+        tile_dp_su8!(0, 4, 6);
+        tile_store!(0, out.as_mut_ptr(), 64usize);
+    }
+}
+
+/// The float step of one block for one sum tile: `acc[m] = fma(sum_m −
+/// 128·Σa_m, d_w·d_a_m, acc[m])`, lanes = the group's 16 weight rows.
+///
+/// # Safety
+/// AVX-512F and F16C available.
+#[inline(always)]
+unsafe fn float_step(sums: &[i32; 256], wd: &[F16Le; GROUP16], a: &ActTile, acc: &mut [__m512; T]) {
+    // SAFETY: loads inside the arrays (64-byte aligned sums, unaligned scales).
+    unsafe {
+        let dw = _mm512_cvtph_ps(_mm256_loadu_si256(wd.as_ptr().cast()));
+        for (m, acc_m) in acc.iter_mut().enumerate() {
+            let isum = _mm512_add_epi32(
+                _mm512_loadu_si512(sums.as_ptr().add(16 * m).cast()),
+                _mm512_set1_epi32(a.nsum[m]),
+            );
+            let dd = _mm512_mul_ps(dw, _mm512_set1_ps(a.d[m]));
+            *acc_m = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), dd, *acc_m);
+        }
+    }
+}
+
+/// Blocks `s0..s0 + nkb` of group `g` × activation tile `i`, continuing
+/// the running sums `acc` (kept in registers over the k-block).
+///
+/// # Safety
+/// [`CFG`] is loaded; AVX-512F and F16C available; the blocks exist.
+#[inline(always)]
+unsafe fn k_block(
+    (wq, wd): (&[Qs16], &[[F16Le; GROUP16]]),
+    acts: &[ActTile],
+    (s0, nkb): (usize, usize),
+    acc: &mut [__m512; T],
+) {
+    let mut out = [[0i32; 256]; 4];
+    let mut regs = *acc;
+    let mut b = s0;
+    // SAFETY (of each call): blocks b.. < s0 + nkb of the group and the
+    // tile; the caller's features and configuration.
+    unsafe {
+        while b + 4 <= s0 + nkb {
+            sums4(
+                std::array::from_fn(|u| &wq[b + u] as *const Qs16),
+                std::array::from_fn(|u| &acts[b + u] as *const ActTile),
+                &mut out,
+            );
+            for (u, o) in out.iter().enumerate() {
+                float_step(o, &wd[b + u], &acts[b + u], &mut regs);
+            }
+            b += 4;
+        }
+        while b < s0 + nkb {
+            sums1(&wq[b], &acts[b], &mut out[0]);
+            float_step(&out[0], &wd[b], &acts[b], &mut regs);
+            b += 1;
+        }
+    }
+    *acc = regs;
+}
+
+/// See [`super::q8_0_avx512::matmul`]; declines (false) CPUs without AMX-INT8.
+pub(crate) fn matmul(w: &PackedQ8_0, x: &[f32], y: &mut [f32]) -> bool {
+    let (rows, cols) = (w.rows(), w.cols());
+    if cols == 0 || !available() {
+        return false;
+    }
+    let nb = cols / QK;
+    let n = x.len() / cols;
+    let tiles = n.div_ceil(T);
+    debug_assert_eq!(y.len(), n * rows);
+    ACTS.with(|acts| {
+        if acts.len() < tiles * nb {
+            acts.resize(tiles * nb, ACT_ZERO);
+        }
+        acts[..tiles * nb]
+            .par_chunks_mut(nb)
+            .enumerate()
+            .for_each(|(i, out)| {
+                let (t0, t1) = (T * i, (T * i + T).min(n));
+                fill_tile(&x[t0 * cols..t1 * cols], cols, out);
+            });
+        run_blocks(w, n, &acts[..tiles * nb], y);
+    });
+    true
+}
+
+/// Every row block of one call, in parallel.
+fn run_blocks(w: &PackedQ8_0, n: usize, acts: &[ActTile], y: &mut [f32]) {
+    let groups = w.rows().div_ceil(GROUP16);
+    let gb = row_block_size(groups, 2, GB_MAX);
+    let y = OutPtr(y.as_mut_ptr());
+    (0..groups.div_ceil(gb)).into_par_iter().for_each(|blk| {
+        let (g0, g1) = (blk * gb, ((blk + 1) * gb).min(groups));
+        ACC.with(|cell| {
+            let acc = &mut *cell.borrow_mut();
+            // SAFETY: the caller checked AMX-INT8 (with AVX-512 F/BW/BF16
+            // and F16C, `amx::available`); the groups hold `nb` blocks each,
+            // `acts` `nb` per tile; rows of groups g0..g1 of `y` belong to
+            // this block alone.
+            unsafe { row_block(w, n, acts, (g0, g1), acc, y) };
+        });
+    });
+}
+
+/// Groups `g0..g1` against every activation tile.
+///
+/// # Safety
+/// As [`run_blocks`]' call.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw")]
+unsafe fn row_block(
+    w: &PackedQ8_0,
+    n: usize,
+    acts: &[ActTile],
+    (g0, g1): (usize, usize),
+    acc: &mut Vec<[__m512; T]>,
+    y: OutPtr,
+) {
+    let (rows, nb) = (w.rows(), w.cols() / QK);
+    let tiles = n.div_ceil(T);
+    let ng = g1 - g0;
+    if acc.len() < ng * tiles {
+        acc.resize(ng * tiles, [_mm512_setzero_ps(); T]);
+    }
+    // SAFETY: AMX is usable (the caller's contract).
+    unsafe { CFG.load() };
+    for s0 in (0..nb).step_by(KC) {
+        let nkb = KC.min(nb - s0);
+        // Activation tiles outer: a tile's k-block stays in L1 while the
+        // row block's weights pass it.
+        for i in 0..tiles {
+            let t0 = T * i;
+            for g in g0..g1 {
+                let slot = &mut acc[(g - g0) * tiles + i];
+                if s0 == 0 {
+                    *slot = [_mm512_setzero_ps(); T];
+                }
+                // SAFETY: CFG is loaded and the features are this
+                // function's; the group and the tile hold `nb` blocks.
+                unsafe { k_block(w.group(g), &acts[i * nb..(i + 1) * nb], (s0, nkb), slot) };
+                if s0 + nkb == nb {
+                    let r0 = GROUP16 * g;
+                    // The last group's padding rows are dropped.
+                    let live = (rows - r0).min(GROUP16);
+                    let mask: __mmask16 = if live == GROUP16 { !0 } else { (1 << live) - 1 };
+                    for (m, v) in slot.iter().enumerate().take(n - t0) {
+                        // SAFETY: t0 + m < n and rows r0..r0 + live lie
+                        // inside `y` (n × rows), in this task's row block.
+                        unsafe {
+                            _mm512_mask_storeu_ps(y.get().add((t0 + m) * rows + r0), mask, *v)
+                        };
+                    }
+                }
+            }
+        }
+    }
+    // SAFETY: AMX is usable; nothing more runs on the tiles in this task.
+    unsafe { super::amx::release() };
+}
