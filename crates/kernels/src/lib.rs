@@ -17,10 +17,11 @@
 //!   reference), [`Isa::Avx2`] (AVX2 + FMA + F16C) and [`Isa::Avx512`]
 //!   (AVX-512 F/BW/VL + VNNI: the tiled prefill kernels, packed Q4_K / Q8_0
 //!   matrix × vector and a Q6_K row kernel ([`dot::avx512`]), equal to the
-//!   AVX2 ones to f32 rounding; AVX2 elsewhere) on
+//!   AVX2 ones to f32 rounding; AVX2 elsewhere) and [`Isa::Amx`] (AVX-512
+//!   plus Intel AMX tiles for prefill, see [`gemm`]) on
 //!   x86-64, [`Isa::Neon`] and [`Isa::NeonDot`] (with `sdot`) on AArch64,
 //!   chosen at run time by [`Isa::best`] (override:
-//!   `MISTRAL_KERNELS_ISA=scalar|avx2|avx512|neon|neon-dot`)
+//!   `MISTRAL_KERNELS_ISA=scalar|avx2|avx512|amx|neon|neon-dot`)
 //!   or forced per matrix with [`QMatrix::with_isa`]. The AVX2 dot products
 //!   sum in f32 lanes (llama.cpp's order), equal to the scalar ones to f32
 //!   rounding; the NEON ones keep the scalar float steps and are
@@ -32,7 +33,11 @@
 //!   F16/BF16, each in an AVX2 form and an AVX-512 form ([`Isa::Avx512`]:
 //!   `vpdpbusd` for the integer types, 16-lane FMAs for F16/BF16, and for
 //!   BF16 where the CPU has AVX-512 BF16 `vdpbf16ps` on activations rounded
-//!   to bfloat16, as llama.cpp's BF16 path: [`gemm::rounds_activations_to_bf16`]).
+//!   to bfloat16, as llama.cpp's BF16 path: [`gemm::rounds_activations_to_bf16`]);
+//!   on [`Isa::Amx`] F16/BF16 (`tdpbf16ps`, activations split into two
+//!   bfloat16 parts, to about 2⁻¹⁶ of each product), Q4_K/Q5_K (`tdpbuud`,
+//!   bit-identical to the scalar kernels) and packed Q8_0 (`tdpbsud`, the
+//!   AVX-512 kernel's bits) run on AMX tiles.
 //! - [`packed`]: weight layouts regrouped once at load for faster kernels;
 //!   Q4_K in groups of 8 rows ([`packed::PackedQ4K`]), which [`QMatrix::new`]
 //!   uses for every Q4_K matrix it owns (bit-identical results, +2.8% bytes).
