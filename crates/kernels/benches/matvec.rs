@@ -218,12 +218,9 @@ fn bench_matmul(c: &mut Criterion) {
                 in_pool(b, |_| avx2.forward(x).unwrap())
             });
         }
-        // Where the AMX tile kernels run (F16, BF16, Q4_K, Q5_K, Q8_0), the
-        // AVX-512 ones beside them.
-        let amx = matches!(
-            ty,
-            GgmlType::F16 | GgmlType::BF16 | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q8_0
-        );
+        // Where the AMX tile kernels run (F16, BF16, the k-quants, Q8_0),
+        // the AVX-512 ones beside them.
+        let amx = kquant || matches!(ty, GgmlType::F16 | GgmlType::BF16 | GgmlType::Q8_0);
         if amx && Isa::best() == Isa::Amx {
             let avx512 = ours.clone().with_isa(Isa::Avx512).unwrap();
             group.bench_with_input(BenchmarkId::new("native-avx512", &id), &x, |b, x| {

@@ -17,8 +17,8 @@ pub enum Isa {
     Avx512,
     /// [`Isa::Avx512`] with Intel AMX tiles (AMX-TILE, AMX-BF16, granted by
     /// the OS): the prefill (matrix × matrix) of F16/BF16 runs on
-    /// `tdpbf16ps`, and where the CPU has AMX-INT8 that of Q4_K/Q5_K
-    /// (`tdpbuud`) and of packed Q8_0 (`tdpbsud`); every other kernel runs
+    /// `tdpbf16ps`, and where the CPU has AMX-INT8 that of the k-quants
+    /// (`tdpbsud`) and of packed Q8_0 (`tdpbsud`); every other kernel runs
     /// its [`Isa::Avx512`] form.
     Amx,
     /// AArch64 Advanced SIMD (every AArch64 CPU): widening multiplies.

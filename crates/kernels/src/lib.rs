@@ -35,7 +35,7 @@
 //!   BF16 where the CPU has AVX-512 BF16 `vdpbf16ps` on activations rounded
 //!   to bfloat16, as llama.cpp's BF16 path: [`gemm::rounds_activations_to_bf16`]);
 //!   on [`Isa::Amx`] F16/BF16 (`tdpbf16ps`, activations split into two
-//!   bfloat16 parts, to about 2⁻¹⁶ of each product), Q4_K/Q5_K (`tdpbuud`,
+//!   bfloat16 parts, to about 2⁻¹⁶ of each product), the k-quants (`tdpbsud`,
 //!   bit-identical to the scalar kernels) and packed Q8_0 (`tdpbsud`, the
 //!   AVX-512 kernel's bits) run on AMX tiles.
 //! - [`packed`]: weight layouts regrouped once at load for faster kernels;

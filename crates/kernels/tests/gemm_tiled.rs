@@ -22,7 +22,7 @@ const TYPES: [GgmlType; 5] = [
 
 /// (rows, cols, activation rows).
 /// The last three are whole 16-row weight tiles, as the AMX k-quant kernel
-/// (Q4_K, Q5_K on `Isa::Amx`) takes them: one tile, an odd panel count,
+/// (on `Isa::Amx`) takes them: one tile, an odd panel count,
 /// several row blocks and a partial k-block.
 const SHAPES: [(usize, usize, usize); 10] = [
     (1, 256, 8),

@@ -10,7 +10,7 @@
 //!   IQ4_NL) on Q8_0 activations; `legacy_avx512` the same with AVX-512 VNNI.
 //! - `f16`: F16 and BF16 weights on f32 activations; `half_amx` the same on
 //!   AMX tiles ([`Isa::Amx`], `amx` the tile instructions).
-//! - On [`Isa::Amx`] also `kquant_avx512::amx` (Q4_K, Q5_K) and `q8_0_amx`
+//! - On [`Isa::Amx`] also `kquant_avx512::amx` (the k-quants) and `q8_0_amx`
 //!   (packed Q8_0): AMX-INT8 tiles, the AVX-512 kernels' exact sums and
 //!   float steps.
 //!

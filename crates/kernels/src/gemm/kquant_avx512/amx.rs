@@ -1,17 +1,17 @@
-//! Q4_K and Q5_K weights × Q8_K activations on AMX tiles (`tdpbuud`), with
-//! the same integer sums and float steps as the AVX-512 kernel (its parent
-//! module), so bit-identical to the scalar kernel.
+//! k-quant weights (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K) × Q8_K activations on AMX
+//! tiles (`tdpbsud`), with the same integer sums and float steps as the
+//! AVX-512 kernel (its parent module), so bit-identical to the scalar kernel.
 //!
-//! A tile multiply sums 64 products per output, two 32-value sub-blocks at
-//! once, so the per-sub-block scales must already be in the weights. A
-//! level times its 6-bit scale does not fit a byte, but each of the two
-//! 3-bit halves of the scale does (`q·(sc >> 3)`, `q·(sc & 7)` ≤ 31·7), so
-//! each weight tile comes in two parts and `Σ_g sc_g·Σ_{k∈g} q_k·a_k` is
-//! `8·C_hi + C_lo`, exactly, over a whole super-block. The activations are
-//! the parent's panels (`a + 128`, which are already the paired layout a
-//! tile multiply takes for its second operand), so the offset correction
-//! `wcorr` and the mins (`vpdpwssd` on the panels' 32-value sums) are the
-//! parent's too.
+//! A tile multiply sums 64 products per output, several 16- or 32-value
+//! groups at once, so the per-group scales must already be in the weights:
+//! each weight becomes `v = level · scale`, an exact integer of at most 13
+//! bits (Q6_K: 32 · 128), split as `v = 64·hi + lo` with `lo` in 0..64 and
+//! `hi` in −64..=64, both signed bytes. Each weight tile comes in those two
+//! parts, and `Σ_g sc_g·Σ_{k∈g} q_k·a_k` is `64·C_hi + C_lo`, exactly, over
+//! a whole super-block. The activations are the parent's panels (`a + 128`,
+//! already the paired layout a tile multiply takes for its second operand),
+//! so the offset correction `wcorr` and the mins (`vpdpwssd` on the panels'
+//! group sums) are the parent's too.
 //!
 //! Per super-block and pair of activation panels: 16 tile multiplies into
 //! 4 sum tiles (2 panels × 2 parts), then per weight row the parent's float
@@ -32,11 +32,13 @@ pub(crate) fn available() -> bool {
     super::super::amx::available() && super::super::amx::has_int8()
 }
 
-/// Whether the kernel takes `ty` at this shape: Q4_K or Q5_K, whole weight
+/// Whether the kernel takes `ty` at this shape: a k-quant, whole weight
 /// tiles, whole super-blocks.
 pub(crate) fn takes(ty: GgmlType, rows: usize, cols: usize) -> bool {
-    Form::of(ty) == Form::Sub32Min
-        && rows > 0
+    matches!(
+        ty,
+        GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K
+    ) && rows > 0
         && rows.is_multiple_of(WT)
         && cols > 0
         && cols.is_multiple_of(QK_K)
@@ -96,31 +98,44 @@ pub(crate) fn matmul(
 /// Scales the expanded weights of rows `rb0..rb0 + 16·wts`, super-blocks
 /// `0..nsb` of the k-block (`wbuf[(r - rb0) · nsb + s]`), into the two
 /// parts' tiles: tile row `m` of chunk `c` holds row `m`'s levels
-/// `64c..64c + 64` times the high (part 0) or low (part 1) 3 bits of their
-/// sub-block's scale.
+/// `64c..64c + 64` times their group's scale (`group` values per group),
+/// `v >> 6` in part 0 and `v & 63` in part 1.
 ///
 /// # Safety
 /// AVX-512 F/BW available.
 #[target_feature(enable = "avx2,avx512f,avx512bw")]
-unsafe fn scale_tiles(wbuf: &[WeightSb], wts: usize, nsb: usize, out: &mut [Tile]) {
+unsafe fn scale_tiles(wbuf: &[WeightSb], group: usize, wts: usize, nsb: usize, out: &mut [Tile]) {
     assert!(wbuf.len() >= wts * WT * nsb && out.len() >= wts * nsb * 8);
+    assert!(group == 16 || group == 32);
     for wt in 0..wts {
         for s in 0..nsb {
             for m in 0..WT {
                 let ws = &wbuf[(wt * WT + m) * nsb + s];
+                // 32 values at a time: one 32-value sub-block, or two
+                // 16-value groups (scales in the two 256-bit halves).
                 for j in 0..8 {
                     // SAFETY: 32 bytes of `qs` from 32j; the stores are 32
                     // bytes inside a 1 KiB tile.
                     unsafe {
-                        let q = _mm512_cvtepu8_epi16(_mm256_loadu_si256(
+                        let q = _mm512_cvtepi8_epi16(_mm256_loadu_si256(
                             ws.qs.as_ptr().add(32 * j).cast(),
                         ));
-                        let sc = ws.sc[j];
+                        let (s0, s1) = if group == 32 {
+                            (ws.sc[j], ws.sc[j])
+                        } else {
+                            (ws.sc[2 * j], ws.sc[2 * j + 1])
+                        };
+                        let sc = _mm512_inserti64x4::<1>(
+                            _mm512_castsi256_si512(_mm256_set1_epi16(s0 as i16)),
+                            _mm256_set1_epi16(s1 as i16),
+                        );
+                        let v = _mm512_mullo_epi16(q, sc);
+                        let hi = _mm512_srai_epi16::<6>(v);
+                        let lo = _mm512_and_si512(v, _mm512_set1_epi16(63));
                         let base = ((wt * nsb + s) * 4 + j / 2) * 2;
-                        for (part, f) in [(0, sc >> 3), (1, sc & 7)] {
-                            let v = _mm512_mullo_epi16(q, _mm512_set1_epi16(f as i16));
+                        for (part, x) in [(0, hi), (1, lo)] {
                             let dst = out[base + part].0.as_mut_ptr().add(64 * m + 32 * (j % 2));
-                            _mm256_store_si256(dst.cast(), _mm512_cvtepi16_epi8(v));
+                            _mm256_store_si256(dst.cast(), _mm512_cvtepi16_epi8(x));
                         }
                     }
                 }
@@ -129,12 +144,12 @@ unsafe fn scale_tiles(wbuf: &[WeightSb], wts: usize, nsb: usize, out: &mut [Tile
     }
 }
 
-/// `tdpbuud tmm$c, tmm$a, tmm$b` (unsigned bytes × unsigned bytes into i32;
+/// `tdpbsud tmm$c, tmm$a, tmm$b` (signed bytes × unsigned bytes into i32;
 /// safety: a configuration is loaded).
-macro_rules! tile_dp_u8 {
+macro_rules! tile_dp_su8 {
     ($c:literal, $a:literal, $b:literal) => {
         std::arch::asm!(
-            concat!("tdpbuud tmm", $c, ", tmm", $a, ", tmm", $b),
+            concat!("tdpbsud tmm", $c, ", tmm", $a, ", tmm", $b),
             options(nostack, nomem)
         )
     };
@@ -161,12 +176,12 @@ unsafe fn sums<const AP: usize>(w: *const Tile, a: [*const ActPanel; 2], out: &m
             tile_load!(4, w.add(2 * c), S);
             tile_load!(5, w.add(2 * c + 1), S);
             tile_load!(6, (*a[0]).qs[16 * c].as_ptr(), S);
-            tile_dp_u8!(0, 4, 6);
-            tile_dp_u8!(1, 5, 6);
+            tile_dp_su8!(0, 4, 6);
+            tile_dp_su8!(1, 5, 6);
             if AP == 2 {
                 tile_load!(7, (*a[1]).qs[16 * c].as_ptr(), S);
-                tile_dp_u8!(2, 4, 7);
-                tile_dp_u8!(3, 5, 7);
+                tile_dp_su8!(2, 4, 7);
+                tile_dp_su8!(3, 5, 7);
             }
         }
         tile_store!(0, out[0].0.as_mut_ptr(), S);
@@ -179,12 +194,14 @@ unsafe fn sums<const AP: usize>(w: *const Tile, a: [*const ActPanel; 2], out: &m
 }
 
 /// The parent's float step for one super-block of 16 weight rows (`ws[m]`)
-/// × one panel: `acc[m] += (d_a·d_w)·sumi − (d_a·dm_w)·corr`, lane = activation row.
+/// × one panel: `acc[m] += (d_a·d_w)·sumi − (d_a·dm_w)·corr` (`MINS` pairs
+/// of group mins: 0 for the symmetric types, 4 for Q4_K/Q5_K, 8 for Q2_K),
+/// lane = activation row.
 ///
 /// # Safety
 /// AVX-512 F/BW/VNNI available.
 #[inline(always)]
-unsafe fn float_step(
+unsafe fn float_step<const MINS: usize>(
     (hi, lo): (&Tile, &Tile),
     ws: impl Fn(usize) -> *const WeightSb,
     ap: &ActPanel,
@@ -194,26 +211,31 @@ unsafe fn float_step(
     // is valid (the caller's).
     unsafe {
         let da = _mm512_load_ps(ap.d.as_ptr());
-        let bs: [__m512i; 4] =
-            std::array::from_fn(|p| _mm512_load_si512(ap.bsums32[p].as_ptr().cast()));
+        let bsums: &[[i16; 32]] = if MINS == 4 { &ap.bsums32 } else { &ap.bsums };
+        let bs: [__m512i; MINS] =
+            std::array::from_fn(|p| _mm512_load_si512(bsums[p].as_ptr().cast()));
         for (m, acc_m) in acc.iter_mut().enumerate() {
             let ws = &*ws(m);
             let h = _mm512_load_si512(hi.0.as_ptr().add(64 * m).cast());
             let l = _mm512_load_si512(lo.0.as_ptr().add(64 * m).cast());
             let sumi = _mm512_sub_epi32(
-                _mm512_add_epi32(_mm512_slli_epi32::<3>(h), l),
+                _mm512_add_epi32(_mm512_slli_epi32::<6>(h), l),
                 _mm512_set1_epi32(ws.wcorr),
             );
-            let mut corr = _mm512_setzero_si512();
-            for (p, b) in bs.iter().enumerate() {
-                corr = _mm512_dpwssd_epi32(corr, *b, _mm512_set1_epi32(ws.m[p]));
-            }
             let d = _mm512_mul_ps(da, _mm512_set1_ps(ws.d));
-            let dm = _mm512_mul_ps(da, _mm512_set1_ps(ws.dm));
-            let t = _mm512_sub_ps(
-                _mm512_mul_ps(d, _mm512_cvtepi32_ps(sumi)),
-                _mm512_mul_ps(dm, _mm512_cvtepi32_ps(corr)),
-            );
+            let t = if MINS == 0 {
+                _mm512_mul_ps(d, _mm512_cvtepi32_ps(sumi))
+            } else {
+                let mut corr = _mm512_setzero_si512();
+                for (p, b) in bs.iter().enumerate() {
+                    corr = _mm512_dpwssd_epi32(corr, *b, _mm512_set1_epi32(ws.m[p]));
+                }
+                let dm = _mm512_mul_ps(da, _mm512_set1_ps(ws.dm));
+                _mm512_sub_ps(
+                    _mm512_mul_ps(d, _mm512_cvtepi32_ps(sumi)),
+                    _mm512_mul_ps(dm, _mm512_cvtepi32_ps(corr)),
+                )
+            };
             *acc_m = _mm512_add_ps(*acc_m, t);
         }
     }
@@ -265,6 +287,8 @@ unsafe fn row_block_amx(
     let Dims { rows, n, kb } = dims;
     let np = n.div_ceil(PANEL);
     let wts = (rb1 - rb0) / WT;
+    let form = Form::of(ty);
+    let group = if form == Form::Sub32Min { 32 } else { 16 };
     let need = (rb1 - rb0) * KC.min(kb);
     let parent = &mut scratch.parent;
     if parent.wbuf.len() < need {
@@ -289,7 +313,7 @@ unsafe fn row_block_amx(
         // super-blocks s0..s0 + nsb, buffers sized above.
         unsafe {
             expand_k_block(ty, w, (row_bytes, kb), (rb0, rb1), (s0, nsb), parent);
-            scale_tiles(&parent.wbuf, wts, nsb, &mut scratch.tiles);
+            scale_tiles(&parent.wbuf, group, wts, nsb, &mut scratch.tiles);
         }
         let wbuf = &parent.wbuf;
         let mut p0 = 0;
@@ -320,14 +344,17 @@ unsafe fn row_block_amx(
                     }
                     let ws = |m: usize| &wbuf[(wt * WT + m) * nsb + s] as *const WeightSb;
                     for h in 0..1 + two as usize {
-                        // SAFETY: the features are this function's.
+                        let sums = (&sums_buf[2 * h], &sums_buf[2 * h + 1]);
+                        let acc = &mut scratch.acc[slot + h];
+                        // SAFETY: the features are this function's; `a[h]`
+                        // points at an activation panel of `panels`.
                         unsafe {
-                            float_step(
-                                (&sums_buf[2 * h], &sums_buf[2 * h + 1]),
-                                ws,
-                                &*a[h],
-                                &mut scratch.acc[slot + h],
-                            )
+                            let ap = &*a[h];
+                            match form {
+                                Form::Group16Sym => float_step::<0>(sums, ws, ap, acc),
+                                Form::Sub32Min => float_step::<4>(sums, ws, ap, acc),
+                                Form::Group16Min => float_step::<8>(sums, ws, ap, acc),
+                            }
                         };
                     }
                 }
