@@ -21,9 +21,10 @@ const TYPES: [GgmlType; 5] = [
 ];
 
 /// (rows, cols, activation rows).
-/// The last three are whole 16-row weight tiles, as the AMX k-quant kernel
-/// (on `Isa::Amx`) takes them: one tile, an odd panel count,
-/// several row blocks and a partial k-block.
+/// The last three are whole 16-row weight tiles and more than 32 activation
+/// rows, as the AMX k-quant kernel (on `Isa::Amx`) takes them: one tile, an
+/// odd panel count, a partial last panel, several row blocks and a partial
+/// k-block.
 const SHAPES: [(usize, usize, usize); 10] = [
     (1, 256, 8),
     (5, 256, 9),
@@ -32,8 +33,8 @@ const SHAPES: [(usize, usize, usize); 10] = [
     (7, 8960, 16),
     (130, 1024, 40),
     (260, 1280, 48),
-    (16, 256, 8),
-    (48, 768, 17),
+    (16, 256, 33),
+    (48, 768, 49),
     (144, 1280, 40),
 ];
 

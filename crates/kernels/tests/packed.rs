@@ -93,10 +93,11 @@ fn packed_products_equal_the_scalar_kernel_bit_for_bit() {
         // (the AVX-512 kernel expands the packed groups 8 rows at a time).
         (150, 512, 20),
         (261, 768, 33),
-        // Whole 16-row tiles (the AMX kernel on `Isa::Amx`): an odd panel
-        // count, several row blocks and a partial k-block.
-        (48, 768, 17),
-        (160, 1280, 20),
+        // Whole 16-row tiles and more than 32 activation rows (the AMX
+        // kernel on `Isa::Amx`): an odd panel count, several row blocks and a
+        // partial k-block.
+        (48, 768, 35),
+        (160, 1280, 40),
     ];
     for (i, &(rows, cols, n)) in shapes.iter().enumerate() {
         let bytes = q4k_rows(rows, cols, i as u64);
@@ -190,6 +191,10 @@ fn packed_q8_0_products_equal_the_plain_kernels() {
         (33, 256, 40),
         (45, 2304, 13),
         (16, 256, 64),
+        // From 256 activation rows (the AMX kernel on `Isa::Amx`): a partial
+        // last group and tile, and an odd tile count.
+        (37, 1024, 257),
+        (48, 512, 270),
     ];
     for (i, &(rows, cols, n)) in shapes.iter().enumerate() {
         let bytes = q8_0_rows(rows, cols, 50 + i as u64);

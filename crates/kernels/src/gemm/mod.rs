@@ -238,7 +238,7 @@ pub(crate) fn try_matmul_packed_q8_0(
     }
     #[cfg(target_arch = "x86_64")]
     {
-        if isa == Isa::Amx && q8_0_amx::available() {
+        if isa == Isa::Amx && x.len() / cols >= AMX_MIN_ROWS_Q8_0 && q8_0_amx::available() {
             q8_0_amx::matmul(w, x, y)
         } else if isa.has_avx512() {
             q8_0_avx512::matmul(w, x, y)
@@ -260,6 +260,20 @@ pub(crate) fn try_matmul_packed_q8_0(
     }
 }
 
+/// Activation rows from which the AMX k-quant kernel runs on [`Isa::Amx`]
+/// (below, the AVX-512 one). Same-binary pairs, 2 threads, GFLOP/s AVX-512
+/// vs AMX: Q4_K 3584×1024 n = 16: 493 vs 384, n = 32: 628 vs 593, n = 64:
+/// 770 vs 983; 2048×2048 n = 32: 592 vs 614, n = 48: 573 vs 784.
+#[cfg(target_arch = "x86_64")]
+const AMX_MIN_ROWS_KQUANT: usize = 33;
+
+/// The same for packed Q8_0, whose AMX kernel gains little over the
+/// AVX-512 one (the per-block float step is most of both): 4096² n = 32:
+/// 927 vs 735, n = 64: 974 vs 970, n = 128: 1011 vs 988, n = 256: 969 vs 992,
+/// n = 512: 877–934 vs 938–991.
+#[cfg(target_arch = "x86_64")]
+const AMX_MIN_ROWS_Q8_0: usize = 256;
+
 /// The k-quant tiled kernel of `isa`: AVX-512 VNNI where available, else AVX2.
 #[cfg(target_arch = "x86_64")]
 fn kquant_matmul(
@@ -272,6 +286,7 @@ fn kquant_matmul(
     y: &mut [f32],
 ) -> bool {
     if isa == Isa::Amx
+        && x.len() / cols.max(1) >= AMX_MIN_ROWS_KQUANT
         && kquant_avx512::amx::takes(ty, rows, cols)
         && kquant_avx512::amx::available()
     {
