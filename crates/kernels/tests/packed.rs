@@ -195,6 +195,8 @@ fn packed_q8_0_products_equal_the_plain_kernels() {
         // last group and tile, and an odd tile count.
         (37, 1024, 257),
         (48, 512, 270),
+        // 17 blocks: a k-block of 16, then one block alone.
+        (32, 544, 256),
     ];
     for (i, &(rows, cols, n)) in shapes.iter().enumerate() {
         let bytes = q8_0_rows(rows, cols, 50 + i as u64);

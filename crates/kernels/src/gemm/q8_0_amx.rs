@@ -89,43 +89,61 @@ macro_rules! tile_dp_su8 {
     };
 }
 
-/// Tiles 0–3: sums (16 × 16 i32) of four blocks in turn; 4, 5:
+/// Tiles 0–3: sums (16 × 16 i32) of two pairs of blocks in turn; 4, 5:
 /// activations (16 rows × 32 bytes); 6, 7: weights (8 rows × 64 bytes).
 const CFG: TileConfig = TileConfig::new(
     [16, 16, 16, 16, 16, 16, 8, 8],
     [64, 64, 64, 64, 32, 32, 64, 64],
 );
 
-/// Sums of blocks `b..b + 4` (`a[u]`, `w[u]`: block `b + u` of the
-/// activation tile and the group) into `out[u]`: four tile multiplies in
-/// flight before the first store.
+/// Starts the sums of blocks `b`, `b + 1` (`a[u]`, `w[u]`) in sum tiles
+/// `2P`, `2P + 1` (zeroed first); [`store_pair`] takes them out.
 ///
 /// # Safety
 /// [`CFG`] is loaded; the pointers are valid.
 #[inline(always)]
-unsafe fn sums4(w: [*const Qs16; 4], a: [*const ActTile; 4], out: &mut [[i32; 256]; 4]) {
+unsafe fn start_pair<const P: usize>(w: [*const Qs16; 2], a: [*const ActTile; 2]) {
     // SAFETY: the caller's contract; the tiles are this thread's.
     unsafe {
-        tile_zero!(0);
-        tile_zero!(1);
-        tile_zero!(2);
-        tile_zero!(3);
+        if P == 0 {
+            tile_zero!(0);
+            tile_zero!(1);
+        } else {
+            tile_zero!(2);
+            tile_zero!(3);
+        }
         tile_load!(4, (*a[0]).qs.as_ptr(), 32usize);
         tile_load!(6, (*w[0]).0.as_ptr(), 64usize);
-        tile_dp_su8!(0, 4, 6);
+        if P == 0 {
+            tile_dp_su8!(0, 4, 6);
+        } else {
+            tile_dp_su8!(2, 4, 6);
+        }
         tile_load!(5, (*a[1]).qs.as_ptr(), 32usize);
         tile_load!(7, (*w[1]).0.as_ptr(), 64usize);
-        tile_dp_su8!(1, 5, 7);
-        tile_load!(4, (*a[2]).qs.as_ptr(), 32usize);
-        tile_load!(6, (*w[2]).0.as_ptr(), 64usize);
-        tile_dp_su8!(2, 4, 6);
-        tile_load!(5, (*a[3]).qs.as_ptr(), 32usize);
-        tile_load!(7, (*w[3]).0.as_ptr(), 64usize);
-        tile_dp_su8!(3, 5, 7);
-        tile_store!(0, out[0].as_mut_ptr(), 64usize);
-        tile_store!(1, out[1].as_mut_ptr(), 64usize);
-        tile_store!(2, out[2].as_mut_ptr(), 64usize);
-        tile_store!(3, out[3].as_mut_ptr(), 64usize);
+        if P == 0 {
+            tile_dp_su8!(1, 5, 7);
+        } else {
+            tile_dp_su8!(3, 5, 7);
+        }
+    }
+}
+
+/// Stores sum tiles `2P`, `2P + 1` to `out`.
+///
+/// # Safety
+/// [`CFG`] is loaded.
+#[inline(always)]
+unsafe fn store_pair<const P: usize>(out: &mut [[i32; 256]; 2]) {
+    // SAFETY: 1 KiB of `out` each; the tiles are this thread's.
+    unsafe {
+        if P == 0 {
+            tile_store!(0, out[0].as_mut_ptr(), 64usize);
+            tile_store!(1, out[1].as_mut_ptr(), 64usize);
+        } else {
+            tile_store!(2, out[0].as_mut_ptr(), 64usize);
+            tile_store!(3, out[1].as_mut_ptr(), 64usize);
+        }
     }
 }
 
@@ -178,27 +196,47 @@ unsafe fn k_block(
     (s0, nkb): (usize, usize),
     acc: &mut [__m512; T],
 ) {
-    let mut out = [[0i32; 256]; 4];
+    let mut out = [[0i32; 256]; 2];
     let mut regs = *acc;
-    let mut b = s0;
-    // SAFETY (of each call): blocks b.. < s0 + nkb of the group and the
-    // tile; the caller's features and configuration.
+    let end = s0 + nkb;
+    let pairs = nkb / 2;
+    let ptrs = |b: usize| {
+        (
+            [&wq[b] as *const Qs16, &wq[b + 1] as *const Qs16],
+            [&acts[b] as *const ActTile, &acts[b + 1] as *const ActTile],
+        )
+    };
+    // SAFETY (of each call): blocks < end of the group and the tile; the
+    // caller's features and configuration.
     unsafe {
-        while b + 4 <= s0 + nkb {
-            sums4(
-                std::array::from_fn(|u| &wq[b + u] as *const Qs16),
-                std::array::from_fn(|u| &acts[b + u] as *const ActTile),
-                &mut out,
-            );
-            for (u, o) in out.iter().enumerate() {
-                float_step(o, &wd[b + u], &acts[b + u], &mut regs);
-            }
-            b += 4;
+        // Pairs of blocks alternate between sum tiles 0, 1 and 2, 3: the
+        // next pair's multiplies run while this pair's float steps do.
+        if pairs > 0 {
+            let (w, a) = ptrs(s0);
+            start_pair::<0>(w, a);
         }
-        while b < s0 + nkb {
+        for i in 0..pairs {
+            let b = s0 + 2 * i;
+            if i + 1 < pairs {
+                let (w, a) = ptrs(b + 2);
+                if i % 2 == 0 {
+                    start_pair::<1>(w, a);
+                } else {
+                    start_pair::<0>(w, a);
+                }
+            }
+            if i % 2 == 0 {
+                store_pair::<0>(&mut out);
+            } else {
+                store_pair::<1>(&mut out);
+            }
+            float_step(&out[0], &wd[b], &acts[b], &mut regs);
+            float_step(&out[1], &wd[b + 1], &acts[b + 1], &mut regs);
+        }
+        if nkb % 2 == 1 {
+            let b = end - 1;
             sums1(&wq[b], &acts[b], &mut out[0]);
             float_step(&out[0], &wd[b], &acts[b], &mut regs);
-            b += 1;
         }
     }
     *acc = regs;
