@@ -168,9 +168,9 @@ pub fn row_dot(ty: GgmlType, isa: Isa, w: &[u8], act: ActRow<'_>) -> Result<f32>
         macro_rules! avx512 {
             ($name:ident, $B:ty, $a:expr) => {{
                 let wb = typed!(w, $B);
-                // SAFETY: `isa` is Avx512 only when the caller checked the
-                // CPU has AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C
-                // (`Isa::available`); the kernel reads min(wb.len(),
+                // SAFETY: `isa` is Avx512 or Amx only when the caller
+                // checked the CPU has AVX-512 F/BW/VL/VNNI, AVX2, FMA and
+                // F16C (`Isa::available`); the kernel reads min(wb.len(),
                 // a.len()) blocks of each slice.
                 return Ok(unsafe { avx512::$name(wb, $a) });
             }};

@@ -15,6 +15,7 @@
 //! task and releases the tiles at its end.
 
 use std::arch::asm;
+use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
 /// Whether this CPU and OS run the AMX kernels: CPUID reports AMX-TILE and
@@ -150,6 +151,98 @@ pub(crate) unsafe fn release() {
     unsafe { asm!("tilerelease", options(nostack, nomem)) };
 }
 
+/// One tile in memory: 16 rows of 64 bytes (1 KiB), as `tileloadd` /
+/// `tilestored` move it with a 64-byte stride.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+pub(crate) struct Tile(pub(crate) [u8; 1024]);
+
+const _: () = assert!(size_of::<Tile>() == 1024);
+
+impl Tile {
+    pub(crate) const ZERO: Tile = Tile([0; 1024]);
+
+    /// Row `m` (< 16): 64 bytes, 64-byte aligned.
+    #[inline(always)]
+    pub(crate) fn row(&self, m: usize) -> *const u8 {
+        self.0[64 * m..].as_ptr()
+    }
+
+    /// Row `m` (< 16), writable.
+    #[inline(always)]
+    pub(crate) fn row_mut(&mut self, m: usize) -> *mut u8 {
+        self.0[64 * m..].as_mut_ptr()
+    }
+
+    /// Rows `0..16` as vectors.
+    ///
+    /// # Safety
+    /// AVX-512F available.
+    #[inline(always)]
+    pub(crate) unsafe fn rows(&self) -> [__m512i; 16] {
+        // SAFETY: 16 aligned 64-byte loads inside the tile.
+        std::array::from_fn(|m| unsafe { _mm512_load_si512(self.row(m).cast()) })
+    }
+}
+
+/// 16 × 16 transpose of 32-bit elements: `r[i][j]` becomes `r[j][i]`.
+///
+/// # Safety
+/// AVX-512F available.
+#[inline(always)]
+pub(crate) unsafe fn transpose16(r: &mut [__m512i; 16]) {
+    // SAFETY (of the block): register operations, AVX-512F is the caller's.
+    unsafe {
+        let mut t = [_mm512_setzero_si512(); 16];
+        for i in 0..8 {
+            t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+            t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+        }
+        // u[4i + q], 128-bit lane L: rows 4i..4i + 4 at column 4L + q.
+        let mut u = [_mm512_setzero_si512(); 16];
+        for i in 0..4 {
+            u[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+            u[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+            u[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+            u[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+        }
+        // Column 4L + q: lane L' is lane L of u[4L' + q].
+        for q in 0..4 {
+            let va = _mm512_shuffle_i32x4::<0x44>(u[q], u[4 + q]);
+            let vb = _mm512_shuffle_i32x4::<0xEE>(u[q], u[4 + q]);
+            let wa = _mm512_shuffle_i32x4::<0x44>(u[8 + q], u[12 + q]);
+            let wb = _mm512_shuffle_i32x4::<0xEE>(u[8 + q], u[12 + q]);
+            r[q] = _mm512_shuffle_i32x4::<0x88>(va, wa);
+            r[4 + q] = _mm512_shuffle_i32x4::<0xDD>(va, wa);
+            r[8 + q] = _mm512_shuffle_i32x4::<0x88>(vb, wb);
+            r[12 + q] = _mm512_shuffle_i32x4::<0xDD>(vb, wb);
+        }
+    }
+}
+
+/// Stores 16 × 16 f32 sums (`v[m]` lane `c`: weight row `r0 + m`,
+/// activation row `t0 + c`) transposed into `y` (`ldy` f32 per activation
+/// row), the first `valid` activation rows: one 64-byte store per row.
+///
+/// # Safety
+/// AVX-512F available; rows `t0..t0 + valid` of `y` have columns
+/// `r0..r0 + 16` that belong to the caller.
+#[inline(always)]
+pub(crate) unsafe fn store_transposed(
+    mut v: [__m512i; 16],
+    y: *mut f32,
+    ldy: usize,
+    (r0, t0, valid): (usize, usize, usize),
+) {
+    // SAFETY: register operations, then stores inside the caller's part of `y`.
+    unsafe {
+        transpose16(&mut v);
+        for (c, row) in v.iter().enumerate().take(valid) {
+            _mm512_storeu_si512(y.add((t0 + c) * ldy + r0).cast(), *row);
+        }
+    }
+}
+
 /// `tileloadd tmm$t, [$ptr + $stride]`: 16 rows of 64 bytes, row `i` at
 /// `ptr + i * stride`.
 ///
@@ -197,3 +290,34 @@ macro_rules! tile_dp_bf16 {
 }
 
 pub(crate) use {tile_dp_bf16, tile_load, tile_store, tile_zero};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transpose16_transposes() {
+        if !is_x86_feature_detected!("avx512f") {
+            eprintln!("no AVX-512F: nothing to test");
+            return;
+        }
+        let src: Vec<i32> = (0..256).collect();
+        // SAFETY: AVX-512F checked; 16 loads and stores of 64 bytes inside
+        // 1 KiB buffers.
+        let out = unsafe {
+            let mut r: [__m512i; 16] =
+                std::array::from_fn(|i| _mm512_loadu_si512(src.as_ptr().add(16 * i).cast()));
+            transpose16(&mut r);
+            let mut out = vec![0i32; 256];
+            for (i, v) in r.iter().enumerate() {
+                _mm512_storeu_si512(out.as_mut_ptr().add(16 * i).cast(), *v);
+            }
+            out
+        };
+        for i in 0..16 {
+            for j in 0..16 {
+                assert_eq!(out[16 * i + j], src[16 * j + i], "({i}, {j})");
+            }
+        }
+    }
+}

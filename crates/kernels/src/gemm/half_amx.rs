@@ -32,7 +32,9 @@
 //! steps), the loop order and a prefetch of the next k-block's weights
 //! measured within noise of each other.
 
-use super::amx::{tile_dp_bf16, tile_load, tile_store, tile_zero, TileConfig};
+use super::amx::{
+    store_transposed, tile_dp_bf16, tile_load, tile_store, tile_zero, Tile, TileConfig,
+};
 use crate::dot::avx2::Half;
 use crate::matmul::{OutPtr, Pool};
 use rayon::prelude::*;
@@ -51,13 +53,6 @@ const RB_MAX: usize = 128;
 /// Most activation rows per pass (bounds the packed activations to
 /// `X_CHUNK × cols × 4` bytes).
 const X_CHUNK: usize = 512;
-
-/// One tile: 16 rows of 64 bytes (32 bfloat16, or 16 f32 sums).
-#[derive(Clone, Copy)]
-#[repr(C, align(64))]
-struct Tile([u32; 256]);
-
-const TILE_ZERO: Tile = Tile([0; 256]);
 
 /// Packed activations: tile `((i * steps + s) * 2 + part)` holds part
 /// `part` (0: `ah`, 1: `al`) of activation rows `16i..16i + 16`, values
@@ -141,38 +136,6 @@ unsafe fn split(v0: __m512, v1: __m512) -> (__m512i, __m512i) {
     }
 }
 
-/// 16 × 16 transpose of 32-bit elements: `r[i][j]` becomes `r[j][i]`.
-#[inline(always)]
-unsafe fn transpose16(r: &mut [__m512i; 16]) {
-    // SAFETY (of the block): register operations, AVX-512F is the caller's.
-    unsafe {
-        let mut t = [_mm512_setzero_si512(); 16];
-        for i in 0..8 {
-            t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
-            t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
-        }
-        // u[4i + q], 128-bit lane L: rows 4i..4i + 4 at column 4L + q.
-        let mut u = [_mm512_setzero_si512(); 16];
-        for i in 0..4 {
-            u[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
-            u[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
-            u[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
-            u[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
-        }
-        // Column 4L + q: lane L' is lane L of u[4L' + q].
-        for q in 0..4 {
-            let va = _mm512_shuffle_i32x4::<0x44>(u[q], u[4 + q]);
-            let vb = _mm512_shuffle_i32x4::<0xEE>(u[q], u[4 + q]);
-            let wa = _mm512_shuffle_i32x4::<0x44>(u[8 + q], u[12 + q]);
-            let wb = _mm512_shuffle_i32x4::<0xEE>(u[8 + q], u[12 + q]);
-            r[q] = _mm512_shuffle_i32x4::<0x88>(va, wa);
-            r[4 + q] = _mm512_shuffle_i32x4::<0xDD>(va, wa);
-            r[8 + q] = _mm512_shuffle_i32x4::<0x88>(vb, wb);
-            r[12 + q] = _mm512_shuffle_i32x4::<0xDD>(vb, wb);
-        }
-    }
-}
-
 /// Packs activation rows `16i..` (`m ≤ 16` of them in `x`, zeros after)
 /// into the `2 × steps` tiles of `out`.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512bf16")]
@@ -194,12 +157,12 @@ unsafe fn pack_x(x: &[f32], cols: usize, out: &mut [Tile]) {
         // SAFETY: register operations; then 16 aligned stores of 64 bytes
         // into each 1 KiB tile.
         unsafe {
-            transpose16(&mut hi);
-            transpose16(&mut lo);
+            super::amx::transpose16(&mut hi);
+            super::amx::transpose16(&mut lo);
             for (part, rows) in [hi, lo].iter().enumerate() {
-                let dst = out[2 * s + part].0.as_mut_ptr();
+                let dst = &mut out[2 * s + part];
                 for (p, v) in rows.iter().enumerate() {
-                    _mm512_store_si512(dst.add(16 * p).cast(), *v);
+                    _mm512_store_si512(dst.row_mut(p).cast(), *v);
                 }
             }
         }
@@ -237,7 +200,7 @@ unsafe fn pack_w<H: Half>(
                     let p = w
                         .as_ptr()
                         .add(2 * ((r0 + T * wt + m) * cols + KS * (s0 + s)));
-                    let row = |t: &mut Tile| t.0.as_mut_ptr().add(16 * m).cast::<__m512i>();
+                    let row = |t: &mut Tile| t.row_mut(m).cast::<__m512i>();
                     if H::IS_BF16 {
                         _mm512_store_si512(row(&mut tiles[0]), _mm512_loadu_si512(p.cast()));
                     } else {
@@ -262,27 +225,16 @@ const fn w_parts<H: Half>() -> usize {
     }
 }
 
-/// Where a weight tile's parts come from, per step.
-#[derive(Clone, Copy)]
-struct WSrc {
-    /// Part 0 of step 0, and the tile-load stride.
-    base: *const u8,
-    stride: usize,
-    /// Bytes from one step to the next, and from part 0 to part 1.
-    step: usize,
-    part: usize,
-}
-
 /// One k-block of `ns` steps for `WT × AT` tiles: the sums start from
 /// `acc` (or zero) and go back to it. `WP`: weight parts (1 BF16, 2 F16).
 ///
 /// # Safety
-/// A [`TileConfig::full`] is loaded; `w[i]`, `x[i]` (2 activation tiles
-/// per step: part 0, part 1) cover `ns` steps; `acc[wt][at]` are 1 KiB
-/// each, readable and writable.
+/// A [`TileConfig::full`] is loaded; `w[i]` (`WP` weight tiles per step)
+/// and `x[i]` (2 activation tiles per step: part 0, part 1) cover `ns`
+/// steps; `acc[wt][at]` are readable and writable.
 #[inline(always)]
 unsafe fn kblock<const WT: usize, const AT: usize, const WP: usize>(
-    w: [WSrc; 2],
+    w: [*const Tile; 2],
     x: [*const Tile; 2],
     ns: usize,
     acc: [[*mut Tile; 2]; 2],
@@ -331,11 +283,11 @@ unsafe fn kblock<const WT: usize, const AT: usize, const WP: usize>(
             };
         }
         for s in 0..ns {
-            let wp = |t: usize, part: usize| w[t].base.add(s * w[t].step + part * w[t].part);
+            let wp = |t: usize, part: usize| w[t].add(WP * s + part);
             let xp = |t: usize, part: usize| x[t].add(2 * s + part);
-            tile_load!(4, wp(0, 0), w[0].stride);
+            tile_load!(4, wp(0, 0), S);
             if WT == 2 {
-                tile_load!(5, wp(1, 0), w[1].stride);
+                tile_load!(5, wp(1, 0), S);
             }
             tile_load!(6, xp(0, 0), S);
             if AT == 2 {
@@ -348,9 +300,9 @@ unsafe fn kblock<const WT: usize, const AT: usize, const WP: usize>(
             }
             dp4!();
             if WP == 2 {
-                tile_load!(4, wp(0, 1), w[0].stride);
+                tile_load!(4, wp(0, 1), S);
                 if WT == 2 {
-                    tile_load!(5, wp(1, 1), w[1].stride);
+                    tile_load!(5, wp(1, 1), S);
                 }
                 tile_load!(6, xp(0, 0), S);
                 if AT == 2 {
@@ -368,26 +320,6 @@ unsafe fn kblock<const WT: usize, const AT: usize, const WP: usize>(
             if AT == 2 {
                 tile_store!(3, acc[1][1], S);
             }
-        }
-    }
-}
-
-/// Writes a finished sum tile (`acc.0[16m + c]`: weight row `r0 + m`,
-/// activation row `t0 + c`) into `y`, the first `valid` activation rows.
-///
-/// # Safety
-/// AVX-512F available; rows `t0..t0 + valid` of `y` (`ldy` f32 apart) have
-/// columns `r0..r0 + 16` that belong to the caller.
-#[inline(always)]
-unsafe fn store_out(acc: &Tile, y: *mut f32, ldy: usize, (r0, t0, valid): (usize, usize, usize)) {
-    // SAFETY: 16 aligned loads from the 1 KiB tile; then stores inside the
-    // caller's part of `y`.
-    unsafe {
-        let mut v: [__m512i; 16] =
-            std::array::from_fn(|m| _mm512_load_si512(acc.0.as_ptr().add(16 * m).cast()));
-        transpose16(&mut v);
-        for (c, row) in v.iter().enumerate().take(valid) {
-            _mm512_storeu_si512(y.add((t0 + c) * ldy + r0).cast(), *row);
         }
     }
 }
@@ -410,7 +342,7 @@ unsafe fn multiply_chunk<H: Half>(
     let steps = cols / KS;
     let n_tiles = n.div_ceil(T);
     if xp.len() < n_tiles * steps * 2 {
-        xp.resize(n_tiles * steps * 2, TILE_ZERO);
+        xp.resize(n_tiles * steps * 2, Tile::ZERO);
     }
     xp[..n_tiles * steps * 2]
         .par_chunks_mut(steps * 2)
@@ -458,12 +390,12 @@ unsafe fn row_block<H: Half>(
     let wts = (r1 - r0) / T;
     let parts = w_parts::<H>();
     if scratch.acc.len() < wts * n_tiles {
-        scratch.acc.resize(wts * n_tiles, TILE_ZERO);
+        scratch.acc.resize(wts * n_tiles, Tile::ZERO);
     }
     if scratch.w.len() < wts * KB_STEPS.min(steps) * parts {
         scratch
             .w
-            .resize(wts * KB_STEPS.min(steps) * parts, TILE_ZERO);
+            .resize(wts * KB_STEPS.min(steps) * parts, Tile::ZERO);
     }
     const CFG: TileConfig = TileConfig::full();
     // SAFETY: AMX is usable (the caller's contract).
@@ -475,12 +407,7 @@ unsafe fn row_block<H: Half>(
         // SAFETY: rows r0..r1 and steps s0..s0 + ns lie inside `w`;
         // `scratch.w` holds wts · ns · parts tiles.
         unsafe { pack_w::<H>(w, cols, (r0, wts), (s0, ns), &mut scratch.w) };
-        let wsrc = |wt: usize| WSrc {
-            base: scratch.w[wt * ns * parts..].as_ptr().cast(),
-            stride: 64,
-            step: parts * size_of::<Tile>(),
-            part: size_of::<Tile>(),
-        };
+        let wsrc = |wt: usize| scratch.w[wt * ns * parts..].as_ptr();
         let acc = scratch.acc.as_mut_ptr();
         // Activation pairs outer: their tiles of this k-block stay in L1
         // while the row block's weight tiles (L2) pass them.
@@ -523,16 +450,14 @@ unsafe fn row_block<H: Half>(
                     for (dw, wrow) in a.iter().enumerate().take(1 + two_w as usize) {
                         for (dx, slot) in wrow.iter().enumerate().take(1 + two_x as usize) {
                             let t0 = T * (i + dx);
-                            // SAFETY: the slot was just written; rows
-                            // t0..t0 + valid < n of `y`, columns of rows
-                            // r0 + 16(wt + dw).. + 16 < r1.
+                            // SAFETY: the slot was just written (weight
+                            // rows × activation rows); rows t0..t0 + valid
+                            // < n of `y`, columns of rows r0 + 16(wt + dw)..
+                            // + 16 < r1.
                             unsafe {
-                                store_out(
-                                    &**slot,
-                                    y,
-                                    rows,
-                                    (r0 + T * (wt + dw), t0, (n - t0).min(T)),
-                                )
+                                let sums = (**slot).rows();
+                                let at = (r0 + T * (wt + dw), t0, (n - t0).min(T));
+                                store_transposed(sums, y, rows, at)
                             };
                         }
                     }
@@ -545,34 +470,4 @@ unsafe fn row_block<H: Half>(
     }
     // SAFETY: AMX is usable; nothing more runs on the tiles in this task.
     unsafe { super::amx::release() };
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn transpose16_transposes() {
-        if !is_x86_feature_detected!("avx512f") {
-            return;
-        }
-        let src: Vec<i32> = (0..256).collect();
-        // SAFETY: AVX-512F checked; 16 loads and stores of 64 bytes inside
-        // 1 KiB buffers.
-        let out = unsafe {
-            let mut r: [__m512i; 16] =
-                std::array::from_fn(|i| _mm512_loadu_si512(src.as_ptr().add(16 * i).cast()));
-            transpose16(&mut r);
-            let mut out = vec![0i32; 256];
-            for (i, v) in r.iter().enumerate() {
-                _mm512_storeu_si512(out.as_mut_ptr().add(16 * i).cast(), *v);
-            }
-            out
-        };
-        for i in 0..16 {
-            for j in 0..16 {
-                assert_eq!(out[16 * i + j], src[16 * j + i], "({i}, {j})");
-            }
-        }
-    }
 }

@@ -124,6 +124,22 @@ thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
 
+impl Scratch {
+    /// Grows the weight buffers for one k-block of rows `rb0..rb1`:
+    /// whole groups of 8 rows (the packed expansion writes the last group's
+    /// padding rows too), and the AVX2 form only for the plain layout (which
+    /// goes through the AVX2 expansion first).
+    fn reserve(&mut self, w: KRows<'_>, (rb0, rb1): (usize, usize), kb: usize) {
+        let need = (rb1.next_multiple_of(GROUP) - rb0) * KC.min(kb);
+        if self.wbuf.len() < need {
+            self.wbuf.resize(need, W_ZERO);
+        }
+        if matches!(w, KRows::Plain(_)) && self.expanded.len() < need {
+            self.expanded.resize(need, WEIGHT_ZERO);
+        }
+    }
+}
+
 /// How a weight type maps onto the common form.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Form {
@@ -432,30 +448,47 @@ unsafe fn tile<const TR: usize, const TH: usize, const DEPTH: usize, const MINS:
         }
         for r in 0..TR {
             let ws = &*w[r].add(s);
-            let wcorr = _mm512_set1_epi32(ws.wcorr);
             for h in 0..TH {
-                let ap = &*a[h].add(s);
-                let sumi = _mm512_sub_epi32(isum[r][h], wcorr);
-                let da = _mm512_load_ps(ap.d.as_ptr());
-                let d = _mm512_mul_ps(da, _mm512_set1_ps(ws.d));
-                let t = if MINS == 0 {
-                    _mm512_mul_ps(d, _mm512_cvtepi32_ps(sumi))
-                } else {
-                    let bs: &[[i16; 32]] = if MINS == 4 { &ap.bsums32 } else { &ap.bsums };
-                    let mut corr = _mm512_setzero_si512();
-                    for p in 0..MINS {
-                        let bv = _mm512_load_si512(bs[p].as_ptr() as *const __m512i);
-                        corr = _mm512_dpwssd_epi32(corr, bv, _mm512_set1_epi32(ws.m[p]));
-                    }
-                    let dm = _mm512_mul_ps(da, _mm512_set1_ps(ws.dm));
-                    _mm512_sub_ps(
-                        _mm512_mul_ps(d, _mm512_cvtepi32_ps(sumi)),
-                        _mm512_mul_ps(dm, _mm512_cvtepi32_ps(corr)),
-                    )
-                };
+                let t = super_block_term::<MINS>(isum[r][h], ws, &*a[h].add(s));
                 acc[r][h] = _mm512_add_ps(acc[r][h], t);
             }
         }
+    }
+}
+
+/// One super-block's float step for one weight row × one panel, in the
+/// scalar kernels' order: `(d_a·d_w)·(isum − wcorr) − (d_a·dm_w)·corr`,
+/// `corr` the `MINS` pairs of group mins times the panel's group sums (0:
+/// the symmetric types, 4: Q4_K/Q5_K's 32-value sums, 8: Q2_K's 16-value
+/// ones); lane = activation row. `isum` is `Σ_g sc_g·Σ_{k∈g} q_k·(a_k + 128)`.
+///
+/// # Safety
+/// AVX-512 F/BW/VNNI available.
+#[inline(always)]
+unsafe fn super_block_term<const MINS: usize>(
+    isum: __m512i,
+    ws: &WeightSb,
+    ap: &ActPanel,
+) -> __m512 {
+    // SAFETY: 64-byte aligned loads inside the panel; register operations.
+    unsafe {
+        let sumi = _mm512_sub_epi32(isum, _mm512_set1_epi32(ws.wcorr));
+        let da = _mm512_load_ps(ap.d.as_ptr());
+        let d = _mm512_mul_ps(da, _mm512_set1_ps(ws.d));
+        if MINS == 0 {
+            return _mm512_mul_ps(d, _mm512_cvtepi32_ps(sumi));
+        }
+        let bs: &[[i16; 32]] = if MINS == 4 { &ap.bsums32 } else { &ap.bsums };
+        let mut corr = _mm512_setzero_si512();
+        for p in 0..MINS {
+            let bv = _mm512_load_si512(bs[p].as_ptr() as *const __m512i);
+            corr = _mm512_dpwssd_epi32(corr, bv, _mm512_set1_epi32(ws.m[p]));
+        }
+        let dm = _mm512_mul_ps(da, _mm512_set1_ps(ws.dm));
+        _mm512_sub_ps(
+            _mm512_mul_ps(d, _mm512_cvtepi32_ps(sumi)),
+            _mm512_mul_ps(dm, _mm512_cvtepi32_ps(corr)),
+        )
     }
 }
 
@@ -575,16 +608,20 @@ unsafe fn row_block<const DEPTH: usize, const MINS: usize>(blk: &mut Block<'_>) 
 
 /// See [`super::try_matmul`]; the caller has checked AVX-512 F/BW/VL/VNNI
 /// (and AVX2 + FMA + F16C) and the shapes. Declines rows that are not whole
-/// super-blocks.
+/// super-blocks. `tiles`: run the row blocks on AMX tiles ([`amx`]; the
+/// caller has checked [`amx::available`] and [`amx::takes`]).
 pub(crate) fn matmul(
     ty: GgmlType,
     w: KRows<'_>,
-    rows: usize,
-    cols: usize,
+    (rows, cols): (usize, usize),
     x: &[f32],
     y: &mut [f32],
+    tiles: bool,
 ) -> bool {
-    if cols == 0 || !cols.is_multiple_of(QK_K) {
+    if cols == 0
+        || !cols.is_multiple_of(QK_K)
+        || (tiles && !(amx::takes(ty, rows, cols) && amx::available()))
+    {
         return false;
     }
     let kb = cols / QK_K;
@@ -600,7 +637,13 @@ pub(crate) fn matmul(
         PANEL_ZERO,
         (np, kb),
         |p, out| fill_panels(x, cols, n, p, out),
-        |panels| run_blocks(ty, w, row_bytes, dims, panels, y),
+        |panels| {
+            if tiles {
+                amx::run_blocks(ty, w, row_bytes, dims, panels, y)
+            } else {
+                run_blocks(ty, w, row_bytes, dims, panels, y)
+            }
+        },
     );
     true
 }
@@ -682,16 +725,7 @@ fn run_blocks(
         let (rb0, rb1) = (blk * rb, ((blk + 1) * rb).min(rows));
         SCRATCH.with(|cell| {
             let scratch = &mut *cell.borrow_mut();
-            // Whole groups of 8 rows: the packed expansion writes the last
-            // group's padding rows too.
-            let need = (rb1.next_multiple_of(GROUP) - rb0) * KC.min(kb);
-            if scratch.wbuf.len() < need {
-                scratch.wbuf.resize(need, W_ZERO);
-            }
-            // The plain layout goes through the AVX2 expansion first.
-            if matches!(w, KRows::Plain(_)) && scratch.expanded.len() < need {
-                scratch.expanded.resize(need, WEIGHT_ZERO);
-            }
+            scratch.reserve(w, (rb0, rb1), kb);
             let need = (rb1 - rb0) * np;
             if scratch.acc.len() < need {
                 // SAFETY: AVX-512F is available (checked by the caller);

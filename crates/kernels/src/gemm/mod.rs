@@ -285,14 +285,12 @@ fn kquant_matmul(
     x: &[f32],
     y: &mut [f32],
 ) -> bool {
-    if isa == Isa::Amx
-        && x.len() / cols.max(1) >= AMX_MIN_ROWS_KQUANT
-        && kquant_avx512::amx::takes(ty, rows, cols)
-        && kquant_avx512::amx::available()
-    {
-        kquant_avx512::amx::matmul(ty, w, rows, cols, x, y)
-    } else if isa.has_avx512() {
-        kquant_avx512::matmul(ty, w, rows, cols, x, y)
+    if isa.has_avx512() {
+        let tiles = isa == Isa::Amx
+            && x.len() / cols.max(1) >= AMX_MIN_ROWS_KQUANT
+            && kquant_avx512::amx::takes(ty, rows, cols)
+            && kquant_avx512::amx::available();
+        kquant_avx512::matmul(ty, w, (rows, cols), x, y, tiles)
     } else {
         kquant::matmul(ty, w, rows, cols, x, y)
     }

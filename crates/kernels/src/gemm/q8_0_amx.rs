@@ -12,7 +12,7 @@
 //! The sum tiles are activation rows × weight rows, so the accumulators are
 //! the AVX-512 kernel's (16 weight rows per vector) and store straight to `y`.
 
-use super::amx::{tile_load, tile_store, tile_zero, TileConfig};
+use super::amx::{tile_load, tile_store, tile_zero, Tile, TileConfig};
 use super::row_block_size;
 use crate::blocks::{F16Le, QK};
 use crate::matmul::{OutPtr, Pool};
@@ -68,12 +68,8 @@ fn fill_tile(x: &[f32], cols: usize, out: &mut [ActTile]) {
     for (b, tile) in out.iter_mut().enumerate() {
         *tile = ACT_ZERO;
         for r in 0..m {
-            let q =
-                crate::quant::quantize_block_q8_0(&x[r * cols + b * QK..r * cols + (b + 1) * QK]);
-            let sum: i32 = q.qs.iter().map(|&v| v as i32).sum();
-            tile.qs[r] = q.qs;
-            tile.d[r] = q.d.to_f32();
-            tile.nsum[r] = -128 * sum;
+            let q = super::q8_0_avx512::act_block(&x[r * cols + b * QK..r * cols + (b + 1) * QK]);
+            (tile.qs[r], tile.d[r], tile.nsum[r]) = (q.qs, q.d, q.nsum);
         }
     }
 }
@@ -134,32 +130,32 @@ unsafe fn start_pair<const P: usize>(w: [*const Qs16; 2], a: [*const ActTile; 2]
 /// # Safety
 /// [`CFG`] is loaded.
 #[inline(always)]
-unsafe fn store_pair<const P: usize>(out: &mut [[i32; 256]; 2]) {
+unsafe fn store_pair<const P: usize>(out: &mut [Tile; 2]) {
     // SAFETY: 1 KiB of `out` each; the tiles are this thread's.
     unsafe {
         if P == 0 {
-            tile_store!(0, out[0].as_mut_ptr(), 64usize);
-            tile_store!(1, out[1].as_mut_ptr(), 64usize);
+            tile_store!(0, out[0].0.as_mut_ptr(), 64usize);
+            tile_store!(1, out[1].0.as_mut_ptr(), 64usize);
         } else {
-            tile_store!(2, out[0].as_mut_ptr(), 64usize);
-            tile_store!(3, out[1].as_mut_ptr(), 64usize);
+            tile_store!(2, out[0].0.as_mut_ptr(), 64usize);
+            tile_store!(3, out[1].0.as_mut_ptr(), 64usize);
         }
     }
 }
 
-/// One block's sums (the tail of a k-block that is not a multiple of 4).
+/// One block's sums (the last block of a k-block of odd length).
 ///
 /// # Safety
-/// As [`sums4`].
+/// As [`start_pair`].
 #[inline(always)]
-unsafe fn sums1(w: *const Qs16, a: *const ActTile, out: &mut [i32; 256]) {
-    // SAFETY: as in `sums4`.
+unsafe fn sums1(w: *const Qs16, a: *const ActTile, out: &mut Tile) {
+    // SAFETY: as in `start_pair`; 1 KiB of `out`.
     unsafe {
         tile_zero!(0);
         tile_load!(4, (*a).qs.as_ptr(), 32usize);
         tile_load!(6, (*w).0.as_ptr(), 64usize);
         tile_dp_su8!(0, 4, 6);
-        tile_store!(0, out.as_mut_ptr(), 64usize);
+        tile_store!(0, out.0.as_mut_ptr(), 64usize);
     }
 }
 
@@ -169,13 +165,13 @@ unsafe fn sums1(w: *const Qs16, a: *const ActTile, out: &mut [i32; 256]) {
 /// # Safety
 /// AVX-512F and F16C available.
 #[inline(always)]
-unsafe fn float_step(sums: &[i32; 256], wd: &[F16Le; GROUP16], a: &ActTile, acc: &mut [__m512; T]) {
-    // SAFETY: loads inside the arrays (64-byte aligned sums, unaligned scales).
+unsafe fn float_step(sums: &Tile, wd: &[F16Le; GROUP16], a: &ActTile, acc: &mut [__m512; T]) {
+    // SAFETY: aligned row loads inside the tile, an unaligned load of the scales.
     unsafe {
         let dw = _mm512_cvtph_ps(_mm256_loadu_si256(wd.as_ptr().cast()));
         for (m, acc_m) in acc.iter_mut().enumerate() {
             let isum = _mm512_add_epi32(
-                _mm512_loadu_si512(sums.as_ptr().add(16 * m).cast()),
+                _mm512_load_si512(sums.row(m).cast()),
                 _mm512_set1_epi32(a.nsum[m]),
             );
             let dd = _mm512_mul_ps(dw, _mm512_set1_ps(a.d[m]));
@@ -196,7 +192,7 @@ unsafe fn k_block(
     (s0, nkb): (usize, usize),
     acc: &mut [__m512; T],
 ) {
-    let mut out = [[0i32; 256]; 2];
+    let mut out = [Tile::ZERO; 2];
     let mut regs = *acc;
     let end = s0 + nkb;
     let pairs = nkb / 2;
@@ -252,19 +248,16 @@ pub(crate) fn matmul(w: &PackedQ8_0, x: &[f32], y: &mut [f32]) -> bool {
     let n = x.len() / cols;
     let tiles = n.div_ceil(T);
     debug_assert_eq!(y.len(), n * rows);
-    ACTS.with(|acts| {
-        if acts.len() < tiles * nb {
-            acts.resize(tiles * nb, ACT_ZERO);
-        }
-        acts[..tiles * nb]
-            .par_chunks_mut(nb)
-            .enumerate()
-            .for_each(|(i, out)| {
-                let (t0, t1) = (T * i, (T * i + T).min(n));
-                fill_tile(&x[t0 * cols..t1 * cols], cols, out);
-            });
-        run_blocks(w, n, &acts[..tiles * nb], y);
-    });
+    super::with_panels(
+        &ACTS,
+        ACT_ZERO,
+        (tiles, nb),
+        |i, out| {
+            let (t0, t1) = (T * i, (T * i + T).min(n));
+            fill_tile(&x[t0 * cols..t1 * cols], cols, out);
+        },
+        |acts| run_blocks(w, n, acts, y),
+    );
     true
 }
 

@@ -37,12 +37,12 @@ const GB_MAX: usize = 4;
 /// One block of one activation row.
 #[derive(Clone, Copy)]
 #[repr(C, align(8))]
-struct ActBlock {
-    qs: [i8; QK],
+pub(super) struct ActBlock {
+    pub(super) qs: [i8; QK],
     /// The activation scale (rounded to f16, as the GGUF block stores it).
-    d: f32,
+    pub(super) d: f32,
     /// `−128·Σ qs`: takes off what the weights' flipped sign bits add.
-    nsum: i32,
+    pub(super) nsum: i32,
 }
 
 const ACT_ZERO: ActBlock = ActBlock {
@@ -59,17 +59,23 @@ thread_local! {
     static ACC: RefCell<Vec<__m512>> = const { RefCell::new(Vec::new()) };
 }
 
+/// Quantizes one 32-value block of activations (also the AMX kernel's,
+/// [`super::q8_0_amx`]).
+pub(super) fn act_block(v: &[f32]) -> ActBlock {
+    let q = crate::quant::quantize_block_q8_0(v);
+    let sum: i32 = q.qs.iter().map(|&v| v as i32).sum();
+    ActBlock {
+        qs: q.qs,
+        d: q.d.to_f32(),
+        nsum: -128 * sum,
+    }
+}
+
 /// Quantizes activation row `t` into `out` (one block per 32 values).
 fn fill_row(x: &[f32], cols: usize, t: usize, out: &mut [ActBlock]) {
     let row = &x[t * cols..(t + 1) * cols];
     for (o, v) in out.iter_mut().zip(row.chunks_exact(QK)) {
-        let q = crate::quant::quantize_block_q8_0(v);
-        let sum: i32 = q.qs.iter().map(|&v| v as i32).sum();
-        *o = ActBlock {
-            qs: q.qs,
-            d: q.d.to_f32(),
-            nsum: -128 * sum,
-        };
+        *o = act_block(v);
     }
 }
 

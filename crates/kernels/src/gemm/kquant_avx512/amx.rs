@@ -19,7 +19,7 @@
 //! activation rows, as the parent's accumulators (one weight row, 16
 //! activation rows per vector).
 
-use super::super::amx::{tile_load, tile_store, tile_zero, TileConfig};
+use super::super::amx::{store_transposed, tile_load, tile_store, tile_zero, Tile, TileConfig};
 use super::*;
 
 /// Weight rows per weight tile.
@@ -44,13 +44,6 @@ pub(crate) fn takes(ty: GgmlType, rows: usize, cols: usize) -> bool {
         && cols.is_multiple_of(QK_K)
 }
 
-/// One 1 KiB tile: 16 rows of 64 bytes.
-#[derive(Clone, Copy)]
-#[repr(C, align(64))]
-struct Tile([u8; 1024]);
-
-const TILE_ZERO: Tile = Tile([0; 1024]);
-
 /// A worker's buffers: the parent's expanded weights, the same as scaled
 /// tiles (`((wt · nsb + s) · 4 + chunk) · 2 + part`), and running sums
 /// (`wt · np + panel`, 16 vectors each).
@@ -63,36 +56,6 @@ struct AmxScratch {
 
 thread_local! {
     static AMX_SCRATCH: RefCell<AmxScratch> = RefCell::new(AmxScratch::default());
-}
-
-/// See [`super::matmul`]; declines (false) what [`takes`] refuses and CPUs
-/// without AMX-INT8.
-pub(crate) fn matmul(
-    ty: GgmlType,
-    w: KRows<'_>,
-    rows: usize,
-    cols: usize,
-    x: &[f32],
-    y: &mut [f32],
-) -> bool {
-    if !takes(ty, rows, cols) || !available() {
-        return false;
-    }
-    let kb = cols / QK_K;
-    let n = x.len() / cols;
-    let Ok(row_bytes) = bytes_for(ty, cols) else {
-        return false;
-    };
-    let dims = Dims { rows, n, kb };
-    let np = n.div_ceil(PANEL);
-    super::super::with_panels(
-        &PANELS,
-        PANEL_ZERO,
-        (np, kb),
-        |p, out| fill_panels(x, cols, n, p, out),
-        |panels| run_blocks_amx(ty, w, row_bytes, dims, panels, y),
-    );
-    true
 }
 
 /// Scales the expanded weights of rows `rb0..rb0 + 16·wts`, super-blocks
@@ -134,7 +97,7 @@ unsafe fn scale_tiles(wbuf: &[WeightSb], group: usize, wts: usize, nsb: usize, o
                         let lo = _mm512_and_si512(v, _mm512_set1_epi16(63));
                         let base = ((wt * nsb + s) * 4 + j / 2) * 2;
                         for (part, x) in [(0, hi), (1, lo)] {
-                            let dst = out[base + part].0.as_mut_ptr().add(64 * m + 32 * (j % 2));
+                            let dst = out[base + part].row_mut(m).add(32 * (j % 2));
                             _mm256_store_si256(dst.cast(), _mm512_cvtepi16_epi8(x));
                         }
                     }
@@ -193,13 +156,12 @@ unsafe fn sums<const AP: usize>(w: *const Tile, a: [*const ActPanel; 2], out: &m
     }
 }
 
-/// The parent's float step for one super-block of 16 weight rows (`ws[m]`)
-/// × one panel: `acc[m] += (d_a·d_w)·sumi − (d_a·dm_w)·corr` (`MINS` pairs
-/// of group mins: 0 for the symmetric types, 4 for Q4_K/Q5_K, 8 for Q2_K),
-/// lane = activation row.
+/// The parent's float step for one super-block of 16 weight rows (`ws(m)`)
+/// × one panel, from the two parts' sum tiles (row `m`: weight row `m`,
+/// lane: activation row): `isum = 64·C_hi + C_lo`.
 ///
 /// # Safety
-/// AVX-512 F/BW/VNNI available.
+/// AVX-512 F/BW/VNNI available; `ws(m)` valid for `m < 16`.
 #[inline(always)]
 unsafe fn float_step<const MINS: usize>(
     (hi, lo): (&Tile, &Tile),
@@ -207,42 +169,22 @@ unsafe fn float_step<const MINS: usize>(
     ap: &ActPanel,
     acc: &mut [__m512; WT],
 ) {
-    // SAFETY: 64-byte aligned loads inside the tiles and the panel; `ws(m)`
-    // is valid (the caller's).
+    // SAFETY: aligned row loads inside the tiles; `ws(m)` is valid (the
+    // caller's); the features are the caller's.
     unsafe {
-        let da = _mm512_load_ps(ap.d.as_ptr());
-        let bsums: &[[i16; 32]] = if MINS == 4 { &ap.bsums32 } else { &ap.bsums };
-        let bs: [__m512i; MINS] =
-            std::array::from_fn(|p| _mm512_load_si512(bsums[p].as_ptr().cast()));
         for (m, acc_m) in acc.iter_mut().enumerate() {
-            let ws = &*ws(m);
-            let h = _mm512_load_si512(hi.0.as_ptr().add(64 * m).cast());
-            let l = _mm512_load_si512(lo.0.as_ptr().add(64 * m).cast());
-            let sumi = _mm512_sub_epi32(
-                _mm512_add_epi32(_mm512_slli_epi32::<6>(h), l),
-                _mm512_set1_epi32(ws.wcorr),
-            );
-            let d = _mm512_mul_ps(da, _mm512_set1_ps(ws.d));
-            let t = if MINS == 0 {
-                _mm512_mul_ps(d, _mm512_cvtepi32_ps(sumi))
-            } else {
-                let mut corr = _mm512_setzero_si512();
-                for (p, b) in bs.iter().enumerate() {
-                    corr = _mm512_dpwssd_epi32(corr, *b, _mm512_set1_epi32(ws.m[p]));
-                }
-                let dm = _mm512_mul_ps(da, _mm512_set1_ps(ws.dm));
-                _mm512_sub_ps(
-                    _mm512_mul_ps(d, _mm512_cvtepi32_ps(sumi)),
-                    _mm512_mul_ps(dm, _mm512_cvtepi32_ps(corr)),
-                )
-            };
+            let h = _mm512_load_si512(hi.row(m).cast());
+            let l = _mm512_load_si512(lo.row(m).cast());
+            let isum = _mm512_add_epi32(_mm512_slli_epi32::<6>(h), l);
+            let t = super_block_term::<MINS>(isum, &*ws(m), ap);
             *acc_m = _mm512_add_ps(*acc_m, t);
         }
     }
 }
 
-/// Every row block of one call, in parallel.
-fn run_blocks_amx(
+/// Every row block of one call, in parallel (the parent's `run_blocks` on
+/// tiles).
+pub(super) fn run_blocks(
     ty: GgmlType,
     w: KRows<'_>,
     row_bytes: usize,
@@ -250,7 +192,7 @@ fn run_blocks_amx(
     panels: &[ActPanel],
     y: &mut [f32],
 ) {
-    let Dims { rows, n, kb } = dims;
+    let rows = dims.rows;
     // Whole weight tiles, and whole groups of the packed layout.
     const STEP: usize = if WT > GROUP { WT } else { GROUP };
     let rb = row_block_size(rows, STEP, RB_MAX_AMX);
@@ -264,18 +206,17 @@ fn run_blocks_amx(
             // `row_bytes`; rb0 is a multiple of 16 (so of GROUP) and rb1 -
             // rb0 too (rows is); the panels cover every activation row and
             // super-block; rows rb0..rb1 of `y` belong to this block alone.
-            unsafe { row_block_amx(ty, w, (row_bytes, dims), (rb0, rb1), panels, y_out, scratch) };
+            unsafe { row_block(ty, w, (row_bytes, dims), (rb0, rb1), panels, y_out, scratch) };
         });
     });
-    let _ = (n, kb);
 }
 
 /// Weight rows `rb0..rb1` against every activation panel.
 ///
 /// # Safety
-/// As [`run_blocks_amx`]'s call.
+/// As [`run_blocks`]' call.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn row_block_amx(
+unsafe fn row_block(
     ty: GgmlType,
     w: KRows<'_>,
     (row_bytes, dims): (usize, Dims),
@@ -289,16 +230,10 @@ unsafe fn row_block_amx(
     let wts = (rb1 - rb0) / WT;
     let form = Form::of(ty);
     let group = if form == Form::Sub32Min { 32 } else { 16 };
-    let need = (rb1 - rb0) * KC.min(kb);
     let parent = &mut scratch.parent;
-    if parent.wbuf.len() < need {
-        parent.wbuf.resize(need, W_ZERO);
-    }
-    if matches!(w, KRows::Plain(_)) && parent.expanded.len() < need {
-        parent.expanded.resize(need, WEIGHT_ZERO);
-    }
+    parent.reserve(w, (rb0, rb1), kb);
     if scratch.tiles.len() < wts * KC.min(kb) * 8 {
-        scratch.tiles.resize(wts * KC.min(kb) * 8, TILE_ZERO);
+        scratch.tiles.resize(wts * KC.min(kb) * 8, Tile::ZERO);
     }
     if scratch.acc.len() < wts * np {
         scratch.acc.resize(wts * np, [_mm512_setzero_ps(); WT]);
@@ -306,7 +241,7 @@ unsafe fn row_block_amx(
     const CFG: TileConfig = TileConfig::full();
     // SAFETY: AMX is usable (the caller's contract).
     unsafe { CFG.load() };
-    let mut sums_buf = [TILE_ZERO; 4];
+    let mut sums_buf = [Tile::ZERO; 4];
     for s0 in (0..kb).step_by(KC) {
         let nsb = KC.min(kb - s0);
         // SAFETY: as the parent's call: rows rb0..rb1 (whole groups),
@@ -360,14 +295,13 @@ unsafe fn row_block_amx(
                 }
                 if s0 + nsb == kb {
                     for h in 0..1 + two as usize {
-                        let mut lanes = [[0f32; PANEL]; WT];
-                        for (m, l) in lanes.iter_mut().enumerate() {
-                            _mm512_storeu_ps(l.as_mut_ptr(), scratch.acc[slot + h][m]);
-                        }
-                        // SAFETY: rows rb0 + 16wt.. + 16 of `y` are this
-                        // block's.
+                        let t0 = (p0 + h) * PANEL;
+                        let sums = scratch.acc[slot + h].map(|v| _mm512_castps_si512(v));
+                        // SAFETY: activation rows t0..t0 + valid < n; rows
+                        // rb0 + 16wt.. + 16 of `y` are this block's.
                         unsafe {
-                            store_lanes(&lanes, y, (rows, n), (rb0 + WT * wt, (p0 + h) * PANEL))
+                            let at = (rb0 + WT * wt, t0, (n - t0).min(PANEL));
+                            store_transposed(sums, y.get(), rows, at)
                         };
                     }
                 }
