@@ -86,7 +86,7 @@ fn packed_products_equal_the_scalar_kernel_bit_for_bit() {
         (64, 256, 5),
         (29, 768, 9),
         (70, 512, 17),
-        // Pairs of groups (the AVX-512 kernel) with odd group counts per task.
+        // Several groups per task, odd group counts (the per-group kernels).
         (200, 1024, 1),
         (45, 2304, 2),
         // Prefill over several row blocks, the last group partial
@@ -124,6 +124,60 @@ fn packed_products_equal_the_scalar_kernel_bit_for_bit() {
             let mut got = vec![f32::NAN; n * rows];
             m.matmul(&x, &mut got).unwrap();
             assert_bits_eq(&format!("{isa:?} {rows}x{cols} n={n}"), &got, &want, rows);
+        }
+    }
+}
+
+/// Every level 15 and every 6-bit scale and min 63 against activation rows
+/// whose Q8_K bytes are all −128 or all ±127: the largest integer sums a
+/// super-block can make (the AVX-512 kernel keeps 16 × the high nibbles'
+/// scaled sums in i32), still equal to the scalar kernel bit for bit.
+#[test]
+fn packed_products_are_exact_at_the_extreme_levels() {
+    let (rows, cols) = (24, 1024);
+    let block = |r: usize| {
+        let mut b = [0xFFu8; 144];
+        // d, dmin: small normal f16 values (the sums, not the scales, are
+        // what is tested), differing per row.
+        b[..2].copy_from_slice(&half::f16::from_f32(1e-3 * (1 + r % 5) as f32).to_le_bytes());
+        b[2..4].copy_from_slice(&half::f16::from_f32(2e-4 * (1 + r % 3) as f32).to_le_bytes());
+        b
+    };
+    let bytes: Vec<u8> = (0..rows)
+        .flat_map(|r| (0..cols / QK_K).flat_map(move |_| block(r)))
+        .collect();
+    // Rows of +1 (max > 0: Q8_K bytes −128), −1 (+128 clamps to 127) and
+    // mixed signs.
+    let x: Vec<f32> = (0..3 * cols)
+        .map(|k| match k / cols {
+            0 => 1.0,
+            1 => -1.0,
+            _ => {
+                if k % 4 == 3 {
+                    -1.0
+                } else {
+                    1.0
+                }
+            }
+        })
+        .collect();
+    let len = bytes.len();
+    let plain = QMatrix::from_shared(GgmlType::Q4_K, rows, cols, Arc::new(bytes.clone()), 0..len)
+        .unwrap()
+        .with_isa(Isa::Scalar)
+        .unwrap();
+    let mut want = vec![0f32; 3 * rows];
+    plain.matmul(&x, &mut want).unwrap();
+    assert!(want.iter().all(|v| v.is_finite() && *v != 0.0));
+    for isa in Isa::available_paths() {
+        let m = QMatrix::new(GgmlType::Q4_K, rows, cols, bytes.clone())
+            .unwrap()
+            .with_isa(isa)
+            .unwrap();
+        for n in [1, 3] {
+            let mut got = vec![f32::NAN; n * rows];
+            m.matmul(&x[..n * cols], &mut got).unwrap();
+            assert_bits_eq(&format!("{isa:?} n={n}"), &got, &want[..n * rows], rows);
         }
     }
 }

@@ -131,6 +131,13 @@ impl PackedQ4K {
         let kb = self.kb();
         let w = &self.groups[g * kb..(g + 1) * kb];
         #[cfg(target_arch = "x86_64")]
+        if isa.has_avx512() {
+            // SAFETY: `isa` was checked available (AVX-512 F/BW/VL/VNNI with
+            // AVX2, FMA, F16C) by the caller (`Isa::checked` in `matmul`);
+            // the kernel reads only the `kb` blocks of both slices.
+            return unsafe { q4k_avx512::gemv(w, a) };
+        }
+        #[cfg(target_arch = "x86_64")]
         if isa.has_avx2() {
             // SAFETY: `isa` was checked available (AVX2 + FMA + F16C) by
             // the caller (`Isa::checked` in `matmul`); the kernel reads
@@ -153,23 +160,6 @@ impl PackedQ4K {
         q4k::gemv_scalar(w, a)
     }
 
-    /// Groups `g` and `g + 1` against one Q8_K activation row, 16 rows at
-    /// once on AVX-512 (`None` on other paths: call [`Self::gemv`] twice).
-    fn gemv2(&self, isa: Isa, g: usize, a: &[crate::blocks::BlockQ8K]) -> Option<[f32; 2 * GROUP]> {
-        #[cfg(target_arch = "x86_64")]
-        if isa.has_avx512() {
-            let kb = self.kb();
-            let w0 = &self.groups[g * kb..(g + 1) * kb];
-            let w1 = &self.groups[(g + 1) * kb..(g + 2) * kb];
-            // SAFETY: `isa` was checked available (AVX-512 F/BW/VL/VNNI with
-            // AVX2, FMA, F16C) by the caller (`Isa::checked` in `matmul`);
-            // the three slices have `kb` blocks each (`a` is one row).
-            return Some(unsafe { q4k_avx512::gemv2(w0, w1, &a[..kb]) });
-        }
-        let _ = (isa, g, a);
-        None
-    }
-
     /// `y[t, r] = Σ_c w[r, c] · x[t, c]` (`x`: `n` rows of `cols`, `y`: `n * rows`).
     pub fn matmul(&self, isa: Isa, x: &[f32], y: &mut [f32]) -> Result<()> {
         let isa = isa.checked()?;
@@ -188,9 +178,7 @@ impl PackedQ4K {
             let threads = rayon::current_num_threads().max(1);
             // Tasks of a few groups each (their weights stay in L2 while
             // every activation row passes), enough to even out the threads.
-            // An even count, so the AVX-512 kernel's pairs of groups do not
-            // straddle tasks.
-            let per = groups.div_ceil(threads * 8).max(1).next_multiple_of(2);
+            let per = groups.div_ceil(threads * 8).max(1);
             let out = OutPtr(y.as_mut_ptr());
             let store = |t: usize, g: usize, v: &[f32]| {
                 for (i, &v) in v.iter().enumerate().take(rows - GROUP * g) {
@@ -203,17 +191,8 @@ impl PackedQ4K {
             (0..groups.div_ceil(per)).into_par_iter().for_each(|task| {
                 let (g0, g1) = (task * per, ((task + 1) * per).min(groups));
                 for t in 0..n {
-                    let mut g = g0;
-                    while g < g1 {
-                        if g + 1 < g1 {
-                            if let Some(v) = self.gemv2(isa, g, act(t)) {
-                                store(t, g, &v);
-                                g += 2;
-                                continue;
-                            }
-                        }
+                    for g in g0..g1 {
                         store(t, g, &self.gemv(isa, g, act(t)));
-                        g += 1;
                     }
                 }
             });

@@ -1,0 +1,73 @@
+//! Matrix × vector with the weights read from memory, as in a decode step
+//! (developer tool, like `mm_timing`; the real numbers come from `cargo bench
+//! --bench matvec`). Usage: stream_timing TYPE ROWS COLS [ISA[,ISA...]] [MIB] [ROUNDS]
+//!
+//! Builds copies of one matrix totalling MIB MiB (default 1024, far above
+//! the L3 cache; a small MIB keeps one copy in cache), then per round runs
+//! each ISA in turn over every copy four times (and at least 2 GiB) from a
+//! pool thread, so the ISAs see the same machine state; prints
+//! the median and every round's GiB/s of weights (GGUF bytes) read.
+use mistral_kernels::{quantize_to_vec, GgmlType, Isa, QMatrix};
+use std::time::Instant;
+
+fn main() {
+    let a: Vec<String> = std::env::args().collect();
+    let ty = GgmlType::from_name(a.get(1).map(String::as_str).unwrap_or("Q4_K")).expect("type");
+    let num = |i: usize, d: usize| a.get(i).and_then(|s| s.parse().ok()).unwrap_or(d);
+    let (rows, cols) = (num(2, 4096), num(3, 4096));
+    let isas: Vec<Isa> = match a.get(4) {
+        Some(s) => s
+            .split(',')
+            .map(|n| Isa::from_name(n).expect("isa"))
+            .collect(),
+        None => vec![Isa::best()],
+    };
+    let (mib, rounds) = (num(5, 1024), num(6, 7).max(1));
+    let w: Vec<f32> = (0..rows * cols)
+        .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+        .collect();
+    let q = quantize_to_vec(ty, &w).expect("quantize");
+    let bytes = q.len();
+    let copies = ((mib << 20) / bytes).max(1);
+    let ms: Vec<Vec<QMatrix>> = isas
+        .iter()
+        .map(|&isa| {
+            (0..copies)
+                .map(|_| {
+                    QMatrix::new(ty, rows, cols, q.clone())
+                        .and_then(|m| m.with_isa(isa))
+                        .expect("matrix")
+                })
+                .collect()
+        })
+        .collect();
+    let x: Vec<f32> = (0..cols)
+        .map(|i| ((i * 104729) % 1000) as f32 / 500.0 - 1.0)
+        .collect();
+    let mut y = vec![0f32; rows];
+    let mut res = vec![Vec::new(); isas.len()];
+    let pool = rayon::ThreadPoolBuilder::new().build().expect("pool");
+    pool.install(|| {
+        for _ in 0..rounds {
+            for (m, r) in ms.iter().zip(&mut res) {
+                // Every copy four times, and at least 2 GiB read per round.
+                let iters = (copies * 4).max((2usize << 30).div_ceil(bytes));
+                let t = Instant::now();
+                for i in 0..iters {
+                    m[i % copies].matmul(&x, &mut y).expect("matmul");
+                }
+                let s = t.elapsed().as_secs_f64();
+                r.push((bytes * iters) as f64 / s / (1u64 << 30) as f64);
+            }
+        }
+    });
+    for (isa, mut r) in isas.iter().zip(res) {
+        r.sort_by(f64::total_cmp);
+        let all: Vec<String> = r.iter().map(|v| format!("{v:.1}")).collect();
+        println!(
+            "{ty} {rows}x{cols} {isa:?}, {copies} copies: median {:.2} GiB/s [{}]",
+            r[r.len() / 2],
+            all.join(" ")
+        );
+    }
+}
