@@ -39,8 +39,13 @@ pub(super) unsafe fn hsum_f32(a: __m256) -> f32 {
     _mm_cvtss_f32(s)
 }
 
+/// One f16 to f32 with F16C (`F16Le::to_f32` goes through the `half`
+/// crate's run-time feature check and a software fallback on every call).
+///
+/// # Safety
+/// F16C available.
 #[inline(always)]
-unsafe fn f16(x: F16Le) -> f32 {
+pub(crate) unsafe fn f16(x: F16Le) -> f32 {
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(x.bits() as i32)))
 }
 

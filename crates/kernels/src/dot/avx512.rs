@@ -31,7 +31,7 @@
 
 #![allow(clippy::missing_safety_doc)]
 
-use super::avx2::prefetch_ahead;
+use super::avx2::{f16, prefetch_ahead};
 use crate::blocks::{BlockQ2K, BlockQ3K, BlockQ5K, BlockQ6K, BlockQ8K};
 use std::arch::x86_64::*;
 
@@ -97,7 +97,7 @@ pub unsafe fn q6k_q8k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
         }
         let corr = _mm256_madd_epi16(sc16, _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i));
         let sumi = _mm512_sub_epi32(sumi, _mm512_zextsi256_si512(_mm256_slli_epi32::<5>(corr)));
-        let d = y.d * x.d.to_f32();
+        let d = y.d * f16(x.d);
         acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(sumi), acc);
     }
     _mm512_reduce_add_ps(acc)
@@ -129,8 +129,8 @@ pub unsafe fn q2k_q8k(w: &[BlockQ2K], a: &[BlockQ8K]) -> f32 {
         }
         let sumi = fold(sumi);
         // The AVX2 kernel's float steps, in its order.
-        let d = y.d * x.d.to_f32();
-        let dmin = y.d * x.dmin.to_f32();
+        let d = y.d * f16(x.d);
+        let dmin = y.d * f16(x.dmin);
         acc = _mm256_fnmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(prod), acc);
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
     }
@@ -214,7 +214,7 @@ pub unsafe fn q3k_q8k(w: &[BlockQ3K], a: &[BlockQ8K]) -> f32 {
             sumi = scaled_chunk(sumi, lv, y, k, lanes[k], sc);
         }
         let sumi = _mm256_sub_epi32(fold(sumi), _mm256_slli_epi32::<2>(corr));
-        let d = y.d * x.d.to_f32();
+        let d = y.d * f16(x.d);
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
     }
     super::avx2::hsum_f32(acc)
@@ -268,8 +268,8 @@ pub unsafe fn q5k_q8k(w: &[BlockQ5K], a: &[BlockQ8K]) -> f32 {
         let q8s = _mm_hadd_epi16(_mm256_castsi256_si128(q8), _mm256_extracti128_si256(q8, 1));
         let prod = _mm_madd_epi16(_mm256_extracti128_si256(ms, 1), q8s);
         let dy = _mm256_set1_ps(y.d);
-        let dd = _mm256_mul_ps(dy, _mm256_set1_ps(x.d.to_f32()));
-        let dm = _mm256_mul_ps(dy, _mm256_set1_ps(x.dmin.to_f32()));
+        let dd = _mm256_mul_ps(dy, _mm256_set1_ps(f16(x.d)));
+        let dm = _mm256_mul_ps(dy, _mm256_set1_ps(f16(x.dmin)));
         acc = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(fold(sumi)), acc);
         let mins = _mm256_set_m128i(_mm_setzero_si128(), prod);
         acc = _mm256_fnmadd_ps(dm, _mm256_cvtepi32_ps(mins), acc);
