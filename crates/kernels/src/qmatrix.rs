@@ -4,7 +4,7 @@
 use crate::dequant::dequantize_row;
 use crate::error::{KernelError, Result};
 use crate::isa::Isa;
-use crate::packed::{PackedQ4K, PackedQ8_0};
+use crate::packed::{PackedQ2K, PackedQ4K, PackedQ8_0};
 use crate::{blocks::matrix_bytes, dot::supports_matmul, matmul};
 use mistral_gguf::{GgmlType, GgufFile};
 use std::borrow::Cow;
@@ -34,6 +34,8 @@ enum Store {
     PackedQ4K(Arc<PackedQ4K>),
     /// Q8_0 regrouped by 16 rows for the AVX-512 matrix × vector kernel.
     PackedQ8_0(Arc<PackedQ8_0>),
+    /// Q2_K regrouped by 8 rows for the AVX-512 matrix × vector kernel.
+    PackedQ2K(Arc<PackedQ2K>),
 }
 
 /// The bytes of a [`Store::Plain`].
@@ -44,8 +46,9 @@ fn plain<'a>(data: &'a SharedBytes, range: &Range<usize>) -> &'a [u8] {
 /// A `[rows, cols]` row-major matrix of GGML type `ty` (each row a whole
 /// number of blocks), owning its bytes or borrowing them from a mapped file.
 /// Q4_K matrices it owns ([`QMatrix::new`]) are regrouped into the
-/// [`PackedQ4K`] layout, and Q8_0 ones into [`PackedQ8_0`] while the matrix
-/// computes on [`Isa::Avx512`] (same size, same results, faster decode).
+/// [`PackedQ4K`] layout, and Q8_0 and Q2_K ones into [`PackedQ8_0`] and
+/// [`PackedQ2K`] while the matrix computes on [`Isa::Avx512`] (same size,
+/// same results, faster decode).
 #[derive(Clone)]
 pub struct QMatrix {
     ty: GgmlType,
@@ -95,11 +98,21 @@ impl QMatrix {
         })
     }
 
-    /// A matrix owning `data` (Q4_K with at least 8 rows, and Q8_0 with at
-    /// least 16 on an AVX-512 machine, are regrouped into a packed layout
-    /// and `data` freed).
+    /// A matrix owning `data` (Q4_K with at least 8 rows, and on an
+    /// AVX-512 machine Q8_0 with at least 16 and Q2_K with at least 8, are
+    /// regrouped into a packed layout and `data` freed).
     pub fn new(ty: GgmlType, rows: usize, cols: usize, data: Vec<u8>) -> Result<QMatrix> {
         let isa = Isa::best();
+        if ty == GgmlType::Q2_K && rows >= crate::packed::GROUP && isa.has_avx512() {
+            let packed = PackedQ2K::pack(&data, rows, cols)?;
+            return Ok(QMatrix {
+                ty,
+                rows,
+                cols,
+                store: Store::PackedQ2K(Arc::new(packed)),
+                isa,
+            });
+        }
         if ty == GgmlType::Q8_0 && rows >= crate::packed::GROUP16 && isa.has_avx512() {
             let packed = PackedQ8_0::pack(&data, rows, cols)?;
             return Ok(QMatrix {
@@ -160,19 +173,21 @@ impl QMatrix {
     }
 
     /// The same matrix, computing on instruction set `isa` (an error if this CPU lacks it).
-    /// A Q8_0 matrix packed for AVX-512 goes back to the GGUF layout for
-    /// any other path (whose kernels read that).
+    /// A Q8_0 or Q2_K matrix packed for AVX-512 goes back to the GGUF
+    /// layout for any other path (whose kernels read that).
     pub fn with_isa(mut self, isa: Isa) -> Result<QMatrix> {
         self.isa = isa.checked()?;
-        if let Store::PackedQ8_0(p) = &self.store {
-            if !isa.has_avx512() {
-                let bytes = p.to_bytes();
-                let len = bytes.len();
-                self.store = Store::Plain {
-                    data: Arc::new(bytes),
-                    range: 0..len,
-                };
-            }
+        let gguf = match &self.store {
+            Store::PackedQ8_0(p) if !isa.has_avx512() => Some(p.to_bytes()),
+            Store::PackedQ2K(p) if !isa.has_avx512() => Some(p.to_bytes()),
+            _ => None,
+        };
+        if let Some(bytes) = gguf {
+            let len = bytes.len();
+            self.store = Store::Plain {
+                data: Arc::new(bytes),
+                range: 0..len,
+            };
         }
         Ok(self)
     }
@@ -202,6 +217,7 @@ impl QMatrix {
             Store::Plain { data, range } => Cow::Borrowed(plain(data, range)),
             Store::PackedQ4K(p) => Cow::Owned(p.to_bytes()),
             Store::PackedQ8_0(p) => Cow::Owned(p.to_bytes()),
+            Store::PackedQ2K(p) => Cow::Owned(p.to_bytes()),
         }
     }
 
@@ -225,6 +241,7 @@ impl QMatrix {
             ),
             Store::PackedQ4K(p) => p.matmul(self.isa, x, y),
             Store::PackedQ8_0(p) => p.matmul(self.isa, x, y),
+            Store::PackedQ2K(p) => p.matmul(self.isa, x, y),
         }
     }
 
@@ -236,6 +253,7 @@ impl QMatrix {
             }
             Store::PackedQ4K(p) => p.dequantize_row(row, out),
             Store::PackedQ8_0(p) => p.dequantize_row(row, out),
+            Store::PackedQ2K(p) => p.dequantize_row(row, out),
         }
     }
 

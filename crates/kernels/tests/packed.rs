@@ -1,5 +1,5 @@
-//! The packed layouts (`mistral_kernels::packed`): Q4_K by 8 rows and Q8_0
-//! by 16. Packing is lossless, and every product on them (the scalar, AVX2
+//! The packed layouts (`mistral_kernels::packed`): Q4_K and Q2_K by 8 rows
+//! and Q8_0 by 16. Packing is lossless, and every product on them (the scalar, AVX2
 //! and AVX-512 matrix × vector kernels, the tiled prefill kernels reading
 //! packed rows) equals the scalar kernel on the GGUF bytes bit for bit
 //! (the tiled kernels: their own result on the GGUF bytes), on row counts
@@ -8,7 +8,7 @@
 mod common;
 
 use common::{assert_bits_eq, gaussian};
-use mistral_kernels::packed::{PackedQ4K, PackedQ8_0};
+use mistral_kernels::packed::{PackedQ2K, PackedQ4K, PackedQ8_0};
 use mistral_kernels::{quantize_to_vec, GgmlType, Isa, QMatrix, QK_K};
 use std::sync::Arc;
 
@@ -38,9 +38,13 @@ fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
 #[test]
 fn packing_is_lossless() {
     for (rows, cols) in [(8, 256), (13, 512), (3, 256), (24, 1024), (17, 768)] {
-        let bytes = random_bytes(rows * cols / QK_K * 144, (rows * cols) as u64);
+        let seed = (rows * cols) as u64;
+        let bytes = random_bytes(rows * cols / QK_K * 144, seed);
         let p = PackedQ4K::pack(&bytes, rows, cols).unwrap();
-        assert_eq!(p.to_bytes(), bytes, "{rows}x{cols}");
+        assert_eq!(p.to_bytes(), bytes, "Q4_K {rows}x{cols}");
+        let bytes = random_bytes(rows * cols / QK_K * 84, seed + 1);
+        let p = PackedQ2K::pack(&bytes, rows, cols).unwrap();
+        assert_eq!(p.to_bytes(), bytes, "Q2_K {rows}x{cols}");
     }
 }
 
@@ -49,6 +53,9 @@ fn packing_rejects_wrong_sizes() {
     assert!(PackedQ4K::pack(&[0u8; 144], 2, 256).is_err());
     assert!(PackedQ4K::pack(&[0u8; 144], 1, 250).is_err());
     assert!(PackedQ4K::pack(&[0u8; 0], usize::MAX, 256).is_err());
+    assert!(PackedQ2K::pack(&[0u8; 84], 2, 256).is_err());
+    assert!(PackedQ2K::pack(&[0u8; 144], 1, 256).is_err());
+    assert!(PackedQ2K::pack(&[0u8; 0], usize::MAX, 256).is_err());
 }
 
 #[test]
@@ -174,6 +181,127 @@ fn packed_products_are_exact_at_the_extreme_levels() {
             .unwrap()
             .with_isa(isa)
             .unwrap();
+        for n in [1, 3] {
+            let mut got = vec![f32::NAN; n * rows];
+            m.matmul(&x[..n * cols], &mut got).unwrap();
+            assert_bits_eq(&format!("{isa:?} n={n}"), &got, &want[..n * rows], rows);
+        }
+    }
+}
+
+/// Q2_K bytes whose rows differ in magnitude and offset (so scales and mins vary).
+fn q2k_rows(rows: usize, cols: usize, seed: u64) -> Vec<u8> {
+    let w: Vec<f32> = gaussian(rows * cols, seed)
+        .into_iter()
+        .enumerate()
+        .map(|(k, v)| v * (1.0 + (k / cols % 5) as f32) + 0.5 * (k / cols % 3) as f32)
+        .collect();
+    quantize_to_vec(GgmlType::Q2_K, &w).unwrap()
+}
+
+/// Q2_K is packed on AVX-512 only, and goes back to the GGUF layout for
+/// other paths. Its AVX-512 matrix × vector kernel gives the scalar kernel's
+/// bits, and the tiled prefill on the packed rows the plain layout's.
+#[test]
+fn packed_q2k_products_equal_the_plain_layout_bit_for_bit() {
+    let shapes = [
+        (8, 256, 1),
+        (13, 512, 1),
+        (37, 1024, 3),
+        (200, 1024, 1),
+        (45, 2304, 2),
+        // Prefill (the tiled kernels expand the packed rows).
+        (150, 512, 20),
+        (261, 768, 33),
+        (48, 768, 35),
+    ];
+    for (i, &(rows, cols, n)) in shapes.iter().enumerate() {
+        let bytes = q2k_rows(rows, cols, 50 + i as u64);
+        let x: Vec<f32> = gaussian(n * cols, 200 + i as u64)
+            .into_iter()
+            .enumerate()
+            .map(|(k, v)| v * (0.1 + (k / cols % 5) as f32))
+            .collect();
+        let len = bytes.len();
+        let plain = |isa: Isa| {
+            let m =
+                QMatrix::from_shared(GgmlType::Q2_K, rows, cols, Arc::new(bytes.clone()), 0..len)
+                    .unwrap()
+                    .with_isa(isa)
+                    .unwrap();
+            let mut y = vec![0f32; n * rows];
+            m.matmul(&x, &mut y).unwrap();
+            y
+        };
+        let scalar = plain(Isa::Scalar);
+        for isa in Isa::available_paths() {
+            let m = QMatrix::new(GgmlType::Q2_K, rows, cols, bytes.clone())
+                .unwrap()
+                .with_isa(isa)
+                .unwrap();
+            assert_eq!(m.is_packed(), isa.has_avx512(), "{isa:?}");
+            assert_eq!(m.bytes(), &bytes[..]);
+            let mut got = vec![f32::NAN; n * rows];
+            m.matmul(&x, &mut got).unwrap();
+            let what = format!("{isa:?} {rows}x{cols} n={n}");
+            // The packed kernel (AVX-512, not tiled) equals the scalar kernel;
+            // every other product is the plain layout's on the same path.
+            let tiled = mistral_kernels::gemm::is_tiled(GgmlType::Q2_K, isa, n);
+            let want = if m.is_packed() && !tiled {
+                &scalar
+            } else {
+                &plain(isa)
+            };
+            assert_bits_eq(&what, &got, want, rows);
+        }
+    }
+}
+
+/// Every level 3 and every 4-bit scale and min 15 against activation rows
+/// whose Q8_K bytes are all −128 or all ±127: the largest integer sums a
+/// Q2_K super-block can make (the AVX-512 kernel keeps 4^k × the sums of
+/// bit-pair k in i32), still equal to the scalar kernel bit for bit.
+#[test]
+fn packed_q2k_products_are_exact_at_the_extreme_levels() {
+    let (rows, cols) = (16, 768);
+    let block = |r: usize| {
+        let mut b = [0xFFu8; 84];
+        b[80..82].copy_from_slice(&half::f16::from_f32(1e-3 * (1 + r % 5) as f32).to_le_bytes());
+        b[82..84].copy_from_slice(&half::f16::from_f32(2e-4 * (1 + r % 3) as f32).to_le_bytes());
+        b
+    };
+    let bytes: Vec<u8> = (0..rows)
+        .flat_map(|r| (0..cols / QK_K).flat_map(move |_| block(r)))
+        .collect();
+    let x: Vec<f32> = (0..3 * cols)
+        .map(|k| match k / cols {
+            0 => 1.0,
+            1 => -1.0,
+            _ => {
+                if k % 4 == 3 {
+                    -1.0
+                } else {
+                    1.0
+                }
+            }
+        })
+        .collect();
+    let len = bytes.len();
+    let plain = QMatrix::from_shared(GgmlType::Q2_K, rows, cols, Arc::new(bytes.clone()), 0..len)
+        .unwrap()
+        .with_isa(Isa::Scalar)
+        .unwrap();
+    let mut want = vec![0f32; 3 * rows];
+    plain.matmul(&x, &mut want).unwrap();
+    assert!(want.iter().all(|v| v.is_finite() && *v != 0.0));
+    for isa in Isa::available_paths() {
+        let m = QMatrix::new(GgmlType::Q2_K, rows, cols, bytes.clone())
+            .unwrap()
+            .with_isa(isa)
+            .unwrap();
+        if !m.is_packed() {
+            continue;
+        }
         for n in [1, 3] {
             let mut got = vec![f32::NAN; n * rows];
             m.matmul(&x[..n * cols], &mut got).unwrap();

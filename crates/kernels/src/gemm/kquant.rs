@@ -26,7 +26,7 @@ use super::{row_block_size, store_tile, with_panels, PANEL};
 use crate::blocks::*;
 use crate::dot::avx2;
 use crate::matmul::{OutPtr, Pool};
-use crate::packed::{BlockQ4Kx8, PackedQ4K, GROUP};
+use crate::packed::{BlockQ4Kx8, PackedQ2K, PackedQ4K, GROUP};
 use crate::quant::quantize_block_q8k;
 use mistral_gguf::GgmlType;
 use rayon::prelude::*;
@@ -496,6 +496,8 @@ pub(crate) enum KRows<'a> {
     Plain(&'a [u8]),
     /// Q4_K regrouped by 8 rows.
     PackedQ4K(&'a PackedQ4K),
+    /// Q2_K regrouped by 8 rows (expanded one GGUF block at a time).
+    PackedQ2K(&'a PackedQ2K),
 }
 
 /// Expands rows `rb0..rb1`, super-blocks `s0..s0 + nsb`, into `wbuf`.
@@ -517,6 +519,7 @@ pub(super) unsafe fn expand_rows(
             match src {
                 KRows::Plain(w) => expand(ty, &w[r * row_bytes..(r + 1) * row_bytes], s0 + s, out),
                 KRows::PackedQ4K(p) => expand_packed_q4k(p.group_block(r, s0 + s), r % GROUP, out),
+                KRows::PackedQ2K(p) => expand(ty, blocks_as_bytes(&[p.block(r, s0 + s)]), 0, out),
             }
         }
     }

@@ -127,14 +127,14 @@ thread_local! {
 impl Scratch {
     /// Grows the weight buffers for one k-block of rows `rb0..rb1`:
     /// whole groups of 8 rows (the packed expansion writes the last group's
-    /// padding rows too), and the AVX2 form only for the plain layout (which
-    /// goes through the AVX2 expansion first).
+    /// padding rows too), and the AVX2 form only for the layouts that go
+    /// through the AVX2 expansion first (all but packed Q4_K).
     fn reserve(&mut self, w: KRows<'_>, (rb0, rb1): (usize, usize), kb: usize) {
         let need = (rb1.next_multiple_of(GROUP) - rb0) * KC.min(kb);
         if self.wbuf.len() < need {
             self.wbuf.resize(need, W_ZERO);
         }
-        if matches!(w, KRows::Plain(_)) && self.expanded.len() < need {
+        if !matches!(w, KRows::PackedQ4K(_)) && self.expanded.len() < need {
             self.expanded.resize(need, WEIGHT_ZERO);
         }
     }
@@ -656,7 +656,7 @@ pub(crate) fn matmul(
 /// # Safety
 /// AVX2/FMA/F16C and AVX-512 F/BW/VL/VNNI available; `w` holds the matrix
 /// rows of `row_bytes` (`kb` super-blocks each); `rb0` is a multiple of
-/// [`GROUP`]; `scratch.wbuf` (and for the plain layout `scratch.expanded`)
+/// [`GROUP`]; `scratch.wbuf` (and for all but packed Q4_K `scratch.expanded`)
 /// holds `(rb1.next_multiple_of(GROUP) - rb0) * nsb` entries.
 unsafe fn expand_k_block(
     ty: GgmlType,
@@ -679,7 +679,7 @@ unsafe fn expand_k_block(
                 }
             }
         }
-        KRows::Plain(bytes) => {
+        KRows::Plain(_) | KRows::PackedQ2K(_) => {
             let count = (rb1 - rb0) * nsb;
             expand_rows(
                 ty,
@@ -695,7 +695,7 @@ unsafe fn expand_k_block(
                 &scratch.expanded[..count],
                 &mut scratch.wbuf[..count],
             );
-            if s0 + KC < kb {
+            if let (KRows::Plain(bytes), true) = (w, s0 + KC < kb) {
                 let block = row_bytes / kb;
                 let next = KC.min(kb - s0 - KC) * block;
                 for r in rb0..rb1 {

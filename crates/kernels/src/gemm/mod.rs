@@ -195,28 +195,29 @@ pub(crate) fn try_matmul(
     }
 }
 
-/// [`try_matmul`] for a Q4_K matrix in the packed layout.
-pub(crate) fn try_matmul_packed_q4k(
+/// [`try_matmul`] for a k-quant matrix regrouped by 8 rows ([`crate::packed::Packed`]).
+pub(crate) fn try_matmul_packed_kquant<B: crate::packed::GroupBlock>(
     isa: Isa,
-    w: &crate::packed::PackedQ4K,
+    w: &crate::packed::Packed<B>,
     x: &[f32],
     y: &mut [f32],
 ) -> bool {
-    let (rows, cols) = (w.rows(), w.cols());
-    if !is_tiled(GgmlType::Q4_K, isa, x.len() / cols.max(1)) {
+    use crate::blocks::ByteBlock;
+    let (ty, rows, cols) = (B::Gguf::TYPE, w.rows(), w.cols());
+    if !is_tiled(ty, isa, x.len() / cols.max(1)) {
         return false;
     }
     #[cfg(target_arch = "x86_64")]
     {
-        kquant_matmul(
-            GgmlType::Q4_K,
-            isa,
-            kquant::KRows::PackedQ4K(w),
-            rows,
-            cols,
-            x,
-            y,
-        )
+        let any = w as &dyn std::any::Any;
+        let src = if let Some(p) = any.downcast_ref::<crate::packed::PackedQ4K>() {
+            kquant::KRows::PackedQ4K(p)
+        } else if let Some(p) = any.downcast_ref::<crate::packed::PackedQ2K>() {
+            kquant::KRows::PackedQ2K(p)
+        } else {
+            return false;
+        };
+        kquant_matmul(ty, isa, src, rows, cols, x, y)
     }
     #[cfg(not(target_arch = "x86_64"))]
     {

@@ -17,6 +17,9 @@
 //! this way, and Q8_0 matrices it owns as [`PackedQ8_0`] when it computes on
 //! [`Isa::Avx512`].
 
+pub mod q2k;
+#[cfg(target_arch = "x86_64")]
+pub mod q2k_avx512;
 pub mod q4k;
 #[cfg(target_arch = "x86_64")]
 pub mod q4k_avx2;
@@ -26,37 +29,65 @@ pub mod q8_0;
 #[cfg(target_arch = "x86_64")]
 pub mod q8_0_avx512;
 
-use crate::blocks::{blocks_as_bytes, cast_blocks, matrix_bytes, BlockQ4K, F16Le, QK_K};
+use crate::blocks::{blocks_as_bytes, cast_blocks, matrix_bytes, BlockQ8K, ByteBlock, QK_K};
 use crate::dequant::dequantize;
 use crate::dot::ActFormat;
 use crate::error::{KernelError, Result};
 use crate::isa::Isa;
 use crate::matmul::{activation_rows, with_scratch, OutPtr};
-use mistral_gguf::GgmlType;
+pub use q2k::BlockQ2Kx8;
 pub use q4k::{BlockQ4Kx8, GROUP};
 pub use q8_0::{PackedQ8_0, GROUP16};
 use rayon::prelude::*;
 
-/// A `[rows, cols]` Q4_K matrix: groups of 8 rows as [`BlockQ4Kx8`]
-/// (`kb = cols / 256` per group, in super-block order), the last group
-/// padded with all-zero rows.
-#[derive(Clone)]
-pub struct PackedQ4K {
-    rows: usize,
-    cols: usize,
-    groups: Vec<BlockQ4Kx8>,
+/// A k-quant block type regrouped by 8 rows: super-block `s` of rows
+/// `8g..8g + 8` in one value ([`BlockQ4Kx8`], [`BlockQ2Kx8`]), with its
+/// matrix × vector kernels. Sealed: implemented in this module only.
+pub trait GroupBlock: Copy + Send + Sync + sealed::Sealed + 'static {
+    /// The GGUF block of one row.
+    type Gguf: ByteBlock + Copy + Send + Sync;
+    /// An all-zero GGUF block (a padding row).
+    const ZERO_ROW: Self::Gguf;
+    /// Regroups the same super-block of 8 rows.
+    fn pack(rows: [&Self::Gguf; GROUP]) -> Self;
+    /// Row `r`'s GGUF block (the inverse of [`GroupBlock::pack`]).
+    fn unpack(&self, r: usize) -> Self::Gguf;
+    /// The 8 rows' dot products with one Q8_K activation row, on `isa`
+    /// (checked available by the caller).
+    fn gemv(isa: Isa, w: &[Self], a: &[BlockQ8K]) -> [f32; GROUP];
 }
 
-impl std::fmt::Debug for PackedQ4K {
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for super::BlockQ4Kx8 {}
+    impl Sealed for super::BlockQ2Kx8 {}
+}
+
+/// A `[rows, cols]` matrix of a k-quant in groups of 8 rows (`kb = cols /
+/// 256` group blocks per group, in super-block order), the last group padded
+/// with all-zero rows.
+#[derive(Clone)]
+pub struct Packed<B> {
+    rows: usize,
+    cols: usize,
+    groups: Vec<B>,
+}
+
+/// Q4_K in groups of 8 rows.
+pub type PackedQ4K = Packed<BlockQ4Kx8>;
+/// Q2_K in groups of 8 rows.
+pub type PackedQ2K = Packed<BlockQ2Kx8>;
+
+impl<B: GroupBlock> std::fmt::Debug for Packed<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "PackedQ4K [{}, {}]", self.rows, self.cols)
+        write!(f, "Packed{} [{}, {}]", B::Gguf::TYPE, self.rows, self.cols)
     }
 }
 
-impl PackedQ4K {
-    /// Regroups `rows` GGUF Q4_K rows of `cols` values (`bytes`), in parallel.
-    pub fn pack(bytes: &[u8], rows: usize, cols: usize) -> Result<PackedQ4K> {
-        let ty = GgmlType::Q4_K;
+impl<B: GroupBlock> Packed<B> {
+    /// Regroups `rows` GGUF rows of `cols` values (`bytes`), in parallel.
+    pub fn pack(bytes: &[u8], rows: usize, cols: usize) -> Result<Packed<B>> {
+        let ty = B::Gguf::TYPE;
         let expected = matrix_bytes(ty, rows, cols)?;
         if bytes.len() != expected {
             return Err(KernelError::DataSize {
@@ -65,20 +96,15 @@ impl PackedQ4K {
                 got: bytes.len(),
             });
         }
-        let blocks: &[BlockQ4K] = cast_blocks(bytes)?;
+        let blocks: &[B::Gguf] = cast_blocks(bytes)?;
         let kb = cols / QK_K;
-        let zero = BlockQ4K {
-            d: F16Le([0, 0]),
-            dmin: F16Le([0, 0]),
-            scales: [0; 12],
-            qs: [0; QK_K / 2],
-        };
+        let zero = B::ZERO_ROW;
         // Block `i` is super-block `i % kb` of group `i / kb`.
         let groups = (0..rows.div_ceil(GROUP) * kb)
             .into_par_iter()
             .map(|i| {
                 let (g, s) = (i / kb, i % kb);
-                BlockQ4Kx8::pack(std::array::from_fn(|k| {
+                B::pack(std::array::from_fn(|k| {
                     let r = GROUP * g + k;
                     if r < rows {
                         &blocks[r * kb + s]
@@ -88,7 +114,7 @@ impl PackedQ4K {
                 }))
             })
             .collect();
-        Ok(PackedQ4K { rows, cols, groups })
+        Ok(Packed { rows, cols, groups })
     }
 
     pub fn rows(&self) -> usize {
@@ -103,19 +129,19 @@ impl PackedQ4K {
     }
 
     /// Row `r`'s super-block `s` as a GGUF block (`r < rows`, `s < cols / 256`).
-    pub fn block(&self, r: usize, s: usize) -> BlockQ4K {
+    pub fn block(&self, r: usize, s: usize) -> B::Gguf {
         self.group_block(r, s).unpack(r % GROUP)
     }
 
     /// The group block holding row `r`'s super-block `s` (as row `r % 8`).
-    pub fn group_block(&self, r: usize, s: usize) -> &BlockQ4Kx8 {
+    pub fn group_block(&self, r: usize, s: usize) -> &B {
         &self.groups[r / GROUP * self.kb() + s]
     }
 
     /// The matrix in GGUF layout (row-major blocks).
     pub fn to_bytes(&self) -> Vec<u8> {
         let kb = self.kb();
-        let blocks: Vec<BlockQ4K> = (0..self.rows * kb)
+        let blocks: Vec<B::Gguf> = (0..self.rows * kb)
             .map(|i| self.block(i / kb, i % kb))
             .collect();
         blocks_as_bytes(&blocks).to_vec()
@@ -126,40 +152,6 @@ impl PackedQ4K {
         dequantize_packed_row((self.rows, self.cols), row, out, |s| self.block(row, s))
     }
 
-    /// The 8 rows of group `g` against one Q8_K activation row.
-    fn gemv(&self, isa: Isa, g: usize, a: &[crate::blocks::BlockQ8K]) -> [f32; GROUP] {
-        let kb = self.kb();
-        let w = &self.groups[g * kb..(g + 1) * kb];
-        #[cfg(target_arch = "x86_64")]
-        if isa.has_avx512() {
-            // SAFETY: `isa` was checked available (AVX-512 F/BW/VL/VNNI with
-            // AVX2, FMA, F16C) by the caller (`Isa::checked` in `matmul`);
-            // the kernel reads only the `kb` blocks of both slices.
-            return unsafe { q4k_avx512::gemv(w, a) };
-        }
-        #[cfg(target_arch = "x86_64")]
-        if isa.has_avx2() {
-            // SAFETY: `isa` was checked available (AVX2 + FMA + F16C) by
-            // the caller (`Isa::checked` in `matmul`); the kernel reads
-            // only the `kb` blocks of both slices.
-            return unsafe { q4k_avx2::gemv(w, a) };
-        }
-        #[cfg(target_arch = "aarch64")]
-        if isa.is_neon() {
-            // SAFETY: as above for `Isa::Neon` / `Isa::NeonDot` (the
-            // `sdot` kernel only for the latter).
-            return unsafe {
-                if isa == Isa::NeonDot {
-                    crate::dot::neon::q4kx8_gemv_dot(w, a)
-                } else {
-                    crate::dot::neon::q4kx8_gemv(w, a)
-                }
-            };
-        }
-        let _ = isa;
-        q4k::gemv_scalar(w, a)
-    }
-
     /// `y[t, r] = Σ_c w[r, c] · x[t, c]` (`x`: `n` rows of `cols`, `y`: `n * rows`).
     pub fn matmul(&self, isa: Isa, x: &[f32], y: &mut [f32]) -> Result<()> {
         let isa = isa.checked()?;
@@ -168,7 +160,7 @@ impl PackedQ4K {
         if rows == 0 || n == 0 {
             return Ok(());
         }
-        if crate::gemm::try_matmul_packed_q4k(isa, self, x, y) {
+        if crate::gemm::try_matmul_packed_kquant(isa, self, x, y) {
             return Ok(());
         }
         let (groups, kb) = (rows.div_ceil(GROUP), self.kb());
@@ -192,7 +184,8 @@ impl PackedQ4K {
                 let (g0, g1) = (task * per, ((task + 1) * per).min(groups));
                 for t in 0..n {
                     for g in g0..g1 {
-                        store(t, g, &self.gemv(isa, g, act(t)));
+                        let w = &self.groups[g * kb..(g + 1) * kb];
+                        store(t, g, &B::gemv(isa, w, act(t)));
                     }
                 }
             });

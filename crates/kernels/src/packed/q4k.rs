@@ -17,10 +17,12 @@
 //! row and its high nibbles those of sub-block `2p + 1`. A kernel multiplies
 //! them by 4 broadcast activation bytes and gets the 8 rows' partial sums in
 //! 8 lanes, with no horizontal sums and no 6-bit scale unpacking. Nothing is
-//! lost: [`BlockQ4Kx8::unpack`] gives back the GGUF blocks bit for bit.
+//! lost: [`GroupBlock::unpack`] gives back the GGUF blocks bit for bit.
 
+use super::GroupBlock;
 use crate::blocks::{scale_min_k4, BlockQ4K, BlockQ8K, F16Le, QK_K};
 use crate::dot::scalar::step_kmin;
+use crate::isa::Isa;
 use crate::quant::pack_scale_min_k4;
 
 /// Rows per group.
@@ -49,51 +51,6 @@ impl BlockQ4Kx8 {
         dmin: [F16Le([0, 0]); GROUP],
     };
 
-    /// Regroups the same super-block of 8 rows.
-    pub fn pack(rows: [&BlockQ4K; GROUP]) -> BlockQ4Kx8 {
-        let mut out = BlockQ4Kx8::ZERO;
-        for (r, x) in rows.iter().enumerate() {
-            for p in 0..4 {
-                for t in 0..8 {
-                    let dst = 256 * p + 32 * t + 4 * r;
-                    let src = 32 * p + 4 * t;
-                    out.qs[dst..dst + 4].copy_from_slice(&x.qs[src..src + 4]);
-                }
-            }
-            for j in 0..8 {
-                let (s, m) = scale_min_k4(j, &x.scales);
-                out.sc[Self::sc_index(r, j)] = s;
-                out.m[Self::m_index(r, j)] = m;
-            }
-            out.d[r] = x.d;
-            out.dmin[r] = x.dmin;
-        }
-        out
-    }
-
-    /// Row `r`'s GGUF block (the inverse of [`BlockQ4Kx8::pack`]).
-    pub fn unpack(&self, r: usize) -> BlockQ4K {
-        let mut x = BlockQ4K {
-            d: self.d[r],
-            dmin: self.dmin[r],
-            scales: [0; 12],
-            qs: [0; QK_K / 2],
-        };
-        for p in 0..4 {
-            for t in 0..8 {
-                let src = 256 * p + 32 * t + 4 * r;
-                let dst = 32 * p + 4 * t;
-                x.qs[dst..dst + 4].copy_from_slice(&self.qs[src..src + 4]);
-            }
-        }
-        let (mut ls, mut lm) = ([0u8; 8], [0u8; 8]);
-        for j in 0..8 {
-            (ls[j], lm[j]) = self.scale_min(r, j);
-        }
-        pack_scale_min_k4(&ls, &lm, &mut x.scales);
-        x
-    }
-
     /// Where row `r`'s scale of sub-block `j` is in `sc`.
     const fn sc_index(r: usize, j: usize) -> usize {
         8 * j + r
@@ -120,6 +77,89 @@ impl BlockQ4Kx8 {
         } else {
             byte >> 4
         }
+    }
+}
+
+impl GroupBlock for BlockQ4Kx8 {
+    type Gguf = BlockQ4K;
+    const ZERO_ROW: BlockQ4K = BlockQ4K {
+        d: F16Le([0, 0]),
+        dmin: F16Le([0, 0]),
+        scales: [0; 12],
+        qs: [0; QK_K / 2],
+    };
+
+    fn pack(rows: [&BlockQ4K; GROUP]) -> BlockQ4Kx8 {
+        let mut out = BlockQ4Kx8::ZERO;
+        for (r, x) in rows.iter().enumerate() {
+            for p in 0..4 {
+                for t in 0..8 {
+                    let dst = 256 * p + 32 * t + 4 * r;
+                    let src = 32 * p + 4 * t;
+                    out.qs[dst..dst + 4].copy_from_slice(&x.qs[src..src + 4]);
+                }
+            }
+            for j in 0..8 {
+                let (s, m) = scale_min_k4(j, &x.scales);
+                out.sc[BlockQ4Kx8::sc_index(r, j)] = s;
+                out.m[BlockQ4Kx8::m_index(r, j)] = m;
+            }
+            out.d[r] = x.d;
+            out.dmin[r] = x.dmin;
+        }
+        out
+    }
+
+    fn unpack(&self, r: usize) -> BlockQ4K {
+        let mut x = BlockQ4K {
+            d: self.d[r],
+            dmin: self.dmin[r],
+            scales: [0; 12],
+            qs: [0; QK_K / 2],
+        };
+        for p in 0..4 {
+            for t in 0..8 {
+                let src = 256 * p + 32 * t + 4 * r;
+                let dst = 32 * p + 4 * t;
+                x.qs[dst..dst + 4].copy_from_slice(&self.qs[src..src + 4]);
+            }
+        }
+        let (mut ls, mut lm) = ([0u8; 8], [0u8; 8]);
+        for j in 0..8 {
+            (ls[j], lm[j]) = self.scale_min(r, j);
+        }
+        pack_scale_min_k4(&ls, &lm, &mut x.scales);
+        x
+    }
+
+    fn gemv(isa: Isa, w: &[BlockQ4Kx8], a: &[BlockQ8K]) -> [f32; GROUP] {
+        #[cfg(target_arch = "x86_64")]
+        {
+            // SAFETY: `isa` was checked available by the caller
+            // (`Isa::checked` in `Packed::matmul`): AVX-512 F/BW/VL/VNNI
+            // with AVX2, FMA, F16C, or AVX2 + FMA + F16C; the kernels read
+            // only the blocks both slices have.
+            if isa.has_avx512() {
+                return unsafe { super::q4k_avx512::gemv(w, a) };
+            }
+            if isa.has_avx2() {
+                return unsafe { super::q4k_avx2::gemv(w, a) };
+            }
+        }
+        #[cfg(target_arch = "aarch64")]
+        if isa.is_neon() {
+            // SAFETY: as above for `Isa::Neon` / `Isa::NeonDot` (the
+            // `sdot` kernel only for the latter).
+            return unsafe {
+                if isa == Isa::NeonDot {
+                    crate::dot::neon::q4kx8_gemv_dot(w, a)
+                } else {
+                    crate::dot::neon::q4kx8_gemv(w, a)
+                }
+            };
+        }
+        let _ = isa;
+        gemv_scalar(w, a)
     }
 }
 
