@@ -1,7 +1,8 @@
 //! Quick timing of one matmul shape (developer tool; the real numbers come
 //! from `cargo bench --bench matvec`). Usage: mm_timing TYPE ROWS COLS N [ISA]
 //!
-//! Prints wall time and process CPU time per run: on a shared machine the
+//! Runs the product 8 times (each run repeated for at least 20 ms) from a
+//! rayon pool thread and prints wall time and process CPU time per product: on a shared machine the
 //! CPU time divided by the thread count is the steadier figure.
 use mistral_kernels::{quantize_to_vec, GgmlType, Isa, QMatrix};
 use std::time::Instant;
@@ -38,16 +39,29 @@ fn main() {
         .collect();
     let mut y = vec![0f32; n * rows];
     let threads = rayon::current_num_threads() as f64;
-    for it in 0..8 {
-        let (t, c) = (Instant::now(), cpu_seconds());
+    // From a pool thread, as the engine calls it (`Model::forward` runs
+    // there): a call from outside the pool pays ~25-60 µs to hand its work
+    // over, which swamps the small products.
+    let pool = rayon::ThreadPoolBuilder::new().build().expect("pool");
+    pool.install(|| {
+        // Each run repeats the product for at least 20 ms (one call at
+        // small n takes tens of µs).
+        let t = Instant::now();
         m.matmul(&x, &mut y).unwrap();
-        let s = t.elapsed().as_secs_f64();
-        let cpu = (cpu_seconds() - c) / threads;
-        println!(
-            "{ty} {rows}x{cols} n={n} {isa:?} run {it}: {:.2} ms wall, {:.2} ms cpu/thread, {:.1} GFLOP/s",
-            s * 1e3,
-            cpu * 1e3,
-            2.0 * (rows * cols * n) as f64 / s / 1e9
-        );
-    }
+        let reps = (0.02 / t.elapsed().as_secs_f64().max(1e-7)).ceil().max(1.0) as usize;
+        for it in 0..8 {
+            let (t, c) = (Instant::now(), cpu_seconds());
+            for _ in 0..reps {
+                m.matmul(&x, &mut y).unwrap();
+            }
+            let s = t.elapsed().as_secs_f64() / reps as f64;
+            let cpu = (cpu_seconds() - c) / threads / reps as f64;
+            println!(
+                "{ty} {rows}x{cols} n={n} {isa:?} run {it}: {:.3} ms wall, {:.3} ms cpu/thread, {:.1} GFLOP/s",
+                s * 1e3,
+                cpu * 1e3,
+                2.0 * (rows * cols * n) as f64 / s / 1e9
+            );
+        }
+    });
 }

@@ -210,10 +210,12 @@ fn packed_q2k_products_equal_the_plain_layout_bit_for_bit() {
         (37, 1024, 3),
         (200, 1024, 1),
         (45, 2304, 2),
-        // Prefill (the tiled kernels expand the packed rows).
+        // Small batches (row kernel on AVX-512) and prefill (the tiled
+        // kernels expand the packed rows).
         (150, 512, 20),
         (261, 768, 33),
-        (48, 768, 35),
+        (48, 768, 50),
+        (72, 512, 64),
     ];
     for (i, &(rows, cols, n)) in shapes.iter().enumerate() {
         let bytes = q2k_rows(rows, cols, 50 + i as u64);
@@ -246,7 +248,7 @@ fn packed_q2k_products_equal_the_plain_layout_bit_for_bit() {
             let what = format!("{isa:?} {rows}x{cols} n={n}");
             // The packed kernel (AVX-512, not tiled) equals the scalar kernel;
             // every other product is the plain layout's on the same path.
-            let tiled = mistral_kernels::gemm::is_tiled(GgmlType::Q2_K, isa, n);
+            let tiled = mistral_kernels::gemm::is_tiled_packed(GgmlType::Q2_K, isa, n);
             let want = if m.is_packed() && !tiled {
                 &scalar
             } else {

@@ -893,10 +893,15 @@ pub(crate) unsafe fn levels_q6k(x: &BlockQ6K) -> [__m256i; 8] {
 /// Q2_K: 0..4.
 #[inline(always)]
 pub(crate) unsafe fn levels_q2k(x: &BlockQ2K) -> [__m256i; 8] {
+    levels_q2k_qs([load(x.qs.as_ptr()), load(x.qs.as_ptr().add(32))])
+}
+
+/// [`levels_q2k`] from the two 32-byte halves of a block's `qs`.
+#[inline(always)]
+pub(crate) unsafe fn levels_q2k_qs(qs: [__m256i; 2]) -> [__m256i; 8] {
     let m3 = _mm256_set1_epi8(3);
     let mut v = [_mm256_setzero_si256(); 8];
-    for n in 0..2 {
-        let q = load(x.qs.as_ptr().add(32 * n));
+    for (n, &q) in qs.iter().enumerate() {
         for k in 0..4 {
             v[4 * n + k] =
                 _mm256_and_si256(_mm256_srl_epi16(q, _mm_cvtsi32_si128(2 * k as i32)), m3);

@@ -26,7 +26,7 @@ use super::{row_block_size, store_tile, with_panels, PANEL};
 use crate::blocks::*;
 use crate::dot::avx2;
 use crate::matmul::{OutPtr, Pool};
-use crate::packed::{BlockQ4Kx8, PackedQ2K, PackedQ4K, GROUP};
+use crate::packed::{BlockQ2Kx8, BlockQ4Kx8, PackedQ2K, PackedQ4K, GROUP};
 use crate::quant::quantize_block_q8k;
 use mistral_gguf::GgmlType;
 use rayon::prelude::*;
@@ -489,6 +489,32 @@ unsafe fn expand_packed_q4k(x: &BlockQ4Kx8, i: usize, out: &mut WeightSb) {
     out.dm = x.dmin[i].to_f32();
 }
 
+/// Row `i` of a packed Q2_K group block in the common form: as
+/// [`expand`] of the row's GGUF block, without rebuilding the block.
+///
+/// # Safety
+/// AVX2 available; `i < GROUP`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn expand_packed_q2k(x: &BlockQ2Kx8, i: usize, out: &mut WeightSb) {
+    // Row i's word t of half h is at byte 256h + 32t + 4i: a stride of 8 i32s.
+    let idx = _mm256_setr_epi32(0, 8, 16, 24, 32, 40, 48, 56);
+    let qs = [0, 1].map(|h| {
+        let base = x.qs.as_ptr().add(256 * h + 4 * i) as *const i32;
+        _mm256_i32gather_epi32::<4>(base, idx)
+    });
+    for (k, v) in avx2::levels_q2k_qs(qs).iter().enumerate() {
+        _mm256_store_si256(out.qs.as_mut_ptr().add(32 * k) as *mut __m256i, *v);
+    }
+    for g in 0..16 {
+        let b = x.scale_byte(i, g);
+        out.sc2[g] = pair((b & 0xF) as i16);
+        out.m[g] = (b >> 4) as i16;
+    }
+    out.d = avx2::f16(x.d[i]);
+    out.dm = avx2::f16(x.dmin[i]);
+}
+
 /// Where the weight rows come from.
 #[derive(Clone, Copy)]
 pub(crate) enum KRows<'a> {
@@ -496,7 +522,7 @@ pub(crate) enum KRows<'a> {
     Plain(&'a [u8]),
     /// Q4_K regrouped by 8 rows.
     PackedQ4K(&'a PackedQ4K),
-    /// Q2_K regrouped by 8 rows (expanded one GGUF block at a time).
+    /// Q2_K regrouped by 8 rows.
     PackedQ2K(&'a PackedQ2K),
 }
 
@@ -519,7 +545,7 @@ pub(super) unsafe fn expand_rows(
             match src {
                 KRows::Plain(w) => expand(ty, &w[r * row_bytes..(r + 1) * row_bytes], s0 + s, out),
                 KRows::PackedQ4K(p) => expand_packed_q4k(p.group_block(r, s0 + s), r % GROUP, out),
-                KRows::PackedQ2K(p) => expand(ty, blocks_as_bytes(&[p.block(r, s0 + s)]), 0, out),
+                KRows::PackedQ2K(p) => expand_packed_q2k(p.group_block(r, s0 + s), r % GROUP, out),
             }
         }
     }

@@ -77,6 +77,23 @@ pub fn is_tiled(ty: GgmlType, isa: Isa, n: usize) -> bool {
     isa.has_avx2() && cfg!(target_arch = "x86_64") && n >= min_rows(ty) && family(ty).is_some()
 }
 
+/// [`is_tiled`] for a matrix in a packed layout ([`crate::packed::Packed`]).
+/// Its AVX-512 matrix × vector kernels (one pass per activation row) beat
+/// the tiled kernels, which expand every weight first, up to more rows than
+/// the GGUF-layout row kernels do: Q4_K to 12 activation rows, Q2_K to 48
+/// (AMD Zen 4, 2 threads, 3584×1024 and 4096×4096, `examples/mm_timing`:
+/// Q4_K row kernel 260–340 GFLOP/s at any n, tiled 221–229 at n = 8,
+/// 309–316 at 12, 384–394 at 16; Q2_K row kernel 270–350, tiled 236–337
+/// at 32, 298–372 at 48, 379–412 at 64).
+pub fn is_tiled_packed(ty: GgmlType, isa: Isa, n: usize) -> bool {
+    let min = match ty {
+        GgmlType::Q4_K if isa.has_avx512() => 12,
+        GgmlType::Q2_K if isa.has_avx512() => 48,
+        _ => min_rows(ty),
+    };
+    is_tiled(ty, isa, n) && n >= min
+}
+
 /// Whether BF16 weights of `cols` columns take the `vdpbf16ps` kernel on
 /// [`Isa::Avx512`] (the CPU has AVX-512 BF16, `cols` is even).
 fn bf16_pairs(ty: GgmlType, cols: usize) -> bool {
@@ -204,7 +221,7 @@ pub(crate) fn try_matmul_packed_kquant<B: crate::packed::GroupBlock>(
 ) -> bool {
     use crate::blocks::ByteBlock;
     let (ty, rows, cols) = (B::Gguf::TYPE, w.rows(), w.cols());
-    if !is_tiled(ty, isa, x.len() / cols.max(1)) {
+    if !is_tiled_packed(ty, isa, x.len() / cols.max(1)) {
         return false;
     }
     #[cfg(target_arch = "x86_64")]
