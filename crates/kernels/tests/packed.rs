@@ -105,6 +105,9 @@ fn packed_products_equal_the_scalar_kernel_bit_for_bit() {
         // partial k-block.
         (48, 768, 35),
         (160, 1280, 40),
+        // 64 activation rows and more (the tiled kernels on AVX-512).
+        (150, 512, 70),
+        (96, 768, 64),
     ];
     for (i, &(rows, cols, n)) in shapes.iter().enumerate() {
         let bytes = q4k_rows(rows, cols, i as u64);
@@ -216,6 +219,7 @@ fn packed_q2k_products_equal_the_plain_layout_bit_for_bit() {
         (261, 768, 33),
         (48, 768, 50),
         (72, 512, 64),
+        (40, 512, 130),
     ];
     for (i, &(rows, cols, n)) in shapes.iter().enumerate() {
         let bytes = q2k_rows(rows, cols, 50 + i as u64);

@@ -78,17 +78,21 @@ pub fn is_tiled(ty: GgmlType, isa: Isa, n: usize) -> bool {
 }
 
 /// [`is_tiled`] for a matrix in a packed layout ([`crate::packed::Packed`]).
-/// Its AVX-512 matrix × vector kernels (one pass per activation row) beat
-/// the tiled kernels, which expand every weight first, up to more rows than
-/// the GGUF-layout row kernels do: Q4_K to 12 activation rows, Q2_K to 48
-/// (AMD Zen 4, 2 threads, 3584×1024 and 4096×4096, `examples/mm_timing`:
-/// Q4_K row kernel 260–340 GFLOP/s at any n, tiled 221–229 at n = 8,
-/// 309–316 at 12, 384–394 at 16; Q2_K row kernel 270–350, tiled 236–337
-/// at 32, 298–372 at 48, 379–412 at 64).
+/// Its AVX-512 matrix × vector kernels, which take 4 activation rows per
+/// pass over the weights, beat the tiled kernels (which expand every weight
+/// first) up to more rows than the GGUF-layout row kernels do: Q4_K to 64
+/// activation rows, Q2_K to 128 (AMD Zen 4, 2 threads, 3584×1024 and
+/// 4096×4096, `examples/mm_timing`, GFLOP/s: Q4_K 4-row kernel 483–567 from
+/// n = 8 to 48, tiled 229–316 at n = 8–12, 394–423 at 16, 508–529 at 32,
+/// 569–601 at 64; Q2_K 4-row kernel 393–502 from n = 16 to 128, tiled
+/// 347–394 up to 64, 465–468 at 128). With AMX tiles the k-quants' tiled
+/// kernel takes over from 33 rows, as in the plain layout (measured faster
+/// than AVX-512 there; these row kernels were not measured on AMX).
 pub fn is_tiled_packed(ty: GgmlType, isa: Isa, n: usize) -> bool {
     let min = match ty {
-        GgmlType::Q4_K if isa.has_avx512() => 12,
-        GgmlType::Q2_K if isa.has_avx512() => 48,
+        GgmlType::Q4_K | GgmlType::Q2_K if isa == Isa::Amx => 33,
+        GgmlType::Q4_K if isa.has_avx512() => 64,
+        GgmlType::Q2_K if isa.has_avx512() => 128,
         _ => min_rows(ty),
     };
     is_tiled(ty, isa, n) && n >= min

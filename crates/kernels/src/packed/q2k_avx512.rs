@@ -7,9 +7,9 @@
 //! operand of a `vpdpbusd` against 4 broadcast Q8_K bytes, and a lane adds 4
 //! products into i32 with nothing shifted. Per 16-value group a lane sums 16
 //! products (at most 16·192·128 = 393216), which the rows' 4-bit scales
-//! multiply (`vpmulld`); the sums of bit-pair `k` are kept apart (at most 4
-//! groups · 393216 · 15 < 2²⁵) and divided by `4^k` once per super-block
-//! with an arithmetic shift, exact because every term is a multiple of it.
+//! multiply (`vpmulld`), and an arithmetic shift divides the two scaled
+//! group sums of a bit-pair by `4^k` (at most 2 · 393216 · 15 < 2²⁴ before
+//! it), exact because every term is a multiple of it.
 //! The mins go in as the packed Q4_K kernel's do: each row's pair of scale
 //! bytes widened to two i16 and shifted down 4, `vpmaddwd` against the pair
 //! of activation group sums. The integer sums are exact and the float steps
@@ -29,28 +29,46 @@ use std::arch::x86_64::*;
 /// AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C available.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 pub unsafe fn gemv(w: &[BlockQ2Kx8], a: &[BlockQ8K]) -> [f32; GROUP] {
-    let masks = [0, 1, 2, 3].map(|k| _mm256_set1_epi8((3u8 << (2 * k)) as i8));
+    gemv_rows::<1>(w, [a])[0]
+}
+
+/// [`gemv`] for 4 activation rows in one pass over the weights: each
+/// weight word is loaded and masked once for all 4 (results equal to 4
+/// calls of [`gemv`]).
+///
+/// # Safety
+/// As [`gemv`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub unsafe fn gemv4(w: &[BlockQ2Kx8], a: [&[BlockQ8K]; 4]) -> [[f32; GROUP]; 4] {
+    gemv_rows::<4>(w, a)
+}
+
+/// [`gemv`] for `M` activation rows (`w.len()` blocks of each).
+#[inline(always)]
+unsafe fn gemv_rows<const M: usize>(w: &[BlockQ2Kx8], a: [&[BlockQ8K]; M]) -> [[f32; GROUP]; M] {
     let nibble = _mm256_set1_epi32(0xF);
-    let mut acc = _mm256_setzero_ps();
-    for (x, y) in w.iter().zip(a) {
+    let mut acc = [_mm256_setzero_ps(); M];
+    for (s, x) in w.iter().enumerate() {
         crate::dot::avx2::prefetch_ahead(x);
         let q = x.qs.as_ptr();
-        let aq = y.qs.as_ptr();
-        // Bit-pair k's scaled sums, 4^k times the true ones.
-        let mut sumk = [_mm256_setzero_si256(); 4];
-        let mut summ = _mm256_setzero_si256();
+        let y: [&BlockQ8K; M] = std::array::from_fn(|m| &a[m][s]);
+        let mut sumi = [_mm256_setzero_si256(); M];
+        let mut summ = [_mm256_setzero_si256(); M];
         for h in 0..2 {
-            // part[k][e]: the sums of group 8h + 2k + e.
-            let mut part = [[_mm256_setzero_si256(); 2]; 4];
-            for t in 0..8 {
-                let v = _mm256_load_si256(q.add(256 * h + 32 * t) as *const __m256i);
-                for (k, part_k) in part.iter_mut().enumerate() {
-                    let b = (aq.add(128 * h + 32 * k + 4 * t) as *const i32).read_unaligned();
-                    let l = _mm256_and_si256(v, masks[k]);
-                    part_k[t / 4] = _mm256_dpbusd_epi32(part_k[t / 4], l, _mm256_set1_epi32(b));
+            for k in 0..4 {
+                let mask = _mm256_set1_epi8((3u8 << (2 * k)) as i8);
+                // part[m][e]: activation row m's sums of group 8h + 2k + e,
+                // 4^k times the true ones.
+                let mut part = [[_mm256_setzero_si256(); 2]; M];
+                for t in 0..8 {
+                    let v = _mm256_load_si256(q.add(256 * h + 32 * t) as *const __m256i);
+                    let l = _mm256_and_si256(v, mask);
+                    for m in 0..M {
+                        let aq = y[m].qs.as_ptr().add(128 * h + 32 * k + 4 * t);
+                        let b = _mm256_set1_epi32((aq as *const i32).read_unaligned());
+                        part[m][t / 4] = _mm256_dpbusd_epi32(part[m][t / 4], l, b);
+                    }
                 }
-            }
-            for (k, part_k) in part.iter().enumerate() {
                 let p = 4 * h + k;
                 // Each row's scale bytes of groups 2p, 2p + 1 as two i16.
                 let s16 = _mm256_cvtepu8_epi16(_mm_loadu_si128(
@@ -58,34 +76,39 @@ pub unsafe fn gemv(w: &[BlockQ2Kx8], a: &[BlockQ8K]) -> [f32; GROUP] {
                 ));
                 let sc0 = _mm256_and_si256(s16, nibble);
                 let sc1 = _mm256_and_si256(_mm256_srli_epi32::<16>(s16), nibble);
-                sumk[k] = _mm256_add_epi32(sumk[k], _mm256_mullo_epi32(part_k[0], sc0));
-                sumk[k] = _mm256_add_epi32(sumk[k], _mm256_mullo_epi32(part_k[1], sc1));
-                let bs = (y.bsums[2 * p] as u16 as u32) | (y.bsums[2 * p + 1] as u16 as u32) << 16;
                 let mins = _mm256_srli_epi16::<4>(s16);
-                summ =
-                    _mm256_add_epi32(summ, _mm256_madd_epi16(mins, _mm256_set1_epi32(bs as i32)));
+                let shift = _mm_cvtsi32_si128(2 * k as i32);
+                for m in 0..M {
+                    let scaled = _mm256_add_epi32(
+                        _mm256_mullo_epi32(part[m][0], sc0),
+                        _mm256_mullo_epi32(part[m][1], sc1),
+                    );
+                    sumi[m] = _mm256_add_epi32(sumi[m], _mm256_sra_epi32(scaled, shift));
+                    let (b0, b1) = (y[m].bsums[2 * p], y[m].bsums[2 * p + 1]);
+                    let bs = (b0 as u16 as u32) | (b1 as u16 as u32) << 16;
+                    let mm = _mm256_madd_epi16(mins, _mm256_set1_epi32(bs as i32));
+                    summ[m] = _mm256_add_epi32(summ[m], mm);
+                }
             }
         }
-        let sumi = _mm256_add_epi32(
-            _mm256_add_epi32(sumk[0], _mm256_srai_epi32::<2>(sumk[1])),
-            _mm256_add_epi32(
-                _mm256_srai_epi32::<4>(sumk[2]),
-                _mm256_srai_epi32::<6>(sumk[3]),
-            ),
-        );
-        let dy = _mm256_set1_ps(y.d);
         let half8 = |h: &[crate::blocks::F16Le; GROUP]| {
             _mm256_cvtph_ps(_mm_loadu_si128(h.as_ptr() as *const __m128i))
         };
-        let d = _mm256_mul_ps(dy, half8(&x.d));
-        let dm = _mm256_mul_ps(dy, half8(&x.dmin));
-        let t = _mm256_sub_ps(
-            _mm256_mul_ps(d, _mm256_cvtepi32_ps(sumi)),
-            _mm256_mul_ps(dm, _mm256_cvtepi32_ps(summ)),
-        );
-        acc = _mm256_add_ps(acc, t);
+        let (wd, wdmin) = (half8(&x.d), half8(&x.dmin));
+        for m in 0..M {
+            let dy = _mm256_set1_ps(y[m].d);
+            let d = _mm256_mul_ps(dy, wd);
+            let dm = _mm256_mul_ps(dy, wdmin);
+            let t = _mm256_sub_ps(
+                _mm256_mul_ps(d, _mm256_cvtepi32_ps(sumi[m])),
+                _mm256_mul_ps(dm, _mm256_cvtepi32_ps(summ[m])),
+            );
+            acc[m] = _mm256_add_ps(acc[m], t);
+        }
     }
-    let mut out = [0f32; GROUP];
-    _mm256_storeu_ps(out.as_mut_ptr(), acc);
+    let mut out = [[0f32; GROUP]; M];
+    for (o, v) in out.iter_mut().zip(acc) {
+        _mm256_storeu_ps(o.as_mut_ptr(), v);
+    }
     out
 }

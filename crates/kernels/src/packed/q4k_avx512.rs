@@ -34,65 +34,97 @@ use std::arch::x86_64::*;
 /// AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C available.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 pub unsafe fn gemv(w: &[BlockQ4Kx8], a: &[BlockQ8K]) -> [f32; GROUP] {
+    gemv_rows::<1>(w, [a])[0]
+}
+
+/// [`gemv`] for 4 activation rows in one pass over the weights: each
+/// weight word is loaded and split into nibbles once for all 4 (results
+/// equal to 4 calls of [`gemv`]).
+///
+/// # Safety
+/// As [`gemv`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub unsafe fn gemv4(w: &[BlockQ4Kx8], a: [&[BlockQ8K]; 4]) -> [[f32; GROUP]; 4] {
+    gemv_rows::<4>(w, a)
+}
+
+/// [`gemv`] for `M` activation rows (`w.len()` blocks of each).
+#[inline(always)]
+unsafe fn gemv_rows<const M: usize>(w: &[BlockQ4Kx8], a: [&[BlockQ8K]; M]) -> [[f32; GROUP]; M] {
     let m4 = _mm256_set1_epi8(0xF);
     let m4h = _mm256_set1_epi8(0xF0u8 as i8);
-    let mut acc = _mm256_setzero_ps();
-    for (x, y) in w.iter().zip(a) {
+    // One activation row has two accumulators per nibble half (even and
+    // odd words) to shorten the `vpdpbusd` dependency chains; several rows
+    // have chains enough.
+    let chains = if M == 1 { 2 } else { 1 };
+    let mut acc = [_mm256_setzero_ps(); M];
+    for (s, x) in w.iter().enumerate() {
         crate::dot::avx2::prefetch_ahead(x);
         let q = x.qs.as_ptr();
-        let aq = y.qs.as_ptr();
-        let mut sumi = _mm256_setzero_si256();
-        let mut sumh = _mm256_setzero_si256();
+        let y: [&BlockQ8K; M] = std::array::from_fn(|m| &a[m][s]);
+        let mut sumi = [_mm256_setzero_si256(); M];
+        let mut sumh = [_mm256_setzero_si256(); M];
         for p in 0..4 {
-            // Two accumulators per nibble half (even and odd words) to
-            // shorten the `vpdpbusd` dependency chains.
-            let mut lo = [_mm256_setzero_si256(); 2];
-            let mut hi = [_mm256_setzero_si256(); 2];
+            let mut lo = [[_mm256_setzero_si256(); 2]; M];
+            let mut hi = [[_mm256_setzero_si256(); 2]; M];
             for t in 0..8 {
                 let v = _mm256_load_si256(q.add(256 * p + 32 * t) as *const __m256i);
-                let al = (aq.add(64 * p + 4 * t) as *const i32).read_unaligned();
-                let ah = (aq.add(64 * p + 32 + 4 * t) as *const i32).read_unaligned();
                 let l = _mm256_and_si256(v, m4);
                 let h = _mm256_and_si256(v, m4h);
-                lo[t % 2] = _mm256_dpbusd_epi32(lo[t % 2], l, _mm256_set1_epi32(al));
-                hi[t % 2] = _mm256_dpbusd_epi32(hi[t % 2], h, _mm256_set1_epi32(ah));
+                let c = t % chains;
+                for m in 0..M {
+                    let aq = y[m].qs.as_ptr();
+                    let al = (aq.add(64 * p + 4 * t) as *const i32).read_unaligned();
+                    let ah = (aq.add(64 * p + 32 + 4 * t) as *const i32).read_unaligned();
+                    lo[m][c] = _mm256_dpbusd_epi32(lo[m][c], l, _mm256_set1_epi32(al));
+                    hi[m][c] = _mm256_dpbusd_epi32(hi[m][c], h, _mm256_set1_epi32(ah));
+                }
             }
             // Scales of sub-blocks 2p (bytes 0..8) and 2p + 1 (bytes 8..16),
             // widened to the 8 lanes.
-            let s = _mm_loadu_si128(x.sc.as_ptr().add(16 * p) as *const __m128i);
-            let sl = _mm256_cvtepu8_epi32(s);
-            let sh = _mm256_cvtepu8_epi32(_mm_srli_si128::<8>(s));
-            let l = _mm256_add_epi32(lo[0], lo[1]);
-            let h = _mm256_add_epi32(hi[0], hi[1]);
-            sumi = _mm256_add_epi32(sumi, _mm256_mullo_epi32(l, sl));
-            sumh = _mm256_add_epi32(sumh, _mm256_mullo_epi32(h, sh));
+            let sc = _mm_loadu_si128(x.sc.as_ptr().add(16 * p) as *const __m128i);
+            let sl = _mm256_cvtepu8_epi32(sc);
+            let sh = _mm256_cvtepu8_epi32(_mm_srli_si128::<8>(sc));
+            for m in 0..M {
+                let l = _mm256_add_epi32(lo[m][0], lo[m][1]);
+                let h = _mm256_add_epi32(hi[m][0], hi[m][1]);
+                sumi[m] = _mm256_add_epi32(sumi[m], _mm256_mullo_epi32(l, sl));
+                sumh[m] = _mm256_add_epi32(sumh[m], _mm256_mullo_epi32(h, sh));
+            }
         }
-        let sumi = _mm256_add_epi32(sumi, _mm256_srai_epi32::<4>(sumh));
-        // Σ_j m_j·bsum_j as in the AVX2 kernel: (bsum_2p, bsum_2p+1) pairs
-        // against each row's min pairs.
-        let bs = _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i);
-        let b8 = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
-        let mut pairs = [0i32; 4];
-        _mm_storeu_si128(pairs.as_mut_ptr() as *mut __m128i, b8);
-        let mut summ = _mm256_setzero_si256();
-        for (p, &pair) in pairs.iter().enumerate() {
-            let m =
-                _mm256_cvtepu8_epi16(_mm_loadu_si128(x.m.as_ptr().add(16 * p) as *const __m128i));
-            summ = _mm256_add_epi32(summ, _mm256_madd_epi16(m, _mm256_set1_epi32(pair)));
-        }
-        let dy = _mm256_set1_ps(y.d);
+        // The rows' min pairs (m_2p, m_2p+1) as i16 in each lane.
+        let mins: [__m256i; 4] = std::array::from_fn(|p| {
+            _mm256_cvtepu8_epi16(_mm_loadu_si128(x.m.as_ptr().add(16 * p) as *const __m128i))
+        });
         let half8 = |h: &[crate::blocks::F16Le; GROUP]| {
             _mm256_cvtph_ps(_mm_loadu_si128(h.as_ptr() as *const __m128i))
         };
-        let d = _mm256_mul_ps(dy, half8(&x.d));
-        let dm = _mm256_mul_ps(dy, half8(&x.dmin));
-        let t = _mm256_sub_ps(
-            _mm256_mul_ps(d, _mm256_cvtepi32_ps(sumi)),
-            _mm256_mul_ps(dm, _mm256_cvtepi32_ps(summ)),
-        );
-        acc = _mm256_add_ps(acc, t);
+        let (wd, wdmin) = (half8(&x.d), half8(&x.dmin));
+        for m in 0..M {
+            let sumi = _mm256_add_epi32(sumi[m], _mm256_srai_epi32::<4>(sumh[m]));
+            // Σ_j m_j·bsum_j as in the AVX2 kernel: (bsum_2p, bsum_2p+1)
+            // pairs against each row's min pairs.
+            let bs = _mm256_loadu_si256(y[m].bsums.as_ptr() as *const __m256i);
+            let b8 = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
+            let mut pairs = [0i32; 4];
+            _mm_storeu_si128(pairs.as_mut_ptr() as *mut __m128i, b8);
+            let mut summ = _mm256_setzero_si256();
+            for (mp, &pair) in mins.iter().zip(&pairs) {
+                summ = _mm256_add_epi32(summ, _mm256_madd_epi16(*mp, _mm256_set1_epi32(pair)));
+            }
+            let dy = _mm256_set1_ps(y[m].d);
+            let d = _mm256_mul_ps(dy, wd);
+            let dm = _mm256_mul_ps(dy, wdmin);
+            let t = _mm256_sub_ps(
+                _mm256_mul_ps(d, _mm256_cvtepi32_ps(sumi)),
+                _mm256_mul_ps(dm, _mm256_cvtepi32_ps(summ)),
+            );
+            acc[m] = _mm256_add_ps(acc[m], t);
+        }
     }
-    let mut out = [0f32; GROUP];
-    _mm256_storeu_ps(out.as_mut_ptr(), acc);
+    let mut out = [[0f32; GROUP]; M];
+    for (o, v) in out.iter_mut().zip(acc) {
+        _mm256_storeu_ps(o.as_mut_ptr(), v);
+    }
     out
 }
