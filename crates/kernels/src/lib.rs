@@ -15,9 +15,10 @@
 //!   products per weight row, rows split over rayon threads, four activation
 //!   rows per weight-row pass for small batches. Paths: [`Isa::Scalar`] (the
 //!   reference), [`Isa::Avx2`] (AVX2 + FMA + F16C) and [`Isa::Avx512`]
-//!   (AVX-512 F/BW/VL + VNNI: the tiled prefill kernels, packed Q4_K / Q8_0
-//!   matrix × vector and a Q6_K row kernel ([`dot::avx512`]), equal to the
-//!   AVX2 ones to f32 rounding; AVX2 elsewhere) and [`Isa::Amx`] (AVX-512
+//!   (AVX-512 F/BW/VL + VNNI: the tiled prefill kernels, packed Q4_K / Q2_K /
+//!   Q8_0 matrix × vector, and Q2_K, Q3_K, Q5_K and Q6_K row kernels
+//!   ([`dot::avx512`]), equal to the AVX2 ones to f32 rounding; AVX2
+//!   elsewhere) and [`Isa::Amx`] (AVX-512
 //!   plus Intel AMX tiles for prefill, see [`gemm`]) on
 //!   x86-64, [`Isa::Neon`] and [`Isa::NeonDot`] (with `sdot`) on AArch64,
 //!   chosen at run time by [`Isa::best`] (override:
@@ -40,7 +41,11 @@
 //!   AVX-512 kernel's bits) run on AMX tiles.
 //! - [`packed`]: weight layouts regrouped once at load for faster kernels;
 //!   Q4_K in groups of 8 rows ([`packed::PackedQ4K`]), which [`QMatrix::new`]
-//!   uses for every Q4_K matrix it owns (bit-identical results, +2.8% bytes).
+//!   uses for every Q4_K matrix it owns (bit-identical results, +2.8% bytes),
+//!   and on AVX-512 Q2_K by 8 rows ([`packed::PackedQ2K`], same bytes) and
+//!   Q8_0 by 16 ([`packed::PackedQ8_0`]). Their AVX-512 matrix × vector
+//!   kernels take 1 or 4 activation rows per pass over the weights, up to
+//!   the batch where the tiled kernels win ([`gemm::is_tiled_packed`]).
 //! - [`QMatrix`]: the weight type the transformer multiplies by, also a candle
 //!   `CustomOp1` / `Module` (`[.., cols] -> [.., rows]`), a drop-in for
 //!   candle's `QMatMul`.

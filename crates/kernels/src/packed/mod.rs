@@ -7,15 +7,20 @@
 //!   4-byte words, so a matrix × vector handles 8 rows per vector
 //!   instruction. Lossless: the GGUF bytes come back exactly.
 //!
+//! - [`q2k`]: Q2_K in groups of 8 rows ([`BlockQ2Kx8`]): the 2-bit fields
+//!   and the scale bytes of the 8 rows interleaved in 4-byte words and
+//!   pairs, same size. Lossless.
+//!
 //! - [`q8_0`]: Q8_0 in groups of 16 rows ([`PackedQ8_0`]), word-interleaved
 //!   with the sign bits flipped, for the AVX-512 VNNI matrix × vector and
 //!   matrix × matrix (16 rows per `vpdpbusd`, read in place). Lossless, same
 //!   size.
 //!
-//! [`PackedQ4K`] is a whole matrix in that layout (a last partial group is
-//! padded with zero rows); [`crate::QMatrix`] stores Q4_K matrices it owns
-//! this way, and Q8_0 matrices it owns as [`PackedQ8_0`] when it computes on
-//! [`Isa::Avx512`].
+//! [`Packed`] is a whole matrix in an 8-row layout ([`PackedQ4K`],
+//! [`PackedQ2K`]; a last partial group is padded with zero rows);
+//! [`crate::QMatrix`] stores Q4_K matrices it owns this way, and Q2_K and
+//! Q8_0 matrices it owns as [`PackedQ2K`] and [`PackedQ8_0`] when it
+//! computes on [`Isa::Avx512`].
 
 pub mod q2k;
 #[cfg(target_arch = "x86_64")]
