@@ -36,22 +36,9 @@ fn gaussian(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
-fn candle_dtype(ty: GgmlType) -> GgmlDType {
-    match ty {
-        GgmlType::Q4_0 => GgmlDType::Q4_0,
-        GgmlType::Q4_1 => GgmlDType::Q4_1,
-        GgmlType::Q5_0 => GgmlDType::Q5_0,
-        GgmlType::Q5_1 => GgmlDType::Q5_1,
-        GgmlType::Q8_0 => GgmlDType::Q8_0,
-        GgmlType::Q2_K => GgmlDType::Q2K,
-        GgmlType::Q3_K => GgmlDType::Q3K,
-        GgmlType::Q4_K => GgmlDType::Q4K,
-        GgmlType::Q5_K => GgmlDType::Q5K,
-        GgmlType::Q6_K => GgmlDType::Q6K,
-        GgmlType::F16 => GgmlDType::F16,
-        GgmlType::BF16 => GgmlDType::BF16,
-        _ => unreachable!("no candle type for {ty}"),
-    }
+/// candle's type for `ty` (every type benchmarked has one).
+fn dtype(ty: GgmlType) -> GgmlDType {
+    mistral_kernels::candle_op::candle_dtype(ty).expect("a type candle supports")
 }
 
 /// The same weights for both engines: 256 quantized random rows repeated.
@@ -64,8 +51,7 @@ fn weights(ty: GgmlType, rows: usize, cols: usize) -> (QMatrix, QMatMul, usize) 
     }
     bytes.truncate(base.len() / base_rows * rows);
     let n_bytes = bytes.len();
-    let storage =
-        QStorage::from_data(Cow::Borrowed(&bytes), &Device::Cpu, candle_dtype(ty)).unwrap();
+    let storage = QStorage::from_data(Cow::Borrowed(&bytes), &Device::Cpu, dtype(ty)).unwrap();
     let qt = QTensor::new(storage, (rows, cols)).unwrap();
     let theirs = QMatMul::from_qtensor(qt).unwrap();
     let ours = QMatrix::new(ty, rows, cols, bytes).unwrap();

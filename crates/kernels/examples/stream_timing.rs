@@ -28,23 +28,9 @@ fn candle_copies(
     (rows, cols): (usize, usize),
     copies: usize,
 ) -> Engine {
-    use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor};
+    use candle_core::quantized::{QMatMul, QStorage, QTensor};
     use candle_core::Device;
-    let dtype = match ty {
-        GgmlType::Q4_0 => GgmlDType::Q4_0,
-        GgmlType::Q4_1 => GgmlDType::Q4_1,
-        GgmlType::Q5_0 => GgmlDType::Q5_0,
-        GgmlType::Q5_1 => GgmlDType::Q5_1,
-        GgmlType::Q8_0 => GgmlDType::Q8_0,
-        GgmlType::Q2_K => GgmlDType::Q2K,
-        GgmlType::Q3_K => GgmlDType::Q3K,
-        GgmlType::Q4_K => GgmlDType::Q4K,
-        GgmlType::Q5_K => GgmlDType::Q5K,
-        GgmlType::Q6_K => GgmlDType::Q6K,
-        GgmlType::F16 => GgmlDType::F16,
-        GgmlType::BF16 => GgmlDType::BF16,
-        _ => panic!("no candle type for {ty}"),
-    };
+    let dtype = mistral_kernels::candle_op::candle_dtype(ty).expect("a type candle supports");
     Engine::Candle(
         (0..copies)
             .map(|_| {

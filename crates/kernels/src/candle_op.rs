@@ -1,9 +1,32 @@
 //! candle integration: [`QMatrix`] as a `CustomOp1` (`[.., cols] -> [.., rows]`)
-//! and a `Module`, so the transformer can swap it in for candle's `QMatMul`.
+//! and a `Module`, so the transformer can swap it in for candle's `QMatMul`;
+//! [`candle_dtype`], candle's name for a GGML type.
 
 use crate::qmatrix::QMatrix;
 use candle_core::backend::BackendStorage;
+use candle_core::quantized::GgmlDType;
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Module, Shape, Tensor};
+use mistral_gguf::GgmlType;
+
+/// candle's name for a GGML type, if candle supports it.
+pub fn candle_dtype(t: GgmlType) -> Option<GgmlDType> {
+    Some(match t {
+        GgmlType::F32 => GgmlDType::F32,
+        GgmlType::F16 => GgmlDType::F16,
+        GgmlType::BF16 => GgmlDType::BF16,
+        GgmlType::Q4_0 => GgmlDType::Q4_0,
+        GgmlType::Q4_1 => GgmlDType::Q4_1,
+        GgmlType::Q5_0 => GgmlDType::Q5_0,
+        GgmlType::Q5_1 => GgmlDType::Q5_1,
+        GgmlType::Q8_0 => GgmlDType::Q8_0,
+        GgmlType::Q2_K => GgmlDType::Q2K,
+        GgmlType::Q3_K => GgmlDType::Q3K,
+        GgmlType::Q4_K => GgmlDType::Q4K,
+        GgmlType::Q5_K => GgmlDType::Q5K,
+        GgmlType::Q6_K => GgmlDType::Q6K,
+        _ => return None,
+    })
+}
 
 impl CustomOp1 for QMatrix {
     fn name(&self) -> &'static str {

@@ -138,41 +138,28 @@ fn packed_products_equal_the_scalar_kernel_bit_for_bit() {
     }
 }
 
-/// Every level 15 and every 6-bit scale and min 63 against activation rows
-/// whose Q8_K bytes are all −128 or all ±127: the largest integer sums a
-/// super-block can make (the AVX-512 kernel keeps 16 × the high nibbles'
-/// scaled sums in i32), still equal to the scalar kernel bit for bit.
-#[test]
-fn packed_products_are_exact_at_the_extreme_levels() {
-    let (rows, cols) = (24, 1024);
-    let block = |r: usize| {
-        let mut b = [0xFFu8; 144];
-        // d, dmin: small normal f16 values (the sums, not the scales, are
-        // what is tested), differing per row.
-        b[..2].copy_from_slice(&half::f16::from_f32(1e-3 * (1 + r % 5) as f32).to_le_bytes());
-        b[2..4].copy_from_slice(&half::f16::from_f32(2e-4 * (1 + r % 3) as f32).to_le_bytes());
-        b
-    };
+/// `rows` × `cols` weights of `ty` made of `block(r)` for every super-block
+/// of row `r`, against activation rows of +1 (max > 0: Q8_K bytes −128),
+/// −1 (+128 clamps to 127) and mixed signs: every path that packs the
+/// matrix gives the scalar kernel's bits for 1 and 3 activation rows.
+fn assert_packed_exact(
+    ty: GgmlType,
+    (rows, cols): (usize, usize),
+    block: impl Fn(usize) -> Vec<u8>,
+) {
     let bytes: Vec<u8> = (0..rows)
-        .flat_map(|r| (0..cols / QK_K).flat_map(move |_| block(r)))
+        .flat_map(|r| (0..cols / QK_K).flat_map(|_| block(r)).collect::<Vec<u8>>())
         .collect();
-    // Rows of +1 (max > 0: Q8_K bytes −128), −1 (+128 clamps to 127) and
-    // mixed signs.
     let x: Vec<f32> = (0..3 * cols)
         .map(|k| match k / cols {
             0 => 1.0,
             1 => -1.0,
-            _ => {
-                if k % 4 == 3 {
-                    -1.0
-                } else {
-                    1.0
-                }
-            }
+            _ if k % 4 == 3 => -1.0,
+            _ => 1.0,
         })
         .collect();
     let len = bytes.len();
-    let plain = QMatrix::from_shared(GgmlType::Q4_K, rows, cols, Arc::new(bytes.clone()), 0..len)
+    let plain = QMatrix::from_shared(ty, rows, cols, Arc::new(bytes.clone()), 0..len)
         .unwrap()
         .with_isa(Isa::Scalar)
         .unwrap();
@@ -180,16 +167,55 @@ fn packed_products_are_exact_at_the_extreme_levels() {
     plain.matmul(&x, &mut want).unwrap();
     assert!(want.iter().all(|v| v.is_finite() && *v != 0.0));
     for isa in Isa::available_paths() {
-        let m = QMatrix::new(GgmlType::Q4_K, rows, cols, bytes.clone())
+        let m = QMatrix::new(ty, rows, cols, bytes.clone())
             .unwrap()
             .with_isa(isa)
             .unwrap();
+        if !m.is_packed() {
+            continue;
+        }
         for n in [1, 3] {
             let mut got = vec![f32::NAN; n * rows];
             m.matmul(&x[..n * cols], &mut got).unwrap();
-            assert_bits_eq(&format!("{isa:?} n={n}"), &got, &want[..n * rows], rows);
+            assert_bits_eq(
+                &format!("{ty} {isa:?} n={n}"),
+                &got,
+                &want[..n * rows],
+                rows,
+            );
         }
     }
+}
+
+/// A small normal f16 per row (the sums, not the scales, are what is tested).
+fn f16_bytes(v: f32) -> [u8; 2] {
+    half::f16::from_f32(v).to_le_bytes()
+}
+
+/// Every level 15 and every 6-bit scale and min 63: the largest integer
+/// sums a Q4_K super-block can make (the AVX-512 kernel keeps 16 × the high
+/// nibbles' scaled sums in i32).
+#[test]
+fn packed_products_are_exact_at_the_extreme_levels() {
+    assert_packed_exact(GgmlType::Q4_K, (24, 1024), |r| {
+        let mut b = vec![0xFFu8; 144];
+        b[..2].copy_from_slice(&f16_bytes(1e-3 * (1 + r % 5) as f32));
+        b[2..4].copy_from_slice(&f16_bytes(2e-4 * (1 + r % 3) as f32));
+        b
+    });
+}
+
+/// Every level 3 and every 4-bit scale and min 15: the largest integer sums
+/// a Q2_K super-block can make (the AVX-512 kernel keeps 4^k × the sums of
+/// bit-pair k in i32).
+#[test]
+fn packed_q2k_products_are_exact_at_the_extreme_levels() {
+    assert_packed_exact(GgmlType::Q2_K, (16, 768), |r| {
+        let mut b = vec![0xFFu8; 84];
+        b[80..82].copy_from_slice(&f16_bytes(1e-3 * (1 + r % 5) as f32));
+        b[82..84].copy_from_slice(&f16_bytes(2e-4 * (1 + r % 3) as f32));
+        b
+    });
 }
 
 /// Q2_K bytes whose rows differ in magnitude and offset (so scales and mins vary).
@@ -221,98 +247,79 @@ fn packed_q2k_products_equal_the_plain_layout_bit_for_bit() {
         (72, 512, 64),
         (40, 512, 130),
     ];
-    for (i, &(rows, cols, n)) in shapes.iter().enumerate() {
-        let bytes = q2k_rows(rows, cols, 50 + i as u64);
+    for (i, &shape) in shapes.iter().enumerate() {
+        let (rows, cols, n) = shape;
+        let case = Case::new(
+            GgmlType::Q2_K,
+            shape,
+            i,
+            q2k_rows(rows, cols, 50 + i as u64),
+        );
+        let scalar = case.plain(Isa::Scalar);
+        for isa in Isa::available_paths() {
+            let m = QMatrix::new(GgmlType::Q2_K, rows, cols, case.bytes.clone())
+                .unwrap()
+                .with_isa(isa)
+                .unwrap();
+            assert_eq!(m.is_packed(), isa.has_avx512(), "{isa:?}");
+            assert_eq!(m.bytes(), &case.bytes[..]);
+            let mut got = vec![f32::NAN; n * rows];
+            m.matmul(&case.x, &mut got).unwrap();
+            // The packed kernel (AVX-512, not tiled) equals the scalar kernel;
+            // every other product is the plain layout's on the same path.
+            let tiled = mistral_kernels::gemm::is_tiled_packed(GgmlType::Q2_K, isa, n);
+            let want = if m.is_packed() && !tiled {
+                scalar.clone()
+            } else {
+                case.plain(isa)
+            };
+            assert_bits_eq(&format!("{isa:?} {rows}x{cols} n={n}"), &got, &want, rows);
+        }
+    }
+}
+
+/// One product of a test: the weights' GGUF bytes and `n` activation rows
+/// of varied magnitude.
+struct Case {
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    bytes: Vec<u8>,
+    x: Vec<f32>,
+}
+
+impl Case {
+    fn new(ty: GgmlType, (rows, cols, n): (usize, usize, usize), i: usize, bytes: Vec<u8>) -> Case {
         let x: Vec<f32> = gaussian(n * cols, 200 + i as u64)
             .into_iter()
             .enumerate()
             .map(|(k, v)| v * (0.1 + (k / cols % 5) as f32))
             .collect();
-        let len = bytes.len();
-        let plain = |isa: Isa| {
-            let m =
-                QMatrix::from_shared(GgmlType::Q2_K, rows, cols, Arc::new(bytes.clone()), 0..len)
-                    .unwrap()
-                    .with_isa(isa)
-                    .unwrap();
-            let mut y = vec![0f32; n * rows];
-            m.matmul(&x, &mut y).unwrap();
-            y
-        };
-        let scalar = plain(Isa::Scalar);
-        for isa in Isa::available_paths() {
-            let m = QMatrix::new(GgmlType::Q2_K, rows, cols, bytes.clone())
-                .unwrap()
-                .with_isa(isa)
-                .unwrap();
-            assert_eq!(m.is_packed(), isa.has_avx512(), "{isa:?}");
-            assert_eq!(m.bytes(), &bytes[..]);
-            let mut got = vec![f32::NAN; n * rows];
-            m.matmul(&x, &mut got).unwrap();
-            let what = format!("{isa:?} {rows}x{cols} n={n}");
-            // The packed kernel (AVX-512, not tiled) equals the scalar kernel;
-            // every other product is the plain layout's on the same path.
-            let tiled = mistral_kernels::gemm::is_tiled_packed(GgmlType::Q2_K, isa, n);
-            let want = if m.is_packed() && !tiled {
-                &scalar
-            } else {
-                &plain(isa)
-            };
-            assert_bits_eq(&what, &got, want, rows);
+        Case {
+            ty,
+            rows,
+            cols,
+            bytes,
+            x,
         }
     }
-}
 
-/// Every level 3 and every 4-bit scale and min 15 against activation rows
-/// whose Q8_K bytes are all −128 or all ±127: the largest integer sums a
-/// Q2_K super-block can make (the AVX-512 kernel keeps 4^k × the sums of
-/// bit-pair k in i32), still equal to the scalar kernel bit for bit.
-#[test]
-fn packed_q2k_products_are_exact_at_the_extreme_levels() {
-    let (rows, cols) = (16, 768);
-    let block = |r: usize| {
-        let mut b = [0xFFu8; 84];
-        b[80..82].copy_from_slice(&half::f16::from_f32(1e-3 * (1 + r % 5) as f32).to_le_bytes());
-        b[82..84].copy_from_slice(&half::f16::from_f32(2e-4 * (1 + r % 3) as f32).to_le_bytes());
-        b
-    };
-    let bytes: Vec<u8> = (0..rows)
-        .flat_map(|r| (0..cols / QK_K).flat_map(move |_| block(r)))
-        .collect();
-    let x: Vec<f32> = (0..3 * cols)
-        .map(|k| match k / cols {
-            0 => 1.0,
-            1 => -1.0,
-            _ => {
-                if k % 4 == 3 {
-                    -1.0
-                } else {
-                    1.0
-                }
-            }
-        })
-        .collect();
-    let len = bytes.len();
-    let plain = QMatrix::from_shared(GgmlType::Q2_K, rows, cols, Arc::new(bytes.clone()), 0..len)
+    /// The product of the GGUF layout (never packed) on `isa`.
+    fn plain(&self, isa: Isa) -> Vec<f32> {
+        let len = self.bytes.len();
+        let m = QMatrix::from_shared(
+            self.ty,
+            self.rows,
+            self.cols,
+            Arc::new(self.bytes.clone()),
+            0..len,
+        )
         .unwrap()
-        .with_isa(Isa::Scalar)
+        .with_isa(isa)
         .unwrap();
-    let mut want = vec![0f32; 3 * rows];
-    plain.matmul(&x, &mut want).unwrap();
-    assert!(want.iter().all(|v| v.is_finite() && *v != 0.0));
-    for isa in Isa::available_paths() {
-        let m = QMatrix::new(GgmlType::Q2_K, rows, cols, bytes.clone())
-            .unwrap()
-            .with_isa(isa)
-            .unwrap();
-        if !m.is_packed() {
-            continue;
-        }
-        for n in [1, 3] {
-            let mut got = vec![f32::NAN; n * rows];
-            m.matmul(&x[..n * cols], &mut got).unwrap();
-            assert_bits_eq(&format!("{isa:?} n={n}"), &got, &want[..n * rows], rows);
-        }
+        let mut y = vec![0f32; self.x.len() / self.cols * self.rows];
+        m.matmul(&self.x, &mut y).unwrap();
+        y
     }
 }
 
@@ -386,26 +393,18 @@ fn packed_q8_0_products_equal_the_plain_kernels() {
         // 17 blocks: a k-block of 16, then one block alone.
         (32, 544, 256),
     ];
-    for (i, &(rows, cols, n)) in shapes.iter().enumerate() {
-        let bytes = q8_0_rows(rows, cols, 50 + i as u64);
-        let x: Vec<f32> = gaussian(n * cols, 200 + i as u64)
-            .into_iter()
-            .enumerate()
-            .map(|(k, v)| v * (0.1 + (k / cols % 5) as f32))
-            .collect();
-        let len = bytes.len();
-        let plain = |isa: Isa| {
-            let m =
-                QMatrix::from_shared(GgmlType::Q8_0, rows, cols, Arc::new(bytes.clone()), 0..len)
-                    .unwrap()
-                    .with_isa(isa)
-                    .unwrap();
-            let mut y = vec![0f32; n * rows];
-            m.matmul(&x, &mut y).unwrap();
-            y
-        };
+    for (i, &shape) in shapes.iter().enumerate() {
+        let (rows, cols, n) = shape;
+        let case = Case::new(
+            GgmlType::Q8_0,
+            shape,
+            i,
+            q8_0_rows(rows, cols, 50 + i as u64),
+        );
+        let (bytes, x) = (&case.bytes, &case.x);
+        let plain = |isa: Isa| case.plain(isa);
         let scalar = plain(Isa::Scalar);
-        let packed = PackedQ8_0::pack(&bytes, rows, cols).unwrap();
+        let packed = PackedQ8_0::pack(bytes, rows, cols).unwrap();
         for isa in Isa::available_paths() {
             // The matrix × vector kernels equal the scalar one; a tiled
             // kernel equals itself on the GGUF bytes (on `Isa::Amx`, the
@@ -413,7 +412,7 @@ fn packed_q8_0_products_equal_the_plain_kernels() {
             let tiled = mistral_kernels::gemm::is_tiled(GgmlType::Q8_0, isa, n);
             let want = if tiled { plain(isa) } else { scalar.clone() };
             let mut got = vec![f32::NAN; n * rows];
-            packed.matmul(isa, &x, &mut got).unwrap();
+            packed.matmul(isa, x, &mut got).unwrap();
             assert_bits_eq(&format!("{isa:?} {rows}x{cols} n={n}"), &got, &want, rows);
         }
     }

@@ -22,6 +22,45 @@
 //! Q8_0 matrices it owns as [`PackedQ2K`] and [`PackedQ8_0`] when it
 //! computes on [`Isa::Avx512`].
 
+/// The entry points of an 8-row AVX-512 matrix × vector kernel module: `gemv`
+/// (one Q8_K activation row) and `gemv4` (4 rows in one pass over the
+/// weights, results equal to 4 calls of `gemv`), both the module's own
+/// `gemv_rows::<M>`, and `lanes`, which stores its `M` accumulators.
+#[cfg(target_arch = "x86_64")]
+macro_rules! gemv_entry_points {
+    ($block:ty) => {
+        /// The 8 rows' dot products with one Q8_K activation row, as f32 lanes.
+        ///
+        /// # Safety
+        /// AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C available.
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+        pub unsafe fn gemv(w: &[$block], a: &[BlockQ8K]) -> [f32; GROUP] {
+            gemv_rows::<1>(w, [a])[0]
+        }
+
+        /// [`gemv`] for 4 activation rows in one pass over the weights,
+        /// each weight word loaded and unpacked once for all 4 (results
+        /// equal to 4 calls of [`gemv`]).
+        ///
+        /// # Safety
+        /// As [`gemv`].
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+        pub unsafe fn gemv4(w: &[$block], a: [&[BlockQ8K]; 4]) -> [[f32; GROUP]; 4] {
+            gemv_rows::<4>(w, a)
+        }
+
+        /// The `M` rows' f32 lanes as arrays.
+        #[inline(always)]
+        unsafe fn lanes<const M: usize>(acc: [__m256; M]) -> [[f32; GROUP]; M] {
+            let mut out = [[0f32; GROUP]; M];
+            for (o, v) in out.iter_mut().zip(acc) {
+                _mm256_storeu_ps(o.as_mut_ptr(), v);
+            }
+            out
+        }
+    };
+}
+
 pub mod q2k;
 #[cfg(target_arch = "x86_64")]
 pub mod q2k_avx512;

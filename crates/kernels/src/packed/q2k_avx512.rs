@@ -23,25 +23,7 @@ use super::q2k::{BlockQ2Kx8, GROUP};
 use crate::blocks::BlockQ8K;
 use std::arch::x86_64::*;
 
-/// The 8 rows' dot products with one Q8_K activation row, as f32 lanes.
-///
-/// # Safety
-/// AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C available.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-pub unsafe fn gemv(w: &[BlockQ2Kx8], a: &[BlockQ8K]) -> [f32; GROUP] {
-    gemv_rows::<1>(w, [a])[0]
-}
-
-/// [`gemv`] for 4 activation rows in one pass over the weights: each
-/// weight word is loaded and masked once for all 4 (results equal to 4
-/// calls of [`gemv`]).
-///
-/// # Safety
-/// As [`gemv`].
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-pub unsafe fn gemv4(w: &[BlockQ2Kx8], a: [&[BlockQ8K]; 4]) -> [[f32; GROUP]; 4] {
-    gemv_rows::<4>(w, a)
-}
+gemv_entry_points!(BlockQ2Kx8);
 
 /// [`gemv`] for `M` activation rows (`w.len()` blocks of each).
 #[inline(always)]
@@ -106,9 +88,5 @@ unsafe fn gemv_rows<const M: usize>(w: &[BlockQ2Kx8], a: [&[BlockQ8K]; M]) -> [[
             acc[m] = _mm256_add_ps(acc[m], t);
         }
     }
-    let mut out = [[0f32; GROUP]; M];
-    for (o, v) in out.iter_mut().zip(acc) {
-        _mm256_storeu_ps(o.as_mut_ptr(), v);
-    }
-    out
+    lanes(acc)
 }
