@@ -133,7 +133,9 @@ pub fn rounds_activations_to_bf16(
         && !(isa == Isa::Amx && amx_takes(rows, cols))
 }
 
-/// Whether this CPU and OS run the AMX tile kernels ([`Isa::Amx`]).
+/// Whether this CPU and OS run the AMX tile kernels ([`Isa::Amx`]); only
+/// the x86-64 instruction-set detection asks.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) fn amx_available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
