@@ -2,8 +2,9 @@
 //! from `cargo bench --bench matvec`). Usage: mm_timing TYPE ROWS COLS N [ISA]
 //!
 //! Runs the product 8 times (each run repeated for at least 20 ms) from a
-//! rayon pool thread and prints wall time and process CPU time per product: on a shared machine the
-//! CPU time divided by the thread count is the steadier figure.
+//! rayon pool thread and prints wall time and process CPU time per product:
+//! on a shared machine the CPU time divided by the thread count is the
+//! steadier figure.
 use mistral_kernels::{quantize_to_vec, GgmlType, Isa, QMatrix};
 use std::time::Instant;
 

@@ -102,39 +102,30 @@ impl QMatrix {
     /// AVX-512 machine Q8_0 with at least 16 and Q2_K with at least 8, are
     /// regrouped into a packed layout and `data` freed).
     pub fn new(ty: GgmlType, rows: usize, cols: usize, data: Vec<u8>) -> Result<QMatrix> {
+        use crate::packed::{GROUP, GROUP16};
         let isa = Isa::best();
-        if ty == GgmlType::Q2_K && rows >= crate::packed::GROUP && isa.has_avx512() {
-            let packed = PackedQ2K::pack(&data, rows, cols)?;
-            return Ok(QMatrix {
-                ty,
-                rows,
-                cols,
-                store: Store::PackedQ2K(Arc::new(packed)),
-                isa,
-            });
-        }
-        if ty == GgmlType::Q8_0 && rows >= crate::packed::GROUP16 && isa.has_avx512() {
-            let packed = PackedQ8_0::pack(&data, rows, cols)?;
-            return Ok(QMatrix {
-                ty,
-                rows,
-                cols,
-                store: Store::PackedQ8_0(Arc::new(packed)),
-                isa,
-            });
-        }
-        if ty == GgmlType::Q4_K && rows >= crate::packed::GROUP {
-            let packed = PackedQ4K::pack(&data, rows, cols)?;
-            return Ok(QMatrix {
-                ty,
-                rows,
-                cols,
-                store: Store::PackedQ4K(Arc::new(packed)),
-                isa: Isa::best(),
-            });
-        }
-        let len = data.len();
-        QMatrix::from_shared(ty, rows, cols, Arc::new(data), 0..len)
+        let store = match ty {
+            GgmlType::Q4_K if rows >= GROUP => {
+                Store::PackedQ4K(Arc::new(PackedQ4K::pack(&data, rows, cols)?))
+            }
+            GgmlType::Q2_K if rows >= GROUP && isa.has_avx512() => {
+                Store::PackedQ2K(Arc::new(PackedQ2K::pack(&data, rows, cols)?))
+            }
+            GgmlType::Q8_0 if rows >= GROUP16 && isa.has_avx512() => {
+                Store::PackedQ8_0(Arc::new(PackedQ8_0::pack(&data, rows, cols)?))
+            }
+            _ => {
+                let len = data.len();
+                return QMatrix::from_shared(ty, rows, cols, Arc::new(data), 0..len);
+            }
+        };
+        Ok(QMatrix {
+            ty,
+            rows,
+            cols,
+            store,
+            isa,
+        })
     }
 
     /// Quantizes a row-major f32 matrix.

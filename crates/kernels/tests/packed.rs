@@ -8,7 +8,10 @@
 mod common;
 
 use common::{assert_bits_eq, gaussian};
-use mistral_kernels::packed::{PackedQ2K, PackedQ4K, PackedQ8_0};
+use mistral_kernels::blocks::ByteBlock;
+use mistral_kernels::packed::{
+    BlockQ2Kx8, BlockQ4Kx8, GroupBlock, Packed, PackedQ2K, PackedQ4K, PackedQ8_0,
+};
 use mistral_kernels::{quantize_to_vec, GgmlType, Isa, QMatrix, QK_K};
 use std::sync::Arc;
 
@@ -138,15 +141,17 @@ fn packed_products_equal_the_scalar_kernel_bit_for_bit() {
     }
 }
 
-/// `rows` × `cols` weights of `ty` made of `block(r)` for every super-block
-/// of row `r`, against activation rows of +1 (max > 0: Q8_K bytes −128),
-/// −1 (+128 clamps to 127) and mixed signs: every path that packs the
-/// matrix gives the scalar kernel's bits for 1 and 3 activation rows.
-fn assert_packed_exact(
-    ty: GgmlType,
+/// `rows` × `cols` weights of `B`'s GGUF type made of `block(r)` for every
+/// super-block of row `r`, against activation rows of +1 (max > 0: Q8_K
+/// bytes −128), −1 (+128 clamps to 127) and mixed signs: on every path the
+/// packed matrix gives the scalar kernel's bits for 1 and 3 activation rows
+/// (the matrix × vector kernels: the SIMD ones, or the scalar reference on
+/// the packed layout).
+fn assert_packed_exact<B: GroupBlock>(
     (rows, cols): (usize, usize),
     block: impl Fn(usize) -> Vec<u8>,
 ) {
+    let ty = <B::Gguf as ByteBlock>::TYPE;
     let bytes: Vec<u8> = (0..rows)
         .flat_map(|r| (0..cols / QK_K).flat_map(|_| block(r)).collect::<Vec<u8>>())
         .collect();
@@ -166,17 +171,11 @@ fn assert_packed_exact(
     let mut want = vec![0f32; 3 * rows];
     plain.matmul(&x, &mut want).unwrap();
     assert!(want.iter().all(|v| v.is_finite() && *v != 0.0));
+    let packed = Packed::<B>::pack(&bytes, rows, cols).unwrap();
     for isa in Isa::available_paths() {
-        let m = QMatrix::new(ty, rows, cols, bytes.clone())
-            .unwrap()
-            .with_isa(isa)
-            .unwrap();
-        if !m.is_packed() {
-            continue;
-        }
         for n in [1, 3] {
             let mut got = vec![f32::NAN; n * rows];
-            m.matmul(&x[..n * cols], &mut got).unwrap();
+            packed.matmul(isa, &x[..n * cols], &mut got).unwrap();
             assert_bits_eq(
                 &format!("{ty} {isa:?} n={n}"),
                 &got,
@@ -197,7 +196,7 @@ fn f16_bytes(v: f32) -> [u8; 2] {
 /// nibbles' scaled sums in i32).
 #[test]
 fn packed_products_are_exact_at_the_extreme_levels() {
-    assert_packed_exact(GgmlType::Q4_K, (24, 1024), |r| {
+    assert_packed_exact::<BlockQ4Kx8>((24, 1024), |r| {
         let mut b = vec![0xFFu8; 144];
         b[..2].copy_from_slice(&f16_bytes(1e-3 * (1 + r % 5) as f32));
         b[2..4].copy_from_slice(&f16_bytes(2e-4 * (1 + r % 3) as f32));
@@ -210,7 +209,7 @@ fn packed_products_are_exact_at_the_extreme_levels() {
 /// bit-pair k in i32).
 #[test]
 fn packed_q2k_products_are_exact_at_the_extreme_levels() {
-    assert_packed_exact(GgmlType::Q2_K, (16, 768), |r| {
+    assert_packed_exact::<BlockQ2Kx8>((16, 768), |r| {
         let mut b = vec![0xFFu8; 84];
         b[80..82].copy_from_slice(&f16_bytes(1e-3 * (1 + r % 5) as f32));
         b[82..84].copy_from_slice(&f16_bytes(2e-4 * (1 + r % 3) as f32));
@@ -229,8 +228,10 @@ fn q2k_rows(rows: usize, cols: usize, seed: u64) -> Vec<u8> {
 }
 
 /// Q2_K is packed on AVX-512 only, and goes back to the GGUF layout for
-/// other paths. Its AVX-512 matrix × vector kernel gives the scalar kernel's
-/// bits, and the tiled prefill on the packed rows the plain layout's.
+/// other paths. On every path, the packed matrix's matrix × vector kernel
+/// (AVX-512, or the scalar reference on the packed layout) gives the scalar
+/// kernel's bits, and the tiled prefill on the packed rows the plain
+/// layout's; an owned `QMatrix` gives the one or the other.
 #[test]
 fn packed_q2k_products_equal_the_plain_layout_bit_for_bit() {
     let shapes = [
@@ -256,7 +257,18 @@ fn packed_q2k_products_equal_the_plain_layout_bit_for_bit() {
             q2k_rows(rows, cols, 50 + i as u64),
         );
         let scalar = case.plain(Isa::Scalar);
+        let packed = PackedQ2K::pack(&case.bytes, rows, cols).unwrap();
         for isa in Isa::available_paths() {
+            let tiled = mistral_kernels::gemm::is_tiled_packed(GgmlType::Q2_K, isa, n);
+            let want = if tiled {
+                case.plain(isa)
+            } else {
+                scalar.clone()
+            };
+            let mut got = vec![f32::NAN; n * rows];
+            packed.matmul(isa, &case.x, &mut got).unwrap();
+            let what = format!("packed {isa:?} {rows}x{cols} n={n}");
+            assert_bits_eq(&what, &got, &want, rows);
             let m = QMatrix::new(GgmlType::Q2_K, rows, cols, case.bytes.clone())
                 .unwrap()
                 .with_isa(isa)

@@ -82,10 +82,10 @@ pub fn is_tiled(ty: GgmlType, isa: Isa, n: usize) -> bool {
 /// pass over the weights, beat the tiled kernels (which expand every weight
 /// first) up to more rows than the GGUF-layout row kernels do: Q4_K to 64
 /// activation rows, Q2_K to 128 (AMD Zen 4, 2 threads, 3584×1024 and
-/// 4096×4096, `examples/mm_timing`, GFLOP/s: Q4_K 4-row kernel 483–567 from
-/// n = 8 to 48, tiled 229–316 at n = 8–12, 394–423 at 16, 508–529 at 32,
-/// 569–601 at 64; Q2_K 4-row kernel 393–502 from n = 16 to 128, tiled
-/// 347–394 up to 64, 465–468 at 128). With AMX tiles the k-quants' tiled
+/// 4096×4096, `examples/mm_timing`, GFLOP/s: Q4_K 4-row kernel 484–568 from
+/// n = 8 to 48, tiled 221–345 at n = 8–12, 359–426 at 16, 508–529 at 32,
+/// 569–601 at 64; Q2_K 4-row kernel 342–502 from n = 16 to 128, tiled
+/// 252–404 from 16 to 64, 465–468 at 128). With AMX tiles the k-quants' tiled
 /// kernel takes over from 33 rows, as in the plain layout (measured faster
 /// than AVX-512 there; these row kernels were not measured on AMX).
 pub fn is_tiled_packed(ty: GgmlType, isa: Isa, n: usize) -> bool {

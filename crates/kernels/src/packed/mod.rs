@@ -99,14 +99,8 @@ pub trait GroupBlock: Copy + Send + Sync + sealed::Sealed + 'static {
     /// The 8 rows' dot products with one Q8_K activation row, on `isa`
     /// (checked available by the caller).
     fn gemv(isa: Isa, w: &[Self], a: &[BlockQ8K]) -> [f32; GROUP];
-    /// Whether `isa` has a kernel for 4 activation rows in one pass over
-    /// the weights ([`GroupBlock::gemv4`]).
-    fn has_gemv4(isa: Isa) -> bool {
-        let _ = isa;
-        false
-    }
     /// [`GroupBlock::gemv`] for 4 activation rows, the same results; one
-    /// pass over the weights where [`GroupBlock::has_gemv4`].
+    /// pass over the weights where `isa` has such a kernel, else 4 calls.
     fn gemv4(isa: Isa, w: &[Self], a: [&[BlockQ8K]; 4]) -> [[f32; GROUP]; 4] {
         a.map(|a| Self::gemv(isa, w, a))
     }
@@ -237,24 +231,21 @@ impl<B: GroupBlock> Packed<B> {
             };
             (0..groups.div_ceil(per)).into_par_iter().for_each(|task| {
                 let (g0, g1) = (task * per, ((task + 1) * per).min(groups));
-                let four = B::has_gemv4(isa);
                 let mut t = 0;
-                while t < n {
-                    if four && t + 4 <= n {
-                        let a = [act(t), act(t + 1), act(t + 2), act(t + 3)];
-                        for g in g0..g1 {
-                            let w = &self.groups[g * kb..(g + 1) * kb];
-                            for (k, v) in B::gemv4(isa, w, a).iter().enumerate() {
-                                store(t + k, g, v);
-                            }
+                while t + 4 <= n {
+                    let a = [act(t), act(t + 1), act(t + 2), act(t + 3)];
+                    for g in g0..g1 {
+                        let w = &self.groups[g * kb..(g + 1) * kb];
+                        for (k, v) in B::gemv4(isa, w, a).iter().enumerate() {
+                            store(t + k, g, v);
                         }
-                        t += 4;
-                    } else {
-                        for g in g0..g1 {
-                            let w = &self.groups[g * kb..(g + 1) * kb];
-                            store(t, g, &B::gemv(isa, w, act(t)));
-                        }
-                        t += 1;
+                    }
+                    t += 4;
+                }
+                for t in t..n {
+                    for g in g0..g1 {
+                        let w = &self.groups[g * kb..(g + 1) * kb];
+                        store(t, g, &B::gemv(isa, w, act(t)));
                     }
                 }
             });

@@ -132,10 +132,6 @@ impl GroupBlock for BlockQ4Kx8 {
         x
     }
 
-    fn has_gemv4(isa: Isa) -> bool {
-        cfg!(target_arch = "x86_64") && isa.has_avx512()
-    }
-
     fn gemv4(isa: Isa, w: &[BlockQ4Kx8], a: [&[BlockQ8K]; 4]) -> [[f32; GROUP]; 4] {
         #[cfg(target_arch = "x86_64")]
         if isa.has_avx512() {
