@@ -23,8 +23,9 @@
 //! AVX2 form stays interchangeable with it.
 //!
 //! Q3_K: the same, with each level's high bit (bit `4n + k` of `hmask`)
-//! moved to bit 2 by a per-half `vpsllvw`/`vpsrlvw`; also bit-identical to
-//! [`super::avx2::q3k_q8k`].
+//! moved to bit 2 by a per-half `vpsllvw`/`vpsrlvw` (with GFNI,
+//! [`q3k_q8k_gfni`]: both fields placed by `vgf2p8affineqb`); also
+//! bit-identical to [`super::avx2::q3k_q8k`].
 //!
 //! Q5_K: zmm `j` is chunk `j` (sub-blocks `2j`, `2j + 1`, in order), its
 //! nibbles split and fifth bits placed by per-half variable shifts, the two
@@ -53,13 +54,6 @@ const Q6K_SCALE_LANES: [[i16; 32]; 4] = {
     }
     t
 };
-
-/// The `vgf2p8affineqb` matrix that moves bits `b` and `b + 1` of every
-/// byte to bits 4 and 5 and clears the rest: output bit `i` is the parity
-/// of the input ANDed with byte `7 − i` of the matrix.
-const fn gf_bits_to_4_5(b: u32) -> i64 {
-    ((1i64 << b) << 24) | ((1i64 << (b + 1)) << 16)
-}
 
 /// Q6_K weights × Q8_K activations.
 ///
@@ -95,12 +89,7 @@ unsafe fn q6k_blocks<const GFNI: bool>(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
     // 256-bit halves of the first zmm), k = 2, 3 the high nibbles. Without
     // GFNI: shift left by 4 and 2, right by 0 and 2, then mask.
     let (hlo, hhi) = if GFNI {
-        let pair = |k: u32| {
-            _mm512_inserti64x4::<1>(
-                _mm512_set1_epi64(gf_bits_to_4_5(2 * k)),
-                _mm256_set1_epi64x(gf_bits_to_4_5(2 * k + 2)),
-            )
-        };
+        let pair = |k: u32| gf_halves(gf_move(2 * k, 4, 2), gf_move(2 * k + 2, 4, 2));
         (pair(0), pair(2))
     } else {
         (halves_i16(4, 2), halves_i16(0, 2))
@@ -258,6 +247,45 @@ unsafe fn fold(v: __m512i) -> __m256i {
 /// As [`q2k_q8k`].
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 pub unsafe fn q3k_q8k(w: &[BlockQ3K], a: &[BlockQ8K]) -> f32 {
+    q3k_blocks::<false>(w, a)
+}
+
+/// [`q3k_q8k`] with each level's three bits placed by GFNI: one
+/// `vgf2p8affineqb` takes the 2-bit field to bits 0–1 and one takes the
+/// `hmask` bit to bit 2 (the bits chosen per 256-bit half by the
+/// matrices), where [`q3k_q8k`] shifts and masks each. Same levels, so
+/// bit-identical to it.
+///
+/// # Safety
+/// As [`q2k_q8k`], and GFNI available.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,gfni,avx2,fma,f16c")]
+pub unsafe fn q3k_q8k_gfni(w: &[BlockQ3K], a: &[BlockQ8K]) -> f32 {
+    q3k_blocks::<true>(w, a)
+}
+
+/// The `vgf2p8affineqb` matrix that moves bit `from + i` of every byte to
+/// bit `to + i` for `i < width` and clears the rest (output bit `j` is the
+/// parity of the input ANDed with byte `7 − j` of the matrix).
+const fn gf_move(from: u32, to: u32, width: u32) -> i64 {
+    let mut m = 0i64;
+    let mut i = 0;
+    while i < width {
+        m |= (1i64 << (from + i)) << (8 * (7 - (to + i)));
+        i += 1;
+    }
+    m
+}
+
+/// A `vgf2p8affineqb` matrix per 256-bit half.
+#[inline(always)]
+unsafe fn gf_halves(lo: i64, hi: i64) -> __m512i {
+    _mm512_inserti64x4::<1>(_mm512_set1_epi64(lo), _mm256_set1_epi64x(hi))
+}
+
+/// The Q3_K kernel body; `GFNI`: place the bits with GFNI (only inlined
+/// into a function that enables it).
+#[inline(always)]
+unsafe fn q3k_blocks<const GFNI: bool>(w: &[BlockQ3K], a: &[BlockQ8K]) -> f32 {
     let m3 = _mm512_set1_epi8(3);
     let m4 = _mm512_set1_epi8(4);
     let shift = low_bit_shifts();
@@ -266,6 +294,15 @@ pub unsafe fn q3k_q8k(w: &[BlockQ3K], a: &[BlockQ8K]) -> f32 {
     // 0, 1 / 2, 3 / 4, 5 for k = 1, 2, 3.
     let hl = halves_i16(2, 1);
     let hr = [halves_i16(0, 1), halves_i16(2, 3), halves_i16(4, 5)];
+    // With GFNI, for zmm k: the 2-bit field at bits 4(k%2) (low half) and
+    // 4(k%2) + 2 (high half) of qs to bits 0–1; bits 2k, 2k + 1 of hmask
+    // to bit 2.
+    let gl: [__m512i; 2] = std::array::from_fn(|j| {
+        gf_halves(gf_move(4 * j as u32, 0, 2), gf_move(4 * j as u32 + 2, 0, 2))
+    });
+    let gh: [__m512i; 4] = std::array::from_fn(|k| {
+        gf_halves(gf_move(2 * k as u32, 2, 1), gf_move(2 * k as u32 + 1, 2, 1))
+    });
     let lanes = Q6K_SCALE_LANES.map(|l| _mm512_loadu_si512(l.as_ptr() as *const __m512i));
     let mut acc = _mm256_setzero_ps();
     for (x, y) in w.iter().zip(a) {
@@ -277,13 +314,23 @@ pub unsafe fn q3k_q8k(w: &[BlockQ3K], a: &[BlockQ8K]) -> f32 {
         let hm = _mm512_broadcast_i64x4(_mm256_loadu_si256(x.hmask.as_ptr() as *const __m256i));
         let mut sumi = _mm512_setzero_si512();
         for k in 0..4 {
-            let low = low2(&x.qs, k, &shift, m3);
-            let hb = if k == 0 {
-                _mm512_sllv_epi16(hm, hl)
+            let lv = if GFNI {
+                let q = _mm512_broadcast_i64x4(_mm256_loadu_si256(
+                    x.qs.as_ptr().add(32 * (k / 2)) as *const __m256i
+                ));
+                _mm512_or_si512(
+                    _mm512_gf2p8affine_epi64_epi8::<0>(q, gl[k % 2]),
+                    _mm512_gf2p8affine_epi64_epi8::<0>(hm, gh[k]),
+                )
             } else {
-                _mm512_srlv_epi16(hm, hr[k - 1])
+                let low = low2(&x.qs, k, &shift, m3);
+                let hb = if k == 0 {
+                    _mm512_sllv_epi16(hm, hl)
+                } else {
+                    _mm512_srlv_epi16(hm, hr[k - 1])
+                };
+                _mm512_or_si512(low, _mm512_and_si512(hb, m4))
             };
-            let lv = _mm512_or_si512(low, _mm512_and_si512(hb, m4));
             sumi = scaled_chunk(sumi, lv, y, k, lanes[k], sc);
         }
         let sumi = _mm256_sub_epi32(fold(sumi), _mm256_slli_epi32::<2>(corr));
@@ -445,6 +492,51 @@ mod tests {
             assert!(
                 err <= mag * 1e-6,
                 "{n} blocks, extreme {extreme}: {gfni} vs scalar {want} (scale {mag})"
+            );
+        }
+    }
+
+    #[test]
+    fn q3k_gfni_equals_the_shift_form_and_the_avx2_kernel() {
+        // Bit for bit against each other and the AVX2 kernel (same levels,
+        // same folded lanes, same float steps); random bytes give every
+        // level and hmask pattern and every 6-bit scale.
+        if !(crate::Isa::Avx512.available() && is_x86_feature_detected!("gfni")) {
+            eprintln!("no AVX-512 with GFNI: nothing to compare");
+            return;
+        }
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        for n in [1, 2, 16, 23] {
+            let w: Vec<BlockQ3K> = (0..n)
+                .map(|_| BlockQ3K {
+                    hmask: std::array::from_fn(|_| rng.random()),
+                    qs: std::array::from_fn(|_| rng.random()),
+                    scales: std::array::from_fn(|_| rng.random()),
+                    d: crate::blocks::F16Le(
+                        half::f16::from_f32(rng.random_range(-0.02f32..0.02)).to_le_bytes(),
+                    ),
+                })
+                .collect();
+            let a = q8k_blocks(n, false, &mut rng);
+            // SAFETY: AVX-512 F/BW/VL/VNNI with AVX2, FMA and F16C
+            // (`Isa::Avx512`) and GFNI checked above; each kernel reads n
+            // blocks of slices that hold n.
+            let (plain, gfni, avx2) = unsafe {
+                (
+                    q3k_q8k(&w, &a),
+                    q3k_q8k_gfni(&w, &a),
+                    super::super::avx2::q3k_q8k(&w, &a),
+                )
+            };
+            assert_eq!(
+                plain.to_bits(),
+                gfni.to_bits(),
+                "{n} blocks: {plain} vs {gfni}"
+            );
+            assert_eq!(
+                avx2.to_bits(),
+                gfni.to_bits(),
+                "{n} blocks: AVX2 {avx2} vs {gfni}"
             );
         }
     }
