@@ -29,8 +29,10 @@
 //!
 //! Q5_K: zmm `j` is chunk `j` (sub-blocks `2j`, `2j + 1`, in order), its
 //! nibbles split and fifth bits placed by per-half variable shifts, the two
-//! sub-block scales spread by `vpermw`; folded and finished as the AVX2
-//! kernel does, so equal to [`super::avx2::q5k_q8k`] bit for bit.
+//! sub-block scales spread by `vpermw` (with GFNI, [`q5k_q8k_gfni`]: the
+//! nibbles and fifth bits placed by `vgf2p8affineqb`); folded and finished
+//! as the AVX2 kernel does, so equal to [`super::avx2::q5k_q8k`] bit for
+//! bit.
 
 #![allow(clippy::missing_safety_doc)]
 
@@ -353,6 +355,25 @@ unsafe fn halves_i16(lo: i16, hi: i16) -> __m512i {
 /// As [`q2k_q8k`].
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 pub unsafe fn q5k_q8k(w: &[BlockQ5K], a: &[BlockQ8K]) -> f32 {
+    q5k_blocks::<false>(w, a)
+}
+
+/// [`q5k_q8k`] with the nibbles and fifth bits placed by GFNI (one
+/// `vgf2p8affineqb` each per 64 levels, the bits chosen per 256-bit half by
+/// the matrices) instead of variable shifts and masks. Same levels, so
+/// bit-identical to it.
+///
+/// # Safety
+/// As [`q2k_q8k`], and GFNI available.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,gfni,avx2,fma,f16c")]
+pub unsafe fn q5k_q8k_gfni(w: &[BlockQ5K], a: &[BlockQ8K]) -> f32 {
+    q5k_blocks::<true>(w, a)
+}
+
+/// The Q5_K kernel body; `GFNI`: place the bits with GFNI (only inlined
+/// into a function that enables it).
+#[inline(always)]
+unsafe fn q5k_blocks<const GFNI: bool>(w: &[BlockQ5K], a: &[BlockQ8K]) -> f32 {
     let m4 = _mm512_set1_epi8(0xF);
     let m16 = _mm512_set1_epi8(0x10);
     // Chunk j: low nibbles (low half), high nibbles (high half).
@@ -361,6 +382,12 @@ pub unsafe fn q5k_q8k(w: &[BlockQ5K], a: &[BlockQ8K]) -> f32 {
     // 4, 3 / 2, 1 for j = 0, 1; right by 0, 1 / 2, 3 for j = 2, 3.
     let hl = [halves_i16(4, 3), halves_i16(2, 1)];
     let hr = [halves_i16(0, 1), halves_i16(2, 3)];
+    // The same with GFNI: the nibbles to bits 0–3, the qh bits to bit 4.
+    let gnib = gf_halves(gf_move(0, 0, 4), gf_move(4, 0, 4));
+    let gh: [__m512i; 4] = std::array::from_fn(|j| {
+        let b = 2 * j as u32;
+        gf_halves(gf_move(b, 4, 1), gf_move(b + 1, 4, 1))
+    });
     // i16 lane i of zmm j takes the scale of sub-block 2j + i / 16.
     let lanes: [__m512i; 4] = std::array::from_fn(|j| halves_i16(2 * j as i16, 2 * j as i16 + 1));
     let mut acc = _mm256_setzero_ps();
@@ -374,13 +401,20 @@ pub unsafe fn q5k_q8k(w: &[BlockQ5K], a: &[BlockQ8K]) -> f32 {
             let q = _mm512_broadcast_i64x4(_mm256_loadu_si256(
                 x.qs.as_ptr().add(32 * j) as *const __m256i
             ));
-            let low = _mm512_and_si512(_mm512_srlv_epi16(q, nib), m4);
-            let hb = if j < 2 {
-                _mm512_sllv_epi16(qh, hl[j])
+            let lv = if GFNI {
+                _mm512_or_si512(
+                    _mm512_gf2p8affine_epi64_epi8::<0>(q, gnib),
+                    _mm512_gf2p8affine_epi64_epi8::<0>(qh, gh[j]),
+                )
             } else {
-                _mm512_srlv_epi16(qh, hr[j - 2])
+                let low = _mm512_and_si512(_mm512_srlv_epi16(q, nib), m4);
+                let hb = if j < 2 {
+                    _mm512_sllv_epi16(qh, hl[j])
+                } else {
+                    _mm512_srlv_epi16(qh, hr[j - 2])
+                };
+                _mm512_or_si512(low, _mm512_and_si512(hb, m16))
             };
-            let lv = _mm512_or_si512(low, _mm512_and_si512(hb, m16));
             sumi = scaled_chunk(sumi, lv, y, j, lanes[j], sc);
         }
         // The AVX2 kernel's mins and float steps, in its order.
@@ -407,24 +441,15 @@ mod tests {
     /// with small f16 scales; `extreme`: every level 63 (the largest
     /// `vpmaddubsw` operand) and every group scale −128.
     fn q6k_blocks(n: usize, extreme: bool, rng: &mut impl Rng) -> Vec<BlockQ6K> {
-        (0..n)
-            .map(|_| {
-                let mut b = BlockQ6K {
-                    ql: std::array::from_fn(|_| rng.random()),
-                    qh: std::array::from_fn(|_| rng.random()),
-                    scales: std::array::from_fn(|_| rng.random()),
-                    d: crate::blocks::F16Le(
-                        half::f16::from_f32(rng.random_range(-0.02f32..0.02)).to_le_bytes(),
-                    ),
-                };
-                if extreme {
-                    b.ql = [0xFF; 128];
-                    b.qh = [0xFF; 64];
-                    b.scales = [-128; 16];
-                }
-                b
-            })
-            .collect()
+        let mut w: Vec<BlockQ6K> = random_blocks(n, &[208], rng);
+        if extreme {
+            for b in &mut w {
+                b.ql = [0xFF; 128];
+                b.qh = [0xFF; 64];
+                b.scales = [-128; 16];
+            }
+        }
+        w
     }
 
     fn q8k_blocks(n: usize, extreme: bool, rng: &mut impl Rng) -> Vec<BlockQ8K> {
@@ -496,48 +521,67 @@ mod tests {
         }
     }
 
+    /// `n` blocks of random bytes (every level, high-bit and scale
+    /// pattern), with small f16 values at the byte offsets `f16_at`.
+    fn random_blocks<B: crate::blocks::ByteBlock + Clone>(
+        n: usize,
+        f16_at: &[usize],
+        rng: &mut impl Rng,
+    ) -> Vec<B> {
+        let size = size_of::<B>();
+        let mut bytes: Vec<u8> = (0..n * size).map(|_| rng.random()).collect();
+        for block in bytes.chunks_exact_mut(size) {
+            for &o in f16_at {
+                let v = half::f16::from_f32(rng.random_range(-0.02f32..0.02));
+                block[o..o + 2].copy_from_slice(&v.to_le_bytes());
+            }
+        }
+        crate::blocks::cast_blocks::<B>(&bytes).unwrap().to_vec()
+    }
+
     #[test]
-    fn q3k_gfni_equals_the_shift_form_and_the_avx2_kernel() {
-        // Bit for bit against each other and the AVX2 kernel (same levels,
-        // same folded lanes, same float steps); random bytes give every
-        // level and hmask pattern and every 6-bit scale.
+    fn q3k_q5k_gfni_equal_the_shift_forms_and_the_avx2_kernels() {
+        // Bit for bit against each other and the AVX2 kernels (same levels,
+        // same folded lanes, same float steps).
         if !(crate::Isa::Avx512.available() && is_x86_feature_detected!("gfni")) {
             eprintln!("no AVX-512 with GFNI: nothing to compare");
             return;
         }
         let mut rng = rand::rngs::StdRng::seed_from_u64(3);
         for n in [1, 2, 16, 23] {
-            let w: Vec<BlockQ3K> = (0..n)
-                .map(|_| BlockQ3K {
-                    hmask: std::array::from_fn(|_| rng.random()),
-                    qs: std::array::from_fn(|_| rng.random()),
-                    scales: std::array::from_fn(|_| rng.random()),
-                    d: crate::blocks::F16Le(
-                        half::f16::from_f32(rng.random_range(-0.02f32..0.02)).to_le_bytes(),
-                    ),
-                })
-                .collect();
+            let w3: Vec<BlockQ3K> = random_blocks(n, &[108], &mut rng);
+            let w5: Vec<BlockQ5K> = random_blocks(n, &[0, 2], &mut rng);
             let a = q8k_blocks(n, false, &mut rng);
             // SAFETY: AVX-512 F/BW/VL/VNNI with AVX2, FMA and F16C
             // (`Isa::Avx512`) and GFNI checked above; each kernel reads n
             // blocks of slices that hold n.
-            let (plain, gfni, avx2) = unsafe {
+            let (q3, q5) = unsafe {
+                use super::super::avx2;
                 (
-                    q3k_q8k(&w, &a),
-                    q3k_q8k_gfni(&w, &a),
-                    super::super::avx2::q3k_q8k(&w, &a),
+                    [
+                        q3k_q8k(&w3, &a),
+                        q3k_q8k_gfni(&w3, &a),
+                        avx2::q3k_q8k(&w3, &a),
+                    ],
+                    [
+                        q5k_q8k(&w5, &a),
+                        q5k_q8k_gfni(&w5, &a),
+                        avx2::q5k_q8k(&w5, &a),
+                    ],
                 )
             };
-            assert_eq!(
-                plain.to_bits(),
-                gfni.to_bits(),
-                "{n} blocks: {plain} vs {gfni}"
-            );
-            assert_eq!(
-                avx2.to_bits(),
-                gfni.to_bits(),
-                "{n} blocks: AVX2 {avx2} vs {gfni}"
-            );
+            for (ty, [plain, gfni, avx2]) in [("Q3_K", q3), ("Q5_K", q5)] {
+                assert_eq!(
+                    plain.to_bits(),
+                    gfni.to_bits(),
+                    "{ty} {n} blocks: {plain} vs {gfni}"
+                );
+                assert_eq!(
+                    avx2.to_bits(),
+                    gfni.to_bits(),
+                    "{ty} {n} blocks: AVX2 {avx2}"
+                );
+            }
         }
     }
 }

@@ -182,6 +182,10 @@ pub fn row_dot(ty: GgmlType, isa: Isa, w: &[u8], act: ActRow<'_>) -> Result<f32>
                 avx512!(q3k_q8k_gfni, BlockQ3K, a)
             }
             (T::Q3_K, ActRow::Q8K(a)) => avx512!(q3k_q8k, BlockQ3K, a),
+            (T::Q5_K, ActRow::Q8K(a)) if std::arch::is_x86_feature_detected!("gfni") => {
+                // GFNI checked just above.
+                avx512!(q5k_q8k_gfni, BlockQ5K, a)
+            }
             (T::Q5_K, ActRow::Q8K(a)) => avx512!(q5k_q8k, BlockQ5K, a),
             (T::Q6_K, ActRow::Q8K(a)) if std::arch::is_x86_feature_detected!("gfni") => {
                 // GFNI checked just above.
