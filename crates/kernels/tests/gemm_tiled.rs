@@ -10,7 +10,7 @@
 mod common;
 
 use common::{assert_bits_eq, gaussian, on_threads};
-use mistral_kernels::{matmul, quantize_to_vec, GgmlType, Isa, QK_K};
+use mistral_kernels::{gemm, matmul, quantize_to_vec, GgmlType, Isa, QK_K};
 
 const TYPES: [GgmlType; 5] = [
     GgmlType::Q2_K,
@@ -110,6 +110,42 @@ fn tiled_legacy_matmul_matches_scalar() {
     }
 }
 
+/// k-quant weights `w` times `x` on every path in `paths` and on both
+/// forms of the tiled kernel this CPU has (the AVX-512 one, which
+/// `Isa::Avx512` only takes from `gemm::avx512_kquant_min_rows` rows on, and
+/// the AVX2 one), bit for bit against the scalar kernel.
+fn check_kquant_paths(
+    paths: &[Isa],
+    ty: GgmlType,
+    w: &[u8],
+    (rows, cols): (usize, usize),
+    x: &[f32],
+    what: &str,
+) {
+    let n = x.len() / cols;
+    let mut scalar = vec![0f32; n * rows];
+    matmul(ty, Isa::Scalar, w, rows, cols, x, &mut scalar).unwrap();
+    for &isa in paths {
+        let mut tiled = vec![f32::NAN; n * rows];
+        matmul(ty, isa, w, rows, cols, x, &mut tiled).unwrap();
+        assert_bits_eq(&format!("{what} {isa:?}"), &tiled, &scalar, rows);
+    }
+    for avx512 in [false, true] {
+        let mut tiled = vec![f32::NAN; n * rows];
+        let ran = gemm::matmul_kquant_form(ty, avx512, w, (rows, cols), x, &mut tiled).unwrap();
+        let available = if avx512 { Isa::Avx512 } else { Isa::Avx2 }.available();
+        assert_eq!(ran, available, "{what}: form avx512={avx512} ran {ran}");
+        if ran {
+            assert_bits_eq(
+                &format!("{what} form avx512={avx512}"),
+                &tiled,
+                &scalar,
+                rows,
+            );
+        }
+    }
+}
+
 #[test]
 fn tiled_kquant_matmul_is_bit_identical_to_scalar() {
     let paths = tiled_paths();
@@ -118,14 +154,8 @@ fn tiled_kquant_matmul_is_bit_identical_to_scalar() {
             for (j, &(rows, cols, n)) in SHAPES.iter().enumerate() {
                 let seed = (10 * i + j) as u64;
                 let (w, x) = operands(ty, rows, cols, n, seed);
-                let mut scalar = vec![0f32; n * rows];
-                matmul(ty, Isa::Scalar, &w, rows, cols, &x, &mut scalar).unwrap();
-                for &isa in &paths {
-                    let mut tiled = vec![f32::NAN; n * rows];
-                    matmul(ty, isa, &w, rows, cols, &x, &mut tiled).unwrap();
-                    let what = format!("{ty} {isa:?} {rows}x{cols} n={n}");
-                    assert_bits_eq(&what, &tiled, &scalar, rows);
-                }
+                let what = format!("{ty} {rows}x{cols} n={n}");
+                check_kquant_paths(&paths, ty, &w, (rows, cols), &x, &what);
             }
         }
     });
@@ -172,18 +202,8 @@ fn tiled_kquant_matmul_is_exact_at_extreme_levels() {
                     }
                 })
                 .collect();
-            let mut scalar = vec![0f32; n * rows];
-            matmul(ty, Isa::Scalar, &w, rows, cols, &x, &mut scalar).unwrap();
-            for &isa in &paths {
-                let mut tiled = vec![f32::NAN; n * rows];
-                matmul(ty, isa, &w, rows, cols, &x, &mut tiled).unwrap();
-                assert_bits_eq(
-                    &format!("{ty} {isa:?} fill {fill:#x}"),
-                    &tiled,
-                    &scalar,
-                    rows,
-                );
-            }
+            let what = format!("{ty} fill {fill:#x}");
+            check_kquant_paths(&paths, ty, &w, (rows, cols), &x, &what);
         }
     }
 }

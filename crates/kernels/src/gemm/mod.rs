@@ -298,7 +298,28 @@ const AMX_MIN_ROWS_KQUANT: usize = 33;
 #[cfg(target_arch = "x86_64")]
 const AMX_MIN_ROWS_Q8_0: usize = 256;
 
-/// The k-quant tiled kernel of `isa`: AVX-512 VNNI where available, else AVX2.
+/// Activation rows from which [`Isa::Avx512`] runs the AVX-512 form of the
+/// k-quant tiled kernel on weights in the GGUF layout; below, the AVX2 form
+/// is faster: its panels are 8 activation rows to the AVX-512 form's 16, and
+/// its weights are expanded at half the size. Same-process alternated
+/// medians, AMD Zen 4, 2 threads, 4096×4096, GFLOP/s AVX2 vs AVX-512: Q6_K
+/// n = 8: 127 vs 71, 16: 153 vs 118, 24: 156–213 vs 125–154, 32: 177–192
+/// vs 173–181, 40: 200 vs 193, 48: 214–229 vs 228–240, 64: 232–257 vs
+/// 264–300; Q5_K n = 16: 160 vs 144, 32: 243–263 vs 254–262, 48: 254–348
+/// vs 318–374; Q3_K n = 16: 172 vs 121, 48: 288–292 vs 263–266, 64:
+/// 291–300 vs 312–321 (4096×14336 alike). The packed layouts have their
+/// own cut-offs ([`is_tiled_packed`]), and on [`Isa::Amx`] nothing changes
+/// (not measured there).
+pub fn avx512_kquant_min_rows(ty: GgmlType) -> usize {
+    match ty {
+        GgmlType::Q3_K => 64,
+        _ => 48,
+    }
+}
+
+/// The k-quant tiled kernel of `isa`: AVX-512 VNNI where available (on
+/// [`Isa::Avx512`] for weights in the GGUF layout from
+/// [`avx512_kquant_min_rows`]), else AVX2.
 #[cfg(target_arch = "x86_64")]
 fn kquant_matmul(
     ty: GgmlType,
@@ -309,7 +330,72 @@ fn kquant_matmul(
     x: &[f32],
     y: &mut [f32],
 ) -> bool {
-    if isa.has_avx512() {
+    let plain = matches!(w, kquant::KRows::Plain(_));
+    let small = isa == Isa::Avx512 && plain && x.len() / cols.max(1) < avx512_kquant_min_rows(ty);
+    kquant_form(ty, isa.has_avx512() && !small, isa, w, (rows, cols), x, y)
+}
+
+/// Test hook: `y = x · wᵀ` for k-quant weights in the GGUF layout (shapes
+/// as [`crate::matmul`]) on the tiled kernel in its AVX-512 form (`avx512`)
+/// or its AVX2 form, at any batch size, so that tests reach both forms
+/// whatever [`avx512_kquant_min_rows`] picks. `Ok(false)` where that form
+/// cannot run on this CPU, `ty` has no tiled kernel or the rows are not
+/// whole super-blocks.
+#[doc(hidden)]
+pub fn matmul_kquant_form(
+    ty: GgmlType,
+    avx512: bool,
+    w: &[u8],
+    (rows, cols): (usize, usize),
+    x: &[f32],
+    y: &mut [f32],
+) -> crate::Result<bool> {
+    let isa = if avx512 { Isa::Avx512 } else { Isa::Avx2 };
+    if family(ty) != Some(Family::KQuant) || !isa.available() {
+        return Ok(false);
+    }
+    let row_bytes = crate::blocks::bytes_for(ty, cols)?;
+    if Some(w.len()) != row_bytes.checked_mul(rows) {
+        return Err(crate::KernelError::DataSize {
+            ty,
+            expected: row_bytes.saturating_mul(rows),
+            got: w.len(),
+        });
+    }
+    if rows == 0 || crate::matmul::activation_rows(rows, cols, x, y)? == 0 {
+        return Ok(true);
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        Ok(kquant_form(
+            ty,
+            avx512,
+            isa,
+            kquant::KRows::Plain(w),
+            (rows, cols),
+            x,
+            y,
+        ))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = y;
+        Ok(false)
+    }
+}
+
+/// The k-quant tiled kernel in its AVX-512 form (`avx512`) or its AVX2 one.
+#[cfg(target_arch = "x86_64")]
+fn kquant_form(
+    ty: GgmlType,
+    avx512: bool,
+    isa: Isa,
+    w: kquant::KRows<'_>,
+    (rows, cols): (usize, usize),
+    x: &[f32],
+    y: &mut [f32],
+) -> bool {
+    if avx512 {
         let tiles = isa == Isa::Amx
             && x.len() / cols.max(1) >= AMX_MIN_ROWS_KQUANT
             && kquant_avx512::amx::takes(ty, rows, cols)
