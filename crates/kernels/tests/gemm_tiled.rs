@@ -126,6 +126,11 @@ fn check_kquant_paths(
     let mut scalar = vec![0f32; n * rows];
     matmul(ty, Isa::Scalar, w, rows, cols, x, &mut scalar).unwrap();
     for &isa in paths {
+        if !gemm::is_tiled(ty, isa, n) {
+            // The row kernels' (tests/matmul.rs); the hook below still runs
+            // both tiled forms at this size.
+            continue;
+        }
         let mut tiled = vec![f32::NAN; n * rows];
         matmul(ty, isa, w, rows, cols, x, &mut tiled).unwrap();
         assert_bits_eq(&format!("{what} {isa:?}"), &tiled, &scalar, rows);

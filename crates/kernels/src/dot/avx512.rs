@@ -64,7 +64,7 @@ const Q6K_SCALE_LANES: [[i16; 32]; 4] = {
 /// `min(w.len(), a.len())` blocks of each slice.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 pub unsafe fn q6k_q8k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
-    q6k_blocks::<false>(w, a)
+    q6k_rows::<false, 1>(w, [a])[0]
 }
 
 /// [`q6k_q8k`] with the level bits placed by GFNI: the two bits of `qh`
@@ -77,13 +77,38 @@ pub unsafe fn q6k_q8k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
 /// As [`q6k_q8k`], and GFNI available.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,gfni,avx2,fma,f16c")]
 pub unsafe fn q6k_q8k_gfni(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
-    q6k_blocks::<true>(w, a)
+    q6k_rows::<true, 1>(w, [a])[0]
 }
 
-/// The Q6_K kernel body; `GFNI`: place the high bits with GFNI (only
-/// inlined into a function that enables it).
+/// [`q6k_q8k`] for 4 activation rows: each super-block's levels and spread
+/// scales are built once for the four. Each result equals [`q6k_q8k`]'s on
+/// that row bit for bit.
+///
+/// # Safety
+/// As [`q6k_q8k`]; reads `w.len()` blocks of each row, which must hold them.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub unsafe fn q6k_q8k_x4(w: &[BlockQ6K], a: [&[BlockQ8K]; 4]) -> [f32; 4] {
+    q6k_rows::<false, 4>(w, a)
+}
+
+/// [`q6k_q8k_x4`] with GFNI, as [`q6k_q8k_gfni`].
+///
+/// # Safety
+/// As [`q6k_q8k_x4`], and GFNI available.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,gfni,avx2,fma,f16c")]
+pub unsafe fn q6k_q8k_x4_gfni(w: &[BlockQ6K], a: [&[BlockQ8K]; 4]) -> [f32; 4] {
+    q6k_rows::<true, 4>(w, a)
+}
+
+/// The Q6_K kernel body for `M` activation rows (`M == 1`: the first
+/// `min(w.len(), a[0].len())` blocks; else `w.len()` blocks of each row);
+/// `GFNI`: place the high bits with GFNI (only inlined into a function
+/// that enables it).
 #[inline(always)]
-unsafe fn q6k_blocks<const GFNI: bool>(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
+unsafe fn q6k_rows<const GFNI: bool, const M: usize>(
+    w: &[BlockQ6K],
+    a: [&[BlockQ8K]; M],
+) -> [f32; M] {
     let m4 = _mm512_set1_epi8(0x0F);
     let m30 = _mm512_set1_epi8(0x30);
     // Levels 32k + l (k = 0..4 within a 128-level half) take qh[l] bits
@@ -109,40 +134,49 @@ unsafe fn q6k_blocks<const GFNI: bool>(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
     const NIB_OR: i32 = 0xEC;
     let m32 = _mm256_set1_epi16(-32);
     let lanes = Q6K_SCALE_LANES.map(|l| _mm512_loadu_si512(l.as_ptr() as *const __m512i));
-    let mut acc = _mm512_setzero_ps();
-    for (x, y) in w.iter().zip(a) {
+    let nb = if M == 1 {
+        w.len().min(a[0].len())
+    } else {
+        w.len()
+    };
+    let mut acc = [_mm512_setzero_ps(); M];
+    for (s, x) in w[..nb].iter().enumerate() {
         prefetch_ahead(x);
         let sc8 = _mm_loadu_si128(x.scales.as_ptr() as *const __m128i);
         let sc16 = _mm256_cvtepi8_epi16(sc8);
         let sc = _mm512_castsi256_si512(sc16);
-        // The lanes start at the levels' offset, −32·Σ scale_g·bsum_g.
-        let corr = _mm256_madd_epi16(
-            _mm256_mullo_epi16(sc16, m32),
-            _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i),
-        );
-        let mut sumi = _mm512_zextsi256_si512(corr);
+        // Levels 64k..64k + 64 in zmm k (0..4), and their scales per pair.
+        let mut lv = [_mm512_setzero_si512(); 4];
         for n in 0..2 {
             let ql = _mm512_loadu_si512(x.ql.as_ptr().add(64 * n) as *const __m512i);
             let qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(
                 x.qh.as_ptr().add(32 * n) as *const __m256i
             ));
-            let lo = _mm512_ternarylogic_epi32::<NIB_OR>(ql, high(qh, true), m4);
-            let hi = _mm512_ternarylogic_epi32::<NIB_OR>(
+            lv[2 * n] = _mm512_ternarylogic_epi32::<NIB_OR>(ql, high(qh, true), m4);
+            lv[2 * n + 1] = _mm512_ternarylogic_epi32::<NIB_OR>(
                 _mm512_srli_epi16::<4>(ql),
                 high(qh, false),
                 m4,
             );
-            let ylo = _mm512_loadu_si512(y.qs.as_ptr().add(128 * n) as *const __m512i);
-            let yhi = _mm512_loadu_si512(y.qs.as_ptr().add(128 * n + 64) as *const __m512i);
-            let slo = _mm512_permutexvar_epi16(lanes[2 * n], sc);
-            let shi = _mm512_permutexvar_epi16(lanes[2 * n + 1], sc);
-            sumi = dpwssd(sumi, _mm512_maddubs_epi16(lo, ylo), slo);
-            sumi = dpwssd(sumi, _mm512_maddubs_epi16(hi, yhi), shi);
         }
-        let d = y.d * f16(x.d);
-        acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(sumi), acc);
+        let spread: [__m512i; 4] = std::array::from_fn(|k| _mm512_permutexvar_epi16(lanes[k], sc));
+        // −32 per level: the lanes start at −32·Σ scale_g·bsum_g.
+        let sc32 = _mm256_mullo_epi16(sc16, m32);
+        let dw = f16(x.d);
+        for m in 0..M {
+            let y = &a[m][s];
+            let corr =
+                _mm256_madd_epi16(sc32, _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i));
+            let mut sumi = _mm512_zextsi256_si512(corr);
+            for k in 0..4 {
+                let yk = _mm512_loadu_si512(y.qs.as_ptr().add(64 * k) as *const __m512i);
+                sumi = dpwssd(sumi, _mm512_maddubs_epi16(lv[k], yk), spread[k]);
+            }
+            let d = y.d * dw;
+            acc[m] = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(sumi), acc[m]);
+        }
     }
-    _mm512_reduce_add_ps(acc)
+    acc.map(|v| _mm512_reduce_add_ps(v))
 }
 
 /// `vpdpwssd`: `acc` plus the sums of pairwise i16 products of `a` and
@@ -513,6 +547,26 @@ mod tests {
                     (x.d.to_f32() as f64 * y.d as f64).abs() * terms as f64
                 })
                 .sum();
+            // The four-row forms: each row as the one-row kernel.
+            let rows: [Vec<BlockQ8K>; 4] =
+                std::array::from_fn(|_| q8k_blocks(n, extreme, &mut rng));
+            let four = [&rows[0][..], &rows[1][..], &rows[2][..], &rows[3][..]];
+            // SAFETY: as above; every row holds the n blocks the kernels read.
+            let (x4, x4g, one) = unsafe {
+                (
+                    q6k_q8k_x4(&w, four),
+                    q6k_q8k_x4_gfni(&w, four),
+                    four.map(|r| q6k_q8k_gfni(&w, r)),
+                )
+            };
+            for m in 0..4 {
+                assert_eq!(x4[m].to_bits(), one[m].to_bits(), "{n} blocks, row {m}: x4");
+                assert_eq!(
+                    x4g[m].to_bits(),
+                    one[m].to_bits(),
+                    "{n} blocks, row {m}: x4 GFNI"
+                );
+            }
             let err = (gfni as f64 - want as f64).abs();
             assert!(
                 err <= mag * 1e-6,

@@ -324,8 +324,32 @@ pub fn row_dot4(
         return match ty {
             T::Q4_K => q8k4!(q4k_q8k_x4, BlockQ4K),
             // On AVX-512 a Q6_K row takes its own kernel (`avx512::q6k_q8k`),
-            // which the AVX2 four-row form would not match bit for bit.
-            T::Q6_K if isa.has_avx512() => Ok(None),
+            // which the AVX2 four-row form would not match bit for bit; its
+            // own four-row form does.
+            T::Q6_K if isa.has_avx512() => {
+                let wb = typed!(w, BlockQ6K);
+                if let [A::Q8K(a0), A::Q8K(a1), A::Q8K(a2), A::Q8K(a3)] = acts {
+                    if [a0.len(), a1.len(), a2.len(), a3.len()]
+                        .iter()
+                        .all(|&l| l >= wb.len())
+                    {
+                        let a = [a0, a1, a2, a3];
+                        // SAFETY: AVX-512 F/BW/VL/VNNI with AVX2, FMA and
+                        // F16C checked by the caller (`Isa::checked`), GFNI
+                        // just here; every activation row has at least as
+                        // many blocks as the weight row, which is all the
+                        // kernels read.
+                        return Ok(Some(unsafe {
+                            if std::arch::is_x86_feature_detected!("gfni") {
+                                avx512::q6k_q8k_x4_gfni(wb, a)
+                            } else {
+                                avx512::q6k_q8k_x4(wb, a)
+                            }
+                        }));
+                    }
+                }
+                Ok(None)
+            }
             T::Q6_K => q8k4!(q6k_q8k_x4, BlockQ6K),
             T::Q2_K => q8k4!(q2k_q8k_x4, BlockQ2K),
             T::Q8_0 => {

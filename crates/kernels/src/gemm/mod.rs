@@ -74,7 +74,18 @@ fn family(ty: GgmlType) -> Option<Family> {
 /// runs a tiled kernel (whose float steps may differ from the
 /// row-at-a-time kernels').
 pub fn is_tiled(ty: GgmlType, isa: Isa, n: usize) -> bool {
-    isa.has_avx2() && cfg!(target_arch = "x86_64") && n >= min_rows(ty) && family(ty).is_some()
+    let min = match ty {
+        // The AVX-512 Q6_K four-row kernel (`dot::avx512::q6k_q8k_x4`) keeps
+        // ahead of the tiled kernels up to about 16 rows: AMD Zen 4, 2
+        // threads, same-process alternated medians, GFLOP/s four-row vs
+        // tiled: 4096×4096 n = 8: 176 vs 97, 12: 182 vs 109, 16: 124–188 vs
+        // 118–151, 24: 126–190 vs 137–156, 32: 126–198 vs 159–199;
+        // 4096×14336 n = 8: 184 vs 108, 16: 193 vs 152; 1024×3584 n = 8: 181
+        // vs 161, 16: 181 vs 205. Not measured with AMX, which keeps 8.
+        GgmlType::Q6_K if isa == Isa::Avx512 => 16,
+        _ => min_rows(ty),
+    };
+    isa.has_avx2() && cfg!(target_arch = "x86_64") && n >= min && family(ty).is_some()
 }
 
 /// [`is_tiled`] for a matrix in a packed layout ([`crate::packed::Packed`]).
