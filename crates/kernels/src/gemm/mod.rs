@@ -76,13 +76,12 @@ fn family(ty: GgmlType) -> Option<Family> {
 pub fn is_tiled(ty: GgmlType, isa: Isa, n: usize) -> bool {
     let min = match ty {
         // The AVX-512 Q6_K four-row kernel (`dot::avx512::q6k_q8k_x4`) keeps
-        // ahead of the tiled kernels up to about 16 rows: AMD Zen 4, 2
-        // threads, same-process alternated medians, GFLOP/s four-row vs
-        // tiled: 4096×4096 n = 8: 176 vs 97, 12: 182 vs 109, 16: 124–188 vs
-        // 118–151, 24: 126–190 vs 137–156, 32: 126–198 vs 159–199;
-        // 4096×14336 n = 8: 184 vs 108, 16: 193 vs 152; 1024×3584 n = 8: 181
-        // vs 161, 16: 181 vs 205. Not measured with AMX, which keeps 8.
-        GgmlType::Q6_K if isa == Isa::Avx512 => 16,
+        // ahead of the tiled kernel up to about 12 rows: AMD Zen 4, 2
+        // threads, 4096×4096, same-process alternated, GFLOP/s against
+        // candle's in the same rounds, four-row vs tiled: n = 8: 184/138,
+        // 202/146 vs 171/162, 201/211; n = 12: 202/170, 238/220 vs 262/210,
+        // 286/244. Not measured with AMX, which keeps 8.
+        GgmlType::Q6_K if isa == Isa::Avx512 => 12,
         _ => min_rows(ty),
     };
     isa.has_avx2() && cfg!(target_arch = "x86_64") && n >= min && family(ty).is_some()
@@ -311,19 +310,21 @@ const AMX_MIN_ROWS_Q8_0: usize = 256;
 
 /// Activation rows from which [`Isa::Avx512`] runs the AVX-512 form of the
 /// k-quant tiled kernel on weights in the GGUF layout; below, the AVX2 form
-/// is faster: its panels are 8 activation rows to the AVX-512 form's 16, and
-/// its weights are expanded at half the size. Same-process alternated
-/// medians, AMD Zen 4, 2 threads, 4096×4096, GFLOP/s AVX2 vs AVX-512: Q6_K
-/// n = 8: 127 vs 71, 16: 153 vs 118, 24: 156–213 vs 125–154, 32: 177–192
-/// vs 173–181, 40: 200 vs 193, 48: 214–229 vs 228–240, 64: 232–257 vs
-/// 264–300; Q5_K n = 16: 160 vs 144, 32: 243–263 vs 254–262, 48: 254–348
-/// vs 318–374; Q3_K n = 16: 172 vs 121, 48: 288–292 vs 263–266, 64:
-/// 291–300 vs 312–321 (4096×14336 alike). The packed layouts have their
-/// own cut-offs ([`is_tiled_packed`]), and on [`Isa::Amx`] nothing changes
-/// (not measured there).
+/// is faster for Q3_K and Q5_K: its panels are 8 activation rows to the
+/// AVX-512 form's 16, and its weights are expanded at half the size.
+/// Same-process alternated medians, AMD Zen 4, 2 threads, 4096×4096, GFLOP/s
+/// AVX2 vs AVX-512: Q5_K n = 16: 160 vs 144, 32: 243–263 vs 254–262, 48:
+/// 254–348 vs 318–374; Q3_K n = 16: 172 vs 121, 48: 288–292 vs 263–266, 64:
+/// 291–300 vs 312–321 (4096×14336 alike). Q6_K expands straight into the
+/// AVX-512 form (`kquant_avx512::expand_q6k`), which then wins from the
+/// smallest tiled batch: n = 16: 349 against the AVX2 form's 153 and
+/// candle's 243. The packed layouts have their own cut-offs
+/// ([`is_tiled_packed`]), and on [`Isa::Amx`] nothing changes (not measured
+/// there).
 pub fn avx512_kquant_min_rows(ty: GgmlType) -> usize {
     match ty {
         GgmlType::Q3_K => 64,
+        GgmlType::Q6_K => 8,
         _ => 48,
     }
 }
