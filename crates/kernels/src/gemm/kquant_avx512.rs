@@ -229,10 +229,9 @@ unsafe fn convert_rows(ty: GgmlType, form: Form, e: &[Expanded], out: &mut [Weig
 /// the byte loops): the levels built as in the AVX-512 row kernel (nibbles
 /// and shifted `qh` bits joined by `vpternlogd`), stored as `q − 32`, and
 /// `wcorr`'s group sums taken with `vpdpbusd` against ones. Zen 4, 2
-/// threads, 4096×4096, same-process alternated with candle, GFLOP/s ours /
-/// candle's before → after: n = 48 225 / 235 → 346 / 211, n = 64 275 / 217
-/// → 397 / 217, n = 512 → 527 / 282 (422 / 321 in the morning's criterion
-/// run).
+/// threads, 4096×4096, two builds alternated twice, GFLOP/s before → after
+/// (with the row-kernel cut-offs of the same commits): n = 16 114–152 →
+/// 221–329, n = 64 272–274 → 407–441, n = 512 499–513 → 506–528.
 ///
 /// # Safety
 /// AVX-512 F/BW/VNNI and F16C available.

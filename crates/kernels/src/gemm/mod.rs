@@ -317,8 +317,8 @@ const AMX_MIN_ROWS_Q8_0: usize = 256;
 /// 254–348 vs 318–374; Q3_K n = 16: 172 vs 121, 48: 288–292 vs 263–266, 64:
 /// 291–300 vs 312–321 (4096×14336 alike). Q6_K expands straight into the
 /// AVX-512 form (`kquant_avx512::expand_q6k`), which then wins from the
-/// smallest tiled batch: n = 16: 349 against the AVX2 form's 153 and
-/// candle's 243. The packed layouts have their own cut-offs
+/// smallest tiled batch: n = 16, 4096×4096, in one run the AVX2 form 152
+/// and candle 183, in the next the AVX-512 form 349 and candle 243. The packed layouts have their own cut-offs
 /// ([`is_tiled_packed`]), and on [`Isa::Amx`] nothing changes (not measured
 /// there).
 pub fn avx512_kquant_min_rows(ty: GgmlType) -> usize {
