@@ -110,10 +110,10 @@ fn tiled_legacy_matmul_matches_scalar() {
     }
 }
 
-/// k-quant weights `w` times `x` on every path in `paths` and on both
-/// forms of the tiled kernel this CPU has (the AVX-512 one, which
-/// `Isa::Avx512` only takes from `gemm::avx512_kquant_min_rows` rows on, and
-/// the AVX2 one), bit for bit against the scalar kernel.
+/// k-quant weights `w` times `x` on every path in `paths` where it runs a
+/// tiled kernel, and on both forms of the tiled kernel this CPU has (the
+/// AVX-512 one and the AVX2 one, at every batch size, through
+/// `gemm::matmul_kquant_form`), bit for bit against the scalar kernel.
 fn check_kquant_paths(
     paths: &[Isa],
     ty: GgmlType,

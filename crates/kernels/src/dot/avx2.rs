@@ -300,7 +300,7 @@ unsafe fn q2k_block(x: &BlockQ2K, y: &BlockQ8K, acc: __m256) -> __m256 {
 
 /// The 16 signed 6-bit Q3_K scales as i16 lanes (llama.cpp's `kmask` unpacking).
 #[inline(always)]
-pub(super) unsafe fn q3k_scales_i16(s: &[u8; 12]) -> __m256i {
+pub(crate) unsafe fn q3k_scales_i16(s: &[u8; 12]) -> __m256i {
     const K1: u32 = 0x0303_0303;
     const K2: u32 = 0x0f0f_0f0f;
     let w = |i: usize| u32::from_le_bytes([s[i], s[i + 1], s[i + 2], s[i + 3]]);
@@ -363,7 +363,7 @@ pub unsafe fn q4k_q8k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
 /// The 8 scales and 8 mins of a Q4_K / Q5_K block as i16 lanes 0..8 / 8..16
 /// (llama.cpp's `kmask` unpacking of the 12 scale bytes).
 #[inline(always)]
-pub(super) unsafe fn k4_scales_mins_i16(scales: &[u8; 12]) -> __m256i {
+pub(crate) unsafe fn k4_scales_mins_i16(scales: &[u8; 12]) -> __m256i {
     const K1: u32 = 0x3f3f_3f3f;
     const K2: u32 = 0x0f0f_0f0f;
     const K3: u32 = 0x0303_0303;

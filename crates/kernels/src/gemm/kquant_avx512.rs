@@ -287,6 +287,118 @@ unsafe fn expand_q6k(x: &BlockQ6K, out: &mut WeightSb) {
     out.dm = 0.0;
 }
 
+/// [`expand_q6k`] for Q5_K: zmm `j` holds sub-blocks `2j` (low 256 bits)
+/// and `2j + 1`, nibbles and fifth bits placed as in the AVX-512 row kernel;
+/// the 6-bit scales and mins unpacked as the AVX2 kernels do.
+///
+/// # Safety
+/// AVX-512 F/BW/VNNI and F16C available.
+#[target_feature(enable = "avx2,f16c,avx512f,avx512bw,avx512vnni")]
+unsafe fn expand_q5k(x: &BlockQ5K, out: &mut WeightSb) {
+    let m4 = _mm512_set1_epi8(0xF);
+    let m16 = _mm512_set1_epi8(0x10);
+    let ones = _mm512_set1_epi8(1);
+    let halves =
+        |a: i16, b: i16| _mm512_inserti64x4::<1>(_mm512_set1_epi16(a), _mm256_set1_epi16(b));
+    // Low nibbles (low half), high nibbles (high half); qh bits 2j, 2j + 1
+    // to bit 4: left by 4, 3 / 2, 1 for j = 0, 1, right by 0, 1 / 2, 3 for
+    // j = 2, 3.
+    let nib = halves(0, 4);
+    let (hl, hr) = ([halves(4, 3), halves(2, 1)], [halves(0, 1), halves(2, 3)]);
+    // Scales in i32 lanes 0..8, mins in 8..16; the mins as i16 pairs in `m`.
+    let ms = crate::dot::avx2::k4_scales_mins_i16(&x.scales);
+    let sc = _mm512_cvtepi16_epi32(ms);
+    _mm512_store_si512(out.sc.as_mut_ptr() as *mut __m512i, sc);
+    _mm_storeu_si128(
+        out.m.as_mut_ptr() as *mut __m128i,
+        _mm256_extracti128_si256::<1>(ms),
+    );
+    let qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(x.qh.as_ptr() as *const __m256i));
+    let mut corr = _mm512_setzero_si512();
+    for j in 0..4 {
+        let q = _mm512_broadcast_i64x4(_mm256_loadu_si256(
+            x.qs.as_ptr().add(32 * j) as *const __m256i
+        ));
+        let hb = if j < 2 {
+            _mm512_sllv_epi16(qh, hl[j])
+        } else {
+            _mm512_srlv_epi16(qh, hr[j - 2])
+        };
+        let lv = _mm512_or_si512(
+            _mm512_and_si512(_mm512_srlv_epi16(q, nib), m4),
+            _mm512_and_si512(hb, m16),
+        );
+        _mm512_store_si512(out.qs.as_mut_ptr().add(64 * j) as *mut __m512i, lv);
+        // Lane i: levels 64j + 4i.. + 4, in sub-block 2j + i/8.
+        let sums = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lv, ones);
+        let idx = _mm512_add_epi32(
+            _mm512_set1_epi32(2 * j as i32),
+            _mm512_srli_epi32::<3>(_mm512_set_epi32(
+                15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0,
+            )),
+        );
+        let scl = _mm512_permutexvar_epi32(idx, sc);
+        corr = _mm512_add_epi32(corr, _mm512_mullo_epi32(sums, scl));
+    }
+    out.wcorr = 128 * _mm512_reduce_add_epi32(corr);
+    out.d = crate::dot::avx2::f16(x.d);
+    out.dm = crate::dot::avx2::f16(x.dmin);
+}
+
+/// [`expand_q6k`] for Q3_K: zmm `k` holds levels `64k..64k + 64`, each
+/// level's 2-bit field and `hmask` bit placed as in the AVX-512 row kernel's
+/// shift form, stored as `q − 4`.
+///
+/// # Safety
+/// AVX-512 F/BW/VNNI and F16C available.
+#[target_feature(enable = "avx2,f16c,avx512f,avx512bw,avx512vnni")]
+unsafe fn expand_q3k(x: &BlockQ3K, out: &mut WeightSb) {
+    let (m3, m4) = (_mm512_set1_epi8(3), _mm512_set1_epi8(4));
+    let ones = _mm512_set1_epi8(1);
+    let halves =
+        |a: i16, b: i16| _mm512_inserti64x4::<1>(_mm512_set1_epi16(a), _mm256_set1_epi16(b));
+    // The 2-bit field of zmm k: bytes qs[32(k/2)..] right by 4(k%2) (low
+    // half) and 4(k%2) + 2 (high half). Its hmask bit, 2k (low half) and
+    // 2k + 1 (high half), to bit 2: left by 2, 1 for k = 0, right by 0, 1 /
+    // 2, 3 / 4, 5 for k = 1, 2, 3.
+    let field = [halves(0, 2), halves(4, 6)];
+    let hl = halves(2, 1);
+    let hr = [halves(0, 1), halves(2, 3), halves(4, 5)];
+    let sc = _mm512_cvtepi16_epi32(crate::dot::avx2::q3k_scales_i16(&x.scales));
+    _mm512_store_si512(out.sc.as_mut_ptr() as *mut __m512i, sc);
+    let hm = _mm512_broadcast_i64x4(_mm256_loadu_si256(x.hmask.as_ptr() as *const __m256i));
+    let mut corr = _mm512_setzero_si512();
+    for k in 0..4 {
+        let q = _mm512_broadcast_i64x4(_mm256_loadu_si256(
+            x.qs.as_ptr().add(32 * (k / 2)) as *const __m256i
+        ));
+        let hb = if k == 0 {
+            _mm512_sllv_epi16(hm, hl)
+        } else {
+            _mm512_srlv_epi16(hm, hr[k - 1])
+        };
+        let lv = _mm512_or_si512(
+            _mm512_and_si512(_mm512_srlv_epi16(q, field[k % 2]), m3),
+            _mm512_and_si512(hb, m4),
+        );
+        let q = _mm512_sub_epi8(lv, m4);
+        _mm512_store_si512(out.qs.as_mut_ptr().add(64 * k) as *mut __m512i, q);
+        // Lane i: levels 64k + 4i.. + 4, in group 4k + i/4.
+        let sums = _mm512_dpbusd_epi32(_mm512_setzero_si512(), ones, q);
+        let idx = _mm512_add_epi32(
+            _mm512_set1_epi32(4 * k as i32),
+            _mm512_srli_epi32::<2>(_mm512_set_epi32(
+                15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0,
+            )),
+        );
+        let scl = _mm512_permutexvar_epi32(idx, sc);
+        corr = _mm512_add_epi32(corr, _mm512_mullo_epi32(sums, scl));
+    }
+    out.wcorr = 128 * _mm512_reduce_add_epi32(corr);
+    out.d = crate::dot::avx2::f16(x.d);
+    out.dm = 0.0;
+}
+
 /// Expands super-block `x` of a packed group of 8 Q4_K rows straight into
 /// this kernel's form (what [`expand_rows`] then [`convert`] give, without
 /// the intermediate copy): row `r` goes to `out.add(r * stride)`.
@@ -742,16 +854,21 @@ unsafe fn expand_k_block(
                 }
             }
         }
-        KRows::Plain(bytes) if ty == GgmlType::Q6_K => {
-            let size = size_of::<BlockQ6K>();
+        KRows::Plain(bytes) if matches!(ty, GgmlType::Q3_K | GgmlType::Q5_K | GgmlType::Q6_K) => {
+            let size = row_bytes / kb;
             for r in rb0..rb1 {
                 let row = &bytes[r * row_bytes..(r + 1) * row_bytes];
                 for s in 0..nsb {
+                    let x = row.as_ptr().add((s0 + s) * size);
+                    let out = &mut scratch.wbuf[(r - rb0) * nsb + s];
                     // SAFETY: the row holds `kb` blocks of `size` bytes (the
                     // caller's contract) and `s0 + s < kb`; block structs
                     // have alignment 1 and any bit pattern is valid.
-                    let x = &*(row.as_ptr().add((s0 + s) * size) as *const BlockQ6K);
-                    expand_q6k(x, &mut scratch.wbuf[(r - rb0) * nsb + s]);
+                    match ty {
+                        GgmlType::Q6_K => expand_q6k(&*(x as *const BlockQ6K), out),
+                        GgmlType::Q5_K => expand_q5k(&*(x as *const BlockQ5K), out),
+                        _ => expand_q3k(&*(x as *const BlockQ3K), out),
+                    }
                 }
                 if s0 + KC < kb {
                     let next = &row[(s0 + KC) * size..(s0 + KC + KC.min(kb - s0 - KC)) * size];

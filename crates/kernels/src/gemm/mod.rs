@@ -308,30 +308,18 @@ const AMX_MIN_ROWS_KQUANT: usize = 33;
 #[cfg(target_arch = "x86_64")]
 const AMX_MIN_ROWS_Q8_0: usize = 256;
 
-/// Activation rows from which [`Isa::Avx512`] runs the AVX-512 form of the
-/// k-quant tiled kernel on weights in the GGUF layout; below, the AVX2 form
-/// is faster for Q3_K and Q5_K: its panels are 8 activation rows to the
-/// AVX-512 form's 16, and its weights are expanded at half the size.
-/// Same-process alternated medians, AMD Zen 4, 2 threads, 4096×4096, GFLOP/s
-/// AVX2 vs AVX-512: Q5_K n = 16: 160 vs 144, 32: 243–263 vs 254–262, 48:
-/// 254–348 vs 318–374; Q3_K n = 16: 172 vs 121, 48: 288–292 vs 263–266, 64:
-/// 291–300 vs 312–321 (4096×14336 alike). Q6_K expands straight into the
-/// AVX-512 form (`kquant_avx512::expand_q6k`), which then wins from the
-/// smallest tiled batch: n = 16, 4096×4096, in one run the AVX2 form 152
-/// and candle 183, in the next the AVX-512 form 349 and candle 243. The packed layouts have their own cut-offs
-/// ([`is_tiled_packed`]), and on [`Isa::Amx`] nothing changes (not measured
-/// there).
-pub fn avx512_kquant_min_rows(ty: GgmlType) -> usize {
-    match ty {
-        GgmlType::Q3_K => 64,
-        GgmlType::Q6_K => 8,
-        _ => 48,
-    }
-}
-
-/// The k-quant tiled kernel of `isa`: AVX-512 VNNI where available (on
-/// [`Isa::Avx512`] for weights in the GGUF layout from
-/// [`avx512_kquant_min_rows`]), else AVX2.
+/// The k-quant tiled kernel of `isa`: AVX-512 VNNI where available, else
+/// AVX2.
+///
+/// Q3_K, Q5_K and Q6_K in the GGUF layout expand straight into the AVX-512
+/// form (`kquant_avx512::expand_q3k` etc.). Through the AVX2 expansion and
+/// a byte-loop conversion, as before, the AVX2 form had been faster below
+/// 48–64 activation rows; expanded directly, the AVX-512 form wins at every
+/// tiled batch. Zen 4, 2 threads, 4096×4096, GFLOP/s against candle's in
+/// the same rounds, two builds alternated twice: Q3_K n = 16: 129/75, 167/77
+/// (AVX2 form, old expansion) → 414/98, 319/70; n = 32: 241/93, 205/76 →
+/// 476/95, 377/77; Q5_K n = 16: 259/72, 189/62 → 357/77, 306/64; n = 32:
+/// 207/44, 216/59 → 428/81, 382/67.
 #[cfg(target_arch = "x86_64")]
 fn kquant_matmul(
     ty: GgmlType,
@@ -342,15 +330,14 @@ fn kquant_matmul(
     x: &[f32],
     y: &mut [f32],
 ) -> bool {
-    let plain = matches!(w, kquant::KRows::Plain(_));
-    let small = isa == Isa::Avx512 && plain && x.len() / cols.max(1) < avx512_kquant_min_rows(ty);
-    kquant_form(ty, isa.has_avx512() && !small, isa, w, (rows, cols), x, y)
+    kquant_form(ty, isa.has_avx512(), isa, w, (rows, cols), x, y)
 }
 
 /// Test hook: `y = x · wᵀ` for k-quant weights in the GGUF layout (shapes
 /// as [`crate::matmul`]) on the tiled kernel in its AVX-512 form (`avx512`)
 /// or its AVX2 form, at any batch size, so that tests reach both forms
-/// whatever [`avx512_kquant_min_rows`] picks. `Ok(false)` where that form
+/// where [`crate::matmul`] runs a row kernel instead (Q6_K below 12 rows on
+/// [`Isa::Avx512`]). `Ok(false)` where that form
 /// cannot run on this CPU, `ty` has no tiled kernel or the rows are not
 /// whole super-blocks.
 #[doc(hidden)]
