@@ -98,14 +98,23 @@ pub fn is_tiled(ty: GgmlType, isa: Isa, n: usize) -> bool {
 /// 252–404 from 16 to 64, 465–468 at 128). With AMX tiles the k-quants' tiled
 /// kernel takes over from 33 rows, as in the plain layout (measured faster
 /// than AVX-512 there; these row kernels were not measured on AMX).
+///
+/// Packed Q8_0 ([`crate::packed::PackedQ8_0`]) is the other way round: its
+/// matrix × vector kernel takes one activation row per pass, and its tiled
+/// kernel (which needs no expansion: the packed layout is its own) wins from
+/// 2 rows. Zen 4, 2 threads, 4096×4096, same-process alternated with
+/// candle, GFLOP/s: one row per pass 200 / 215 / 217 at n = 2 / 4 / 6
+/// (candle 247 / 315 / 277), tiled 327–389 / 481–559 / 490–545 (candle
+/// 194–255 / 330–337 / 300–326).
 pub fn is_tiled_packed(ty: GgmlType, isa: Isa, n: usize) -> bool {
     let min = match ty {
         GgmlType::Q4_K | GgmlType::Q2_K if isa == Isa::Amx => 33,
         GgmlType::Q4_K if isa.has_avx512() => 64,
         GgmlType::Q2_K if isa.has_avx512() => 128,
+        GgmlType::Q8_0 if isa.has_avx512() => 2,
         _ => min_rows(ty),
     };
-    is_tiled(ty, isa, n) && n >= min
+    isa.has_avx2() && cfg!(target_arch = "x86_64") && family(ty).is_some() && n >= min
 }
 
 /// Whether BF16 weights of `cols` columns take the `vdpbf16ps` kernel on
@@ -267,7 +276,7 @@ pub(crate) fn try_matmul_packed_q8_0(
     y: &mut [f32],
 ) -> bool {
     let (rows, cols) = (w.rows(), w.cols());
-    if !is_tiled(GgmlType::Q8_0, isa, x.len() / cols.max(1)) {
+    if !is_tiled_packed(GgmlType::Q8_0, isa, x.len() / cols.max(1)) {
         return false;
     }
     #[cfg(target_arch = "x86_64")]
