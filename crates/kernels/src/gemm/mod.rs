@@ -82,6 +82,18 @@ pub fn is_tiled(ty: GgmlType, isa: Isa, n: usize) -> bool {
         // 202/146 vs 171/162, 201/211; n = 12: 202/170, 238/220 vs 262/210,
         // 286/244. Not measured with AMX, which keeps 8.
         GgmlType::Q6_K if isa == Isa::Avx512 => 12,
+        // The AVX-512 form of the 32-value types' tiled kernel expands the
+        // whole matrix per call (AVX2 expansion, then a byte-loop
+        // conversion); below about 8 rows that costs more than one pass of
+        // the row kernel per activation row. Zen 4, 2 threads, 4096×4096,
+        // GFLOP/s, tiled at n = 2 / 8 / 12 against the row kernels' 35–60 at
+        // any n: Q4_0 12 / 30–49 / 64, Q4_1 12 / 47 / 61, Q5_0 10 / 41–45 /
+        // 61, Q5_1 – / 41 / 62, IQ4_NL – / 49 / 71.
+        GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::IQ4_NL
+            if isa.has_avx512() =>
+        {
+            8
+        }
         _ => min_rows(ty),
     };
     isa.has_avx2() && cfg!(target_arch = "x86_64") && n >= min && family(ty).is_some()
