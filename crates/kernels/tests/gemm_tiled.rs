@@ -77,6 +77,8 @@ fn tiled_legacy_matmul_matches_scalar() {
         (13, 1536, 17),
         (70, 96, 25),
         (37, 1024, 40),
+        (21, 512, 4),
+        (19, 320, 70),
     ];
     for ty in [
         GgmlType::Q4_0,
@@ -92,9 +94,23 @@ fn tiled_legacy_matmul_matches_scalar() {
             mistral_kernels::dequantize(ty, &w, &mut wf).unwrap();
             let mut scalar = vec![0f32; n * rows];
             matmul(ty, Isa::Scalar, &w, rows, cols, &x, &mut scalar).unwrap();
-            for &isa in &paths {
+            // Every path, then both tiled forms whatever the paths pick at
+            // this size (`None`: `matmul` on that path; `Some(avx512)`: the
+            // hook).
+            let runs = paths.iter().map(|&i| (Some(i), None)).chain(
+                [false, true]
+                    .into_iter()
+                    .filter(|&a| if a { Isa::Avx512 } else { Isa::Avx2 }.available())
+                    .map(|a| (None, Some(a))),
+            );
+            for (isa, form) in runs {
                 let mut tiled = vec![f32::NAN; n * rows];
-                matmul(ty, isa, &w, rows, cols, &x, &mut tiled).unwrap();
+                if let Some(isa) = isa {
+                    matmul(ty, isa, &w, rows, cols, &x, &mut tiled).unwrap();
+                } else if let Some(avx512) = form {
+                    let ran = gemm::matmul_tiled_form(ty, avx512, &w, (rows, cols), &x, &mut tiled);
+                    assert!(ran.unwrap(), "{ty} form avx512={avx512} did not run");
+                }
                 for (k, (a, b)) in tiled.iter().zip(&scalar).enumerate() {
                     let (t, r) = (k / rows, k % rows);
                     let mag: f32 = (0..cols)
@@ -102,7 +118,7 @@ fn tiled_legacy_matmul_matches_scalar() {
                         .sum();
                     assert!(
                         (a - b).abs() <= 2e-5 * mag + 1e-6,
-                        "{ty} {isa:?} {rows}x{cols} n={n} [{t}, {r}]: tiled {a} vs scalar {b}"
+                        "{ty} {isa:?} {form:?} {rows}x{cols} n={n} [{t}, {r}]: tiled {a} vs scalar {b}"
                     );
                 }
             }
@@ -113,7 +129,7 @@ fn tiled_legacy_matmul_matches_scalar() {
 /// k-quant weights `w` times `x` on every path in `paths` where it runs a
 /// tiled kernel, and on both forms of the tiled kernel this CPU has (the
 /// AVX-512 one and the AVX2 one, at every batch size, through
-/// `gemm::matmul_kquant_form`), bit for bit against the scalar kernel.
+/// `gemm::matmul_tiled_form`), bit for bit against the scalar kernel.
 fn check_kquant_paths(
     paths: &[Isa],
     ty: GgmlType,
@@ -137,7 +153,7 @@ fn check_kquant_paths(
     }
     for avx512 in [false, true] {
         let mut tiled = vec![f32::NAN; n * rows];
-        let ran = gemm::matmul_kquant_form(ty, avx512, w, (rows, cols), x, &mut tiled).unwrap();
+        let ran = gemm::matmul_tiled_form(ty, avx512, w, (rows, cols), x, &mut tiled).unwrap();
         let available = if avx512 { Isa::Avx512 } else { Isa::Avx2 }.available();
         assert_eq!(ran, available, "{what}: form avx512={avx512} ran {ran}");
         if ran {

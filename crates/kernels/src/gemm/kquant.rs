@@ -188,8 +188,8 @@ unsafe fn expand(ty: GgmlType, row: &[u8], b: usize, out: &mut WeightSb) {
                 out.sc2[2 * j + 1] = pair(sc as i16);
                 out.m32[j] = m as i16;
             }
-            out.d = d.to_f32();
-            out.dm = dmin.to_f32();
+            out.d = avx2::f16(d);
+            out.dm = avx2::f16(dmin);
             levels
         }
         GgmlType::Q2_K => {
@@ -198,8 +198,8 @@ unsafe fn expand(ty: GgmlType, row: &[u8], b: usize, out: &mut WeightSb) {
                 out.sc2[g] = pair((x.scales[g] & 0xF) as i16);
                 out.m[g] = (x.scales[g] >> 4) as i16;
             }
-            out.d = x.d.to_f32();
-            out.dm = x.dmin.to_f32();
+            out.d = avx2::f16(x.d);
+            out.dm = avx2::f16(x.dmin);
             avx2::levels_q2k(x)
         }
         GgmlType::Q3_K => {
@@ -209,7 +209,7 @@ unsafe fn expand(ty: GgmlType, row: &[u8], b: usize, out: &mut WeightSb) {
                 out.sc2[g] = pair(sc[g] as i16);
                 out.m[g] = 4 * sc[g] as i16;
             }
-            out.d = x.d.to_f32();
+            out.d = avx2::f16(x.d);
             avx2::levels_q3k(x)
         }
         _ => {
@@ -218,7 +218,7 @@ unsafe fn expand(ty: GgmlType, row: &[u8], b: usize, out: &mut WeightSb) {
             for g in 0..16 {
                 out.sc2[g] = pair(x.scales[g] as i16);
             }
-            out.d = x.d.to_f32();
+            out.d = avx2::f16(x.d);
             avx2::levels_q6k(x)
         }
     };
@@ -485,8 +485,8 @@ unsafe fn expand_packed_q4k(x: &BlockQ4Kx8, i: usize, out: &mut WeightSb) {
         out.sc2[2 * j + 1] = sc;
         out.m32[j] = m as i16;
     }
-    out.d = x.d[i].to_f32();
-    out.dm = x.dmin[i].to_f32();
+    out.d = avx2::f16(x.d[i]);
+    out.dm = avx2::f16(x.dmin[i]);
 }
 
 /// Row `i` of a packed Q2_K group block in the common form: as

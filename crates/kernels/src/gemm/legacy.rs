@@ -133,18 +133,18 @@ unsafe fn expand(ty: GgmlType, row: &[u8], b: usize, out: &mut WeightBlock) {
     let levels = match ty {
         GgmlType::Q4_0 => {
             let x: &BlockQ4_0 = block!(BlockQ4_0);
-            out.d = x.d.to_f32();
+            out.d = avx2::f16(x.d);
             avx2::levels_q4_32(&x.qs)
         }
         GgmlType::Q4_1 => {
             let x: &BlockQ4_1 = block!(BlockQ4_1);
-            out.d = x.d.to_f32();
-            out.m = x.m.to_f32();
+            out.d = avx2::f16(x.d);
+            out.m = avx2::f16(x.m);
             avx2::levels_q4_32(&x.qs)
         }
         GgmlType::Q5_0 => {
             let x: &BlockQ5_0 = block!(BlockQ5_0);
-            out.d = x.d.to_f32();
+            out.d = avx2::f16(x.d);
             avx2::levels_q5_32(&x.qs, x.qh)
         }
         GgmlType::Q8_0 | GgmlType::IQ4_NL => {
@@ -155,7 +155,7 @@ unsafe fn expand(ty: GgmlType, row: &[u8], b: usize, out: &mut WeightBlock) {
                 let x: &BlockIQ4NL = block!(BlockIQ4NL);
                 (avx2::values_iq4nl_32(&x.qs), x.d)
             };
-            out.d = d.to_f32();
+            out.d = avx2::f16(d);
             _mm256_storeu_si256(out.sgn.as_mut_ptr() as *mut __m256i, v);
             // |-128| is 0x80: 128 read as unsigned.
             _mm256_abs_epi8(v)
@@ -163,8 +163,8 @@ unsafe fn expand(ty: GgmlType, row: &[u8], b: usize, out: &mut WeightBlock) {
         _ => {
             // Q5_1 (the only other type `matmul` lets through).
             let x: &BlockQ5_1 = block!(BlockQ5_1);
-            out.d = x.d.to_f32();
-            out.m = x.m.to_f32();
+            out.d = avx2::f16(x.d);
+            out.m = avx2::f16(x.m);
             avx2::levels_q5_32(&x.qs, x.qh)
         }
     };

@@ -82,17 +82,14 @@ pub fn is_tiled(ty: GgmlType, isa: Isa, n: usize) -> bool {
         // 202/146 vs 171/162, 201/211; n = 12: 202/170, 238/220 vs 262/210,
         // 286/244. Not measured with AMX, which keeps 8.
         GgmlType::Q6_K if isa == Isa::Avx512 => 12,
-        // The AVX-512 form of the 32-value types' tiled kernel expands the
-        // whole matrix per call (AVX2 expansion, then a byte-loop
-        // conversion); below about 8 rows that costs more than one pass of
-        // the row kernel per activation row. Zen 4, 2 threads, 4096×4096,
-        // GFLOP/s, tiled at n = 2 / 8 / 12 against the row kernels' 35–60 at
-        // any n: Q4_0 12 / 30–49 / 64, Q4_1 12 / 47 / 61, Q5_0 10 / 41–45 /
-        // 61, Q5_1 – / 41 / 62, IQ4_NL – / 49 / 71.
+        // The 32-value types have no four-row kernel; on AVX-512 the row
+        // kernels still beat the tiled kernel's AVX2 form at 2 rows (Zen 4,
+        // 2 threads, 4096×4096, GFLOP/s: Q4_0 48 vs 37, Q5_1 25 vs 30,
+        // IQ4_NL 55 vs 42) but not at 4 (50 vs 86, 37 vs 71, 55 vs 66).
         GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::IQ4_NL
             if isa.has_avx512() =>
         {
-            8
+            4
         }
         _ => min_rows(ty),
     };
@@ -213,10 +210,10 @@ pub(crate) fn try_matmul(
             Some(Family::KQuant) => {
                 kquant_matmul(ty, isa, kquant::KRows::Plain(w), rows, cols, x, y)
             }
-            Some(Family::Legacy) if isa.has_avx512() => {
-                legacy_avx512::matmul(ty, legacy::LRows::Plain(w), rows, cols, x, y)
+            Some(Family::Legacy) => {
+                let avx512 = isa.has_avx512() && x.len() / cols.max(1) >= AVX512_MIN_ROWS_LEGACY;
+                legacy_form(ty, avx512, w, (rows, cols), x, y)
             }
-            Some(Family::Legacy) => legacy::matmul(ty, legacy::LRows::Plain(w), rows, cols, x, y),
             Some(Family::Half) if isa == Isa::Amx && amx_takes(rows, cols) => {
                 if ty == GgmlType::F16 {
                     half_amx::matmul::<crate::dot::avx2::F16>(w, (rows, cols), x, y)
@@ -354,15 +351,42 @@ fn kquant_matmul(
     kquant_form(ty, isa.has_avx512(), isa, w, (rows, cols), x, y)
 }
 
-/// Test hook: `y = x · wᵀ` for k-quant weights in the GGUF layout (shapes
-/// as [`crate::matmul`]) on the tiled kernel in its AVX-512 form (`avx512`)
-/// or its AVX2 form, at any batch size, so that tests reach both forms
-/// where [`crate::matmul`] runs a row kernel instead (Q6_K below 12 rows on
-/// [`Isa::Avx512`]). `Ok(false)` where that form
-/// cannot run on this CPU, `ty` has no tiled kernel or the rows are not
-/// whole super-blocks.
+/// Activation rows from which the 32-value types (in the GGUF layout) run
+/// the AVX-512 form of their tiled kernel; below, its AVX2 form is faster.
+/// Zen 4, 2 threads, 4096×4096, GFLOP/s AVX-512 vs AVX2 form: Q4_0 n = 8:
+/// 39–52 vs 137–235, 32: 147 vs 193, 64: 244 vs 252, 128: 313 vs 234, 512:
+/// 481–535 vs 297–397; Q5_1 n = 32: 150 vs 252, 64: 234 vs 250, 128: 335 vs
+/// 295; IQ4_NL n = 32: 158 vs 197, 64: 270 vs 209, 128: 362 vs 209.
+#[cfg(target_arch = "x86_64")]
+const AVX512_MIN_ROWS_LEGACY: usize = 64;
+
+/// The 32-value types' tiled kernel on weights in the GGUF layout, in its
+/// AVX-512 form (`avx512`) or its AVX2 one.
+#[cfg(target_arch = "x86_64")]
+fn legacy_form(
+    ty: GgmlType,
+    avx512: bool,
+    w: &[u8],
+    (rows, cols): (usize, usize),
+    x: &[f32],
+    y: &mut [f32],
+) -> bool {
+    if avx512 {
+        legacy_avx512::matmul(ty, legacy::LRows::Plain(w), rows, cols, x, y)
+    } else {
+        legacy::matmul(ty, legacy::LRows::Plain(w), rows, cols, x, y)
+    }
+}
+
+/// Test hook: `y = x · wᵀ` for weights in the GGUF layout (shapes as
+/// [`crate::matmul`]) on the tiled kernel of their family (k-quants or the
+/// 32-value types) in its AVX-512 form (`avx512`) or its AVX2 form, at any
+/// batch size, so that tests reach both forms wherever [`crate::matmul`]
+/// picks the other form or a row kernel. `Ok(false)` where that form
+/// cannot run on this CPU, `ty` has no such kernel or the rows are not
+/// whole blocks.
 #[doc(hidden)]
-pub fn matmul_kquant_form(
+pub fn matmul_tiled_form(
     ty: GgmlType,
     avx512: bool,
     w: &[u8],
@@ -371,7 +395,8 @@ pub fn matmul_kquant_form(
     y: &mut [f32],
 ) -> crate::Result<bool> {
     let isa = if avx512 { Isa::Avx512 } else { Isa::Avx2 };
-    if family(ty) != Some(Family::KQuant) || !isa.available() {
+    let fam = family(ty);
+    if !matches!(fam, Some(Family::KQuant | Family::Legacy)) || !isa.available() {
         return Ok(false);
     }
     let row_bytes = crate::blocks::bytes_for(ty, cols)?;
@@ -387,15 +412,12 @@ pub fn matmul_kquant_form(
     }
     #[cfg(target_arch = "x86_64")]
     {
-        Ok(kquant_form(
-            ty,
-            avx512,
-            isa,
-            kquant::KRows::Plain(w),
-            (rows, cols),
-            x,
-            y,
-        ))
+        Ok(if fam == Some(Family::KQuant) {
+            let src = kquant::KRows::Plain(w);
+            kquant_form(ty, avx512, isa, src, (rows, cols), x, y)
+        } else {
+            legacy_form(ty, avx512, w, (rows, cols), x, y)
+        })
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
