@@ -40,10 +40,12 @@ mod q8_0_avx512;
 use crate::isa::Isa;
 use mistral_gguf::GgmlType;
 
-/// Activation rows from which the tiled kernels are used for `ty`. Below
-/// it the row-at-a-time kernels are faster: they need no expanded weights,
-/// and the k-quants, Q8_0 and F16 have four-row kernels; the other 32-value
-/// types have none, so their tiled kernel wins from two rows on.
+/// Activation rows from which the tiled kernels are used for `ty` on
+/// [`Isa::Avx2`] (and as the default elsewhere: [`is_tiled`] and
+/// [`is_tiled_packed`] give the per-path cut-offs). Below it the
+/// row-at-a-time kernels are faster: they need no expanded weights, and the
+/// k-quants, Q8_0 and F16 have four-row kernels; the other 32-value types
+/// have none, so their tiled kernel wins from two rows on.
 pub fn min_rows(ty: GgmlType) -> usize {
     use GgmlType as T;
     match ty {
