@@ -240,7 +240,6 @@ unsafe fn expand_q6k(x: &BlockQ6K, out: &mut WeightSb) {
     let m4 = _mm512_set1_epi8(0x0F);
     let m30 = _mm512_set1_epi8(0x30);
     let m32 = _mm512_set1_epi8(32);
-    let ones = _mm512_set1_epi8(1);
     // Levels 32k + l of a 128-level half take qh[l] bits 2k, 2k + 1 to bits
     // 4, 5: left by 4 and 2 (low nibbles, k = 0, 1 in the two 256-bit
     // halves), right by 0 and 2 (high nibbles, k = 2, 3).
@@ -268,23 +267,41 @@ unsafe fn expand_q6k(x: &BlockQ6K, out: &mut WeightSb) {
             m4,
         );
         for (k, lv) in [(2 * n, lo), (2 * n + 1, hi)] {
-            let q = _mm512_sub_epi8(lv, m32);
-            _mm512_store_si512(out.qs.as_mut_ptr().add(64 * k) as *mut __m512i, q);
-            // Lane i: levels 64k + 4i.. + 4, in group 4k + i/4.
-            let sums = _mm512_dpbusd_epi32(_mm512_setzero_si512(), ones, q);
-            let idx = _mm512_add_epi32(
-                _mm512_set1_epi32(4 * k as i32),
-                _mm512_srli_epi32::<2>(_mm512_set_epi32(
-                    15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0,
-                )),
-            );
-            let scl = _mm512_permutexvar_epi32(idx, sc);
-            corr = _mm512_add_epi32(corr, _mm512_mullo_epi32(sums, scl));
+            corr = store_levels::<2>(_mm512_sub_epi8(lv, m32), k, sc, out, corr);
         }
     }
     out.wcorr = 128 * _mm512_reduce_add_epi32(corr);
     out.d = crate::dot::avx2::f16(x.d);
     out.dm = 0.0;
+}
+
+/// Stores `q`, levels `64k..64k + 64` of a super-block in this kernel's
+/// bytes, into `out.qs`, and returns `corr` plus their sums by 4 (lane `i`:
+/// levels `64k + 4i..+ 4`) times their group's scale (`sc`, an i32 per
+/// group): the terms of `wcorr`. Lane `i` is in group `k·(16 >> S) + (i >> S)`:
+/// `S = 2` for 16-value groups, 3 for 32-value sub-blocks.
+///
+/// # Safety
+/// AVX-512 F/VNNI available; `k < 4`.
+#[inline(always)]
+unsafe fn store_levels<const S: u32>(
+    q: __m512i,
+    k: usize,
+    sc: __m512i,
+    out: &mut WeightSb,
+    corr: __m512i,
+) -> __m512i {
+    _mm512_store_si512(out.qs.as_mut_ptr().add(64 * k) as *mut __m512i, q);
+    // The levels are below 128 in magnitude: as the signed operand against
+    // unsigned ones, whatever their sign.
+    let sums = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(1), q);
+    let lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    let idx = _mm512_add_epi32(
+        _mm512_set1_epi32((k as i32) * (16 >> S)),
+        _mm512_srli_epi32::<S>(lane),
+    );
+    let scl = _mm512_permutexvar_epi32(idx, sc);
+    _mm512_add_epi32(corr, _mm512_mullo_epi32(sums, scl))
 }
 
 /// [`expand_q6k`] for Q5_K: zmm `j` holds sub-blocks `2j` (low 256 bits)
@@ -297,7 +314,6 @@ unsafe fn expand_q6k(x: &BlockQ6K, out: &mut WeightSb) {
 unsafe fn expand_q5k(x: &BlockQ5K, out: &mut WeightSb) {
     let m4 = _mm512_set1_epi8(0xF);
     let m16 = _mm512_set1_epi8(0x10);
-    let ones = _mm512_set1_epi8(1);
     let halves =
         |a: i16, b: i16| _mm512_inserti64x4::<1>(_mm512_set1_epi16(a), _mm256_set1_epi16(b));
     // Low nibbles (low half), high nibbles (high half); qh bits 2j, 2j + 1
@@ -328,17 +344,8 @@ unsafe fn expand_q5k(x: &BlockQ5K, out: &mut WeightSb) {
             _mm512_and_si512(_mm512_srlv_epi16(q, nib), m4),
             _mm512_and_si512(hb, m16),
         );
-        _mm512_store_si512(out.qs.as_mut_ptr().add(64 * j) as *mut __m512i, lv);
-        // Lane i: levels 64j + 4i.. + 4, in sub-block 2j + i/8.
-        let sums = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lv, ones);
-        let idx = _mm512_add_epi32(
-            _mm512_set1_epi32(2 * j as i32),
-            _mm512_srli_epi32::<3>(_mm512_set_epi32(
-                15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0,
-            )),
-        );
-        let scl = _mm512_permutexvar_epi32(idx, sc);
-        corr = _mm512_add_epi32(corr, _mm512_mullo_epi32(sums, scl));
+        // 32-value sub-blocks: lane i in sub-block 2j + i/8.
+        corr = store_levels::<3>(lv, j, sc, out, corr);
     }
     out.wcorr = 128 * _mm512_reduce_add_epi32(corr);
     out.d = crate::dot::avx2::f16(x.d);
@@ -354,7 +361,6 @@ unsafe fn expand_q5k(x: &BlockQ5K, out: &mut WeightSb) {
 #[target_feature(enable = "avx2,f16c,avx512f,avx512bw,avx512vnni")]
 unsafe fn expand_q3k(x: &BlockQ3K, out: &mut WeightSb) {
     let (m3, m4) = (_mm512_set1_epi8(3), _mm512_set1_epi8(4));
-    let ones = _mm512_set1_epi8(1);
     let halves =
         |a: i16, b: i16| _mm512_inserti64x4::<1>(_mm512_set1_epi16(a), _mm256_set1_epi16(b));
     // The 2-bit field of zmm k: bytes qs[32(k/2)..] right by 4(k%2) (low
@@ -381,18 +387,7 @@ unsafe fn expand_q3k(x: &BlockQ3K, out: &mut WeightSb) {
             _mm512_and_si512(_mm512_srlv_epi16(q, field[k % 2]), m3),
             _mm512_and_si512(hb, m4),
         );
-        let q = _mm512_sub_epi8(lv, m4);
-        _mm512_store_si512(out.qs.as_mut_ptr().add(64 * k) as *mut __m512i, q);
-        // Lane i: levels 64k + 4i.. + 4, in group 4k + i/4.
-        let sums = _mm512_dpbusd_epi32(_mm512_setzero_si512(), ones, q);
-        let idx = _mm512_add_epi32(
-            _mm512_set1_epi32(4 * k as i32),
-            _mm512_srli_epi32::<2>(_mm512_set_epi32(
-                15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0,
-            )),
-        );
-        let scl = _mm512_permutexvar_epi32(idx, sc);
-        corr = _mm512_add_epi32(corr, _mm512_mullo_epi32(sums, scl));
+        corr = store_levels::<2>(_mm512_sub_epi8(lv, m4), k, sc, out, corr);
     }
     out.wcorr = 128 * _mm512_reduce_add_epi32(corr);
     out.d = crate::dot::avx2::f16(x.d);
