@@ -78,15 +78,7 @@ pub fn matmul(
 ) -> Result<()> {
     let isa = isa.checked()?;
     let fmt = ActFormat::for_weights(ty).ok_or(KernelError::Unsupported { ty, op: "matmul" })?;
-    let row_bytes = bytes_for(ty, cols)?;
-    if Some(w.len()) != row_bytes.checked_mul(rows) {
-        return Err(KernelError::DataSize {
-            ty,
-            expected: row_bytes.saturating_mul(rows),
-            got: w.len(),
-        });
-    }
-    let n = activation_rows(rows, cols, x, y)?;
+    let (row_bytes, n) = checked_shapes(ty, w, (rows, cols), x, y)?;
     if rows == 0 || n == 0 {
         return Ok(());
     }
@@ -146,6 +138,27 @@ pub fn matmul(
         });
         Ok(())
     })
+}
+
+/// Checks that `w` holds `rows` rows of `cols` values of `ty` and that `x`
+/// and `y` are whole rows of `cols` and `rows`; returns the bytes per weight
+/// row and the number of activation rows.
+pub(crate) fn checked_shapes(
+    ty: GgmlType,
+    w: &[u8],
+    (rows, cols): (usize, usize),
+    x: &[f32],
+    y: &[f32],
+) -> Result<(usize, usize)> {
+    let row_bytes = bytes_for(ty, cols)?;
+    if Some(w.len()) != row_bytes.checked_mul(rows) {
+        return Err(KernelError::DataSize {
+            ty,
+            expected: row_bytes.saturating_mul(rows),
+            got: w.len(),
+        });
+    }
+    Ok((row_bytes, activation_rows(rows, cols, x, y)?))
 }
 
 /// The number of activation rows `n` of a product `y[n, rows] = x[n, cols]

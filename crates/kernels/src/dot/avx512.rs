@@ -109,29 +109,6 @@ unsafe fn q6k_rows<const GFNI: bool, const M: usize>(
     w: &[BlockQ6K],
     a: [&[BlockQ8K]; M],
 ) -> [f32; M] {
-    let m4 = _mm512_set1_epi8(0x0F);
-    let m30 = _mm512_set1_epi8(0x30);
-    // Levels 32k + l (k = 0..4 within a 128-level half) take qh[l] bits
-    // 2k, 2k + 1 to bits 4, 5: k = 0, 1 are the low nibbles (the two
-    // 256-bit halves of the first zmm), k = 2, 3 the high nibbles. Without
-    // GFNI: shift left by 4 and 2, right by 0 and 2, then mask.
-    let (hlo, hhi) = if GFNI {
-        let pair = |k: u32| gf_halves(gf_move(2 * k, 4, 2), gf_move(2 * k + 2, 4, 2));
-        (pair(0), pair(2))
-    } else {
-        (halves_i16(4, 2), halves_i16(0, 2))
-    };
-    let high = |qh: __m512i, lo: bool| {
-        if GFNI {
-            _mm512_gf2p8affine_epi64_epi8::<0>(qh, if lo { hlo } else { hhi })
-        } else if lo {
-            _mm512_and_si512(_mm512_sllv_epi16(qh, hlo), m30)
-        } else {
-            _mm512_and_si512(_mm512_srlv_epi16(qh, hhi), m30)
-        }
-    };
-    // (A & C) | B for A = nibbles, B = high bits (zero outside 4–5), C = m4.
-    const NIB_OR: i32 = 0xEC;
     let m32 = _mm256_set1_epi16(-32);
     let lanes = Q6K_SCALE_LANES.map(|l| _mm512_loadu_si512(l.as_ptr() as *const __m512i));
     let nb = if M == 1 {
@@ -146,19 +123,7 @@ unsafe fn q6k_rows<const GFNI: bool, const M: usize>(
         let sc16 = _mm256_cvtepi8_epi16(sc8);
         let sc = _mm512_castsi256_si512(sc16);
         // Levels 64k..64k + 64 in zmm k (0..4), and their scales per pair.
-        let mut lv = [_mm512_setzero_si512(); 4];
-        for n in 0..2 {
-            let ql = _mm512_loadu_si512(x.ql.as_ptr().add(64 * n) as *const __m512i);
-            let qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(
-                x.qh.as_ptr().add(32 * n) as *const __m256i
-            ));
-            lv[2 * n] = _mm512_ternarylogic_epi32::<NIB_OR>(ql, high(qh, true), m4);
-            lv[2 * n + 1] = _mm512_ternarylogic_epi32::<NIB_OR>(
-                _mm512_srli_epi16::<4>(ql),
-                high(qh, false),
-                m4,
-            );
-        }
+        let lv = q6k_levels::<GFNI>(x);
         let spread: [__m512i; 4] = std::array::from_fn(|k| _mm512_permutexvar_epi16(lanes[k], sc));
         // −32 per level: the lanes start at −32·Σ scale_g·bsum_g.
         let sc32 = _mm256_mullo_epi16(sc16, m32);
@@ -177,6 +142,47 @@ unsafe fn q6k_rows<const GFNI: bool, const M: usize>(
         }
     }
     acc.map(|v| _mm512_reduce_add_ps(v))
+}
+
+/// The unsigned levels (`0..63`, the stored `q`) of a Q6_K super-block:
+/// zmm `k` holds levels `64k..64k + 64`. Levels `32k + l` of a 128-level
+/// half take `qh[l]` bits `2k, 2k + 1` to bits 4, 5: `k = 0, 1` are the low
+/// nibbles (the two 256-bit halves of the first zmm), `k = 2, 3` the high
+/// nibbles. `GFNI`: place those bits with `vgf2p8affineqb` (only inlined
+/// into a function that enables GFNI), else shift left by 4 and 2, right
+/// by 0 and 2, and mask.
+#[inline(always)]
+pub(crate) unsafe fn q6k_levels<const GFNI: bool>(x: &BlockQ6K) -> [__m512i; 4] {
+    let m4 = _mm512_set1_epi8(0x0F);
+    let m30 = _mm512_set1_epi8(0x30);
+    let (hlo, hhi) = if GFNI {
+        let pair = |k: u32| gf_halves(gf_move(2 * k, 4, 2), gf_move(2 * k + 2, 4, 2));
+        (pair(0), pair(2))
+    } else {
+        (halves_i16(4, 2), halves_i16(0, 2))
+    };
+    let high = |qh: __m512i, lo: bool| {
+        if GFNI {
+            _mm512_gf2p8affine_epi64_epi8::<0>(qh, if lo { hlo } else { hhi })
+        } else if lo {
+            _mm512_and_si512(_mm512_sllv_epi16(qh, hlo), m30)
+        } else {
+            _mm512_and_si512(_mm512_srlv_epi16(qh, hhi), m30)
+        }
+    };
+    // (A & C) | B for A = nibbles, B = high bits (zero outside 4–5), C = m4.
+    const NIB_OR: i32 = 0xEC;
+    let mut lv = [_mm512_setzero_si512(); 4];
+    for n in 0..2 {
+        let ql = _mm512_loadu_si512(x.ql.as_ptr().add(64 * n) as *const __m512i);
+        let qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(
+            x.qh.as_ptr().add(32 * n) as *const __m256i
+        ));
+        lv[2 * n] = _mm512_ternarylogic_epi32::<NIB_OR>(ql, high(qh, true), m4);
+        lv[2 * n + 1] =
+            _mm512_ternarylogic_epi32::<NIB_OR>(_mm512_srli_epi16::<4>(ql), high(qh, false), m4);
+    }
+    lv
 }
 
 /// `vpdpwssd`: `acc` plus the sums of pairwise i16 products of `a` and
@@ -299,6 +305,12 @@ pub unsafe fn q3k_q8k_gfni(w: &[BlockQ3K], a: &[BlockQ8K]) -> f32 {
     q3k_blocks::<true>(w, a)
 }
 
+/// Whether the CPU has GFNI, which the `_gfni` forms of the kernels need on
+/// top of AVX-512 (detected once by the standard library, then a load).
+pub fn has_gfni() -> bool {
+    is_x86_feature_detected!("gfni")
+}
+
 /// The `vgf2p8affineqb` matrix that moves bit `from + i` of every byte to
 /// bit `to + i` for `i < width` and clears the rest (output bit `j` is the
 /// parity of the input ANDed with byte `7 − j` of the matrix).
@@ -322,6 +334,32 @@ unsafe fn gf_halves(lo: i64, hi: i64) -> __m512i {
 /// into a function that enables it).
 #[inline(always)]
 unsafe fn q3k_blocks<const GFNI: bool>(w: &[BlockQ3K], a: &[BlockQ8K]) -> f32 {
+    let lanes = Q6K_SCALE_LANES.map(|l| _mm512_loadu_si512(l.as_ptr() as *const __m512i));
+    let mut acc = _mm256_setzero_ps();
+    for (x, y) in w.iter().zip(a) {
+        prefetch_ahead(x);
+        let sc16 = super::avx2::q3k_scales_i16(&x.scales);
+        // The real level is (low | high << 2) - 4: subtract 4 · Σ sc·bsum.
+        let corr = _mm256_madd_epi16(sc16, _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i));
+        let sc = _mm512_castsi256_si512(sc16);
+        let lv = q3k_levels::<GFNI>(x);
+        let mut sumi = _mm512_setzero_si512();
+        for k in 0..4 {
+            sumi = scaled_chunk(sumi, lv[k], y, k, lanes[k], sc);
+        }
+        let sumi = _mm256_sub_epi32(fold(sumi), _mm256_slli_epi32::<2>(corr));
+        let d = y.d * f16(x.d);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    super::avx2::hsum_f32(acc)
+}
+
+/// The unsigned levels (`0..7`, low field and high bit) of a Q3_K
+/// super-block: zmm `k` holds levels `64k..64k + 64`. `GFNI`: place the
+/// bits with `vgf2p8affineqb` (only inlined into a function that enables
+/// GFNI), else with per-half variable shifts and masks.
+#[inline(always)]
+pub(crate) unsafe fn q3k_levels<const GFNI: bool>(x: &BlockQ3K) -> [__m512i; 4] {
     let m3 = _mm512_set1_epi8(3);
     let m4 = _mm512_set1_epi8(4);
     let shift = low_bit_shifts();
@@ -339,41 +377,76 @@ unsafe fn q3k_blocks<const GFNI: bool>(w: &[BlockQ3K], a: &[BlockQ8K]) -> f32 {
     let gh: [__m512i; 4] = std::array::from_fn(|k| {
         gf_halves(gf_move(2 * k as u32, 2, 1), gf_move(2 * k as u32 + 1, 2, 1))
     });
-    let lanes = Q6K_SCALE_LANES.map(|l| _mm512_loadu_si512(l.as_ptr() as *const __m512i));
-    let mut acc = _mm256_setzero_ps();
-    for (x, y) in w.iter().zip(a) {
-        prefetch_ahead(x);
-        let sc16 = super::avx2::q3k_scales_i16(&x.scales);
-        // The real level is (low | high << 2) - 4: subtract 4 · Σ sc·bsum.
-        let corr = _mm256_madd_epi16(sc16, _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i));
-        let sc = _mm512_castsi256_si512(sc16);
-        let hm = _mm512_broadcast_i64x4(_mm256_loadu_si256(x.hmask.as_ptr() as *const __m256i));
-        let mut sumi = _mm512_setzero_si512();
-        for k in 0..4 {
-            let lv = if GFNI {
-                let q = _mm512_broadcast_i64x4(_mm256_loadu_si256(
-                    x.qs.as_ptr().add(32 * (k / 2)) as *const __m256i
-                ));
-                _mm512_or_si512(
-                    _mm512_gf2p8affine_epi64_epi8::<0>(q, gl[k % 2]),
-                    _mm512_gf2p8affine_epi64_epi8::<0>(hm, gh[k]),
-                )
+    let hm = _mm512_broadcast_i64x4(_mm256_loadu_si256(x.hmask.as_ptr() as *const __m256i));
+    // A loop, not `array::from_fn`: a closure is compiled without the
+    // caller's target features and is not inlined.
+    let mut lv = [_mm512_setzero_si512(); 4];
+    for (k, v) in lv.iter_mut().enumerate() {
+        *v = if GFNI {
+            let q = _mm512_broadcast_i64x4(_mm256_loadu_si256(
+                x.qs.as_ptr().add(32 * (k / 2)) as *const __m256i
+            ));
+            _mm512_or_si512(
+                _mm512_gf2p8affine_epi64_epi8::<0>(q, gl[k % 2]),
+                _mm512_gf2p8affine_epi64_epi8::<0>(hm, gh[k]),
+            )
+        } else {
+            let low = low2(&x.qs, k, &shift, m3);
+            let hb = if k == 0 {
+                _mm512_sllv_epi16(hm, hl)
             } else {
-                let low = low2(&x.qs, k, &shift, m3);
-                let hb = if k == 0 {
-                    _mm512_sllv_epi16(hm, hl)
-                } else {
-                    _mm512_srlv_epi16(hm, hr[k - 1])
-                };
-                _mm512_or_si512(low, _mm512_and_si512(hb, m4))
+                _mm512_srlv_epi16(hm, hr[k - 1])
             };
-            sumi = scaled_chunk(sumi, lv, y, k, lanes[k], sc);
-        }
-        let sumi = _mm256_sub_epi32(fold(sumi), _mm256_slli_epi32::<2>(corr));
-        let d = y.d * f16(x.d);
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+            _mm512_or_si512(low, _mm512_and_si512(hb, m4))
+        };
     }
-    super::avx2::hsum_f32(acc)
+    lv
+}
+
+/// The unsigned levels (`0..31`) of a Q5_K super-block: zmm `j` is chunk
+/// `j`, sub-blocks `2j` (low 256 bits) and `2j + 1`. `GFNI`: place the
+/// nibbles and fifth bits with `vgf2p8affineqb` (only inlined into a
+/// function that enables GFNI), else with per-half variable shifts and
+/// masks.
+#[inline(always)]
+pub(crate) unsafe fn q5k_levels<const GFNI: bool>(x: &BlockQ5K) -> [__m512i; 4] {
+    let m4 = _mm512_set1_epi8(0xF);
+    let m16 = _mm512_set1_epi8(0x10);
+    // Chunk j: low nibbles (low half), high nibbles (high half).
+    let nib = halves_i16(0, 4);
+    // qh bits 2j (low half) and 2j + 1 (high half) to bit 4: left by
+    // 4, 3 / 2, 1 for j = 0, 1; right by 0, 1 / 2, 3 for j = 2, 3.
+    let hl = [halves_i16(4, 3), halves_i16(2, 1)];
+    let hr = [halves_i16(0, 1), halves_i16(2, 3)];
+    // The same with GFNI: the nibbles to bits 0–3, the qh bits to bit 4.
+    let gnib = gf_halves(gf_move(0, 0, 4), gf_move(4, 0, 4));
+    let gh: [__m512i; 4] = std::array::from_fn(|j| {
+        let b = 2 * j as u32;
+        gf_halves(gf_move(b, 4, 1), gf_move(b + 1, 4, 1))
+    });
+    let qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(x.qh.as_ptr() as *const __m256i));
+    // A loop, not `array::from_fn` (see `q3k_levels`).
+    let mut lv = [_mm512_setzero_si512(); 4];
+    for (j, v) in lv.iter_mut().enumerate() {
+        let q = _mm512_broadcast_i64x4(_mm256_loadu_si256(
+            x.qs.as_ptr().add(32 * j) as *const __m256i
+        ));
+        *v = if GFNI {
+            _mm512_or_si512(
+                _mm512_gf2p8affine_epi64_epi8::<0>(q, gnib),
+                _mm512_gf2p8affine_epi64_epi8::<0>(qh, gh[j]),
+            )
+        } else {
+            let low = _mm512_and_si512(_mm512_srlv_epi16(q, nib), m4);
+            let hb = if j < 2 {
+                _mm512_sllv_epi16(qh, hl[j])
+            } else {
+                _mm512_srlv_epi16(qh, hr[j - 2])
+            };
+            _mm512_or_si512(low, _mm512_and_si512(hb, m16))
+        };
+    }
+    lv
 }
 
 /// A vector of i16 lanes: `lo` in the low 256 bits, `hi` in the high.
@@ -408,20 +481,6 @@ pub unsafe fn q5k_q8k_gfni(w: &[BlockQ5K], a: &[BlockQ8K]) -> f32 {
 /// into a function that enables it).
 #[inline(always)]
 unsafe fn q5k_blocks<const GFNI: bool>(w: &[BlockQ5K], a: &[BlockQ8K]) -> f32 {
-    let m4 = _mm512_set1_epi8(0xF);
-    let m16 = _mm512_set1_epi8(0x10);
-    // Chunk j: low nibbles (low half), high nibbles (high half).
-    let nib = halves_i16(0, 4);
-    // qh bits 2j (low half) and 2j + 1 (high half) to bit 4: left by
-    // 4, 3 / 2, 1 for j = 0, 1; right by 0, 1 / 2, 3 for j = 2, 3.
-    let hl = [halves_i16(4, 3), halves_i16(2, 1)];
-    let hr = [halves_i16(0, 1), halves_i16(2, 3)];
-    // The same with GFNI: the nibbles to bits 0–3, the qh bits to bit 4.
-    let gnib = gf_halves(gf_move(0, 0, 4), gf_move(4, 0, 4));
-    let gh: [__m512i; 4] = std::array::from_fn(|j| {
-        let b = 2 * j as u32;
-        gf_halves(gf_move(b, 4, 1), gf_move(b + 1, 4, 1))
-    });
     // i16 lane i of zmm j takes the scale of sub-block 2j + i / 16.
     let lanes: [__m512i; 4] = std::array::from_fn(|j| halves_i16(2 * j as i16, 2 * j as i16 + 1));
     let mut acc = _mm256_setzero_ps();
@@ -429,27 +488,10 @@ unsafe fn q5k_blocks<const GFNI: bool>(w: &[BlockQ5K], a: &[BlockQ8K]) -> f32 {
         prefetch_ahead(x);
         let ms = super::avx2::k4_scales_mins_i16(&x.scales);
         let sc = _mm512_castsi256_si512(ms);
-        let qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(x.qh.as_ptr() as *const __m256i));
+        let lv = q5k_levels::<GFNI>(x);
         let mut sumi = _mm512_setzero_si512();
         for j in 0..4 {
-            let q = _mm512_broadcast_i64x4(_mm256_loadu_si256(
-                x.qs.as_ptr().add(32 * j) as *const __m256i
-            ));
-            let lv = if GFNI {
-                _mm512_or_si512(
-                    _mm512_gf2p8affine_epi64_epi8::<0>(q, gnib),
-                    _mm512_gf2p8affine_epi64_epi8::<0>(qh, gh[j]),
-                )
-            } else {
-                let low = _mm512_and_si512(_mm512_srlv_epi16(q, nib), m4);
-                let hb = if j < 2 {
-                    _mm512_sllv_epi16(qh, hl[j])
-                } else {
-                    _mm512_srlv_epi16(qh, hr[j - 2])
-                };
-                _mm512_or_si512(low, _mm512_and_si512(hb, m16))
-            };
-            sumi = scaled_chunk(sumi, lv, y, j, lanes[j], sc);
+            sumi = scaled_chunk(sumi, lv[j], y, j, lanes[j], sc);
         }
         // The AVX2 kernel's mins and float steps, in its order.
         let q8 = _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i);
@@ -511,7 +553,7 @@ mod tests {
         // on a CPU with GFNI only it is dispatched, and this is what checks
         // the shift form there. Against the scalar kernel (exact integer
         // sums per block, then f32 steps in another order): to rounding.
-        if !(crate::Isa::Avx512.available() && is_x86_feature_detected!("gfni")) {
+        if !(crate::Isa::Avx512.available() && has_gfni()) {
             eprintln!("no AVX-512 with GFNI: nothing to compare");
             return;
         }
@@ -597,7 +639,7 @@ mod tests {
     fn q3k_q5k_gfni_equal_the_shift_forms_and_the_avx2_kernels() {
         // Bit for bit against each other and the AVX2 kernels (same levels,
         // same folded lanes, same float steps).
-        if !(crate::Isa::Avx512.available() && is_x86_feature_detected!("gfni")) {
+        if !(crate::Isa::Avx512.available() && has_gfni()) {
             eprintln!("no AVX-512 with GFNI: nothing to compare");
             return;
         }

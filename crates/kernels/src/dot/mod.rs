@@ -170,28 +170,24 @@ pub fn row_dot(ty: GgmlType, isa: Isa, w: &[u8], act: ActRow<'_>) -> Result<f32>
                 let wb = typed!(w, $B);
                 // SAFETY: `isa` is Avx512 or Amx only when the caller
                 // checked the CPU has AVX-512 F/BW/VL/VNNI, AVX2, FMA and
-                // F16C (`Isa::available`); the kernel reads min(wb.len(),
-                // a.len()) blocks of each slice.
+                // F16C (`Isa::available`), and a `_gfni` kernel is only
+                // named after `has_gfni` (the arm below); the kernel reads
+                // min(wb.len(), a.len()) blocks of each slice.
                 return Ok(unsafe { avx512::$name(wb, $a) });
+            }};
+            // A kernel with a GFNI form: that one where the CPU has GFNI.
+            ($name:ident, $gfni:ident, $B:ty, $a:expr) => {{
+                if avx512::has_gfni() {
+                    avx512!($gfni, $B, $a)
+                }
+                avx512!($name, $B, $a)
             }};
         }
         match (ty, act) {
             (T::Q2_K, ActRow::Q8K(a)) => avx512!(q2k_q8k, BlockQ2K, a),
-            (T::Q3_K, ActRow::Q8K(a)) if std::arch::is_x86_feature_detected!("gfni") => {
-                // GFNI checked just above.
-                avx512!(q3k_q8k_gfni, BlockQ3K, a)
-            }
-            (T::Q3_K, ActRow::Q8K(a)) => avx512!(q3k_q8k, BlockQ3K, a),
-            (T::Q5_K, ActRow::Q8K(a)) if std::arch::is_x86_feature_detected!("gfni") => {
-                // GFNI checked just above.
-                avx512!(q5k_q8k_gfni, BlockQ5K, a)
-            }
-            (T::Q5_K, ActRow::Q8K(a)) => avx512!(q5k_q8k, BlockQ5K, a),
-            (T::Q6_K, ActRow::Q8K(a)) if std::arch::is_x86_feature_detected!("gfni") => {
-                // GFNI checked just above.
-                avx512!(q6k_q8k_gfni, BlockQ6K, a)
-            }
-            (T::Q6_K, ActRow::Q8K(a)) => avx512!(q6k_q8k, BlockQ6K, a),
+            (T::Q3_K, ActRow::Q8K(a)) => avx512!(q3k_q8k, q3k_q8k_gfni, BlockQ3K, a),
+            (T::Q5_K, ActRow::Q8K(a)) => avx512!(q5k_q8k, q5k_q8k_gfni, BlockQ5K, a),
+            (T::Q6_K, ActRow::Q8K(a)) => avx512!(q6k_q8k, q6k_q8k_gfni, BlockQ6K, a),
             _ => {}
         }
     }
@@ -340,7 +336,7 @@ pub fn row_dot4(
                         // many blocks as the weight row, which is all the
                         // kernels read.
                         return Ok(Some(unsafe {
-                            if std::arch::is_x86_feature_detected!("gfni") {
+                            if avx512::has_gfni() {
                                 avx512::q6k_q8k_x4_gfni(wb, a)
                             } else {
                                 avx512::q6k_q8k_x4(wb, a)

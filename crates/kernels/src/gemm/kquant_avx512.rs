@@ -26,6 +26,7 @@
 use super::kquant::{expand_rows, KRows, WeightSb as Expanded, WEIGHT_ZERO};
 use super::{row_block_size, store_lanes};
 use crate::blocks::*;
+use crate::dot::{avx2, avx512};
 use crate::matmul::{OutPtr, Pool};
 use crate::packed::{BlockQ4Kx8, GROUP};
 use crate::quant::quantize_block_q8k;
@@ -226,8 +227,8 @@ unsafe fn convert_rows(ty: GgmlType, form: Form, e: &[Expanded], out: &mut [Weig
 
 /// Expands one Q6_K super-block straight into this kernel's form (what
 /// [`expand_rows`] then [`convert`] give, without the intermediate copy and
-/// the byte loops): the levels built as in the AVX-512 row kernel (nibbles
-/// and shifted `qh` bits joined by `vpternlogd`), stored as `q − 32`, and
+/// the byte loops): the levels built by the AVX-512 row kernel's
+/// [`avx512::q6k_levels`] (its shift form), stored as `q − 32`, and
 /// `wcorr`'s group sums taken with `vpdpbusd` against ones. Zen 4, 2
 /// threads, 4096×4096, two builds alternated twice, GFLOP/s before → after
 /// (with the row-kernel cut-offs of the same commits): n = 16 114–152 →
@@ -237,160 +238,73 @@ unsafe fn convert_rows(ty: GgmlType, form: Form, e: &[Expanded], out: &mut [Weig
 /// AVX-512 F/BW/VNNI and F16C available.
 #[target_feature(enable = "avx2,f16c,avx512f,avx512bw,avx512vnni")]
 unsafe fn expand_q6k(x: &BlockQ6K, out: &mut WeightSb) {
-    let m4 = _mm512_set1_epi8(0x0F);
-    let m30 = _mm512_set1_epi8(0x30);
-    let m32 = _mm512_set1_epi8(32);
-    // Levels 32k + l of a 128-level half take qh[l] bits 2k, 2k + 1 to bits
-    // 4, 5: left by 4 and 2 (low nibbles, k = 0, 1 in the two 256-bit
-    // halves), right by 0 and 2 (high nibbles, k = 2, 3).
-    let halves =
-        |a: i16, b: i16| _mm512_inserti64x4::<1>(_mm512_set1_epi16(a), _mm256_set1_epi16(b));
-    let (shl, shr) = (halves(4, 2), halves(0, 2));
     let sc = _mm512_cvtepi8_epi32(_mm_loadu_si128(x.scales.as_ptr() as *const __m128i));
-    _mm512_store_si512(out.sc.as_mut_ptr() as *mut __m512i, sc);
-    let mut corr = _mm512_setzero_si512();
-    for n in 0..2 {
-        let ql = _mm512_loadu_si512(x.ql.as_ptr().add(64 * n) as *const __m512i);
-        let qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(
-            x.qh.as_ptr().add(32 * n) as *const __m256i
-        ));
-        // (A & C) | B: nibbles A, high bits B (zero outside 4–5), C = m4.
-        const NIB_OR: i32 = 0xEC;
-        let lo = _mm512_ternarylogic_epi32::<NIB_OR>(
-            ql,
-            _mm512_and_si512(_mm512_sllv_epi16(qh, shl), m30),
-            m4,
-        );
-        let hi = _mm512_ternarylogic_epi32::<NIB_OR>(
-            _mm512_srli_epi16::<4>(ql),
-            _mm512_and_si512(_mm512_srlv_epi16(qh, shr), m30),
-            m4,
-        );
-        for (k, lv) in [(2 * n, lo), (2 * n + 1, hi)] {
-            corr = store_levels::<2>(_mm512_sub_epi8(lv, m32), k, sc, out, corr);
-        }
-    }
-    out.wcorr = 128 * _mm512_reduce_add_epi32(corr);
-    out.d = crate::dot::avx2::f16(x.d);
+    store_levels::<2>(avx512::q6k_levels::<false>(x), 32, sc, out);
+    out.d = avx2::f16(x.d);
     out.dm = 0.0;
 }
 
-/// Stores `q`, levels `64k..64k + 64` of a super-block in this kernel's
-/// bytes, into `out.qs`, and returns `corr` plus their sums by 4 (lane `i`:
-/// levels `64k + 4i..+ 4`) times their group's scale (`sc`, an i32 per
-/// group): the terms of `wcorr`. Lane `i` is in group `k·(16 >> S) + (i >> S)`:
-/// `S = 2` for 16-value groups, 3 for 32-value sub-blocks.
+/// Stores a super-block's levels (`lv[k]`: levels `64k..64k + 64`, unsigned)
+/// minus the type's offset `off` as this kernel's bytes, the group scales
+/// `sc` (an i32 per group), and `wcorr`: 128 times the levels' sums by 4
+/// (`vpdpbusd` against ones) times their group's scale. Lane `i` of zmm `k`
+/// is in group `k·(16 >> S) + (i >> S)`: `S = 2` for 16-value groups, 3 for
+/// 32-value sub-blocks.
 ///
 /// # Safety
-/// AVX-512 F/VNNI available; `k < 4`.
+/// AVX-512 F/BW/VNNI available.
 #[inline(always)]
-unsafe fn store_levels<const S: u32>(
-    q: __m512i,
-    k: usize,
-    sc: __m512i,
-    out: &mut WeightSb,
-    corr: __m512i,
-) -> __m512i {
-    _mm512_store_si512(out.qs.as_mut_ptr().add(64 * k) as *mut __m512i, q);
-    // The levels are below 128 in magnitude: as the signed operand against
-    // unsigned ones, whatever their sign.
-    let sums = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(1), q);
+unsafe fn store_levels<const S: u32>(lv: [__m512i; 4], off: i8, sc: __m512i, out: &mut WeightSb) {
+    _mm512_store_si512(out.sc.as_mut_ptr() as *mut __m512i, sc);
     let lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
-    let idx = _mm512_add_epi32(
-        _mm512_set1_epi32((k as i32) * (16 >> S)),
-        _mm512_srli_epi32::<S>(lane),
-    );
-    let scl = _mm512_permutexvar_epi32(idx, sc);
-    _mm512_add_epi32(corr, _mm512_mullo_epi32(sums, scl))
+    let mut corr = _mm512_setzero_si512();
+    for (k, &v) in lv.iter().enumerate() {
+        let q = _mm512_sub_epi8(v, _mm512_set1_epi8(off));
+        _mm512_store_si512(out.qs.as_mut_ptr().add(64 * k) as *mut __m512i, q);
+        // The levels are below 128 in magnitude: as the signed operand
+        // against unsigned ones, whatever their sign.
+        let sums = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(1), q);
+        let idx = _mm512_add_epi32(
+            _mm512_set1_epi32((k as i32) * (16 >> S)),
+            _mm512_srli_epi32::<S>(lane),
+        );
+        let scl = _mm512_permutexvar_epi32(idx, sc);
+        corr = _mm512_add_epi32(corr, _mm512_mullo_epi32(sums, scl));
+    }
+    out.wcorr = 128 * _mm512_reduce_add_epi32(corr);
 }
 
-/// [`expand_q6k`] for Q5_K: zmm `j` holds sub-blocks `2j` (low 256 bits)
-/// and `2j + 1`, nibbles and fifth bits placed as in the AVX-512 row kernel;
-/// the 6-bit scales and mins unpacked as the AVX2 kernels do.
+/// [`expand_q6k`] for Q5_K: the levels of [`avx512::q5k_levels`] (zmm `j`
+/// holds sub-blocks `2j` and `2j + 1`), the 6-bit scales and mins unpacked
+/// as the AVX2 kernels do.
 ///
 /// # Safety
 /// AVX-512 F/BW/VNNI and F16C available.
 #[target_feature(enable = "avx2,f16c,avx512f,avx512bw,avx512vnni")]
 unsafe fn expand_q5k(x: &BlockQ5K, out: &mut WeightSb) {
-    let m4 = _mm512_set1_epi8(0xF);
-    let m16 = _mm512_set1_epi8(0x10);
-    let halves =
-        |a: i16, b: i16| _mm512_inserti64x4::<1>(_mm512_set1_epi16(a), _mm256_set1_epi16(b));
-    // Low nibbles (low half), high nibbles (high half); qh bits 2j, 2j + 1
-    // to bit 4: left by 4, 3 / 2, 1 for j = 0, 1, right by 0, 1 / 2, 3 for
-    // j = 2, 3.
-    let nib = halves(0, 4);
-    let (hl, hr) = ([halves(4, 3), halves(2, 1)], [halves(0, 1), halves(2, 3)]);
     // Scales in i32 lanes 0..8, mins in 8..16; the mins as i16 pairs in `m`.
-    let ms = crate::dot::avx2::k4_scales_mins_i16(&x.scales);
+    let ms = avx2::k4_scales_mins_i16(&x.scales);
     let sc = _mm512_cvtepi16_epi32(ms);
-    _mm512_store_si512(out.sc.as_mut_ptr() as *mut __m512i, sc);
     _mm_storeu_si128(
         out.m.as_mut_ptr() as *mut __m128i,
         _mm256_extracti128_si256::<1>(ms),
     );
-    let qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(x.qh.as_ptr() as *const __m256i));
-    let mut corr = _mm512_setzero_si512();
-    for j in 0..4 {
-        let q = _mm512_broadcast_i64x4(_mm256_loadu_si256(
-            x.qs.as_ptr().add(32 * j) as *const __m256i
-        ));
-        let hb = if j < 2 {
-            _mm512_sllv_epi16(qh, hl[j])
-        } else {
-            _mm512_srlv_epi16(qh, hr[j - 2])
-        };
-        let lv = _mm512_or_si512(
-            _mm512_and_si512(_mm512_srlv_epi16(q, nib), m4),
-            _mm512_and_si512(hb, m16),
-        );
-        // 32-value sub-blocks: lane i in sub-block 2j + i/8.
-        corr = store_levels::<3>(lv, j, sc, out, corr);
-    }
-    out.wcorr = 128 * _mm512_reduce_add_epi32(corr);
-    out.d = crate::dot::avx2::f16(x.d);
-    out.dm = crate::dot::avx2::f16(x.dmin);
+    // 32-value sub-blocks: lane i of zmm j in sub-block 2j + i/8.
+    store_levels::<3>(avx512::q5k_levels::<false>(x), 0, sc, out);
+    out.d = avx2::f16(x.d);
+    out.dm = avx2::f16(x.dmin);
 }
 
-/// [`expand_q6k`] for Q3_K: zmm `k` holds levels `64k..64k + 64`, each
-/// level's 2-bit field and `hmask` bit placed as in the AVX-512 row kernel's
-/// shift form, stored as `q − 4`.
+/// [`expand_q6k`] for Q3_K: the levels of [`avx512::q3k_levels`], stored as
+/// `q − 4`.
 ///
 /// # Safety
 /// AVX-512 F/BW/VNNI and F16C available.
 #[target_feature(enable = "avx2,f16c,avx512f,avx512bw,avx512vnni")]
 unsafe fn expand_q3k(x: &BlockQ3K, out: &mut WeightSb) {
-    let (m3, m4) = (_mm512_set1_epi8(3), _mm512_set1_epi8(4));
-    let halves =
-        |a: i16, b: i16| _mm512_inserti64x4::<1>(_mm512_set1_epi16(a), _mm256_set1_epi16(b));
-    // The 2-bit field of zmm k: bytes qs[32(k/2)..] right by 4(k%2) (low
-    // half) and 4(k%2) + 2 (high half). Its hmask bit, 2k (low half) and
-    // 2k + 1 (high half), to bit 2: left by 2, 1 for k = 0, right by 0, 1 /
-    // 2, 3 / 4, 5 for k = 1, 2, 3.
-    let field = [halves(0, 2), halves(4, 6)];
-    let hl = halves(2, 1);
-    let hr = [halves(0, 1), halves(2, 3), halves(4, 5)];
-    let sc = _mm512_cvtepi16_epi32(crate::dot::avx2::q3k_scales_i16(&x.scales));
-    _mm512_store_si512(out.sc.as_mut_ptr() as *mut __m512i, sc);
-    let hm = _mm512_broadcast_i64x4(_mm256_loadu_si256(x.hmask.as_ptr() as *const __m256i));
-    let mut corr = _mm512_setzero_si512();
-    for k in 0..4 {
-        let q = _mm512_broadcast_i64x4(_mm256_loadu_si256(
-            x.qs.as_ptr().add(32 * (k / 2)) as *const __m256i
-        ));
-        let hb = if k == 0 {
-            _mm512_sllv_epi16(hm, hl)
-        } else {
-            _mm512_srlv_epi16(hm, hr[k - 1])
-        };
-        let lv = _mm512_or_si512(
-            _mm512_and_si512(_mm512_srlv_epi16(q, field[k % 2]), m3),
-            _mm512_and_si512(hb, m4),
-        );
-        corr = store_levels::<2>(_mm512_sub_epi8(lv, m4), k, sc, out, corr);
-    }
-    out.wcorr = 128 * _mm512_reduce_add_epi32(corr);
-    out.d = crate::dot::avx2::f16(x.d);
+    let sc = _mm512_cvtepi16_epi32(avx2::q3k_scales_i16(&x.scales));
+    store_levels::<2>(avx512::q3k_levels::<false>(x), 4, sc, out);
+    out.d = avx2::f16(x.d);
     out.dm = 0.0;
 }
 

@@ -350,7 +350,15 @@ fn kquant_matmul(
     x: &[f32],
     y: &mut [f32],
 ) -> bool {
-    kquant_form(ty, isa.has_avx512(), isa, w, (rows, cols), x, y)
+    if isa.has_avx512() {
+        let tiles = isa == Isa::Amx
+            && x.len() / cols.max(1) >= AMX_MIN_ROWS_KQUANT
+            && kquant_avx512::amx::takes(ty, rows, cols)
+            && kquant_avx512::amx::available();
+        kquant_avx512::matmul(ty, w, (rows, cols), x, y, tiles)
+    } else {
+        kquant::matmul(ty, w, rows, cols, x, y)
+    }
 }
 
 /// Activation rows from which the 32-value types (in the GGUF layout) run
@@ -401,22 +409,15 @@ pub fn matmul_tiled_form(
     if !matches!(fam, Some(Family::KQuant | Family::Legacy)) || !isa.available() {
         return Ok(false);
     }
-    let row_bytes = crate::blocks::bytes_for(ty, cols)?;
-    if Some(w.len()) != row_bytes.checked_mul(rows) {
-        return Err(crate::KernelError::DataSize {
-            ty,
-            expected: row_bytes.saturating_mul(rows),
-            got: w.len(),
-        });
-    }
-    if rows == 0 || crate::matmul::activation_rows(rows, cols, x, y)? == 0 {
+    let (_, n) = crate::matmul::checked_shapes(ty, w, (rows, cols), x, y)?;
+    if rows == 0 || n == 0 {
         return Ok(true);
     }
     #[cfg(target_arch = "x86_64")]
     {
         Ok(if fam == Some(Family::KQuant) {
-            let src = kquant::KRows::Plain(w);
-            kquant_form(ty, avx512, isa, src, (rows, cols), x, y)
+            // `kquant_matmul` takes the AVX-512 form exactly where `isa` has it.
+            kquant_matmul(ty, isa, kquant::KRows::Plain(w), rows, cols, x, y)
         } else {
             legacy_form(ty, avx512, w, (rows, cols), x, y)
         })
@@ -425,28 +426,6 @@ pub fn matmul_tiled_form(
     {
         let _ = y;
         Ok(false)
-    }
-}
-
-/// The k-quant tiled kernel in its AVX-512 form (`avx512`) or its AVX2 one.
-#[cfg(target_arch = "x86_64")]
-fn kquant_form(
-    ty: GgmlType,
-    avx512: bool,
-    isa: Isa,
-    w: kquant::KRows<'_>,
-    (rows, cols): (usize, usize),
-    x: &[f32],
-    y: &mut [f32],
-) -> bool {
-    if avx512 {
-        let tiles = isa == Isa::Amx
-            && x.len() / cols.max(1) >= AMX_MIN_ROWS_KQUANT
-            && kquant_avx512::amx::takes(ty, rows, cols)
-            && kquant_avx512::amx::available();
-        kquant_avx512::matmul(ty, w, (rows, cols), x, y, tiles)
-    } else {
-        kquant::matmul(ty, w, rows, cols, x, y)
     }
 }
 

@@ -22,10 +22,11 @@
 //! Q8_0 matrices it owns as [`PackedQ2K`] and [`PackedQ8_0`] when it
 //! computes on [`Isa::Avx512`].
 
-/// The entry points of an 8-row AVX-512 matrix × vector kernel module: `gemv`
-/// (one Q8_K activation row) and `gemv4` (4 rows in one pass over the
-/// weights, results equal to 4 calls of `gemv`), both the module's own
-/// `gemv_rows::<M>`, and `lanes`, which stores its `M` accumulators.
+/// The shared parts of an 8-row AVX-512 matrix × vector kernel module: the
+/// entry points `gemv` (one Q8_K activation row) and `gemv4` (4 rows in one
+/// pass over the weights, results equal to 4 calls of `gemv`), both the
+/// module's own `gemv_rows::<M>`; `lanes`, which stores its `M`
+/// accumulators; and `kmin_step`, the per-super-block float step.
 #[cfg(target_arch = "x86_64")]
 macro_rules! gemv_entry_points {
     ($block:ty) => {
@@ -47,6 +48,31 @@ macro_rules! gemv_entry_points {
         #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
         pub unsafe fn gemv4(w: &[$block], a: [&[BlockQ8K]; 4]) -> [[f32; GROUP]; 4] {
             gemv_rows::<4>(w, a)
+        }
+
+        /// `acc` plus one super-block of the 8 rows in the lanes, the float
+        /// steps of the scalar kernels in their order (no FMA):
+        /// `(d_a·d)·sumi − (d_a·dmin)·summ`, with `d`, `dmin` the rows'
+        /// f16 scales and `dy` the activation block's.
+        #[inline(always)]
+        unsafe fn kmin_step(
+            acc: __m256,
+            dy: f32,
+            (d, dmin): (
+                &[crate::blocks::F16Le; GROUP],
+                &[crate::blocks::F16Le; GROUP],
+            ),
+            (sumi, summ): (__m256i, __m256i),
+        ) -> __m256 {
+            let half8 = |h: &[crate::blocks::F16Le; GROUP]| {
+                _mm256_cvtph_ps(_mm_loadu_si128(h.as_ptr() as *const __m128i))
+            };
+            let dy = _mm256_set1_ps(dy);
+            let t = _mm256_sub_ps(
+                _mm256_mul_ps(_mm256_mul_ps(dy, half8(d)), _mm256_cvtepi32_ps(sumi)),
+                _mm256_mul_ps(_mm256_mul_ps(dy, half8(dmin)), _mm256_cvtepi32_ps(summ)),
+            );
+            _mm256_add_ps(acc, t)
         }
 
         /// The `M` rows' f32 lanes as arrays.

@@ -28,8 +28,7 @@ use crate::blocks::{BlockQ2K, BlockQ8K, F16Le, QK_K};
 use crate::dot::scalar::step_kmin;
 use crate::isa::Isa;
 
-/// Rows per group.
-pub const GROUP: usize = 8;
+use super::GROUP;
 
 /// Super-block `s` of 8 weight rows (see the module docs for the layout).
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -19,7 +19,7 @@
 
 #![allow(clippy::missing_safety_doc)]
 
-use super::q2k::{BlockQ2Kx8, GROUP};
+use super::{BlockQ2Kx8, GROUP};
 use crate::blocks::BlockQ8K;
 use std::arch::x86_64::*;
 
@@ -73,19 +73,8 @@ unsafe fn gemv_rows<const M: usize>(w: &[BlockQ2Kx8], a: [&[BlockQ8K]; M]) -> [[
                 }
             }
         }
-        let half8 = |h: &[crate::blocks::F16Le; GROUP]| {
-            _mm256_cvtph_ps(_mm_loadu_si128(h.as_ptr() as *const __m128i))
-        };
-        let (wd, wdmin) = (half8(&x.d), half8(&x.dmin));
         for m in 0..M {
-            let dy = _mm256_set1_ps(y[m].d);
-            let d = _mm256_mul_ps(dy, wd);
-            let dm = _mm256_mul_ps(dy, wdmin);
-            let t = _mm256_sub_ps(
-                _mm256_mul_ps(d, _mm256_cvtepi32_ps(sumi[m])),
-                _mm256_mul_ps(dm, _mm256_cvtepi32_ps(summ[m])),
-            );
-            acc[m] = _mm256_add_ps(acc[m], t);
+            acc[m] = kmin_step(acc[m], y[m].d, (&x.d, &x.dmin), (sumi[m], summ[m]));
         }
     }
     lanes(acc)

@@ -78,10 +78,6 @@ unsafe fn gemv_rows<const M: usize>(w: &[BlockQ4Kx8], a: [&[BlockQ8K]; M]) -> [[
         let mins: [__m256i; 4] = std::array::from_fn(|p| {
             _mm256_cvtepu8_epi16(_mm_loadu_si128(x.m.as_ptr().add(16 * p) as *const __m128i))
         });
-        let half8 = |h: &[crate::blocks::F16Le; GROUP]| {
-            _mm256_cvtph_ps(_mm_loadu_si128(h.as_ptr() as *const __m128i))
-        };
-        let (wd, wdmin) = (half8(&x.d), half8(&x.dmin));
         for m in 0..M {
             let sumi = _mm256_add_epi32(sumi[m], _mm256_srai_epi32::<4>(sumh[m]));
             // Σ_j m_j·bsum_j as in the AVX2 kernel: (bsum_2p, bsum_2p+1)
@@ -94,14 +90,7 @@ unsafe fn gemv_rows<const M: usize>(w: &[BlockQ4Kx8], a: [&[BlockQ8K]; M]) -> [[
             for (mp, &pair) in mins.iter().zip(&pairs) {
                 summ = _mm256_add_epi32(summ, _mm256_madd_epi16(*mp, _mm256_set1_epi32(pair)));
             }
-            let dy = _mm256_set1_ps(y[m].d);
-            let d = _mm256_mul_ps(dy, wd);
-            let dm = _mm256_mul_ps(dy, wdmin);
-            let t = _mm256_sub_ps(
-                _mm256_mul_ps(d, _mm256_cvtepi32_ps(sumi)),
-                _mm256_mul_ps(dm, _mm256_cvtepi32_ps(summ)),
-            );
-            acc[m] = _mm256_add_ps(acc[m], t);
+            acc[m] = kmin_step(acc[m], y[m].d, (&x.d, &x.dmin), (sumi, summ));
         }
     }
     lanes(acc)
