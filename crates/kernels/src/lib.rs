@@ -40,7 +40,7 @@
 //!   bit-identical to the scalar kernels) and packed Q8_0 (`tdpbsud`, the
 //!   AVX-512 kernel's bits) run on AMX tiles.
 //! - [`packed`]: weight layouts regrouped once at load for faster kernels;
-//!   Q4_K in groups of 8 rows ([`packed::PackedQ4K`]), which [`QMatrix::new`]
+//!   Q4_K in groups of 16 rows ([`packed::PackedQ4K`]), which [`QMatrix::new`]
 //!   uses for every Q4_K matrix it owns (bit-identical results, +2.8% bytes),
 //!   and on AVX-512 Q2_K by 8 rows ([`packed::PackedQ2K`], same bytes) and
 //!   Q8_0 by 16 ([`packed::PackedQ8_0`]). Their AVX-512 matrix × vector

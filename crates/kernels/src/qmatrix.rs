@@ -98,14 +98,14 @@ impl QMatrix {
         })
     }
 
-    /// A matrix owning `data` (Q4_K with at least 8 rows, and on an
+    /// A matrix owning `data` (Q4_K with at least 16 rows, and on an
     /// AVX-512 machine Q8_0 with at least 16 and Q2_K with at least 8, are
     /// regrouped into a packed layout and `data` freed).
     pub fn new(ty: GgmlType, rows: usize, cols: usize, data: Vec<u8>) -> Result<QMatrix> {
-        use crate::packed::{GROUP, GROUP16};
+        use crate::packed::{GroupBlock, GROUP, GROUP16};
         let isa = Isa::best();
         let store = match ty {
-            GgmlType::Q4_K if rows >= GROUP => {
+            GgmlType::Q4_K if rows >= crate::packed::BlockQ4Kx16::ROWS => {
                 Store::PackedQ4K(Arc::new(PackedQ4K::pack(&data, rows, cols)?))
             }
             GgmlType::Q2_K if rows >= GROUP && isa.has_avx512() => {

@@ -1,5 +1,5 @@
-//! The packed layouts (`mistral_kernels::packed`): Q4_K and Q2_K by 8 rows
-//! and Q8_0 by 16. Packing is lossless, and every product on them (the scalar, AVX2
+//! The packed layouts (`mistral_kernels::packed`): Q4_K by 16 rows, Q2_K by
+//! 8 and Q8_0 by 16. Packing is lossless, and every product on them (the scalar, AVX2
 //! and AVX-512 matrix × vector kernels, the tiled prefill kernels reading
 //! packed rows) equals the scalar kernel on the GGUF bytes bit for bit
 //! (the tiled kernels: their own result on the GGUF bytes), on row counts
@@ -10,7 +10,7 @@ mod common;
 use common::{assert_bits_eq, gaussian};
 use mistral_kernels::blocks::ByteBlock;
 use mistral_kernels::packed::{
-    BlockQ2Kx8, BlockQ4Kx8, GroupBlock, Packed, PackedQ2K, PackedQ4K, PackedQ8_0,
+    BlockQ2Kx8, BlockQ4Kx16, GroupBlock, Packed, PackedQ2K, PackedQ4K, PackedQ8_0,
 };
 use mistral_kernels::{quantize_to_vec, GgmlType, Isa, QMatrix, QK_K};
 use std::sync::Arc;
@@ -90,8 +90,9 @@ fn packed_products_equal_the_scalar_kernel_bit_for_bit() {
     // (rows, cols, activation rows): partial groups, one group, decode,
     // small batches (per-token kernel) and prefill (tiled kernel).
     let shapes = [
-        (8, 256, 1),
-        (13, 512, 1),
+        (16, 256, 1),
+        (21, 512, 1),
+        (24, 256, 4),
         (37, 1024, 3),
         (64, 256, 5),
         (29, 768, 9),
@@ -100,7 +101,8 @@ fn packed_products_equal_the_scalar_kernel_bit_for_bit() {
         (200, 1024, 1),
         (45, 2304, 2),
         // Prefill over several row blocks, the last group partial
-        // (the AVX-512 kernel expands the packed groups 8 rows at a time).
+        // (the AVX-512 kernel expands the packed groups 8 rows at a time,
+        // and row blocks start in the middle of a 16-row group).
         (150, 512, 20),
         (261, 768, 33),
         // Whole 16-row tiles and more than 32 activation rows (the AMX
@@ -137,6 +139,18 @@ fn packed_products_equal_the_scalar_kernel_bit_for_bit() {
             let mut got = vec![f32::NAN; n * rows];
             m.matmul(&x, &mut got).unwrap();
             assert_bits_eq(&format!("{isa:?} {rows}x{cols} n={n}"), &got, &want, rows);
+        }
+        // The tiled kernel reading the packed rows, in both forms, at any
+        // batch (the dispatch takes the row kernels at every batch on AVX-512).
+        let packed = PackedQ4K::pack(&bytes, rows, cols).unwrap();
+        for avx512 in [false, true] {
+            let mut got = vec![f32::NAN; n * rows];
+            if mistral_kernels::gemm::matmul_packed_tiled_form(avx512, &packed, &x, &mut got)
+                .unwrap()
+            {
+                let what = format!("tiled avx512={avx512} {rows}x{cols} n={n}");
+                assert_bits_eq(&what, &got, &want, rows);
+            }
         }
     }
 }
@@ -196,7 +210,7 @@ fn f16_bytes(v: f32) -> [u8; 2] {
 /// nibbles' scaled sums in i32).
 #[test]
 fn packed_products_are_exact_at_the_extreme_levels() {
-    assert_packed_exact::<BlockQ4Kx8>((24, 1024), |r| {
+    assert_packed_exact::<BlockQ4Kx16>((24, 1024), |r| {
         let mut b = vec![0xFFu8; 144];
         b[..2].copy_from_slice(&f16_bytes(1e-3 * (1 + r % 5) as f32));
         b[2..4].copy_from_slice(&f16_bytes(2e-4 * (1 + r % 3) as f32));
@@ -235,8 +249,9 @@ fn q2k_rows(rows: usize, cols: usize, seed: u64) -> Vec<u8> {
 #[test]
 fn packed_q2k_products_equal_the_plain_layout_bit_for_bit() {
     let shapes = [
-        (8, 256, 1),
-        (13, 512, 1),
+        (16, 256, 1),
+        (21, 512, 1),
+        (24, 256, 4),
         (37, 1024, 3),
         (200, 1024, 1),
         (45, 2304, 2),

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 #[test]
 fn from_gguf_is_the_same_matrix() {
-    let (rows, cols) = (12, 512);
+    let (rows, cols) = (20, 512);
     let w = quantize_to_vec(GgmlType::Q4_K, &gaussian(rows * cols, 1)).unwrap();
     let v = quantize_to_vec(GgmlType::F32, &gaussian(cols, 2)).unwrap();
     let cube = quantize_to_vec(GgmlType::F32, &gaussian(2 * 2 * 32, 3)).unwrap();

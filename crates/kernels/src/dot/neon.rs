@@ -444,28 +444,31 @@ pub unsafe fn bf16_f32(w: &[u8], x: &[f32]) -> f32 {
     vaddvq_f32(vaddq_f32(acc[0], acc[1])) + tail
 }
 
-/// The 8 rows of a packed Q4_K group ([`crate::packed::BlockQ4Kx8`])
+/// The 16 rows of a packed Q4_K group ([`crate::packed::BlockQ4Kx16`])
 /// against one activation row; bit-identical to
-/// [`crate::packed::q4k::gemv_scalar`]. Each 16-byte half of a 32-byte
-/// word holds 4 bytes of 4 rows: one lane-indexed `sdot` per half and
+/// [`crate::packed::q4k::gemv_scalar`]. Each 16-byte quarter of a 64-byte
+/// word holds 4 bytes of 4 rows: one lane-indexed `sdot` per quarter and
 /// 4-value group, lane = row.
 #[inline(always)]
-unsafe fn gemv_q4kx8<const DOT: bool>(w: &[crate::packed::BlockQ4Kx8], a: &[BlockQ8K]) -> [f32; 8] {
+unsafe fn gemv_q4kx16<const DOT: bool>(
+    w: &[crate::packed::BlockQ4Kx16],
+    a: &[BlockQ8K],
+) -> [f32; 16] {
     let m4 = vdupq_n_u8(0xF);
-    let mut sumf = [vdupq_n_f32(0.0); 2];
+    let mut sumf = [vdupq_n_f32(0.0); 4];
     for (x, y) in w.iter().zip(a) {
-        let mut sumi = [vdupq_n_s32(0); 2];
+        let mut sumi = [vdupq_n_s32(0); 4];
         for p in 0..4 {
             // s[e][h]: sub-block 2p + e, rows 4h..4h+4.
-            let mut s = [[vdupq_n_s32(0); 2]; 2];
+            let mut s = [[vdupq_n_s32(0); 4]; 2];
             for tq in 0..2 {
                 let a0 = ld_i8(&y.qs[64 * p + 16 * tq..]);
                 let a1 = ld_i8(&y.qs[64 * p + 32 + 16 * tq..]);
                 macro_rules! word {
                     ($l:literal) => {{
                         let t = 4 * tq + $l;
-                        let q = &x.qs[256 * p + 32 * t..];
-                        for h in 0..2 {
+                        let q = &x.qs[512 * p + 64 * t..];
+                        for h in 0..4 {
                             let qh = ld_u8(&q[16 * h..]);
                             s[0][h] = dot_lane::<DOT, $l>(s[0][h], s8(vandq_u8(qh, m4)), a0);
                             s[1][h] = dot_lane::<DOT, $l>(s[1][h], s8(vshrq_n_u8::<4>(qh)), a1);
@@ -478,16 +481,20 @@ unsafe fn gemv_q4kx8<const DOT: bool>(w: &[crate::packed::BlockQ4Kx8], a: &[Bloc
                 word!(3);
             }
             for (e, s) in s.iter().enumerate() {
-                let sc = vmovl_u8(vld1_u8(x.sc[8 * (2 * p + e)..].as_ptr()));
-                let sc = [vmovl_u16(vget_low_u16(sc)), vmovl_high_u16(sc)];
-                for h in 0..2 {
-                    sumi[h] = vmlaq_s32(sumi[h], s[h], vreinterpretq_s32_u32(sc[h]));
+                let sc = &x.sc[16 * (2 * p + e)..];
+                for half in 0..2 {
+                    let sc = vmovl_u8(vld1_u8(sc[8 * half..].as_ptr()));
+                    let sc = [vmovl_u16(vget_low_u16(sc)), vmovl_high_u16(sc)];
+                    for k in 0..2 {
+                        let h = 2 * half + k;
+                        sumi[h] = vmlaq_s32(sumi[h], s[h], vreinterpretq_s32_u32(sc[k]));
+                    }
                 }
             }
         }
         let bsum: [i32; 8] =
             std::array::from_fn(|j| y.bsums[2 * j] as i32 + y.bsums[2 * j + 1] as i32);
-        for h in 0..2 {
+        for h in 0..4 {
             let mut d = [0f32; 4];
             let mut dm = [0f32; 4];
             let mut summ = [0f32; 4];
@@ -505,9 +512,10 @@ unsafe fn gemv_q4kx8<const DOT: bool>(w: &[crate::packed::BlockQ4Kx8], a: &[Bloc
             sumf[h] = vaddq_f32(sumf[h], vsubq_f32(prod, corr));
         }
     }
-    let mut out = [0f32; 8];
-    vst1q_f32(out.as_mut_ptr(), sumf[0]);
-    vst1q_f32(out[4..].as_mut_ptr(), sumf[1]);
+    let mut out = [0f32; 16];
+    for (h, v) in sumf.iter().enumerate() {
+        vst1q_f32(out[4 * h..].as_mut_ptr(), *v);
+    }
     out
 }
 
@@ -538,5 +546,5 @@ entry!(q4k => q4k_q8k, q4k_q8k_dot, (w: &[BlockQ4K], a: &[BlockQ8K]) -> f32);
 entry!(q5k => q5k_q8k, q5k_q8k_dot, (w: &[BlockQ5K], a: &[BlockQ8K]) -> f32);
 entry!(q6k => q6k_q8k, q6k_q8k_dot, (w: &[BlockQ6K], a: &[BlockQ8K]) -> f32);
 entry!(iq4_xs => iq4_xs_q8k, iq4_xs_q8k_dot, (w: &[BlockIQ4XS], a: &[BlockQ8K]) -> f32);
-entry!(gemv_q4kx8 => q4kx8_gemv, q4kx8_gemv_dot,
-    (w: &[crate::packed::BlockQ4Kx8], a: &[BlockQ8K]) -> [f32; 8]);
+entry!(gemv_q4kx16 => q4kx16_gemv, q4kx16_gemv_dot,
+    (w: &[crate::packed::BlockQ4Kx16], a: &[BlockQ8K]) -> [f32; 16]);

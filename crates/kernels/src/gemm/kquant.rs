@@ -26,7 +26,7 @@ use super::{row_block_size, store_tile, with_panels, PANEL};
 use crate::blocks::*;
 use crate::dot::avx2;
 use crate::matmul::{OutPtr, Pool};
-use crate::packed::{BlockQ2Kx8, BlockQ4Kx8, PackedQ2K, PackedQ4K, GROUP};
+use crate::packed::{BlockQ2Kx8, BlockQ4Kx16, GroupBlock, PackedQ2K, PackedQ4K, GROUP};
 use crate::quant::quantize_block_q8k;
 use mistral_gguf::GgmlType;
 use rayon::prelude::*;
@@ -465,14 +465,14 @@ unsafe fn row_block<F: Form>(blk: &mut Block<'_>) {
 /// the interleaved words, its scales and mins read as they are.
 ///
 /// # Safety
-/// AVX2 available; `i < GROUP`.
+/// AVX2 available; `i < 16`.
 #[inline(always)]
-unsafe fn expand_packed_q4k(x: &BlockQ4Kx8, i: usize, out: &mut WeightSb) {
+unsafe fn expand_packed_q4k(x: &BlockQ4Kx16, i: usize, out: &mut WeightSb) {
     let m4 = _mm256_set1_epi8(0xF);
-    // Row i's word t of chunk p is at byte 256p + 32t + 4i: a stride of 8 i32s.
-    let idx = _mm256_setr_epi32(0, 8, 16, 24, 32, 40, 48, 56);
+    // Row i's word t of chunk p is at byte 512p + 64t + 4i: a stride of 16 i32s.
+    let idx = _mm256_setr_epi32(0, 16, 32, 48, 64, 80, 96, 112);
     for p in 0..4 {
-        let base = x.qs.as_ptr().add(256 * p + 4 * i) as *const i32;
+        let base = x.qs.as_ptr().add(512 * p + 4 * i) as *const i32;
         let q = _mm256_i32gather_epi32::<4>(base, idx);
         let dst = out.qs.as_mut_ptr().add(64 * p) as *mut __m256i;
         _mm256_store_si256(dst, _mm256_and_si256(q, m4));
@@ -520,7 +520,7 @@ unsafe fn expand_packed_q2k(x: &BlockQ2Kx8, i: usize, out: &mut WeightSb) {
 pub(crate) enum KRows<'a> {
     /// GGUF row-major blocks of type `ty`.
     Plain(&'a [u8]),
-    /// Q4_K regrouped by 8 rows.
+    /// Q4_K regrouped by 16 rows.
     PackedQ4K(&'a PackedQ4K),
     /// Q2_K regrouped by 8 rows.
     PackedQ2K(&'a PackedQ2K),
@@ -544,7 +544,9 @@ pub(super) unsafe fn expand_rows(
             let out = &mut wbuf[(r - rb0) * nsb + s];
             match src {
                 KRows::Plain(w) => expand(ty, &w[r * row_bytes..(r + 1) * row_bytes], s0 + s, out),
-                KRows::PackedQ4K(p) => expand_packed_q4k(p.group_block(r, s0 + s), r % GROUP, out),
+                KRows::PackedQ4K(p) => {
+                    expand_packed_q4k(p.group_block(r, s0 + s), r % BlockQ4Kx16::ROWS, out)
+                }
                 KRows::PackedQ2K(p) => expand_packed_q2k(p.group_block(r, s0 + s), r % GROUP, out),
             }
         }

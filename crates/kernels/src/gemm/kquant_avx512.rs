@@ -28,7 +28,7 @@ use super::{row_block_size, store_lanes};
 use crate::blocks::*;
 use crate::dot::{avx2, avx512};
 use crate::matmul::{OutPtr, Pool};
-use crate::packed::{BlockQ4Kx8, GROUP};
+use crate::packed::{BlockQ4Kx16, GROUP};
 use crate::quant::quantize_block_q8k;
 use mistral_gguf::GgmlType;
 use rayon::prelude::*;
@@ -55,7 +55,7 @@ const KC: usize = 2;
 /// Most weight rows per row block (their expanded k-block stays in L2).
 const RB_MAX: usize = 120;
 /// Row blocks are a multiple of this: whole tiles, and whole groups of the
-/// packed Q4_K layout (expanded 8 rows at a time).
+/// packed layouts' 8-row units (a Q2_K group, half a Q4_K group).
 const RB_STEP: usize = 24;
 const _: () = assert!(RB_STEP.is_multiple_of(R) && RB_STEP.is_multiple_of(GROUP));
 const _: () = assert!(RB_MAX.is_multiple_of(RB_STEP));
@@ -127,7 +127,7 @@ thread_local! {
 
 impl Scratch {
     /// Grows the weight buffers for one k-block of rows `rb0..rb1`:
-    /// whole groups of 8 rows (the packed expansion writes the last group's
+    /// whole 8-row units of the packed layouts (the packed expansion writes the last unit's
     /// padding rows too), and the AVX2 form only for the layouts that go
     /// through the AVX2 expansion first (all but packed Q4_K).
     fn reserve(&mut self, w: KRows<'_>, (rb0, rb1): (usize, usize), kb: usize) {
@@ -308,13 +308,15 @@ unsafe fn expand_q3k(x: &BlockQ3K, out: &mut WeightSb) {
     out.dm = 0.0;
 }
 
-/// Expands super-block `x` of a packed group of 8 Q4_K rows straight into
-/// this kernel's form (what [`expand_rows`] then [`convert`] give, without
-/// the intermediate copy): row `r` goes to `out.add(r * stride)`.
+/// Expands half `half` (rows `8·half..8·half + 8`) of super-block `x` of a
+/// packed group of 16 Q4_K rows straight into this kernel's form (what
+/// [`expand_rows`] then [`convert`] give, without the intermediate copy):
+/// the half's row `r` goes to `out.add(r * stride)`.
 ///
-/// The group block holds, per 64-value chunk `p`, word `t` of the 8 rows
-/// side by side (`qs[256p + 32t + 4r..]`, see [`BlockQ4Kx8`]). Four 64-byte
-/// loads hold the chunk as 64 words `(t, r)`, `t` major. They are split
+/// The group block holds, per 64-value chunk `p`, word `t` of the 16 rows
+/// side by side (`qs[512p + 64t + 4r..]`, see [`BlockQ4Kx16`]), the half's 8
+/// rows in 32 bytes of it. Four vectors of two such 32-byte parts hold the
+/// chunk as 64 words `(t, r)`, `t` major. They are split
 /// into low nibbles (sub-block `2p`) and high ones (`2p + 1`), and two rounds
 /// of two-source word permutes turn each `r` major, 2 rows per vector, whose
 /// 256-bit halves are the rows' 32 levels of that sub-block. The nibble sums
@@ -322,10 +324,10 @@ unsafe fn expand_q3k(x: &BlockQ3K, out: &mut WeightSb) {
 /// the lanes: `Σ_j sc_j·S_j` for all 8 rows in one vector.
 ///
 /// # Safety
-/// AVX-512 F/BW/VNNI and F16C available; `out.add(r * stride)` valid for
-/// writes for `r < 8`.
+/// AVX-512 F/BW/VNNI and F16C available; `half < 2`; `out.add(r * stride)`
+/// valid for writes for `r < 8`.
 #[target_feature(enable = "avx2,f16c,avx512f,avx512bw,avx512vnni")]
-unsafe fn expand_q4kx8(x: &BlockQ4Kx8, out: *mut WeightSb, stride: usize) {
+unsafe fn expand_q4k_half(x: &BlockQ4Kx16, half: usize, out: *mut WeightSb, stride: usize) {
     // Round 1, from words (t, r) of loads Z_{2h}, Z_{2h+1} (t = 4h..4h + 4):
     // lane l gets row `4·half + l/4`, word `4h + l%4`.
     const fn round1(half: usize) -> [i32; 16] {
@@ -362,11 +364,14 @@ unsafe fn expand_q4kx8(x: &BlockQ4Kx8, out: *mut WeightSb, stride: usize) {
     let ones = _mm512_set1_epi8(1);
     let mut wsum = _mm512_setzero_si512();
     for p in 0..4 {
-        let base = x.qs.as_ptr().add(256 * p);
+        let base = x.qs.as_ptr().add(512 * p + 32 * half);
         let mut lo = [_mm512_setzero_si512(); 4];
         let mut hi = [_mm512_setzero_si512(); 4];
         for k in 0..4 {
-            let z = _mm512_loadu_si512(base.add(64 * k).cast());
+            // Words 2k and 2k + 1 of the half's 8 rows.
+            let w0 = _mm256_load_si256(base.add(128 * k).cast());
+            let w1 = _mm256_load_si256(base.add(128 * k + 64).cast());
+            let z = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(w0), w1);
             lo[k] = _mm512_and_si512(z, m4);
             hi[k] = _mm512_and_si512(_mm512_srli_epi16(z, 4), m4);
         }
@@ -378,12 +383,17 @@ unsafe fn expand_q4kx8(x: &BlockQ4Kx8, out: *mut WeightSb, stride: usize) {
         };
         let (sl, sh) = (add4(&lo), add4(&hi));
         // [S_2p of rows 0..8 | S_2p+1 of rows 0..8] · their scales
-        // (sc[8j + r]: 16 bytes from 16p).
+        // (sc[16j + 8·half + r]: 8 bytes from 32p + 8·half and from 16 on).
         let s = _mm512_add_epi32(
             _mm512_shuffle_i64x2::<0x44>(sl, sh),
             _mm512_shuffle_i64x2::<0xEE>(sl, sh),
         );
-        let sc = _mm512_cvtepu8_epi32(_mm_loadu_si128(x.sc.as_ptr().add(16 * p).cast()));
+        let scp = x.sc.as_ptr().add(32 * p + 8 * half);
+        let sc = _mm_unpacklo_epi64(
+            _mm_loadl_epi64(scp.cast()),
+            _mm_loadl_epi64(scp.add(16).cast()),
+        );
+        let sc = _mm512_cvtepu8_epi32(sc);
         wsum = _mm512_add_epi32(wsum, _mm512_mullo_epi32(s, sc));
         for (v, dst) in [(&lo, 0), (&hi, 32)] {
             let a = [
@@ -416,20 +426,21 @@ unsafe fn expand_q4kx8(x: &BlockQ4Kx8, out: *mut WeightSb, stride: usize) {
     let (mut d, mut dm) = ([0f32; GROUP], [0f32; GROUP]);
     _mm256_storeu_ps(
         d.as_mut_ptr(),
-        _mm256_cvtph_ps(_mm_loadu_si128(x.d.as_ptr().cast())),
+        _mm256_cvtph_ps(_mm_loadu_si128(x.d.as_ptr().add(8 * half).cast())),
     );
     _mm256_storeu_ps(
         dm.as_mut_ptr(),
-        _mm256_cvtph_ps(_mm_loadu_si128(x.dmin.as_ptr().cast())),
+        _mm256_cvtph_ps(_mm_loadu_si128(x.dmin.as_ptr().add(8 * half).cast())),
     );
     for r in 0..GROUP {
         let o = &mut *out.add(r * stride);
+        let row = 8 * half + r;
         for j in 0..8 {
-            o.sc[j] = x.sc[8 * j + r] as i32;
+            o.sc[j] = x.scale_min(row, j).0 as i32;
         }
         for q in 0..4 {
-            // m[16q + 2r + e]: row r's mins of sub-blocks 2q, 2q + 1.
-            let (a, b) = (x.m[16 * q + 2 * r], x.m[16 * q + 2 * r + 1]);
+            // Row r's mins of sub-blocks 2q, 2q + 1.
+            let (a, b) = (x.scale_min(row, 2 * q).1, x.scale_min(row, 2 * q + 1).1);
             o.m[q] = (a as u32 | (b as u32) << 16) as i32;
         }
         o.wcorr = wcorr[r];
@@ -454,9 +465,9 @@ unsafe fn prefetch_lines(base: *const u8, len: usize) {
 
 /// [`prefetch_lines`] of a packed group block.
 #[inline(always)]
-fn prefetch_block(x: &BlockQ4Kx8) {
+fn prefetch_block(x: &BlockQ4Kx16) {
     // SAFETY: the block's own bytes.
-    unsafe { prefetch_lines((x as *const BlockQ4Kx8).cast(), size_of::<BlockQ4Kx8>()) }
+    unsafe { prefetch_lines((x as *const BlockQ4Kx16).cast(), size_of::<BlockQ4Kx16>()) }
 }
 
 /// Quantizes activation rows `16p..16p+16` (zeros past `n`) of `x` into the
@@ -752,12 +763,14 @@ unsafe fn expand_k_block(
 ) {
     match w {
         KRows::PackedQ4K(p) => {
-            // Whole groups, the last one's padding rows included.
+            // Whole halves of groups, the last one's padding rows included.
             let wb = scratch.wbuf.as_mut_ptr();
             for r in (rb0..rb1).step_by(GROUP) {
+                let half = r / GROUP % 2;
                 for s in 0..nsb {
-                    expand_q4kx8(p.group_block(r, s0 + s), wb.add((r - rb0) * nsb + s), nsb);
-                    if s0 + s + KC < kb {
+                    let out = wb.add((r - rb0) * nsb + s);
+                    expand_q4k_half(p.group_block(r, s0 + s), half, out, nsb);
+                    if s0 + s + KC < kb && (half == 0 || r == rb0) {
                         prefetch_block(p.group_block(r, s0 + s + KC));
                     }
                 }

@@ -101,14 +101,21 @@ pub fn is_tiled(ty: GgmlType, isa: Isa, n: usize) -> bool {
 /// [`is_tiled`] for a matrix in a packed layout ([`crate::packed::Packed`]).
 /// Its AVX-512 matrix × vector kernels, which take 4 activation rows per
 /// pass over the weights, beat the tiled kernels (which expand every weight
-/// first) up to more rows than the GGUF-layout row kernels do: Q4_K to 64
-/// activation rows, Q2_K to 128 (AMD Zen 4, 2 threads, 3584×1024 and
-/// 4096×4096, `examples/mm_timing`, GFLOP/s: Q4_K 4-row kernel 484–568 from
-/// n = 8 to 48, tiled 221–345 at n = 8–12, 359–426 at 16, 508–529 at 32,
-/// 569–601 at 64; Q2_K 4-row kernel 342–502 from n = 16 to 128, tiled
-/// 252–404 from 16 to 64, 465–468 at 128). With AMX tiles the k-quants' tiled
-/// kernel takes over from 33 rows, as in the plain layout (measured faster
-/// than AVX-512 there; these row kernels were not measured on AMX).
+/// first) up to more rows than the GGUF-layout row kernels do:
+/// - Q4_K (16-row groups, one `zmm` per word) at every batch: AMD Zen 4, 2
+///   threads, `examples/mm_alternate` (two builds alternated twice),
+///   GFLOP/s, 4-row kernel against tiled: 4096×4096 n = 64 607–609 /
+///   513–515, n = 128 590–607 / 548–550, n = 512 574–611 / 603–611;
+///   4096×14336 n = 512 638–644 / 572–585; 1024×4096 n = 512 591–614 /
+///   506–533. (With 8-row groups in a `ymm` the tiled kernel won from 64
+///   rows.)
+/// - Q2_K to 128 rows (3584×1024 and 4096×4096, `examples/mm_timing`:
+///   4-row kernel 342–502 GFLOP/s from n = 16 to 128, tiled 252–404 from 16
+///   to 64, 465–468 at 128).
+///
+/// With AMX tiles the k-quants' tiled kernel takes over from 33 rows, as in
+/// the plain layout (measured faster than AVX-512 there; these row kernels
+/// were not measured on AMX).
 ///
 /// Packed Q8_0 ([`crate::packed::PackedQ8_0`]) is the other way round: its
 /// matrix × vector kernel takes one activation row per pass, and its tiled
@@ -120,7 +127,7 @@ pub fn is_tiled(ty: GgmlType, isa: Isa, n: usize) -> bool {
 pub fn is_tiled_packed(ty: GgmlType, isa: Isa, n: usize) -> bool {
     let min = match ty {
         GgmlType::Q4_K | GgmlType::Q2_K if isa == Isa::Amx => 33,
-        GgmlType::Q4_K if isa.has_avx512() => 64,
+        GgmlType::Q4_K if isa.has_avx512() => usize::MAX,
         GgmlType::Q2_K if isa.has_avx512() => 128,
         GgmlType::Q8_0 if isa.has_avx512() => 2,
         _ => min_rows(ty),
@@ -248,7 +255,7 @@ pub(crate) fn try_matmul(
     }
 }
 
-/// [`try_matmul`] for a k-quant matrix regrouped by 8 rows ([`crate::packed::Packed`]).
+/// [`try_matmul`] for a k-quant matrix regrouped by rows ([`crate::packed::Packed`]).
 pub(crate) fn try_matmul_packed_kquant<B: crate::packed::GroupBlock>(
     isa: Isa,
     w: &crate::packed::Packed<B>,
@@ -256,10 +263,20 @@ pub(crate) fn try_matmul_packed_kquant<B: crate::packed::GroupBlock>(
     y: &mut [f32],
 ) -> bool {
     use crate::blocks::ByteBlock;
+    let (ty, cols) = (B::Gguf::TYPE, w.cols());
+    is_tiled_packed(ty, isa, x.len() / cols.max(1)) && packed_kquant_matmul(isa, w, x, y)
+}
+
+/// The tiled k-quant kernel on a packed matrix, in `isa`'s form (declines
+/// what it does not take).
+fn packed_kquant_matmul<B: crate::packed::GroupBlock>(
+    isa: Isa,
+    w: &crate::packed::Packed<B>,
+    x: &[f32],
+    y: &mut [f32],
+) -> bool {
+    use crate::blocks::ByteBlock;
     let (ty, rows, cols) = (B::Gguf::TYPE, w.rows(), w.cols());
-    if !is_tiled_packed(ty, isa, x.len() / cols.max(1)) {
-        return false;
-    }
     #[cfg(target_arch = "x86_64")]
     {
         let any = w as &dyn std::any::Any;
@@ -274,9 +291,30 @@ pub(crate) fn try_matmul_packed_kquant<B: crate::packed::GroupBlock>(
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (rows, y);
+        let _ = (isa, ty, rows, cols, x, y);
         false
     }
+}
+
+/// Test hook: [`crate::packed::Packed::matmul`] on the tiled k-quant
+/// kernel reading the packed rows, in its AVX-512 form (`avx512`) or its
+/// AVX2 form, at any batch size (the dispatch takes the row kernels at
+/// every batch for packed Q4_K on AVX-512). `Ok(false)` where that form
+/// cannot run on this CPU.
+#[doc(hidden)]
+pub fn matmul_packed_tiled_form<B: crate::packed::GroupBlock>(
+    avx512: bool,
+    w: &crate::packed::Packed<B>,
+    x: &[f32],
+    y: &mut [f32],
+) -> crate::Result<bool> {
+    let isa = if avx512 { Isa::Avx512 } else { Isa::Avx2 };
+    let (rows, cols) = (w.rows(), w.cols());
+    let n = crate::matmul::activation_rows(rows, cols, x, y)?;
+    if !isa.available() || rows == 0 || n == 0 {
+        return Ok(false);
+    }
+    Ok(packed_kquant_matmul(isa, w, x, y))
 }
 
 /// [`try_matmul`] for a Q8_0 matrix in the packed layout.

@@ -83,7 +83,10 @@ impl GroupBlock for BlockQ2Kx8 {
         dmin: F16Le([0, 0]),
     };
 
-    fn pack(rows: [&BlockQ2K; GROUP]) -> BlockQ2Kx8 {
+    const ROWS: usize = GROUP;
+    type Lanes = [f32; GROUP];
+
+    fn pack(rows: &[&BlockQ2K]) -> BlockQ2Kx8 {
         let mut out = BlockQ2Kx8::ZERO;
         for (r, x) in rows.iter().enumerate() {
             for (b, &q) in x.qs.iter().enumerate() {

@@ -20,10 +20,30 @@
 #![allow(clippy::missing_safety_doc)]
 
 use super::{BlockQ2Kx8, GROUP};
-use crate::blocks::BlockQ8K;
+use crate::blocks::{BlockQ8K, F16Le};
 use std::arch::x86_64::*;
 
-gemv_entry_points!(BlockQ2Kx8);
+gemv_entry_points!(BlockQ2Kx8, GROUP);
+
+/// `acc` plus one super-block of the 8 rows in the lanes, the float steps
+/// of the scalar kernels in their order (no FMA): `(d_a·d)·sumi −
+/// (d_a·dmin)·summ`, with `d`, `dmin` the rows' f16 scales and `dy` the
+/// activation block's.
+#[inline(always)]
+unsafe fn kmin_step(
+    acc: __m256,
+    dy: f32,
+    (d, dmin): (&[F16Le; GROUP], &[F16Le; GROUP]),
+    (sumi, summ): (__m256i, __m256i),
+) -> __m256 {
+    let half8 = |h: &[F16Le; GROUP]| _mm256_cvtph_ps(_mm_loadu_si128(h.as_ptr() as *const __m128i));
+    let dy = _mm256_set1_ps(dy);
+    let t = _mm256_sub_ps(
+        _mm256_mul_ps(_mm256_mul_ps(dy, half8(d)), _mm256_cvtepi32_ps(sumi)),
+        _mm256_mul_ps(_mm256_mul_ps(dy, half8(dmin)), _mm256_cvtepi32_ps(summ)),
+    );
+    _mm256_add_ps(acc, t)
+}
 
 /// [`gemv`] for `M` activation rows (`w.len()` blocks of each).
 #[inline(always)]
@@ -77,5 +97,9 @@ unsafe fn gemv_rows<const M: usize>(w: &[BlockQ2Kx8], a: [&[BlockQ8K]; M]) -> [[
             acc[m] = kmin_step(acc[m], y[m].d, (&x.d, &x.dmin), (sumi[m], summ[m]));
         }
     }
-    lanes(acc)
+    let mut out = [[0f32; GROUP]; M];
+    for (o, v) in out.iter_mut().zip(acc) {
+        _mm256_storeu_ps(o.as_mut_ptr(), v);
+    }
+    out
 }

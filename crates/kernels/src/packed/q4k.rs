@@ -1,23 +1,31 @@
-//! Q4_K regrouped by 8 rows ([`BlockQ4Kx8`]), and the scalar reference
+//! Q4_K regrouped by 16 rows ([`BlockQ4Kx16`]), and the scalar reference
 //! matrix × vector on that layout, written from the layout description
 //! below (not from the SIMD code).
 //!
-//! One [`BlockQ4Kx8`] holds super-block `s` of 8 consecutive weight rows:
+//! One [`BlockQ4Kx16`] holds super-block `s` of 16 consecutive weight rows:
 //!
 //! ```text
-//! qs[256p + 32t + 4r + i] = row r's qs[32p + 4t + i]   p: 64-value chunk (0..4)
+//! qs[512p + 64t + 4r + i] = row r's qs[32p + 4t + i]   p: 64-value chunk (0..4)
 //!                                                       t: 4-byte word (0..8)
-//! sc[8j + r]              = row r's 6-bit scale of sub-block j (0..8)
-//! m[16p + 2r + e]         = row r's 6-bit min of sub-block 2p + e
+//! sc[16j + r]             = row r's 6-bit scale of sub-block j (0..8)
+//! m[32p + 2r + e]         = row r's 6-bit min of sub-block 2p + e
 //! d[r], dmin[r]           = row r's super-block scales (f16)
 //! ```
 //!
-//! so one 32-byte load `qs[256p + 32t..]` holds 4 bytes of each of the 8
+//! so one 64-byte load `qs[512p + 64t..]` holds 4 bytes of each of the 16
 //! rows: its low nibbles are values `4t..4t+4` of sub-block `2p` for every
 //! row and its high nibbles those of sub-block `2p + 1`. A kernel multiplies
-//! them by 4 broadcast activation bytes and gets the 8 rows' partial sums in
-//! 8 lanes, with no horizontal sums and no 6-bit scale unpacking. Nothing is
-//! lost: [`GroupBlock::unpack`] gives back the GGUF blocks bit for bit.
+//! them by 4 broadcast activation bytes and gets the 16 rows' partial sums
+//! in 16 lanes, with no horizontal sums and no 6-bit scale unpacking; a
+//! 256-bit kernel takes the two halves of the load, rows 0..8 and 8..16,
+//! against the same broadcast. Nothing is lost: [`GroupBlock::unpack`]
+//! gives back the GGUF blocks bit for bit.
+//!
+//! Why 16 rows: the AVX-512 kernel then issues one 512-bit load, two masks
+//! and two `vpdpbusd` per 64 weight bytes, where 8-row groups took two
+//! 256-bit loads and twice as many broadcasts and `vpdpbusd` (AMD Zen 4, 2
+//! threads, `examples/stream_timing Q4_K`, same-process rounds: see
+//! BENCHMARKS.md).
 
 use super::GroupBlock;
 use crate::blocks::{scale_min_k4, BlockQ4K, BlockQ8K, F16Le, QK_K};
@@ -26,39 +34,44 @@ use crate::isa::Isa;
 use crate::quant::pack_scale_min_k4;
 
 /// Rows per group.
-pub const GROUP: usize = 8;
+pub const ROWS: usize = 16;
 
-/// Super-block `s` of 8 weight rows (see the module docs for the layout).
+/// Super-block `s` of 16 weight rows (see the module docs for the layout).
 #[derive(Clone, Copy, PartialEq, Eq)]
-#[repr(C, align(32))]
-pub struct BlockQ4Kx8 {
-    pub qs: [u8; GROUP * QK_K / 2],
-    pub sc: [u8; GROUP * 8],
-    pub m: [u8; GROUP * 8],
-    pub d: [F16Le; GROUP],
-    pub dmin: [F16Le; GROUP],
+#[repr(C, align(64))]
+pub struct BlockQ4Kx16 {
+    pub qs: [u8; ROWS * QK_K / 2],
+    pub sc: [u8; ROWS * 8],
+    pub m: [u8; ROWS * 8],
+    pub d: [F16Le; ROWS],
+    pub dmin: [F16Le; ROWS],
 }
-// 8 GGUF blocks are 1152 bytes; the unpacked scales and mins cost 32 more.
-const _: () = assert!(size_of::<BlockQ4Kx8>() == 1184);
-const _: () = assert!(size_of::<BlockQ4Kx8>().is_multiple_of(32));
+// 16 GGUF blocks are 2304 bytes; the unpacked scales and mins cost 64 more.
+const _: () = assert!(size_of::<BlockQ4Kx16>() == 2368);
+const _: () = assert!(size_of::<BlockQ4Kx16>().is_multiple_of(64));
 
-impl BlockQ4Kx8 {
-    pub const ZERO: BlockQ4Kx8 = BlockQ4Kx8 {
-        qs: [0; GROUP * QK_K / 2],
-        sc: [0; GROUP * 8],
-        m: [0; GROUP * 8],
-        d: [F16Le([0, 0]); GROUP],
-        dmin: [F16Le([0, 0]); GROUP],
+impl BlockQ4Kx16 {
+    pub const ZERO: BlockQ4Kx16 = BlockQ4Kx16 {
+        qs: [0; ROWS * QK_K / 2],
+        sc: [0; ROWS * 8],
+        m: [0; ROWS * 8],
+        d: [F16Le([0, 0]); ROWS],
+        dmin: [F16Le([0, 0]); ROWS],
     };
+
+    /// Where row `r`'s word `t` of chunk `p` starts in `qs`.
+    const fn qs_index(r: usize, p: usize, t: usize) -> usize {
+        512 * p + 64 * t + 4 * r
+    }
 
     /// Where row `r`'s scale of sub-block `j` is in `sc`.
     const fn sc_index(r: usize, j: usize) -> usize {
-        8 * j + r
+        16 * j + r
     }
 
     /// Where row `r`'s min of sub-block `j` is in `m`.
     const fn m_index(r: usize, j: usize) -> usize {
-        16 * (j / 2) + 2 * r + j % 2
+        32 * (j / 2) + 2 * r + j % 2
     }
 
     /// Row `r`'s 6-bit scale and min of sub-block `j` (0..8).
@@ -71,7 +84,7 @@ impl BlockQ4Kx8 {
     fn level(&self, r: usize, k: usize) -> u8 {
         let (j, i) = (k / 32, k % 32);
         let (p, t, b) = (j / 2, i / 4, i % 4);
-        let byte = self.qs[256 * p + 32 * t + 4 * r + b];
+        let byte = self.qs[Self::qs_index(r, p, t) + b];
         if j % 2 == 0 {
             byte & 0xF
         } else {
@@ -80,8 +93,10 @@ impl BlockQ4Kx8 {
     }
 }
 
-impl GroupBlock for BlockQ4Kx8 {
+impl GroupBlock for BlockQ4Kx16 {
     type Gguf = BlockQ4K;
+    const ROWS: usize = ROWS;
+    type Lanes = [f32; ROWS];
     const ZERO_ROW: BlockQ4K = BlockQ4K {
         d: F16Le([0, 0]),
         dmin: F16Le([0, 0]),
@@ -89,20 +104,20 @@ impl GroupBlock for BlockQ4Kx8 {
         qs: [0; QK_K / 2],
     };
 
-    fn pack(rows: [&BlockQ4K; GROUP]) -> BlockQ4Kx8 {
-        let mut out = BlockQ4Kx8::ZERO;
+    fn pack(rows: &[&BlockQ4K]) -> BlockQ4Kx16 {
+        let mut out = BlockQ4Kx16::ZERO;
         for (r, x) in rows.iter().enumerate() {
             for p in 0..4 {
                 for t in 0..8 {
-                    let dst = 256 * p + 32 * t + 4 * r;
+                    let dst = Self::qs_index(r, p, t);
                     let src = 32 * p + 4 * t;
                     out.qs[dst..dst + 4].copy_from_slice(&x.qs[src..src + 4]);
                 }
             }
             for j in 0..8 {
                 let (s, m) = scale_min_k4(j, &x.scales);
-                out.sc[BlockQ4Kx8::sc_index(r, j)] = s;
-                out.m[BlockQ4Kx8::m_index(r, j)] = m;
+                out.sc[Self::sc_index(r, j)] = s;
+                out.m[Self::m_index(r, j)] = m;
             }
             out.d[r] = x.d;
             out.dmin[r] = x.dmin;
@@ -119,7 +134,7 @@ impl GroupBlock for BlockQ4Kx8 {
         };
         for p in 0..4 {
             for t in 0..8 {
-                let src = 256 * p + 32 * t + 4 * r;
+                let src = Self::qs_index(r, p, t);
                 let dst = 32 * p + 4 * t;
                 x.qs[dst..dst + 4].copy_from_slice(&self.qs[src..src + 4]);
             }
@@ -132,7 +147,7 @@ impl GroupBlock for BlockQ4Kx8 {
         x
     }
 
-    fn gemv4(isa: Isa, w: &[BlockQ4Kx8], a: [&[BlockQ8K]; 4]) -> [[f32; GROUP]; 4] {
+    fn gemv4(isa: Isa, w: &[BlockQ4Kx16], a: [&[BlockQ8K]; 4]) -> [[f32; ROWS]; 4] {
         #[cfg(target_arch = "x86_64")]
         if isa.has_avx512() {
             // SAFETY: as in `gemv`.
@@ -141,7 +156,7 @@ impl GroupBlock for BlockQ4Kx8 {
         a.map(|a| Self::gemv(isa, w, a))
     }
 
-    fn gemv(isa: Isa, w: &[BlockQ4Kx8], a: &[BlockQ8K]) -> [f32; GROUP] {
+    fn gemv(isa: Isa, w: &[BlockQ4Kx16], a: &[BlockQ8K]) -> [f32; ROWS] {
         #[cfg(target_arch = "x86_64")]
         {
             // SAFETY: `isa` was checked available by the caller
@@ -161,9 +176,9 @@ impl GroupBlock for BlockQ4Kx8 {
             // `sdot` kernel only for the latter).
             return unsafe {
                 if isa == Isa::NeonDot {
-                    crate::dot::neon::q4kx8_gemv_dot(w, a)
+                    crate::dot::neon::q4kx16_gemv_dot(w, a)
                 } else {
-                    crate::dot::neon::q4kx8_gemv(w, a)
+                    crate::dot::neon::q4kx16_gemv(w, a)
                 }
             };
         }
@@ -172,12 +187,12 @@ impl GroupBlock for BlockQ4Kx8 {
     }
 }
 
-/// The 8 rows' dot products with one Q8_K activation row: per super-block
+/// The 16 rows' dot products with one Q8_K activation row: per super-block
 /// `d·Σ_j sc_j·Σ q·a − dmin·Σ_j m_j·bsum_j` in exact integers, then the
 /// float steps of [`crate::dot::scalar::q4k_q8k`] in its order, so the
 /// results equal it bit for bit.
-pub fn gemv_scalar(w: &[BlockQ4Kx8], a: &[BlockQ8K]) -> [f32; GROUP] {
-    let mut out = [0f32; GROUP];
+pub fn gemv_scalar(w: &[BlockQ4Kx16], a: &[BlockQ8K]) -> [f32; ROWS] {
+    let mut out = [0f32; ROWS];
     for (r, o) in out.iter_mut().enumerate() {
         let mut sumf = 0f32;
         for (x, y) in w.iter().zip(a) {
