@@ -30,7 +30,7 @@ enum Store {
         data: SharedBytes,
         range: Range<usize>,
     },
-    /// Q4_K regrouped by 8 rows for the matrix × vector kernels.
+    /// Q4_K regrouped by 16 rows for the matrix × vector kernels.
     PackedQ4K(Arc<PackedQ4K>),
     /// Q8_0 regrouped by 16 rows for the AVX-512 matrix × vector kernel.
     PackedQ8_0(Arc<PackedQ8_0>),

@@ -127,9 +127,10 @@ thread_local! {
 
 impl Scratch {
     /// Grows the weight buffers for one k-block of rows `rb0..rb1`:
-    /// whole 8-row units of the packed layouts (the packed expansion writes the last unit's
-    /// padding rows too), and the AVX2 form only for the layouts that go
-    /// through the AVX2 expansion first (all but packed Q4_K).
+    /// whole 8-row units of the packed layouts (the packed expansion writes
+    /// the last unit's padding rows too), and the AVX2 form only for the
+    /// layouts that go through the AVX2 expansion first (all but packed
+    /// Q4_K).
     fn reserve(&mut self, w: KRows<'_>, (rb0, rb1): (usize, usize), kb: usize) {
         let need = (rb1.next_multiple_of(GROUP) - rb0) * KC.min(kb);
         if self.wbuf.len() < need {
