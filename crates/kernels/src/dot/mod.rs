@@ -184,6 +184,11 @@ pub fn row_dot(ty: GgmlType, isa: Isa, w: &[u8], act: ActRow<'_>) -> Result<f32>
             }};
         }
         match (ty, act) {
+            (T::Q4_0, ActRow::Q8_0(a)) => avx512!(q4_0_q8_0, BlockQ4_0, a),
+            (T::Q5_0, ActRow::Q8_0(a)) => avx512!(q5_0_q8_0, BlockQ5_0, a),
+            (T::Q4_1, ActRow::Q8_1(a)) => avx512!(q4_1_q8_1, BlockQ4_1, a),
+            (T::IQ4_NL, ActRow::Q8_0(a)) => avx512!(iq4_nl_q8_0, BlockIQ4NL, a),
+            (T::Q5_1, ActRow::Q8_1(a)) => avx512!(q5_1_q8_1, BlockQ5_1, a),
             (T::Q2_K, ActRow::Q8K(a)) => avx512!(q2k_q8k, BlockQ2K, a),
             (T::Q3_K, ActRow::Q8K(a)) => avx512!(q3k_q8k, q3k_q8k_gfni, BlockQ3K, a),
             (T::Q5_K, ActRow::Q8K(a)) => avx512!(q5k_q8k, q5k_q8k_gfni, BlockQ5K, a),
