@@ -5,7 +5,7 @@
 //! streams past it.
 
 use crate::blocks::bytes_for;
-use crate::dot::{row_dot, row_dot4, ActBuffers, ActFormat, ActRow};
+use crate::dot::{has_row_dot2, row_dot, row_dot2, row_dot4, ActBuffers, ActFormat, ActRow};
 use crate::error::{KernelError, Result};
 use crate::isa::Isa;
 use mistral_gguf::GgmlType;
@@ -108,7 +108,30 @@ pub fn matmul(
             let r1 = (r0 + chunk).min(rows);
             for t0 in (0..n).step_by(TOKEN_TILE) {
                 let t1 = (t0 + TOKEN_TILE).min(n);
-                for r in r0..r1 {
+                // Fewer than 4 tokens: two weight rows per pass where a
+                // kernel takes them (the activation read once for both).
+                let mut r2 = r0;
+                if t1 - t0 < 4 && has_row_dot2(ty, isa) {
+                    while r2 + 2 <= r1 {
+                        let wr = [
+                            &w[r2 * row_bytes..(r2 + 1) * row_bytes],
+                            &w[(r2 + 1) * row_bytes..(r2 + 2) * row_bytes],
+                        ];
+                        for t in t0..t1 {
+                            let v = match row_dot2(ty, isa, wr, act(t)) {
+                                Ok(Some(v)) => v,
+                                _ => [f32::NAN; 2],
+                            };
+                            for (k, v) in v.into_iter().enumerate() {
+                                // SAFETY: t < n and r2 + k < rows; this chunk
+                                // alone owns rows r0..r1 (see `OutPtr`).
+                                unsafe { *out.get().add(t * rows + r2 + k) = v };
+                            }
+                        }
+                        r2 += 2;
+                    }
+                }
+                for r in r2..r1 {
                     let wr = &w[r * row_bytes..(r + 1) * row_bytes];
                     let mut t = t0;
                     // The kernels were checked above for these types and lengths;

@@ -54,57 +54,80 @@ use crate::blocks::{
 };
 use std::arch::x86_64::*;
 
-/// Q4_0 weights × Q8_0 activations, two blocks per `zmm` (see
-/// [`offset_pairs`]); agrees with the scalar kernel to rounding.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-pub unsafe fn q4_0_q8_0(w: &[BlockQ4_0], a: &[BlockQ8_0]) -> f32 {
-    let n = w.len().min(a.len());
-    let pairs = offset_pairs(w, a);
-    if n % 2 == 1 {
-        pairs + super::avx2::q4_0_q8_0(&w[n - 1..n], &a[n - 1..n])
-    } else {
-        pairs
-    }
+/// The row kernels of the 32-value types: `$one` (one weight row) and
+/// `$two` (two weight rows against the same activation row, which is loaded,
+/// and its offset or min sums taken, once for both; each result equals
+/// `$one`'s), over [`offset_rows`] or [`min_rows`]; an odd last block takes
+/// the AVX2 kernel `$tail`.
+macro_rules! pair_kernels {
+    ($one:ident, $two:ident, $rows:ident, $tail:ident, $B:ty, $A:ty) => {
+        #[doc = concat!("`", stringify!($B), "` weights × `", stringify!($A), "` activations.")]
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+        pub unsafe fn $one(w: &[$B], a: &[$A]) -> f32 {
+            let [v] = $rows([w], a);
+            let n = w.len().min(a.len());
+            if n % 2 == 1 {
+                v + super::avx2::$tail(&w[n - 1..n], &a[n - 1..n])
+            } else {
+                v
+            }
+        }
+
+        #[doc = concat!("[`", stringify!($one), "`] of two weight rows.")]
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+        pub unsafe fn $two(w: [&[$B]; 2], a: &[$A]) -> [f32; 2] {
+            let v = $rows(w, a);
+            let n = w[0].len().min(w[1].len()).min(a.len());
+            if n % 2 == 1 {
+                let t = |w: &[$B]| super::avx2::$tail(&w[n - 1..n], &a[n - 1..n]);
+                [v[0] + t(w[0]), v[1] + t(w[1])]
+            } else {
+                v
+            }
+        }
+    };
 }
 
-/// Q5_0 weights × Q8_0 activations, two blocks per `zmm`: the fifth bits
-/// of both blocks (64 bits) are a mask that adds 16 to the nibbles.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-pub unsafe fn q5_0_q8_0(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> f32 {
-    let n = w.len().min(a.len());
-    let pairs = offset_pairs(w, a);
-    if n % 2 == 1 {
-        pairs + super::avx2::q5_0_q8_0(&w[n - 1..n], &a[n - 1..n])
-    } else {
-        pairs
-    }
-}
-
-/// Q4_1 weights × Q8_1 activations, two blocks per `zmm` (see
-/// [`min_pairs`]); agrees with the scalar kernel to rounding.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-pub unsafe fn q4_1_q8_1(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 {
-    let n = w.len().min(a.len());
-    let pairs = min_pairs(w, a);
-    if n % 2 == 1 {
-        pairs + super::avx2::q4_1_q8_1(&w[n - 1..n], &a[n - 1..n])
-    } else {
-        pairs
-    }
-}
-
-/// Q5_1 weights × Q8_1 activations, two blocks per `zmm`, the fifth bits
-/// added as in [`q5_0_q8_0`].
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-pub unsafe fn q5_1_q8_1(w: &[BlockQ5_1], a: &[BlockQ8_1]) -> f32 {
-    let n = w.len().min(a.len());
-    let pairs = min_pairs(w, a);
-    if n % 2 == 1 {
-        pairs + super::avx2::q5_1_q8_1(&w[n - 1..n], &a[n - 1..n])
-    } else {
-        pairs
-    }
-}
+pair_kernels!(
+    q4_0_q8_0,
+    q4_0_q8_0_x2,
+    offset_rows,
+    q4_0_q8_0,
+    BlockQ4_0,
+    BlockQ8_0
+);
+pair_kernels!(
+    q5_0_q8_0,
+    q5_0_q8_0_x2,
+    offset_rows,
+    q5_0_q8_0,
+    BlockQ5_0,
+    BlockQ8_0
+);
+pair_kernels!(
+    iq4_nl_q8_0,
+    iq4_nl_q8_0_x2,
+    offset_rows,
+    iq4_nl_q8_0,
+    BlockIQ4NL,
+    BlockQ8_0
+);
+pair_kernels!(
+    q4_1_q8_1,
+    q4_1_q8_1_x2,
+    min_rows,
+    q4_1_q8_1,
+    BlockQ4_1,
+    BlockQ8_1
+);
+pair_kernels!(
+    q5_1_q8_1,
+    q5_1_q8_1_x2,
+    min_rows,
+    q5_1_q8_1,
+    BlockQ5_1,
+    BlockQ8_1
+);
 
 /// A 32-value block type with an f16 scale `d` and min `m` and unsigned
 /// levels `u` (`0..=31`) whose value is `d·u + m`.
@@ -145,70 +168,6 @@ impl MinBlock for BlockQ5_1 {
 unsafe fn fifth_bits(nib: __m512i, qx: [u8; 4], qy: [u8; 4]) -> __m512i {
     let high = u32::from_le_bytes(qx) as u64 | (u32::from_le_bytes(qy) as u64) << 32;
     _mm512_mask_add_epi8(nib, high, nib, _mm512_set1_epi8(0x10))
-}
-
-/// `Σ_blocks d_w·d_a·Σ u·q_a + m_w·d_a·Σ q_a` over the whole pairs of
-/// blocks, as the scalar kernel (with the exact `Σ q_a`, not the block's
-/// rounded `s`): `vpdpbusd` takes `Σ u·q_a` and, against ones, `Σ q_a` of
-/// both blocks in 16 lanes; each is converted to f32 and multiplied by the
-/// blocks' `d_w·d_a`, `m_w·d_a` in 8 lanes each.
-#[inline(always)]
-unsafe fn min_pairs<B: MinBlock>(w: &[B], a: &[BlockQ8_1]) -> f32 {
-    let (mut acc0, mut acc1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
-    let n = w.len().min(a.len()) / 2;
-    let (w, a) = (&w[..2 * n], &a[..2 * n]);
-    let mut i = 0;
-    while i + 2 <= n {
-        acc0 = min_pair_step(&w[2 * i..2 * i + 2], &a[2 * i..2 * i + 2], acc0);
-        acc1 = min_pair_step(&w[2 * i + 2..2 * i + 4], &a[2 * i + 2..2 * i + 4], acc1);
-        i += 2;
-    }
-    if i < n {
-        acc0 = min_pair_step(&w[2 * i..2 * i + 2], &a[2 * i..2 * i + 2], acc0);
-    }
-    _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1))
-}
-
-/// `acc` plus blocks `w[0..2]` × `a[0..2]` (see [`min_pairs`]).
-#[inline(always)]
-unsafe fn min_pair_step<B: MinBlock>(w: &[B], a: &[BlockQ8_1], acc: __m512) -> __m512 {
-    let (x0, x1, y0, y1) = (&w[0], &w[1], &a[0], &a[1]);
-    prefetch_ahead(x0);
-    let u = B::levels(x0, x1);
-    let q = _mm512_inserti64x4::<1>(
-        _mm512_castsi256_si512(_mm256_loadu_si256(y0.qs.as_ptr().cast())),
-        _mm256_loadu_si256(y1.qs.as_ptr().cast()),
-    );
-    let p = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), u, q));
-    let ones = _mm512_set1_epi8(1);
-    let qsum = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), ones, q));
-    // [d_w0, d_w1, m_w0, m_w1] · [d_a0, d_a1, d_a0, d_a1].
-    let bits = |a: F16Le, b: F16Le| a.bits() as i32 | (b.bits() as i32) << 16;
-    let ((d0, m0), (d1, m1)) = (x0.dm(), x1.dm());
-    let da = bits(y0.d, y1.d);
-    let wv = _mm_cvtph_ps(_mm_setr_epi32(bits(d0, d1), bits(m0, m1), 0, 0));
-    let av = _mm_cvtph_ps(_mm_setr_epi32(da, da, 0, 0));
-    let prod = _mm512_castps128_ps512(_mm_mul_ps(wv, av));
-    let spread = |lo: i32| {
-        let (a, b) = (lo, lo + 1);
-        _mm512_set_epi32(b, b, b, b, b, b, b, b, a, a, a, a, a, a, a, a)
-    };
-    let dscale = _mm512_permutexvar_ps(spread(0), prod);
-    let mscale = _mm512_permutexvar_ps(spread(2), prod);
-    _mm512_fmadd_ps(qsum, mscale, _mm512_fmadd_ps(p, dscale, acc))
-}
-
-/// IQ4_NL weights × Q8_0 activations, two blocks per `zmm`: each index
-/// looked up (`vpshufb`) as its table value + 128, an unsigned byte.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-pub unsafe fn iq4_nl_q8_0(w: &[BlockIQ4NL], a: &[BlockQ8_0]) -> f32 {
-    let n = w.len().min(a.len());
-    let pairs = offset_pairs(w, a);
-    if n % 2 == 1 {
-        pairs + super::avx2::iq4_nl_q8_0(&w[n - 1..n], &a[n - 1..n])
-    } else {
-        pairs
-    }
 }
 
 /// A 32-value block type with one f16 scale and unsigned levels `u`
@@ -284,53 +243,117 @@ unsafe fn nibble_pair(x: &[u8; 16], y: &[u8; 16]) -> __m512i {
     _mm512_and_si512(_mm512_srlv_epi64(v, shift), _mm512_set1_epi8(0xF))
 }
 
-/// `Σ_blocks d_w·d_a·Σ (u − OFF)·q_a` over the whole pairs of blocks. One
-/// `vpdpbusd` takes `Σ u·q_a` of both blocks in 16 lanes and one more
-/// `OFF·Σ q_a`; their difference is exact, converted to f32 and multiplied
-/// by the two blocks' `d_w·d_a` in 8 lanes each, into two accumulators.
+/// Two activation blocks' 64 bytes in one `zmm`.
 #[inline(always)]
-unsafe fn offset_pairs<B: OffsetBlock>(w: &[B], a: &[BlockQ8_0]) -> f32 {
-    let (mut acc0, mut acc1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
-    let n = w.len().min(a.len()) / 2;
-    let (w, a) = (&w[..2 * n], &a[..2 * n]);
+unsafe fn act_pair(y0: &[i8; 32], y1: &[i8; 32]) -> __m512i {
+    _mm512_inserti64x4::<1>(
+        _mm512_castsi256_si512(_mm256_loadu_si256(y0.as_ptr().cast())),
+        _mm256_loadu_si256(y1.as_ptr().cast()),
+    )
+}
+
+/// Two products in lanes 0, 1 and 2, 3 of `v`, spread: lanes 0..8 of the
+/// result take lane `lo`, lanes 8..16 lane `lo + 1`.
+#[inline(always)]
+unsafe fn spread_pair(v: __m128, lo: i32) -> __m512 {
+    let (a, b) = (lo, lo + 1);
+    let idx = _mm512_set_epi32(b, b, b, b, b, b, b, b, a, a, a, a, a, a, a, a);
+    _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(v))
+}
+
+/// Two f16 as the i32 `vcvtph2ps` reads them from.
+#[inline(always)]
+fn half_pair(a: F16Le, b: F16Le) -> i32 {
+    a.bits() as i32 | (b.bits() as i32) << 16
+}
+
+/// `Σ_blocks d_w·d_a·Σ (u − OFF)·q_a` of `R` weight rows over their whole
+/// pairs of blocks. Per pair, one `vpdpbusd` takes `OFF·Σ q_a` (shared by the
+/// rows) and one per row `Σ u·q_a` of both blocks in 16 lanes; the exact
+/// difference is converted to f32 and multiplied by the two blocks' `d_w·d_a`
+/// in 8 lanes each, into two accumulators per row.
+#[inline(always)]
+unsafe fn offset_rows<B: OffsetBlock, const R: usize>(w: [&[B]; R], a: &[BlockQ8_0]) -> [f32; R] {
+    let mut acc = [[_mm512_setzero_ps(); 2]; R];
+    let n = w.iter().fold(a.len(), |n, w| n.min(w.len())) / 2;
+    // Block pair `i` into accumulator `k` of every row (a macro, not a
+    // closure: the accumulators must stay in registers).
+    macro_rules! pair {
+        ($i:expr, $k:literal) => {{
+            let i = $i;
+            let (y0, y1) = (&a[2 * i], &a[2 * i + 1]);
+            let q = act_pair(&y0.qs, &y1.qs);
+            let off = _mm512_set1_epi8(B::OFF as i8);
+            let c = _mm512_dpbusd_epi32(_mm512_setzero_si512(), off, q);
+            let da = half_pair(y0.d, y1.d);
+            for r in 0..R {
+                let (x0, x1) = (&w[r][2 * i], &w[r][2 * i + 1]);
+                prefetch_ahead(x0);
+                let p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), B::levels(x0, x1), q);
+                let sums = _mm512_cvtepi32_ps(_mm512_sub_epi32(p, c));
+                // [d_w0, d_w1, d_a0, d_a1] → d_w0·d_a0, d_w1·d_a1 in lanes 0, 1.
+                let d = _mm_cvtph_ps(_mm_setr_epi32(half_pair(x0.scale(), x1.scale()), da, 0, 0));
+                let dd = _mm_mul_ps(d, _mm_movehl_ps(d, d));
+                acc[r][$k] = _mm512_fmadd_ps(sums, spread_pair(dd, 0), acc[r][$k]);
+            }
+        }};
+    }
     let mut i = 0;
     while i + 2 <= n {
-        acc0 = offset_pair_step(&w[2 * i..2 * i + 2], &a[2 * i..2 * i + 2], acc0);
-        acc1 = offset_pair_step(&w[2 * i + 2..2 * i + 4], &a[2 * i + 2..2 * i + 4], acc1);
+        pair!(i, 0);
+        pair!(i + 1, 1);
         i += 2;
     }
     if i < n {
-        acc0 = offset_pair_step(&w[2 * i..2 * i + 2], &a[2 * i..2 * i + 2], acc0);
+        pair!(i, 0);
     }
-    _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1))
+    acc.map(|[a0, a1]| _mm512_reduce_add_ps(_mm512_add_ps(a0, a1)))
 }
 
-/// `acc` plus blocks `w[0..2]` × `a[0..2]` (see [`offset_pairs`]).
+/// `Σ_blocks d_w·d_a·Σ u·q_a + m_w·d_a·Σ q_a` of `R` weight rows over their
+/// whole pairs of blocks, as the scalar kernel (with the exact `Σ q_a`, not
+/// the block's rounded `s`): `vpdpbusd` takes `Σ q_a` against ones (shared
+/// by the rows) and `Σ u·q_a` per row, both blocks in 16 lanes; each is
+/// converted to f32 and multiplied by the blocks' `d_w·d_a`, `m_w·d_a` in 8
+/// lanes each.
 #[inline(always)]
-unsafe fn offset_pair_step<B: OffsetBlock>(w: &[B], a: &[BlockQ8_0], acc: __m512) -> __m512 {
-    let (x0, x1, y0, y1) = (&w[0], &w[1], &a[0], &a[1]);
-    prefetch_ahead(x0);
-    let u = B::levels(x0, x1);
-    let q = _mm512_inserti64x4::<1>(
-        _mm512_castsi256_si512(_mm256_loadu_si256(y0.qs.as_ptr().cast())),
-        _mm256_loadu_si256(y1.qs.as_ptr().cast()),
-    );
-    let p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, q);
-    let c = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(B::OFF as i8), q);
-    let sums = _mm512_cvtepi32_ps(_mm512_sub_epi32(p, c));
-    // [d_w0, d_w1, d_a0, d_a1] → d_w0·d_a0, d_w1·d_a1 in lanes 0, 1, then
-    // lanes 0..8 the first and 8..16 the second.
-    let bits = |a: F16Le, b: F16Le| a.bits() as i32 | (b.bits() as i32) << 16;
-    let d = _mm_cvtph_ps(_mm_setr_epi32(
-        bits(x0.scale(), x1.scale()),
-        bits(y0.d, y1.d),
-        0,
-        0,
-    ));
-    let dd = _mm_mul_ps(d, _mm_movehl_ps(d, d));
-    let spread = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
-    let scale = _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(dd));
-    _mm512_fmadd_ps(sums, scale, acc)
+unsafe fn min_rows<B: MinBlock, const R: usize>(w: [&[B]; R], a: &[BlockQ8_1]) -> [f32; R] {
+    let mut acc = [[_mm512_setzero_ps(); 2]; R];
+    let n = w.iter().fold(a.len(), |n, w| n.min(w.len())) / 2;
+    // As in `offset_rows`.
+    macro_rules! pair {
+        ($i:expr, $k:literal) => {{
+            let i = $i;
+            let (y0, y1) = (&a[2 * i], &a[2 * i + 1]);
+            let q = act_pair(&y0.qs, &y1.qs);
+            let ones = _mm512_set1_epi8(1);
+            let qsum = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), ones, q));
+            let da = half_pair(y0.d, y1.d);
+            let av = _mm_cvtph_ps(_mm_setr_epi32(da, da, 0, 0));
+            for r in 0..R {
+                let (x0, x1) = (&w[r][2 * i], &w[r][2 * i + 1]);
+                prefetch_ahead(x0);
+                let u = B::levels(x0, x1);
+                let p = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), u, q));
+                // [d_w0, d_w1, m_w0, m_w1] · [d_a0, d_a1, d_a0, d_a1].
+                let ((d0, m0), (d1, m1)) = (x0.dm(), x1.dm());
+                let wv = _mm_cvtph_ps(_mm_setr_epi32(half_pair(d0, d1), half_pair(m0, m1), 0, 0));
+                let prod = _mm_mul_ps(wv, av);
+                let t = _mm512_fmadd_ps(p, spread_pair(prod, 0), acc[r][$k]);
+                acc[r][$k] = _mm512_fmadd_ps(qsum, spread_pair(prod, 2), t);
+            }
+        }};
+    }
+    let mut i = 0;
+    while i + 2 <= n {
+        pair!(i, 0);
+        pair!(i + 1, 1);
+        i += 2;
+    }
+    if i < n {
+        pair!(i, 0);
+    }
+    acc.map(|[a0, a1]| _mm512_reduce_add_ps(_mm512_add_ps(a0, a1)))
 }
 
 /// For each of the 4 `zmm` of a Q6_K super-block (64 levels, 4 groups of

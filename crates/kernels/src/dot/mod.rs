@@ -148,6 +148,49 @@ macro_rules! typed {
     };
 }
 
+/// Whether [`row_dot2`] has a two-row kernel for `ty` on `isa`.
+pub fn has_row_dot2(ty: GgmlType, isa: Isa) -> bool {
+    use GgmlType as T;
+    cfg!(target_arch = "x86_64")
+        && isa.has_avx512()
+        && matches!(ty, T::Q4_0 | T::Q5_0 | T::IQ4_NL | T::Q4_1 | T::Q5_1)
+}
+
+/// [`row_dot`] of two weight rows against one activation row in one pass
+/// (the activation loaded and its sums taken once), where
+/// [`has_row_dot2`]: the AVX-512 kernels of the 32-value types. The results
+/// equal two [`row_dot`] calls; `Ok(None)` where there is no such kernel.
+pub fn row_dot2(
+    ty: GgmlType,
+    isa: Isa,
+    w: [&[u8]; 2],
+    act: ActRow<'_>,
+) -> Result<Option<[f32; 2]>> {
+    #[cfg(target_arch = "x86_64")]
+    if has_row_dot2(ty, isa) {
+        use GgmlType as T;
+        macro_rules! two {
+            ($name:ident, $B:ty, $a:expr) => {{
+                let w = [typed!(w[0], $B), typed!(w[1], $B)];
+                // SAFETY: as in `row_dot`'s AVX-512 arm (`isa` checked
+                // available by the caller); the kernel reads the blocks all
+                // three slices have.
+                return Ok(Some(unsafe { avx512::$name(w, $a) }));
+            }};
+        }
+        match (ty, act) {
+            (T::Q4_0, ActRow::Q8_0(a)) => two!(q4_0_q8_0_x2, BlockQ4_0, a),
+            (T::Q5_0, ActRow::Q8_0(a)) => two!(q5_0_q8_0_x2, BlockQ5_0, a),
+            (T::IQ4_NL, ActRow::Q8_0(a)) => two!(iq4_nl_q8_0_x2, BlockIQ4NL, a),
+            (T::Q4_1, ActRow::Q8_1(a)) => two!(q4_1_q8_1_x2, BlockQ4_1, a),
+            (T::Q5_1, ActRow::Q8_1(a)) => two!(q5_1_q8_1_x2, BlockQ5_1, a),
+            _ => {}
+        }
+    }
+    let _ = (ty, isa, w, act);
+    Ok(None)
+}
+
 /// Dot product of one weight row (`w`: the row's bytes, type `ty`) with one
 /// activation row in the matching format, on instruction set `isa` (which
 /// the caller must have checked is available: [`Isa::checked`]).
