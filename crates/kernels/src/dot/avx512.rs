@@ -57,14 +57,14 @@ use std::arch::x86_64::*;
 /// The row kernels of the 32-value types: `$one` (one weight row) and
 /// `$two` (two weight rows against the same activation row, which is loaded,
 /// and its offset or min sums taken, once for both; each result equals
-/// `$one`'s), over [`offset_rows`] or [`min_rows`]; an odd last block takes
+/// `$one`'s), by [`pair_rows`] with [`Offset`] or [`Min`]; an odd last block takes
 /// the AVX2 kernel `$tail`.
 macro_rules! pair_kernels {
-    ($one:ident, $two:ident, $rows:ident, $tail:ident, $B:ty, $A:ty) => {
+    ($one:ident, $two:ident, $kind:ident, $tail:ident, $B:ty, $A:ty) => {
         #[doc = concat!("`", stringify!($B), "` weights × `", stringify!($A), "` activations.")]
         #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
         pub unsafe fn $one(w: &[$B], a: &[$A]) -> f32 {
-            let [v] = $rows([w], a);
+            let [v] = pair_rows::<$kind<$B>, 1>([w], a);
             let n = w.len().min(a.len());
             if n % 2 == 1 {
                 v + super::avx2::$tail(&w[n - 1..n], &a[n - 1..n])
@@ -76,7 +76,7 @@ macro_rules! pair_kernels {
         #[doc = concat!("[`", stringify!($one), "`] of two weight rows.")]
         #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
         pub unsafe fn $two(w: [&[$B]; 2], a: &[$A]) -> [f32; 2] {
-            let v = $rows(w, a);
+            let v = pair_rows::<$kind<$B>, 2>(w, a);
             let n = w[0].len().min(w[1].len()).min(a.len());
             if n % 2 == 1 {
                 let t = |w: &[$B]| super::avx2::$tail(&w[n - 1..n], &a[n - 1..n]);
@@ -91,7 +91,7 @@ macro_rules! pair_kernels {
 pair_kernels!(
     q4_0_q8_0,
     q4_0_q8_0_x2,
-    offset_rows,
+    Offset,
     q4_0_q8_0,
     BlockQ4_0,
     BlockQ8_0
@@ -99,7 +99,7 @@ pair_kernels!(
 pair_kernels!(
     q5_0_q8_0,
     q5_0_q8_0_x2,
-    offset_rows,
+    Offset,
     q5_0_q8_0,
     BlockQ5_0,
     BlockQ8_0
@@ -107,7 +107,7 @@ pair_kernels!(
 pair_kernels!(
     iq4_nl_q8_0,
     iq4_nl_q8_0_x2,
-    offset_rows,
+    Offset,
     iq4_nl_q8_0,
     BlockIQ4NL,
     BlockQ8_0
@@ -115,7 +115,7 @@ pair_kernels!(
 pair_kernels!(
     q4_1_q8_1,
     q4_1_q8_1_x2,
-    min_rows,
+    Min,
     q4_1_q8_1,
     BlockQ4_1,
     BlockQ8_1
@@ -123,7 +123,7 @@ pair_kernels!(
 pair_kernels!(
     q5_1_q8_1,
     q5_1_q8_1_x2,
-    min_rows,
+    Min,
     q5_1_q8_1,
     BlockQ5_1,
     BlockQ8_1
@@ -267,80 +267,101 @@ fn half_pair(a: F16Le, b: F16Le) -> i32 {
     a.bits() as i32 | (b.bits() as i32) << 16
 }
 
-/// `Σ_blocks d_w·d_a·Σ (u − OFF)·q_a` of `R` weight rows over their whole
-/// pairs of blocks. Per pair, one `vpdpbusd` takes `OFF·Σ q_a` (shared by the
-/// rows) and one per row `Σ u·q_a` of both blocks in 16 lanes; the exact
-/// difference is converted to f32 and multiplied by the two blocks' `d_w·d_a`
-/// in 8 lanes each, into two accumulators per row.
+/// One pair of blocks of one weight row against an activation pair, whose
+/// row-independent part ([`PairKernel::shared`]) is computed once for all
+/// the rows of a pass.
+trait PairKernel {
+    type Block;
+    type Act;
+    type Shared: Copy;
+    /// # Safety
+    /// AVX-512 F/BW/VNNI and F16C available.
+    unsafe fn shared(y0: &Self::Act, y1: &Self::Act) -> Self::Shared;
+    /// `acc` plus blocks `x0`, `x1` against the activation pair.
+    ///
+    /// # Safety
+    /// As [`PairKernel::shared`].
+    unsafe fn step(x0: &Self::Block, x1: &Self::Block, s: Self::Shared, acc: __m512) -> __m512;
+}
+
+/// `Σ_blocks d_w·d_a·Σ (u − OFF)·q_a`: one `vpdpbusd` takes `OFF·Σ q_a`
+/// (shared by the rows) and one per row `Σ u·q_a` of both blocks in 16
+/// lanes; the exact difference is converted to f32 and multiplied by the
+/// two blocks' `d_w·d_a` in 8 lanes each.
+struct Offset<B>(std::marker::PhantomData<B>);
+
+impl<B: OffsetBlock> PairKernel for Offset<B> {
+    type Block = B;
+    type Act = BlockQ8_0;
+    /// The activation pair, `OFF·Σ q_a`, the two `d_a`.
+    type Shared = (__m512i, __m512i, i32);
+    #[inline(always)]
+    unsafe fn shared(y0: &BlockQ8_0, y1: &BlockQ8_0) -> Self::Shared {
+        let q = act_pair(&y0.qs, &y1.qs);
+        let off = _mm512_set1_epi8(B::OFF as i8);
+        let c = _mm512_dpbusd_epi32(_mm512_setzero_si512(), off, q);
+        (q, c, half_pair(y0.d, y1.d))
+    }
+    #[inline(always)]
+    unsafe fn step(x0: &B, x1: &B, (q, c, da): Self::Shared, acc: __m512) -> __m512 {
+        let p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), B::levels(x0, x1), q);
+        let sums = _mm512_cvtepi32_ps(_mm512_sub_epi32(p, c));
+        // [d_w0, d_w1, d_a0, d_a1] → d_w0·d_a0, d_w1·d_a1 in lanes 0, 1.
+        let d = _mm_cvtph_ps(_mm_setr_epi32(half_pair(x0.scale(), x1.scale()), da, 0, 0));
+        let dd = _mm_mul_ps(d, _mm_movehl_ps(d, d));
+        _mm512_fmadd_ps(sums, spread_pair(dd, 0), acc)
+    }
+}
+
+/// `Σ_blocks d_w·d_a·Σ u·q_a + m_w·d_a·Σ q_a`, as the scalar kernel (with
+/// the exact `Σ q_a`, not the block's rounded `s`): `vpdpbusd` takes `Σ q_a`
+/// against ones (shared by the rows) and `Σ u·q_a` per row, both blocks in
+/// 16 lanes; each is converted to f32 and multiplied by the blocks'
+/// `d_w·d_a`, `m_w·d_a` in 8 lanes each.
+struct Min<B>(std::marker::PhantomData<B>);
+
+impl<B: MinBlock> PairKernel for Min<B> {
+    type Block = B;
+    type Act = BlockQ8_1;
+    /// The activation pair, `Σ q_a` as f32, `[d_a0, d_a1, d_a0, d_a1]`.
+    type Shared = (__m512i, __m512, __m128);
+    #[inline(always)]
+    unsafe fn shared(y0: &BlockQ8_1, y1: &BlockQ8_1) -> Self::Shared {
+        let q = act_pair(&y0.qs, &y1.qs);
+        let ones = _mm512_set1_epi8(1);
+        let qsum = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), ones, q));
+        let da = half_pair(y0.d, y1.d);
+        (q, qsum, _mm_cvtph_ps(_mm_setr_epi32(da, da, 0, 0)))
+    }
+    #[inline(always)]
+    unsafe fn step(x0: &B, x1: &B, (q, qsum, av): Self::Shared, acc: __m512) -> __m512 {
+        let u = B::levels(x0, x1);
+        let p = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), u, q));
+        // [d_w0, d_w1, m_w0, m_w1] · [d_a0, d_a1, d_a0, d_a1].
+        let ((d0, m0), (d1, m1)) = (x0.dm(), x1.dm());
+        let wv = _mm_cvtph_ps(_mm_setr_epi32(half_pair(d0, d1), half_pair(m0, m1), 0, 0));
+        let prod = _mm_mul_ps(wv, av);
+        let t = _mm512_fmadd_ps(p, spread_pair(prod, 0), acc);
+        _mm512_fmadd_ps(qsum, spread_pair(prod, 2), t)
+    }
+}
+
+/// `K`'s sums of `R` weight rows over their whole pairs of blocks, two
+/// accumulators per row.
 #[inline(always)]
-unsafe fn offset_rows<B: OffsetBlock, const R: usize>(w: [&[B]; R], a: &[BlockQ8_0]) -> [f32; R] {
+unsafe fn pair_rows<K: PairKernel, const R: usize>(w: [&[K::Block]; R], a: &[K::Act]) -> [f32; R] {
     let mut acc = [[_mm512_setzero_ps(); 2]; R];
     let n = w.iter().fold(a.len(), |n, w| n.min(w.len())) / 2;
     // Block pair `i` into accumulator `k` of every row (a macro, not a
-    // closure: the accumulators must stay in registers).
+    // closure or an indexed accumulator: both left the sums in memory).
     macro_rules! pair {
         ($i:expr, $k:literal) => {{
             let i = $i;
-            let (y0, y1) = (&a[2 * i], &a[2 * i + 1]);
-            let q = act_pair(&y0.qs, &y1.qs);
-            let off = _mm512_set1_epi8(B::OFF as i8);
-            let c = _mm512_dpbusd_epi32(_mm512_setzero_si512(), off, q);
-            let da = half_pair(y0.d, y1.d);
+            let s = K::shared(&a[2 * i], &a[2 * i + 1]);
             for r in 0..R {
                 let (x0, x1) = (&w[r][2 * i], &w[r][2 * i + 1]);
                 prefetch_ahead(x0);
-                let p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), B::levels(x0, x1), q);
-                let sums = _mm512_cvtepi32_ps(_mm512_sub_epi32(p, c));
-                // [d_w0, d_w1, d_a0, d_a1] → d_w0·d_a0, d_w1·d_a1 in lanes 0, 1.
-                let d = _mm_cvtph_ps(_mm_setr_epi32(half_pair(x0.scale(), x1.scale()), da, 0, 0));
-                let dd = _mm_mul_ps(d, _mm_movehl_ps(d, d));
-                acc[r][$k] = _mm512_fmadd_ps(sums, spread_pair(dd, 0), acc[r][$k]);
-            }
-        }};
-    }
-    let mut i = 0;
-    while i + 2 <= n {
-        pair!(i, 0);
-        pair!(i + 1, 1);
-        i += 2;
-    }
-    if i < n {
-        pair!(i, 0);
-    }
-    acc.map(|[a0, a1]| _mm512_reduce_add_ps(_mm512_add_ps(a0, a1)))
-}
-
-/// `Σ_blocks d_w·d_a·Σ u·q_a + m_w·d_a·Σ q_a` of `R` weight rows over their
-/// whole pairs of blocks, as the scalar kernel (with the exact `Σ q_a`, not
-/// the block's rounded `s`): `vpdpbusd` takes `Σ q_a` against ones (shared
-/// by the rows) and `Σ u·q_a` per row, both blocks in 16 lanes; each is
-/// converted to f32 and multiplied by the blocks' `d_w·d_a`, `m_w·d_a` in 8
-/// lanes each.
-#[inline(always)]
-unsafe fn min_rows<B: MinBlock, const R: usize>(w: [&[B]; R], a: &[BlockQ8_1]) -> [f32; R] {
-    let mut acc = [[_mm512_setzero_ps(); 2]; R];
-    let n = w.iter().fold(a.len(), |n, w| n.min(w.len())) / 2;
-    // As in `offset_rows`.
-    macro_rules! pair {
-        ($i:expr, $k:literal) => {{
-            let i = $i;
-            let (y0, y1) = (&a[2 * i], &a[2 * i + 1]);
-            let q = act_pair(&y0.qs, &y1.qs);
-            let ones = _mm512_set1_epi8(1);
-            let qsum = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), ones, q));
-            let da = half_pair(y0.d, y1.d);
-            let av = _mm_cvtph_ps(_mm_setr_epi32(da, da, 0, 0));
-            for r in 0..R {
-                let (x0, x1) = (&w[r][2 * i], &w[r][2 * i + 1]);
-                prefetch_ahead(x0);
-                let u = B::levels(x0, x1);
-                let p = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), u, q));
-                // [d_w0, d_w1, m_w0, m_w1] · [d_a0, d_a1, d_a0, d_a1].
-                let ((d0, m0), (d1, m1)) = (x0.dm(), x1.dm());
-                let wv = _mm_cvtph_ps(_mm_setr_epi32(half_pair(d0, d1), half_pair(m0, m1), 0, 0));
-                let prod = _mm_mul_ps(wv, av);
-                let t = _mm512_fmadd_ps(p, spread_pair(prod, 0), acc[r][$k]);
-                acc[r][$k] = _mm512_fmadd_ps(qsum, spread_pair(prod, 2), t);
+                acc[r][$k] = K::step(x0, x1, s, acc[r][$k]);
             }
         }};
     }
