@@ -51,21 +51,9 @@ enum Command {
     Tokenize(tokenize::Args),
 }
 
-/// How long candle's CPU barrier pool (the workers of its element-wise ops)
-/// spins after each op before it parks, unless `CANDLE_BARRIER_POOL_SPIN_LIMIT`
-/// is set: candle 0.11 spins 25,000 times. The model runs our kernels on every
-/// thread between candle's ops, and a worker still spinning took a core from
-/// them: SmolLM2 Q4_K_M prefill (pp128, 2 threads) read 562–638 tok/s with
-/// candle's limit and 674–877 with this one in the same rounds, decode within
-/// noise (BENCHMARKS.md, 2026-12-04 evening).
-const CANDLE_SPIN_LIMIT: &str = "1000";
-
 fn main() -> ExitCode {
-    // Before any thread exists (candle reads it when its pool starts, and the
-    // bench workers inherit it); a value the user set wins.
-    if std::env::var_os("CANDLE_BARRIER_POOL_SPIN_LIMIT").is_none() {
-        std::env::set_var("CANDLE_BARRIER_POOL_SPIN_LIMIT", CANDLE_SPIN_LIMIT);
-    }
+    // Before any thread exists; the bench workers inherit it.
+    mistral_transformer::threads::limit_candle_spinning();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(a) => run::run(a),

@@ -5,7 +5,7 @@
 //! streams past it.
 
 use crate::blocks::bytes_for;
-use crate::dot::{has_row_dot2, row_dot, row_dot2, row_dot4, ActBuffers, ActFormat, ActRow};
+use crate::dot::{row_dot, row_dot2, row_dot4, ActBuffers, ActFormat, ActRow};
 use crate::error::{KernelError, Result};
 use crate::isa::Isa;
 use mistral_gguf::GgmlType;
@@ -98,6 +98,9 @@ pub fn matmul(
             }
         };
         row_dot(ty, isa, &w[..row_bytes], act(0))?;
+        // Whether a kernel takes two weight rows per pass (the activation
+        // read once for both), asked on empty rows.
+        let pairs = row_dot2(ty, isa, [&[], &[]], act(0))?.is_some();
 
         let threads = rayon::current_num_threads().max(1);
         // Enough chunks to balance uneven progress, each at least a few rows.
@@ -109,9 +112,9 @@ pub fn matmul(
             for t0 in (0..n).step_by(TOKEN_TILE) {
                 let t1 = (t0 + TOKEN_TILE).min(n);
                 // Fewer than 4 tokens: two weight rows per pass where a
-                // kernel takes them (the activation read once for both).
+                // kernel takes them.
                 let mut r2 = r0;
-                if t1 - t0 < 4 && has_row_dot2(ty, isa) {
+                if t1 - t0 < 4 && pairs {
                     while r2 + 2 <= r1 {
                         let wr = [
                             &w[r2 * row_bytes..(r2 + 1) * row_bytes],

@@ -249,6 +249,8 @@ fn q2k_rows(rows: usize, cols: usize, seed: u64) -> Vec<u8> {
 #[test]
 fn packed_q2k_products_equal_the_plain_layout_bit_for_bit() {
     let shapes = [
+        (8, 256, 1),
+        (13, 512, 1),
         (16, 256, 1),
         (21, 512, 1),
         (24, 256, 4),

@@ -9,12 +9,8 @@ use std::io::Write;
 use mistral_transformer::{Device, LoadOptions, Message, Model, SamplingParams};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // As the CLI does: candle's element-wise pool spins 25,000 times after
-    // each op, taking cores from the kernels that run between its ops (see
-    // the README). Set before any thread exists.
-    if std::env::var_os("CANDLE_BARRIER_POOL_SPIN_LIMIT").is_none() {
-        std::env::set_var("CANDLE_BARRIER_POOL_SPIN_LIMIT", "1000");
-    }
+    // As the CLI does, before any thread exists (see the README).
+    mistral_transformer::threads::limit_candle_spinning();
     let mut args = std::env::args().skip(1);
     let (Some(path), Some(question)) = (args.next(), args.next()) else {
         eprintln!("usage: generate MODEL.gguf QUESTION");

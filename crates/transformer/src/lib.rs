@@ -15,6 +15,7 @@ pub mod moe;
 pub mod perplexity;
 pub mod rope;
 pub mod synth;
+pub mod threads;
 pub mod weights;
 
 pub use config::{KernelChoice, LoadOptions, ModelConfig, DEFAULT_CTX_SIZE};

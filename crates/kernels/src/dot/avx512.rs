@@ -57,77 +57,31 @@ use std::arch::x86_64::*;
 /// The row kernels of the 32-value types: `$one` (one weight row) and
 /// `$two` (two weight rows against the same activation row, which is loaded,
 /// and its offset or min sums taken, once for both; each result equals
-/// `$one`'s), by [`pair_rows`] with [`Offset`] or [`Min`]; an odd last block takes
-/// the AVX2 kernel `$tail`.
+/// `$one`'s), by [`pair_rows`] with [`Offset`] or [`Min`]; an odd last block
+/// takes the AVX2 kernel of the same name.
 macro_rules! pair_kernels {
-    ($one:ident, $two:ident, $kind:ident, $tail:ident, $B:ty, $A:ty) => {
+    ($($one:ident, $two:ident: $kind:ident<$B:ty>, $A:ty;)*) => {$(
         #[doc = concat!("`", stringify!($B), "` weights × `", stringify!($A), "` activations.")]
         #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
         pub unsafe fn $one(w: &[$B], a: &[$A]) -> f32 {
-            let [v] = pair_rows::<$kind<$B>, 1>([w], a);
-            let n = w.len().min(a.len());
-            if n % 2 == 1 {
-                v + super::avx2::$tail(&w[n - 1..n], &a[n - 1..n])
-            } else {
-                v
-            }
+            pair_rows::<$kind<$B>, 1>([w], a, super::avx2::$one)[0]
         }
 
         #[doc = concat!("[`", stringify!($one), "`] of two weight rows.")]
         #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
         pub unsafe fn $two(w: [&[$B]; 2], a: &[$A]) -> [f32; 2] {
-            let v = pair_rows::<$kind<$B>, 2>(w, a);
-            let n = w[0].len().min(w[1].len()).min(a.len());
-            if n % 2 == 1 {
-                let t = |w: &[$B]| super::avx2::$tail(&w[n - 1..n], &a[n - 1..n]);
-                [v[0] + t(w[0]), v[1] + t(w[1])]
-            } else {
-                v
-            }
+            pair_rows::<$kind<$B>, 2>(w, a, super::avx2::$one)
         }
-    };
+    )*};
 }
 
-pair_kernels!(
-    q4_0_q8_0,
-    q4_0_q8_0_x2,
-    Offset,
-    q4_0_q8_0,
-    BlockQ4_0,
-    BlockQ8_0
-);
-pair_kernels!(
-    q5_0_q8_0,
-    q5_0_q8_0_x2,
-    Offset,
-    q5_0_q8_0,
-    BlockQ5_0,
-    BlockQ8_0
-);
-pair_kernels!(
-    iq4_nl_q8_0,
-    iq4_nl_q8_0_x2,
-    Offset,
-    iq4_nl_q8_0,
-    BlockIQ4NL,
-    BlockQ8_0
-);
-pair_kernels!(
-    q4_1_q8_1,
-    q4_1_q8_1_x2,
-    Min,
-    q4_1_q8_1,
-    BlockQ4_1,
-    BlockQ8_1
-);
-pair_kernels!(
-    q5_1_q8_1,
-    q5_1_q8_1_x2,
-    Min,
-    q5_1_q8_1,
-    BlockQ5_1,
-    BlockQ8_1
-);
+pair_kernels! {
+    q4_0_q8_0, q4_0_q8_0_x2: Offset<BlockQ4_0>, BlockQ8_0;
+    q5_0_q8_0, q5_0_q8_0_x2: Offset<BlockQ5_0>, BlockQ8_0;
+    iq4_nl_q8_0, iq4_nl_q8_0_x2: Offset<BlockIQ4NL>, BlockQ8_0;
+    q4_1_q8_1, q4_1_q8_1_x2: Min<BlockQ4_1>, BlockQ8_1;
+    q5_1_q8_1, q5_1_q8_1_x2: Min<BlockQ5_1>, BlockQ8_1;
+}
 
 /// A 32-value block type with an f16 scale `d` and min `m` and unsigned
 /// levels `u` (`0..=31`) whose value is `d·u + m`.
@@ -346,12 +300,21 @@ impl<B: MinBlock> PairKernel for Min<B> {
     }
 }
 
+/// A row kernel of another instruction set, for `K`'s odd last block.
+type OneBlock<K> = unsafe fn(&[<K as PairKernel>::Block], &[<K as PairKernel>::Act]) -> f32;
+
 /// `K`'s sums of `R` weight rows over their whole pairs of blocks, two
-/// accumulators per row.
+/// accumulators per row; an odd last block of each row by `tail` (the
+/// one-block kernel of another instruction set).
 #[inline(always)]
-unsafe fn pair_rows<K: PairKernel, const R: usize>(w: [&[K::Block]; R], a: &[K::Act]) -> [f32; R] {
+unsafe fn pair_rows<K: PairKernel, const R: usize>(
+    w: [&[K::Block]; R],
+    a: &[K::Act],
+    tail: OneBlock<K>,
+) -> [f32; R] {
     let mut acc = [[_mm512_setzero_ps(); 2]; R];
-    let n = w.iter().fold(a.len(), |n, w| n.min(w.len())) / 2;
+    let len = w.iter().fold(a.len(), |n, w| n.min(w.len()));
+    let n = len / 2;
     // Block pair `i` into accumulator `k` of every row (a macro, not a
     // closure or an indexed accumulator: both left the sums in memory).
     macro_rules! pair {
@@ -374,7 +337,13 @@ unsafe fn pair_rows<K: PairKernel, const R: usize>(w: [&[K::Block]; R], a: &[K::
     if i < n {
         pair!(i, 0);
     }
-    acc.map(|[a0, a1]| _mm512_reduce_add_ps(_mm512_add_ps(a0, a1)))
+    let mut out = acc.map(|[a0, a1]| _mm512_reduce_add_ps(_mm512_add_ps(a0, a1)));
+    if len % 2 == 1 {
+        for (o, w) in out.iter_mut().zip(w) {
+            *o += tail(&w[len - 1..len], &a[len - 1..len]);
+        }
+    }
+    out
 }
 
 /// For each of the 4 `zmm` of a Q6_K super-block (64 levels, 4 groups of

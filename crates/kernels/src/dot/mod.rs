@@ -148,18 +148,10 @@ macro_rules! typed {
     };
 }
 
-/// Whether [`row_dot2`] has a two-row kernel for `ty` on `isa`.
-pub fn has_row_dot2(ty: GgmlType, isa: Isa) -> bool {
-    use GgmlType as T;
-    cfg!(target_arch = "x86_64")
-        && isa.has_avx512()
-        && matches!(ty, T::Q4_0 | T::Q5_0 | T::IQ4_NL | T::Q4_1 | T::Q5_1)
-}
-
 /// [`row_dot`] of two weight rows against one activation row in one pass
-/// (the activation loaded and its sums taken once), where
-/// [`has_row_dot2`]: the AVX-512 kernels of the 32-value types. The results
-/// equal two [`row_dot`] calls; `Ok(None)` where there is no such kernel.
+/// (the activation loaded and its sums taken once): the AVX-512 kernels of
+/// the 32-value types. The results equal two [`row_dot`] calls; `Ok(None)`
+/// where there is no such kernel.
 pub fn row_dot2(
     ty: GgmlType,
     isa: Isa,
@@ -167,7 +159,7 @@ pub fn row_dot2(
     act: ActRow<'_>,
 ) -> Result<Option<[f32; 2]>> {
     #[cfg(target_arch = "x86_64")]
-    if has_row_dot2(ty, isa) {
+    if isa.has_avx512() {
         use GgmlType as T;
         macro_rules! two {
             ($name:ident, $B:ty, $a:expr) => {{

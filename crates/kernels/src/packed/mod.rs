@@ -91,9 +91,11 @@ pub trait GroupBlock: Copy + Send + Sync + sealed::Sealed + 'static {
     const ROWS: usize;
     /// One result per row of a group.
     type Lanes: Copy + Send + AsRef<[f32]>;
-    /// Regroups the same super-block of [`GroupBlock::ROWS`] rows
-    /// (`rows.len()`).
-    fn pack(rows: &[&Self::Gguf]) -> Self;
+    /// Regroups the same super-block of [`GroupBlock::ROWS`] rows, row `r`'s
+    /// block being `row(r)`.
+    fn pack<'a>(row: impl Fn(usize) -> &'a Self::Gguf) -> Self
+    where
+        Self::Gguf: 'a;
     /// Row `r`'s GGUF block (the inverse of [`GroupBlock::pack`]).
     fn unpack(&self, r: usize) -> Self::Gguf;
     /// The group's dot products with one Q8_K activation row, on `isa`
@@ -153,14 +155,14 @@ impl<B: GroupBlock> Packed<B> {
             .into_par_iter()
             .map(|i| {
                 let (g, s) = (i / kb, i % kb);
-                let mut group = [&zero; 16];
-                for (k, row) in group.iter_mut().take(B::ROWS).enumerate() {
+                B::pack(|k| {
                     let r = B::ROWS * g + k;
                     if r < rows {
-                        *row = &blocks[r * kb + s];
+                        &blocks[r * kb + s]
+                    } else {
+                        &zero
                     }
-                }
-                B::pack(&group[..B::ROWS])
+                })
             })
             .collect();
         Ok(Packed { rows, cols, groups })

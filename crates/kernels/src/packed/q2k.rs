@@ -86,9 +86,10 @@ impl GroupBlock for BlockQ2Kx8 {
     const ROWS: usize = GROUP;
     type Lanes = [f32; GROUP];
 
-    fn pack(rows: &[&BlockQ2K]) -> BlockQ2Kx8 {
+    fn pack<'a>(row: impl Fn(usize) -> &'a BlockQ2K) -> BlockQ2Kx8 {
         let mut out = BlockQ2Kx8::ZERO;
-        for (r, x) in rows.iter().enumerate() {
+        for r in 0..GROUP {
+            let x = row(r);
             for (b, &q) in x.qs.iter().enumerate() {
                 out.qs[Self::qs_index(r, b)] = q;
             }

@@ -104,9 +104,10 @@ impl GroupBlock for BlockQ4Kx16 {
         qs: [0; QK_K / 2],
     };
 
-    fn pack(rows: &[&BlockQ4K]) -> BlockQ4Kx16 {
+    fn pack<'a>(row: impl Fn(usize) -> &'a BlockQ4K) -> BlockQ4Kx16 {
         let mut out = BlockQ4Kx16::ZERO;
-        for (r, x) in rows.iter().enumerate() {
+        for r in 0..ROWS {
+            let x = row(r);
             for p in 0..4 {
                 for t in 0..8 {
                     let dst = Self::qs_index(r, p, t);
