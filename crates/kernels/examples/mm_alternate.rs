@@ -4,7 +4,8 @@
 //! like `stream_timing`; the real numbers come from `cargo bench --bench
 //! matvec`). Usage: mm_alternate TYPE ROWS COLS N[,N...] ENGINE[,ENGINE...] [ROUNDS]
 //!
-//! An ENGINE is an ISA name (`avx2`, `avx512`, ...) or `candle`. Per batch
+//! An ENGINE is an ISA name (`avx2`, `avx512`, ...; `NAME-plain` keeps the
+//! GGUF layout where `NAME` would pack) or `candle`. Per batch
 //! size `N` and round, each engine repeats the product for at least 30 ms
 //! (the native ones from a pool thread, candle from the main thread as in
 //! the criterion bench); prints the median GFLOP/s (2·ROWS·COLS·N per
@@ -29,12 +30,19 @@ fn engine(name: &str, ty: GgmlType, bytes: &[u8], (rows, cols): (usize, usize)) 
         let qt = QTensor::new(storage, (rows, cols)).expect("tensor");
         return Engine::Candle(QMatMul::from_qtensor(qt).expect("matmul"));
     }
-    let isa = Isa::from_name(name).expect("an ISA name (or candle, with the candle feature)");
-    Engine::Native(
+    // `ISA-plain`: the GGUF layout, never packed.
+    let (isa, plain) = match name.strip_suffix("-plain") {
+        Some(isa) => (isa, true),
+        None => (name, false),
+    };
+    let isa = Isa::from_name(isa).expect("an ISA name (or candle, with the candle feature)");
+    let m = if plain {
+        let len = bytes.len();
+        QMatrix::from_shared(ty, rows, cols, std::sync::Arc::new(bytes.to_vec()), 0..len)
+    } else {
         QMatrix::new(ty, rows, cols, bytes.to_vec())
-            .and_then(|m| m.with_isa(isa))
-            .expect("matrix"),
-    )
+    };
+    Engine::Native(m.and_then(|m| m.with_isa(isa)).expect("matrix"))
 }
 
 fn main() {

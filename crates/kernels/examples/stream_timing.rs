@@ -7,7 +7,8 @@
 //! bench, so the two alternate within one run.
 //!
 //! Builds copies of one matrix totalling MIB MiB (default 1024, far above
-//! the L3 cache; a small MIB keeps one copy in cache), then per round runs
+//! the L3 cache; a small MIB keeps one copy in cache; an ISA of `NAME-plain`
+//! keeps the GGUF layout where `NAME` would pack), then per round runs
 //! each ISA in turn over every copy four times (and at least 2 GiB) from a
 //! pool thread, so the ISAs see the same machine state; prints
 //! the median and every round's GiB/s of weights (GGUF bytes) read.
@@ -66,13 +67,22 @@ fn main() {
             if name == "candle" {
                 return candle_copies(ty, &q, (rows, cols), copies);
             }
-            let isa = Isa::from_name(name).expect("isa");
+            // `ISA-plain`: the GGUF layout, never packed.
+            let (isa, plain) = match name.strip_suffix("-plain") {
+                Some(isa) => (isa, true),
+                None => (name.as_str(), false),
+            };
+            let isa = Isa::from_name(isa).expect("isa");
             Engine::Native(
                 (0..copies)
                     .map(|_| {
-                        QMatrix::new(ty, rows, cols, q.clone())
-                            .and_then(|m| m.with_isa(isa))
-                            .expect("matrix")
+                        let m = if plain {
+                            let shared = std::sync::Arc::new(q.clone());
+                            QMatrix::from_shared(ty, rows, cols, shared, 0..bytes)
+                        } else {
+                            QMatrix::new(ty, rows, cols, q.clone())
+                        };
+                        m.and_then(|m| m.with_isa(isa)).expect("matrix")
                     })
                     .collect(),
             )

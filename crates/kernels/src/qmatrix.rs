@@ -4,7 +4,7 @@
 use crate::dequant::dequantize_row;
 use crate::error::{KernelError, Result};
 use crate::isa::Isa;
-use crate::packed::{PackedQ2K, PackedQ4K, PackedQ8_0};
+use crate::packed::{PackedQ2K, PackedQ32, PackedQ4K, PackedQ8_0};
 use crate::{blocks::matrix_bytes, dot::supports_matmul, matmul};
 use mistral_gguf::{GgmlType, GgufFile};
 use std::borrow::Cow;
@@ -36,6 +36,9 @@ enum Store {
     PackedQ8_0(Arc<PackedQ8_0>),
     /// Q2_K regrouped by 8 rows for the AVX-512 matrix × vector kernel.
     PackedQ2K(Arc<PackedQ2K>),
+    /// Q4_0, Q4_1, Q5_0 or Q5_1 regrouped by 16 rows for the AVX-512
+    /// matrix × vector kernel.
+    PackedQ32(Arc<PackedQ32>),
 }
 
 /// The bytes of a [`Store::Plain`].
@@ -46,8 +49,9 @@ fn plain<'a>(data: &'a SharedBytes, range: &Range<usize>) -> &'a [u8] {
 /// A `[rows, cols]` row-major matrix of GGML type `ty` (each row a whole
 /// number of blocks), owning its bytes or borrowing them from a mapped file.
 /// Q4_K matrices it owns ([`QMatrix::new`]) are regrouped into the
-/// [`PackedQ4K`] layout, and Q8_0 and Q2_K ones into [`PackedQ8_0`] and
-/// [`PackedQ2K`] while the matrix computes on [`Isa::Avx512`] (same size,
+/// [`PackedQ4K`] layout, and Q8_0, Q2_K and Q4_0 / Q4_1 / Q5_0 / Q5_1 ones
+/// into [`PackedQ8_0`], [`PackedQ2K`] and [`PackedQ32`] while the matrix
+/// computes on [`Isa::Avx512`] (same size,
 /// same results, faster decode).
 #[derive(Clone)]
 pub struct QMatrix {
@@ -99,8 +103,9 @@ impl QMatrix {
     }
 
     /// A matrix owning `data` (Q4_K with at least 16 rows, and on an
-    /// AVX-512 machine Q8_0 with at least 16 and Q2_K with at least 8, are
-    /// regrouped into a packed layout and `data` freed).
+    /// AVX-512 machine Q8_0, Q4_0, Q4_1, Q5_0 and Q5_1 with at least 16 and
+    /// Q2_K with at least 8, are regrouped into a packed layout and `data`
+    /// freed).
     pub fn new(ty: GgmlType, rows: usize, cols: usize, data: Vec<u8>) -> Result<QMatrix> {
         use crate::packed::{GroupBlock, GROUP, GROUP16};
         let isa = Isa::best();
@@ -113,6 +118,9 @@ impl QMatrix {
             }
             GgmlType::Q8_0 if rows >= GROUP16 && isa.has_avx512() => {
                 Store::PackedQ8_0(Arc::new(PackedQ8_0::pack(&data, rows, cols)?))
+            }
+            ty if crate::packed::q32::is_q32(ty) && rows >= GROUP16 && isa.has_avx512() => {
+                Store::PackedQ32(Arc::new(PackedQ32::pack(ty, &data, rows, cols)?))
             }
             _ => {
                 let len = data.len();
@@ -164,13 +172,15 @@ impl QMatrix {
     }
 
     /// The same matrix, computing on instruction set `isa` (an error if this CPU lacks it).
-    /// A Q8_0 or Q2_K matrix packed for AVX-512 goes back to the GGUF
-    /// layout for any other path (whose kernels read that).
+    /// A matrix packed for AVX-512 only (Q8_0, Q2_K and the 32-value
+    /// types) goes back to the GGUF layout for any other path (whose
+    /// kernels read that).
     pub fn with_isa(mut self, isa: Isa) -> Result<QMatrix> {
         self.isa = isa.checked()?;
         let gguf = match &self.store {
             Store::PackedQ8_0(p) if !isa.has_avx512() => Some(p.to_bytes()),
             Store::PackedQ2K(p) if !isa.has_avx512() => Some(p.to_bytes()),
+            Store::PackedQ32(p) if !isa.has_avx512() => Some(p.to_bytes()),
             _ => None,
         };
         if let Some(bytes) = gguf {
@@ -209,6 +219,7 @@ impl QMatrix {
             Store::PackedQ4K(p) => Cow::Owned(p.to_bytes()),
             Store::PackedQ8_0(p) => Cow::Owned(p.to_bytes()),
             Store::PackedQ2K(p) => Cow::Owned(p.to_bytes()),
+            Store::PackedQ32(p) => Cow::Owned(p.to_bytes()),
         }
     }
 
@@ -233,6 +244,7 @@ impl QMatrix {
             Store::PackedQ4K(p) => p.matmul(self.isa, x, y),
             Store::PackedQ8_0(p) => p.matmul(self.isa, x, y),
             Store::PackedQ2K(p) => p.matmul(self.isa, x, y),
+            Store::PackedQ32(p) => p.matmul(self.isa, x, y),
         }
     }
 
@@ -245,6 +257,7 @@ impl QMatrix {
             Store::PackedQ4K(p) => p.dequantize_row(row, out),
             Store::PackedQ8_0(p) => p.dequantize_row(row, out),
             Store::PackedQ2K(p) => p.dequantize_row(row, out),
+            Store::PackedQ32(p) => p.dequantize_row(row, out),
         }
     }
 

@@ -1,5 +1,5 @@
 //! The packed layouts (`mistral_kernels::packed`): Q4_K by 16 rows, Q2_K by
-//! 8 and Q8_0 by 16. Packing is lossless, and every product on them (the scalar, AVX2
+//! 8, Q8_0 and the 4-bit 32-value types by 16. Packing is lossless, and every product on them (the scalar, AVX2
 //! and AVX-512 matrix × vector kernels, the tiled prefill kernels reading
 //! packed rows) equals the scalar kernel on the GGUF bytes bit for bit
 //! (the tiled kernels: their own result on the GGUF bytes), on row counts
@@ -10,7 +10,7 @@ mod common;
 use common::{assert_bits_eq, gaussian};
 use mistral_kernels::blocks::ByteBlock;
 use mistral_kernels::packed::{
-    BlockQ2Kx8, BlockQ4Kx16, GroupBlock, Packed, PackedQ2K, PackedQ4K, PackedQ8_0,
+    BlockQ2Kx8, BlockQ4Kx16, GroupBlock, Packed, PackedQ2K, PackedQ32, PackedQ4K, PackedQ8_0,
 };
 use mistral_kernels::{quantize_to_vec, GgmlType, Isa, QMatrix, QK_K};
 use std::sync::Arc;
@@ -461,5 +461,158 @@ fn packed_q8_0_products_equal_the_plain_kernels() {
             let want = if tiled { plain(isa) } else { scalar.clone() };
             assert_bits_eq(&what, &got, &want, rows);
         }
+    }
+}
+
+/// The 4-bit 32-value types [`PackedQ32`] holds.
+const Q32_TYPES: [GgmlType; 5] = [
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::IQ4_NL,
+];
+
+#[test]
+fn q32_packing_is_lossless() {
+    for ty in Q32_TYPES {
+        let size = mistral_kernels::blocks::bytes_for(ty, 32).unwrap();
+        for (rows, cols) in [(16, 32), (13, 64), (1, 32), (40, 320), (33, 96)] {
+            let bytes = random_bytes(rows * cols / 32 * size, (rows * cols) as u64 + size as u64);
+            let p = PackedQ32::pack(ty, &bytes, rows, cols).unwrap();
+            assert_eq!(p.to_bytes(), bytes, "{ty} {rows}x{cols}");
+            let mut block = [0u8; 24];
+            for (r, i) in [(0, 0), (rows - 1, cols / 32 - 1), (rows / 2, cols / 64)] {
+                let at = (r * cols / 32 + i) * size;
+                assert_eq!(
+                    p.block_bytes(r, i, &mut block),
+                    &bytes[at..at + size],
+                    "{ty} ({r}, {i})"
+                );
+            }
+        }
+        assert!(PackedQ32::pack(ty, &vec![0u8; size], 2, 32).is_err());
+        assert!(PackedQ32::pack(ty, &vec![0u8; size], 1, 30).is_err());
+        assert!(PackedQ32::pack(ty, &[], usize::MAX, 32).is_err());
+    }
+    assert!(PackedQ32::pack(GgmlType::Q8_0, &[0u8; 34], 1, 32).is_err());
+}
+
+/// Weights of `ty` whose rows differ in magnitude and offset (so scales
+/// and mins vary, with both signs).
+fn q32_rows(ty: GgmlType, rows: usize, cols: usize, seed: u64) -> Vec<u8> {
+    let w: Vec<f32> = gaussian(rows * cols, seed)
+        .into_iter()
+        .enumerate()
+        .map(|(k, v)| v * (0.5 + (k / cols % 5) as f32) + 0.7 * (k / cols % 3) as f32 - 0.5)
+        .collect();
+    quantize_to_vec(ty, &w).unwrap()
+}
+
+/// Every level at its top (nibbles 15, fifth bits set) with small positive
+/// scales and mins: the largest integer sums a block can make.
+fn q32_extreme_rows(ty: GgmlType, rows: usize, cols: usize) -> Vec<u8> {
+    let size = mistral_kernels::blocks::bytes_for(ty, 32).unwrap();
+    let mut bytes = vec![0xFFu8; rows * cols / 32 * size];
+    for (k, b) in bytes.chunks_exact_mut(size).enumerate() {
+        b[..2].copy_from_slice(&f16_bytes(1e-3 * (1 + k % 5) as f32));
+        if matches!(ty, GgmlType::Q4_1 | GgmlType::Q5_1) {
+            b[2..4].copy_from_slice(&f16_bytes(-2e-4 * (1 + k % 3) as f32));
+        }
+    }
+    bytes
+}
+
+/// On every path, the packed matrix's matrix × vector kernels (AVX-512, or
+/// the scalar reference on the packed layout) give the scalar kernel's
+/// bits on the GGUF bytes, and the tiled kernel expanding the packed rows
+/// gives its own bits on the GGUF bytes; an owned `QMatrix` is packed on
+/// AVX-512 only and gives the one or the other.
+#[test]
+fn packed_q32_products_equal_the_plain_kernels() {
+    let shapes = [
+        (16, 32, 1),
+        (13, 64, 1),
+        (37, 576, 1),
+        (200, 1024, 1),
+        (45, 2304, 2),
+        (29, 768, 3),
+        (48, 576, 4),
+        (37, 1024, 5),
+        (70, 512, 7),
+        (33, 256, 8),
+        (45, 1536, 13),
+        (70, 512, 17),
+        (40, 256, 70),
+    ];
+    for ty in Q32_TYPES {
+        for (i, &shape) in shapes.iter().enumerate() {
+            let (rows, cols, n) = shape;
+            let bytes = if i == 2 {
+                q32_extreme_rows(ty, rows, cols)
+            } else {
+                q32_rows(ty, rows, cols, 70 + i as u64)
+            };
+            let case = Case::new(ty, shape, i, bytes);
+            let scalar = case.plain(Isa::Scalar);
+            let packed = PackedQ32::pack(ty, &case.bytes, rows, cols).unwrap();
+            for isa in Isa::available_paths() {
+                let tiled = mistral_kernels::gemm::is_tiled_packed(ty, isa, n);
+                let want = if tiled {
+                    case.plain(isa)
+                } else {
+                    scalar.clone()
+                };
+                let mut got = vec![f32::NAN; n * rows];
+                packed.matmul(isa, &case.x, &mut got).unwrap();
+                let what = format!("packed {ty} {isa:?} {rows}x{cols} n={n}");
+                assert_bits_eq(&what, &got, &want, rows);
+                let m = QMatrix::new(ty, rows, cols, case.bytes.clone())
+                    .unwrap()
+                    .with_isa(isa)
+                    .unwrap();
+                // Fewer than 16 rows stay in the GGUF layout.
+                assert_eq!(
+                    m.is_packed(),
+                    isa.has_avx512() && rows >= 16,
+                    "{ty} {isa:?}"
+                );
+                assert_eq!(m.bytes(), &case.bytes[..]);
+                let mut got = vec![f32::NAN; n * rows];
+                m.matmul(&case.x, &mut got).unwrap();
+                let want = if m.is_packed() && !tiled {
+                    scalar.clone()
+                } else {
+                    case.plain(isa)
+                };
+                assert_bits_eq(
+                    &format!("{ty} {isa:?} {rows}x{cols} n={n}"),
+                    &got,
+                    &want,
+                    rows,
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn owned_q32_matrices_read_back_the_same_rows() {
+    let (rows, cols) = (37, 320);
+    for ty in Q32_TYPES {
+        let bytes = q32_rows(ty, rows, cols, 3);
+        let m = QMatrix::new(ty, rows, cols, bytes.clone()).unwrap();
+        assert_eq!(m.is_packed(), Isa::best().has_avx512());
+        let (mut a, mut b) = (vec![0f32; cols], vec![0f32; cols]);
+        for r in [0, 15, 16, 36] {
+            m.dequantize_row(r, &mut a).unwrap();
+            mistral_kernels::dequantize_row(ty, &bytes, cols, r, &mut b).unwrap();
+            assert_eq!(a, b, "{ty} row {r}");
+        }
+        assert!(m.dequantize_row(rows, &mut a).is_err());
+        assert!(m.dequantize_row(0, &mut a[..cols - 1]).is_err());
+        let mut full = vec![0f32; rows * cols];
+        mistral_kernels::dequantize(ty, &bytes, &mut full).unwrap();
+        assert_eq!(m.dequantize().unwrap(), full, "{ty}");
     }
 }

@@ -55,7 +55,7 @@ pub struct ActBuffers {
     pub(crate) q8_0: Vec<BlockQ8_0>,
     pub(crate) q8_1: Vec<BlockQ8_1>,
     pub(crate) q8k: Vec<BlockQ8K>,
-    /// Each Q8_0 block's quant sum (filled by the packed Q8_0 kernel).
+    /// Each Q8_0 block's quant sum (filled for the packed layouts' kernels).
     pub(crate) q8_0_sums: Vec<i32>,
 }
 
@@ -126,6 +126,20 @@ impl ActBuffers {
             }),
             ActFormat::Q8K => fill(&mut self.q8k, BlockQ8K::ZERO, x, QK_K, quantize_block_q8k),
         }
+    }
+
+    /// [`ActBuffers::prepare`] in [`ActFormat::Q8_0`], and each block's
+    /// quant sum in `q8_0_sums` (the packed layouts' kernels take `Σ a`
+    /// off once per block for all rows).
+    pub(crate) fn prepare_q8_0_with_sums(&mut self, x: &[f32], cols: usize) {
+        self.prepare(ActFormat::Q8_0, x, cols);
+        let nb = x.len() / 32;
+        self.q8_0_sums.clear();
+        self.q8_0_sums.extend(
+            self.q8_0[..nb]
+                .iter()
+                .map(|b| b.qs.iter().map(|&q| q as i32).sum::<i32>()),
+        );
     }
 
     /// Row `t` of the prepared activations (rows of `cols` elements).

@@ -332,6 +332,8 @@ pub(crate) enum LRows<'a> {
     Plain(&'a [u8]),
     /// Q8_0 regrouped by 16 rows.
     PackedQ8_0(&'a crate::packed::PackedQ8_0),
+    /// Q4_0, Q4_1, Q5_0, Q5_1 or IQ4_NL regrouped by 16 rows.
+    PackedQ32(&'a crate::packed::PackedQ32),
 }
 
 /// Expands rows `rb0..rb1` into `wbuf`.
@@ -359,6 +361,12 @@ pub(super) unsafe fn expand_rows(
             LRows::PackedQ8_0(p) => {
                 for (b, out) in out.iter_mut().enumerate() {
                     expand(ty, blocks_as_bytes(&[p.block(r, b)]), 0, out);
+                }
+            }
+            LRows::PackedQ32(p) => {
+                let mut block = [0u8; size_of::<BlockQ5_1>()];
+                for (b, out) in out.iter_mut().enumerate() {
+                    expand(ty, p.block_bytes(r, b, &mut block), 0, out);
                 }
             }
         }

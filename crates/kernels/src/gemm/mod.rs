@@ -124,12 +124,28 @@ pub fn is_tiled(ty: GgmlType, isa: Isa, n: usize) -> bool {
 /// candle, GFLOP/s: one row per pass 200 / 215 / 217 at n = 2 / 4 / 6
 /// (candle 247 / 315 / 277), tiled 327–389 / 481–559 / 490–545 (candle
 /// 194–255 / 330–337 / 300–326).
+///
+/// The packed 4-bit 32-value types ([`crate::packed::PackedQ32`]) take
+/// their 4-row kernel at every batch on AVX-512, like Q4_K: the tiled
+/// kernel would first expand every packed block, and at 512 rows, where
+/// it catches up, it only ties. Zen 4, 2 threads, `examples/mm_alternate`
+/// (GGUF layout `-plain` and packed alternated), GFLOP/s, tiled on the
+/// GGUF layout / packed 4-row kernel: Q4_1 4096² n = 4 106 / 418, n = 16
+/// 278 / 470, n = 64 255 / 456, n = 512 501 / 479; Q5_0 n = 64 274 / 418,
+/// n = 512 535 / 433; Q4_1 1536×576 n = 64 235 / 402, n = 512 426 / 425.
+/// The tiled kernel on the packed rows: Q4_1 4096² n = 256 414, n = 512
+/// 463; Q5_0 n = 512 472.
 pub fn is_tiled_packed(ty: GgmlType, isa: Isa, n: usize) -> bool {
     let min = match ty {
         GgmlType::Q4_K | GgmlType::Q2_K if isa == Isa::Amx => 33,
         GgmlType::Q4_K if isa.has_avx512() => usize::MAX,
         GgmlType::Q2_K if isa.has_avx512() => 128,
         GgmlType::Q8_0 if isa.has_avx512() => 2,
+        GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::IQ4_NL
+            if isa.has_avx512() =>
+        {
+            usize::MAX
+        }
         _ => min_rows(ty),
     };
     isa.has_avx2() && cfg!(target_arch = "x86_64") && family(ty).is_some() && n >= min
@@ -221,7 +237,7 @@ pub(crate) fn try_matmul(
             }
             Some(Family::Legacy) => {
                 let avx512 = isa.has_avx512() && x.len() / cols.max(1) >= AVX512_MIN_ROWS_LEGACY;
-                legacy_form(ty, avx512, w, (rows, cols), x, y)
+                legacy_form(ty, avx512, legacy::LRows::Plain(w), (rows, cols), x, y)
             }
             Some(Family::Half) if isa == Isa::Amx && amx_takes(rows, cols) => {
                 if ty == GgmlType::F16 {
@@ -352,6 +368,31 @@ pub(crate) fn try_matmul_packed_q8_0(
     }
 }
 
+/// [`try_matmul`] for a matrix of a 4-bit 32-value type in the packed
+/// layout: the tiled kernel expands the packed rows.
+pub(crate) fn try_matmul_packed_q32(
+    isa: Isa,
+    w: &crate::packed::PackedQ32,
+    x: &[f32],
+    y: &mut [f32],
+) -> bool {
+    let (ty, rows, cols) = (w.ggml_type(), w.rows(), w.cols());
+    let n = x.len() / cols.max(1);
+    if !is_tiled_packed(ty, isa, n) {
+        return false;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        let avx512 = isa.has_avx512() && n >= AVX512_MIN_ROWS_LEGACY;
+        legacy_form(ty, avx512, legacy::LRows::PackedQ32(w), (rows, cols), x, y)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (rows, y);
+        false
+    }
+}
+
 /// Activation rows from which the AMX k-quant kernel runs on [`Isa::Amx`]
 /// (below, the AVX-512 one). Same-binary pairs, 2 threads, GFLOP/s AVX-512
 /// vs AMX: Q4_K 3584×1024 n = 16: 493 vs 384, n = 32: 628 vs 593, n = 64:
@@ -414,15 +455,15 @@ const AVX512_MIN_ROWS_LEGACY: usize = 64;
 fn legacy_form(
     ty: GgmlType,
     avx512: bool,
-    w: &[u8],
+    w: legacy::LRows<'_>,
     (rows, cols): (usize, usize),
     x: &[f32],
     y: &mut [f32],
 ) -> bool {
     if avx512 {
-        legacy_avx512::matmul(ty, legacy::LRows::Plain(w), rows, cols, x, y)
+        legacy_avx512::matmul(ty, w, rows, cols, x, y)
     } else {
-        legacy::matmul(ty, legacy::LRows::Plain(w), rows, cols, x, y)
+        legacy::matmul(ty, w, rows, cols, x, y)
     }
 }
 
@@ -457,7 +498,7 @@ pub fn matmul_tiled_form(
             // `kquant_matmul` takes the AVX-512 form exactly where `isa` has it.
             kquant_matmul(ty, isa, kquant::KRows::Plain(w), rows, cols, x, y)
         } else {
-            legacy_form(ty, avx512, w, (rows, cols), x, y)
+            legacy_form(ty, avx512, legacy::LRows::Plain(w), (rows, cols), x, y)
         })
     }
     #[cfg(not(target_arch = "x86_64"))]

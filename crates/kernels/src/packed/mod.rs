@@ -16,11 +16,16 @@
 //!   matrix × matrix (16 rows per `vpdpbusd`, read in place). Lossless, same
 //!   size.
 //!
+//! - [`q32`]: Q4_0, Q4_1, Q5_0 and Q5_1 in groups of 16 rows
+//!   ([`PackedQ32`]): the nibbles word-interleaved as Q8_0's bytes, the
+//!   fifth bits as byte masks, for the AVX-512 VNNI matrix × vector.
+//!   Lossless, same size.
+//!
 //! [`Packed`] is a whole matrix in a grouped layout ([`PackedQ4K`],
 //! [`PackedQ2K`]; a last partial group is padded with zero rows);
-//! [`crate::QMatrix`] stores Q4_K matrices it owns this way, and Q2_K and
-//! Q8_0 matrices it owns as [`PackedQ2K`] and [`PackedQ8_0`] when it
-//! computes on [`Isa::Avx512`].
+//! [`crate::QMatrix`] stores Q4_K matrices it owns this way, and Q2_K,
+//! Q8_0 and the 4-bit 32-value matrices it owns as [`PackedQ2K`],
+//! [`PackedQ8_0`] and [`PackedQ32`] when it computes on [`Isa::Avx512`].
 
 /// The entry points of a packed AVX-512 matrix × vector kernel module:
 /// `gemv` (one Q8_K activation row) and `gemv4` (4 rows in one pass over
@@ -54,6 +59,9 @@ macro_rules! gemv_entry_points {
 pub mod q2k;
 #[cfg(target_arch = "x86_64")]
 pub mod q2k_avx512;
+pub mod q32;
+#[cfg(target_arch = "x86_64")]
+pub mod q32_avx512;
 pub mod q4k;
 #[cfg(target_arch = "x86_64")]
 pub mod q4k_avx2;
@@ -70,6 +78,7 @@ use crate::error::{KernelError, Result};
 use crate::isa::Isa;
 use crate::matmul::{activation_rows, with_scratch, OutPtr};
 pub use q2k::BlockQ2Kx8;
+pub use q32::PackedQ32;
 pub use q4k::BlockQ4Kx16;
 pub use q8_0::{PackedQ8_0, GROUP16};
 use rayon::prelude::*;
@@ -214,46 +223,67 @@ impl<B: GroupBlock> Packed<B> {
         if crate::gemm::try_matmul_packed_kquant(isa, self, x, y) {
             return Ok(());
         }
-        let (groups, kb) = (rows.div_ceil(B::ROWS), self.kb());
+        let kb = self.kb();
         with_scratch(|buf| {
             buf.prepare(ActFormat::Q8K, x, cols);
             let act = |t: usize| &buf.q8k[t * kb..(t + 1) * kb];
-            let threads = rayon::current_num_threads().max(1);
-            // Tasks of a few groups each (their weights stay in L2 while
-            // every activation row passes), enough to even out the threads.
-            let per = groups.div_ceil(threads * 8).max(1);
-            let out = OutPtr(y.as_mut_ptr());
-            let store = |t: usize, g: usize, v: &[f32]| {
-                for (i, &v) in v.iter().enumerate().take(rows - B::ROWS * g) {
-                    // SAFETY: t < n and ROWS * g + i < rows (the padding
-                    // rows are skipped); the task calling this alone writes
-                    // the rows of its groups g0..g0 + per.
-                    unsafe { *out.get().add(t * rows + B::ROWS * g + i) = v };
-                }
-            };
-            (0..groups.div_ceil(per)).into_par_iter().for_each(|task| {
-                let (g0, g1) = (task * per, ((task + 1) * per).min(groups));
-                let mut t = 0;
-                while t + 4 <= n {
-                    let a = [act(t), act(t + 1), act(t + 2), act(t + 3)];
-                    for g in g0..g1 {
-                        let w = &self.groups[g * kb..(g + 1) * kb];
-                        for (k, v) in B::gemv4(isa, w, a).iter().enumerate() {
-                            store(t + k, g, v.as_ref());
-                        }
-                    }
-                    t += 4;
-                }
-                for t in t..n {
-                    for g in g0..g1 {
-                        let w = &self.groups[g * kb..(g + 1) * kb];
-                        store(t, g, B::gemv(isa, w, act(t)).as_ref());
-                    }
-                }
-            });
+            let w = |g: usize| &self.groups[g * kb..(g + 1) * kb];
+            run_groups(
+                (rows, B::ROWS),
+                n,
+                y,
+                |g, t| B::gemv4(isa, w(g), [act(t), act(t + 1), act(t + 2), act(t + 3)]),
+                |g, t| B::gemv(isa, w(g), act(t)),
+            );
             Ok(())
         })
     }
+}
+
+/// The matrix × vector driver of the packed layouts: `y[t, r]` for the `n`
+/// activation rows and the `rows` weight rows, in groups of `per_group`
+/// (the last padded), split over rayon tasks of a few groups each (their
+/// weights stay in L2 while every activation row passes). `gemv4(g, t)`
+/// gives group `g`'s lanes for activation rows `t..t + 4`, `gemv(g, t)` for
+/// row `t` alone; the padding lanes are dropped.
+pub(crate) fn run_groups<L: AsRef<[f32]>>(
+    (rows, per_group): (usize, usize),
+    n: usize,
+    y: &mut [f32],
+    gemv4: impl Fn(usize, usize) -> [L; 4] + Sync,
+    gemv: impl Fn(usize, usize) -> L + Sync,
+) {
+    assert!(y.len() == n * rows && per_group > 0);
+    let groups = rows.div_ceil(per_group);
+    let threads = rayon::current_num_threads().max(1);
+    // Enough tasks to even out the threads.
+    let per = groups.div_ceil(threads * 8).max(1);
+    let out = OutPtr(y.as_mut_ptr());
+    let store = |t: usize, g: usize, v: &[f32]| {
+        for (i, &v) in v.iter().enumerate().take(rows - per_group * g) {
+            // SAFETY: t < n and per_group * g + i < rows (the padding rows
+            // are skipped), inside `y` (n * rows values); the task calling
+            // this alone writes the rows of its groups g0..g0 + per.
+            unsafe { *out.get().add(t * rows + per_group * g + i) = v };
+        }
+    };
+    (0..groups.div_ceil(per)).into_par_iter().for_each(|task| {
+        let (g0, g1) = (task * per, ((task + 1) * per).min(groups));
+        let mut t = 0;
+        while t + 4 <= n {
+            for g in g0..g1 {
+                for (k, v) in gemv4(g, t).iter().enumerate() {
+                    store(t + k, g, v.as_ref());
+                }
+            }
+            t += 4;
+        }
+        for t in t..n {
+            for g in g0..g1 {
+                store(t, g, gemv(g, t).as_ref());
+            }
+        }
+    });
 }
 
 /// Row `row` of a packed `[rows, cols]` matrix as f32, block by block

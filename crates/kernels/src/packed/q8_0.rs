@@ -19,10 +19,9 @@
 
 use crate::blocks::{cast_blocks, matrix_bytes, BlockQ8_0, F16Le, QK};
 use crate::dot::scalar::step_d;
-use crate::dot::ActFormat;
 use crate::error::{KernelError, Result};
 use crate::isa::Isa;
-use crate::matmul::{activation_rows, with_scratch, OutPtr};
+use crate::matmul::{activation_rows, with_scratch};
 use mistral_gguf::GgmlType;
 use rayon::prelude::*;
 
@@ -170,37 +169,19 @@ impl PackedQ8_0 {
         if crate::gemm::try_matmul_packed_q8_0(isa, self, x, y) {
             return Ok(());
         }
-        let (groups, nb) = (rows.div_ceil(GROUP16), self.nb());
+        let nb = self.nb();
         with_scratch(|buf| {
-            buf.prepare(ActFormat::Q8_0, x, cols);
-            buf.q8_0_sums.clear();
-            buf.q8_0_sums.extend(
-                buf.q8_0[..n * nb]
-                    .iter()
-                    .map(|b| b.qs.iter().map(|&q| q as i32).sum::<i32>()),
-            );
+            buf.prepare_q8_0_with_sums(x, cols);
             let act = |t: usize| {
                 let r = t * nb..(t + 1) * nb;
                 (&buf.q8_0[r.clone()], &buf.q8_0_sums[r])
             };
-            let threads = rayon::current_num_threads().max(1);
-            let per = groups.div_ceil(threads * 8).max(1);
-            let out = OutPtr(y.as_mut_ptr());
-            (0..groups.div_ceil(per)).into_par_iter().for_each(|task| {
-                let g0 = task * per;
-                for t in 0..n {
-                    let (a, asum) = act(t);
-                    for g in g0..(g0 + per).min(groups) {
-                        let v = self.gemv(isa, g, a, asum);
-                        for (i, v) in v.into_iter().enumerate().take(rows - GROUP16 * g) {
-                            // SAFETY: t < n and GROUP16 * g + i < rows (the
-                            // padding rows are skipped); this task alone
-                            // writes the rows of groups g0..g0 + per.
-                            unsafe { *out.get().add(t * rows + GROUP16 * g + i) = v };
-                        }
-                    }
-                }
-            });
+            let gemv = |g: usize, t: usize| {
+                let (a, asum) = act(t);
+                self.gemv(isa, g, a, asum)
+            };
+            let gemv4 = |g: usize, t: usize| std::array::from_fn::<_, 4, _>(|k| gemv(g, t + k));
+            super::run_groups((rows, GROUP16), n, y, gemv4, gemv);
             Ok(())
         })
     }
