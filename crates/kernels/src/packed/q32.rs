@@ -193,65 +193,63 @@ impl std::fmt::Debug for PackedQ32 {
     }
 }
 
-/// One group block column of `B` from the blocks of its 16 rows (`None`:
-/// a padding row).
-fn pack_column<B: Block32>(
-    block: impl Fn(usize) -> Option<B>,
-) -> (Nibbles16, HighBits16, [F16Le; GROUP16], [F16Le; GROUP16]) {
-    let mut qs = Nibbles16([0; GROUP16 * QK / 2]);
-    let mut qh = HighBits16([0; 8]);
-    let mut d = [NO_MIN; GROUP16];
-    let mut m = [NO_MIN; GROUP16];
-    for r in 0..GROUP16 {
-        let Some(b) = block(r) else { continue };
-        let (bd, bm, bh, bq) = b.parts();
-        (d[r], m[r]) = (bd, bm);
-        for t in 0..4 {
-            let at = PackedQ32::qs_index(r, 4 * t);
-            qs.0[at..at + 4].copy_from_slice(&bq[4 * t..4 * t + 4]);
-            for h in 0..2 {
-                // Levels 16h + 4t..+4: 4 bits of the row's `qh`.
-                let (mask, bit) = PackedQ32::qh_index(r, 16 * h + 4 * t);
-                qh.0[mask] |= ((bh >> (16 * h + 4 * t) & 0xF) as u64) << bit;
-            }
-        }
-    }
-    (qs, qh, d, m)
+/// The blocks of group block column `j` (`None`: a padding row) of `rows`
+/// GGUF rows of `nb` blocks.
+fn column<B: Block32>(blocks: &[B], (rows, nb): (usize, usize), j: usize) -> [Option<B>; GROUP16] {
+    let (g, i) = (j / nb, j % nb);
+    std::array::from_fn(|r| {
+        let row = GROUP16 * g + r;
+        (row < rows).then(|| blocks[row * nb + i])
+    })
 }
 
 fn pack_typed<B: Block32>(bytes: &[u8], rows: usize, cols: usize) -> Result<PackedQ32> {
     let blocks: &[B] = cast_blocks(bytes)?;
-    let nb = cols / QK;
-    let columns: Vec<_> = (0..rows.div_ceil(GROUP16) * nb)
-        .into_par_iter()
-        .map(|j| {
-            let (g, i) = (j / nb, j % nb);
-            pack_column::<B>(|r| {
-                let row = GROUP16 * g + r;
-                (row < rows).then(|| blocks[row * nb + i])
-            })
-        })
-        .collect();
-    let mut p = PackedQ32 {
+    let dims = (rows, cols / QK);
+    let n = rows.div_ceil(GROUP16) * dims.1;
+    let parts = |j: usize| column(blocks, dims, j).map(|b| b.map(|b| b.parts()));
+    // Each field filled in place (no second copy of the matrix).
+    let mut qs = vec![Nibbles16([0; GROUP16 * QK / 2]); n];
+    let mut d = vec![[NO_MIN; GROUP16]; n];
+    qs.par_iter_mut()
+        .zip(d.par_iter_mut())
+        .enumerate()
+        .for_each(|(j, (qs, d))| {
+            for (r, p) in parts(j).into_iter().enumerate() {
+                let Some((bd, _, _, bq)) = p else { continue };
+                d[r] = bd;
+                for t in 0..4 {
+                    let at = PackedQ32::qs_index(r, 4 * t);
+                    qs.0[at..at + 4].copy_from_slice(&bq[4 * t..4 * t + 4]);
+                }
+            }
+        });
+    let mut qh = vec![HighBits16([0; 8]); if B::QH { n } else { 0 }];
+    qh.par_iter_mut().enumerate().for_each(|(j, qh)| {
+        for (r, p) in parts(j).into_iter().enumerate() {
+            let Some((_, _, bh, _)) = p else { continue };
+            for v in (0..QK).step_by(4) {
+                // Levels v..v + 4: 4 bits of the row's `qh`.
+                let (mask, bit) = PackedQ32::qh_index(r, v);
+                qh.0[mask] |= ((bh >> v & 0xF) as u64) << bit;
+            }
+        }
+    });
+    let mut m = vec![[NO_MIN; GROUP16]; if B::MIN { n } else { 0 }];
+    m.par_iter_mut().enumerate().for_each(|(j, m)| {
+        for (r, p) in parts(j).into_iter().enumerate() {
+            m[r] = p.map_or(NO_MIN, |p| p.1);
+        }
+    });
+    Ok(PackedQ32 {
         ty: B::TYPE,
         rows,
         cols,
-        qs: Vec::with_capacity(columns.len()),
-        qh: Vec::new(),
-        d: Vec::with_capacity(columns.len()),
-        m: Vec::new(),
-    };
-    for (qs, qh, d, m) in columns {
-        p.qs.push(qs);
-        p.d.push(d);
-        if B::QH {
-            p.qh.push(qh);
-        }
-        if B::MIN {
-            p.m.push(m);
-        }
-    }
-    Ok(p)
+        qs,
+        qh,
+        d,
+        m,
+    })
 }
 
 impl PackedQ32 {
@@ -323,10 +321,11 @@ impl PackedQ32 {
         for t in 0..4 {
             let at = Self::qs_index(r16, 4 * t);
             qs[4 * t..4 * t + 4].copy_from_slice(&q[at..at + 4]);
-            for h in 0..2 {
-                let (mask, bit) = Self::qh_index(r16, 16 * h + 4 * t);
-                let bits = self.qh.get(j).map_or(0, |b| b.0[mask] >> bit & 0xF);
-                qh |= (bits as u32) << (16 * h + 4 * t);
+        }
+        if let Some(h) = self.qh.get(j) {
+            for v in (0..QK).step_by(4) {
+                let (mask, bit) = Self::qh_index(r16, v);
+                qh |= ((h.0[mask] >> bit & 0xF) as u32) << v;
             }
         }
         let m = self.m.get(j).map_or(NO_MIN, |m| m[r16]);
