@@ -49,9 +49,9 @@ fn plain<'a>(data: &'a SharedBytes, range: &Range<usize>) -> &'a [u8] {
 /// A `[rows, cols]` row-major matrix of GGML type `ty` (each row a whole
 /// number of blocks), owning its bytes or borrowing them from a mapped file.
 /// Q4_K matrices it owns ([`QMatrix::new`]) are regrouped into the
-/// [`PackedQ4K`] layout, and Q8_0, Q2_K and Q4_0 / Q4_1 / Q5_0 / Q5_1 ones
-/// into [`PackedQ8_0`], [`PackedQ2K`] and [`PackedQ32`] while the matrix
-/// computes on [`Isa::Avx512`] (same size,
+/// [`PackedQ4K`] layout, and Q8_0, Q2_K and the 32-value ones into
+/// [`PackedQ8_0`], [`PackedQ2K`] and [`PackedQ32`] while the matrix
+/// computes on [`Isa::Avx512`] (Q4_0 and Q4_1 also on [`Isa::Avx2`]) (same size,
 /// same results, faster decode).
 #[derive(Clone)]
 pub struct QMatrix {
@@ -103,9 +103,9 @@ impl QMatrix {
     }
 
     /// A matrix owning `data` (Q4_K with at least 16 rows, and on an
-    /// AVX-512 machine Q8_0, Q4_0, Q4_1, Q5_0 and Q5_1 with at least 16 and
-    /// Q2_K with at least 8, are regrouped into a packed layout and `data`
-    /// freed).
+    /// AVX-512 machine Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 and IQ4_NL with at
+    /// least 16 and Q2_K with at least 8, on an AVX2 one Q4_0 and Q4_1 with
+    /// at least 16, are regrouped into a packed layout and `data` freed).
     pub fn new(ty: GgmlType, rows: usize, cols: usize, data: Vec<u8>) -> Result<QMatrix> {
         use crate::packed::{GroupBlock, GROUP, GROUP16};
         let isa = Isa::best();
@@ -119,7 +119,7 @@ impl QMatrix {
             GgmlType::Q8_0 if rows >= GROUP16 && isa.has_avx512() => {
                 Store::PackedQ8_0(Arc::new(PackedQ8_0::pack(&data, rows, cols)?))
             }
-            ty if crate::packed::q32::is_q32(ty) && rows >= GROUP16 && isa.has_avx512() => {
+            ty if crate::packed::q32::packs(ty, isa) && rows >= GROUP16 => {
                 Store::PackedQ32(Arc::new(PackedQ32::pack(ty, &data, rows, cols)?))
             }
             _ => {
@@ -173,14 +173,14 @@ impl QMatrix {
 
     /// The same matrix, computing on instruction set `isa` (an error if this CPU lacks it).
     /// A matrix packed for AVX-512 only (Q8_0, Q2_K and the 32-value
-    /// types) goes back to the GGUF layout for any other path (whose
-    /// kernels read that).
+    /// types; Q4_0 and Q4_1 also for AVX2) goes back to the GGUF layout for
+    /// any other path (whose kernels read that).
     pub fn with_isa(mut self, isa: Isa) -> Result<QMatrix> {
         self.isa = isa.checked()?;
         let gguf = match &self.store {
             Store::PackedQ8_0(p) if !isa.has_avx512() => Some(p.to_bytes()),
             Store::PackedQ2K(p) if !isa.has_avx512() => Some(p.to_bytes()),
-            Store::PackedQ32(p) if !isa.has_avx512() => Some(p.to_bytes()),
+            Store::PackedQ32(p) if !crate::packed::q32::packs(self.ty, isa) => Some(p.to_bytes()),
             _ => None,
         };
         if let Some(bytes) = gguf {

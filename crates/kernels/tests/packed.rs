@@ -526,8 +526,9 @@ fn q32_extreme_rows(ty: GgmlType, rows: usize, cols: usize) -> Vec<u8> {
 /// On every path, the packed matrix's matrix × vector kernels (AVX-512, or
 /// the scalar reference on the packed layout) give the scalar kernel's
 /// bits on the GGUF bytes, and the tiled kernel expanding the packed rows
-/// gives its own bits on the GGUF bytes; an owned `QMatrix` is packed on
-/// AVX-512 only and gives the one or the other.
+/// gives its own bits on the GGUF bytes; an owned `QMatrix` is packed where
+/// a packed kernel exists (AVX-512; Q4_0 and Q4_1 also on AVX2) and gives
+/// the one or the other.
 #[test]
 fn packed_q32_products_equal_the_plain_kernels() {
     let shapes = [
@@ -544,6 +545,9 @@ fn packed_q32_products_equal_the_plain_kernels() {
         (45, 1536, 13),
         (70, 512, 17),
         (40, 256, 70),
+        // From 256 activation rows the tiled kernel expands the packed rows
+        // on AVX-512 (on AVX2 from 16, above).
+        (40, 256, 260),
     ];
     for ty in Q32_TYPES {
         for (i, &shape) in shapes.iter().enumerate() {
@@ -572,11 +576,8 @@ fn packed_q32_products_equal_the_plain_kernels() {
                     .with_isa(isa)
                     .unwrap();
                 // Fewer than 16 rows stay in the GGUF layout.
-                assert_eq!(
-                    m.is_packed(),
-                    isa.has_avx512() && rows >= 16,
-                    "{ty} {isa:?}"
-                );
+                let packs = mistral_kernels::packed::q32::packs(ty, isa);
+                assert_eq!(m.is_packed(), packs && rows >= 16, "{ty} {isa:?}");
                 assert_eq!(m.bytes(), &case.bytes[..]);
                 let mut got = vec![f32::NAN; n * rows];
                 m.matmul(&case.x, &mut got).unwrap();
@@ -602,7 +603,10 @@ fn owned_q32_matrices_read_back_the_same_rows() {
     for ty in Q32_TYPES {
         let bytes = q32_rows(ty, rows, cols, 3);
         let m = QMatrix::new(ty, rows, cols, bytes.clone()).unwrap();
-        assert_eq!(m.is_packed(), Isa::best().has_avx512());
+        assert_eq!(
+            m.is_packed(),
+            mistral_kernels::packed::q32::packs(ty, Isa::best())
+        );
         let (mut a, mut b) = (vec![0f32; cols], vec![0f32; cols]);
         for r in [0, 15, 16, 36] {
             m.dequantize_row(r, &mut a).unwrap();

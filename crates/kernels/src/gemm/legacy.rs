@@ -130,42 +130,63 @@ unsafe fn expand(ty: GgmlType, row: &[u8], b: usize, out: &mut WeightBlock) {
             &*(row.as_ptr().add(b * size) as *const $B)
         }};
     }
-    let levels = match ty {
+    if ty == GgmlType::Q8_0 {
+        let x: &BlockQ8_0 = block!(BlockQ8_0);
+        out.d = avx2::f16(x.d);
+        let v = _mm256_loadu_si256(x.qs.as_ptr() as *const __m256i);
+        _mm256_storeu_si256(out.sgn.as_mut_ptr() as *mut __m256i, v);
+        // |-128| is 0x80: 128 read as unsigned.
+        _mm256_storeu_si256(out.qs.as_mut_ptr() as *mut __m256i, _mm256_abs_epi8(v));
+        return;
+    }
+    let none = F16Le([0, 0]);
+    let parts = match ty {
         GgmlType::Q4_0 => {
             let x: &BlockQ4_0 = block!(BlockQ4_0);
-            out.d = avx2::f16(x.d);
-            avx2::levels_q4_32(&x.qs)
+            (x.d, none, [0; 4], &x.qs)
         }
         GgmlType::Q4_1 => {
             let x: &BlockQ4_1 = block!(BlockQ4_1);
-            out.d = avx2::f16(x.d);
-            out.m = avx2::f16(x.m);
-            avx2::levels_q4_32(&x.qs)
+            (x.d, x.m, [0; 4], &x.qs)
         }
         GgmlType::Q5_0 => {
             let x: &BlockQ5_0 = block!(BlockQ5_0);
-            out.d = avx2::f16(x.d);
-            avx2::levels_q5_32(&x.qs, x.qh)
+            (x.d, none, x.qh, &x.qs)
         }
-        GgmlType::Q8_0 | GgmlType::IQ4_NL => {
-            let (v, d) = if ty == GgmlType::Q8_0 {
-                let x: &BlockQ8_0 = block!(BlockQ8_0);
-                (_mm256_loadu_si256(x.qs.as_ptr() as *const __m256i), x.d)
-            } else {
-                let x: &BlockIQ4NL = block!(BlockIQ4NL);
-                (avx2::values_iq4nl_32(&x.qs), x.d)
-            };
-            out.d = avx2::f16(d);
-            _mm256_storeu_si256(out.sgn.as_mut_ptr() as *mut __m256i, v);
-            // |-128| is 0x80: 128 read as unsigned.
-            _mm256_abs_epi8(v)
+        GgmlType::IQ4_NL => {
+            let x: &BlockIQ4NL = block!(BlockIQ4NL);
+            (x.d, none, [0; 4], &x.qs)
         }
         _ => {
             // Q5_1 (the only other type `matmul` lets through).
             let x: &BlockQ5_1 = block!(BlockQ5_1);
-            out.d = avx2::f16(x.d);
-            out.m = avx2::f16(x.m);
-            avx2::levels_q5_32(&x.qs, x.qh)
+            (x.d, x.m, x.qh, &x.qs)
+        }
+    };
+    expand_parts(ty, parts, out);
+}
+
+/// [`expand`] of a block of one of the 4-bit 32-value types given by its
+/// fields: scale, min (zero where the type has none), fifth bits, nibbles.
+///
+/// # Safety
+/// AVX2 available; `ty` is Q4_0, Q4_1, Q5_0, Q5_1 or IQ4_NL.
+#[inline(always)]
+unsafe fn expand_parts(
+    ty: GgmlType,
+    (d, m, qh, qs): (F16Le, F16Le, [u8; 4], &[u8; 16]),
+    out: &mut WeightBlock,
+) {
+    out.d = avx2::f16(d);
+    out.m = avx2::f16(m);
+    let levels = match ty {
+        GgmlType::Q4_0 | GgmlType::Q4_1 => avx2::levels_q4_32(qs),
+        GgmlType::Q5_0 | GgmlType::Q5_1 => avx2::levels_q5_32(qs, qh),
+        _ => {
+            // IQ4_NL: signed values, their signs applied to the activations.
+            let v = avx2::values_iq4nl_32(qs);
+            _mm256_storeu_si256(out.sgn.as_mut_ptr() as *mut __m256i, v);
+            _mm256_abs_epi8(v)
         }
     };
     _mm256_storeu_si256(out.qs.as_mut_ptr() as *mut __m256i, levels);
@@ -364,9 +385,9 @@ pub(super) unsafe fn expand_rows(
                 }
             }
             LRows::PackedQ32(p) => {
-                let mut block = [0u8; size_of::<BlockQ5_1>()];
                 for (b, out) in out.iter_mut().enumerate() {
-                    expand(ty, p.block_bytes(r, b, &mut block), 0, out);
+                    let (d, m, qh, qs) = p.parts(r, b);
+                    expand_parts(ty, (d, m, qh.to_le_bytes(), &qs), out);
                 }
             }
         }

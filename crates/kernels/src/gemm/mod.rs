@@ -126,15 +126,17 @@ pub fn is_tiled(ty: GgmlType, isa: Isa, n: usize) -> bool {
 /// 194–255 / 330–337 / 300–326).
 ///
 /// The packed 4-bit 32-value types ([`crate::packed::PackedQ32`]) take
-/// their 4-row kernel at every batch on AVX-512, like Q4_K: the tiled
-/// kernel would first expand every packed block, and at 512 rows, where
-/// it catches up, it only ties. Zen 4, 2 threads, `examples/mm_alternate`
-/// (GGUF layout `-plain` and packed alternated), GFLOP/s, tiled on the
-/// GGUF layout / packed 4-row kernel: Q4_1 4096² n = 4 106 / 418, n = 16
-/// 278 / 470, n = 64 255 / 456, n = 512 501 / 479; Q5_0 n = 64 274 / 418,
-/// n = 512 535 / 433; Q4_1 1536×576 n = 64 235 / 402, n = 512 426 / 425.
-/// The tiled kernel on the packed rows: Q4_1 4096² n = 256 414, n = 512
-/// 463; Q5_0 n = 512 472.
+/// their 4-row kernel below 256 rows on AVX-512 and below 16 on AVX2 (Q4_0,
+/// Q4_1), then the tiled kernel, which expands the packed blocks as fast as
+/// GGUF ones. Zen 4, 2 threads, `examples/mm_alternate` (GGUF layout
+/// `-plain` and packed alternated), GFLOP/s, tiled on the GGUF layout /
+/// packed 4-row kernel: Q4_1 4096² n = 4 106 / 418, n = 16 278 / 470,
+/// n = 64 255 / 456, n = 127 320 / 430, n = 256 416 / 474, n = 511 462 /
+/// 456; Q5_0 n = 127 322 / 390, n = 256 458 / 430, n = 511 540 / 435;
+/// tiled on the packed rows at n = 512: Q4_1 499 (GGUF layout 494), Q5_0
+/// 507 (510). AVX2, Q4_1 1536×576: n = 8 136 / 201, n = 16 216 / 212,
+/// n = 32 256 / 226, n = 64 281 / 204; tiled on the packed rows n = 16–128
+/// 169–241 against the GGUF layout's 169–242 in the same rounds.
 pub fn is_tiled_packed(ty: GgmlType, isa: Isa, n: usize) -> bool {
     let min = match ty {
         GgmlType::Q4_K | GgmlType::Q2_K if isa == Isa::Amx => 33,
@@ -144,8 +146,9 @@ pub fn is_tiled_packed(ty: GgmlType, isa: Isa, n: usize) -> bool {
         GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::IQ4_NL
             if isa.has_avx512() =>
         {
-            usize::MAX
+            256
         }
+        GgmlType::Q4_0 | GgmlType::Q4_1 if isa == Isa::Avx2 => 16,
         _ => min_rows(ty),
     };
     isa.has_avx2() && cfg!(target_arch = "x86_64") && family(ty).is_some() && n >= min

@@ -18,14 +18,15 @@
 //!
 //! - [`q32`]: Q4_0, Q4_1, Q5_0 and Q5_1 in groups of 16 rows
 //!   ([`PackedQ32`]): the nibbles word-interleaved as Q8_0's bytes, the
-//!   fifth bits as byte masks, for the AVX-512 VNNI matrix × vector.
-//!   Lossless, same size.
+//!   fifth bits as byte masks, for the AVX-512 VNNI matrix × vector (and an
+//!   AVX2 one for Q4_0 and Q4_1). Lossless, same size.
 //!
 //! [`Packed`] is a whole matrix in a grouped layout ([`PackedQ4K`],
 //! [`PackedQ2K`]; a last partial group is padded with zero rows);
 //! [`crate::QMatrix`] stores Q4_K matrices it owns this way, and Q2_K,
 //! Q8_0 and the 4-bit 32-value matrices it owns as [`PackedQ2K`],
-//! [`PackedQ8_0`] and [`PackedQ32`] when it computes on [`Isa::Avx512`].
+//! [`PackedQ8_0`] and [`PackedQ32`] when it computes on [`Isa::Avx512`]
+//! (Q4_0 and Q4_1 also on [`Isa::Avx2`]: [`q32::packs`]).
 
 /// The entry points of a packed AVX-512 matrix × vector kernel module:
 /// `gemv` (one Q8_K activation row) and `gemv4` (4 rows in one pass over
@@ -60,6 +61,8 @@ pub mod q2k;
 #[cfg(target_arch = "x86_64")]
 pub mod q2k_avx512;
 pub mod q32;
+#[cfg(target_arch = "x86_64")]
+pub mod q32_avx2;
 #[cfg(target_arch = "x86_64")]
 pub mod q32_avx512;
 pub mod q4k;

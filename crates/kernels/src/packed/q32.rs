@@ -157,6 +157,14 @@ pub fn is_q32(ty: GgmlType) -> bool {
     )
 }
 
+/// Whether [`crate::QMatrix`] holds matrices of `ty` computing on `isa` as
+/// [`PackedQ32`]: where a packed kernel exists, every type of [`is_q32`] on
+/// AVX-512 and the types without fifth bits or a table (Q4_0, Q4_1) on AVX2.
+pub fn packs(ty: GgmlType, isa: Isa) -> bool {
+    is_q32(ty)
+        && (isa.has_avx512() || (isa == Isa::Avx2 && matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_1)))
+}
+
 /// Calls `$f::<B>($args)` with `B` the block type of `$ty` (one of
 /// [`is_q32`]'s types).
 macro_rules! with_block {
@@ -311,8 +319,10 @@ impl PackedQ32 {
         }
     }
 
-    /// Row `r`'s block `i` as a GGUF block of `B` (`B::TYPE` is the matrix's).
-    fn block_typed<B: Block32>(&self, r: usize, i: usize) -> B {
+    /// Row `r`'s block `i` as its fields `(d, m, qh, qs)` (as
+    /// [`Block32::parts`]: `m` zero and `qh` 0 where the type has none).
+    #[inline]
+    pub fn parts(&self, r: usize, i: usize) -> (F16Le, F16Le, u32, [u8; 16]) {
         let j = r / GROUP16 * self.nb() + i;
         let q = &self.qs[j].0;
         let r16 = r % GROUP16;
@@ -329,7 +339,13 @@ impl PackedQ32 {
             }
         }
         let m = self.m.get(j).map_or(NO_MIN, |m| m[r16]);
-        B::from_parts(self.d[j][r16], m, qh, qs)
+        (self.d[j][r16], m, qh, qs)
+    }
+
+    /// Row `r`'s block `i` as a GGUF block of `B` (`B::TYPE` is the matrix's).
+    fn block_typed<B: Block32>(&self, r: usize, i: usize) -> B {
+        let (d, m, qh, qs) = self.parts(r, i);
+        B::from_parts(d, m, qh, qs)
     }
 
     /// Writes row `r`'s block `i` in GGUF bytes to the start of `out` (at
@@ -424,6 +440,12 @@ impl Group<'_> {
             // activation row `nb` blocks and sums.
             return unsafe { super::q32_avx512::gemv::<B>(self, a) };
         }
+        #[cfg(target_arch = "x86_64")]
+        if isa.has_avx2() && !B::QH && !B::LOOKUP {
+            // SAFETY: as above, AVX2 with FMA and F16C (`isa` checked by
+            // the caller); `B` has neither fifth bits nor a table.
+            return unsafe { super::q32_avx2::gemv::<B>(self, a) };
+        }
         let _ = isa;
         gemv_scalar::<B>(self, a)
     }
@@ -434,6 +456,11 @@ impl Group<'_> {
         if isa.has_avx512() {
             // SAFETY: as in `gemv`.
             return unsafe { super::q32_avx512::gemv4::<B>(self, a) };
+        }
+        #[cfg(target_arch = "x86_64")]
+        if isa.has_avx2() && !B::QH && !B::LOOKUP {
+            // SAFETY: as in `gemv`.
+            return unsafe { super::q32_avx2::gemv4::<B>(self, a) };
         }
         a.map(|a| self.gemv::<B>(isa, a))
     }

@@ -1,0 +1,120 @@
+//! AVX2 matrix × vector on [`super::q32::PackedQ32`] for the types without
+//! fifth bits or a table (Q4_0, Q4_1): 16 weight rows per pass, the two
+//! 32-byte halves of each 64-byte word (rows 0..8 and 8..16) against the
+//! same 4 broadcast activation bytes, one `vpmaddubsw` per half for the low
+//! nibbles and one for the high ones.
+//!
+//! Per block a lane's 8 `vpmaddubsw` results (each at most 2·15·127 = 3810
+//! in magnitude: levels 0..15, activations −127..127) are summed in i16
+//! (8·3810 = 30480 < 2¹⁵), then widened by one `vpmaddwd`. The integer sums
+//! are exact and the float step is the scalar kernel's (no FMA), so the
+//! results equal [`super::q32::gemv_scalar`] and [`crate::dot::scalar`]'s
+//! kernels bit for bit.
+
+#![allow(clippy::missing_safety_doc)]
+
+use super::q32::{Block32, Group};
+use super::GROUP16;
+use crate::blocks::BlockQ8_0;
+use crate::dot::avx2::f16;
+use std::arch::x86_64::*;
+
+/// Block columns ahead that the weights are prefetched.
+const AHEAD: usize = 4;
+
+/// The 16 rows of one group against one Q8_0 activation row (and each of
+/// its blocks' quant sums), as f32 lanes.
+///
+/// # Safety
+/// AVX2, FMA and F16C available; `B` has neither fifth bits nor a table
+/// (`!B::QH && !B::LOOKUP`); the group's `qs` and `d` (and `m` where `B`
+/// has a min) and both activation slices hold the same number of block
+/// columns.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn gemv<B: Block32>(w: Group<'_>, a: (&[BlockQ8_0], &[i32])) -> [f32; GROUP16] {
+    gemv_rows::<B, 1>(w, [a])[0]
+}
+
+/// [`gemv`] for 4 activation rows in one pass over the weights, each
+/// weight word loaded and unpacked once for all 4 (results equal to 4
+/// calls of [`gemv`]).
+///
+/// # Safety
+/// As [`gemv`], for each activation row.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn gemv4<B: Block32>(
+    w: Group<'_>,
+    a: [(&[BlockQ8_0], &[i32]); 4],
+) -> [[f32; GROUP16]; 4] {
+    gemv_rows::<B, 4>(w, a)
+}
+
+#[inline(always)]
+unsafe fn gemv_rows<B: Block32, const M: usize>(
+    w: Group<'_>,
+    a: [(&[BlockQ8_0], &[i32]); M],
+) -> [[f32; GROUP16]; M] {
+    let nb = w.qs.len();
+    debug_assert!(!B::QH && !B::LOOKUP);
+    debug_assert!(w.d.len() == nb && a.iter().all(|a| a.0.len() == nb && a.1.len() == nb));
+    debug_assert!(!B::MIN || w.m.len() == nb);
+    let low = _mm256_set1_epi8(0x0F);
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [[_mm256_setzero_ps(); 2]; M];
+    for j in 0..nb {
+        let p = w.qs.as_ptr().add(j) as *const u8;
+        for line in 0..4 {
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(AHEAD * 256 + 64 * line) as *const i8);
+        }
+        _mm_prefetch::<_MM_HINT_T0>(w.d.as_ptr().wrapping_add(j + AHEAD) as *const i8);
+        if B::MIN {
+            _mm_prefetch::<_MM_HINT_T0>(w.m.as_ptr().wrapping_add(j + AHEAD) as *const i8);
+        }
+        // Per activation row and half, the i16 pair sums of the block.
+        let mut s16 = [[_mm256_setzero_si256(); 2]; M];
+        for t in 0..4 {
+            for h in 0..2 {
+                let v = _mm256_load_si256(p.add(64 * t + 32 * h) as *const __m256i);
+                let l = _mm256_and_si256(v, low);
+                let hn = _mm256_and_si256(_mm256_srli_epi16::<4>(v), low);
+                for (k, &(act, _)) in a.iter().enumerate() {
+                    let q = act.get_unchecked(j).qs.as_ptr();
+                    let al = _mm256_set1_epi32((q.add(4 * t) as *const i32).read_unaligned());
+                    let ah = _mm256_set1_epi32((q.add(16 + 4 * t) as *const i32).read_unaligned());
+                    let s = _mm256_add_epi16(s16[k][h], _mm256_maddubs_epi16(l, al));
+                    s16[k][h] = _mm256_add_epi16(s, _mm256_maddubs_epi16(hn, ah));
+                }
+            }
+        }
+        let half8 = |v: &[crate::blocks::F16Le; GROUP16], h: usize| {
+            _mm256_cvtph_ps(_mm_loadu_si128(v.as_ptr().add(8 * h) as *const __m128i))
+        };
+        for (k, &(act, sums)) in a.iter().enumerate() {
+            let da = f16(act.get_unchecked(j).d);
+            let s = *sums.get_unchecked(j);
+            for h in 0..2 {
+                let mut sumi = _mm256_madd_epi16(s16[k][h], ones);
+                if B::OFF != 0 {
+                    sumi = _mm256_sub_epi32(sumi, _mm256_set1_epi32(B::OFF * s));
+                }
+                // step_d: sumf + sumi·(d_w·d_a); step_dm adds m_w·(d_a·Σa)
+                // to the product before the sum.
+                let dd = _mm256_mul_ps(half8(w.d.get_unchecked(j), h), _mm256_set1_ps(da));
+                let prod = _mm256_mul_ps(_mm256_cvtepi32_ps(sumi), dd);
+                let term = if B::MIN {
+                    let mw = half8(w.m.get_unchecked(j), h);
+                    _mm256_add_ps(prod, _mm256_mul_ps(mw, _mm256_set1_ps(da * s as f32)))
+                } else {
+                    prod
+                };
+                acc[k][h] = _mm256_add_ps(acc[k][h], term);
+            }
+        }
+    }
+    let mut out = [[0f32; GROUP16]; M];
+    for (o, [lo, hi]) in out.iter_mut().zip(acc) {
+        _mm256_storeu_ps(o.as_mut_ptr(), lo);
+        _mm256_storeu_ps(o[8..].as_mut_ptr(), hi);
+    }
+    out
+}
