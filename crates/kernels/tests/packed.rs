@@ -266,44 +266,18 @@ fn packed_q2k_products_equal_the_plain_layout_bit_for_bit() {
         (40, 512, 130),
     ];
     for (i, &shape) in shapes.iter().enumerate() {
-        let (rows, cols, n) = shape;
+        let (rows, cols, _) = shape;
         let case = Case::new(
             GgmlType::Q2_K,
             shape,
             i,
             q2k_rows(rows, cols, 50 + i as u64),
         );
-        let scalar = case.plain(Isa::Scalar);
         let packed = PackedQ2K::pack(&case.bytes, rows, cols).unwrap();
-        for isa in Isa::available_paths() {
-            let tiled = mistral_kernels::gemm::is_tiled_packed(GgmlType::Q2_K, isa, n);
-            let want = if tiled {
-                case.plain(isa)
-            } else {
-                scalar.clone()
-            };
-            let mut got = vec![f32::NAN; n * rows];
-            packed.matmul(isa, &case.x, &mut got).unwrap();
-            let what = format!("packed {isa:?} {rows}x{cols} n={n}");
-            assert_bits_eq(&what, &got, &want, rows);
-            let m = QMatrix::new(GgmlType::Q2_K, rows, cols, case.bytes.clone())
-                .unwrap()
-                .with_isa(isa)
-                .unwrap();
-            assert_eq!(m.is_packed(), isa.has_avx512(), "{isa:?}");
-            assert_eq!(m.bytes(), &case.bytes[..]);
-            let mut got = vec![f32::NAN; n * rows];
-            m.matmul(&case.x, &mut got).unwrap();
-            // The packed kernel (AVX-512, not tiled) equals the scalar kernel;
-            // every other product is the plain layout's on the same path.
-            let tiled = mistral_kernels::gemm::is_tiled_packed(GgmlType::Q2_K, isa, n);
-            let want = if m.is_packed() && !tiled {
-                scalar.clone()
-            } else {
-                case.plain(isa)
-            };
-            assert_bits_eq(&format!("{isa:?} {rows}x{cols} n={n}"), &got, &want, rows);
-        }
+        case.check_packed(
+            |isa, x, y| packed.matmul(isa, x, y).unwrap(),
+            |isa| isa.has_avx512() && rows >= 8,
+        );
     }
 }
 
@@ -349,6 +323,43 @@ impl Case {
         let mut y = vec![0f32; self.x.len() / self.cols * self.rows];
         m.matmul(&self.x, &mut y).unwrap();
         y
+    }
+
+    /// On every path: the packed matrix (`packed(isa, x, y)`) and an owned
+    /// `QMatrix` (packed where `packs(isa)`, else in the GGUF layout) give the scalar kernel's bits where the packed
+    /// matrix × vector kernel runs (not tiled), and elsewhere the GGUF
+    /// layout's product on the same path (the tiled kernel, which reads the
+    /// packed rows, equals itself on the GGUF bytes).
+    fn check_packed(&self, packed: impl Fn(Isa, &[f32], &mut [f32]), packs: impl Fn(Isa) -> bool) {
+        let (ty, rows, cols) = (self.ty, self.rows, self.cols);
+        let n = self.x.len() / cols;
+        let scalar = self.plain(Isa::Scalar);
+        for isa in Isa::available_paths() {
+            let what = format!("{ty} {isa:?} {rows}x{cols} n={n}");
+            let tiled = mistral_kernels::gemm::is_tiled_packed(ty, isa, n);
+            let want = if tiled {
+                self.plain(isa)
+            } else {
+                scalar.clone()
+            };
+            let mut got = vec![f32::NAN; n * rows];
+            packed(isa, &self.x, &mut got);
+            assert_bits_eq(&format!("packed {what}"), &got, &want, rows);
+            let m = QMatrix::new(ty, rows, cols, self.bytes.clone())
+                .unwrap()
+                .with_isa(isa)
+                .unwrap();
+            assert_eq!(m.is_packed(), packs(isa), "{what}");
+            assert_eq!(m.bytes(), &self.bytes[..]);
+            let mut got = vec![f32::NAN; n * rows];
+            m.matmul(&self.x, &mut got).unwrap();
+            let want = if m.is_packed() && !tiled {
+                scalar.clone()
+            } else {
+                self.plain(isa)
+            };
+            assert_bits_eq(&what, &got, &want, rows);
+        }
     }
 }
 
@@ -551,48 +562,19 @@ fn packed_q32_products_equal_the_plain_kernels() {
     ];
     for ty in Q32_TYPES {
         for (i, &shape) in shapes.iter().enumerate() {
-            let (rows, cols, n) = shape;
+            let (rows, cols, _) = shape;
             let bytes = if i == 2 {
                 q32_extreme_rows(ty, rows, cols)
             } else {
                 q32_rows(ty, rows, cols, 70 + i as u64)
             };
             let case = Case::new(ty, shape, i, bytes);
-            let scalar = case.plain(Isa::Scalar);
             let packed = PackedQ32::pack(ty, &case.bytes, rows, cols).unwrap();
-            for isa in Isa::available_paths() {
-                let tiled = mistral_kernels::gemm::is_tiled_packed(ty, isa, n);
-                let want = if tiled {
-                    case.plain(isa)
-                } else {
-                    scalar.clone()
-                };
-                let mut got = vec![f32::NAN; n * rows];
-                packed.matmul(isa, &case.x, &mut got).unwrap();
-                let what = format!("packed {ty} {isa:?} {rows}x{cols} n={n}");
-                assert_bits_eq(&what, &got, &want, rows);
-                let m = QMatrix::new(ty, rows, cols, case.bytes.clone())
-                    .unwrap()
-                    .with_isa(isa)
-                    .unwrap();
+            case.check_packed(
+                |isa, x, y| packed.matmul(isa, x, y).unwrap(),
                 // Fewer than 16 rows stay in the GGUF layout.
-                let packs = mistral_kernels::packed::q32::packs(ty, isa);
-                assert_eq!(m.is_packed(), packs && rows >= 16, "{ty} {isa:?}");
-                assert_eq!(m.bytes(), &case.bytes[..]);
-                let mut got = vec![f32::NAN; n * rows];
-                m.matmul(&case.x, &mut got).unwrap();
-                let want = if m.is_packed() && !tiled {
-                    scalar.clone()
-                } else {
-                    case.plain(isa)
-                };
-                assert_bits_eq(
-                    &format!("{ty} {isa:?} {rows}x{cols} n={n}"),
-                    &got,
-                    &want,
-                    rows,
-                );
-            }
+                |isa| mistral_kernels::packed::q32::packs(ty, isa) && rows >= 16,
+            );
         }
     }
 }

@@ -151,14 +151,7 @@ impl<B: GroupBlock> Packed<B> {
     /// Regroups `rows` GGUF rows of `cols` values (`bytes`), in parallel.
     pub fn pack(bytes: &[u8], rows: usize, cols: usize) -> Result<Packed<B>> {
         let ty = B::Gguf::TYPE;
-        let expected = matrix_bytes(ty, rows, cols)?;
-        if bytes.len() != expected {
-            return Err(KernelError::DataSize {
-                ty,
-                expected,
-                got: bytes.len(),
-            });
-        }
+        check_size(ty, bytes, rows, cols)?;
         let blocks: &[B::Gguf] = cast_blocks(bytes)?;
         let kb = cols / QK_K;
         let zero = B::ZERO_ROW;
@@ -217,17 +210,10 @@ impl<B: GroupBlock> Packed<B> {
 
     /// `y[t, r] = Σ_c w[r, c] · x[t, c]` (`x`: `n` rows of `cols`, `y`: `n * rows`).
     pub fn matmul(&self, isa: Isa, x: &[f32], y: &mut [f32]) -> Result<()> {
-        let isa = isa.checked()?;
-        let (rows, cols) = (self.rows, self.cols);
-        let n = activation_rows(rows, cols, x, y)?;
-        if rows == 0 || n == 0 {
-            return Ok(());
-        }
-        if crate::gemm::try_matmul_packed_kquant(isa, self, x, y) {
-            return Ok(());
-        }
-        let kb = self.kb();
-        with_scratch(|buf| {
+        let (rows, cols, kb) = (self.rows, self.cols, self.kb());
+        let tiled =
+            |isa, x: &[f32], y: &mut [f32]| crate::gemm::try_matmul_packed_kquant(isa, self, x, y);
+        matmul_frame(isa, (rows, cols), x, y, tiled, |isa, n, buf, y| {
             buf.prepare(ActFormat::Q8K, x, cols);
             let act = |t: usize| &buf.q8k[t * kb..(t + 1) * kb];
             let w = |g: usize| &self.groups[g * kb..(g + 1) * kb];
@@ -238,9 +224,55 @@ impl<B: GroupBlock> Packed<B> {
                 |g, t| B::gemv4(isa, w(g), [act(t), act(t + 1), act(t + 2), act(t + 3)]),
                 |g, t| B::gemv(isa, w(g), act(t)),
             );
-            Ok(())
         })
     }
+}
+
+/// Checks that `bytes` hold a `[rows, cols]` matrix of `ty` (what every
+/// layout's `pack` is given).
+fn check_size(ty: mistral_gguf::GgmlType, bytes: &[u8], rows: usize, cols: usize) -> Result<()> {
+    let expected = matrix_bytes(ty, rows, cols)?;
+    if bytes.len() != expected {
+        return Err(KernelError::DataSize {
+            ty,
+            expected,
+            got: bytes.len(),
+        });
+    }
+    Ok(())
+}
+
+/// The frame of the packed layouts' `matmul`: checks `isa` and the shapes
+/// (`x`: `n` rows of `cols`, `y`: `n * rows`), returns at once for an empty
+/// product, gives it to a tiled kernel where `tiled(isa, x, y)` takes it,
+/// else to `groups(isa, n, scratch, y)` with pooled activation buffers.
+pub(crate) fn matmul_frame(
+    isa: Isa,
+    (rows, cols): (usize, usize),
+    x: &[f32],
+    y: &mut [f32],
+    tiled: impl FnOnce(Isa, &[f32], &mut [f32]) -> bool,
+    groups: impl FnOnce(Isa, usize, &mut crate::dot::ActBuffers, &mut [f32]),
+) -> Result<()> {
+    let isa = isa.checked()?;
+    let n = activation_rows(rows, cols, x, y)?;
+    if rows == 0 || n == 0 || tiled(isa, x, y) {
+        return Ok(());
+    }
+    with_scratch(|buf| groups(isa, n, buf, y));
+    Ok(())
+}
+
+/// Activation row `t` of `buf` prepared by
+/// [`crate::dot::ActBuffers::prepare_q8_0_with_sums`] (`nb` blocks per row):
+/// its Q8_0 blocks and their quant sums.
+pub(crate) fn q8_0_row(
+    buf: &crate::dot::ActBuffers,
+    nb: usize,
+    t: usize,
+) -> (&[crate::blocks::BlockQ8_0], &[i32]) {
+    let r = t * nb..(t + 1) * nb;
+    (&buf.q8_0[r.clone()], &buf.q8_0_sums[r])
 }
 
 /// The matrix × vector driver of the packed layouts: `y[t, r]` for the `n`

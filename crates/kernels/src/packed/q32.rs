@@ -27,13 +27,12 @@
 
 use super::{run_groups, GROUP16};
 use crate::blocks::{
-    blocks_as_bytes, cast_blocks, matrix_bytes, BlockIQ4NL, BlockQ4_0, BlockQ4_1, BlockQ5_0,
-    BlockQ5_1, BlockQ8_0, ByteBlock, F16Le, KVALUES_IQ4NL, QK,
+    blocks_as_bytes, cast_blocks, BlockIQ4NL, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1,
+    BlockQ8_0, ByteBlock, F16Le, KVALUES_IQ4NL, QK,
 };
 use crate::dot::scalar::{step_d, step_dm};
 use crate::error::{KernelError, Result};
 use crate::isa::Isa;
-use crate::matmul::{activation_rows, with_scratch};
 use mistral_gguf::GgmlType;
 use rayon::prelude::*;
 
@@ -270,14 +269,7 @@ impl PackedQ32 {
                 op: "PackedQ32",
             });
         }
-        let expected = matrix_bytes(ty, rows, cols)?;
-        if bytes.len() != expected {
-            return Err(KernelError::DataSize {
-                ty,
-                expected,
-                got: bytes.len(),
-            });
-        }
+        super::check_size(ty, bytes, rows, cols)?;
         with_block!(ty, pack_typed(bytes, rows, cols))
     }
 
@@ -383,24 +375,13 @@ impl PackedQ32 {
 
     /// `y[t, r] = Σ_c w[r, c] · x[t, c]` (`x`: `n` rows of `cols`, `y`: `n * rows`).
     pub fn matmul(&self, isa: Isa, x: &[f32], y: &mut [f32]) -> Result<()> {
-        let isa = isa.checked()?;
-        let (rows, cols) = (self.rows, self.cols);
-        let n = activation_rows(rows, cols, x, y)?;
-        if rows == 0 || n == 0 {
-            return Ok(());
-        }
-        if crate::gemm::try_matmul_packed_q32(isa, self, x, y) {
-            return Ok(());
-        }
-        let nb = self.nb();
-        with_scratch(|buf| {
+        let (rows, cols, nb) = (self.rows, self.cols, self.nb());
+        let tiled =
+            |isa, x: &[f32], y: &mut [f32]| crate::gemm::try_matmul_packed_q32(isa, self, x, y);
+        super::matmul_frame(isa, (rows, cols), x, y, tiled, |isa, n, buf, y| {
             buf.prepare_q8_0_with_sums(x, cols);
-            let act = |t: usize| {
-                let r = t * nb..(t + 1) * nb;
-                (&buf.q8_0[r.clone()], &buf.q8_0_sums[r])
-            };
+            let act = |t: usize| super::q8_0_row(buf, nb, t);
             with_block!(self.ty, run_typed(self, isa, &act, n, y));
-            Ok(())
         })
     }
 }

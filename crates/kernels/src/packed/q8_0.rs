@@ -17,11 +17,10 @@
 //! as the GGUF layout (512 + 32 per 16 blocks); [`PackedQ8_0::block`] gives
 //! every GGUF block back bit for bit.
 
-use crate::blocks::{cast_blocks, matrix_bytes, BlockQ8_0, F16Le, QK};
+use crate::blocks::{cast_blocks, BlockQ8_0, F16Le, QK};
 use crate::dot::scalar::step_d;
-use crate::error::{KernelError, Result};
+use crate::error::Result;
 use crate::isa::Isa;
-use crate::matmul::{activation_rows, with_scratch};
 use mistral_gguf::GgmlType;
 use rayon::prelude::*;
 
@@ -54,14 +53,7 @@ impl PackedQ8_0 {
     /// Regroups `rows` GGUF Q8_0 rows of `cols` values (`bytes`), in parallel.
     pub fn pack(bytes: &[u8], rows: usize, cols: usize) -> Result<PackedQ8_0> {
         let ty = GgmlType::Q8_0;
-        let expected = matrix_bytes(ty, rows, cols)?;
-        if bytes.len() != expected {
-            return Err(KernelError::DataSize {
-                ty,
-                expected,
-                got: bytes.len(),
-            });
-        }
+        super::check_size(ty, bytes, rows, cols)?;
         let blocks: &[BlockQ8_0] = cast_blocks(bytes)?;
         let nb = cols / QK;
         let n = rows.div_ceil(GROUP16) * nb;
@@ -160,29 +152,17 @@ impl PackedQ8_0 {
 
     /// `y[t, r] = Σ_c w[r, c] · x[t, c]` (`x`: `n` rows of `cols`, `y`: `n * rows`).
     pub fn matmul(&self, isa: Isa, x: &[f32], y: &mut [f32]) -> Result<()> {
-        let isa = isa.checked()?;
-        let (rows, cols) = (self.rows, self.cols);
-        let n = activation_rows(rows, cols, x, y)?;
-        if rows == 0 || n == 0 {
-            return Ok(());
-        }
-        if crate::gemm::try_matmul_packed_q8_0(isa, self, x, y) {
-            return Ok(());
-        }
-        let nb = self.nb();
-        with_scratch(|buf| {
+        let (rows, cols, nb) = (self.rows, self.cols, self.nb());
+        let tiled =
+            |isa, x: &[f32], y: &mut [f32]| crate::gemm::try_matmul_packed_q8_0(isa, self, x, y);
+        super::matmul_frame(isa, (rows, cols), x, y, tiled, |isa, n, buf, y| {
             buf.prepare_q8_0_with_sums(x, cols);
-            let act = |t: usize| {
-                let r = t * nb..(t + 1) * nb;
-                (&buf.q8_0[r.clone()], &buf.q8_0_sums[r])
-            };
             let gemv = |g: usize, t: usize| {
-                let (a, asum) = act(t);
+                let (a, asum) = super::q8_0_row(buf, nb, t);
                 self.gemv(isa, g, a, asum)
             };
             let gemv4 = |g: usize, t: usize| std::array::from_fn::<_, 4, _>(|k| gemv(g, t + k));
             super::run_groups((rows, GROUP16), n, y, gemv4, gemv);
-            Ok(())
         })
     }
 }
