@@ -39,6 +39,8 @@ pub enum Type {
     F16,
     #[value(name = "q8_0")]
     Q8_0,
+    #[value(name = "q4_0")]
+    Q4_0,
     #[value(name = "q4_k_m")]
     Q4_K_M,
     #[value(name = "q2_k")]
@@ -53,7 +55,7 @@ pub struct Args {
     /// Shape preset: tiny (tests), 1b, 7b (Mistral 7B), 8x7b (Mixtral 8x7B).
     #[arg(long, value_enum, default_value_t = Preset::Tiny)]
     pub preset: Preset,
-    /// File type (llama.cpp's per-tensor mix for q4_k_m / q2_k).
+    /// File type (llama.cpp's per-tensor mix for q4_0 / q4_k_m / q2_k).
     #[arg(long = "type", value_enum, default_value_t = Type::F16)]
     pub ftype: Type,
     /// Output file.
@@ -108,6 +110,7 @@ pub fn run(args: Args) -> Result<()> {
         Type::F32 => SynthType::F32,
         Type::F16 => SynthType::F16,
         Type::Q8_0 => SynthType::Q8_0,
+        Type::Q4_0 => SynthType::Q4_0,
         Type::Q4_K_M => SynthType::Q4_K_M,
         Type::Q2_K => SynthType::Q2_K,
     };

@@ -107,33 +107,51 @@ impl QMatrix {
     /// least 16 and Q2_K with at least 8, on an AVX2 one Q4_0 and Q4_1 with
     /// at least 16, are regrouped into a packed layout and `data` freed).
     pub fn new(ty: GgmlType, rows: usize, cols: usize, data: Vec<u8>) -> Result<QMatrix> {
+        match Self::pack(ty, rows, cols, &data)? {
+            Some(m) => Ok(m),
+            None => {
+                let len = data.len();
+                QMatrix::from_shared(ty, rows, cols, Arc::new(data), 0..len)
+            }
+        }
+    }
+
+    /// [`QMatrix::new`] from borrowed bytes: a matrix it packs is packed
+    /// straight from `data` (no copy of it first), any other is copied.
+    pub fn from_bytes(ty: GgmlType, rows: usize, cols: usize, data: &[u8]) -> Result<QMatrix> {
+        match Self::pack(ty, rows, cols, data)? {
+            Some(m) => Ok(m),
+            None => QMatrix::new(ty, rows, cols, data.to_vec()),
+        }
+    }
+
+    /// The matrix in the packed layout [`QMatrix::new`] chooses for `ty` on
+    /// this CPU, or `None` where it keeps the GGUF layout.
+    fn pack(ty: GgmlType, rows: usize, cols: usize, data: &[u8]) -> Result<Option<QMatrix>> {
         use crate::packed::{GroupBlock, GROUP, GROUP16};
         let isa = Isa::best();
         let store = match ty {
             GgmlType::Q4_K if rows >= crate::packed::BlockQ4Kx16::ROWS => {
-                Store::PackedQ4K(Arc::new(PackedQ4K::pack(&data, rows, cols)?))
+                Store::PackedQ4K(Arc::new(PackedQ4K::pack(data, rows, cols)?))
             }
             GgmlType::Q2_K if rows >= GROUP && isa.has_avx512() => {
-                Store::PackedQ2K(Arc::new(PackedQ2K::pack(&data, rows, cols)?))
+                Store::PackedQ2K(Arc::new(PackedQ2K::pack(data, rows, cols)?))
             }
             GgmlType::Q8_0 if rows >= GROUP16 && isa.has_avx512() => {
-                Store::PackedQ8_0(Arc::new(PackedQ8_0::pack(&data, rows, cols)?))
+                Store::PackedQ8_0(Arc::new(PackedQ8_0::pack(data, rows, cols)?))
             }
             ty if crate::packed::q32::packs(ty, isa) && rows >= GROUP16 => {
-                Store::PackedQ32(Arc::new(PackedQ32::pack(ty, &data, rows, cols)?))
+                Store::PackedQ32(Arc::new(PackedQ32::pack(ty, data, rows, cols)?))
             }
-            _ => {
-                let len = data.len();
-                return QMatrix::from_shared(ty, rows, cols, Arc::new(data), 0..len);
-            }
+            _ => return Ok(None),
         };
-        Ok(QMatrix {
+        Ok(Some(QMatrix {
             ty,
             rows,
             cols,
             store,
             isa,
-        })
+        }))
     }
 
     /// Quantizes a row-major f32 matrix.

@@ -602,3 +602,35 @@ fn owned_q32_matrices_read_back_the_same_rows() {
         assert_eq!(m.dequantize().unwrap(), full, "{ty}");
     }
 }
+
+/// `QMatrix::from_bytes` (packs straight from borrowed bytes) is the matrix
+/// `QMatrix::new` makes from an owned copy: the same layout, bytes and
+/// products, for types it packs and types it keeps in the GGUF layout.
+#[test]
+fn from_bytes_is_new() {
+    let (rows, cols) = (40, 512);
+    let x: Vec<f32> = gaussian(3 * cols, 11);
+    for ty in [
+        GgmlType::Q4_K,
+        GgmlType::Q8_0,
+        GgmlType::Q2_K,
+        GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q6_K,
+        GgmlType::F16,
+    ] {
+        let bytes = quantize_to_vec(ty, &gaussian(rows * cols, 12)).unwrap();
+        let a = QMatrix::new(ty, rows, cols, bytes.clone()).unwrap();
+        let b = QMatrix::from_bytes(ty, rows, cols, &bytes).unwrap();
+        assert_eq!(a.is_packed(), b.is_packed(), "{ty}");
+        assert_eq!(b.bytes(), &bytes[..], "{ty}");
+        let (mut ya, mut yb) = (vec![0f32; 3 * rows], vec![f32::NAN; 3 * rows]);
+        a.matmul(&x, &mut ya).unwrap();
+        b.matmul(&x, &mut yb).unwrap();
+        assert_bits_eq(&format!("{ty}"), &yb, &ya, rows);
+        assert!(
+            QMatrix::from_bytes(ty, rows + 1, cols, &bytes).is_err(),
+            "{ty}"
+        );
+    }
+}

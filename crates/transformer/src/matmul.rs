@@ -60,14 +60,15 @@ impl Linear {
                 if !mistral_kernels::supports_matmul(ty) {
                     return Err(w.unsupported(name, ty, NATIVE_TYPES));
                 }
-                let m = QMatrix::new(ty, n_out, n_in, bytes.to_vec()).map_err(|e| {
+                let m = QMatrix::from_bytes(ty, n_out, n_in, bytes).map_err(|e| {
                     ModelError::UnsupportedConfig {
                         file: w.file().source_name().to_string(),
                         what: format!("tensor {name:?}: {e}"),
                     }
                 })?;
-                // The matrix owns a copy (packed for Q4_K): the mapped pages
-                // need not stay resident, so the weights count once in RSS.
+                // The matrix owns a copy (packed straight from the mapped
+                // bytes where it packs): the mapped pages need not stay
+                // resident, so the weights count once in RSS.
                 w.file().release(bytes);
                 Ok(Linear {
                     inner: Backend::Native(m),

@@ -142,6 +142,7 @@ pub enum SynthType {
     F32,
     F16,
     Q8_0,
+    Q4_0,
     Q4_K_M,
     Q2_K,
 }
@@ -152,6 +153,7 @@ impl SynthType {
         match self {
             SynthType::F32 => 0,
             SynthType::F16 => 1,
+            SynthType::Q4_0 => 2,
             SynthType::Q8_0 => 7,
             SynthType::Q2_K => 10,
             SynthType::Q4_K_M => 15,
@@ -163,6 +165,7 @@ impl SynthType {
             SynthType::F32 => "F32",
             SynthType::F16 => "F16",
             SynthType::Q8_0 => "Q8_0",
+            SynthType::Q4_0 => "Q4_0",
             SynthType::Q4_K_M => "Q4_K_M",
             SynthType::Q2_K => "Q2_K",
         }
@@ -341,6 +344,11 @@ fn weight_type(spec: &SynthSpec, name: TensorName, layer: usize) -> GgmlType {
         SynthType::F32 => G::F32,
         SynthType::F16 => G::F16,
         SynthType::Q8_0 => G::Q8_0,
+        SynthType::Q4_0 => match name {
+            T::Output => G::Q6_K,
+            T::AttnK | T::AttnV if eight_experts => G::Q8_0,
+            _ => G::Q4_0,
+        },
         SynthType::Q4_K_M => match name {
             T::Output => G::Q6_K,
             T::AttnK if eight_experts => G::Q8_0,
@@ -860,5 +868,29 @@ mod tests {
         assert_eq!(weight_type(&spec, TensorName::Output, 0), GgmlType::Q6_K);
         assert_eq!(weight_type(&spec, TensorName::FfnGate, 0), GgmlType::Q4_K);
         assert_eq!(fallback(GgmlType::Q4_K, 576), GgmlType::Q5_0);
+    }
+
+    #[test]
+    fn q4_0_mix_follows_llama_cpp() {
+        let mut spec = SynthSpec::preset(SynthArch::Mistral, SynthPreset::SevenB);
+        spec.ftype = SynthType::Q4_0;
+        assert_eq!(weight_type(&spec, TensorName::Output, 0), GgmlType::Q6_K);
+        for name in [
+            TensorName::TokenEmbd,
+            TensorName::AttnV,
+            TensorName::FfnDown,
+        ] {
+            assert_eq!(weight_type(&spec, name, 0), GgmlType::Q4_0, "{name:?}");
+        }
+        let moe = SynthSpec::preset(SynthArch::Mixtral, SynthPreset::EightX7B);
+        let moe = SynthSpec {
+            ftype: SynthType::Q4_0,
+            ..moe
+        };
+        assert_eq!(weight_type(&moe, TensorName::AttnV, 0), GgmlType::Q8_0);
+        assert_eq!(
+            weight_type(&moe, TensorName::FfnGateExps, 0),
+            GgmlType::Q4_0
+        );
     }
 }
