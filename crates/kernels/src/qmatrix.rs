@@ -36,8 +36,8 @@ enum Store {
     PackedQ8_0(Arc<PackedQ8_0>),
     /// Q2_K regrouped by 8 rows for the AVX-512 matrix × vector kernel.
     PackedQ2K(Arc<PackedQ2K>),
-    /// Q4_0, Q4_1, Q5_0 or Q5_1 regrouped by 16 rows for the AVX-512
-    /// matrix × vector kernel.
+    /// Q4_0, Q4_1, Q5_0, Q5_1 or IQ4_NL regrouped by 16 rows for the
+    /// AVX-512 (Q4_0, Q4_1 also AVX2) matrix × vector kernels.
     PackedQ32(Arc<PackedQ32>),
 }
 
@@ -49,10 +49,10 @@ fn plain<'a>(data: &'a SharedBytes, range: &Range<usize>) -> &'a [u8] {
 /// A `[rows, cols]` row-major matrix of GGML type `ty` (each row a whole
 /// number of blocks), owning its bytes or borrowing them from a mapped file.
 /// Q4_K matrices it owns ([`QMatrix::new`]) are regrouped into the
-/// [`PackedQ4K`] layout, and Q8_0, Q2_K and the 32-value ones into
+/// [`PackedQ4K`] layout, and Q8_0, Q2_K and the 4-bit 32-value ones into
 /// [`PackedQ8_0`], [`PackedQ2K`] and [`PackedQ32`] while the matrix
-/// computes on [`Isa::Avx512`] (Q4_0 and Q4_1 also on [`Isa::Avx2`]) (same size,
-/// same results, faster decode).
+/// computes on [`Isa::Avx512`], Q4_0 and Q4_1 also on [`Isa::Avx2`] (same
+/// size, same results, faster decode).
 #[derive(Clone)]
 pub struct QMatrix {
     ty: GgmlType,

@@ -16,7 +16,7 @@
 //!   matrix × matrix (16 rows per `vpdpbusd`, read in place). Lossless, same
 //!   size.
 //!
-//! - [`q32`]: Q4_0, Q4_1, Q5_0 and Q5_1 in groups of 16 rows
+//! - [`q32`]: Q4_0, Q4_1, Q5_0, Q5_1 and IQ4_NL in groups of 16 rows
 //!   ([`PackedQ32`]): the nibbles word-interleaved as Q8_0's bytes, the
 //!   fifth bits as byte masks, for the AVX-512 VNNI matrix × vector (and an
 //!   AVX2 one for Q4_0 and Q4_1). Lossless, same size.

@@ -1,7 +1,8 @@
-//! The 32-value types with 4-bit nibbles (Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL) regrouped
-//! by 16 rows ([`PackedQ32`]) for the AVX-512 VNNI matrix × vector, and the
-//! scalar reference on that layout, written from the layout description
-//! below (not from the SIMD code).
+//! The 32-value types with 4-bit nibbles (Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL)
+//! regrouped by 16 rows ([`PackedQ32`]) for the AVX-512 VNNI matrix × vector
+//! (`q32_avx512`; Q4_0 and Q4_1 also AVX2, `q32_avx2`), and the scalar
+//! reference on that layout, written from the layout description below (not
+//! from the SIMD code).
 //!
 //! Group `g`, block column `i` (values `32i..32i + 32` of rows `16g..16g + 16`),
 //! `j = g·nb + i`:
@@ -312,7 +313,8 @@ impl PackedQ32 {
     }
 
     /// Row `r`'s block `i` as its fields `(d, m, qh, qs)` (as
-    /// [`Block32::parts`]: `m` zero and `qh` 0 where the type has none).
+    /// [`Block32::parts`]: `m` zero and `qh` 0 where the type has none;
+    /// `r < rows`, `i < cols / 32`).
     #[inline]
     pub fn parts(&self, r: usize, i: usize) -> (F16Le, F16Le, u32, [u8; 16]) {
         let j = r / GROUP16 * self.nb() + i;
@@ -341,7 +343,7 @@ impl PackedQ32 {
     }
 
     /// Writes row `r`'s block `i` in GGUF bytes to the start of `out` (at
-    /// least one block's size) and returns them.
+    /// least one block's size) and returns them (`r < rows`, `i < cols / 32`).
     pub fn block_bytes<'a>(&self, r: usize, i: usize, out: &'a mut [u8]) -> &'a [u8] {
         fn put<'a, B: Block32>(p: &PackedQ32, r: usize, i: usize, out: &'a mut [u8]) -> &'a [u8] {
             let b = p.block_typed::<B>(r, i);
