@@ -8,7 +8,7 @@
 //! in magnitude: levels 0..15, activations −127..127) are summed in i16
 //! (8·3810 = 30480 < 2¹⁵), then widened by one `vpmaddwd`. The integer sums
 //! are exact and the float step is the scalar kernel's (no FMA), so the
-//! results equal [`super::q32::gemv_scalar`] and [`crate::dot::scalar`]'s
+//! results equal `q32::gemv_scalar` and [`crate::dot::scalar`]'s
 //! kernels bit for bit.
 
 #![allow(clippy::missing_safety_doc)]

@@ -9,7 +9,7 @@
 //! IQ4_NL,
 //! then the float step is the scalar kernel's (`step_d` / `step_dm`: the
 //! same multiplies and adds in the same order, no FMA), so the results
-//! equal [`super::q32::gemv_scalar`] and [`crate::dot::scalar`]'s kernels
+//! equal `q32::gemv_scalar` and [`crate::dot::scalar`]'s kernels
 //! bit for bit.
 
 #![allow(clippy::missing_safety_doc)]
