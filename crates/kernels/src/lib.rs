@@ -42,10 +42,12 @@
 //! - [`packed`]: weight layouts regrouped once at load for faster kernels;
 //!   Q4_K in groups of 16 rows ([`packed::PackedQ4K`]), which [`QMatrix::new`]
 //!   uses for every Q4_K matrix it owns (bit-identical results, +2.8% bytes),
-//!   and on AVX-512 Q2_K by 8 rows ([`packed::PackedQ2K`], same bytes) and
-//!   Q8_0 by 16 ([`packed::PackedQ8_0`]). Their AVX-512 matrix × vector
-//!   kernels take 1 or 4 activation rows per pass over the weights, up to
-//!   the batch where the tiled kernels win ([`gemm::is_tiled_packed`]).
+//!   and on AVX-512 Q2_K by 8 rows ([`packed::PackedQ2K`], same bytes),
+//!   Q8_0 by 16 ([`packed::PackedQ8_0`]) and Q4_0, Q4_1, Q5_0, Q5_1 and
+//!   IQ4_NL by 16 ([`packed::PackedQ32`], same bytes; Q4_0 and Q4_1 also on
+//!   AVX2). Their matrix × vector kernels take 1 or 4 activation rows per
+//!   pass over the weights, up to the batch where the tiled kernels win
+//!   ([`gemm::is_tiled_packed`]).
 //! - [`QMatrix`]: the weight type the transformer multiplies by, also a candle
 //!   `CustomOp1` / `Module` (`[.., cols] -> [.., rows]`), a drop-in for
 //!   candle's `QMatMul`.

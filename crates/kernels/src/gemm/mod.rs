@@ -239,8 +239,7 @@ pub(crate) fn try_matmul(
                 kquant_matmul(ty, isa, kquant::KRows::Plain(w), rows, cols, x, y)
             }
             Some(Family::Legacy) => {
-                let avx512 = isa.has_avx512() && x.len() / cols.max(1) >= AVX512_MIN_ROWS_LEGACY;
-                legacy_form(ty, avx512, legacy::LRows::Plain(w), (rows, cols), x, y)
+                legacy_matmul(ty, isa, legacy::LRows::Plain(w), (rows, cols), x, y)
             }
             Some(Family::Half) if isa == Isa::Amx && amx_takes(rows, cols) => {
                 if ty == GgmlType::F16 {
@@ -380,14 +379,12 @@ pub(crate) fn try_matmul_packed_q32(
     y: &mut [f32],
 ) -> bool {
     let (ty, rows, cols) = (w.ggml_type(), w.rows(), w.cols());
-    let n = x.len() / cols.max(1);
-    if !is_tiled_packed(ty, isa, n) {
+    if !is_tiled_packed(ty, isa, x.len() / cols.max(1)) {
         return false;
     }
     #[cfg(target_arch = "x86_64")]
     {
-        let avx512 = isa.has_avx512() && n >= AVX512_MIN_ROWS_LEGACY;
-        legacy_form(ty, avx512, legacy::LRows::PackedQ32(w), (rows, cols), x, y)
+        legacy_matmul(ty, isa, legacy::LRows::PackedQ32(w), (rows, cols), x, y)
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -452,8 +449,24 @@ fn kquant_matmul(
 #[cfg(target_arch = "x86_64")]
 const AVX512_MIN_ROWS_LEGACY: usize = 64;
 
-/// The 32-value types' tiled kernel on weights in the GGUF layout, in its
-/// AVX-512 form (`avx512`) or its AVX2 one.
+/// The 32-value types' tiled kernel of `isa`: its AVX-512 form where `isa`
+/// has AVX-512 and there are [`AVX512_MIN_ROWS_LEGACY`] activation rows,
+/// else its AVX2 form.
+#[cfg(target_arch = "x86_64")]
+fn legacy_matmul(
+    ty: GgmlType,
+    isa: Isa,
+    w: legacy::LRows<'_>,
+    (rows, cols): (usize, usize),
+    x: &[f32],
+    y: &mut [f32],
+) -> bool {
+    let avx512 = isa.has_avx512() && x.len() / cols.max(1) >= AVX512_MIN_ROWS_LEGACY;
+    legacy_form(ty, avx512, w, (rows, cols), x, y)
+}
+
+/// The 32-value types' tiled kernel on weights in the GGUF layout or a
+/// packed one, in its AVX-512 form (`avx512`) or its AVX2 one.
 #[cfg(target_arch = "x86_64")]
 fn legacy_form(
     ty: GgmlType,
