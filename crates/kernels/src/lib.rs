@@ -54,6 +54,7 @@
 
 #![allow(clippy::needless_range_loop)] // ported block loops read best with explicit indices
 
+pub mod attention;
 pub mod blocks;
 #[cfg(feature = "candle")]
 pub mod candle_op;
