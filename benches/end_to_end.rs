@@ -32,7 +32,7 @@ use mistral_gguf::GgufFile;
 use mistral_transformer::synth::{
     default_vocab, synth_size, write_synth, SynthArch, SynthPreset, SynthSpec, SynthType,
 };
-use mistral_transformer::{Device, KernelChoice, LoadOptions, ModelConfig, Transformer};
+use mistral_transformer::{KernelChoice, LoadOptions, Model, ModelConfig, Session};
 
 /// Prompt tokens of the prefill benchmark.
 const PP: usize = 64;
@@ -166,15 +166,15 @@ fn kernels_supported(kernels: KernelChoice) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
-fn load(path: &Path, kernels: KernelChoice) -> Transformer {
-    let file = GgufFile::open(path).expect("open model");
+fn load(path: &Path, kernels: KernelChoice) -> Session {
     let opts = LoadOptions {
         ctx_size: Some(PP.max(TG)),
         kernels,
         ..LoadOptions::default()
     };
-    Transformer::load(&file, &Device::Cpu, &opts)
+    Model::load(path, opts)
         .unwrap_or_else(|e| panic!("cannot load {}: {e}", path.display()))
+        .new_session()
 }
 
 fn argmax(xs: &[f32]) -> u32 {
@@ -187,29 +187,21 @@ fn argmax(xs: &[f32]) -> u32 {
     best as u32
 }
 
-fn prefill(model: &mut Transformer, prompt: &[u32]) -> Duration {
+fn prefill(model: &mut Session, prompt: &[u32]) -> Duration {
     model.reset();
     let t = Instant::now();
-    let logits = model
-        .forward_last(prompt)
-        .expect("prefill")
-        .to_vec1::<f32>()
-        .expect("logits");
+    let logits = model.forward(prompt, 1).expect("prefill");
     let d = t.elapsed();
     std::hint::black_box(logits);
     d
 }
 
-fn decode(model: &mut Transformer, first: u32, steps: usize) -> Duration {
+fn decode(model: &mut Session, first: u32, steps: usize) -> Duration {
     model.reset();
     let t = Instant::now();
     let mut tok = first;
     for _ in 0..steps {
-        let logits = model
-            .forward_last(&[tok])
-            .expect("decode step")
-            .to_vec1::<f32>()
-            .expect("logits");
+        let logits = model.forward(&[tok], 1).expect("decode step");
         tok = argmax(&logits);
     }
     t.elapsed()
@@ -217,12 +209,12 @@ fn decode(model: &mut Transformer, first: u32, steps: usize) -> Duration {
 
 /// The model of `case` with `kernels`, generated and loaded on first use.
 fn loaded<'a>(
-    model: &'a mut Option<Transformer>,
+    model: &'a mut Option<Session>,
     path: &mut Option<PathBuf>,
     case: &Case,
     tiny: bool,
     kernels: KernelChoice,
-) -> &'a mut Transformer {
+) -> &'a mut Session {
     let p = path.get_or_insert_with(|| ensure_model(case, tiny));
     model.get_or_insert_with(|| load(p, kernels))
 }
@@ -250,7 +242,7 @@ fn end_to_end(c: &mut Criterion, tiny: bool) -> Vec<(PathBuf, Vec<&'static str>)
         let mut used = Vec::new();
         for &(kernels, kname) in &supported {
             // Loaded lazily: a filtered-out case costs nothing.
-            let mut model: Option<Transformer> = None;
+            let mut model: Option<Session> = None;
             let prompt: Vec<u32> = (0..PP as u32).map(|i| (i * 7919 + 13) % 500).collect();
             group.throughput(Throughput::Elements(PP as u64));
             group.bench_function(BenchmarkId::new(format!("prefill-pp{PP}"), kname), |b| {

@@ -91,12 +91,15 @@ fn check_result(
     assert_eq!(u64_field(r, "n_expert_used"), hp.expert_used_count);
     // Every tensor is loaded once.
     assert_eq!(u64_field(r, "weight_bytes"), size);
-    // f32 K and V, per layer: n_head_kv * positions * head_dim each.
+    // The default f16 K and V, per layer: n_head_kv * positions * head_dim
+    // each (the context of these small tests is less than one 256-slot page).
     let positions = u64_field(r, "kv_positions");
     assert!(positions >= n_prompt.max(n_gen), "{r}");
+    assert_eq!(str_field(r, "cache_type_k"), "f16");
+    assert_eq!(str_field(r, "cache_type_v"), "f16");
     assert_eq!(
         u64_field(r, "kv_cache_bytes"),
-        hp.block_count * 2 * hp.head_count_kv * positions * hp.head_dim * 4
+        hp.block_count * 2 * hp.head_count_kv * positions * hp.head_dim * 2
     );
     let peak = u64_field(r, "peak_rss_bytes");
     let rss = u64_field(r, "rss_bytes");

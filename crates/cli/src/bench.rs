@@ -61,6 +61,10 @@ pub struct Args {
     /// Generated tokens of the tg test (0: skip it).
     #[arg(short = 'n', long = "n-gen", value_name = "N", default_value_t = 128, value_parser = clap::value_parser!(u32).range(0..=MAX_TOKENS))]
     pub n_gen: u32,
+    /// Tokens already in the KV cache when each test starts (comma-separated
+    /// list: every test at every depth), like llama-bench's -d.
+    #[arg(short = 'd', long = "n-depth", value_name = "N", value_delimiter = ',', value_parser = clap::value_parser!(u32).range(0..=MAX_TOKENS))]
+    pub depth: Vec<u32>,
     /// Timed repetitions of each test (after one warm-up).
     #[arg(short = 'r', long = "repetitions", value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub repetitions: u32,
@@ -130,6 +134,7 @@ pub fn run(args: Args) -> Result<()> {
         n_prompt: args.n_prompt as usize,
         n_gen: args.n_gen as usize,
         repetitions: args.repetitions as usize,
+        n_depth: depths(&args),
         results: Vec::new(),
         errors: Vec::new(),
     };
@@ -190,6 +195,15 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
+/// The depths to measure at (0 when none were given).
+fn depths(args: &Args) -> Vec<usize> {
+    if args.depth.is_empty() {
+        vec![0]
+    } else {
+        dedup(args.depth.iter().map(|&d| d as usize).collect())
+    }
+}
+
 fn dedup<T: PartialEq>(v: Vec<T>) -> Vec<T> {
     let mut out: Vec<T> = Vec::with_capacity(v.len());
     for x in v {
@@ -228,6 +242,12 @@ fn spawn_worker(
             &args.n_gen.to_string(),
             "-r",
             &args.repetitions.to_string(),
+            "-d",
+            &depths(args)
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
         ])
         // candle sizes its CPU thread pools from these when first used; the
         // global rayon pool (our kernels) reads RAYON_NUM_THREADS too.
@@ -266,6 +286,7 @@ fn run_worker(args: &Args) -> Result<()> {
         device: &args.device,
         n_prompt: args.n_prompt as usize,
         n_gen: args.n_gen as usize,
+        depths: &depths(args),
         repetitions: args.repetitions as usize,
     };
     let out = match worker::measure(&job) {

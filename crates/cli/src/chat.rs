@@ -35,7 +35,8 @@ static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 pub fn run(args: Args) -> Result<()> {
     let params = args.sampling.params(args.n_predict)?;
-    let (mut model, _) = args.model.load()?;
+    let (model, _) = args.model.load()?;
+    let mut session = model.new_session();
     ctrlc::set_handler(|| {
         if GENERATING.load(Ordering::SeqCst) {
             INTERRUPTED.store(true, Ordering::SeqCst);
@@ -74,7 +75,7 @@ pub fn run(args: Args) -> Result<()> {
 
         INTERRUPTED.store(false, Ordering::SeqCst);
         GENERATING.store(true, Ordering::SeqCst);
-        let answer = answer(&mut model, &history, &params, &mut stdout.lock());
+        let answer = answer(&mut session, &history, &params, &mut stdout.lock());
         GENERATING.store(false, Ordering::SeqCst);
         match answer {
             Ok(text) => history.push(Message::assistant(text)),
@@ -90,7 +91,7 @@ pub fn run(args: Args) -> Result<()> {
 /// Drops the oldest exchanges (keeping a system message and the new question)
 /// until the conversation leaves room in the context for an answer.
 fn fit_context(model: &mistral_transformer::Model, history: &mut Vec<Message>) -> Result<()> {
-    let Some(max) = model.max_positions() else {
+    let Some(max) = model.config().cache.max_prompt() else {
         return Ok(());
     };
     let first = usize::from(history.first().is_some_and(|m| m.role == "system"));
@@ -108,16 +109,18 @@ fn fit_context(model: &mistral_transformer::Model, history: &mut Vec<Message>) -
 
 /// Streams one answer; returns the text shown (partial when interrupted).
 fn answer(
-    model: &mut mistral_transformer::Model,
+    session: &mut mistral_transformer::Session,
     history: &[Message],
     params: &mistral_transformer::SamplingParams,
     out: &mut impl Write,
 ) -> Result<String> {
-    let mut generation = model.chat(history, params)?;
+    let mut generation = session.chat(history, params)?;
     let mut stopped = false;
     let mut shown = String::new();
-    for token in generation.by_ref() {
+    let mut shifts = 0;
+    while let Some(token) = generation.next() {
         let token = token?;
+        shifts = crate::run::report_shifts(shifts, generation.stats().context_shifts);
         // Checked before printing: nothing appears after Ctrl-C.
         if INTERRUPTED.load(Ordering::SeqCst) {
             stopped = true;
@@ -131,6 +134,8 @@ fn answer(
     out.flush()?;
     if stopped {
         eprintln!("[stopped]");
+    } else {
+        crate::run::report_end(generation.finish_reason());
     }
     let s = generation.stats();
     eprintln!(

@@ -53,7 +53,7 @@ enum Command {
 
 fn main() -> ExitCode {
     // Before any thread exists; the bench workers inherit it.
-    mistral_transformer::threads::limit_candle_spinning();
+    model_args::limit_candle_spinning();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(a) => run::run(a),

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use mistral_transformer::{Device, LoadOptions, Model, SamplingParams};
+use mistral_transformer::{CacheType, LoadOptions, Model, SamplingParams};
 
 use crate::bench::Kernels;
 
@@ -37,44 +37,101 @@ pub struct ModelArgs {
     /// Matmul kernels for the weights (default: the engine's default).
     #[arg(long, value_enum, value_name = "KIND")]
     pub kernels: Option<Kernels>,
+    #[command(flatten)]
+    pub cache: CacheArgs,
+}
+
+/// How sessions' KV caches are stored and shifted (llama.cpp's flag names).
+#[derive(clap::Args, Debug, Clone)]
+pub struct CacheArgs {
+    /// Element type of cached keys: f16, q8_0 or f32.
+    #[arg(long = "cache-type-k", value_name = "TYPE", default_value = "f16", value_parser = parse_cache_type)]
+    pub cache_type_k: CacheType,
+    /// Element type of cached values: f16, q8_0 or f32.
+    #[arg(long = "cache-type-v", value_name = "TYPE", default_value = "f16", value_parser = parse_cache_type)]
+    pub cache_type_v: CacheType,
+    /// Tokens of the prompt (after BOS) kept when a full context shifts.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep: usize,
+    /// End generation when the context is full instead of dropping its older half.
+    #[arg(long = "no-context-shift")]
+    pub no_context_shift: bool,
+}
+
+fn parse_cache_type(s: &str) -> Result<CacheType, String> {
+    CacheType::from_name(s).ok_or_else(|| {
+        let names: Vec<&str> = CacheType::ALL.iter().map(|t| t.name()).collect();
+        format!("unknown cache type {s:?} (expected {})", names.join(", "))
+    })
+}
+
+impl CacheArgs {
+    /// Applies these settings to `opts`.
+    pub fn apply(&self, opts: &mut LoadOptions) {
+        opts.cache_type_k = self.cache_type_k;
+        opts.cache_type_v = self.cache_type_v;
+        opts.keep = self.keep;
+        opts.context_shift = !self.no_context_shift;
+    }
 }
 
 impl ModelArgs {
-    /// Sets the thread count, resolves the model path and loads the model.
-    /// Returns the model and the load time.
-    pub fn load(&self) -> Result<(Model, Duration)> {
-        if let Some(n) = self.threads {
-            set_threads(usize::from(n))?;
+    /// The path to load: `-m`, else `$MISTRAL_RUN_MODEL`, else the default
+    /// model (fetched on first use).
+    pub fn path(&self) -> Result<PathBuf> {
+        match &self.model {
+            Some(p) => Ok(p.clone()),
+            None => default_model(),
         }
-        let path = match &self.model {
-            Some(p) => p.clone(),
-            None => default_model()?,
-        };
-        let opts = LoadOptions {
+    }
+
+    /// The load options these flags ask for.
+    pub fn options(&self) -> LoadOptions {
+        let mut opts = LoadOptions {
             ctx_size: self.ctx_size.map(|n| n as usize),
             sliding_window: self.sliding_window.map(|n| n as usize),
             kernels: self.kernels.map(Into::into).unwrap_or_default(),
+            threads: self.threads.map(usize::from),
+            ..LoadOptions::default()
         };
+        self.cache.apply(&mut opts);
+        opts
+    }
+
+    /// Resolves the model path and loads the model. Returns the model and
+    /// the load time.
+    pub fn load(&self) -> Result<(Model, Duration)> {
+        if let Some(n) = self.threads {
+            set_candle_threads(usize::from(n));
+        }
+        let path = self.path()?;
         let start = Instant::now();
-        let model = Model::load(&path, &Device::Cpu, opts)?;
+        let model = Model::load(&path, self.options())?;
         Ok((model, start.elapsed()))
     }
 }
 
-/// Makes `n` threads effective for candle and rayon. candle 0.11 sizes its CPU
-/// pools (the rayon pool of its matmuls and the barrier pool of its quantized
-/// kernels) from `RAYON_NUM_THREADS` / `CANDLE_NUM_THREADS` the first time they are
-/// used, so the variables are set before any tensor work; the global rayon pool
-/// (our own kernels) is built with `n` threads too.
-fn set_threads(n: usize) -> Result<()> {
-    // Called once, from the main thread, before any other thread exists.
+/// candle 0.11 sizes its CPU pools (used by `--kernels candle`) from
+/// `RAYON_NUM_THREADS` / `CANDLE_NUM_THREADS` the first time they are used;
+/// the engine's own pool takes the thread count from the load options.
+pub fn set_candle_threads(n: usize) {
+    // Called from the main thread, before any tensor work.
     std::env::set_var("RAYON_NUM_THREADS", n.to_string());
     std::env::set_var("CANDLE_NUM_THREADS", n.to_string());
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(n)
-        .build_global()
-        .context("cannot set up the thread pool")?;
-    Ok(())
+}
+
+/// Spins of candle's CPU barrier pool after each op before its workers
+/// park: candle 0.11 spins 25,000 times, and a spinning worker takes a core
+/// from the engine's kernels (BENCHMARKS.md, 2026-12-04 evening).
+const CANDLE_SPIN_LIMIT: u32 = 1000;
+
+/// Sets `CANDLE_BARRIER_POOL_SPIN_LIMIT` unless the user has. Called at the
+/// start of `main`, before any other thread exists.
+pub fn limit_candle_spinning() {
+    const VAR: &str = "CANDLE_BARRIER_POOL_SPIN_LIMIT";
+    if std::env::var_os(VAR).is_none() {
+        std::env::set_var(VAR, CANDLE_SPIN_LIMIT.to_string());
+    }
 }
 
 /// `$MISTRAL_RUN_MODEL`, else the SmolLM2 file the embedded fetch script prints

@@ -10,11 +10,11 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use mistral_gguf::GgufFile;
-use mistral_tokenizer::Tokenizer;
 use mistral_transformer::perplexity::{chunk_count, perplexity};
-use mistral_transformer::{Device, LoadOptions, Transformer};
+use mistral_transformer::{LoadOptions, Model};
 
 use crate::bench::Kernels;
+use crate::model_args::CacheArgs;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -36,14 +36,14 @@ pub struct Args {
     /// Worker threads (default: the physical cores).
     #[arg(short = 't', long)]
     pub threads: Option<usize>,
+    #[command(flatten)]
+    pub cache: CacheArgs,
 }
 
 pub fn run(args: Args) -> Result<()> {
     if let Some(n) = args.threads {
         anyhow::ensure!(n > 0, "--threads must be at least 1");
-        // Before any tensor work: candle sizes its pools from these on first use.
-        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
-        std::env::set_var("CANDLE_NUM_THREADS", n.to_string());
+        crate::model_args::set_candle_threads(n);
     }
     anyhow::ensure!(args.ctx >= 4, "--ctx must be at least 4");
     let text = std::fs::read(&args.file)
@@ -51,14 +51,17 @@ pub fn run(args: Args) -> Result<()> {
     let text = String::from_utf8(text)
         .with_context(|| format!("{} is not UTF-8 text", args.file.display()))?;
     let file = GgufFile::open(&args.model)?;
-    let tokenizer = Tokenizer::from_gguf(&file)?;
     let start = Instant::now();
-    let opts = LoadOptions {
+    let mut opts = LoadOptions {
         ctx_size: Some(args.ctx),
         kernels: args.kernels.map(Into::into).unwrap_or_default(),
+        threads: args.threads,
         ..LoadOptions::default()
     };
-    let mut model = Transformer::load(&file, &Device::Cpu, &opts)?;
+    args.cache.apply(&mut opts);
+    let model = Model::from_gguf(&file, opts)?;
+    drop(file);
+    let tokenizer = model.tokenizer();
     let add_bos = tokenizer.adds_bos();
     let tokens = tokenizer.encode(&text, add_bos, false)?;
     let bos = if add_bos { tokenizer.bos_id() } else { None };
@@ -84,7 +87,7 @@ pub fn run(args: Args) -> Result<()> {
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let t0 = Instant::now();
-    let stats = perplexity(&mut model, &tokens, args.ctx, bos, args.chunks, |s| {
+    let stats = perplexity(&model, &tokens, args.ctx, bos, args.chunks, |s| {
         bar.suspend(|| {
             print!("[{}]{:.4},", s.chunks, s.ppl());
             let _ = std::io::stdout().flush();

@@ -127,10 +127,10 @@ fn read_report(p: &Path) -> Result<BenchReport> {
 fn test_names(r: &BenchReport) -> String {
     let mut v = Vec::new();
     if r.n_prompt > 0 {
-        v.push(TestKind::Pp.name(r.n_prompt));
+        v.push(TestKind::Pp.name(r.n_prompt, 0));
     }
     if r.n_gen > 0 {
-        v.push(TestKind::Tg.name(r.n_gen));
+        v.push(TestKind::Tg.name(r.n_gen, 0));
     }
     format!("{}, {} runs each", v.join(" / "), r.repetitions)
 }
@@ -284,7 +284,7 @@ impl Chart {
                 .iter()
                 .flat_map(|r| &r.tests)
                 .find(|t| t.kind == kind)
-                .map_or_else(|| kind.name(0), |t| t.name.clone())
+                .map_or_else(|| kind.name(0, 0), |t| t.name.clone())
         };
         Chart {
             labels,

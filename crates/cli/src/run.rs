@@ -4,7 +4,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use anyhow::Result;
-use mistral_transformer::{GenerationStats, Message, Model};
+use mistral_transformer::{FinishReason, GenerationStats, Message, Session};
 
 use crate::model_args::{mib, peak_rss_bytes, ModelArgs, SamplingArgs};
 
@@ -31,7 +31,8 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let params = args.sampling.params(args.n_predict)?;
-    let (mut model, load_time) = args.model.load()?;
+    let (model, load_time) = args.model.load()?;
+    let mut session = model.new_session();
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut generation = if args.chat || args.system.is_some() {
@@ -40,25 +41,46 @@ pub fn run(args: Args) -> Result<()> {
             messages.push(Message::system(s));
         }
         messages.push(Message::user(args.prompt));
-        model.chat(&messages, &params)?
+        session.chat(&messages, &params)?
     } else {
-        model.generate(&args.prompt, &params)?
+        session.generate(&args.prompt, &params)?
     };
-    for token in generation.by_ref() {
+    let mut shifts = 0;
+    while let Some(token) = generation.next() {
         let token = token?;
         out.write_all(token.text.as_bytes())?;
         out.flush()?;
+        shifts = report_shifts(shifts, generation.stats().context_shifts);
     }
     writeln!(out)?;
     out.flush()?;
     let stats = generation.stats();
+    let reason = generation.finish_reason();
     drop(generation);
-    print_stats(&model, load_time, &stats);
+    report_end(reason);
+    print_stats(&session, load_time, &stats);
     Ok(())
 }
 
+/// Says on stderr when the context shifted since `seen` shifts; returns the count.
+pub fn report_shifts(seen: usize, now: usize) -> usize {
+    if now > seen {
+        eprintln!("\n[context full: dropped the older half of the context and went on]");
+    }
+    now
+}
+
+/// Says on stderr when generation stopped because the context is full.
+pub fn report_end(reason: Option<FinishReason>) {
+    if reason == Some(FinishReason::ContextFull) {
+        eprintln!(
+            "[context full: generation stopped (raise --ctx-size, or drop --no-context-shift)]"
+        );
+    }
+}
+
 /// The end-of-run report on stderr, in the spirit of llama.cpp's timings.
-pub fn print_stats(model: &Model, load_time: Duration, s: &GenerationStats) {
+pub fn print_stats(session: &Session, load_time: Duration, s: &GenerationStats) {
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     eprintln!();
     eprintln!("load time:   {:10.2} ms", ms(load_time));
@@ -75,7 +97,14 @@ pub fn print_stats(model: &Model, load_time: Duration, s: &GenerationStats) {
         s.decode_tokens_per_second(),
         s.generated_tokens
     );
-    eprintln!("kv cache:    {:>13}", mib(model.kv_cache_bytes() as u64));
+    let cfg = session.model().config();
+    eprintln!(
+        "kv cache:    {:>13} ({} positions held, K {} V {})",
+        mib(session.kv_cache_bytes() as u64),
+        session.position(),
+        cfg.cache_type_k.name(),
+        cfg.cache_type_v.name()
+    );
     match peak_rss_bytes() {
         Some(b) => eprintln!("peak memory: {:>13} (VmHWM)", mib(b)),
         None => eprintln!("peak memory: unknown (no /proc/self/status)"),

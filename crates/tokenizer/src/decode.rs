@@ -75,16 +75,19 @@ pub fn decode_bytes(
 /// byte-fallback or byte-level tokens); bytes that can never form a character
 /// come out as U+FFFD, exactly where `Tokenizer::decode` puts one, so the
 /// concatenated output always equals `decode` of the same ids.
-pub struct StreamDecoder<'a> {
-    tok: &'a Tokenizer,
+#[derive(Debug, Clone)]
+pub struct StreamDecoder {
+    /// A clone of the tokenizer (shared vocabulary), so the decoder can live
+    /// as long as a request that outlives any borrow.
+    tok: Tokenizer,
     pending: Vec<u8>,
     strip: bool,
 }
 
-impl<'a> StreamDecoder<'a> {
-    pub(crate) fn new(tok: &'a Tokenizer) -> Self {
+impl StreamDecoder {
+    pub(crate) fn new(tok: &Tokenizer) -> Self {
         StreamDecoder {
-            tok,
+            tok: tok.clone(),
             pending: Vec::new(),
             strip: tok.strips_leading_space(),
         }

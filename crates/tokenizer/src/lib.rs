@@ -194,7 +194,7 @@ impl Tokenizer {
     }
 
     /// A decoder for generated ids, one at a time.
-    pub fn stream_decoder(&self) -> StreamDecoder<'_> {
+    pub fn stream_decoder(&self) -> StreamDecoder {
         StreamDecoder::new(self)
     }
 

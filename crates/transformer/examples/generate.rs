@@ -6,22 +6,21 @@
 
 use std::io::Write;
 
-use mistral_transformer::{Device, LoadOptions, Message, Model, SamplingParams};
+use mistral_transformer::{LoadOptions, Message, Model, SamplingParams};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // As the CLI does, before any thread exists (see the README).
-    mistral_transformer::threads::limit_candle_spinning();
     let mut args = std::env::args().skip(1);
     let (Some(path), Some(question)) = (args.next(), args.next()) else {
         eprintln!("usage: generate MODEL.gguf QUESTION");
         std::process::exit(2);
     };
-    let mut model = Model::load(&path, &Device::Cpu, LoadOptions::default())?;
+    let model = Model::load(&path, LoadOptions::default())?;
+    let mut session = model.new_session();
     let params = SamplingParams {
         max_tokens: Some(128),
         ..SamplingParams::greedy()
     };
-    let mut answer = model.chat(&[Message::user(question)], &params)?;
+    let mut answer = session.chat(&[Message::user(question)], &params)?;
     let mut out = std::io::stdout();
     for token in answer.by_ref() {
         out.write_all(token?.text.as_bytes())?;

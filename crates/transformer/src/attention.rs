@@ -1,39 +1,38 @@
-//! Grouped-query self-attention over the preallocated KV cache.
-//!
-//! K/V are never copied per query head: the `n_head` query heads are reshaped to
-//! `[n_head_kv, group * n, head_dim]` (head `h` uses KV head `h / group`, as in
-//! llama.cpp) and multiplied against each KV head's keys in one batched matmul.
+//! Grouped-query self-attention of one layer over the batch of a step: the
+//! projections run once over every token of every sequence (the weights are
+//! read once per step), RoPE at each token's own position, the new keys and
+//! values go into each sequence's cache, and the fused kernel
+//! ([`mistral_kernels::attention`]) attends each sequence's queries to its
+//! own cache.
 
-use candle_core::{Device, Tensor};
+use mistral_gguf::keys::TensorName;
+use mistral_kernels::attention::{attention, AttnSeq, AttnShape};
+use mistral_kernels::Isa;
 
 use crate::config::ModelConfig;
 use crate::error::ModelError;
-use crate::kv_cache::KvCache;
+use crate::kv_cache::{KvCache, Placement};
 use crate::matmul::Linear;
-use crate::rope;
+use crate::rope::{Rope, RopeTables};
 use crate::weights::WeightLoader;
-use mistral_gguf::keys::TensorName;
-
-/// Per-forward inputs shared by every layer: RoPE tables and the mask.
-pub struct AttentionInputs {
-    /// Position of the first token of the batch.
-    pub start: usize,
-    pub cos: Tensor,
-    pub sin: Tensor,
-    /// `[n, slots]` additive mask, `None` when every slot is visible.
-    pub mask: Option<Tensor>,
-}
 
 /// One layer's attention weights.
 #[derive(Debug, Clone)]
-pub struct Attention {
+pub(crate) struct Attention {
     wq: Linear, // [n_head * head_dim, n_embd]
     wk: Linear, // [n_head_kv * head_dim, n_embd]
     wv: Linear, // [n_head_kv * head_dim, n_embd]
     wo: Linear, // [n_embd, n_head * head_dim]
-    n_head: usize,
-    n_head_kv: usize,
-    head_dim: usize,
+    shape: AttnShape,
+}
+
+/// One sequence of a step as attention sees it: its cache, where its new
+/// tokens went, and its rows in the batch.
+pub(crate) struct SeqSlice<'a> {
+    pub cache: &'a mut KvCache,
+    pub place: &'a Placement,
+    /// First row of the sequence in the batch.
+    pub row: usize,
 }
 
 impl Attention {
@@ -54,71 +53,55 @@ impl Attention {
                 d,
                 k,
             )?,
-            n_head: cfg.n_head,
-            n_head_kv: cfg.n_head_kv,
-            head_dim: hd,
+            shape: AttnShape {
+                n_head: cfg.n_head,
+                n_head_kv: cfg.n_head_kv,
+                head_dim: hd,
+                k_type: cfg.cache_type_k,
+                v_type: cfg.cache_type_v,
+                scale: 1.0 / (hd as f32).sqrt(),
+                window: cfg
+                    .cache
+                    .window()
+                    .map(|w| u32::try_from(w).unwrap_or(u32::MAX)),
+            },
         })
     }
 
-    /// `[n, heads * head_dim]` -> `[heads, n, head_dim]` (contiguous).
-    fn split_heads(x: &Tensor, heads: usize, head_dim: usize) -> Result<Tensor, ModelError> {
-        let n = x.dim(0)?;
-        Ok(x.reshape((n, heads, head_dim))?
-            .transpose(0, 1)?
-            .contiguous()?)
-    }
-
-    /// `x [n, n_embd]` at positions `inp.start..`; appends K/V to `cache`.
+    /// `h [n, n_embd]` (every token of the step, sequence after sequence)
+    /// through layer `layer`'s attention: `[n, n_embd]`.
     pub fn forward(
         &self,
-        x: &Tensor,
-        inp: &AttentionInputs,
-        cache: &mut KvCache,
-    ) -> Result<Tensor, ModelError> {
-        let n = x.dim(0)?;
-        let (h, hkv, hd) = (self.n_head, self.n_head_kv, self.head_dim);
-        let group = h / hkv;
-        let q = rope::apply(
-            &Self::split_heads(&self.wq.forward(x)?, h, hd)?,
-            &inp.cos,
-            &inp.sin,
-        )?; // [h, n, hd]
-        let k = rope::apply(
-            &Self::split_heads(&self.wk.forward(x)?, hkv, hd)?,
-            &inp.cos,
-            &inp.sin,
-        )?; // [hkv, n, hd]
-        let v = Self::split_heads(&self.wv.forward(x)?, hkv, hd)?; // [hkv, n, hd]
-        cache.write(&k, &v, inp.start)?;
-        let (kc, vc) = cache.view(inp.start + n)?; // [hkv, L, hd]
-        let slots = kc.dim(1)?;
-
-        let q = q.reshape((hkv, group * n, hd))?;
-        let scale = 1.0 / (hd as f64).sqrt();
-        let att = (q.matmul(&kc.t()?)? * scale)?; // [hkv, group * n, L]
-        let att = match &inp.mask {
-            Some(m) => att
-                .reshape((hkv, group, n, slots))?
-                .broadcast_add(m)?
-                .reshape((hkv, group * n, slots))?,
-            None => att,
-        };
-        let att = candle_nn::ops::softmax_last_dim(&att)?;
-        let y = att.matmul(&vc)?; // [hkv, group * n, hd]
-        let y = y
-            .reshape((h, n, hd))?
-            .transpose(0, 1)?
-            .reshape((n, h * hd))?;
+        h: &[f32],
+        layer: usize,
+        rope: &Rope,
+        tables: &RopeTables,
+        seqs: &mut [SeqSlice<'_>],
+    ) -> Result<Vec<f32>, ModelError> {
+        let s = &self.shape;
+        let mut q = self.wq.forward(h)?;
+        let mut k = self.wk.forward(h)?;
+        let v = self.wv.forward(h)?;
+        rope.apply(&mut q, s.n_head, tables);
+        rope.apply(&mut k, s.n_head_kv, tables);
+        let kv_width = s.n_head_kv * s.head_dim;
+        for seq in seqs.iter_mut() {
+            let rows = seq.row * kv_width..(seq.row + seq.place.slots.len()) * kv_width;
+            seq.cache
+                .write(layer, &seq.place.slots, &k[rows.clone()], &v[rows])?;
+        }
+        let pages: Vec<_> = seqs.iter().map(|seq| seq.cache.pages(layer)).collect();
+        let attn_seqs: Vec<AttnSeq<'_>> = seqs
+            .iter()
+            .zip(&pages)
+            .map(|(seq, pages)| AttnSeq {
+                row: seq.row,
+                qpos: &seq.place.positions,
+                pages,
+            })
+            .collect();
+        let mut y = vec![0f32; q.len()];
+        attention(Isa::best(), s, &q, &attn_seqs, &mut y)?;
         self.wo.forward(&y)
-    }
-
-    /// Allocates this layer's cache.
-    pub fn new_cache(
-        &self,
-        capacity: usize,
-        rolling: bool,
-        device: &Device,
-    ) -> Result<KvCache, ModelError> {
-        KvCache::new(self.n_head_kv, capacity, self.head_dim, rolling, device)
     }
 }

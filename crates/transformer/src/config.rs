@@ -1,8 +1,11 @@
 //! The model's configuration: hyper-parameters from the GGUF's `llama.*`
-//! metadata plus the user's load options (context size, sliding window).
+//! metadata plus the user's load options (context size, sliding window, cache
+//! types, threads), and the one place the KV-cache policy is decided
+//! ([`CachePolicy`]).
 
 use mistral_gguf::keys::TensorName;
 use mistral_gguf::{GgufFile, LlamaHparams, SUPPORTED_ARCHITECTURES};
+pub use mistral_kernels::attention::KvType as CacheType;
 
 use crate::error::ModelError;
 
@@ -27,16 +30,104 @@ pub enum KernelChoice {
     Native,
 }
 
+/// Where the model runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Device {
+    /// The CPU, with the project's own kernels.
+    #[default]
+    Cpu,
+}
+
 /// What the user chooses at load time.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadOptions {
-    /// Context size (positions in the KV cache without a sliding window).
+    /// Context size (positions in a session's KV cache without a sliding window).
     /// Default: the model's context length capped at [`DEFAULT_CTX_SIZE`].
     pub ctx_size: Option<usize>,
     /// Sliding attention window, used when the file does not declare one.
     pub sliding_window: Option<usize>,
     /// Matmul implementation.
     pub kernels: KernelChoice,
+    /// Where to run.
+    pub device: Device,
+    /// Threads of the model's own pool (default: one per available core).
+    pub threads: Option<usize>,
+    /// How cached keys are stored (llama.cpp's `--cache-type-k`; default f16).
+    pub cache_type_k: CacheType,
+    /// How cached values are stored (llama.cpp's `--cache-type-v`; default f16).
+    pub cache_type_v: CacheType,
+    /// Without a sliding window, a session that reaches the context size
+    /// drops the older half of its context (after the first `keep` tokens)
+    /// and goes on, as llama.cpp does; `false` ends generation instead.
+    pub context_shift: bool,
+    /// Tokens at the start of a context that a context shift keeps.
+    pub keep: usize,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            ctx_size: None,
+            sliding_window: None,
+            kernels: KernelChoice::default(),
+            device: Device::default(),
+            threads: None,
+            cache_type_k: CacheType::F16,
+            cache_type_v: CacheType::F16,
+            context_shift: true,
+            keep: 0,
+        }
+    }
+}
+
+/// How a session's KV cache holds positions: decided once, from the
+/// hyper-parameters and the load options ([`ModelConfig::cache`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CachePolicy {
+    /// Sliding-window attention: a rolling buffer of `capacity` slots
+    /// (`window + MAX_UBATCH`), position `p` in slot `p % capacity`, so a
+    /// session runs on indefinitely in bounded memory.
+    Rolling { window: usize, capacity: usize },
+    /// Full attention over `ctx` positions; a session that would pass them
+    /// keeps its first `keep` tokens and drops the older half of the rest.
+    Shift { ctx: usize, keep: usize },
+    /// Full attention over `ctx` positions; generation ends when they are used.
+    Full { ctx: usize },
+}
+
+impl CachePolicy {
+    /// Slots a session's cache may hold.
+    pub fn capacity(&self) -> usize {
+        match *self {
+            CachePolicy::Rolling { capacity, .. } => capacity,
+            CachePolicy::Shift { ctx, .. } | CachePolicy::Full { ctx } => ctx,
+        }
+    }
+
+    /// The sliding window, if any.
+    pub fn window(&self) -> Option<usize> {
+        match *self {
+            CachePolicy::Rolling { window, .. } => Some(window),
+            _ => None,
+        }
+    }
+
+    /// The most tokens a prompt may have (`None`: any, with a rolling window).
+    pub fn max_prompt(&self) -> Option<usize> {
+        match *self {
+            CachePolicy::Rolling { .. } => None,
+            CachePolicy::Shift { ctx, .. } | CachePolicy::Full { ctx } => Some(ctx),
+        }
+    }
+
+    /// The most positions a session can process since a reset; `None` when
+    /// it goes on indefinitely (a rolling window, or context shifts).
+    pub fn max_positions(&self) -> Option<usize> {
+        match *self {
+            CachePolicy::Full { ctx } => Some(ctx),
+            _ => None,
+        }
+    }
 }
 
 /// The typed configuration a [`Transformer`](crate::Transformer) runs with.
@@ -63,10 +154,18 @@ pub struct ModelConfig {
     pub ctx_size: usize,
     /// Sliding attention window (`None`: full causal attention).
     pub sliding_window: Option<usize>,
+    /// How sessions' caches hold positions.
+    pub cache: CachePolicy,
+    /// How cached keys are stored.
+    pub cache_type_k: CacheType,
+    /// How cached values are stored.
+    pub cache_type_v: CacheType,
     /// Whether `output.weight` is absent and the embedding table is reused.
     pub tied_embeddings: bool,
     /// Matmul implementation.
     pub kernels: KernelChoice,
+    /// Threads of the model's pool.
+    pub threads: usize,
 }
 
 fn to_usize(v: u64, name: &'static str) -> Result<usize, ModelError> {
@@ -175,6 +274,55 @@ impl ModelConfig {
             Some(w) => Some(to_usize(w, "sliding_window")?),
             None => opts.sliding_window,
         };
+        let cache = match sliding_window {
+            Some(window) => CachePolicy::Rolling {
+                window,
+                capacity: window
+                    .checked_add(MAX_UBATCH)
+                    .ok_or(ModelError::InvalidOption {
+                        name: "sliding-window",
+                        value: window.to_string(),
+                        expected: "a window that fits in memory",
+                    })?,
+            },
+            None if opts.context_shift => CachePolicy::Shift {
+                ctx: ctx_size,
+                keep: opts.keep,
+            },
+            None => CachePolicy::Full { ctx: ctx_size },
+        };
+        if let CachePolicy::Shift { ctx, keep } = cache {
+            if keep >= ctx {
+                return Err(ModelError::InvalidOption {
+                    name: "keep",
+                    value: keep.to_string(),
+                    expected: "fewer tokens than the context size",
+                });
+            }
+        }
+        for (name, t) in [
+            ("cache-type-k", opts.cache_type_k),
+            ("cache-type-v", opts.cache_type_v),
+        ] {
+            if t.row_bytes(head_dim).is_none() {
+                return Err(ModelError::InvalidOption {
+                    name,
+                    value: t.name().into(),
+                    expected: "a type that can store a head (q8_0 needs a head dimension that is a multiple of 32)",
+                });
+            }
+        }
+        let threads = match opts.threads {
+            Some(0) => {
+                return Err(ModelError::InvalidOption {
+                    name: "threads",
+                    value: "0".into(),
+                    expected: "at least 1",
+                })
+            }
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
         Ok(ModelConfig {
             n_layer: to_usize(hp.block_count, "block_count")?,
             n_embd,
@@ -190,8 +338,12 @@ impl ModelConfig {
             context_length,
             ctx_size,
             sliding_window,
+            cache,
+            cache_type_k: opts.cache_type_k,
+            cache_type_v: opts.cache_type_v,
             tied_embeddings,
             kernels: opts.kernels,
+            threads,
             hparams: hp,
         })
     }
@@ -206,17 +358,9 @@ impl ModelConfig {
         self.n_expert > 0
     }
 
-    /// Positions one layer's KV cache holds: `window + MAX_UBATCH` (rolling) with a
-    /// sliding window smaller than the context, else the context size.
-    pub fn kv_capacity(&self) -> usize {
-        match self.rolling_window() {
-            Some(w) => w + MAX_UBATCH,
-            None => self.ctx_size,
-        }
-    }
-
-    /// The window when the cache is a rolling buffer (a window is set).
-    pub fn rolling_window(&self) -> Option<usize> {
-        self.sliding_window
+    /// Bytes one cached position takes in every layer (keys and values).
+    pub fn kv_bytes_per_position(&self) -> usize {
+        let row = |t: CacheType| t.row_bytes(self.head_dim).unwrap_or(0);
+        self.n_layer * self.n_head_kv * (row(self.cache_type_k) + row(self.cache_type_v))
     }
 }

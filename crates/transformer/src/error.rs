@@ -13,6 +13,9 @@ pub enum ModelError {
     /// A tensor operation failed (a bug or an out-of-memory condition, not bad input).
     #[error("tensor operation failed: {0}")]
     Candle(#[from] candle_core::Error),
+    /// A kernel refused its inputs (a bug: shapes are checked at load).
+    #[error("kernel error: {0}")]
+    Kernel(#[from] mistral_kernels::KernelError),
     /// I/O while writing a file (synthetic models).
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),

@@ -1,13 +1,12 @@
 //! The SwiGLU feed-forward block: `down(silu(gate(x)) * up(x))`.
 
-use candle_core::Tensor;
-
 use crate::error::ModelError;
 use crate::matmul::Linear;
+use crate::ops::swiglu;
 
 /// One dense FFN (a dense layer, or one expert of an MoE layer).
 #[derive(Debug, Clone)]
-pub struct FeedForward {
+pub(crate) struct FeedForward {
     gate: Linear, // [n_ff, n_embd]
     up: Linear,   // [n_ff, n_embd]
     down: Linear, // [n_embd, n_ff]
@@ -19,9 +18,10 @@ impl FeedForward {
     }
 
     /// `x [n, n_embd] -> [n, n_embd]`.
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor, ModelError> {
-        let g = self.gate.forward(x)?.silu()?;
+    pub fn forward(&self, x: &[f32]) -> Result<Vec<f32>, ModelError> {
+        let mut g = self.gate.forward(x)?;
         let u = self.up.forward(x)?;
-        self.down.forward(&(g * u)?)
+        swiglu(&mut g, &u);
+        self.down.forward(&g)
     }
 }

@@ -1,5 +1,10 @@
-//! The generation loop: prefill a prompt in one batched forward, then sample and
-//! decode one token at a time, streaming each token's text as soon as it is sampled.
+//! The generation loop: prefill a prompt, then sample and decode one token at
+//! a time, streaming each token's text as soon as it is sampled.
+//!
+//! What happens to one sampled token (the logits hook, log-probabilities,
+//! sampling, end-of-generation, stop strings, the token limit, detokenizing)
+//! is [`Decoding`]'s job, shared by the single-session [`Generation`] iterator
+//! and the batch scheduler ([`crate::Scheduler`]).
 //!
 //! [`Generation`] is an [`Iterator`] of [`GeneratedToken`]s. It stops on an
 //! end-of-generation token ([`Tokenizer::is_eog`]), on a user stop string (whose text
@@ -8,47 +13,80 @@
 //! iterator (Ctrl-C in the chat) stops generation at once.
 //!
 //! The loop is written against the small [`LanguageModel`] trait, implemented by
-//! [`Transformer`]; tests drive it with scripted toy models.
+//! [`crate::Session`]; tests drive it with scripted toy models.
 
 use std::time::{Duration, Instant};
 
 use mistral_tokenizer::{StreamDecoder, Tokenizer};
 
 use crate::sampling::{Sampler, SamplingParams};
-use crate::{ModelError, Transformer};
+use crate::session::Session;
+use crate::ModelError;
 
 /// What the generation loop needs from a model.
 pub trait LanguageModel {
-    /// Runs `tokens` at the next positions (appending to the KV cache) and returns
-    /// the logits of the last one (`[vocab]`).
+    /// Runs `tokens` after the context (appending them to it) and returns the
+    /// logits of the last one (`[vocab]`).
     fn forward_last(&mut self, tokens: &[u32]) -> Result<Vec<f32>, ModelError>;
-    /// Tokens processed since the last [`LanguageModel::reset`].
-    fn position(&self) -> usize;
-    /// Empties the KV cache.
+    /// The tokens of the context, as the cache holds them (after any context shift).
+    fn tokens(&self) -> &[u32];
+    /// Empties the context.
     fn reset(&mut self);
-    /// The most positions the model can process since a reset; `None` when the
-    /// cache is a rolling window and generation may go on indefinitely.
+    /// The most tokens a prompt may have; `None`: any (a rolling window).
+    fn max_prompt(&self) -> Option<usize>;
+    /// The most positions the model can process since a reset; `None` when
+    /// generation may go on indefinitely (a rolling window, or context shifts).
     fn max_positions(&self) -> Option<usize>;
+    /// How many context shifts the model has made since it was created.
+    fn context_shifts(&self) -> usize {
+        0
+    }
 }
 
-impl LanguageModel for Transformer {
-    fn forward_last(&mut self, tokens: &[u32]) -> Result<Vec<f32>, ModelError> {
-        let logits = Transformer::forward_last(self, tokens)?;
-        Ok(logits.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?)
+/// A hook that sees (and may change) the logits of every step before the
+/// sampler, e.g. to constrain output to a grammar.
+pub trait LogitsProcessor: Send {
+    /// `generated` lists the ids sampled so far in this generation.
+    fn process(&mut self, generated: &[u32], logits: &mut [f32]);
+}
+
+impl<F: FnMut(&[u32], &mut [f32]) + Send> LogitsProcessor for F {
+    fn process(&mut self, generated: &[u32], logits: &mut [f32]) {
+        self(generated, logits)
     }
-    fn position(&self) -> usize {
-        Transformer::position(self)
+}
+
+/// Options of a generation beyond its prompt and sampling parameters.
+#[derive(Default)]
+pub struct GenerateOptions {
+    /// Report each sampled token's log-probability and the `n` most likely
+    /// alternatives (`Some(0)`: the sampled token's only).
+    pub logprobs: Option<usize>,
+    /// Runs on the logits of every step, before sampling.
+    pub processor: Option<Box<dyn LogitsProcessor>>,
+}
+
+impl std::fmt::Debug for GenerateOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GenerateOptions")
+            .field("logprobs", &self.logprobs)
+            .field("processor", &self.processor.is_some())
+            .finish()
     }
-    fn reset(&mut self) {
-        Transformer::reset(self)
-    }
-    fn max_positions(&self) -> Option<usize> {
-        crate::api::max_positions(self.config())
-    }
+}
+
+/// A sampled token's log-probability under the model (log-softmax of the
+/// logits after the [`LogitsProcessor`], before penalties and temperature),
+/// and the most likely alternatives.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenLogprob {
+    pub logprob: f32,
+    /// `(id, logprob)`, most likely first.
+    pub top: Vec<(u32, f32)>,
 }
 
 /// One sampled token and the text it completes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct GeneratedToken {
     /// The sampled id.
     pub id: u32,
@@ -57,6 +95,8 @@ pub struct GeneratedToken {
     /// hold earlier held-back text too. Concatenating every item's `text` gives the
     /// whole completion.
     pub text: String,
+    /// When asked for ([`GenerateOptions::logprobs`]).
+    pub logprob: Option<TokenLogprob>,
 }
 
 /// Why a generation ended.
@@ -70,6 +110,8 @@ pub enum FinishReason {
     MaxTokens,
     /// The model's context is full.
     ContextFull,
+    /// The request was cancelled.
+    Cancelled,
 }
 
 /// Counters and timings of one generation.
@@ -79,7 +121,7 @@ pub struct GenerationStats {
     pub prompt_tokens: usize,
     /// Prompt tokens already in the KV cache from the previous turn (not re-run).
     pub reused_tokens: usize,
-    /// Time of the batched prompt forward.
+    /// Time of the prompt's forward passes.
     pub prefill_time: Duration,
     /// Tokens sampled (including a final end-of-generation token).
     pub generated_tokens: usize,
@@ -89,6 +131,8 @@ pub struct GenerationStats {
     pub decode_time: Duration,
     /// Time spent sampling (filters and draw).
     pub sample_time: Duration,
+    /// Context shifts made during this generation.
+    pub context_shifts: usize,
 }
 
 impl GenerationStats {
@@ -110,52 +154,40 @@ fn rate(n: usize, t: Duration) -> f64 {
     }
 }
 
-/// A running generation: an iterator of [`GeneratedToken`]s (see the module docs).
-///
-/// Created by [`crate::Model::generate`] / [`crate::Model::chat`], or directly with
-/// [`Generation::new`] over any [`LanguageModel`].
-pub struct Generation<'a, M: LanguageModel = Transformer> {
-    model: &'a mut M,
-    /// Tokens currently in the model's KV cache, kept in step with it.
-    cached: &'a mut Vec<u32>,
-    tokenizer: &'a Tokenizer,
-    decoder: StreamDecoder<'a>,
+/// The state of one request between its steps: sampler, logits hook, stop
+/// strings, streamed text and finish reason.
+pub(crate) struct Decoding {
+    tokenizer: Tokenizer,
+    decoder: StreamDecoder,
     sampler: Sampler,
     stop: Vec<String>,
     ignore_eos: bool,
     max_tokens: Option<usize>,
-    /// Logits to sample the next token from.
-    logits: Option<Vec<f32>>,
-    /// Sampled token still to be fed to the model (lazily, on the next call).
-    to_feed: Option<u32>,
+    logprobs: Option<usize>,
+    processor: Option<Box<dyn LogitsProcessor>>,
+    generated: Vec<u32>,
     /// Decoded text not yet returned because it may be the start of a stop string.
     held: String,
     text: String,
-    finish: Option<FinishReason>,
-    /// An error ended the generation.
-    failed: bool,
-    stats: GenerationStats,
+    pub(crate) finish: Option<FinishReason>,
+    pub(crate) stats: GenerationStats,
 }
 
-impl<'a, M: LanguageModel> Generation<'a, M> {
-    /// Validates `params`, checks the prompt fits the context, and runs the prompt
-    /// through the model in one batched forward.
-    ///
-    /// `cached` lists the tokens already in the model's KV cache (from an earlier
-    /// generation): when they are a strict prefix of `prompt`, only the rest is run;
-    /// otherwise the cache is reset. It is updated as tokens are fed.
-    pub fn new(
-        model: &'a mut M,
-        cached: &'a mut Vec<u32>,
-        tokenizer: &'a Tokenizer,
+impl Decoding {
+    /// Validates the request and records the prompt in the sampler's
+    /// repetition window.
+    pub(crate) fn new(
+        tokenizer: &Tokenizer,
         prompt: &[u32],
         params: &SamplingParams,
-    ) -> Result<Self, ModelError> {
+        options: GenerateOptions,
+        max_prompt: Option<usize>,
+    ) -> Result<Decoding, ModelError> {
         let mut sampler = Sampler::new(params)?;
         if prompt.is_empty() {
             return Err(ModelError::EmptyPrompt);
         }
-        if let Some(max) = model.max_positions() {
+        if let Some(max) = max_prompt {
             if prompt.len() > max {
                 return Err(ModelError::PromptTooLong {
                     prompt_tokens: prompt.len(),
@@ -167,98 +199,120 @@ impl<'a, M: LanguageModel> Generation<'a, M> {
         if let Some(&bad) = prompt.iter().find(|&&id| id as usize >= n_vocab) {
             return Err(ModelError::TokenOutOfRange { id: bad, n_vocab });
         }
-        let reuse = if cached.len() < prompt.len()
-            && model.position() == cached.len()
-            && prompt.starts_with(cached)
-        {
-            cached.len()
-        } else {
-            model.reset();
-            cached.clear();
-            0
-        };
+        if options.logprobs.is_some_and(|n| n > n_vocab) {
+            return Err(ModelError::InvalidInput(format!(
+                "{} log-probabilities asked for a vocabulary of {n_vocab}",
+                options.logprobs.unwrap_or(0)
+            )));
+        }
         for &id in prompt {
             sampler.accept(id);
         }
-        let start = Instant::now();
-        let logits = model.forward_last(&prompt[reuse..]);
-        let prefill_time = start.elapsed();
-        let logits = match logits {
-            Ok(l) => l,
-            Err(e) => {
-                model.reset();
-                cached.clear();
-                return Err(e);
-            }
-        };
-        cached.extend_from_slice(&prompt[reuse..]);
-        Ok(Generation {
-            model,
-            cached,
-            tokenizer,
+        Ok(Decoding {
+            tokenizer: tokenizer.clone(),
             decoder: tokenizer.stream_decoder(),
             sampler,
             stop: params.stop.clone(),
             ignore_eos: params.ignore_eos,
             max_tokens: params.max_tokens,
-            logits: Some(logits),
-            to_feed: None,
+            logprobs: options.logprobs,
+            processor: options.processor,
+            generated: Vec::new(),
             held: String::new(),
             text: String::new(),
-            finish: if params.max_tokens == Some(0) {
-                Some(FinishReason::MaxTokens)
-            } else {
-                None
-            },
-            failed: false,
+            finish: (params.max_tokens == Some(0)).then_some(FinishReason::MaxTokens),
             stats: GenerationStats {
                 prompt_tokens: prompt.len(),
-                reused_tokens: reuse,
-                prefill_time,
                 ..Default::default()
             },
         })
     }
 
-    /// Counters and timings so far.
-    pub fn stats(&self) -> GenerationStats {
-        self.stats
-    }
-
-    /// Why generation ended (`None` while it runs).
-    pub fn finish_reason(&self) -> Option<FinishReason> {
-        self.finish
-    }
-
-    /// The completion returned so far (the concatenated `text` of every item).
-    pub fn text(&self) -> &str {
-        &self.text
-    }
-
-    /// The sampler's seed (useful when `params.seed` was `None`).
-    pub fn seed(&self) -> u64 {
+    /// The sampler's seed.
+    pub(crate) fn seed(&self) -> u64 {
         self.sampler.seed()
     }
 
-    /// The model being run.
-    pub fn model(&self) -> &M {
-        self.model
+    /// The completion returned so far.
+    pub(crate) fn text(&self) -> &str {
+        &self.text
     }
 
-    /// Runs the iterator to the end and returns the whole completion.
-    pub fn collect_text(mut self) -> Result<String, ModelError> {
-        for item in self.by_ref() {
-            item?;
+    /// Samples the next token from `logits`. `context_full`: the sampled
+    /// token could not be fed to the model, so generation ends with it.
+    /// Sets [`Decoding::finish`] when this token ends the generation.
+    pub(crate) fn sample(
+        &mut self,
+        mut logits: Vec<f32>,
+        context_full: bool,
+    ) -> Result<GeneratedToken, ModelError> {
+        let start = Instant::now();
+        if let Some(p) = &mut self.processor {
+            p.process(&self.generated, &mut logits);
         }
-        Ok(self.text)
+        // A model whose output rows are padded past the tokenizer's vocabulary
+        // must not produce ids the tokenizer cannot decode.
+        let n_vocab = self.tokenizer.vocab_size().min(logits.len());
+        logits.truncate(n_vocab);
+        let logprob_of = self.logprobs.map(|n| log_softmax_top(&logits, n));
+        if self.ignore_eos {
+            for &eog in self.tokenizer.eog_ids() {
+                if let Some(l) = logits.get_mut(eog as usize) {
+                    *l = f32::NEG_INFINITY;
+                }
+            }
+        }
+        let sampled = self.sampler.sample(&logits);
+        self.stats.sample_time += start.elapsed();
+        let id = sampled?;
+        self.sampler.accept(id);
+        self.generated.push(id);
+        self.stats.generated_tokens += 1;
+        let logprob = logprob_of.map(|(lse, top)| TokenLogprob {
+            logprob: logits
+                .get(id as usize)
+                .map_or(f32::NEG_INFINITY, |l| l - lse),
+            top,
+        });
+
+        if self.tokenizer.is_eog(id) {
+            self.finish = Some(FinishReason::EndOfGeneration);
+            let text = self.flush()?;
+            return Ok(self.emit(id, text, logprob));
+        }
+        if let Some(t) = self.decoder.push(id)? {
+            self.held.push_str(&t);
+        }
+        let mut text = self.release(false);
+        if self.finish.is_some() {
+            return Ok(self.emit(id, text, logprob));
+        }
+        let at_max = self
+            .max_tokens
+            .is_some_and(|max| self.stats.generated_tokens >= max);
+        if at_max || context_full {
+            self.finish = Some(if context_full {
+                FinishReason::ContextFull
+            } else {
+                FinishReason::MaxTokens
+            });
+            text.push_str(&self.flush()?);
+            // A stop string completed by the flush still wins.
+        }
+        Ok(self.emit(id, text, logprob))
     }
 
-    fn fail(&mut self, e: ModelError) -> Option<Result<GeneratedToken, ModelError>> {
-        // The KV cache may hold part of a failed step: start afresh next time.
-        self.model.reset();
-        self.cached.clear();
-        self.failed = true;
-        Some(Err(e))
+    /// Ends the generation early (cancelled): flushes what was held.
+    pub(crate) fn cancel(&mut self) -> String {
+        self.finish.get_or_insert(FinishReason::Cancelled);
+        let rest = self.flush().unwrap_or_default();
+        self.text.push_str(&rest);
+        rest
+    }
+
+    fn emit(&mut self, id: u32, text: String, logprob: Option<TokenLogprob>) -> GeneratedToken {
+        self.text.push_str(&text);
+        GeneratedToken { id, text, logprob }
     }
 
     /// Splits `held` into text that is safe to return and text that may still
@@ -283,11 +337,6 @@ impl<'a, M: LanguageModel> Generation<'a, M> {
         out
     }
 
-    fn emit(&mut self, id: u32, text: String) -> Option<Result<GeneratedToken, ModelError>> {
-        self.text.push_str(&text);
-        Some(Ok(GeneratedToken { id, text }))
-    }
-
     /// Text still held at the end (an incomplete character, a partial stop string).
     fn flush(&mut self) -> Result<String, ModelError> {
         if let Some(t) = self.decoder.finish()? {
@@ -295,6 +344,24 @@ impl<'a, M: LanguageModel> Generation<'a, M> {
         }
         Ok(self.release(true))
     }
+}
+
+/// `(log Σ exp(logits), the n largest (id, logprob))`, accumulated in f64.
+fn log_softmax_top(logits: &[f32], n: usize) -> (f32, Vec<(u32, f32)>) {
+    let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = logits.iter().map(|&l| ((l - max) as f64).exp()).sum();
+    let lse = max + sum.ln() as f32;
+    let mut top: Vec<(u32, f32)> = Vec::with_capacity(n + 1);
+    if n > 0 {
+        for (i, &l) in logits.iter().enumerate() {
+            if top.len() < n || l > top[top.len() - 1].1 {
+                let at = top.partition_point(|&(_, x)| x >= l);
+                top.insert(at, (i as u32, l));
+                top.truncate(n);
+            }
+        }
+    }
+    (lse, top.into_iter().map(|(i, l)| (i, l - lse)).collect())
 }
 
 /// Length of the longest suffix of `text` that is a proper prefix of a stop string
@@ -314,86 +381,151 @@ fn held_back_len(text: &str, stops: &[String]) -> usize {
     keep
 }
 
+/// A running generation: an iterator of [`GeneratedToken`]s (see the module docs).
+///
+/// Created by [`Session::generate`] / [`Session::chat`], or directly with
+/// [`Generation::new`] over any [`LanguageModel`].
+pub struct Generation<'a, M: LanguageModel = Session> {
+    model: &'a mut M,
+    decoding: Decoding,
+    /// Logits to sample the next token from.
+    logits: Option<Vec<f32>>,
+    /// Sampled token still to be fed to the model (lazily, on the next call).
+    to_feed: Option<u32>,
+    /// An error ended the generation.
+    failed: bool,
+    shifts_at_start: usize,
+}
+
+impl<'a, M: LanguageModel> Generation<'a, M> {
+    /// Validates `params`, checks the prompt fits the context, and runs the prompt
+    /// through the model.
+    ///
+    /// When the model's context (from an earlier generation) is a strict prefix
+    /// of `prompt`, only the rest is run; otherwise the context is reset.
+    pub fn new(
+        model: &'a mut M,
+        tokenizer: &Tokenizer,
+        prompt: &[u32],
+        params: &SamplingParams,
+    ) -> Result<Self, ModelError> {
+        Self::with_options(model, tokenizer, prompt, params, GenerateOptions::default())
+    }
+
+    /// [`Generation::new`] with log-probabilities or a logits hook.
+    pub fn with_options(
+        model: &'a mut M,
+        tokenizer: &Tokenizer,
+        prompt: &[u32],
+        params: &SamplingParams,
+        options: GenerateOptions,
+    ) -> Result<Self, ModelError> {
+        let mut decoding = Decoding::new(tokenizer, prompt, params, options, model.max_prompt())?;
+        let cached = model.tokens();
+        let reuse = if cached.len() < prompt.len() && prompt.starts_with(cached) {
+            cached.len()
+        } else {
+            model.reset();
+            0
+        };
+        let shifts_at_start = model.context_shifts();
+        let start = Instant::now();
+        let logits = model.forward_last(&prompt[reuse..]);
+        decoding.stats.prefill_time = start.elapsed();
+        decoding.stats.reused_tokens = reuse;
+        let logits = match logits {
+            Ok(l) => l,
+            Err(e) => {
+                model.reset();
+                return Err(e);
+            }
+        };
+        Ok(Generation {
+            model,
+            decoding,
+            logits: Some(logits),
+            to_feed: None,
+            failed: false,
+            shifts_at_start,
+        })
+    }
+
+    /// Counters and timings so far.
+    pub fn stats(&self) -> GenerationStats {
+        let mut s = self.decoding.stats;
+        s.context_shifts = self.model.context_shifts() - self.shifts_at_start;
+        s
+    }
+
+    /// Why generation ended (`None` while it runs).
+    pub fn finish_reason(&self) -> Option<FinishReason> {
+        self.decoding.finish
+    }
+
+    /// The completion returned so far (the concatenated `text` of every item).
+    pub fn text(&self) -> &str {
+        self.decoding.text()
+    }
+
+    /// The sampler's seed (useful when `params.seed` was `None`).
+    pub fn seed(&self) -> u64 {
+        self.decoding.seed()
+    }
+
+    /// The model being run.
+    pub fn model(&self) -> &M {
+        self.model
+    }
+
+    /// Runs the iterator to the end and returns the whole completion.
+    pub fn collect_text(mut self) -> Result<String, ModelError> {
+        for item in self.by_ref() {
+            item?;
+        }
+        Ok(self.decoding.text().to_string())
+    }
+
+    fn fail(&mut self, e: ModelError) -> Option<Result<GeneratedToken, ModelError>> {
+        // The KV cache may hold part of a failed step: start afresh next time.
+        self.model.reset();
+        self.failed = true;
+        Some(Err(e))
+    }
+}
+
 impl<M: LanguageModel> Iterator for Generation<'_, M> {
     type Item = Result<GeneratedToken, ModelError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.finish.is_some() || self.failed {
+        if self.decoding.finish.is_some() || self.failed {
             return None;
         }
         if let Some(id) = self.to_feed.take() {
             let start = Instant::now();
             let r = self.model.forward_last(&[id]);
-            self.stats.decode_time += start.elapsed();
+            self.decoding.stats.decode_time += start.elapsed();
             match r {
                 Ok(l) => {
-                    self.stats.decode_steps += 1;
-                    self.cached.push(id);
+                    self.decoding.stats.decode_steps += 1;
                     self.logits = Some(l);
                 }
                 Err(e) => return self.fail(e),
             }
         }
-        let mut logits = self.logits.take()?;
-        let start = Instant::now();
-        if self.ignore_eos {
-            for &eog in self.tokenizer.eog_ids() {
-                if let Some(l) = logits.get_mut(eog as usize) {
-                    *l = f32::NEG_INFINITY;
-                }
-            }
-        }
-        // A model whose output rows are padded past the tokenizer's vocabulary
-        // must not produce ids the tokenizer cannot decode.
-        let n_vocab = self.tokenizer.vocab_size().min(logits.len());
-        let sampled = self.sampler.sample(&logits[..n_vocab]);
-        self.stats.sample_time += start.elapsed();
-        let id = match sampled {
-            Ok(id) => id,
-            Err(e) => return self.fail(e),
-        };
-        self.sampler.accept(id);
-        self.stats.generated_tokens += 1;
-
-        if self.tokenizer.is_eog(id) {
-            self.finish = Some(FinishReason::EndOfGeneration);
-            return match self.flush() {
-                Ok(text) => self.emit(id, text),
-                Err(e) => self.fail(e),
-            };
-        }
-        match self.decoder.push(id) {
-            Ok(Some(t)) => self.held.push_str(&t),
-            Ok(None) => {}
-            Err(e) => return self.fail(e.into()),
-        }
-        let mut text = self.release(false);
-        if self.finish.is_some() {
-            return self.emit(id, text);
-        }
+        let logits = self.logits.take()?;
         let context_full = self
             .model
             .max_positions()
-            .is_some_and(|max| self.model.position() >= max);
-        if self
-            .max_tokens
-            .is_some_and(|max| self.stats.generated_tokens >= max)
-            || context_full
-        {
-            self.finish = Some(if context_full {
-                FinishReason::ContextFull
-            } else {
-                FinishReason::MaxTokens
-            });
-            match self.flush() {
-                Ok(rest) => text.push_str(&rest),
-                Err(e) => return self.fail(e),
+            .is_some_and(|max| self.model.tokens().len() >= max);
+        match self.decoding.sample(logits, context_full) {
+            Ok(t) => {
+                if self.decoding.finish.is_none() {
+                    self.to_feed = Some(t.id);
+                }
+                Some(Ok(t))
             }
-            // A stop string completed by the flush still wins.
-            return self.emit(id, text);
+            Err(e) => self.fail(e),
         }
-        self.to_feed = Some(id);
-        self.emit(id, text)
     }
 }
 
@@ -416,7 +548,7 @@ mod tests {
         prompt_len: usize,
         n_vocab: usize,
         eos: u32,
-        pos: usize,
+        tokens: Vec<u32>,
         max: Option<usize>,
         calls: Vec<usize>,
         resets: usize,
@@ -430,7 +562,7 @@ mod tests {
                 prompt_len,
                 n_vocab: tok.vocab_size(),
                 eos: tok.eos_id().unwrap(),
-                pos: 0,
+                tokens: Vec::new(),
                 max: None,
                 calls: Vec::new(),
                 resets: 0,
@@ -447,19 +579,22 @@ mod tests {
                 )));
             }
             self.calls.push(tokens.len());
-            self.pos += tokens.len();
-            let k = self.pos - self.prompt_len;
+            self.tokens.extend_from_slice(tokens);
+            let k = self.tokens.len() - self.prompt_len;
             let next = self.script.get(k).copied().unwrap_or(self.eos);
             let mut logits = vec![0.0; self.n_vocab];
             logits[next as usize] = 10.0;
             Ok(logits)
         }
-        fn position(&self) -> usize {
-            self.pos
+        fn tokens(&self) -> &[u32] {
+            &self.tokens
         }
         fn reset(&mut self) {
-            self.pos = 0;
+            self.tokens.clear();
             self.resets += 1;
+        }
+        fn max_prompt(&self) -> Option<usize> {
+            self.max
         }
         fn max_positions(&self) -> Option<usize> {
             self.max
@@ -484,8 +619,7 @@ mod tests {
         let tok = tokenizer();
         let (prompt, script) = setup(&tok);
         let mut m = Scripted::new(&tok, script.clone(), prompt.len());
-        let mut cached = Vec::new();
-        let mut g = Generation::new(&mut m, &mut cached, &tok, &prompt, &greedy()).unwrap();
+        let mut g = Generation::new(&mut m, &tok, &prompt, &greedy()).unwrap();
         let mut ids = Vec::new();
         let mut text = String::new();
         let mut k = 0;
@@ -515,8 +649,8 @@ mod tests {
         assert_eq!(calls[0], prompt.len());
         assert!(calls[1..].iter().all(|&n| n == 1));
         drop(g);
-        // The cache bookkeeping matches what was fed: prompt + script (EOS is not fed).
-        assert_eq!(cached, [prompt, script].concat());
+        // The context matches what was fed: prompt + script (EOS is not fed).
+        assert_eq!(m.tokens, [prompt, script].concat());
     }
 
     #[test]
@@ -525,12 +659,11 @@ mod tests {
         let (prompt, script) = setup(&tok);
         for n in [1usize, 3, 7] {
             let mut m = Scripted::new(&tok, script.clone(), prompt.len());
-            let mut cached = Vec::new();
             let params = SamplingParams {
                 max_tokens: Some(n),
                 ..greedy()
             };
-            let mut g = Generation::new(&mut m, &mut cached, &tok, &prompt, &params).unwrap();
+            let mut g = Generation::new(&mut m, &tok, &prompt, &params).unwrap();
             let items: Vec<_> = g.by_ref().map(|t| t.unwrap()).collect();
             assert_eq!(items.len(), n);
             assert_eq!(g.finish_reason(), Some(FinishReason::MaxTokens));
@@ -538,12 +671,11 @@ mod tests {
             assert_eq!(g.model().calls.len(), n, "prefill + {} steps", n - 1);
         }
         let mut m = Scripted::new(&tok, script.clone(), prompt.len());
-        let mut cached = Vec::new();
         let params = SamplingParams {
             max_tokens: Some(0),
             ..greedy()
         };
-        let mut g = Generation::new(&mut m, &mut cached, &tok, &prompt, &params).unwrap();
+        let mut g = Generation::new(&mut m, &tok, &prompt, &params).unwrap();
         assert!(g.next().is_none());
     }
 
@@ -552,14 +684,13 @@ mod tests {
         let tok = tokenizer();
         let (prompt, script) = setup(&tok);
         let mut m = Scripted::new(&tok, script.clone(), prompt.len());
-        let mut cached = Vec::new();
         let n = script.len() + 3;
         let params = SamplingParams {
             max_tokens: Some(n),
             ignore_eos: true,
             ..greedy()
         };
-        let mut g = Generation::new(&mut m, &mut cached, &tok, &prompt, &params).unwrap();
+        let mut g = Generation::new(&mut m, &tok, &prompt, &params).unwrap();
         let ids: Vec<u32> = g.by_ref().map(|t| t.unwrap().id).collect();
         assert_eq!(ids.len(), n);
         assert_eq!(ids[..script.len()], script[..]);
@@ -587,12 +718,11 @@ mod tests {
         cases.push(vec!["the end.!".into()]); // a prefix matches at the very end only
         for stops in cases {
             let mut m = Scripted::new(&tok, script.clone(), prompt.len());
-            let mut cached = Vec::new();
             let params = SamplingParams {
                 stop: stops.clone(),
                 ..greedy()
             };
-            let mut g = Generation::new(&mut m, &mut cached, &tok, &prompt, &params).unwrap();
+            let mut g = Generation::new(&mut m, &tok, &prompt, &params).unwrap();
             let mut text = String::new();
             for t in g.by_ref() {
                 let t = t.unwrap();
@@ -633,8 +763,7 @@ mod tests {
         let (prompt, script) = setup(&tok);
         let mut m = Scripted::new(&tok, script, prompt.len());
         m.max = Some(prompt.len() - 1);
-        let mut cached = Vec::new();
-        let err = Generation::new(&mut m, &mut cached, &tok, &prompt, &greedy())
+        let err = Generation::new(&mut m, &tok, &prompt, &greedy())
             .err()
             .unwrap();
         let msg = err.to_string();
@@ -644,19 +773,15 @@ mod tests {
             "{msg}"
         );
         assert!(m.calls.is_empty());
-        let err = Generation::new(&mut m, &mut cached, &tok, &[], &greedy())
-            .err()
-            .unwrap();
+        let err = Generation::new(&mut m, &tok, &[], &greedy()).err().unwrap();
         assert!(err.to_string().contains("empty"), "{err}");
         let bad = SamplingParams {
             temperature: -1.0,
             ..greedy()
         };
-        let err = Generation::new(&mut m, &mut cached, &tok, &prompt, &bad)
-            .err()
-            .unwrap();
+        let err = Generation::new(&mut m, &tok, &prompt, &bad).err().unwrap();
         assert!(err.to_string().contains("temperature"), "{err}");
-        let err = Generation::new(&mut m, &mut cached, &tok, &[1, 99_999], &greedy())
+        let err = Generation::new(&mut m, &tok, &[1, 99_999], &greedy())
             .err()
             .unwrap();
         assert!(err.to_string().contains("99999"), "{err}");
@@ -669,13 +794,12 @@ mod tests {
         let (prompt, script) = setup(&tok);
         let mut m = Scripted::new(&tok, script.clone(), prompt.len());
         m.max = Some(prompt.len() + 3);
-        let mut cached = Vec::new();
-        let mut g = Generation::new(&mut m, &mut cached, &tok, &prompt, &greedy()).unwrap();
+        let mut g = Generation::new(&mut m, &tok, &prompt, &greedy()).unwrap();
         let ids: Vec<u32> = g.by_ref().map(|t| t.unwrap().id).collect();
         // Three tokens fill the cache; a fourth is sampled from the last logits.
         assert_eq!(ids, script[..4].to_vec());
         assert_eq!(g.finish_reason(), Some(FinishReason::ContextFull));
-        assert_eq!(g.model().pos, prompt.len() + 3);
+        assert_eq!(g.model().tokens.len(), prompt.len() + 3);
     }
 
     #[test]
@@ -683,22 +807,21 @@ mod tests {
         let tok = tokenizer();
         let (prompt, script) = setup(&tok);
         let mut m = Scripted::new(&tok, script.clone(), prompt.len());
-        let mut cached = Vec::new();
         let params = SamplingParams {
             max_tokens: Some(4),
             ..greedy()
         };
-        let ids: Vec<u32> = Generation::new(&mut m, &mut cached, &tok, &prompt, &params)
+        let ids: Vec<u32> = Generation::new(&mut m, &tok, &prompt, &params)
             .unwrap()
             .map(|t| t.unwrap().id)
             .collect();
         // The 4th token was sampled but not fed.
-        assert_eq!(cached, [&prompt[..], &ids[..3]].concat());
+        assert_eq!(m.tokens, [&prompt[..], &ids[..3]].concat());
         // Next turn: everything so far plus two new tokens.
-        let next_prompt = [&cached[..], &ids[3..], &[5, 6]].concat();
+        let next_prompt = [&m.tokens[..], &ids[3..], &[5, 6]].concat();
         m.calls.clear();
         m.prompt_len = next_prompt.len();
-        let g = Generation::new(&mut m, &mut cached, &tok, &next_prompt, &params).unwrap();
+        let g = Generation::new(&mut m, &tok, &next_prompt, &params).unwrap();
         assert_eq!(g.stats().reused_tokens, prompt.len() + 3);
         assert_eq!(g.model().calls, vec![3]);
         assert_eq!(g.model().resets, 0);
@@ -706,7 +829,7 @@ mod tests {
         // A prompt that does not extend the cache resets it and runs in full.
         m.calls.clear();
         m.prompt_len = prompt.len();
-        let g = Generation::new(&mut m, &mut cached, &tok, &prompt, &params).unwrap();
+        let g = Generation::new(&mut m, &tok, &prompt, &params).unwrap();
         assert_eq!(g.stats().reused_tokens, 0);
         assert_eq!(g.model().calls, vec![prompt.len()]);
         assert_eq!(g.model().resets, 1);
@@ -718,8 +841,7 @@ mod tests {
         let (prompt, script) = setup(&tok);
         let mut m = Scripted::new(&tok, script, prompt.len());
         m.fail_at = Some(3);
-        let mut cached = Vec::new();
-        let mut g = Generation::new(&mut m, &mut cached, &tok, &prompt, &greedy()).unwrap();
+        let mut g = Generation::new(&mut m, &tok, &prompt, &greedy()).unwrap();
         let items: Vec<_> = g.by_ref().collect();
         assert_eq!(items.len(), 4);
         assert!(items[..3].iter().all(|i| i.is_ok()));
@@ -730,26 +852,33 @@ mod tests {
             .contains("scripted failure"));
         assert!(g.next().is_none());
         drop(g);
-        assert!(cached.is_empty(), "the cache is forgotten after a failure");
+        assert!(
+            m.tokens.is_empty(),
+            "the cache is forgotten after a failure"
+        );
     }
 
     #[test]
     fn sampling_is_reproducible_with_a_seed() {
         // A toy whose logits are a fixed function of the position: sampled runs
         // with the same seed give the same ids, other seeds differ.
-        struct Flat(usize, usize);
+        struct Flat(usize, Vec<u32>);
         impl LanguageModel for Flat {
             fn forward_last(&mut self, tokens: &[u32]) -> Result<Vec<f32>, ModelError> {
-                self.1 += tokens.len();
+                self.1.extend_from_slice(tokens);
+                let pos = self.1.len();
                 Ok((0..self.0)
-                    .map(|i| ((i * 7 + self.1 * 13) % 17) as f32 * 0.3)
+                    .map(|i| ((i * 7 + pos * 13) % 17) as f32 * 0.3)
                     .collect())
             }
-            fn position(&self) -> usize {
-                self.1
+            fn tokens(&self) -> &[u32] {
+                &self.1
             }
             fn reset(&mut self) {
-                self.1 = 0;
+                self.1.clear();
+            }
+            fn max_prompt(&self) -> Option<usize> {
+                None
             }
             fn max_positions(&self) -> Option<usize> {
                 None
@@ -757,8 +886,7 @@ mod tests {
         }
         let tok = tokenizer();
         let run = |seed| {
-            let mut m = Flat(tok.vocab_size(), 0);
-            let mut cached = Vec::new();
+            let mut m = Flat(tok.vocab_size(), Vec::new());
             let eos = tok.eos_id().unwrap();
             let params = SamplingParams {
                 temperature: 1.5,
@@ -769,7 +897,7 @@ mod tests {
                 max_tokens: Some(30),
                 ..Default::default()
             };
-            let ids: Vec<u32> = Generation::new(&mut m, &mut cached, &tok, &[1, 100, 200], &params)
+            let ids: Vec<u32> = Generation::new(&mut m, &tok, &[1, 100, 200], &params)
                 .unwrap()
                 .map(|t| t.unwrap().id)
                 .collect();

@@ -1,155 +1,350 @@
-//! Preallocated per-layer KV cache. Without a sliding window it holds `ctx_size`
-//! positions at slots `0..ctx_size`; with a window it is a rolling buffer of
-//! `window + MAX_UBATCH` slots where position `p` lives in slot `p % capacity`, so
-//! memory stays bounded however long generation runs. New keys/values are written
-//! in place (`slice_set`); the cache is never re-concatenated.
+//! One session's KV cache: for every layer, pages of [`PAGE`] slots holding
+//! the keys and values of every KV head in the chosen [`CacheType`]s, the
+//! position each slot holds, and the tokens of the context.
+//!
+//! How positions map to slots follows the model's [`CachePolicy`], decided
+//! once in its configuration: without a window, position `p` is in slot `p`
+//! (up to the context size; a context shift compacts the slots and rotates the
+//! kept keys back, so this stays true); with a window, the cache is a rolling
+//! buffer where position `p` lives in slot `p % capacity`. Pages are allocated
+//! as the context grows, so a short session holds little memory; dropping the
+//! cache frees them.
 
-use candle_core::{DType, Device, Tensor};
+use mistral_kernels::attention::KvPage;
+use rayon::prelude::*;
 
+use crate::config::{CachePolicy, CacheType, ModelConfig};
 use crate::error::ModelError;
+use crate::rope::Rope;
 
-/// One layer's keys and values, `[n_head_kv, capacity, head_dim]` each (f32).
-#[derive(Debug, Clone)]
-pub struct KvCache {
-    k: Tensor,
-    v: Tensor,
-    capacity: usize,
-    rolling: bool,
+/// Slots per page.
+pub(crate) const PAGE: usize = 256;
+
+/// What every session's cache of one model shares: the shape and the policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct KvLayout {
+    pub n_layer: usize,
+    pub n_head_kv: usize,
+    pub head_dim: usize,
+    pub k_type: CacheType,
+    pub v_type: CacheType,
+    pub k_row: usize,
+    pub v_row: usize,
+    pub policy: CachePolicy,
+}
+
+impl KvLayout {
+    pub fn new(cfg: &ModelConfig) -> KvLayout {
+        let row = |t: CacheType| t.row_bytes(cfg.head_dim).unwrap_or(0);
+        KvLayout {
+            n_layer: cfg.n_layer,
+            n_head_kv: cfg.n_head_kv,
+            head_dim: cfg.head_dim,
+            k_type: cfg.cache_type_k,
+            v_type: cfg.cache_type_v,
+            k_row: row(cfg.cache_type_k),
+            v_row: row(cfg.cache_type_v),
+            policy: cfg.cache,
+        }
+    }
+
+    /// Slots of page `p` (the last page of a capacity that is not a whole
+    /// number of pages is shorter).
+    fn page_slots(&self, p: usize) -> usize {
+        PAGE.min(self.policy.capacity() - p * PAGE)
+    }
+
+    /// Bytes the cache takes once it holds `positions` positions (whole pages).
+    pub fn bytes_for(&self, positions: usize) -> usize {
+        let slots = positions.min(self.policy.capacity());
+        let pages = slots.div_ceil(PAGE);
+        let slots: usize = (0..pages).map(|p| self.page_slots(p)).sum();
+        slots * self.n_layer * self.n_head_kv * (self.k_row + self.v_row)
+    }
+}
+
+/// One page of one layer.
+struct Page {
+    k: Vec<u8>,
+    v: Vec<u8>,
+    stride: usize,
+}
+
+/// A context shift: the first `keep` tokens stayed, the next `discarded` went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContextShift {
+    pub keep: usize,
+    pub discarded: usize,
+}
+
+/// Where the tokens of one step go.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Placement {
+    /// Slot of each new token.
+    pub slots: Vec<usize>,
+    /// Position of each new token.
+    pub positions: Vec<u32>,
+    /// The shift made room for them, if one was needed.
+    pub shift: Option<ContextShift>,
+}
+
+/// A session's cache.
+pub(crate) struct KvCache {
+    layout: KvLayout,
+    /// `[layer][page]`.
+    layers: Vec<Vec<Page>>,
+    /// Position held by each slot in use.
+    pos: Vec<u32>,
+    /// The context: the token at every position since the last reset.
+    tokens: Vec<u32>,
 }
 
 impl KvCache {
-    pub fn new(
-        n_head_kv: usize,
-        capacity: usize,
-        head_dim: usize,
-        rolling: bool,
-        device: &Device,
-    ) -> Result<KvCache, ModelError> {
-        let shape = (n_head_kv, capacity, head_dim);
-        Ok(KvCache {
-            k: Tensor::zeros(shape, DType::F32, device)?,
-            v: Tensor::zeros(shape, DType::F32, device)?,
-            capacity,
-            rolling,
+    pub fn new(layout: KvLayout) -> KvCache {
+        KvCache {
+            layers: (0..layout.n_layer).map(|_| Vec::new()).collect(),
+            layout,
+            pos: Vec::new(),
+            tokens: Vec::new(),
+        }
+    }
+
+    /// The tokens of the context (the next token goes at position `tokens().len()`).
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    /// Forgets the context (the pages stay allocated for reuse).
+    pub fn reset(&mut self) {
+        self.pos.clear();
+        self.tokens.clear();
+    }
+
+    /// Keeps the first `len` tokens of the context and forgets the rest (a
+    /// rolling cache only until it has wrapped around).
+    pub fn truncate(&mut self, len: usize) -> Result<(), ModelError> {
+        if len >= self.tokens.len() {
+            return Ok(());
+        }
+        if self.pos.len() < self.tokens.len() {
+            return Err(ModelError::InvalidInput(format!(
+                "cannot go back to {len} tokens: the rolling cache no longer holds them"
+            )));
+        }
+        self.tokens.truncate(len);
+        self.pos.truncate(len);
+        Ok(())
+    }
+
+    /// Bytes of the pages allocated so far.
+    pub fn bytes(&self) -> usize {
+        let slots: usize = self
+            .layers
+            .first()
+            .map_or(0, |l| l.iter().map(|p| p.stride).sum());
+        slots
+            * self.layout.n_layer
+            * self.layout.n_head_kv
+            * (self.layout.k_row + self.layout.v_row)
+    }
+
+    /// Makes room for `tokens` after the context and records them: shifts the
+    /// context when the policy says so, allocates pages, and returns each
+    /// token's slot and position. On an error nothing has changed.
+    pub fn place(&mut self, tokens: &[u32], rope: &Rope) -> Result<Placement, ModelError> {
+        let n = tokens.len();
+        if let Some(e) = self.room_error(n) {
+            return Err(e);
+        }
+        let len = self.tokens.len();
+        let mut shift = None;
+        if let CachePolicy::Shift { ctx, keep } = self.layout.policy {
+            if len + n > ctx {
+                // llama.cpp's rule: drop half of what follows the kept
+                // tokens (more if the new tokens need it; `room_error`
+                // made sure they fit).
+                let keep = keep.min(len);
+                let discard = ((len - keep) / 2).max(len + n - ctx);
+                self.shift(keep, discard, rope);
+                shift = Some(ContextShift {
+                    keep,
+                    discarded: discard,
+                });
+            }
+        }
+        let start = self.tokens.len();
+        let cap = self.layout.policy.capacity();
+        let slots: Vec<usize> = (start..start + n).map(|p| p % cap).collect();
+        let positions: Vec<u32> = (start..start + n).map(|p| p as u32).collect();
+        if let Some(&last) = slots.iter().max() {
+            self.allocate(last);
+        }
+        for (&s, &p) in slots.iter().zip(&positions) {
+            if s == self.pos.len() {
+                self.pos.push(p);
+            } else {
+                self.pos[s] = p;
+            }
+        }
+        self.tokens.extend_from_slice(tokens);
+        Ok(Placement {
+            slots,
+            positions,
+            shift,
         })
     }
 
-    /// Bytes held by this layer's cache.
-    pub fn bytes(&self) -> usize {
-        2 * self.k.elem_count() * self.k.dtype().size_in_bytes()
+    /// Why `n` more tokens cannot be placed, if they cannot (the context is
+    /// full without shifting, or they would not fit even after a shift).
+    pub fn room_error(&self, n: usize) -> Option<ModelError> {
+        let len = self.tokens.len();
+        match self.layout.policy {
+            CachePolicy::Full { ctx } => (len + n > ctx).then(|| full(len, n, ctx)),
+            CachePolicy::Shift { ctx, keep } => {
+                (n > ctx - keep.min(len)).then(|| full(len, n, ctx))
+            }
+            CachePolicy::Rolling { .. } => (len + n > u32::MAX as usize).then(|| {
+                ModelError::InvalidInput(format!("a session cannot pass {} positions", u32::MAX))
+            }),
+        }
     }
 
-    /// Writes `k`, `v` (`[n_head_kv, n, head_dim]`, contiguous) for positions
-    /// `pos..pos + n`. The caller guarantees `n <= capacity` (and, without rolling,
-    /// `pos + n <= capacity`).
-    pub fn write(&mut self, k: &Tensor, v: &Tensor, pos: usize) -> Result<(), ModelError> {
-        let n = k.dim(1)?;
-        let start = if self.rolling {
-            pos % self.capacity
-        } else {
-            pos
-        };
-        let first = n.min(self.capacity - start);
-        for (cache, src) in [(&self.k, k), (&self.v, v)] {
-            if first == n {
-                cache.slice_set(src, 1, start)?;
-            } else {
-                cache.slice_set(&src.narrow(1, 0, first)?.contiguous()?, 1, start)?;
-                cache.slice_set(&src.narrow(1, first, n - first)?.contiguous()?, 1, 0)?;
+    /// Allocates the pages up to the one holding `slot` in every layer.
+    fn allocate(&mut self, slot: usize) {
+        let l = self.layout;
+        let pages = slot / PAGE + 1;
+        for layer in &mut self.layers {
+            while layer.len() < pages {
+                let stride = l.page_slots(layer.len());
+                layer.push(Page {
+                    k: vec![0; l.n_head_kv * stride * l.k_row],
+                    v: vec![0; l.n_head_kv * stride * l.v_row],
+                    stride,
+                });
+            }
+        }
+    }
+
+    /// Stores the keys and values of one step's tokens (`[n, n_head_kv *
+    /// head_dim]` each) at their slots in `layer`.
+    pub fn write(
+        &mut self,
+        layer: usize,
+        slots: &[usize],
+        k: &[f32],
+        v: &[f32],
+    ) -> Result<(), ModelError> {
+        let l = self.layout;
+        let hd = l.head_dim;
+        let pages = &mut self.layers[layer];
+        for (t, &slot) in slots.iter().enumerate() {
+            let page = &mut pages[slot / PAGE];
+            let i = slot % PAGE;
+            for h in 0..l.n_head_kv {
+                let src = t * l.n_head_kv * hd + h * hd;
+                let row = h * page.stride + i;
+                l.k_type.store(
+                    &k[src..src + hd],
+                    &mut page.k[row * l.k_row..(row + 1) * l.k_row],
+                )?;
+                l.v_type.store(
+                    &v[src..src + hd],
+                    &mut page.v[row * l.v_row..(row + 1) * l.v_row],
+                )?;
             }
         }
         Ok(())
     }
 
-    /// Keys and values of the slots attention reads once positions `0..end` are
-    /// written: slots `0..min(end, capacity)` (slot order, see [`slot_positions`]).
-    pub fn view(&self, end: usize) -> Result<(Tensor, Tensor), ModelError> {
-        let len = end.min(self.capacity);
-        if len == self.capacity {
-            Ok((self.k.clone(), self.v.clone()))
+    /// The pages of `layer` as the attention kernel reads them.
+    pub fn pages(&self, layer: usize) -> Vec<KvPage<'_>> {
+        let used = self.pos.len();
+        self.layers[layer]
+            .iter()
+            .enumerate()
+            .take(used.div_ceil(PAGE))
+            .map(|(p, page)| KvPage {
+                k: &page.k,
+                v: &page.v,
+                stride: page.stride,
+                pos: &self.pos[p * PAGE..((p + 1) * PAGE).min(used)],
+            })
+            .collect()
+    }
+
+    /// Drops positions `keep..keep + discard`: later slots move down by
+    /// `discard` and their keys are rotated back by as many positions, so the
+    /// context reads as if the dropped tokens had never been there (llama.cpp's
+    /// context shift). Only for the policies where slot == position.
+    fn shift(&mut self, keep: usize, discard: usize, rope: &Rope) {
+        let l = self.layout;
+        let len = self.tokens.len();
+        let back = rope.tables(std::iter::once(-(discard as i64)));
+        self.layers.par_iter_mut().for_each(|pages| {
+            let mut buf = vec![0f32; l.head_dim];
+            for h in 0..l.n_head_kv {
+                for dst in keep..len - discard {
+                    let src = dst + discard;
+                    for (row, v) in [(l.k_row, false), (l.v_row, true)] {
+                        let from = locate(pages, src, h, row);
+                        let to = locate(pages, dst, h, row);
+                        copy_row(pages, from, to, row, v);
+                    }
+                    let (p, at) = locate(pages, dst, h, l.k_row);
+                    let bytes = &mut pages[p].k[at..at + l.k_row];
+                    // Lengths agree by construction (the layout's row size).
+                    if l.k_type.load(bytes, &mut buf).is_ok() {
+                        rope.apply(&mut buf, 1, &back);
+                        let _ = l.k_type.store(&buf, bytes);
+                    }
+                }
+            }
+        });
+        self.tokens.drain(keep..keep + discard);
+        self.pos.truncate(len - discard);
+    }
+}
+
+/// `(page, byte offset)` of head `h`'s row of `slot`, rows of `row` bytes.
+fn locate(pages: &[Page], slot: usize, h: usize, row: usize) -> (usize, usize) {
+    let p = slot / PAGE;
+    (p, (h * pages[p].stride + slot % PAGE) * row)
+}
+
+/// Copies one row of keys (or of values, `v`) between two places.
+fn copy_row(pages: &mut [Page], from: (usize, usize), to: (usize, usize), row: usize, v: bool) {
+    fn part(p: &mut Page, v: bool) -> &mut Vec<u8> {
+        if v {
+            &mut p.v
         } else {
-            Ok((self.k.narrow(1, 0, len)?, self.v.narrow(1, 0, len)?))
+            &mut p.k
         }
     }
-}
-
-/// The position held by each of the `min(end, capacity)` slots that
-/// [`KvCache::view`] returns after positions `0..end` were written.
-pub fn slot_positions(end: usize, capacity: usize, rolling: bool) -> Vec<usize> {
-    let len = end.min(capacity);
-    if !rolling || end <= capacity {
-        return (0..len).collect();
+    if from.0 == to.0 {
+        part(&mut pages[to.0], v).copy_within(from.1..from.1 + row, to.1);
+        return;
     }
-    let last = end - 1;
-    (0..len)
-        .map(|s| last - (last % capacity + capacity - s) % capacity)
-        .collect()
+    // Two different pages: borrow both.
+    let (lo, hi) = pages.split_at_mut(from.0.max(to.0));
+    let (src, dst) = if from.0 < to.0 {
+        (&mut lo[from.0], &mut hi[0])
+    } else {
+        (&mut hi[0], &mut lo[to.0])
+    };
+    part(dst, v)[to.1..to.1 + row].copy_from_slice(&part(src, v)[from.1..from.1 + row]);
 }
 
-/// Additive attention mask `[n, slots]` (0 or -inf) for queries at positions
-/// `start..start + n`: a key is visible when it is not in the future and, with a
-/// window `w`, less than `w` positions back. `None` when nothing is masked.
-pub fn attention_mask(
-    start: usize,
-    n: usize,
-    slots: &[usize],
-    window: Option<usize>,
-    device: &Device,
-) -> Result<Option<Tensor>, ModelError> {
-    let mut mask = Vec::with_capacity(n * slots.len());
-    let mut any = false;
-    for q in start..start + n {
-        for &p in slots {
-            let visible = p <= q && window.is_none_or(|w| q - p < w);
-            any |= !visible;
-            mask.push(if visible { 0.0 } else { f32::NEG_INFINITY });
+fn full(len: usize, n: usize, ctx: usize) -> ModelError {
+    if len == 0 {
+        ModelError::PromptTooLong {
+            prompt_tokens: n,
+            context: ctx,
         }
-    }
-    if !any {
-        return Ok(None);
-    }
-    Ok(Some(Tensor::from_vec(mask, (n, slots.len()), device)?))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rolling_slots_hold_latest_positions() {
-        // capacity 4, positions 0..10 written: slot s holds the last p < 10 with p % 4 == s.
-        assert_eq!(slot_positions(10, 4, true), vec![8, 9, 6, 7]);
-        assert_eq!(slot_positions(3, 4, true), vec![0, 1, 2]);
-        assert_eq!(slot_positions(3, 8, false), vec![0, 1, 2]);
-    }
-
-    #[test]
-    fn mask_is_causal_and_windowed() {
-        let m = attention_mask(2, 2, &[0, 1, 2, 3], Some(2), &Device::Cpu)
-            .unwrap()
-            .unwrap();
-        let m = m.to_vec2::<f32>().unwrap();
-        let inf = f32::NEG_INFINITY;
-        assert_eq!(m, vec![vec![inf, 0.0, 0.0, inf], vec![inf, inf, 0.0, 0.0]]);
-        assert!(attention_mask(3, 1, &[0, 1, 2, 3], None, &Device::Cpu)
-            .unwrap()
-            .is_none());
-    }
-
-    #[test]
-    fn write_wraps_around() {
-        let dev = Device::Cpu;
-        let mut c = KvCache::new(1, 4, 1, true, &dev).unwrap();
-        let k = Tensor::new(&[[[1f32], [2.], [3.]]], &dev).unwrap();
-        c.write(&k, &k, 0).unwrap();
-        let k2 = Tensor::new(&[[[4f32], [5.], [6.]]], &dev).unwrap();
-        c.write(&k2, &k2, 3).unwrap();
-        let (kk, _) = c.view(6).unwrap();
-        // positions 3,4,5 went to slots 3,0,1; slot 2 still holds position 2.
-        assert_eq!(
-            kk.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-            vec![5., 6., 3., 4.]
-        );
-        assert_eq!(slot_positions(6, 4, true), vec![4, 5, 2, 3]);
+    } else {
+        ModelError::ContextFull {
+            position: len,
+            tokens: n,
+            context: ctx,
+        }
     }
 }

@@ -1,31 +1,46 @@
-//! The Mistral / Mixtral transformer on candle: configuration from GGUF metadata,
-//! weights loaded from the file's bytes, the forward pass with a preallocated
-//! (optionally rolling, sliding-window) KV cache and top-k mixture of experts,
+//! The Mistral / Mixtral transformer: configuration from GGUF metadata,
+//! weights loaded once and shared ([`Model`]), any number of conversations
+//! over them ([`Session`], each with its own paged KV cache in f16, q8_0 or
+//! f32), batched steps over several sessions, a continuous-batching
+//! [`Scheduler`] (and [`Engine`], the same on a thread of its own), sampling,
 //! plus synthetic-model writing and perplexity.
+//!
+//! The modules are private; this page lists the public surface.
 
-// Model side.
-pub mod attention;
-pub mod config;
-pub mod error;
-pub mod ffn;
-pub mod kv_cache;
-pub mod matmul;
-pub mod model;
-pub mod moe;
+mod api;
+mod attention;
+mod config;
+mod error;
+mod ffn;
+mod generate;
+mod kv_cache;
+mod matmul;
+mod model;
+mod moe;
+mod ops;
 pub mod perplexity;
-pub mod rope;
+mod rope;
+mod sampling;
+mod scheduler;
+mod session;
 pub mod synth;
-pub mod threads;
-pub mod weights;
+mod weights;
 
-pub use config::{KernelChoice, LoadOptions, ModelConfig, DEFAULT_CTX_SIZE};
+pub use api::{BatchSeq, Model};
+pub use config::{
+    CachePolicy, CacheType, Device, KernelChoice, LoadOptions, ModelConfig, DEFAULT_CTX_SIZE,
+    MAX_UBATCH,
+};
 pub use error::ModelError;
-pub use model::Transformer;
-
-// Generation side: sampling, generation loop, public Model API.
-pub mod api;
-pub mod generate;
-pub mod sampling;
-pub use api::{Device, Message, Model};
-pub use generate::{FinishReason, GeneratedToken, Generation, GenerationStats, LanguageModel};
-pub use sampling::{Sampler, SamplingParams};
+pub use generate::{
+    FinishReason, GenerateOptions, GeneratedToken, Generation, GenerationStats, LanguageModel,
+    LogitsProcessor, TokenLogprob,
+};
+pub use kv_cache::ContextShift;
+pub use mistral_tokenizer::{ChatTemplate, Message, Tokenizer};
+pub use sampling::{Candidate, Sampler, SamplingParams};
+pub use scheduler::{
+    CancelToken, Engine, Event, Request, RequestHandle, Scheduler, SchedulerOptions, StepReport,
+};
+pub use session::{Pooling, Session};
+pub use weights::LoadProgress;

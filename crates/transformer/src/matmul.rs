@@ -1,6 +1,7 @@
 //! The one place where activations meet weight matrices. A [`Linear`] is either
 //! candle's [`QMatMul`] or the project's own kernels ([`mistral_kernels::QMatrix`]),
-//! chosen by [`KernelChoice`]; the model code only calls [`Linear::forward`].
+//! chosen by [`KernelChoice`]; the model code only calls [`Linear::forward`] on
+//! row-major `f32` slices.
 
 use std::sync::Arc;
 
@@ -25,7 +26,7 @@ enum Backend {
 
 /// A weight matrix `W` of shape `[n_out, n_in]`; `forward(x) = x Wᵀ`.
 #[derive(Debug, Clone)]
-pub struct Linear {
+pub(crate) struct Linear {
     inner: Backend,
     n_out: usize,
     n_in: usize,
@@ -117,24 +118,34 @@ impl Linear {
             .collect()
     }
 
-    /// `x [.., n_in] -> [.., n_out]` (f32 in, f32 out).
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor, ModelError> {
-        Ok(match &self.inner {
-            Backend::Candle(m) => m.forward(x)?,
-            Backend::Native(m) => m.forward(x)?,
-        })
+    /// `x [n, n_in] -> [n, n_out]` for `n = x.len() / n_in` rows.
+    pub fn forward(&self, x: &[f32]) -> Result<Vec<f32>, ModelError> {
+        let n = x.len() / self.n_in;
+        let mut y = vec![0f32; n * self.n_out];
+        match &self.inner {
+            Backend::Native(m) => m.matmul(x, &mut y)?,
+            Backend::Candle(m) => {
+                let t = Tensor::from_slice(x, (n, self.n_in), &candle_core::Device::Cpu)?;
+                y = m.forward(&t)?.flatten_all()?.to_vec1::<f32>()?;
+            }
+        }
+        Ok(y)
     }
 
     /// Rows `ids` of the matrix as f32 `[ids.len(), n_in]` (an embedding lookup that
     /// dequantizes only those rows). Ids must be below `n_out`.
-    pub fn rows(&self, ids: &[u32], device: &candle_core::Device) -> Result<Tensor, ModelError> {
+    pub fn rows(&self, ids: &[u32]) -> Result<Vec<f32>, ModelError> {
+        let cpu = candle_core::Device::Cpu;
         match &self.inner {
-            Backend::Candle(QMatMul::QTensor(q)) => {
-                Ok(q.embedding(&Tensor::from_slice(ids, ids.len(), device)?)?)
-            }
+            Backend::Candle(QMatMul::QTensor(q)) => Ok(q
+                .embedding(&Tensor::from_slice(ids, ids.len(), &cpu)?)?
+                .flatten_all()?
+                .to_vec1::<f32>()?),
             Backend::Candle(QMatMul::Tensor(t) | QMatMul::TensorF16(t)) => Ok(t
-                .index_select(&Tensor::from_slice(ids, ids.len(), device)?, 0)?
-                .to_dtype(candle_core::DType::F32)?),
+                .index_select(&Tensor::from_slice(ids, ids.len(), &cpu)?, 0)?
+                .to_dtype(candle_core::DType::F32)?
+                .flatten_all()?
+                .to_vec1::<f32>()?),
             Backend::Native(m) => {
                 let mut out = vec![0f32; ids.len() * self.n_in];
                 for (row, &id) in out.chunks_exact_mut(self.n_in).zip(ids) {
@@ -142,16 +153,8 @@ impl Linear {
                         ModelError::InvalidInput(format!("embedding row {id}: {e}"))
                     })?;
                 }
-                Ok(Tensor::from_vec(out, (ids.len(), self.n_in), device)?)
+                Ok(out)
             }
         }
-    }
-
-    pub fn n_out(&self) -> usize {
-        self.n_out
-    }
-
-    pub fn n_in(&self) -> usize {
-        self.n_in
     }
 }

@@ -2,20 +2,24 @@
 //! (RMSNorm → GQA attention → residual, RMSNorm → SwiGLU FFN or MoE → residual),
 //! final RMSNorm and the output projection. One type serves Mistral (dense),
 //! Mixtral (MoE) and other llama-architecture files (e.g. SmolLM2).
+//!
+//! The weights are immutable once loaded; all per-conversation state lives in
+//! the [`KvCache`]s passed to [`Transformer::step`], which runs the tokens of
+//! several sequences through the layers in one batch.
 
-use candle_core::{Device, IndexOp, Tensor};
 use mistral_gguf::keys::TensorName;
 use mistral_gguf::GgufFile;
 
-use crate::attention::{Attention, AttentionInputs};
+use crate::attention::{Attention, SeqSlice};
 use crate::config::{LoadOptions, ModelConfig, MAX_UBATCH};
 use crate::error::ModelError;
 use crate::ffn::FeedForward;
-use crate::kv_cache::{attention_mask, slot_positions, KvCache};
+use crate::kv_cache::{ContextShift, KvCache, KvLayout, Placement};
 use crate::matmul::Linear;
 use crate::moe::Moe;
+use crate::ops::{add_assign, rms_norm};
 use crate::rope::Rope;
-use crate::weights::WeightLoader;
+use crate::weights::{LoadProgress, WeightLoader};
 
 /// A layer's feed-forward part.
 #[derive(Debug, Clone)]
@@ -25,7 +29,7 @@ enum Ffn {
 }
 
 impl Ffn {
-    fn forward(&self, x: &Tensor) -> Result<Tensor, ModelError> {
+    fn forward(&self, x: &[f32]) -> Result<Vec<f32>, ModelError> {
         match self {
             Ffn::Dense(f) => f.forward(x),
             Ffn::Moe(m) => m.forward(x),
@@ -35,37 +39,59 @@ impl Ffn {
 
 #[derive(Debug, Clone)]
 struct Layer {
-    attn_norm: Tensor, // [n_embd] f32
+    attn_norm: Vec<f32>,
     attn: Attention,
-    ffn_norm: Tensor, // [n_embd] f32
+    ffn_norm: Vec<f32>,
     ffn: Ffn,
 }
 
-/// A loaded model with its KV cache.
-pub struct Transformer {
+/// One sequence's part of a step.
+pub(crate) struct SeqStep<'a> {
+    pub cache: &'a mut KvCache,
+    /// Its new tokens (at most [`MAX_UBATCH`]).
+    pub tokens: &'a [u32],
+    /// Logits wanted for its last `logits` tokens (0: none).
+    pub logits: usize,
+    /// Whether to return the final hidden states (after the output norm) of
+    /// all its tokens.
+    pub hidden: bool,
+}
+
+/// What one sequence gets back from a step.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SeqResult {
+    /// `[logits, n_vocab]`.
+    pub logits: Vec<f32>,
+    /// `[tokens, n_embd]` when asked.
+    pub hidden: Vec<f32>,
+    /// The context shift that made room, if any.
+    pub shift: Option<ContextShift>,
+}
+
+/// The loaded weights.
+#[derive(Debug)]
+pub(crate) struct Transformer {
     config: ModelConfig,
-    device: Device,
+    layout: KvLayout,
     tok_embd: Linear, // [n_vocab, n_embd], rows dequantized on lookup
     layers: Vec<Layer>,
-    output_norm: Tensor, // [n_embd] f32
-    output: Linear,      // [n_vocab, n_embd] (token_embd when tied)
+    output_norm: Vec<f32>,
+    output: Linear, // [n_vocab, n_embd] (token_embd when tied)
     rope: Rope,
-    caches: Vec<KvCache>,
-    pos: usize,
     weight_bytes: usize,
 }
 
 impl Transformer {
-    /// Loads every tensor of `file` onto `device` and allocates the KV cache.
+    /// Loads every tensor of `file`.
     pub fn load(
         file: &GgufFile,
-        device: &Device,
         opts: &LoadOptions,
+        progress: &mut dyn FnMut(LoadProgress),
     ) -> Result<Transformer, ModelError> {
         let config = ModelConfig::from_file(file, opts)?;
         let cfg = &config;
         let d = cfg.n_embd;
-        let mut w = WeightLoader::new(file, device);
+        let mut w = WeightLoader::new(file, progress);
         let tok_embd = Linear::load(
             &mut w,
             &TensorName::TokenEmbd.global(),
@@ -78,38 +104,23 @@ impl Transformer {
             let ffn = if cfg.is_moe() {
                 Ffn::Moe(Moe::load(&mut w, cfg, l)?)
             } else {
+                let mut m = |name: TensorName, n_in, n_out| {
+                    Linear::load(&mut w, &name.layer(l), n_in, n_out, cfg.kernels)
+                };
                 Ffn::Dense(FeedForward::new(
-                    Linear::load(
-                        &mut w,
-                        &TensorName::FfnGate.layer(l),
-                        d,
-                        cfg.n_ff,
-                        cfg.kernels,
-                    )?,
-                    Linear::load(
-                        &mut w,
-                        &TensorName::FfnUp.layer(l),
-                        d,
-                        cfg.n_ff,
-                        cfg.kernels,
-                    )?,
-                    Linear::load(
-                        &mut w,
-                        &TensorName::FfnDown.layer(l),
-                        cfg.n_ff,
-                        d,
-                        cfg.kernels,
-                    )?,
+                    m(TensorName::FfnGate, d, cfg.n_ff)?,
+                    m(TensorName::FfnUp, d, cfg.n_ff)?,
+                    m(TensorName::FfnDown, cfg.n_ff, d)?,
                 ))
             };
             layers.push(Layer {
-                attn_norm: w.f32_tensor(&TensorName::AttnNorm.layer(l), &[d])?,
+                attn_norm: w.f32_values(&TensorName::AttnNorm.layer(l), &[d])?,
                 attn: Attention::load(&mut w, cfg, l)?,
-                ffn_norm: w.f32_tensor(&TensorName::FfnNorm.layer(l), &[d])?,
+                ffn_norm: w.f32_values(&TensorName::FfnNorm.layer(l), &[d])?,
                 ffn,
             });
         }
-        let output_norm = w.f32_tensor(&TensorName::OutputNorm.global(), &[d])?;
+        let output_norm = w.f32_values(&TensorName::OutputNorm.global(), &[d])?;
         let output = if cfg.tied_embeddings {
             tok_embd.clone() // shares the weights
         } else {
@@ -121,29 +132,21 @@ impl Transformer {
                 cfg.kernels,
             )?
         };
-        let rolling = cfg.rolling_window().is_some();
-        let caches = layers
-            .iter()
-            .map(|l| l.attn.new_cache(cfg.kv_capacity(), rolling, device))
-            .collect::<Result<Vec<_>, _>>()?;
         tracing::debug!(
             layers = cfg.n_layer,
             moe = cfg.is_moe(),
-            window = ?cfg.sliding_window,
-            kv_capacity = cfg.kv_capacity(),
+            cache = ?cfg.cache,
             "model loaded"
         );
         Ok(Transformer {
             rope: Rope::new(cfg.head_dim, cfg.rope_freq_base),
+            layout: KvLayout::new(cfg),
             weight_bytes: w.bytes_loaded(),
-            device: device.clone(),
             config,
             tok_embd,
             layers,
             output_norm,
             output,
-            caches,
-            pos: 0,
         })
     }
 
@@ -151,122 +154,126 @@ impl Transformer {
         &self.config
     }
 
-    pub fn device(&self) -> &Device {
-        &self.device
-    }
-
-    /// Empties the KV cache (stale slots are masked by position, so nothing is cleared).
-    pub fn reset(&mut self) {
-        self.pos = 0;
-    }
-
-    /// Tokens processed since the last reset.
-    pub fn position(&self) -> usize {
-        self.pos
-    }
-
-    /// Bytes of the preallocated KV cache.
-    pub fn kv_cache_bytes(&self) -> usize {
-        self.caches.iter().map(KvCache::bytes).sum()
-    }
-
     /// Bytes of weight data loaded from the file.
     pub fn weight_bytes(&self) -> usize {
         self.weight_bytes
     }
 
-    /// Runs `tokens` at positions `position()..` and returns logits `[n, n_vocab]`.
-    pub fn forward(&mut self, tokens: &[u32]) -> Result<Tensor, ModelError> {
-        self.forward_tail(tokens, tokens.len())
+    /// An empty cache for one sequence.
+    pub fn new_cache(&self) -> KvCache {
+        KvCache::new(self.layout)
     }
 
-    /// Like [`forward`](Self::forward) but only the last position's logits `[n_vocab]`.
-    pub fn forward_last(&mut self, tokens: &[u32]) -> Result<Tensor, ModelError> {
-        Ok(self.forward_tail(tokens, 1)?.i(0)?)
+    /// The shape every cache of this model has.
+    pub fn kv_layout(&self) -> &KvLayout {
+        &self.layout
     }
 
-    /// Like [`forward`](Self::forward) but only the logits of the last `n_last`
-    /// positions, `[n_last, n_vocab]` (the output projection runs on those rows only).
-    pub fn forward_tail(&mut self, tokens: &[u32], n_last: usize) -> Result<Tensor, ModelError> {
-        // The kernels split every matrix product over the rayon pool. Called
-        // from outside the pool, each product would hand its work to the pool
-        // and sleep until it is done (tens of µs a product, hundreds of
-        // products a token); run the whole pass on a pool thread instead, so
-        // the products fork and join from inside it.
-        if rayon::current_thread_index().is_none() {
-            return rayon::scope(|_| self.forward_tail(tokens, n_last));
-        }
-        self.check(tokens)?;
-        let n_last = n_last.clamp(1, tokens.len());
-        let skip = tokens.len() - n_last;
-        let mut logits = Vec::new();
-        let mut done = 0;
-        for chunk in tokens.chunks(MAX_UBATCH) {
-            let h = self.hidden(chunk)?;
-            let m = chunk.len();
-            // Rows of this chunk that are among the last n_last.
-            let from = skip.saturating_sub(done).min(m);
-            if from < m {
-                logits.push(self.output.forward(&h.narrow(0, from, m - from)?)?);
-            }
-            done += m;
-        }
-        Ok(Tensor::cat(&logits, 0)?)
-    }
-
-    fn check(&self, tokens: &[u32]) -> Result<(), ModelError> {
+    /// Checks that `tokens` can run: non-empty, at most [`MAX_UBATCH`], ids
+    /// in the vocabulary.
+    pub fn check_tokens(&self, tokens: &[u32]) -> Result<(), ModelError> {
         if tokens.is_empty() {
             return Err(ModelError::EmptyPrompt);
+        }
+        if tokens.len() > MAX_UBATCH {
+            return Err(ModelError::InvalidInput(format!(
+                "{} tokens in one step of a sequence, at most {MAX_UBATCH}",
+                tokens.len()
+            )));
         }
         let n_vocab = self.config.n_vocab;
         if let Some(&id) = tokens.iter().find(|&&t| t as usize >= n_vocab) {
             return Err(ModelError::TokenOutOfRange { id, n_vocab });
         }
-        if self.config.rolling_window().is_none() && self.pos + tokens.len() > self.config.ctx_size
-        {
-            return Err(if self.pos == 0 {
-                ModelError::PromptTooLong {
-                    prompt_tokens: tokens.len(),
-                    context: self.config.ctx_size,
-                }
-            } else {
-                ModelError::ContextFull {
-                    position: self.pos,
-                    tokens: tokens.len(),
-                    context: self.config.ctx_size,
-                }
-            });
-        }
         Ok(())
     }
 
-    /// One batch (at most `MAX_UBATCH` tokens) through the layers and the final
-    /// norm: `[n, n_embd]`. Advances the position.
-    fn hidden(&mut self, tokens: &[u32]) -> Result<Tensor, ModelError> {
-        let cfg = &self.config;
-        let n = tokens.len();
-        let start = self.pos;
-        let mut x = self.tok_embd.rows(tokens, &self.device)?; // [n, n_embd]
-
-        let (cos, sin) = self.rope.tables(start, n, &self.device)?;
-        let rolling = cfg.rolling_window().is_some();
-        let slots = slot_positions(start + n, cfg.kv_capacity(), rolling);
-        let mask = attention_mask(start, n, &slots, cfg.sliding_window, &self.device)?;
-        let inp = AttentionInputs {
-            start,
-            cos,
-            sin,
-            mask,
-        };
-        let eps = cfg.rms_norm_eps;
-
-        for (layer, cache) in self.layers.iter().zip(self.caches.iter_mut()) {
-            let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, eps)?;
-            x = (x + layer.attn.forward(&h, &inp, cache)?)?;
-            let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, eps)?;
-            x = (x + layer.ffn.forward(&h)?)?;
+    /// Runs the new tokens of every sequence in `seqs` through the layers in
+    /// one batch (each at its own next positions, against its own cache) and
+    /// returns what each asked for. Every sequence is checked before anything
+    /// changes; after an error inside the layers the caches are left
+    /// inconsistent and must be reset.
+    pub fn step(&self, seqs: &mut [SeqStep<'_>]) -> Result<Vec<SeqResult>, ModelError> {
+        for s in seqs.iter() {
+            self.check_tokens(s.tokens)?;
+            if let Some(e) = s.cache.room_error(s.tokens.len()) {
+                return Err(e);
+            }
         }
-        self.pos += n;
-        Ok(candle_nn::ops::rms_norm(&x, &self.output_norm, eps)?)
+        let places: Vec<Placement> = seqs
+            .iter_mut()
+            .map(|s| s.cache.place(s.tokens, &self.rope))
+            .collect::<Result<_, _>>()?;
+        let cfg = &self.config;
+        let d = cfg.n_embd;
+        let tokens: Vec<u32> = seqs.iter().flat_map(|s| s.tokens.iter().copied()).collect();
+        let tables = self.rope.tables(
+            places
+                .iter()
+                .flat_map(|p| p.positions.iter().map(|&p| p as i64)),
+        );
+        let mut x = self.tok_embd.rows(&tokens)?; // [n, n_embd]
+        let mut h = vec![0f32; x.len()];
+        let eps = cfg.rms_norm_eps;
+        let mut slices: Vec<SeqSlice<'_>> = Vec::with_capacity(seqs.len());
+        let mut row = 0;
+        for (s, place) in seqs.iter_mut().zip(&places) {
+            slices.push(SeqSlice {
+                cache: &mut *s.cache,
+                place,
+                row,
+            });
+            row += place.slots.len();
+        }
+        for (l, layer) in self.layers.iter().enumerate() {
+            rms_norm(&x, &layer.attn_norm, eps, &mut h);
+            let y = layer
+                .attn
+                .forward(&h, l, &self.rope, &tables, &mut slices)?;
+            add_assign(&mut x, &y);
+            rms_norm(&x, &layer.ffn_norm, eps, &mut h);
+            let y = layer.ffn.forward(&h)?;
+            add_assign(&mut x, &y);
+        }
+        drop(slices);
+
+        // The output projection runs on the rows that want logits only.
+        let mut want = Vec::new();
+        let mut row = 0;
+        for s in seqs.iter() {
+            let n = s.tokens.len();
+            let k = s.logits.min(n);
+            want.extend_from_slice(&x[(row + n - k) * d..(row + n) * d]);
+            row += n;
+        }
+        let logits = if want.is_empty() {
+            Vec::new()
+        } else {
+            let mut normed = vec![0f32; want.len()];
+            rms_norm(&want, &self.output_norm, eps, &mut normed);
+            self.output.forward(&normed)?
+        };
+        let v = cfg.n_vocab;
+        let mut out = Vec::with_capacity(seqs.len());
+        let (mut row, mut lrow) = (0, 0);
+        for (s, place) in seqs.iter().zip(places) {
+            let n = s.tokens.len();
+            let k = s.logits.min(n);
+            let hidden = if s.hidden {
+                let mut hs = vec![0f32; n * d];
+                rms_norm(&x[row * d..(row + n) * d], &self.output_norm, eps, &mut hs);
+                hs
+            } else {
+                Vec::new()
+            };
+            out.push(SeqResult {
+                logits: logits[lrow * v..(lrow + k) * v].to_vec(),
+                hidden,
+                shift: place.shift,
+            });
+            row += n;
+            lrow += k;
+        }
+        Ok(out)
     }
 }

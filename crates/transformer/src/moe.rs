@@ -3,14 +3,11 @@
 //! their weights renormalised to sum to 1, and the output is the weighted sum of
 //! the chosen experts' SwiGLU outputs.
 //!
-//! Routing (softmax, top-k by sort, gather, renormalise) runs as tensor ops on the
-//! device. On the CPU the chosen ids are then read in place (no device transfer)
-//! to batch each expert's tokens: an expert runs once per forward on exactly the
-//! rows routed to it. On other devices every expert runs on all rows with a
-//! zero weight where it was not chosen, which needs no host round trip at all.
+//! The tokens of the whole step (every sequence of the batch) are grouped per
+//! expert, so an expert runs once per step on exactly the rows routed to it.
 
-use candle_core::{DType, Device, Tensor, D};
 use mistral_gguf::keys::TensorName;
+use rayon::prelude::*;
 
 use crate::config::ModelConfig;
 use crate::error::ModelError;
@@ -20,10 +17,11 @@ use crate::weights::WeightLoader;
 
 /// One MoE layer.
 #[derive(Debug, Clone)]
-pub struct Moe {
-    router: Tensor, // [n_expert, n_embd] f32
+pub(crate) struct Moe {
+    router: Vec<f32>, // [n_expert, n_embd]
     experts: Vec<FeedForward>,
     n_used: usize,
+    n_embd: usize,
 }
 
 impl Moe {
@@ -31,7 +29,7 @@ impl Moe {
     /// per-expert `ffn_{gate,up,down}.E` ones.
     pub fn load(w: &mut WeightLoader, cfg: &ModelConfig, layer: usize) -> Result<Moe, ModelError> {
         let (d, ff, e, k) = (cfg.n_embd, cfg.n_ff, cfg.n_expert, cfg.kernels);
-        let router = w.f32_tensor(&TensorName::FfnGateInp.layer(layer), &[d, e])?;
+        let router = w.f32_values(&TensorName::FfnGateInp.layer(layer), &[d, e])?;
         let experts = if w.contains(&TensorName::FfnGateExps.layer(layer)) {
             let gate = Linear::load_stack(w, &TensorName::FfnGateExps.layer(layer), d, ff, e, k)?;
             let up = Linear::load_stack(w, &TensorName::FfnUpExps.layer(layer), d, ff, e, k)?;
@@ -56,64 +54,59 @@ impl Moe {
             router,
             experts,
             n_used: cfg.n_expert_used,
+            n_embd: d,
         })
     }
 
-    /// Chosen experts `[n, k]` (u32) and their renormalised weights `[n, k]` (f32).
-    pub fn route(&self, x: &Tensor) -> Result<(Tensor, Tensor), ModelError> {
-        let logits = x.matmul(&self.router.t()?)?; // [n, n_expert]
-        let probs = candle_nn::ops::softmax_last_dim(&logits)?;
-        let order = probs.arg_sort_last_dim(false)?;
-        let ids = order.narrow(D::Minus1, 0, self.n_used)?.contiguous()?;
-        let w = probs.gather(&ids, D::Minus1)?;
-        let w = w.broadcast_div(&w.sum_keepdim(D::Minus1)?)?;
-        Ok((ids, w))
+    /// The chosen experts of one token and their renormalised weights, by
+    /// descending router probability (ties: the lower expert id first).
+    fn route(&self, x: &[f32]) -> Vec<(usize, f32)> {
+        let logits: Vec<f32> = self
+            .router
+            .chunks_exact(self.n_embd)
+            .map(|r| r.iter().zip(x).map(|(a, b)| a * b).sum())
+            .collect();
+        let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+        let p: Vec<f32> = logits.iter().map(|l| (l - max).exp()).collect();
+        let z: f32 = p.iter().sum();
+        let mut order: Vec<usize> = (0..p.len()).collect();
+        order.sort_by(|&a, &b| p[b].total_cmp(&p[a]).then(a.cmp(&b)));
+        order.truncate(self.n_used);
+        let sum: f32 = order.iter().map(|&e| p[e] / z).sum();
+        order.into_iter().map(|e| (e, p[e] / z / sum)).collect()
     }
 
     /// `x [n, n_embd] -> [n, n_embd]`.
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor, ModelError> {
-        let (ids, w) = self.route(x)?;
-        match x.device() {
-            Device::Cpu => self.forward_grouped(x, &ids, &w),
-            _ => self.forward_dense(x, &ids, &w),
-        }
-    }
-
-    fn forward_grouped(&self, x: &Tensor, ids: &Tensor, w: &Tensor) -> Result<Tensor, ModelError> {
-        let ids = ids.to_vec2::<u32>()?;
-        let w = w.to_vec2::<f32>()?;
-        let mut rows: Vec<Vec<u32>> = vec![Vec::new(); self.experts.len()];
+    pub fn forward(&self, x: &[f32]) -> Result<Vec<f32>, ModelError> {
+        let d = self.n_embd;
+        let mut rows: Vec<Vec<usize>> = vec![Vec::new(); self.experts.len()];
         let mut weights: Vec<Vec<f32>> = vec![Vec::new(); self.experts.len()];
-        for (t, (ids, w)) in ids.iter().zip(&w).enumerate() {
-            for (&e, &wt) in ids.iter().zip(w) {
-                // ids come from a sort over n_expert columns, so they are in range.
-                if let (Some(r), Some(ws)) = (rows.get_mut(e as usize), weights.get_mut(e as usize))
-                {
-                    r.push(t as u32);
-                    ws.push(wt);
-                }
+        let routes: Vec<Vec<(usize, f32)>> = if x.len() < 1 << 15 {
+            x.chunks_exact(d).map(|xt| self.route(xt)).collect()
+        } else {
+            x.par_chunks_exact(d).map(|xt| self.route(xt)).collect()
+        };
+        for (t, route) in routes.into_iter().enumerate() {
+            for (e, w) in route {
+                rows[e].push(t);
+                weights[e].push(w);
             }
         }
-        let mut out = x.zeros_like()?;
+        let mut out = vec![0f32; x.len()];
         for ((expert, rows), weights) in self.experts.iter().zip(rows).zip(weights) {
             if rows.is_empty() {
                 continue;
             }
-            let m = rows.len();
-            let idx = Tensor::from_vec(rows, m, x.device())?;
-            let y = expert.forward(&x.index_select(&idx, 0)?)?;
-            let y = y.broadcast_mul(&Tensor::from_vec(weights, (m, 1), x.device())?)?;
-            out = out.index_add(&idx, &y, 0)?;
-        }
-        Ok(out)
-    }
-
-    fn forward_dense(&self, x: &Tensor, ids: &Tensor, w: &Tensor) -> Result<Tensor, ModelError> {
-        let mut out = x.zeros_like()?;
-        for (e, expert) in self.experts.iter().enumerate() {
-            let chosen = ids.eq(e as u32)?.to_dtype(DType::F32)?;
-            let col = (chosen * w)?.sum_keepdim(D::Minus1)?; // [n, 1]
-            out = (out + expert.forward(x)?.broadcast_mul(&col)?)?;
+            let mut xs = Vec::with_capacity(rows.len() * d);
+            for &t in &rows {
+                xs.extend_from_slice(&x[t * d..(t + 1) * d]);
+            }
+            let y = expert.forward(&xs)?;
+            for ((&t, w), yr) in rows.iter().zip(weights).zip(y.chunks_exact(d)) {
+                for (o, v) in out[t * d..(t + 1) * d].iter_mut().zip(yr) {
+                    *o += w * v;
+                }
+            }
         }
         Ok(out)
     }

@@ -6,8 +6,8 @@
 //! positions `n_ctx/2 .. n_ctx-1` predicting the next token. The estimate is
 //! `exp(mean NLL)` with the standard error `ppl * sqrt(var(NLL) / (N - 1))`.
 
+use crate::api::Model;
 use crate::error::ModelError;
-use crate::model::Transformer;
 
 /// Running totals after a chunk.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -61,7 +61,7 @@ pub fn chunk_count(n_tokens: usize, n_ctx: usize, max_chunks: Option<usize>) -> 
 /// the id written over each chunk's first token (None: the model adds no BOS).
 /// `on_chunk` sees the running totals after every chunk.
 pub fn perplexity(
-    model: &mut Transformer,
+    model: &Model,
     tokens: &[u32],
     n_ctx: usize,
     bos: Option<u32>,
@@ -81,6 +81,8 @@ pub fn perplexity(
         )));
     }
     let first = n_ctx / 2;
+    let mut session = model.new_session();
+    let n_vocab = model.config().n_vocab;
     let mut stats = PerplexityStats {
         chunks: 0,
         scored: 0,
@@ -93,12 +95,10 @@ pub fn perplexity(
         if let Some(b) = bos {
             input[0] = b;
         }
-        model.reset();
+        session.reset();
         // Logits of positions first .. n_ctx - 2 predict tokens first + 1 .. n_ctx - 1.
-        let logits = model
-            .forward_tail(&input, n_ctx - first)?
-            .to_vec2::<f32>()?;
-        for (row, &target) in logits.iter().zip(&chunk[first + 1..]) {
+        let logits = session.forward(&input, n_ctx - first)?;
+        for (row, &target) in logits.chunks_exact(n_vocab).zip(&chunk[first + 1..]) {
             let v = nll(row, target as usize);
             stats.nll += v;
             stats.nll2 += v * v;
@@ -107,7 +107,6 @@ pub fn perplexity(
         stats.chunks += 1;
         on_chunk(&stats);
     }
-    model.reset();
     Ok(stats)
 }
 

@@ -1,11 +1,12 @@
-//! Loading tensors from a [`GgufFile`] into candle: quantized weights become
-//! [`QTensor`]s built straight from the file's block bytes (no dequantize /
-//! requantize round trip); only small vectors (norms, the router) become f32.
+//! Loading tensors from a [`GgufFile`]: quantized weights are built straight
+//! from the file's block bytes (no dequantize / requantize round trip), as
+//! the native kernels' matrices or candle [`QTensor`]s; only small vectors
+//! (norms, the router) become f32. Progress is reported per tensor.
 
 use std::borrow::Cow;
 
 use candle_core::quantized::{GgmlDType, QStorage, QTensor};
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 use mistral_gguf::{GgmlType, GgufFile, TensorInfo};
 
 use crate::error::ModelError;
@@ -24,20 +25,39 @@ fn required_alignment(t: GgmlDType) -> usize {
     }
 }
 
-/// Reads tensors of one file onto one device, checking names, types and shapes.
-pub struct WeightLoader<'a> {
+/// How far loading has come: bytes of tensor data read of the file's total.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadProgress {
+    pub loaded: u64,
+    pub total: u64,
+}
+
+/// Reads tensors of one file, checking names, types and shapes.
+pub(crate) struct WeightLoader<'a> {
     file: &'a GgufFile,
-    device: &'a Device,
+    device: Device,
     bytes: usize,
+    total: u64,
+    progress: &'a mut dyn FnMut(LoadProgress),
 }
 
 impl<'a> WeightLoader<'a> {
-    pub fn new(file: &'a GgufFile, device: &'a Device) -> Self {
+    pub fn new(file: &'a GgufFile, progress: &'a mut dyn FnMut(LoadProgress)) -> Self {
+        let total = file.tensors().iter().map(|t| t.n_bytes()).sum();
         WeightLoader {
             file,
-            device,
+            device: Device::Cpu,
             bytes: 0,
+            total,
+            progress,
         }
+    }
+
+    fn report(&mut self) {
+        (self.progress)(LoadProgress {
+            loaded: (self.bytes as u64).min(self.total),
+            total: self.total,
+        });
     }
 
     /// Bytes of tensor data loaded so far.
@@ -79,15 +99,6 @@ impl<'a> WeightLoader<'a> {
         Ok(info)
     }
 
-    fn dtype_of(&self, info: &TensorInfo) -> Result<GgmlDType, ModelError> {
-        candle_dtype(info.ggml_type).ok_or_else(|| ModelError::UnsupportedTensorType {
-            file: self.file_name(),
-            name: info.name.clone(),
-            ggml_type: info.ggml_type,
-            supported: SUPPORTED_TYPES,
-        })
-    }
-
     /// Builds a QTensor of `shape` (row-major) from `bytes` of type `dtype`.
     fn qtensor_from_bytes(
         &mut self,
@@ -111,7 +122,8 @@ impl<'a> WeightLoader<'a> {
             });
         }
         self.bytes += bytes.len();
-        let storage = QStorage::from_data(Cow::Borrowed(bytes), self.device, dtype)?;
+        self.report();
+        let storage = QStorage::from_data(Cow::Borrowed(bytes), &self.device, dtype)?;
         let q = QTensor::new(storage, shape.to_vec())?;
         // candle copied the bytes: the mapped pages need not stay resident.
         self.file.release(bytes);
@@ -123,6 +135,7 @@ impl<'a> WeightLoader<'a> {
         let info = self.info(name, dims)?;
         let data = self.file.tensor_data(info);
         self.bytes += data.len();
+        self.report();
         Ok((info.ggml_type, data))
     }
 
@@ -141,14 +154,6 @@ impl<'a> WeightLoader<'a> {
         }
     }
 
-    /// A whole tensor as a QTensor; `dims` in GGML order (`[n_in, n_out]` for a matrix).
-    pub fn qtensor(&mut self, name: &str, dims: &[usize]) -> Result<QTensor, ModelError> {
-        let info = self.info(name, dims)?;
-        let dtype = self.dtype_of(info)?;
-        let shape: Vec<usize> = dims.iter().rev().copied().collect();
-        self.qtensor_from_bytes(name, self.file.tensor_data(info), dtype, &shape)
-    }
-
     /// A QTensor `[n_out, n_in]` of type `ty` from bytes of this file (not counted
     /// in [`bytes_loaded`](Self::bytes_loaded): callers used [`raw`](Self::raw)).
     pub fn qtensor_from_raw(
@@ -165,9 +170,17 @@ impl<'a> WeightLoader<'a> {
         Ok(q)
     }
 
-    /// A small tensor dequantized to f32 (norm weights, the router).
-    pub fn f32_tensor(&mut self, name: &str, dims: &[usize]) -> Result<Tensor, ModelError> {
-        let q = self.qtensor(name, dims)?;
-        Ok(q.dequantize(self.device)?)
+    /// A small tensor dequantized to f32 (norm weights, the router), row-major.
+    pub fn f32_values(&mut self, name: &str, dims: &[usize]) -> Result<Vec<f32>, ModelError> {
+        let (ty, bytes) = self.raw(name, dims)?;
+        let n: usize = dims.iter().product();
+        let mut out = vec![0f32; n];
+        mistral_kernels::dequantize(ty, bytes, &mut out).map_err(|e| {
+            ModelError::UnsupportedConfig {
+                file: self.file_name(),
+                what: format!("tensor {name:?}: {e}"),
+            }
+        })?;
+        Ok(out)
     }
 }

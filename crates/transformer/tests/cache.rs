@@ -1,13 +1,12 @@
 //! Correctness 2 and 3: prefill vs incremental decoding (with and without a
-//! sliding window, including after the rolling cache has wrapped), and the
-//! receptive field of a 1-layer sliding-window model.
+//! sliding window, including after the rolling cache has wrapped), the
+//! receptive field of a 1-layer sliding-window model, and the context shift.
 
 mod common;
 
 use common::*;
-use mistral_transformer::config::MAX_UBATCH;
 use mistral_transformer::synth::{SynthArch, SynthType};
-use mistral_transformer::{LoadOptions, ModelError};
+use mistral_transformer::{FinishReason, LoadOptions, ModelError, SamplingParams, MAX_UBATCH};
 
 /// Batched and incremental runs compute the same function with different
 /// summation shapes: they agree to f32 rounding.
@@ -17,27 +16,27 @@ fn opts(window: Option<usize>, ctx: Option<usize>) -> LoadOptions {
     LoadOptions {
         sliding_window: window,
         ctx_size: ctx,
-        ..LoadOptions::default()
+        ..exact()
     }
 }
 
 /// Last logits of `toks` fed at once, one by one, and in chunks of 7.
 fn three_ways(file: &mistral_gguf::GgufFile, o: LoadOptions, toks: &[u32]) -> [Vec<f32>; 3] {
     let mut a = load(file, o.clone());
-    let all = a.forward_last(toks).unwrap().to_vec1::<f32>().unwrap();
+    let all = a.forward_last(toks).unwrap();
     assert_eq!(a.position(), toks.len());
     let mut b = load(file, o.clone());
     let mut last = None;
     for &t in toks {
         last = Some(b.forward_last(&[t]).unwrap());
     }
-    let one = last.unwrap().to_vec1::<f32>().unwrap();
+    let one = last.unwrap();
     let mut c = load(file, o);
     let mut last = None;
     for ch in toks.chunks(7) {
         last = Some(c.forward(ch).unwrap());
     }
-    let chunked = rows(&last.unwrap()).pop().unwrap();
+    let chunked = last.unwrap().pop().unwrap();
     [all, one, chunked]
 }
 
@@ -74,13 +73,7 @@ fn window_bounds_the_receptive_field_of_one_layer() {
     let file = synth_file(&spec);
     let w = 4;
     let toks = tokens(300, 12, 5);
-    let last = |t: &[u32]| {
-        load(&file, opts(Some(w), None))
-            .forward_last(t)
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap()
-    };
+    let last = |t: &[u32]| load(&file, opts(Some(w), None)).forward_last(t).unwrap();
     let base = last(&toks);
     // The last query (position 11) sees positions 8..=11.
     for far in [0, 3, 7] {
@@ -101,13 +94,7 @@ fn window_bounds_the_receptive_field_of_one_layer() {
         );
     }
     // Without the window, position 0 matters.
-    let full = |t: &[u32]| {
-        load(&file, opts(None, None))
-            .forward_last(t)
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap()
-    };
+    let full = |t: &[u32]| load(&file, opts(None, None)).forward_last(t).unwrap();
     let mut t = toks.clone();
     t[0] = (t[0] + 1) % 300;
     assert!(rel_err(&full(&t), &full(&toks)) > 1e-4);
@@ -118,15 +105,44 @@ fn reset_and_kv_cache_size() {
     let file = synth_file(&tiny(SynthArch::Mistral, SynthType::F32));
     let mut m = load(&file, opts(None, Some(32)));
     let toks = tokens(300, 10, 9);
-    let a = m.forward_last(&toks).unwrap().to_vec1::<f32>().unwrap();
+    assert_eq!(
+        m.kv_cache_bytes(),
+        0,
+        "pages are allocated as the context grows"
+    );
+    let a = m.forward_last(&toks).unwrap();
     m.reset();
     assert_eq!(m.position(), 0);
-    let b = m.forward_last(&toks).unwrap().to_vec1::<f32>().unwrap();
+    let b = m.forward_last(&toks).unwrap();
     assert_eq!(a, b);
-    // 2 layers x (K + V) x 4 KV heads x 32 positions x 32 dims x 4 bytes.
+    // 2 layers x (K + V) x 4 KV heads x 32 positions x 32 dims x 4 bytes: a
+    // context of 32 takes one page of 32 slots.
     assert_eq!(m.kv_cache_bytes(), 2 * 2 * 4 * 32 * 32 * 4);
-    let w = load(&file, opts(Some(16), None));
-    assert_eq!(w.kv_cache_bytes(), 2 * 2 * 4 * (16 + MAX_UBATCH) * 32 * 4);
+    assert_eq!(m.model.kv_cache_bytes_for(1000), 2 * 2 * 4 * 32 * 32 * 4);
+    // A rolling cache of window 16 holds 16 + MAX_UBATCH slots at most, in
+    // pages of 256; ten tokens take the first page.
+    let mut w = load(&file, opts(Some(16), None));
+    w.forward_last(&toks).unwrap();
+    assert_eq!(w.kv_cache_bytes(), 2 * 2 * 4 * 256 * 32 * 4);
+    assert_eq!(
+        w.model.kv_cache_bytes_for(usize::MAX),
+        2 * 2 * 4 * (16 + MAX_UBATCH) * 32 * 4
+    );
+    // f16 halves the f32 figure, q8_0 takes 34 bytes per 32 values.
+    for (t, bytes) in [
+        (mistral_transformer::CacheType::F16, 2 * 32),
+        (mistral_transformer::CacheType::Q8_0, 34),
+    ] {
+        let m = load(
+            &file,
+            LoadOptions {
+                cache_type_k: t,
+                cache_type_v: t,
+                ..opts(None, Some(32))
+            },
+        );
+        assert_eq!(m.model.kv_cache_bytes_for(32), 2 * 2 * 4 * 32 * bytes);
+    }
 }
 
 #[test]
@@ -134,6 +150,7 @@ fn bad_inputs_are_errors() {
     let file = synth_file(&tiny(SynthArch::Mistral, SynthType::F32));
     let mut m = load(&file, opts(None, Some(16)));
     assert!(matches!(m.forward(&[]), Err(ModelError::EmptyPrompt)));
+    m.reset();
     assert!(matches!(
         m.forward(&[300]),
         Err(ModelError::TokenOutOfRange {
@@ -153,8 +170,85 @@ fn bad_inputs_are_errors() {
         ),
         "{e}"
     );
+    m.reset();
     m.forward(&long[..10]).unwrap();
     let e = m.forward(&long[..7]).unwrap_err();
     assert!(matches!(e, ModelError::ContextFull { .. }), "{e}");
     assert!(e.to_string().contains("context"));
+}
+
+#[test]
+fn a_context_shift_equals_a_fresh_run_on_the_kept_tokens_in_one_layer() {
+    // With one layer, keys and values depend on their own token only, so
+    // after a shift (keys rotated back by the dropped positions) the cache
+    // holds what a fresh run over the kept tokens computes.
+    let mut spec = tiny(SynthArch::Mistral, SynthType::F32);
+    spec.n_layer = 1;
+    let file = synth_file(&spec);
+    let shifting = LoadOptions {
+        ctx_size: Some(16),
+        context_shift: true,
+        keep: 2,
+        ..exact()
+    };
+    let mut m = load(&file, shifting);
+    let bos = m.model.tokenizer().bos_id().unwrap();
+    let mut toks = tokens(300, 16, 21);
+    toks[0] = bos;
+    m.forward(&toks).unwrap();
+    assert_eq!(m.session.context_shifts(), 0);
+    let got = m.forward_last(&[42]).unwrap();
+    assert_eq!(m.session.context_shifts(), 1);
+    // BOS + 2 kept, half of the other 13 (6) dropped, then the new token.
+    let kept: Vec<u32> = [&toks[..3], &toks[9..], &[42]].concat();
+    assert_eq!(m.session.tokens(), &kept[..]);
+    let want = load(&file, opts(None, Some(16)))
+        .forward_last(&kept)
+        .unwrap();
+    let e = rel_err(&got, &want);
+    assert!(e < 1e-5, "relative error {e}");
+    // And it differs from what the unshifted context gives (the test can fail).
+    let unshifted = load(&file, opts(None, Some(32)))
+        .forward_last(&[&toks[..], &[42]].concat())
+        .unwrap();
+    assert!(rel_err(&unshifted, &want) > 1e-3);
+}
+
+#[test]
+fn generation_goes_on_past_the_context_in_bounded_memory() {
+    let file = synth_file(&tiny(SynthArch::Mistral, SynthType::Q8_0));
+    let o = LoadOptions {
+        ctx_size: Some(32),
+        ..LoadOptions::default()
+    };
+    let m = load(&file, o);
+    let mut session = m.model.new_session();
+    let params = SamplingParams {
+        max_tokens: Some(100),
+        ignore_eos: true,
+        ..SamplingParams::greedy()
+    };
+    let prompt = tokens(300, 10, 3);
+    let mut g = session.generate_tokens(&prompt, &params).unwrap();
+    let n = g.by_ref().inspect(|t| assert!(t.is_ok())).count();
+    assert_eq!(n, 100);
+    assert_eq!(g.finish_reason(), Some(FinishReason::MaxTokens));
+    assert!(g.stats().context_shifts >= 3, "{:?}", g.stats());
+    drop(g);
+    assert!(session.position() <= 32);
+    assert!(session.kv_cache_bytes() <= m.model.kv_cache_bytes_for(32));
+    // Without shifting, the same run stops at the context.
+    let m = load(
+        &file,
+        LoadOptions {
+            ctx_size: Some(32),
+            context_shift: false,
+            ..LoadOptions::default()
+        },
+    );
+    let mut session = m.model.new_session();
+    let mut g = session.generate_tokens(&prompt, &params).unwrap();
+    let n = g.by_ref().count();
+    assert_eq!(g.finish_reason(), Some(FinishReason::ContextFull));
+    assert_eq!(n, 32 - 10 + 1);
 }

@@ -3,18 +3,16 @@
 
 mod common;
 
-use candle_core::Device;
 use common::*;
 use mistral_gguf::keys::{self, TensorName};
 use mistral_gguf::{GgmlType, TensorSpec, Value};
 use mistral_transformer::synth::{SynthArch, SynthType};
-use mistral_transformer::{KernelChoice, LoadOptions, ModelError, Transformer};
+use mistral_transformer::{KernelChoice, LoadOptions, Model, ModelError};
 
 fn load_err(file: &mistral_gguf::GgufFile, kernels: KernelChoice) -> ModelError {
-    match Transformer::load(
+    match Model::from_gguf(
         file,
-        &Device::Cpu,
-        &LoadOptions {
+        LoadOptions {
             kernels,
             ..LoadOptions::default()
         },
@@ -61,10 +59,9 @@ fn load_errors_name_the_problem() {
         e.contains(&q) && e.contains("IQ4_NL") && e.contains("not supported"),
         "{e}"
     );
-    Transformer::load(
+    Model::from_gguf(
         &iq,
-        &Device::Cpu,
-        &LoadOptions {
+        LoadOptions {
             kernels: KernelChoice::Native,
             ..LoadOptions::default()
         },

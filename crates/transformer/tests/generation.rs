@@ -1,14 +1,16 @@
 //! The generation side on a real (tiny, synthetic) transformer through the public
-//! `Model` API: greedy generation equals an independent recompute-everything loop,
-//! a prompt that extends the KV cache gives the same tokens as a fresh model, the
-//! context limit, and chat-prompt BOS handling.
+//! `Model` / `Session` API: greedy generation equals a recompute-everything loop
+//! (the same forward pass with a fresh cache every step: a check of the cache,
+//! not an independent reference; `reference.rs` holds the forward itself to a
+//! naive one), a prompt that extends the KV cache gives the same tokens as a
+//! fresh session, the context limit, and chat-prompt BOS handling.
 
 use mistral_gguf::GgufFile;
 use mistral_transformer::synth::{
     default_vocab, write_synth, SynthArch, SynthPreset, SynthSpec, SynthType,
 };
 use mistral_transformer::{
-    Device, FinishReason, LoadOptions, Message, Model, ModelError, SamplingParams, Transformer,
+    CacheType, FinishReason, LoadOptions, Message, Model, ModelError, SamplingParams, Session,
 };
 
 /// A 2-layer, 256-wide Mistral with F32 weights and the first 300 tokens of the
@@ -25,8 +27,18 @@ fn tiny_file(sliding_window: Option<usize>) -> GgufFile {
     GgufFile::from_bytes(bytes, "tiny").unwrap()
 }
 
-fn model(file: &GgufFile, opts: LoadOptions) -> Model {
-    Model::from_gguf(file, &Device::Cpu, opts).unwrap()
+/// f32 caches (exact), no context shift (the context limit is tested).
+fn exact() -> LoadOptions {
+    LoadOptions {
+        cache_type_k: CacheType::F32,
+        cache_type_v: CacheType::F32,
+        context_shift: false,
+        ..LoadOptions::default()
+    }
+}
+
+fn session(file: &GgufFile, opts: LoadOptions) -> Session {
+    Model::from_gguf(file, opts).unwrap().new_session()
 }
 
 fn argmax(row: &[f32]) -> u32 {
@@ -42,13 +54,12 @@ fn argmax(row: &[f32]) -> u32 {
 /// Greedy decoding the slow way: every step resets the model and runs the whole
 /// sequence again (no KV-cache reuse, no sampler), until EOS or `n` tokens.
 fn naive_greedy(file: &GgufFile, prompt: &[u32], n: usize, eos: u32) -> Vec<u32> {
-    let mut t = Transformer::load(file, &Device::Cpu, &LoadOptions::default()).unwrap();
+    let model = Model::from_gguf(file, exact()).unwrap();
     let mut seq = prompt.to_vec();
     let mut out = Vec::new();
     while out.len() < n {
-        t.reset();
-        let logits = t.forward(&seq).unwrap().to_vec2::<f32>().unwrap();
-        let id = argmax(logits.last().unwrap());
+        let logits = model.new_session().forward(&seq, 1).unwrap();
+        let id = argmax(&logits);
         out.push(id);
         if id == eos {
             break;
@@ -65,9 +76,9 @@ fn ids(g: mistral_transformer::Generation<'_>) -> Vec<u32> {
 #[test]
 fn greedy_generation_matches_a_recompute_everything_loop() {
     let file = tiny_file(None);
-    let mut m = model(&file, LoadOptions::default());
-    let eos = m.tokenizer().eos_id().unwrap();
-    let prompt = m.encode_prompt("Hello there, how are").unwrap();
+    let mut m = session(&file, exact());
+    let eos = m.model().tokenizer().eos_id().unwrap();
+    let prompt = m.model().encode_prompt("Hello there, how are").unwrap();
     let params = SamplingParams {
         max_tokens: Some(12),
         ..SamplingParams::greedy()
@@ -84,11 +95,15 @@ fn extending_the_cache_gives_the_same_tokens_as_a_fresh_model() {
         max_tokens: Some(6),
         ..SamplingParams::greedy()
     };
-    let mut a = model(&file, LoadOptions::default());
-    let prompt = a.encode_prompt("Once upon a time").unwrap();
+    let mut a = session(&file, exact());
+    let prompt = a.model().encode_prompt("Once upon a time").unwrap();
     let first = ids(a.generate_tokens(&prompt, &params).unwrap());
     // Second turn: the first prompt, the answer, and more text.
-    let extra = a.tokenizer().encode(" and then", false, false).unwrap();
+    let extra = a
+        .model()
+        .tokenizer()
+        .encode(" and then", false, false)
+        .unwrap();
     let second_prompt = [&prompt[..], &first[..], &extra[..]].concat();
     let g = a.generate_tokens(&second_prompt, &params).unwrap();
     let reused = g.stats().reused_tokens;
@@ -96,7 +111,7 @@ fn extending_the_cache_gives_the_same_tokens_as_a_fresh_model() {
     // All but the last answer token (sampled, never fed) were already in the cache.
     assert_eq!(reused, prompt.len() + first.len() - 1);
 
-    let mut b = model(&file, LoadOptions::default());
+    let mut b = session(&file, exact());
     let g = b.generate_tokens(&second_prompt, &params).unwrap();
     assert_eq!(g.stats().reused_tokens, 0);
     assert_eq!(second, ids(g));
@@ -105,14 +120,14 @@ fn extending_the_cache_gives_the_same_tokens_as_a_fresh_model() {
 #[test]
 fn the_context_limits_prompt_and_generation_unless_the_cache_rolls() {
     let file = tiny_file(None);
-    let mut m = model(
+    let mut m = session(
         &file,
         LoadOptions {
             ctx_size: Some(16),
-            ..Default::default()
+            ..exact()
         },
     );
-    assert_eq!(m.max_positions(), Some(16));
+    assert_eq!(m.model().config().cache.max_positions(), Some(16));
     let long: Vec<u32> = (0..17).map(|i| 10 + i).collect();
     match m.generate_tokens(&long, &SamplingParams::greedy()) {
         Err(ModelError::PromptTooLong {
@@ -135,15 +150,15 @@ fn the_context_limits_prompt_and_generation_unless_the_cache_rolls() {
     }
 
     // With a sliding window the cache is a rolling buffer: no limit.
-    let mut w = model(
+    let mut w = session(
         &file,
         LoadOptions {
             ctx_size: Some(16),
             sliding_window: Some(8),
-            ..Default::default()
+            ..exact()
         },
     );
-    assert_eq!(w.max_positions(), None);
+    assert_eq!(w.model().config().cache.max_positions(), None);
     let params = SamplingParams {
         max_tokens: Some(40),
         ..SamplingParams::greedy()
@@ -160,7 +175,7 @@ fn the_context_limits_prompt_and_generation_unless_the_cache_rolls() {
 #[test]
 fn chat_prompts_start_with_one_bos() {
     let file = tiny_file(None);
-    let m = model(&file, LoadOptions::default());
+    let m = Model::from_gguf(&file, LoadOptions::default()).unwrap();
     let bos = m.tokenizer().bos_id().unwrap();
     let rendered = m
         .chat_template()
@@ -178,19 +193,14 @@ fn chat_prompts_start_with_one_bos() {
 
 #[test]
 fn load_errors_name_the_file() {
-    let err = Model::load(
-        "/nonexistent/tiny.gguf",
-        &Device::Cpu,
-        LoadOptions::default(),
-    )
-    .unwrap_err();
+    let err = Model::load("/nonexistent/tiny.gguf", LoadOptions::default()).unwrap_err();
     assert!(err.to_string().contains("/nonexistent/tiny.gguf"), "{err}");
     let bad = SamplingParams {
         top_p: 0.0,
         ..Default::default()
     };
     let file = tiny_file(None);
-    let mut m = model(&file, LoadOptions::default());
+    let mut m = session(&file, LoadOptions::default());
     let err = m.generate("Hi", &bad).err().unwrap();
     assert!(err.to_string().contains("top-p"), "{err}");
 }

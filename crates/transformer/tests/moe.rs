@@ -9,7 +9,6 @@ use common::*;
 use mistral_gguf::keys::{ArchKey, TensorName};
 use mistral_gguf::{GgmlType, TensorSpec};
 use mistral_transformer::synth::{ExpertLayout, SynthArch, SynthType};
-use mistral_transformer::LoadOptions;
 
 #[test]
 fn identical_experts_equal_the_dense_model() {
@@ -57,17 +56,13 @@ fn identical_experts_equal_the_dense_model() {
         None
     });
     let toks = tokens(300, 20, 4);
-    let want = rows(&load(&dense, LoadOptions::default()).forward(&toks).unwrap());
-    let got = rows(
-        &load(&copies, LoadOptions::default())
-            .forward(&toks)
-            .unwrap(),
-    );
+    let want = load(&dense, exact()).forward(&toks).unwrap();
+    let got = load(&copies, exact()).forward(&toks).unwrap();
     for (g, w) in got.iter().zip(&want) {
         assert!(rel_err(g, w) < 1e-5, "{}", rel_err(g, w));
     }
     // And the original (distinct experts) differs: the comparison can fail.
-    let orig = rows(&load(&moe, LoadOptions::default()).forward(&toks).unwrap());
+    let orig = load(&moe, exact()).forward(&toks).unwrap();
     assert!(rel_err(&orig[19], &want[19]) > 1e-3);
 }
 
@@ -96,11 +91,7 @@ fn decisive_random_routers_match_reference_top_k() {
             )])
         });
         let toks = tokens(300, 16, seed);
-        let got = rows(
-            &load(&scaled, LoadOptions::default())
-                .forward(&toks)
-                .unwrap(),
-        );
+        let got = load(&scaled, exact()).forward(&toks).unwrap();
         let want = RefModel::load(&scaled).forward(&toks, None);
         for (g, w) in got.iter().zip(&want) {
             assert!(rel_err(g, w) < 1e-5, "top-{n_used}: {}", rel_err(g, w));

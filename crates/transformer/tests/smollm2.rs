@@ -42,17 +42,15 @@ fn smollm2_logits_match_reference() {
             .0
     };
 
-    let exact = rows(
-        &load(
-            &file,
-            LoadOptions {
-                kernels: KernelChoice::Candle,
-                ..LoadOptions::default()
-            },
-        )
-        .forward(&ids)
-        .unwrap(),
-    );
+    let exact = load(
+        &file,
+        LoadOptions {
+            kernels: KernelChoice::Candle,
+            ..common::exact()
+        },
+    )
+    .forward(&ids)
+    .unwrap();
     for (p, (g, w)) in exact.iter().zip(&want).enumerate() {
         let e = rel_err(g, w);
         assert!(e < 1e-4, "f32 path: position {p}: relative error {e}");
@@ -68,7 +66,7 @@ fn smollm2_logits_match_reference() {
             ..LoadOptions::default()
         },
     );
-    let got = rows(&m.forward(&ids).unwrap());
+    let got = m.forward(&ids).unwrap();
     let mean = got
         .iter()
         .zip(&want)
@@ -95,7 +93,8 @@ fn smollm2_perplexity_matches_llama_cpp() {
     let text = std::fs::read_to_string(root().join("tests/data/text/gpl-3.txt")).unwrap();
     let add_bos = tok.adds_bos();
     let ids = tok.encode(&text, add_bos, false).unwrap();
-    let mut m = load(
+    // The default cache: f16 keys and values.
+    let m = load(
         &file,
         LoadOptions {
             ctx_size: Some(512),
@@ -104,7 +103,7 @@ fn smollm2_perplexity_matches_llama_cpp() {
         },
     );
     let s = perplexity(
-        &mut m,
+        &m.model,
         &ids,
         512,
         if add_bos { tok.bos_id() } else { None },

@@ -23,6 +23,9 @@ pub struct BenchReport {
     pub n_gen: usize,
     /// Timed repetitions of each test (after one warm-up).
     pub repetitions: usize,
+    /// Depths each test ran at (tokens already in the KV cache).
+    #[serde(default)]
+    pub n_depth: Vec<usize>,
     /// One entry per model × kernels × threads that ran.
     pub results: Vec<ModelResult>,
     /// The combinations that could not run, with the reason.
@@ -77,10 +80,16 @@ pub enum TestKind {
 }
 
 impl TestKind {
-    pub fn name(self, n_tokens: usize) -> String {
-        match self {
+    /// llama-bench's test name: `pp512`, `tg128`, `tg128 @ d2048`.
+    pub fn name(self, n_tokens: usize, n_depth: usize) -> String {
+        let base = match self {
             TestKind::Pp => format!("pp{n_tokens}"),
             TestKind::Tg => format!("tg{n_tokens}"),
+        };
+        if n_depth > 0 {
+            format!("{base} @ d{n_depth}")
+        } else {
+            base
         }
     }
 }
@@ -92,6 +101,9 @@ pub struct TestResult {
     pub name: String,
     pub kind: TestKind,
     pub n_tokens: usize,
+    /// Tokens already in the KV cache when the test ran (llama-bench's `-d`).
+    #[serde(default)]
+    pub n_depth: usize,
     /// Tokens per second, mean over the repetitions.
     pub mean_tps: f64,
     /// Sample standard deviation of the per-repetition tokens per second.
@@ -129,10 +141,15 @@ pub struct ModelResult {
     pub threads: usize,
     /// Weight bytes the model holds in memory.
     pub weight_bytes: u64,
-    /// Bytes of the preallocated KV cache.
+    /// Bytes of KV cache the session held at its largest.
     pub kv_cache_bytes: u64,
-    /// KV-cache positions allocated (context, or window + batch for a rolling cache).
+    /// The most positions a test put in the cache (depth + prompt or generated tokens).
     pub kv_positions: usize,
+    /// Element types of the cached keys and values (`f16`, `q8_0`, `f32`).
+    #[serde(default)]
+    pub cache_type_k: String,
+    #[serde(default)]
+    pub cache_type_v: String,
     /// Resident set after the tests (VmRSS).
     pub rss_bytes: Option<u64>,
     /// Peak resident set of the process that loaded and ran this model alone (VmHWM).

@@ -143,9 +143,10 @@ mod tests {
 
     fn result(ftype: &str, kernels: &str, pp: f64, tg: f64, weights: u64) -> ModelResult {
         let test = |kind: TestKind, v: f64| TestResult {
-            name: kind.name(8),
+            name: kind.name(8, 0),
             kind,
             n_tokens: 8,
+            n_depth: 0,
             mean_tps: v,
             stdev_tps: 0.0,
             samples_seconds: vec![8.0 / v],
@@ -169,6 +170,8 @@ mod tests {
             weight_bytes: weights,
             kv_cache_bytes: 0,
             kv_positions: 1,
+            cache_type_k: "f16".into(),
+            cache_type_v: "f16".into(),
             rss_bytes: Some(2 * weights),
             peak_rss_bytes: Some(2 * weights),
             peak_device_bytes: None,

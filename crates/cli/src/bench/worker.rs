@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use mistral_gguf::{file_type_name, keys, GgufFile};
-use mistral_transformer::{Device, KernelChoice, LoadOptions, Transformer};
+use mistral_transformer::{Device, KernelChoice, LoadOptions, Model, Session};
 
 use super::machine;
 use super::report::{mean_stdev, size_label, ModelResult, TestKind, TestResult};
@@ -22,6 +22,8 @@ pub struct Job<'a> {
     pub device: &'a str,
     pub n_prompt: usize,
     pub n_gen: usize,
+    /// Tokens already in the cache when each test starts (llama-bench's `-d`).
+    pub depths: &'a [usize],
     pub repetitions: usize,
 }
 
@@ -36,7 +38,7 @@ pub fn kernels_name(k: KernelChoice) -> &'static str {
     }
 }
 
-/// `cpu`, `cuda`, `cuda:N`, `metal`, `metal:N` → candle device and backend name.
+/// `cpu`, `cuda`, `cuda:N`, `metal`, `metal:N` → device and backend name.
 pub fn parse_device(s: &str) -> Result<(Device, &'static str)> {
     let (kind, ordinal) = match s.split_once(':') {
         Some((k, n)) => (
@@ -48,14 +50,7 @@ pub fn parse_device(s: &str) -> Result<(Device, &'static str)> {
     };
     match kind {
         "cpu" if ordinal == 0 => Ok((Device::Cpu, "CPU")),
-        "cuda" => Ok((
-            Device::new_cuda(ordinal).with_context(|| format!("device {s}"))?,
-            "CUDA",
-        )),
-        "metal" => Ok((
-            Device::new_metal(ordinal).with_context(|| format!("device {s}"))?,
-            "Metal",
-        )),
+        "cuda" | "metal" => bail!("device {s}: this build of mistral-run runs on the CPU only"),
         _ => bail!("unknown device {s:?} (expected cpu, cuda[:N] or metal[:N])"),
     }
 }
@@ -114,38 +109,53 @@ fn argmax(xs: &[f32]) -> u32 {
     best as u32
 }
 
-/// One batch of the prompt from an empty cache; returns seconds.
-fn run_pp(model: &mut Transformer, prompt: &[u32]) -> Result<f64> {
-    model.reset();
+/// Runs `tokens` after the context without keeping logits (the depth).
+fn fill(session: &mut Session, tokens: &[u32]) -> Result<()> {
+    session.reset();
+    if !tokens.is_empty() {
+        session.forward(tokens, 0)?;
+    }
+    Ok(())
+}
+
+/// One batch of the prompt after `depth` cached tokens; returns seconds.
+fn run_pp(session: &mut Session, depth: usize, prompt: &[u32]) -> Result<f64> {
+    session.truncate(depth)?;
     let t = Instant::now();
-    let logits = model.forward_last(prompt)?.to_vec1::<f32>()?;
+    let logits = session.forward(prompt, 1)?;
     let secs = t.elapsed().as_secs_f64();
     std::hint::black_box(logits);
     Ok(secs)
 }
 
-/// `n` single-token greedy steps from an empty cache; returns seconds.
-fn run_tg(model: &mut Transformer, first: u32, n: usize) -> Result<f64> {
-    model.reset();
+/// `n` single-token greedy steps after `depth` cached tokens; returns seconds.
+fn run_tg(session: &mut Session, depth: usize, first: u32, n: usize) -> Result<f64> {
+    session.truncate(depth)?;
     let t = Instant::now();
     let mut tok = first;
     for _ in 0..n {
-        let logits = model.forward_last(&[tok])?.to_vec1::<f32>()?;
+        let logits = session.forward(&[tok], 1)?;
         tok = argmax(&logits);
     }
     Ok(t.elapsed().as_secs_f64())
 }
 
-fn test_result(kind: TestKind, n_tokens: usize, samples_seconds: Vec<f64>) -> TestResult {
+fn test_result(
+    kind: TestKind,
+    n_tokens: usize,
+    n_depth: usize,
+    samples_seconds: Vec<f64>,
+) -> TestResult {
     let tps: Vec<f64> = samples_seconds
         .iter()
         .map(|s| n_tokens as f64 / s.max(1e-12))
         .collect();
     let (mean_tps, stdev_tps) = mean_stdev(&tps);
     TestResult {
-        name: kind.name(n_tokens),
+        name: kind.name(n_tokens, n_depth),
         kind,
         n_tokens,
+        n_depth,
         mean_tps,
         stdev_tps,
         samples_seconds,
@@ -153,8 +163,9 @@ fn test_result(kind: TestKind, n_tokens: usize, samples_seconds: Vec<f64>) -> Te
 }
 
 fn progress_bar(job: &Job<'_>, file_name: &str) -> ProgressBar {
-    let steps = (job.n_prompt > 0) as u64 * (job.repetitions as u64 + 1)
-        + (job.n_gen > 0) as u64 * (job.repetitions as u64 + 1);
+    let steps = job.depths.len() as u64
+        * ((job.n_prompt > 0) as u64 * (job.repetitions as u64 + 1)
+            + (job.n_gen > 0) as u64 * (job.repetitions as u64 + 1));
     let pb = ProgressBar::with_draw_target(Some(steps), ProgressDrawTarget::stderr());
     if let Ok(style) = ProgressStyle::with_template("{msg} [{bar:20}] {pos}/{len} runs") {
         pb.set_style(style.progress_chars("=> "));
@@ -177,12 +188,15 @@ pub fn measure(job: &Job<'_>) -> Result<ModelResult> {
     let started = Instant::now();
     let file = GgufFile::open(job.path)?;
     let facts = file_facts(&file);
+    let max_depth = job.depths.iter().copied().max().unwrap_or(0);
     let opts = LoadOptions {
-        ctx_size: Some(job.n_prompt.max(job.n_gen).max(1)),
+        ctx_size: Some(max_depth + job.n_prompt.max(job.n_gen).max(1)),
         kernels: job.kernels,
+        device,
+        threads: Some(job.threads),
         ..LoadOptions::default()
     };
-    let mut model = Transformer::load(&file, &device, &opts)?;
+    let model = Model::from_gguf(&file, opts)?;
     drop(file); // unmap: the weights live in the model now
     let load_seconds = started.elapsed().as_secs_f64();
 
@@ -190,30 +204,37 @@ pub fn measure(job: &Job<'_>) -> Result<ModelResult> {
     let prompt = tokens(job.n_prompt, cfg.n_vocab, 0x5EED);
     let load_average_1m = machine::load_average_1m();
     let pb = progress_bar(job, &file_name);
+    let mut session = model.new_session();
     let mut tests = Vec::new();
-    if job.n_prompt > 0 {
-        run_pp(&mut model, &prompt)?;
-        pb.inc(1);
-        let mut samples = Vec::with_capacity(job.repetitions);
-        for _ in 0..job.repetitions {
-            samples.push(run_pp(&mut model, &prompt)?);
+    let mut kv_cache_bytes = 0;
+    for &depth in job.depths {
+        // The depth is filled once; each run goes back to it.
+        fill(&mut session, &tokens(depth, cfg.n_vocab, 0xDEE9))?;
+        if job.n_prompt > 0 {
+            run_pp(&mut session, depth, &prompt)?;
             pb.inc(1);
+            let mut samples = Vec::with_capacity(job.repetitions);
+            for _ in 0..job.repetitions {
+                samples.push(run_pp(&mut session, depth, &prompt)?);
+                pb.inc(1);
+            }
+            tests.push(test_result(TestKind::Pp, job.n_prompt, depth, samples));
         }
-        tests.push(test_result(TestKind::Pp, job.n_prompt, samples));
-    }
-    if job.n_gen > 0 {
-        let first = tokens(1, cfg.n_vocab, 0xF00D)[0];
-        run_tg(&mut model, first, job.n_gen.min(TG_WARMUP))?;
-        pb.inc(1);
-        let mut samples = Vec::with_capacity(job.repetitions);
-        for _ in 0..job.repetitions {
-            samples.push(run_tg(&mut model, first, job.n_gen)?);
+        if job.n_gen > 0 {
+            let first = tokens(1, cfg.n_vocab, 0xF00D)[0];
+            run_tg(&mut session, depth, first, job.n_gen.min(TG_WARMUP))?;
             pb.inc(1);
+            let mut samples = Vec::with_capacity(job.repetitions);
+            for _ in 0..job.repetitions {
+                samples.push(run_tg(&mut session, depth, first, job.n_gen)?);
+                pb.inc(1);
+            }
+            tests.push(test_result(TestKind::Tg, job.n_gen, depth, samples));
         }
-        tests.push(test_result(TestKind::Tg, job.n_gen, samples));
+        kv_cache_bytes = kv_cache_bytes.max(session.kv_cache_bytes());
     }
     pb.finish_and_clear();
-    model.reset();
+    drop(session);
 
     let moe = if cfg.n_expert > 0 {
         format!(" MoE {}x top-{}", cfg.n_expert, cfg.n_expert_used)
@@ -243,8 +264,10 @@ pub fn measure(job: &Job<'_>) -> Result<ModelResult> {
         kernels: kernels_name(job.kernels).to_string(),
         threads: job.threads,
         weight_bytes: model.weight_bytes() as u64,
-        kv_cache_bytes: model.kv_cache_bytes() as u64,
-        kv_positions: cfg.kv_capacity(),
+        kv_cache_bytes: kv_cache_bytes as u64,
+        kv_positions: max_depth + job.n_prompt.max(job.n_gen),
+        cache_type_k: cfg.cache_type_k.name().to_string(),
+        cache_type_v: cfg.cache_type_v.name().to_string(),
         rss_bytes: machine::rss_bytes(),
         peak_rss_bytes: machine::peak_rss_bytes(),
         peak_device_bytes: None,

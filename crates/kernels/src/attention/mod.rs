@@ -63,7 +63,8 @@ impl KvType {
         match self {
             KvType::F32 => dim.checked_mul(4),
             KvType::F16 => dim.checked_mul(2),
-            KvType::Q8_0 => (dim % BlockQ8_0::ELEMS == 0)
+            KvType::Q8_0 => dim
+                .is_multiple_of(BlockQ8_0::ELEMS)
                 .then(|| dim / BlockQ8_0::ELEMS * std::mem::size_of::<BlockQ8_0>()),
         }
     }
@@ -297,7 +298,7 @@ fn plan(shape: &AttnShape, seqs: &[AttnSeq<'_>]) -> Vec<Task> {
                     head,
                     t0,
                     t1: (t0 + TOKEN_TILE).min(n),
-                    chunks: vec![0..seq.pages.len()],
+                    chunks: std::iter::once(0..seq.pages.len()).collect(),
                 });
             }
         }
@@ -310,7 +311,8 @@ fn check(shape: &AttnShape, q: &[f32], seqs: &[AttnSeq<'_>], out: &[f32]) -> Res
         op: "attention",
         detail,
     };
-    if shape.n_head_kv == 0 || shape.head_dim == 0 || shape.n_head % shape.n_head_kv != 0 {
+    if shape.n_head_kv == 0 || shape.head_dim == 0 || !shape.n_head.is_multiple_of(shape.n_head_kv)
+    {
         return Err(bad(format!(
             "{} query heads cannot share {} KV heads of {} values",
             shape.n_head, shape.n_head_kv, shape.head_dim
@@ -330,7 +332,7 @@ fn check(shape: &AttnShape, q: &[f32], seqs: &[AttnSeq<'_>], out: &[f32]) -> Res
     };
     let (k_row, v_row) = (row(shape.k_type)?, row(shape.v_type)?);
     let width = shape.q_width();
-    if q.len() != out.len() || q.len() % width != 0 {
+    if q.len() != out.len() || !q.len().is_multiple_of(width) {
         return Err(bad(format!(
             "q has {} values and out {}, expected the same multiple of {width}",
             q.len(),

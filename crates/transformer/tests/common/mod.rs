@@ -3,17 +3,12 @@
 
 #![allow(dead_code)]
 
-use std::borrow::Cow;
-
-use candle_core::quantized::{QStorage, QTensor};
-use candle_core::Device;
 use mistral_gguf::keys::TensorName;
 use mistral_gguf::{GgmlType, GgufFile, GgufWriter, LlamaHparams, TensorSpec};
 use mistral_transformer::synth::{
     default_vocab, write_synth, SynthArch, SynthPreset, SynthSpec, SynthType,
 };
-use mistral_transformer::weights::candle_dtype;
-use mistral_transformer::{LoadOptions, Transformer};
+use mistral_transformer::{CacheType, LoadOptions, Model, ModelConfig, ModelError, Session};
 
 /// A tiny spec: 256 wide, 2 layers, 8 heads / 4 KV heads, vocab truncated to 300.
 pub fn tiny(arch: SynthArch, ftype: SynthType) -> SynthSpec {
@@ -59,8 +54,62 @@ pub fn rewrite(
     GgufFile::from_bytes(w.to_bytes(&refs).unwrap(), "rewritten").unwrap()
 }
 
-pub fn load(file: &GgufFile, opts: LoadOptions) -> Transformer {
-    Transformer::load(file, &Device::Cpu, &opts).unwrap()
+/// Load options for exact comparisons: f32 KV cache, no context shift.
+pub fn exact() -> LoadOptions {
+    LoadOptions {
+        cache_type_k: CacheType::F32,
+        cache_type_v: CacheType::F32,
+        context_shift: false,
+        ..LoadOptions::default()
+    }
+}
+
+/// A model with one session, driven the way the tests need.
+pub struct TestModel {
+    pub model: Model,
+    pub session: Session,
+}
+
+impl TestModel {
+    /// Logits of every token of `toks`, run after the context.
+    pub fn forward(&mut self, toks: &[u32]) -> Result<Vec<Vec<f32>>, ModelError> {
+        let v = self.model.config().n_vocab;
+        Ok(self
+            .session
+            .forward(toks, toks.len())?
+            .chunks_exact(v)
+            .map(|r| r.to_vec())
+            .collect())
+    }
+
+    /// Logits of the last token of `toks`.
+    pub fn forward_last(&mut self, toks: &[u32]) -> Result<Vec<f32>, ModelError> {
+        self.session.forward(toks, 1)
+    }
+
+    pub fn reset(&mut self) {
+        self.session.reset();
+    }
+
+    pub fn position(&self) -> usize {
+        self.session.position()
+    }
+
+    pub fn kv_cache_bytes(&self) -> usize {
+        self.session.kv_cache_bytes()
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        self.model.config()
+    }
+}
+
+pub fn load(file: &GgufFile, opts: LoadOptions) -> TestModel {
+    let model = Model::from_gguf(file, opts).unwrap();
+    TestModel {
+        session: model.new_session(),
+        model,
+    }
 }
 
 /// Deterministic pseudo-random token ids below `n`.
@@ -78,9 +127,10 @@ pub fn tokens(n_vocab: usize, len: usize, seed: u64) -> Vec<u32> {
         .collect()
 }
 
-/// A tensor's values as f32 (row-major in candle order): F32 bytes are read
-/// directly; other types are dequantized by candle (the reference arithmetic
-/// itself uses no candle).
+/// A tensor's values as f32 (row-major): F32 bytes are read directly; other
+/// types go through the kernels crate's scalar dequantization (held to the
+/// `gguf` package's golden vectors in its own tests); the reference
+/// arithmetic itself is plain loops.
 pub fn values(file: &GgufFile, name: &str) -> Vec<f32> {
     let (info, bytes) = file.tensor(name).unwrap();
     match info.ggml_type {
@@ -89,17 +139,9 @@ pub fn values(file: &GgufFile, name: &str) -> Vec<f32> {
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect(),
         t => {
-            let dt = candle_dtype(t).unwrap();
-            let n = info.n_elements() as usize;
-            let q = QTensor::new(
-                QStorage::from_data(Cow::Borrowed(bytes), &Device::Cpu, dt).unwrap(),
-                n,
-            )
-            .unwrap();
-            q.dequantize(&Device::Cpu)
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap()
+            let mut out = vec![0f32; info.n_elements() as usize];
+            mistral_kernels::dequantize(t, bytes, &mut out).unwrap();
+            out
         }
     }
 }
@@ -386,9 +428,4 @@ pub fn rel_err(a: &[f32], b: &[f32]) -> f32 {
         .zip(b)
         .fold(0f32, |m, (&x, &y)| m.max((x - y).abs()))
         / scale
-}
-
-/// Engine logits as rows.
-pub fn rows(t: &candle_core::Tensor) -> Vec<Vec<f32>> {
-    t.to_vec2::<f32>().unwrap()
 }

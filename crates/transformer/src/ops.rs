@@ -1,0 +1,104 @@
+//! The element-wise steps of the forward pass on the CPU, over row-major
+//! `f32` slices: RMS norm, the residual add and SwiGLU. Large inputs are
+//! split by rows over the rayon pool; small ones (decode) run in place on
+//! the calling thread, where a fork would cost more than the work.
+
+use rayon::prelude::*;
+
+/// Below this many values an op runs on the calling thread.
+const PAR_MIN: usize = 1 << 15;
+
+/// `out[r] = x[r] / sqrt(mean(x[r]²) + eps) * w` for every row `r` of `x`
+/// (rows of `w.len()` values).
+pub(crate) fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let d = w.len();
+    let row = |(x, o): (&[f32], &mut [f32])| {
+        let ss: f32 = x.iter().map(|v| v * v).sum::<f32>() / d as f32;
+        let scale = 1.0 / (ss + eps).sqrt();
+        for ((o, &v), &g) in o.iter_mut().zip(x).zip(w) {
+            *o = v * scale * g;
+        }
+    };
+    if x.len() < PAR_MIN {
+        x.chunks_exact(d).zip(out.chunks_exact_mut(d)).for_each(row);
+    } else {
+        x.par_chunks_exact(d)
+            .zip(out.par_chunks_exact_mut(d))
+            .for_each(row);
+    }
+}
+
+/// `x += y`.
+pub(crate) fn add_assign(x: &mut [f32], y: &[f32]) {
+    let add = |(a, b): (&mut [f32], &[f32])| {
+        for (a, b) in a.iter_mut().zip(b) {
+            *a += b;
+        }
+    };
+    if x.len() < PAR_MIN {
+        add((x, y));
+    } else {
+        x.par_chunks_mut(PAR_MIN / 4)
+            .zip(y.par_chunks(PAR_MIN / 4))
+            .for_each(add);
+    }
+}
+
+/// `gate = silu(gate) * up` (SwiGLU), with `silu(g) = g / (1 + exp(-g))`.
+pub(crate) fn swiglu(gate: &mut [f32], up: &[f32]) {
+    let f = |(g, u): (&mut [f32], &[f32])| {
+        for (g, u) in g.iter_mut().zip(u) {
+            *g = *g / (1.0 + (-*g).exp()) * u;
+        }
+    };
+    if gate.len() < PAR_MIN {
+        f((gate, up));
+    } else {
+        gate.par_chunks_mut(PAR_MIN / 4)
+            .zip(up.par_chunks(PAR_MIN / 4))
+            .for_each(f);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rms_norm_matches_the_formula_on_both_paths() {
+        for rows in [3usize, 200] {
+            let d = 256;
+            let x: Vec<f32> = (0..rows * d)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+                .collect();
+            let w: Vec<f32> = (0..d).map(|i| 0.5 + i as f32 / d as f32).collect();
+            let mut out = vec![0.0; x.len()];
+            rms_norm(&x, &w, 1e-5, &mut out);
+            for r in 0..rows {
+                let xr = &x[r * d..(r + 1) * d];
+                let ms: f64 = xr.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / d as f64;
+                for i in 0..d {
+                    let want = xr[i] as f64 / (ms + 1e-5).sqrt() * w[i] as f64;
+                    assert!((out[r * d + i] as f64 - want).abs() < 1e-5 * (1.0 + want.abs()));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn swiglu_and_add_match_the_formulas() {
+        for n in [10usize, 100_000] {
+            let g: Vec<f32> = (0..n).map(|i| (i % 13) as f32 - 6.0).collect();
+            let u: Vec<f32> = (0..n).map(|i| (i % 7) as f32 * 0.25).collect();
+            let mut s = g.clone();
+            swiglu(&mut s, &u);
+            let mut a = g.clone();
+            add_assign(&mut a, &u);
+            for i in 0..n {
+                let want = g[i] as f64 / (1.0 + (-g[i] as f64).exp()) * u[i] as f64;
+                assert!((s[i] as f64 - want).abs() < 1e-5, "{i}");
+                assert_eq!(a[i], g[i] + u[i]);
+            }
+        }
+    }
+}
