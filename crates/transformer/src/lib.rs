@@ -19,6 +19,7 @@ mod model;
 mod moe;
 mod ops;
 pub mod perplexity;
+mod plan;
 mod rope;
 mod sampling;
 mod scheduler;
@@ -38,6 +39,7 @@ pub use generate::{
 };
 pub use kv_cache::ContextShift;
 pub use mistral_tokenizer::{ChatTemplate, Message, Tokenizer};
+pub use plan::MemoryPlan;
 pub use sampling::{Candidate, Sampler, SamplingParams};
 pub use scheduler::{
     CancelToken, Engine, Event, Request, RequestHandle, Scheduler, SchedulerOptions, StepReport,

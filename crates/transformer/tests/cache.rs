@@ -6,7 +6,9 @@ mod common;
 
 use common::*;
 use mistral_transformer::synth::{SynthArch, SynthType};
-use mistral_transformer::{FinishReason, LoadOptions, ModelError, SamplingParams, MAX_UBATCH};
+use mistral_transformer::{
+    FinishReason, LoadOptions, MemoryPlan, ModelError, SamplingParams, MAX_UBATCH,
+};
 
 /// Batched and incremental runs compute the same function with different
 /// summation shapes: they agree to f32 rounding.
@@ -251,4 +253,32 @@ fn generation_goes_on_past_the_context_in_bounded_memory() {
     let n = g.by_ref().count();
     assert_eq!(g.finish_reason(), Some(FinishReason::ContextFull));
     assert_eq!(n, 32 - 10 + 1);
+}
+
+#[test]
+fn the_memory_plan_matches_what_loading_takes() {
+    for ty in [SynthType::F32, SynthType::Q4_K_M] {
+        let file = synth_file(&tiny(SynthArch::Mistral, ty));
+        let o = LoadOptions {
+            ctx_size: Some(300),
+            ..LoadOptions::default()
+        };
+        let plan = MemoryPlan::for_file(&file, &o, 3).unwrap();
+        let m = load(&file, o);
+        assert_eq!(plan.positions, 300);
+        assert_eq!(
+            plan.kv_per_session as usize,
+            m.model.kv_cache_bytes_for(300)
+        );
+        assert_eq!(plan.kv_cache, 3 * plan.kv_per_session);
+        // The file's tensor bytes, Q4_K regrouped (+64 bytes per 16 blocks).
+        let file_bytes: u64 = file.tensors().iter().map(|t| t.n_bytes()).sum();
+        assert_eq!(m.model.weight_bytes() as u64, file_bytes);
+        if ty == SynthType::F32 {
+            assert_eq!(plan.weights, file_bytes);
+        } else {
+            assert!(plan.weights > file_bytes && plan.weights < file_bytes * 103 / 100);
+        }
+        assert!(plan.total() > plan.weights + plan.kv_cache);
+    }
 }
