@@ -110,9 +110,11 @@ impl KvType {
 }
 
 /// One page of a sequence's cache: the rows of every KV head for up to
-/// `stride` slots. Head `h`'s row of slot `i` starts at byte
-/// `(h * stride + i) * row_bytes` of `k` (and of `v`); slots `0..pos.len()`
-/// are valid and slot `i` holds position `pos[i]`.
+/// `stride` slots. Head `h`'s key row of slot `i` starts at byte
+/// `(h * stride + i) * k_row` of `k`, where `k_row` is
+/// [`KvType::row_bytes`] of the key type (values likewise in `v` with the
+/// value type); slots `0..pos.len()` are valid and slot `i` holds position
+/// `pos[i]`.
 #[derive(Debug, Clone, Copy)]
 pub struct KvPage<'a> {
     pub k: &'a [u8],
@@ -129,7 +131,11 @@ pub struct AttnShape {
     pub n_head: usize,
     pub n_head_kv: usize,
     pub head_dim: usize,
-    pub kv_type: KvType,
+    /// How keys are stored.
+    pub k_type: KvType,
+    /// How values are stored (may differ from the keys', as llama.cpp's
+    /// `--cache-type-k` / `--cache-type-v`).
+    pub v_type: KvType,
     /// Multiplies every score (usually `1 / sqrt(head_dim)`).
     pub scale: f32,
     /// Sliding window: a key is visible to a query at `p` when its position
@@ -313,13 +319,16 @@ fn check(shape: &AttnShape, q: &[f32], seqs: &[AttnSeq<'_>], out: &[f32]) -> Res
     if shape.window == Some(0) {
         return Err(bad("a window of 0 positions".into()));
     }
-    let row_bytes = shape.kv_type.row_bytes(shape.head_dim).ok_or_else(|| {
-        bad(format!(
-            "rows of {} values cannot be stored as {}",
-            shape.head_dim,
-            shape.kv_type.name()
-        ))
-    })?;
+    let row = |t: KvType| {
+        t.row_bytes(shape.head_dim).ok_or_else(|| {
+            bad(format!(
+                "rows of {} values cannot be stored as {}",
+                shape.head_dim,
+                t.name()
+            ))
+        })
+    };
+    let (k_row, v_row) = (row(shape.k_type)?, row(shape.v_type)?);
     let width = shape.q_width();
     if q.len() != out.len() || q.len() % width != 0 {
         return Err(bad(format!(
@@ -341,13 +350,19 @@ fn check(shape: &AttnShape, q: &[f32], seqs: &[AttnSeq<'_>], out: &[f32]) -> Res
             )));
         }
         for (j, p) in s.pages.iter().enumerate() {
-            let need = shape
-                .n_head_kv
-                .checked_mul(p.stride)
-                .and_then(|n| n.checked_mul(row_bytes));
-            if p.pos.len() > p.stride || need.is_none_or(|n| p.k.len() < n || p.v.len() < n) {
+            let need = |row: usize| {
+                shape
+                    .n_head_kv
+                    .checked_mul(p.stride)
+                    .and_then(|n| n.checked_mul(row))
+            };
+            let (nk, nv) = (need(k_row), need(v_row));
+            if p.pos.len() > p.stride
+                || nk.is_none_or(|n| p.k.len() < n)
+                || nv.is_none_or(|n| p.v.len() < n)
+            {
                 return Err(bad(format!(
-                    "sequence {i} page {j}: {} slots of stride {} need {need:?} bytes, have k {} v {}",
+                    "sequence {i} page {j}: {} slots of stride {} need {nk:?} / {nv:?} bytes, have k {} v {}",
                     p.pos.len(),
                     p.stride,
                     p.k.len(),

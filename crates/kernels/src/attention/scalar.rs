@@ -45,12 +45,16 @@ pub(super) fn attend(
     let hd = shape.head_dim;
     let group = shape.group();
     let width = shape.q_width();
-    let row_bytes = shape.kv_type.row_bytes(hd).unwrap_or(0);
+    let k_row = shape.k_type.row_bytes(hd).unwrap_or(0);
+    let v_row = shape.v_type.row_bytes(hd).unwrap_or(0);
     let mut k = vec![0f32; hd];
     let mut v = vec![0f32; hd];
     for page in pages {
         for (slot, &kp) in page.pos.iter().enumerate() {
-            let at = (head * page.stride + slot) * row_bytes;
+            let (ka, va) = (
+                (head * page.stride + slot) * k_row,
+                (head * page.stride + slot) * v_row,
+            );
             let mut loaded = false;
             for (ti, t) in tokens.clone().enumerate() {
                 let qp = seq.qpos[t];
@@ -58,8 +62,8 @@ pub(super) fn attend(
                     continue;
                 }
                 if !loaded {
-                    load_row(shape.kv_type, &page.k[at..at + row_bytes], &mut k);
-                    load_row(shape.kv_type, &page.v[at..at + row_bytes], &mut v);
+                    load_row(shape.k_type, &page.k[ka..ka + k_row], &mut k);
+                    load_row(shape.v_type, &page.v[va..va + v_row], &mut v);
                     loaded = true;
                 }
                 for j in 0..group {
