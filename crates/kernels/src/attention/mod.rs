@@ -16,6 +16,11 @@
 //! of the batch or on the thread count, so a sequence gets the same bits
 //! alone or batched.
 
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+mod kernel;
 mod scalar;
 
 use crate::blocks::{BlockQ8_0, ByteBlock};
@@ -177,6 +182,10 @@ pub struct AttnSeq<'a> {
 /// keys `s` of KV head `h / group` of `t`'s sequence ([`AttnShape::visible`]),
 /// for every query row of every sequence in `seqs`; rows of `out` that belong
 /// to no sequence are left as they are. A query that sees no key gets zeros.
+///
+/// Runs on the current rayon pool. Each sequence's results depend only on
+/// its own queries, positions and pages (and on `isa`), not on the other
+/// sequences of the batch or on the number of threads.
 pub fn attention(
     isa: Isa,
     shape: &AttnShape,
@@ -185,133 +194,439 @@ pub fn attention(
     out: &mut [f32],
 ) -> Result<()> {
     let isa = isa.checked()?;
-    check(shape, q, seqs, out)?;
-    let tasks = plan(shape, seqs);
-    let width = shape.q_width();
-    let hd = shape.head_dim;
-    let out_ptr = crate::matmul::OutPtr(out.as_mut_ptr());
-    tasks.par_iter().for_each(|task| {
-        let seq = &seqs[task.seq];
-        let rows = task.t1 - task.t0;
-        let group = shape.group();
-        let mut states = vec![State::new(hd); rows * group];
-        for chunk in &task.chunks {
-            let mut part = vec![State::new(hd); rows * group];
-            scalar::attend(
-                shape,
-                q,
-                seq,
-                task.head,
-                task.t0..task.t1,
-                &seq.pages[chunk.clone()],
-                &mut part,
-            );
-            for (s, p) in states.iter_mut().zip(&part) {
-                s.merge(p);
-            }
-        }
-        let _ = isa;
-        for t in 0..rows {
-            for j in 0..group {
-                let h = task.head * group + j;
-                let at = (seq.row + task.t0 + t) * width + h * hd;
-                let s = &states[t * group + j];
-                // SAFETY: every (token row, query head) pair belongs to
-                // exactly one task (tasks split tokens and KV heads, and
-                // each KV head owns the query heads `head * group..`), and
-                // `check` proved `at + hd <= out.len()`.
-                let dst = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(at), hd) };
-                s.finish(dst);
-            }
-        }
-    });
-    Ok(())
+    let rows = check(shape, q, seqs, out)?;
+    let plan = Plan::new(shape, seqs);
+    run(isa, shape, rows, q, seqs, &plan, out)
 }
 
-/// Running softmax state of one query row: the largest score so far, the sum
-/// of `exp(score - max)` and the weighted sum of values.
-#[derive(Debug, Clone)]
-pub(crate) struct State {
-    pub(crate) max: f32,
-    pub(crate) sum: f32,
-    pub(crate) acc: Vec<f32>,
-}
+/// Query tokens × query heads per tile: a tile of `max(1, TILE_ROWS / group)`
+/// tokens shares every key and value row it reads among its rows.
+const TILE_ROWS: usize = 64;
 
-impl State {
-    pub(crate) fn new(dim: usize) -> State {
-        State {
-            max: f32::NEG_INFINITY,
-            sum: 0.0,
-            acc: vec![0.0; dim],
-        }
-    }
+/// Keys per block: the unit of conversion to f32, of position tests and of
+/// one online-softmax step (a multiple of every kernel's key step).
+pub(crate) const BLOCK_KEYS: usize = 64;
 
-    /// Folds `other` (keys after this state's) into `self`.
-    pub(crate) fn merge(&mut self, other: &State) {
-        if other.sum == 0.0 {
-            return;
-        }
-        if self.sum == 0.0 {
-            self.clone_from(other);
-            return;
-        }
-        let max = self.max.max(other.max);
-        let a = (self.max - max).exp();
-        let b = (other.max - max).exp();
-        self.sum = self.sum * a + other.sum * b;
-        for (x, y) in self.acc.iter_mut().zip(&other.acc) {
-            *x = *x * a + y * b;
-        }
-        self.max = max;
-    }
+/// Fewest keys in a chunk (a multiple of [`BLOCK_KEYS`]).
+const MIN_CHUNK: usize = 256;
 
-    /// Writes `acc / sum` (zeros when no key was visible).
-    pub(crate) fn finish(&self, dst: &mut [f32]) {
-        let inv = if self.sum > 0.0 { 1.0 / self.sum } else { 0.0 };
-        for (d, a) in dst.iter_mut().zip(&self.acc) {
-            *d = a * inv;
-        }
-    }
-}
+/// Units a sequence is split into where its keys allow: enough for 16
+/// threads with one long sequence, few enough that merging stays cheap.
+const TARGET_UNITS: usize = 64;
 
-/// One unit of work: query tokens `t0..t1` of sequence `seq` against KV head
-/// `head`, over the page ranges `chunks` (merged in order).
-struct Task {
+/// The output of one tile of one sequence for one KV head (its `group`
+/// query heads), and the units whose states are merged, in key order, into
+/// it.
+struct Job {
     seq: usize,
     head: usize,
     t0: usize,
     t1: usize,
-    chunks: Vec<std::ops::Range<usize>>,
+    units: std::ops::Range<usize>,
 }
 
-/// Query tokens per task.
-const TOKEN_TILE: usize = 16;
+/// A job's tile against one chunk of its sequence's keys: `keys` slots from
+/// slot `slot` of page `page` on, in page order.
+struct UnitSpec {
+    job: usize,
+    page: usize,
+    slot: usize,
+    keys: usize,
+}
 
-fn plan(shape: &AttnShape, seqs: &[AttnSeq<'_>]) -> Vec<Task> {
-    let mut tasks = Vec::new();
-    for (i, seq) in seqs.iter().enumerate() {
-        let n = seq.qpos.len();
-        for head in 0..shape.n_head_kv {
-            for t0 in (0..n).step_by(TOKEN_TILE) {
-                tasks.push(Task {
-                    seq: i,
-                    head,
-                    t0,
-                    t1: (t0 + TOKEN_TILE).min(n),
-                    chunks: std::iter::once(0..seq.pages.len()).collect(),
+/// A run of consecutive slots of a sequence (page order), with the range of
+/// their positions.
+struct Chunk {
+    page: usize,
+    slot: usize,
+    keys: usize,
+    min: u32,
+    max: u32,
+}
+
+struct Plan {
+    jobs: Vec<Job>,
+    units: Vec<UnitSpec>,
+}
+
+impl Plan {
+    /// Splits every sequence into tiles of query tokens × KV heads × chunks
+    /// of keys. Every boundary is a function of the sequence alone (its query
+    /// count, positions and pages) and of the shape; chunks that no query of
+    /// a tile can see get no unit.
+    fn new(shape: &AttnShape, seqs: &[AttnSeq<'_>]) -> Plan {
+        let (mut jobs, mut units) = (Vec::new(), Vec::new());
+        let group = shape.group();
+        let tile = (TILE_ROWS / group).max(1);
+        for (si, seq) in seqs.iter().enumerate() {
+            let n = seq.qpos.len();
+            if n == 0 {
+                continue;
+            }
+            let tiles = n.div_ceil(tile);
+            let keys: usize = seq.pages.iter().map(|p| p.pos.len()).sum();
+            let chunks = chunks(seq.pages, chunk_keys(keys, tiles * shape.n_head_kv));
+            // Per tile: the smallest position any of its queries can see and
+            // the largest.
+            let reach: Vec<(u32, u32)> = seq
+                .qpos
+                .chunks(tile)
+                .map(|ps| {
+                    let lo = ps.iter().map(|&p| lowest_visible(shape, p)).min();
+                    (lo.unwrap_or(0), ps.iter().copied().max().unwrap_or(0))
+                })
+                .collect();
+            for head in 0..shape.n_head_kv {
+                for (ti, &(lo, hi)) in reach.iter().enumerate() {
+                    let u0 = units.len();
+                    for c in chunks.iter().filter(|c| c.min <= hi && c.max >= lo) {
+                        units.push(UnitSpec {
+                            job: jobs.len(),
+                            page: c.page,
+                            slot: c.slot,
+                            keys: c.keys,
+                        });
+                    }
+                    let t0 = ti * tile;
+                    jobs.push(Job {
+                        seq: si,
+                        head,
+                        t0,
+                        t1: (t0 + tile).min(n),
+                        units: u0..units.len(),
+                    });
+                }
+            }
+        }
+        Plan { jobs, units }
+    }
+}
+
+/// Keys per chunk for a sequence of `keys` keys whose tiles × KV heads make
+/// `jobs` jobs: about [`TARGET_UNITS`] units in all, chunks of at least
+/// [`MIN_CHUNK`] keys, in whole blocks.
+fn chunk_keys(keys: usize, jobs: usize) -> usize {
+    let per_job = TARGET_UNITS.div_ceil(jobs.max(1));
+    keys.div_ceil(per_job)
+        .next_multiple_of(BLOCK_KEYS)
+        .max(MIN_CHUNK)
+}
+
+/// The sequence's slots in page order, cut every `size` slots.
+fn chunks(pages: &[KvPage<'_>], size: usize) -> Vec<Chunk> {
+    let mut out: Vec<Chunk> = Vec::new();
+    let mut room = 0;
+    for (pi, p) in pages.iter().enumerate() {
+        let mut s = 0;
+        while s < p.pos.len() {
+            if room == 0 {
+                out.push(Chunk {
+                    page: pi,
+                    slot: s,
+                    keys: 0,
+                    min: u32::MAX,
+                    max: 0,
                 });
+                room = size;
+            }
+            let take = room.min(p.pos.len() - s);
+            let part = &p.pos[s..s + take];
+            if let Some(c) = out.last_mut() {
+                c.keys += take;
+                c.min = part.iter().copied().fold(c.min, u32::min);
+                c.max = part.iter().copied().fold(c.max, u32::max);
+            }
+            room -= take;
+            s += take;
+        }
+    }
+    out
+}
+
+/// The smallest key position the query at `qp` sees.
+pub(crate) fn lowest_visible(shape: &AttnShape, qp: u32) -> u32 {
+    shape
+        .window
+        .map_or(0, |w| qp.saturating_sub(w.saturating_sub(1)))
+}
+
+/// What the kernels see of one unit: query tokens `qpos` (batch rows
+/// `row0..`) of one sequence against KV head `head`, over `keys` slots of
+/// `pages` from slot `slot` of page `page` on.
+pub(crate) struct Unit<'a> {
+    pub(crate) shape: &'a AttnShape,
+    pub(crate) k_row: usize,
+    pub(crate) v_row: usize,
+    pub(crate) q: &'a [f32],
+    pub(crate) row0: usize,
+    pub(crate) qpos: &'a [u32],
+    pub(crate) head: usize,
+    pages: &'a [KvPage<'a>],
+    page: usize,
+    slot: usize,
+    keys: usize,
+}
+
+/// Up to [`BLOCK_KEYS`] consecutive slots of one page: their key rows,
+/// value rows and positions.
+pub(crate) struct Block<'a> {
+    pub(crate) k: &'a [u8],
+    pub(crate) v: &'a [u8],
+    pub(crate) pos: &'a [u32],
+}
+
+impl<'a> Unit<'a> {
+    /// Query rows (tile tokens × group heads, token-major).
+    pub(crate) fn rows(&self) -> usize {
+        self.qpos.len() * self.shape.group()
+    }
+
+    /// Query of tile token `t`, head `g` of the group.
+    pub(crate) fn q_row(&self, t: usize, g: usize) -> &'a [f32] {
+        let d = self.shape.head_dim;
+        let h = self.head * self.shape.group() + g;
+        &self.q[(self.row0 + t) * self.shape.q_width() + h * d..][..d]
+    }
+
+    /// The positions query `qp` sees: `lo..=hi`.
+    pub(crate) fn bounds(&self, qp: u32) -> (u32, u32) {
+        (lowest_visible(self.shape, qp), qp)
+    }
+
+    /// Calls `f` on the unit's slots in order, a block of at most
+    /// [`BLOCK_KEYS`] slots of one page at a time (blocks start where the
+    /// unit or a page starts, so they are a function of the sequence).
+    pub(crate) fn blocks(&self, mut f: impl FnMut(Block<'a>)) {
+        let (mut left, mut slot) = (self.keys, self.slot);
+        for p in self.pages.get(self.page..).unwrap_or(&[]) {
+            if left == 0 {
+                break;
+            }
+            let n = p.pos.len().saturating_sub(slot).min(left);
+            let base = self.head * p.stride;
+            let mut i = slot;
+            while i < slot + n {
+                let e = (i + BLOCK_KEYS).min(slot + n);
+                f(Block {
+                    k: &p.k[(base + i) * self.k_row..(base + e) * self.k_row],
+                    v: &p.v[(base + i) * self.v_row..(base + e) * self.v_row],
+                    pos: &p.pos[i..e],
+                });
+                i = e;
+            }
+            left -= n;
+            slot = 0;
+        }
+    }
+}
+
+/// One task of the first parallel pass: a unit that is its job's only one
+/// (finished straight into the job's outputs) or one of several (its state
+/// kept for the merge).
+enum Work<'a, 'b> {
+    Direct {
+        unit: usize,
+        out: &'a mut [&'b mut [f32]],
+    },
+    Partial {
+        unit: usize,
+        state: &'a mut [f32],
+    },
+}
+
+thread_local! {
+    /// Each worker thread's kernel buffers, reused across tasks and calls.
+    static SCRATCH: std::cell::RefCell<kernel::Scratch> =
+        std::cell::RefCell::new(kernel::Scratch::default());
+}
+
+fn run(
+    isa: Isa,
+    shape: &AttnShape,
+    (k_row, v_row): (usize, usize),
+    q: &[f32],
+    seqs: &[AttnSeq<'_>],
+    plan: &Plan,
+    out: &mut [f32],
+) -> Result<()> {
+    let (g, d, nkv) = (shape.group(), shape.head_dim, shape.n_head_kv);
+    let internal = || KernelError::Shape {
+        op: "attention",
+        detail: "internal: two jobs write one output".into(),
+    };
+    // Each token's outputs of each KV head's query heads, in job order.
+    let mut pieces: Vec<Option<&mut [f32]>> = out.chunks_exact_mut(g * d).map(Some).collect();
+    let mut ordered: Vec<&mut [f32]> = Vec::new();
+    for job in &plan.jobs {
+        for t in job.t0..job.t1 {
+            let i = (seqs[job.seq].row + t) * nkv + job.head;
+            ordered.push(
+                pieces
+                    .get_mut(i)
+                    .and_then(Option::take)
+                    .ok_or_else(internal)?,
+            );
+        }
+    }
+    let state_len = |job: &Job| (job.t1 - job.t0) * g * (d + 2);
+    let partial_len: usize = plan
+        .jobs
+        .iter()
+        .filter(|j| j.units.len() > 1)
+        .map(|j| j.units.len() * state_len(j))
+        .sum();
+    let mut partial = vec![0f32; partial_len];
+    let (mut rest, mut prest) = (&mut ordered[..], &mut partial[..]);
+    let mut works = Vec::with_capacity(plan.units.len());
+    let mut merges = Vec::new();
+    let mut offset = 0;
+    for (ji, job) in plan.jobs.iter().enumerate() {
+        let (mine, r) = std::mem::take(&mut rest).split_at_mut(job.t1 - job.t0);
+        rest = r;
+        match job.units.len() {
+            0 => mine.iter_mut().for_each(|p| p.fill(0.0)),
+            1 => works.push(Work::Direct {
+                unit: job.units.start,
+                out: mine,
+            }),
+            n => {
+                let len = state_len(job);
+                for unit in job.units.clone() {
+                    let (state, r) = std::mem::take(&mut prest).split_at_mut(len);
+                    prest = r;
+                    works.push(Work::Partial { unit, state });
+                }
+                merges.push((ji, offset, mine));
+                offset += n * len;
             }
         }
     }
-    tasks
+    let unit = |i: usize| {
+        let spec = &plan.units[i];
+        let job = &plan.jobs[spec.job];
+        let seq = &seqs[job.seq];
+        Unit {
+            shape,
+            k_row,
+            v_row,
+            q,
+            row0: seq.row + job.t0,
+            qpos: &seq.qpos[job.t0..job.t1],
+            head: job.head,
+            pages: seq.pages,
+            page: spec.page,
+            slot: spec.slot,
+            keys: spec.keys,
+        }
+    };
+    works.into_par_iter().for_each(|w| {
+        SCRATCH.with(|sc| {
+            let sc = &mut *sc.borrow_mut();
+            match w {
+                Work::Direct { unit: i, out } => {
+                    let u = unit(i);
+                    let mut state = std::mem::take(&mut sc.state);
+                    state.resize(u.rows() * (d + 2), 0.0);
+                    run_unit(isa, &u, sc, &mut state);
+                    finish(&state, out, g, d);
+                    sc.state = state;
+                }
+                Work::Partial { unit: i, state } => run_unit(isa, &unit(i), sc, state),
+            }
+        })
+    });
+    let partial = &partial[..];
+    merges.into_par_iter().for_each(|(ji, at, out)| {
+        let job = &plan.jobs[ji];
+        let len = state_len(job);
+        let parts = &partial[at..at + job.units.len() * len];
+        SCRATCH.with(|sc| {
+            let sc = &mut *sc.borrow_mut();
+            sc.state.clear();
+            sc.state.extend_from_slice(&parts[..len]);
+            for p in parts[len..].chunks_exact(len) {
+                for (a, b) in sc.state.chunks_exact_mut(d + 2).zip(p.chunks_exact(d + 2)) {
+                    merge(a, b);
+                }
+            }
+            finish(&sc.state, out, g, d);
+        })
+    });
+    Ok(())
 }
 
-fn check(shape: &AttnShape, q: &[f32], seqs: &[AttnSeq<'_>], out: &[f32]) -> Result<()> {
+/// Runs one unit on the chosen instruction set, writing its final state to
+/// `state` (`rows × (head_dim + 2)`: each row's running maximum of the
+/// log2-scaled scores, the sum of `2^(score − max)` and the weighted sum of
+/// values).
+fn run_unit(isa: Isa, u: &Unit<'_>, sc: &mut kernel::Scratch, state: &mut [f32]) {
+    debug_assert_eq!(state.len(), u.rows() * (u.shape.head_dim + 2));
+    #[cfg(target_arch = "x86_64")]
+    {
+        if isa.has_avx512() {
+            // SAFETY: `isa` came through `Isa::checked`, and the AVX-512
+            // paths are available only where the CPU has AVX-512 F/BW/VL,
+            // AVX2, FMA and F16C; `state` holds the unit's rows.
+            unsafe { avx512::run_unit(u, sc, state) };
+            return;
+        }
+        if isa.has_avx2() {
+            // SAFETY: as above, AVX2, FMA and F16C are available.
+            unsafe { avx2::run_unit(u, sc, state) };
+            return;
+        }
+    }
+    let _ = isa;
+    scalar::run_unit(u, sc, state);
+}
+
+/// Folds `b` (one row's state over later keys) into `a`.
+fn merge(a: &mut [f32], b: &[f32]) {
+    let (bm, bl) = (b[0], b[1]);
+    if bl == 0.0 {
+        return;
+    }
+    if a[1] == 0.0 {
+        a.copy_from_slice(b);
+        return;
+    }
+    let m = a[0].max(bm);
+    let (x, y) = ((a[0] - m).exp2(), (bm - m).exp2());
+    a[0] = m;
+    a[1] = a[1] * x + bl * y;
+    for (p, q) in a[2..].iter_mut().zip(&b[2..]) {
+        *p = *p * x + q * y;
+    }
+}
+
+/// Writes each row's `acc / sum` (zeros where no key was visible) into the
+/// job's outputs (one piece of `group × head_dim` values per token).
+fn finish(states: &[f32], out: &mut [&mut [f32]], g: usize, d: usize) {
+    for (piece, st) in out.iter_mut().zip(states.chunks_exact(g * (d + 2))) {
+        for (o, s) in piece.chunks_exact_mut(d).zip(st.chunks_exact(d + 2)) {
+            let inv = if s[1] > 0.0 { 1.0 / s[1] } else { 0.0 };
+            for (x, a) in o.iter_mut().zip(&s[2..]) {
+                *x = a * inv;
+            }
+        }
+    }
+}
+
+/// Validates the call; returns the bytes of one key row and of one value row.
+fn check(
+    shape: &AttnShape,
+    q: &[f32],
+    seqs: &[AttnSeq<'_>],
+    out: &[f32],
+) -> Result<(usize, usize)> {
     let bad = |detail: String| KernelError::Shape {
         op: "attention",
         detail,
     };
-    if shape.n_head_kv == 0 || shape.head_dim == 0 || !shape.n_head.is_multiple_of(shape.n_head_kv)
+    if shape.n_head == 0
+        || shape.n_head_kv == 0
+        || shape.head_dim == 0
+        || !shape.n_head.is_multiple_of(shape.n_head_kv)
     {
         return Err(bad(format!(
             "{} query heads cannot share {} KV heads of {} values",
@@ -320,6 +635,9 @@ fn check(shape: &AttnShape, q: &[f32], seqs: &[AttnSeq<'_>], out: &[f32]) -> Res
     }
     if shape.window == Some(0) {
         return Err(bad("a window of 0 positions".into()));
+    }
+    if !shape.scale.is_finite() {
+        return Err(bad(format!("a score scale of {}", shape.scale)));
     }
     let row = |t: KvType| {
         t.row_bytes(shape.head_dim).ok_or_else(|| {
@@ -331,7 +649,10 @@ fn check(shape: &AttnShape, q: &[f32], seqs: &[AttnSeq<'_>], out: &[f32]) -> Res
         })
     };
     let (k_row, v_row) = (row(shape.k_type)?, row(shape.v_type)?);
-    let width = shape.q_width();
+    let width = shape
+        .n_head
+        .checked_mul(shape.head_dim)
+        .ok_or_else(|| bad("query rows too wide".into()))?;
     if q.len() != out.len() || !q.len().is_multiple_of(width) {
         return Err(bad(format!(
             "q has {} values and out {}, expected the same multiple of {width}",
@@ -383,5 +704,5 @@ fn check(shape: &AttnShape, q: &[f32], seqs: &[AttnSeq<'_>], out: &[f32]) -> Res
     if spans.windows(2).any(|w| w[1].0 < w[0].1) {
         return Err(bad("two sequences share query rows".into()));
     }
-    Ok(())
+    Ok((k_row, v_row))
 }

@@ -1,6 +1,9 @@
-//! The portable reference: one key at a time, one query row at a time.
+//! The portable reference: one key at a time, one query row at a time, with
+//! the online softmax in log2 units as the SIMD kernels keep it (scores
+//! times `scale · log2(e)`, weights `2^(score − max)`).
 
-use super::{AttnSeq, AttnShape, KvPage, KvType, State};
+use super::kernel::Scratch;
+use super::{KvType, Unit};
 use crate::blocks::{cast_blocks, BlockQ8_0};
 use half::f16;
 
@@ -31,61 +34,53 @@ pub(super) fn load_row(ty: KvType, src: &[u8], dst: &mut [f32]) {
     }
 }
 
-/// Folds the keys of `pages` into `states` (`[token][group]`) for query
-/// tokens `tokens` of `seq` and KV head `head`.
-pub(super) fn attend(
-    shape: &AttnShape,
-    q: &[f32],
-    seq: &AttnSeq<'_>,
-    head: usize,
-    tokens: std::ops::Range<usize>,
-    pages: &[KvPage<'_>],
-    states: &mut [State],
-) {
-    let hd = shape.head_dim;
-    let group = shape.group();
-    let width = shape.q_width();
-    let k_row = shape.k_type.row_bytes(hd).unwrap_or(0);
-    let v_row = shape.v_type.row_bytes(hd).unwrap_or(0);
-    let mut k = vec![0f32; hd];
-    let mut v = vec![0f32; hd];
-    for page in pages {
-        for (slot, &kp) in page.pos.iter().enumerate() {
-            let (ka, va) = (
-                (head * page.stride + slot) * k_row,
-                (head * page.stride + slot) * v_row,
-            );
-            let mut loaded = false;
-            for (ti, t) in tokens.clone().enumerate() {
-                let qp = seq.qpos[t];
-                if !shape.visible(qp, kp) {
+/// The unit's final state into `state` (`rows × (head_dim + 2)`: maximum,
+/// sum, weighted values).
+pub(super) fn run_unit(u: &Unit<'_>, sc: &mut Scratch, state: &mut [f32]) {
+    let sh = u.shape;
+    let (d, g, r) = (sh.head_dim, sh.group(), u.rows());
+    let scale = sh.scale * std::f32::consts::LOG2_E;
+    let (qs, k, v) = sc.rows(r * d, d);
+    for t in 0..u.qpos.len() {
+        for j in 0..g {
+            for (x, &y) in qs[(t * g + j) * d..].iter_mut().zip(u.q_row(t, j)) {
+                *x = y * scale;
+            }
+        }
+    }
+    for row in state.chunks_exact_mut(d + 2) {
+        row[0] = f32::NEG_INFINITY;
+        row.iter_mut().skip(1).for_each(|x| *x = 0.0);
+    }
+    let bounds: Vec<(u32, u32)> = u.qpos.iter().map(|&p| u.bounds(p)).collect();
+    u.blocks(|blk| {
+        for (i, &kp) in blk.pos.iter().enumerate() {
+            if !bounds.iter().any(|&(lo, hi)| lo <= kp && kp <= hi) {
+                continue;
+            }
+            load_row(sh.k_type, &blk.k[i * u.k_row..(i + 1) * u.k_row], k);
+            load_row(sh.v_type, &blk.v[i * u.v_row..(i + 1) * u.v_row], v);
+            for (t, &(lo, hi)) in bounds.iter().enumerate() {
+                if kp < lo || kp > hi {
                     continue;
                 }
-                if !loaded {
-                    load_row(shape.k_type, &page.k[ka..ka + k_row], &mut k);
-                    load_row(shape.v_type, &page.v[va..va + v_row], &mut v);
-                    loaded = true;
-                }
-                for j in 0..group {
-                    let h = head * group + j;
-                    let qr = &q[(seq.row + t) * width + h * hd..][..hd];
-                    let score = qr.iter().zip(&k).map(|(a, b)| a * b).sum::<f32>() * shape.scale;
-                    let st = &mut states[ti * group + j];
-                    if score > st.max {
-                        let c = (st.max - score).exp();
-                        st.sum *= c;
-                        for a in st.acc.iter_mut() {
-                            *a *= c;
-                        }
-                        st.max = score;
+                for j in 0..g {
+                    let row = t * g + j;
+                    let q = &qs[row * d..(row + 1) * d];
+                    let s: f32 = q.iter().zip(&*k).map(|(a, b)| a * b).sum();
+                    let st = &mut state[row * (d + 2)..(row + 1) * (d + 2)];
+                    if s > st[0] {
+                        let c = (st[0] - s).exp2();
+                        st[1..].iter_mut().for_each(|x| *x *= c);
+                        st[0] = s;
                     }
-                    let p = (score - st.max).exp();
-                    st.sum += p;
-                    for (a, x) in st.acc.iter_mut().zip(&v) {
+                    let p = (s - st[0]).exp2();
+                    st[1] += p;
+                    for (a, x) in st[2..].iter_mut().zip(&*v) {
                         *a += p * x;
                     }
                 }
             }
         }
-    }
+    });
 }
