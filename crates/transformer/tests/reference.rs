@@ -18,7 +18,9 @@ mod common;
 
 use common::*;
 use mistral_transformer::synth::{ExpertLayout, SynthArch, SynthSpec, SynthType};
-use mistral_transformer::{CacheType, KernelChoice, LoadOptions};
+use mistral_transformer::{
+    CacheType, GenerateOptions, KernelChoice, LoadOptions, Model, Pooling, SamplingParams,
+};
 
 /// Measured 1.0e-6 (Mistral), 7.2e-7 (Mixtral), 8.5e-7 (tied).
 const TOL_F32: f32 = 3e-6;
@@ -194,4 +196,103 @@ fn compact_caches_match_reference_within_their_rounding() {
             );
         }
     }
+}
+
+#[test]
+fn embeddings_are_the_pooled_final_hidden_states() {
+    let file = synth_file(&tiny(SynthArch::Mistral, SynthType::F32));
+    let model = Model::from_gguf(&file, exact()).unwrap();
+    let toks = tokens(300, 11, 8);
+    let want = RefModel::load(&file).hidden(&toks, None);
+    let mut s = model.new_session();
+    let last = s.embed(&toks, Pooling::Last).unwrap();
+    assert_eq!(last.len(), model.config().n_embd);
+    assert!(
+        rel_err(&last, &want[10]) <= TOL_F32,
+        "{}",
+        rel_err(&last, &want[10])
+    );
+    let mean = s.embed(&toks, Pooling::Mean).unwrap();
+    let d = model.config().n_embd;
+    let want_mean: Vec<f32> = (0..d)
+        .map(|i| want.iter().map(|r| r[i] as f64).sum::<f64>() as f32 / 11.0)
+        .collect();
+    assert!(rel_err(&mean, &want_mean) <= TOL_F32);
+    assert!(rel_err(&mean, &last) > 1e-2, "the poolings differ");
+    assert_eq!(s.position(), 0, "embedding leaves the session empty");
+}
+
+#[test]
+fn log_probabilities_are_those_of_the_reference_distribution() {
+    let file = synth_file(&tiny(SynthArch::Mistral, SynthType::F32));
+    let model = Model::from_gguf(&file, exact()).unwrap();
+    let reference = RefModel::load(&file);
+    let prompt = tokens(300, 7, 4);
+    let mut s = model.new_session();
+    let params = SamplingParams {
+        max_tokens: Some(5),
+        ignore_eos: true,
+        ..SamplingParams::greedy()
+    };
+    let opts = GenerateOptions {
+        logprobs: Some(3),
+        ..GenerateOptions::default()
+    };
+    let mut seq = prompt.clone();
+    for t in s.generate_with(&prompt, &params, opts).unwrap() {
+        let t = t.unwrap();
+        let logits = reference.forward(&seq, None).pop().unwrap();
+        let max = logits.iter().cloned().fold(f32::MIN, f32::max) as f64;
+        let lse = max
+            + logits
+                .iter()
+                .map(|&l| (l as f64 - max).exp())
+                .sum::<f64>()
+                .ln();
+        let lp = t.logprob.unwrap();
+        assert!((lp.logprob as f64 - (logits[t.id as usize] as f64 - lse)).abs() < 1e-4);
+        // The top 3, most likely first; greedy picked the first.
+        let mut order: Vec<usize> = (0..logits.len()).collect();
+        order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+        assert_eq!(lp.top.len(), 3);
+        for ((id, l), &want) in lp.top.iter().zip(&order) {
+            assert_eq!(*id as usize, want);
+            assert!((*l as f64 - (logits[want] as f64 - lse)).abs() < 1e-4);
+        }
+        assert_eq!(t.id, lp.top[0].0);
+        seq.push(t.id);
+    }
+}
+
+#[test]
+fn a_logits_processor_sees_every_step_and_steers_sampling() {
+    let file = synth_file(&tiny(SynthArch::Mistral, SynthType::F32));
+    let model = Model::from_gguf(&file, exact()).unwrap();
+    let mut s = model.new_session();
+    let params = SamplingParams {
+        max_tokens: Some(6),
+        ignore_eos: true,
+        ..SamplingParams::greedy()
+    };
+    // Only token 77 is allowed: greedy must pick it every time.
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let opts = GenerateOptions {
+        processor: Some(Box::new(move |generated: &[u32], logits: &mut [f32]| {
+            log.lock().unwrap().push(generated.len());
+            for (i, l) in logits.iter_mut().enumerate() {
+                if i != 77 {
+                    *l = f32::NEG_INFINITY;
+                }
+            }
+        })),
+        ..GenerateOptions::default()
+    };
+    let ids: Vec<u32> = s
+        .generate_with(&tokens(300, 5, 1), &params, opts)
+        .unwrap()
+        .map(|t| t.unwrap().id)
+        .collect();
+    assert_eq!(ids, vec![77; 6]);
+    assert_eq!(*seen.lock().unwrap(), vec![0, 1, 2, 3, 4, 5]);
 }

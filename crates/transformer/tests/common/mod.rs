@@ -341,6 +341,14 @@ impl RefModel {
     /// Logits of every position, recomputed from scratch (no cache), with an
     /// optional sliding window.
     pub fn forward(&self, tokens: &[u32], window: Option<usize>) -> Vec<Vec<f32>> {
+        self.hidden(tokens, window)
+            .iter()
+            .map(|h| self.output.mul(h))
+            .collect()
+    }
+
+    /// The final hidden state (after the output norm) of every position.
+    pub fn hidden(&self, tokens: &[u32], window: Option<usize>) -> Vec<Vec<f32>> {
         let hp = &self.hp;
         let (d, hd) = (hp.embedding_length as usize, hp.head_dim as usize);
         let (nh, nkv) = (hp.head_count as usize, hp.head_count_kv as usize);
@@ -415,7 +423,7 @@ impl RefModel {
             }
         }
         xs.iter()
-            .map(|x| self.output.mul(&rms_norm(x, &self.out_norm, eps)))
+            .map(|x| rms_norm(x, &self.out_norm, eps))
             .collect()
     }
 }
