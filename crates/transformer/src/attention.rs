@@ -12,16 +12,15 @@ use mistral_kernels::Isa;
 use crate::config::ModelConfig;
 use crate::error::ModelError;
 use crate::kv_cache::{KvCache, Placement};
-use crate::matmul::Linear;
+use crate::matmul::{Linear, Stack};
 use crate::rope::{Rope, RopeTables};
 use crate::weights::WeightLoader;
 
 /// One layer's attention weights.
 #[derive(Debug, Clone)]
 pub(crate) struct Attention {
-    wq: Linear, // [n_head * head_dim, n_embd]
-    wk: Linear, // [n_head_kv * head_dim, n_embd]
-    wv: Linear, // [n_head_kv * head_dim, n_embd]
+    /// wq `[n_head * head_dim, n_embd]`, wk and wv `[n_head_kv * head_dim, n_embd]`.
+    qkv: Stack,
     wo: Linear, // [n_embd, n_head * head_dim]
     shape: AttnShape,
 }
@@ -42,10 +41,13 @@ impl Attention {
         layer: usize,
     ) -> Result<Attention, ModelError> {
         let (d, hd, k) = (cfg.n_embd, cfg.head_dim, cfg.kernels);
+        let qkv = [
+            (TensorName::AttnQ.layer(layer), cfg.n_head * hd),
+            (TensorName::AttnK.layer(layer), cfg.n_head_kv * hd),
+            (TensorName::AttnV.layer(layer), cfg.n_head_kv * hd),
+        ];
         Ok(Attention {
-            wq: Linear::load(w, &TensorName::AttnQ.layer(layer), d, cfg.n_head * hd, k)?,
-            wk: Linear::load(w, &TensorName::AttnK.layer(layer), d, cfg.n_head_kv * hd, k)?,
-            wv: Linear::load(w, &TensorName::AttnV.layer(layer), d, cfg.n_head_kv * hd, k)?,
+            qkv: Stack::load(w, &qkv, d, k)?,
             wo: Linear::load(
                 w,
                 &TensorName::AttnOutput.layer(layer),
@@ -79,9 +81,12 @@ impl Attention {
         seqs: &mut [SeqSlice<'_>],
     ) -> Result<Vec<f32>, ModelError> {
         let s = &self.shape;
-        let mut q = self.wq.forward(h)?;
-        let mut k = self.wk.forward(h)?;
-        let v = self.wv.forward(h)?;
+        let mut qkv = self.qkv.forward(h)?.into_iter();
+        let (Some(mut q), Some(mut k), Some(v)) = (qkv.next(), qkv.next(), qkv.next()) else {
+            return Err(ModelError::InvalidInput(
+                "q/k/v projection lost a part".into(),
+            ));
+        };
         rope.apply(&mut q, s.n_head, tables);
         rope.apply(&mut k, s.n_head_kv, tables);
         let kv_width = s.n_head_kv * s.head_dim;

@@ -158,3 +158,84 @@ impl Linear {
         }
     }
 }
+
+/// Matrices applied to the same input (q/k/v, gate/up): stacked into one
+/// matrix when the native kernels run them and they share a type, so the
+/// input is converted once and the product is one parallel pass; kept apart
+/// otherwise. The outputs come back apart either way.
+#[derive(Debug, Clone)]
+pub(crate) enum Stack {
+    /// One matrix whose rows are the parts' rows, part after part.
+    One { m: Linear, parts: Vec<usize> },
+    /// The parts as they are.
+    Many(Vec<Linear>),
+}
+
+impl Stack {
+    /// Loads the matrices `names` (GGML dims `[n_in, n_out]` each).
+    pub fn load(
+        w: &mut WeightLoader,
+        names: &[(String, usize)],
+        n_in: usize,
+        kernels: KernelChoice,
+    ) -> Result<Stack, ModelError> {
+        let mut parts = Vec::with_capacity(names.len());
+        for (name, n_out) in names {
+            let (ty, bytes) = w.raw(name, &[n_in, *n_out])?;
+            parts.push((name.as_str(), ty, bytes, *n_out));
+        }
+        Self::from_parts(w, &parts, n_in, kernels)
+    }
+
+    /// Builds the stack from raw parts `(name, type, bytes, n_out)`.
+    pub fn from_parts(
+        w: &mut WeightLoader,
+        parts: &[(&str, GgmlType, &[u8], usize)],
+        n_in: usize,
+        kernels: KernelChoice,
+    ) -> Result<Stack, ModelError> {
+        let same = parts.windows(2).all(|p| p[0].1 == p[1].1);
+        if kernels == KernelChoice::Native && same && parts.len() > 1 {
+            let bytes: Vec<u8> = parts.iter().flat_map(|p| p.2.iter().copied()).collect();
+            let rows = parts.iter().map(|p| p.3).sum();
+            let name = parts.iter().map(|p| p.0).collect::<Vec<_>>().join("+");
+            let m = Linear::from_raw(w, &name, parts[0].1, &bytes, rows, n_in, kernels)?;
+            for p in parts {
+                w.file().release(p.2);
+            }
+            return Ok(Stack::One {
+                m,
+                parts: parts.iter().map(|p| p.3).collect(),
+            });
+        }
+        let many = parts
+            .iter()
+            .map(|&(name, ty, bytes, n_out)| {
+                Linear::from_raw(w, name, ty, bytes, n_out, n_in, kernels)
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Stack::Many(many))
+    }
+
+    /// `x [n, n_in]` through every part: one `[n, n_out_i]` output per part.
+    pub fn forward(&self, x: &[f32]) -> Result<Vec<Vec<f32>>, ModelError> {
+        match self {
+            Stack::Many(ms) => ms.iter().map(|m| m.forward(x)).collect(),
+            Stack::One { m, parts } => {
+                let y = m.forward(x)?;
+                let total: usize = parts.iter().sum();
+                let n = y.len() / total.max(1);
+                let mut out: Vec<Vec<f32>> =
+                    parts.iter().map(|&p| Vec::with_capacity(n * p)).collect();
+                for row in y.chunks_exact(total) {
+                    let mut at = 0;
+                    for (o, &p) in out.iter_mut().zip(parts) {
+                        o.extend_from_slice(&row[at..at + p]);
+                        at += p;
+                    }
+                }
+                Ok(out)
+            }
+        }
+    }
+}

@@ -15,7 +15,7 @@ use crate::config::{LoadOptions, ModelConfig, MAX_UBATCH};
 use crate::error::ModelError;
 use crate::ffn::FeedForward;
 use crate::kv_cache::{ContextShift, KvCache, KvLayout, Placement};
-use crate::matmul::Linear;
+use crate::matmul::{Linear, Stack};
 use crate::moe::Moe;
 use crate::ops::{add_assign, rms_norm};
 use crate::rope::Rope;
@@ -104,13 +104,19 @@ impl Transformer {
             let ffn = if cfg.is_moe() {
                 Ffn::Moe(Moe::load(&mut w, cfg, l)?)
             } else {
-                let mut m = |name: TensorName, n_in, n_out| {
-                    Linear::load(&mut w, &name.layer(l), n_in, n_out, cfg.kernels)
-                };
+                let gate_up = [
+                    (TensorName::FfnGate.layer(l), cfg.n_ff),
+                    (TensorName::FfnUp.layer(l), cfg.n_ff),
+                ];
                 Ffn::Dense(FeedForward::new(
-                    m(TensorName::FfnGate, d, cfg.n_ff)?,
-                    m(TensorName::FfnUp, d, cfg.n_ff)?,
-                    m(TensorName::FfnDown, cfg.n_ff, d)?,
+                    Stack::load(&mut w, &gate_up, d, cfg.kernels)?,
+                    Linear::load(
+                        &mut w,
+                        &TensorName::FfnDown.layer(l),
+                        cfg.n_ff,
+                        d,
+                        cfg.kernels,
+                    )?,
                 ))
             };
             layers.push(Layer {

@@ -12,7 +12,7 @@ use rayon::prelude::*;
 use crate::config::ModelConfig;
 use crate::error::ModelError;
 use crate::ffn::FeedForward;
-use crate::matmul::Linear;
+use crate::matmul::{Linear, Stack};
 use crate::weights::WeightLoader;
 
 /// One MoE layer.
@@ -31,20 +31,33 @@ impl Moe {
         let (d, ff, e, k) = (cfg.n_embd, cfg.n_ff, cfg.n_expert, cfg.kernels);
         let router = w.f32_values(&TensorName::FfnGateInp.layer(layer), &[d, e])?;
         let experts = if w.contains(&TensorName::FfnGateExps.layer(layer)) {
-            let gate = Linear::load_stack(w, &TensorName::FfnGateExps.layer(layer), d, ff, e, k)?;
-            let up = Linear::load_stack(w, &TensorName::FfnUpExps.layer(layer), d, ff, e, k)?;
+            let (gate_name, up_name) = (
+                TensorName::FfnGateExps.layer(layer),
+                TensorName::FfnUpExps.layer(layer),
+            );
+            let (gt, gate) = w.raw(&gate_name, &[d, ff, e])?;
+            let (ut, up) = w.raw(&up_name, &[d, ff, e])?;
             let down = Linear::load_stack(w, &TensorName::FfnDownExps.layer(layer), ff, d, e, k)?;
-            gate.into_iter()
-                .zip(up)
-                .zip(down)
-                .map(|((g, u), dn)| FeedForward::new(g, u, dn))
-                .collect()
+            let (gp, upp) = (gate.len() / e, up.len() / e);
+            down.into_iter()
+                .enumerate()
+                .map(|(x, dn)| {
+                    let parts = [
+                        (gate_name.as_str(), gt, &gate[x * gp..(x + 1) * gp], ff),
+                        (up_name.as_str(), ut, &up[x * upp..(x + 1) * upp], ff),
+                    ];
+                    Ok(FeedForward::new(Stack::from_parts(w, &parts, d, k)?, dn))
+                })
+                .collect::<Result<Vec<_>, ModelError>>()?
         } else {
             (0..e)
                 .map(|x| {
+                    let gate_up = [
+                        (TensorName::FfnGate.expert(layer, x), ff),
+                        (TensorName::FfnUp.expert(layer, x), ff),
+                    ];
                     Ok(FeedForward::new(
-                        Linear::load(w, &TensorName::FfnGate.expert(layer, x), d, ff, k)?,
-                        Linear::load(w, &TensorName::FfnUp.expert(layer, x), d, ff, k)?,
+                        Stack::load(w, &gate_up, d, k)?,
                         Linear::load(w, &TensorName::FfnDown.expert(layer, x), ff, d, k)?,
                     ))
                 })
