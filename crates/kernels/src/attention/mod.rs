@@ -393,30 +393,55 @@ impl<'a> Unit<'a> {
         (lowest_visible(self.shape, qp), qp)
     }
 
-    /// Calls `f` on the unit's slots in order, a block of at most
-    /// [`BLOCK_KEYS`] slots of one page at a time (blocks start where the
-    /// unit or a page starts, so they are a function of the sequence).
-    pub(crate) fn blocks(&self, mut f: impl FnMut(Block<'a>)) {
-        let (mut left, mut slot) = (self.keys, self.slot);
-        for p in self.pages.get(self.page..).unwrap_or(&[]) {
-            if left == 0 {
-                break;
-            }
-            let n = p.pos.len().saturating_sub(slot).min(left);
-            let base = self.head * p.stride;
-            let mut i = slot;
-            while i < slot + n {
-                let e = (i + BLOCK_KEYS).min(slot + n);
-                f(Block {
-                    k: &p.k[(base + i) * self.k_row..(base + e) * self.k_row],
-                    v: &p.v[(base + i) * self.v_row..(base + e) * self.v_row],
-                    pos: &p.pos[i..e],
-                });
-                i = e;
-            }
-            left -= n;
-            slot = 0;
+    /// The unit's slots in order, a block of at most [`BLOCK_KEYS`] slots
+    /// of one page at a time (blocks start where the unit or a page starts,
+    /// so they are a function of the sequence).
+    pub(crate) fn blocks(&self) -> Blocks<'a> {
+        Blocks {
+            pages: self.pages.get(self.page..).unwrap_or(&[]),
+            slot: self.slot,
+            left: self.keys,
+            head: self.head,
+            k_row: self.k_row,
+            v_row: self.v_row,
         }
+    }
+}
+
+/// Iterator of a unit's [`Block`]s (an iterator rather than a callback, so
+/// the kernels' loop bodies stay inside their `#[target_feature]` functions).
+pub(crate) struct Blocks<'a> {
+    pages: &'a [KvPage<'a>],
+    slot: usize,
+    left: usize,
+    head: usize,
+    k_row: usize,
+    v_row: usize,
+}
+
+impl<'a> Iterator for Blocks<'a> {
+    type Item = Block<'a>;
+
+    #[inline]
+    fn next(&mut self) -> Option<Block<'a>> {
+        while self.left > 0 {
+            let (p, rest) = self.pages.split_first()?;
+            if self.slot >= p.pos.len() {
+                self.pages = rest;
+                self.slot = 0;
+                continue;
+            }
+            let (i, base) = (self.slot, self.head * p.stride);
+            let e = (i + BLOCK_KEYS).min(p.pos.len()).min(i + self.left);
+            self.left -= e - i;
+            self.slot = e;
+            return Some(Block {
+                k: &p.k[(base + i) * self.k_row..(base + e) * self.k_row],
+                v: &p.v[(base + i) * self.v_row..(base + e) * self.v_row],
+                pos: &p.pos[i..e],
+            });
+        }
+        None
     }
 }
 
