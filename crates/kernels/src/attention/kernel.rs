@@ -360,14 +360,23 @@ impl Reach {
         r
     }
 
-    /// `None`: no row sees the block; `Some(true)`: every row sees all of it.
-    fn classify(&self, pos: &[u32]) -> Option<bool> {
+    /// The keys of a block some row may see: `None` if no row sees any;
+    /// else a range of the block (all of it, or where its positions
+    /// ascend, the part between the smallest and largest position any row
+    /// sees) and whether every row sees all of that range.
+    fn classify(&self, pos: &[u32]) -> Option<(std::ops::Range<usize>, bool)> {
         let (kmin, kmax) = span(pos);
         if kmin > self.hi_max || kmax < self.lo_min {
-            None
-        } else {
-            Some(kmin >= self.lo_max && kmax <= self.hi_min)
+            return None;
         }
+        let (range, kmin, kmax) = if pos.is_sorted() {
+            let a = pos.partition_point(|&p| p < self.lo_min);
+            let e = pos.partition_point(|&p| p <= self.hi_max);
+            (a..e, pos[a], pos[e - 1])
+        } else {
+            (0..pos.len(), kmin, kmax)
+        };
+        Some((range, kmin >= self.lo_max && kmax <= self.hi_min))
     }
 }
 
@@ -422,9 +431,10 @@ unsafe fn wide<S: Simd, const MR: usize, const NR: usize>(
     let st = aligned(&mut sc.s, BLOCK_KEYS * rp).as_mut_ptr();
 
     for blk in u.blocks() {
-        let Some(full) = reach.classify(blk.pos) else {
+        let Some((keys, full)) = reach.classify(blk.pos) else {
             continue;
         };
+        let blk = blk.slice(keys, u);
         let b = blk.pos.len();
         // SAFETY: the CPU has `S`'s instructions (the caller's contract).
         // Buffers: kf and vf hold BLOCK_KEYS ≥ b.next_multiple_of(MR) rows
@@ -556,9 +566,10 @@ unsafe fn narrow<S: Simd>(u: &Unit<'_>, sc: &mut Scratch, state: &mut [f32]) {
 
     let mut blocks = u.blocks().peekable();
     while let Some(blk) = blocks.next() {
-        let Some(full) = reach.classify(blk.pos) else {
+        let Some((keys, full)) = reach.classify(blk.pos) else {
             continue;
         };
+        let blk = blk.slice(keys, u);
         let b = blk.pos.len();
         let mut pf = Prefetch::new(blocks.peek());
         // Spread over the block's dot products.
@@ -589,7 +600,14 @@ unsafe fn narrow<S: Simd>(u: &Unit<'_>, sc: &mut Scratch, state: &mut [f32]) {
                 let mo = m[row];
                 let mn = mo.max(S::hmax(bm));
                 let mu = if mn == f32::NEG_INFINITY { 0.0 } else { mn };
-                let al = (mo - mu).exp2();
+                // 2^(mo − mu), its two common values without the call.
+                let al = if mo == mu {
+                    1.0
+                } else if mo == f32::NEG_INFINITY {
+                    0.0
+                } else {
+                    (mo - mu).exp2()
+                };
                 let (muv, mut sum) = (S::splat(mu), S::zero());
                 for j0 in (0..b).step_by(l) {
                     let p = S::exp2(S::sub(S::load(srow.add(j0)), muv));

@@ -375,6 +375,17 @@ pub(crate) struct Block<'a> {
     pub(crate) pos: &'a [u32],
 }
 
+impl<'a> Block<'a> {
+    /// Slots `keys` of the block.
+    pub(crate) fn slice(&self, keys: std::ops::Range<usize>, u: &Unit<'_>) -> Block<'a> {
+        Block {
+            k: &self.k[keys.start * u.k_row..keys.end * u.k_row],
+            v: &self.v[keys.start * u.v_row..keys.end * u.v_row],
+            pos: &self.pos[keys],
+        }
+    }
+}
+
 impl<'a> Unit<'a> {
     /// Query rows (tile tokens × group heads, token-major).
     pub(crate) fn rows(&self) -> usize {
