@@ -9,12 +9,33 @@
 //! batch: every sequence brings its query rows, their positions and its
 //! pages ([`AttnSeq`]).
 //!
-//! Work is split into tasks (sequence, KV head, tile of query tokens, chunk
-//! of keys) that run on rayon; the partial softmax states of the key chunks
-//! are merged in key order. The split of a sequence depends only on that
-//! sequence (its query count and its pages), never on the other sequences
-//! of the batch or on the thread count, so a sequence gets the same bits
-//! alone or batched.
+//! **Task plan.** A sequence's query tokens are cut into tiles of
+//! `max(1, 64 / group)` tokens, so a tile's query rows (tokens × the group
+//! of query heads sharing a KV head) share every key and value row read;
+//! a job is one tile of one KV head. The sequence's slots, in page order,
+//! are cut into chunks sized so that the sequence makes a few dozen units
+//! (decode: split-K over the keys; prefill: usually one chunk, the tiles
+//! and heads already give enough tasks); chunks whose positions no query of
+//! a tile can see get no unit. Units run on the current rayon pool; a job
+//! with one unit writes its outputs directly, the others' partial softmax
+//! states are merged in chunk order afterwards. Every boundary is a
+//! function of the sequence alone (its query count and positions, its pages)
+//! and of the shape, never of the rest of the batch or the thread count, so
+//! a sequence gets the same bits alone or batched, on any number of
+//! threads.
+//!
+//! **Kernels.** Keys are taken in blocks of up to 64 slots of
+//! one page: positions first (a block out of every query's reach is skipped,
+//! one inside every query's is not masked), then the block's rows are
+//! converted to f32 once and used by all rows of the tile. The scalar
+//! reference ([`Isa::Scalar`], and the AArch64 paths) works a key at a time;
+//! [`Isa::Avx2`] and [`Isa::Avx512`] (and [`Isa::Amx`], which runs the
+//! AVX-512 form) share one block kernel written over 8- or 16-lane vectors:
+//! query rows across the lanes with a register-tiled microkernel for tiles
+//! of many rows (prefill), head dimensions across the lanes with dot
+//! products reduced together for few rows (decode), and a polynomial `2^x`
+//! for the online softmax, kept in log2 units. They agree with the scalar
+//! path to f32 rounding, not bit for bit.
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
