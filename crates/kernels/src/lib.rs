@@ -48,6 +48,11 @@
 //!   AVX2). Their matrix × vector kernels take 1 or 4 activation rows per
 //!   pass over the weights, up to the batch where the tiled kernels win
 //!   ([`gemm::is_tiled_packed`]).
+//! - [`attention`]: fused attention over a paged f32 / f16 / Q8_0 KV cache
+//!   for a batch of decoding and prefilling sequences (online softmax,
+//!   grouped-query heads, causal and sliding-window masks from positions),
+//!   split over rayon so each sequence's bits do not depend on the batch or
+//!   the thread count; scalar, AVX2 and AVX-512 block kernels.
 //! - [`QMatrix`]: the weight type the transformer multiplies by, also a candle
 //!   `CustomOp1` / `Module` (`[.., cols] -> [.., rows]`), a drop-in for
 //!   candle's `QMatMul`.

@@ -1,5 +1,6 @@
 //! AVX2 (+ FMA + F16C) form of the attention kernels: [`super::kernel`] over
-//! 8-lane vectors, an `MR = 4` × `NR = 3` microkernel tile (12 accumulators)
+//! 8-lane vectors, an `MR = 4` × `NR = 2` microkernel tile (8 accumulators; 4 × 3 measured
+//! slower, 8 × 1 and 2 × 4 about the same)
 //! for the wide layout.
 
 use super::kernel::{self, Scratch, Simd};
@@ -186,6 +187,10 @@ impl Simd for Avx2 {
         }
     }
     #[inline(always)]
+    unsafe fn prefetch(p: *const u8) {
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p as *const i8) }
+    }
+    #[inline(always)]
     unsafe fn convert(
         ty: KvType,
         src: &[u8],
@@ -256,5 +261,5 @@ impl Simd for Avx2 {
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn run_unit(u: &Unit<'_>, sc: &mut Scratch, state: &mut [f32]) {
     // SAFETY: forwarded contract; this function enables the features.
-    unsafe { kernel::run_unit::<Avx2, 4, 3>(u, sc, state) }
+    unsafe { kernel::run_unit::<Avx2, 4, 2>(u, sc, state) }
 }

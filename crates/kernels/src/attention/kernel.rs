@@ -27,7 +27,7 @@
 //!   ([`Simd::dots`]), and `O[row][dim] += P[row][key] · V[key][dim]` takes
 //!   up to 4 rows × 4 vectors of dimensions per pass over the block's values.
 
-use super::{Block, KvType, Unit, BLOCK_KEYS};
+use super::{KvType, Unit, BLOCK_KEYS};
 
 /// The vector operations the kernels use; implementations exist only for
 /// CPUs that have the instructions, and every method's caller guarantees
@@ -69,6 +69,8 @@ pub(super) trait Simd {
     /// Lane `i`: the dot product of the `nv` vectors at `q` with the `nv`
     /// vectors at `k + i · ks`.
     unsafe fn dots(q: *const f32, k: *const f32, ks: usize, nv: usize) -> Self::V;
+    /// Asks for the cache line at `p` (any address: never faults).
+    unsafe fn prefetch(p: *const u8);
     /// Converts `rows` stored rows of `d` values of type `ty` (`row_bytes`
     /// apart in `src`) to f32 rows `ds` apart at `dst`, values `d..ds` of
     /// each row set to zero.
@@ -127,6 +129,54 @@ fn aligned<T: Copy + Default>(buf: &mut Vec<T>, n: usize) -> &mut [T] {
 /// multiple of every microkernel's `MR`).
 fn padded_dim(d: usize) -> usize {
     d.next_multiple_of(16)
+}
+
+/// Walks the next block's key and value bytes a cache line at a time,
+/// asking for a few lines per step of the current block's work, so that
+/// memory reads overlap the arithmetic instead of stalling the next
+/// conversion.
+struct Prefetch<'a> {
+    parts: [&'a [u8]; 2],
+    at: usize,
+}
+
+impl<'a> Prefetch<'a> {
+    const LINE: usize = 64;
+
+    fn new(next: Option<&super::Block<'a>>) -> Prefetch<'a> {
+        Prefetch {
+            parts: next.map_or([&[][..], &[][..]], |b| [b.k, b.v]),
+            at: 0,
+        }
+    }
+
+    /// Lines still to ask for.
+    fn lines(&self) -> usize {
+        (self.parts[0].len().div_ceil(Self::LINE) + self.parts[1].len().div_ceil(Self::LINE))
+            .saturating_sub(self.at)
+    }
+
+    /// Asks for the next `n` lines.
+    ///
+    /// # Safety
+    /// The CPU has `S`'s instructions.
+    #[inline(always)]
+    unsafe fn step<S: Simd>(&mut self, n: usize) {
+        let k_lines = self.parts[0].len().div_ceil(Self::LINE);
+        for _ in 0..n {
+            let (part, line) = if self.at < k_lines {
+                (self.parts[0], self.at)
+            } else {
+                (self.parts[1], self.at - k_lines)
+            };
+            let Some(p) = part.get(line * Self::LINE) else {
+                return;
+            };
+            // SAFETY: a prefetch never faults; the address is inside `part`.
+            unsafe { S::prefetch(p) };
+            self.at += 1;
+        }
+    }
 }
 
 /// The smallest and largest position of a block.
@@ -310,14 +360,23 @@ impl Reach {
         r
     }
 
-    /// `None`: no row sees the block; `Some(true)`: every row sees all of it.
-    fn classify(&self, pos: &[u32]) -> Option<bool> {
+    /// The keys of a block some row may see: `None` if no row sees any;
+    /// else a range of the block (all of it, or where its positions
+    /// ascend, the part between the smallest and largest position any row
+    /// sees) and whether every row sees all of that range.
+    fn classify(&self, pos: &[u32]) -> Option<(std::ops::Range<usize>, bool)> {
         let (kmin, kmax) = span(pos);
         if kmin > self.hi_max || kmax < self.lo_min {
-            None
-        } else {
-            Some(kmin >= self.lo_max && kmax <= self.hi_min)
+            return None;
         }
+        let (range, kmin, kmax) = if pos.is_sorted() {
+            let a = pos.partition_point(|&p| p < self.lo_min);
+            let e = pos.partition_point(|&p| p <= self.hi_max);
+            (a..e, pos[a], pos[e - 1])
+        } else {
+            (0..pos.len(), kmin, kmax)
+        };
+        Some((range, kmin >= self.lo_max && kmax <= self.hi_min))
     }
 }
 
@@ -371,10 +430,11 @@ unsafe fn wide<S: Simd, const MR: usize, const NR: usize>(
     let vf = aligned(&mut sc.vf, BLOCK_KEYS * ds).as_mut_ptr();
     let st = aligned(&mut sc.s, BLOCK_KEYS * rp).as_mut_ptr();
 
-    u.blocks(|blk: Block<'_>| {
-        let Some(full) = reach.classify(blk.pos) else {
-            return;
+    for blk in u.blocks() {
+        let Some((keys, full)) = reach.classify(blk.pos) else {
+            continue;
         };
+        let blk = blk.slice(keys, u);
         let b = blk.pos.len();
         // SAFETY: the CPU has `S`'s instructions (the caller's contract).
         // Buffers: kf and vf hold BLOCK_KEYS ≥ b.next_multiple_of(MR) rows
@@ -449,7 +509,7 @@ unsafe fn wide<S: Simd, const MR: usize, const NR: usize>(
                 }
             }
         }
-    });
+    }
 
     // SAFETY: m, lsum hold rp ≥ r values and ot ds × rp.
     unsafe {
@@ -504,11 +564,16 @@ unsafe fn narrow<S: Simd>(u: &Unit<'_>, sc: &mut Scratch, state: &mut [f32]) {
     let s = aligned(&mut sc.s, r * BLOCK_KEYS).as_mut_ptr();
     let kpos = aligned(&mut sc.kpos, BLOCK_KEYS + 16);
 
-    u.blocks(|blk: Block<'_>| {
-        let Some(full) = reach.classify(blk.pos) else {
-            return;
+    let mut blocks = u.blocks().peekable();
+    while let Some(blk) = blocks.next() {
+        let Some((keys, full)) = reach.classify(blk.pos) else {
+            continue;
         };
+        let blk = blk.slice(keys, u);
         let b = blk.pos.len();
+        let mut pf = Prefetch::new(blocks.peek());
+        // Spread over the block's dot products.
+        let per_dots = pf.lines().div_ceil(r * b.div_ceil(l));
         kpos[..b].copy_from_slice(blk.pos);
         let kp = kpos.as_ptr();
         // SAFETY: the CPU has `S`'s instructions (the caller's contract).
@@ -523,6 +588,7 @@ unsafe fn narrow<S: Simd>(u: &Unit<'_>, sc: &mut Scratch, state: &mut [f32]) {
                 let srow = s.add(row * BLOCK_KEYS);
                 let mut bm = S::splat(f32::NEG_INFINITY);
                 for j0 in (0..b).step_by(l) {
+                    pf.step::<S>(per_dots);
                     let mut sv = S::dots(qs.add(row * ds), kf.add(j0 * ds), ds, nvd);
                     let n = (b - j0).min(l);
                     if !full || n < l {
@@ -534,7 +600,14 @@ unsafe fn narrow<S: Simd>(u: &Unit<'_>, sc: &mut Scratch, state: &mut [f32]) {
                 let mo = m[row];
                 let mn = mo.max(S::hmax(bm));
                 let mu = if mn == f32::NEG_INFINITY { 0.0 } else { mn };
-                let al = (mo - mu).exp2();
+                // 2^(mo − mu), its two common values without the call.
+                let al = if mo == mu {
+                    1.0
+                } else if mo == f32::NEG_INFINITY {
+                    0.0
+                } else {
+                    (mo - mu).exp2()
+                };
                 let (muv, mut sum) = (S::splat(mu), S::zero());
                 for j0 in (0..b).step_by(l) {
                     let p = S::exp2(S::sub(S::load(srow.add(j0)), muv));
@@ -566,7 +639,7 @@ unsafe fn narrow<S: Simd>(u: &Unit<'_>, sc: &mut Scratch, state: &mut [f32]) {
                 }
             }
         }
-    });
+    }
 
     // SAFETY: o holds r rows of ds ≥ d values.
     unsafe {

@@ -9,12 +9,33 @@
 //! batch: every sequence brings its query rows, their positions and its
 //! pages ([`AttnSeq`]).
 //!
-//! Work is split into tasks (sequence, KV head, tile of query tokens, chunk
-//! of keys) that run on rayon; the partial softmax states of the key chunks
-//! are merged in key order. The split of a sequence depends only on that
-//! sequence (its query count and its pages), never on the other sequences
-//! of the batch or on the thread count, so a sequence gets the same bits
-//! alone or batched.
+//! **Task plan.** A sequence's query tokens are cut into tiles of
+//! `max(1, 64 / group)` tokens, so a tile's query rows (tokens × the group
+//! of query heads sharing a KV head) share every key and value row read;
+//! a job is one tile of one KV head. The sequence's slots, in page order,
+//! are cut into chunks sized so that the sequence makes a few dozen units
+//! (decode: split-K over the keys; prefill: usually one chunk, the tiles
+//! and heads already give enough tasks); chunks whose positions no query of
+//! a tile can see get no unit. Units run on the current rayon pool; a job
+//! with one unit writes its outputs directly, the others' partial softmax
+//! states are merged in chunk order afterwards. Every boundary is a
+//! function of the sequence alone (its query count and positions, its pages)
+//! and of the shape, never of the rest of the batch or the thread count, so
+//! a sequence gets the same bits alone or batched, on any number of
+//! threads.
+//!
+//! **Kernels.** Keys are taken in blocks of up to 64 slots of
+//! one page: positions first (a block out of every query's reach is skipped,
+//! one inside every query's is not masked), then the block's rows are
+//! converted to f32 once and used by all rows of the tile. The scalar
+//! reference ([`Isa::Scalar`], and the AArch64 paths) works a key at a time;
+//! [`Isa::Avx2`] and [`Isa::Avx512`] (and [`Isa::Amx`], which runs the
+//! AVX-512 form) share one block kernel written over 8- or 16-lane vectors:
+//! query rows across the lanes with a register-tiled microkernel for tiles
+//! of many rows (prefill), head dimensions across the lanes with dot
+//! products reduced together for few rows (decode), and a polynomial `2^x`
+//! for the online softmax, kept in log2 units. They agree with the scalar
+//! path to f32 rounding, not bit for bit.
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
@@ -375,6 +396,17 @@ pub(crate) struct Block<'a> {
     pub(crate) pos: &'a [u32],
 }
 
+impl<'a> Block<'a> {
+    /// Slots `keys` of the block.
+    pub(crate) fn slice(&self, keys: std::ops::Range<usize>, u: &Unit<'_>) -> Block<'a> {
+        Block {
+            k: &self.k[keys.start * u.k_row..keys.end * u.k_row],
+            v: &self.v[keys.start * u.v_row..keys.end * u.v_row],
+            pos: &self.pos[keys],
+        }
+    }
+}
+
 impl<'a> Unit<'a> {
     /// Query rows (tile tokens × group heads, token-major).
     pub(crate) fn rows(&self) -> usize {
@@ -393,30 +425,55 @@ impl<'a> Unit<'a> {
         (lowest_visible(self.shape, qp), qp)
     }
 
-    /// Calls `f` on the unit's slots in order, a block of at most
-    /// [`BLOCK_KEYS`] slots of one page at a time (blocks start where the
-    /// unit or a page starts, so they are a function of the sequence).
-    pub(crate) fn blocks(&self, mut f: impl FnMut(Block<'a>)) {
-        let (mut left, mut slot) = (self.keys, self.slot);
-        for p in self.pages.get(self.page..).unwrap_or(&[]) {
-            if left == 0 {
-                break;
-            }
-            let n = p.pos.len().saturating_sub(slot).min(left);
-            let base = self.head * p.stride;
-            let mut i = slot;
-            while i < slot + n {
-                let e = (i + BLOCK_KEYS).min(slot + n);
-                f(Block {
-                    k: &p.k[(base + i) * self.k_row..(base + e) * self.k_row],
-                    v: &p.v[(base + i) * self.v_row..(base + e) * self.v_row],
-                    pos: &p.pos[i..e],
-                });
-                i = e;
-            }
-            left -= n;
-            slot = 0;
+    /// The unit's slots in order, a block of at most [`BLOCK_KEYS`] slots
+    /// of one page at a time (blocks start where the unit or a page starts,
+    /// so they are a function of the sequence).
+    pub(crate) fn blocks(&self) -> Blocks<'a> {
+        Blocks {
+            pages: self.pages.get(self.page..).unwrap_or(&[]),
+            slot: self.slot,
+            left: self.keys,
+            head: self.head,
+            k_row: self.k_row,
+            v_row: self.v_row,
         }
+    }
+}
+
+/// Iterator of a unit's [`Block`]s (an iterator rather than a callback, so
+/// the kernels' loop bodies stay inside their `#[target_feature]` functions).
+pub(crate) struct Blocks<'a> {
+    pages: &'a [KvPage<'a>],
+    slot: usize,
+    left: usize,
+    head: usize,
+    k_row: usize,
+    v_row: usize,
+}
+
+impl<'a> Iterator for Blocks<'a> {
+    type Item = Block<'a>;
+
+    #[inline]
+    fn next(&mut self) -> Option<Block<'a>> {
+        while self.left > 0 {
+            let (p, rest) = self.pages.split_first()?;
+            if self.slot >= p.pos.len() {
+                self.pages = rest;
+                self.slot = 0;
+                continue;
+            }
+            let (i, base) = (self.slot, self.head * p.stride);
+            let e = (i + BLOCK_KEYS).min(p.pos.len()).min(i + self.left);
+            self.left -= e - i;
+            self.slot = e;
+            return Some(Block {
+                k: &p.k[(base + i) * self.k_row..(base + e) * self.k_row],
+                v: &p.v[(base + i) * self.v_row..(base + e) * self.v_row],
+                pos: &p.pos[i..e],
+            });
+        }
+        None
     }
 }
 

@@ -53,7 +53,7 @@ pub(super) fn run_unit(u: &Unit<'_>, sc: &mut Scratch, state: &mut [f32]) {
         row.iter_mut().skip(1).for_each(|x| *x = 0.0);
     }
     let bounds: Vec<(u32, u32)> = u.qpos.iter().map(|&p| u.bounds(p)).collect();
-    u.blocks(|blk| {
+    for blk in u.blocks() {
         for (i, &kp) in blk.pos.iter().enumerate() {
             if !bounds.iter().any(|&(lo, hi)| lo <= kp && kp <= hi) {
                 continue;
@@ -82,5 +82,5 @@ pub(super) fn run_unit(u: &Unit<'_>, sc: &mut Scratch, state: &mut [f32]) {
                 }
             }
         }
-    });
+    }
 }
