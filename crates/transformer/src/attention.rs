@@ -71,7 +71,8 @@ impl Attention {
     }
 
     /// `h [n, n_embd]` (every token of the step, sequence after sequence)
-    /// through layer `layer`'s attention: `[n, n_embd]`.
+    /// through layer `layer`'s attention: `out [n, n_embd]`.
+    #[allow(clippy::too_many_arguments)]
     pub fn forward(
         &self,
         h: &[f32],
@@ -79,16 +80,14 @@ impl Attention {
         rope: &Rope,
         tables: &RopeTables,
         seqs: &mut [SeqSlice<'_>],
-    ) -> Result<Vec<f32>, ModelError> {
+        scratch: &mut AttnScratch,
+        out: &mut Vec<f32>,
+    ) -> Result<(), ModelError> {
         let s = &self.shape;
-        let mut qkv = self.qkv.forward(h)?.into_iter();
-        let (Some(mut q), Some(mut k), Some(v)) = (qkv.next(), qkv.next(), qkv.next()) else {
-            return Err(ModelError::InvalidInput(
-                "q/k/v projection lost a part".into(),
-            ));
-        };
-        rope.apply(&mut q, s.n_head, tables);
-        rope.apply(&mut k, s.n_head_kv, tables);
+        let AttnScratch { tmp, q, k, v, y } = scratch;
+        self.qkv.forward_into(h, tmp, &mut [q, k, v])?;
+        rope.apply(q, s.n_head, tables);
+        rope.apply(k, s.n_head_kv, tables);
         let kv_width = s.n_head_kv * s.head_dim;
         for seq in seqs.iter_mut() {
             let rows = seq.row * kv_width..(seq.row + seq.place.slots.len()) * kv_width;
@@ -105,8 +104,19 @@ impl Attention {
                 pages,
             })
             .collect();
-        let mut y = vec![0f32; q.len()];
-        attention(Isa::best(), s, &q, &attn_seqs, &mut y)?;
-        self.wo.forward(&y)
+        y.clear();
+        y.resize(q.len(), 0.0);
+        attention(Isa::best(), s, q, &attn_seqs, y)?;
+        self.wo.forward_into(y, out)
     }
+}
+
+/// Buffers of an attention pass, reused from layer to layer.
+#[derive(Debug, Default)]
+pub(crate) struct AttnScratch {
+    tmp: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    y: Vec<f32>,
 }

@@ -17,15 +17,24 @@ impl FeedForward {
         FeedForward { gate_up, down }
     }
 
-    /// `x [n, n_embd] -> [n, n_embd]`.
-    pub fn forward(&self, x: &[f32]) -> Result<Vec<f32>, ModelError> {
-        let mut gu = self.gate_up.forward(x)?.into_iter();
-        let (Some(mut g), Some(u)) = (gu.next(), gu.next()) else {
-            return Err(ModelError::InvalidInput(
-                "gate/up projection lost a part".into(),
-            ));
-        };
-        swiglu(&mut g, &u);
-        self.down.forward(&g)
+    /// `x [n, n_embd] -> out [n, n_embd]`.
+    pub fn forward(
+        &self,
+        x: &[f32],
+        s: &mut FfnScratch,
+        out: &mut Vec<f32>,
+    ) -> Result<(), ModelError> {
+        self.gate_up
+            .forward_into(x, &mut s.tmp, &mut [&mut s.gate, &mut s.up])?;
+        swiglu(&mut s.gate, &s.up);
+        self.down.forward_into(&s.gate, out)
     }
+}
+
+/// Buffers of a feed-forward pass, reused from layer to layer.
+#[derive(Debug, Default)]
+pub(crate) struct FfnScratch {
+    tmp: Vec<f32>,
+    gate: Vec<f32>,
+    up: Vec<f32>,
 }

@@ -120,16 +120,26 @@ impl Linear {
 
     /// `x [n, n_in] -> [n, n_out]` for `n = x.len() / n_in` rows.
     pub fn forward(&self, x: &[f32]) -> Result<Vec<f32>, ModelError> {
+        let mut y = Vec::new();
+        self.forward_into(x, &mut y)?;
+        Ok(y)
+    }
+
+    /// [`Linear::forward`] into `y` (resized; its allocation is reused).
+    pub fn forward_into(&self, x: &[f32], y: &mut Vec<f32>) -> Result<(), ModelError> {
         let n = x.len() / self.n_in;
-        let mut y = vec![0f32; n * self.n_out];
+        y.clear();
         match &self.inner {
-            Backend::Native(m) => m.matmul(x, &mut y)?,
+            Backend::Native(m) => {
+                y.resize(n * self.n_out, 0.0);
+                m.matmul(x, y)?
+            }
             Backend::Candle(m) => {
                 let t = Tensor::from_slice(x, (n, self.n_in), &candle_core::Device::Cpu)?;
-                y = m.forward(&t)?.flatten_all()?.to_vec1::<f32>()?;
+                y.extend(m.forward(&t)?.flatten_all()?.to_vec1::<f32>()?);
             }
         }
-        Ok(y)
+        Ok(())
     }
 
     /// Rows `ids` of the matrix as f32 `[ids.len(), n_in]` (an embedding lookup that
@@ -217,25 +227,35 @@ impl Stack {
         Ok(Stack::Many(many))
     }
 
-    /// `x [n, n_in]` through every part: one `[n, n_out_i]` output per part.
-    pub fn forward(&self, x: &[f32]) -> Result<Vec<Vec<f32>>, ModelError> {
+    /// `x [n, n_in]` through every part, part `i` into `outs[i]` (`[n,
+    /// n_out_i]`); `tmp` holds the stacked product.
+    pub fn forward_into(
+        &self,
+        x: &[f32],
+        tmp: &mut Vec<f32>,
+        outs: &mut [&mut Vec<f32>],
+    ) -> Result<(), ModelError> {
         match self {
-            Stack::Many(ms) => ms.iter().map(|m| m.forward(x)).collect(),
+            Stack::Many(ms) => {
+                for (m, o) in ms.iter().zip(outs.iter_mut()) {
+                    m.forward_into(x, o)?;
+                }
+            }
             Stack::One { m, parts } => {
-                let y = m.forward(x)?;
+                m.forward_into(x, tmp)?;
                 let total: usize = parts.iter().sum();
-                let n = y.len() / total.max(1);
-                let mut out: Vec<Vec<f32>> =
-                    parts.iter().map(|&p| Vec::with_capacity(n * p)).collect();
-                for row in y.chunks_exact(total) {
+                for o in outs.iter_mut() {
+                    o.clear();
+                }
+                for row in tmp.chunks_exact(total) {
                     let mut at = 0;
-                    for (o, &p) in out.iter_mut().zip(parts) {
+                    for (o, &p) in outs.iter_mut().zip(parts) {
                         o.extend_from_slice(&row[at..at + p]);
                         at += p;
                     }
                 }
-                Ok(out)
             }
         }
+        Ok(())
     }
 }

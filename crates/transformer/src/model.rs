@@ -10,10 +10,10 @@
 use mistral_gguf::keys::TensorName;
 use mistral_gguf::GgufFile;
 
-use crate::attention::{Attention, SeqSlice};
+use crate::attention::{Attention, AttnScratch, SeqSlice};
 use crate::config::{LoadOptions, ModelConfig, MAX_UBATCH};
 use crate::error::ModelError;
-use crate::ffn::FeedForward;
+use crate::ffn::{FeedForward, FfnScratch};
 use crate::kv_cache::{ContextShift, KvCache, KvLayout, Placement};
 use crate::matmul::{Linear, Stack};
 use crate::moe::Moe;
@@ -29,12 +29,23 @@ enum Ffn {
 }
 
 impl Ffn {
-    fn forward(&self, x: &[f32]) -> Result<Vec<f32>, ModelError> {
+    fn forward(&self, x: &[f32], s: &mut FfnScratch, out: &mut Vec<f32>) -> Result<(), ModelError> {
         match self {
-            Ffn::Dense(f) => f.forward(x),
-            Ffn::Moe(m) => m.forward(x),
+            Ffn::Dense(f) => f.forward(x, s, out),
+            Ffn::Moe(m) => m.forward(x, s, out),
         }
     }
+}
+
+/// The buffers of one step, reused from layer to layer and, through the
+/// model's pool, from step to step (large ones would otherwise be mapped
+/// and faulted in afresh every layer).
+#[derive(Debug, Default)]
+struct Scratch {
+    h: Vec<f32>,
+    out: Vec<f32>,
+    attn: AttnScratch,
+    ffn: FfnScratch,
 }
 
 #[derive(Debug, Clone)]
@@ -79,6 +90,7 @@ pub(crate) struct Transformer {
     output: Linear, // [n_vocab, n_embd] (token_embd when tied)
     rope: Rope,
     weight_bytes: usize,
+    scratch: std::sync::Mutex<Vec<Scratch>>,
 }
 
 impl Transformer {
@@ -153,6 +165,7 @@ impl Transformer {
             layers,
             output_norm,
             output,
+            scratch: Default::default(),
         })
     }
 
@@ -219,7 +232,14 @@ impl Transformer {
                 .flat_map(|p| p.positions.iter().map(|&p| p as i64)),
         );
         let mut x = self.tok_embd.rows(&tokens)?; // [n, n_embd]
-        let mut h = vec![0f32; x.len()];
+        let mut s = self
+            .scratch
+            .lock()
+            .ok()
+            .and_then(|mut p| p.pop())
+            .unwrap_or_default();
+        s.h.clear();
+        s.h.resize(x.len(), 0.0);
         let eps = cfg.rms_norm_eps;
         let mut slices: Vec<SeqSlice<'_>> = Vec::with_capacity(seqs.len());
         let mut row = 0;
@@ -232,16 +252,25 @@ impl Transformer {
             row += place.slots.len();
         }
         for (l, layer) in self.layers.iter().enumerate() {
-            rms_norm(&x, &layer.attn_norm, eps, &mut h);
-            let y = layer
-                .attn
-                .forward(&h, l, &self.rope, &tables, &mut slices)?;
-            add_assign(&mut x, &y);
-            rms_norm(&x, &layer.ffn_norm, eps, &mut h);
-            let y = layer.ffn.forward(&h)?;
-            add_assign(&mut x, &y);
+            rms_norm(&x, &layer.attn_norm, eps, &mut s.h);
+            layer.attn.forward(
+                &s.h,
+                l,
+                &self.rope,
+                &tables,
+                &mut slices,
+                &mut s.attn,
+                &mut s.out,
+            )?;
+            add_assign(&mut x, &s.out);
+            rms_norm(&x, &layer.ffn_norm, eps, &mut s.h);
+            layer.ffn.forward(&s.h, &mut s.ffn, &mut s.out)?;
+            add_assign(&mut x, &s.out);
         }
         drop(slices);
+        if let Ok(mut p) = self.scratch.lock() {
+            p.push(s);
+        }
 
         // The output projection runs on the rows that want logits only.
         let mut want = Vec::new();

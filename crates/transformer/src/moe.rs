@@ -11,7 +11,7 @@ use rayon::prelude::*;
 
 use crate::config::ModelConfig;
 use crate::error::ModelError;
-use crate::ffn::FeedForward;
+use crate::ffn::{FeedForward, FfnScratch};
 use crate::matmul::{Linear, Stack};
 use crate::weights::WeightLoader;
 
@@ -89,8 +89,13 @@ impl Moe {
         order.into_iter().map(|e| (e, p[e] / z / sum)).collect()
     }
 
-    /// `x [n, n_embd] -> [n, n_embd]`.
-    pub fn forward(&self, x: &[f32]) -> Result<Vec<f32>, ModelError> {
+    /// `x [n, n_embd] -> out [n, n_embd]`.
+    pub fn forward(
+        &self,
+        x: &[f32],
+        s: &mut FfnScratch,
+        out: &mut Vec<f32>,
+    ) -> Result<(), ModelError> {
         let d = self.n_embd;
         let mut rows: Vec<Vec<usize>> = vec![Vec::new(); self.experts.len()];
         let mut weights: Vec<Vec<f32>> = vec![Vec::new(); self.experts.len()];
@@ -105,22 +110,24 @@ impl Moe {
                 weights[e].push(w);
             }
         }
-        let mut out = vec![0f32; x.len()];
+        out.clear();
+        out.resize(x.len(), 0.0);
+        let (mut xs, mut y) = (Vec::new(), Vec::new());
         for ((expert, rows), weights) in self.experts.iter().zip(rows).zip(weights) {
             if rows.is_empty() {
                 continue;
             }
-            let mut xs = Vec::with_capacity(rows.len() * d);
+            xs.clear();
             for &t in &rows {
                 xs.extend_from_slice(&x[t * d..(t + 1) * d]);
             }
-            let y = expert.forward(&xs)?;
+            expert.forward(&xs, s, &mut y)?;
             for ((&t, w), yr) in rows.iter().zip(weights).zip(y.chunks_exact(d)) {
                 for (o, v) in out[t * d..(t + 1) * d].iter_mut().zip(yr) {
                     *o += w * v;
                 }
             }
         }
-        Ok(out)
+        Ok(())
     }
 }

@@ -44,11 +44,35 @@ pub(crate) fn add_assign(x: &mut [f32], y: &[f32]) {
     }
 }
 
+/// `e^x`, to within 2e-7 relative for `x` in `[-87, 88]` (clamped
+/// outside): `2^n · p(f)` with `x = n·ln 2 + f`, `|f| ≤ ln 2 / 2`, and `p`
+/// the degree-7 Taylor polynomial. Branch-free, so loops over it
+/// vectorize (libm's `expf` is a call per value).
+#[inline(always)]
+pub(crate) fn exp(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    // Adding and subtracting 1.5 * 2^23 rounds to the nearest integer.
+    const ROUND: f32 = 12_582_912.0;
+    let x = x.clamp(-87.0, 88.0);
+    let n = (x * LOG2E + ROUND) - ROUND;
+    let f = (x - n * LN2_HI) - n * LN2_LO;
+    let p = 1.0
+        + f * (1.0
+            + f * (1.0 / 2.0
+                + f * (1.0 / 6.0
+                    + f * (1.0 / 24.0
+                        + f * (1.0 / 120.0 + f * (1.0 / 720.0 + f * (1.0 / 5040.0)))))));
+    // n is in [-126, 127]: 2^n is a normal f32 built from its exponent bits.
+    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+}
+
 /// `gate = silu(gate) * up` (SwiGLU), with `silu(g) = g / (1 + exp(-g))`.
 pub(crate) fn swiglu(gate: &mut [f32], up: &[f32]) {
     let f = |(g, u): (&mut [f32], &[f32])| {
         for (g, u) in g.iter_mut().zip(u) {
-            *g = *g / (1.0 + (-*g).exp()) * u;
+            *g = *g / (1.0 + exp(-*g)) * u;
         }
     };
     if gate.len() < PAR_MIN {
@@ -86,6 +110,24 @@ mod tests {
     }
 
     #[test]
+    fn exp_is_accurate_over_its_range() {
+        let mut worst = 0f64;
+        let mut x = -87.0f32;
+        while x < 88.0 {
+            let want = (x as f64).exp();
+            let e = ((exp(x) as f64 - want) / want).abs();
+            worst = worst.max(e);
+            x += 0.0137;
+        }
+        // Measured 8.7e-8.
+        eprintln!("exp: worst relative error {worst:e}");
+        assert!(worst < 2e-7, "worst relative error {worst:e}");
+        assert_eq!(exp(0.0), 1.0);
+        assert!(exp(-1000.0) > 0.0 && exp(-1000.0) < 1e-37);
+        assert!(exp(1000.0).is_finite());
+    }
+
+    #[test]
     fn swiglu_and_add_match_the_formulas() {
         for n in [10usize, 100_000] {
             let g: Vec<f32> = (0..n).map(|i| (i % 13) as f32 - 6.0).collect();
@@ -96,7 +138,10 @@ mod tests {
             add_assign(&mut a, &u);
             for i in 0..n {
                 let want = g[i] as f64 / (1.0 + (-g[i] as f64).exp()) * u[i] as f64;
-                assert!((s[i] as f64 - want).abs() < 1e-5, "{i}");
+                assert!(
+                    (s[i] as f64 - want).abs() < 1e-6 * (1.0 + want.abs()),
+                    "{i}"
+                );
                 assert_eq!(a[i], g[i] + u[i]);
             }
         }
