@@ -10,9 +10,10 @@ pub enum ModelError {
     /// The tokenizer failed.
     #[error(transparent)]
     Tokenizer(#[from] mistral_tokenizer::TokenizerError),
-    /// A tensor operation failed (a bug or an out-of-memory condition, not bad input).
+    /// A tensor operation of the candle backend failed (a bug or an
+    /// out-of-memory condition, not bad input).
     #[error("tensor operation failed: {0}")]
-    Candle(#[from] candle_core::Error),
+    Tensor(String),
     /// A kernel refused its inputs (a bug: shapes are checked at load).
     #[error("kernel error: {0}")]
     Kernel(#[from] mistral_kernels::KernelError),
@@ -77,4 +78,10 @@ pub enum ModelError {
     /// Invalid input to a command (e.g. a text too short for one perplexity chunk).
     #[error("{0}")]
     InvalidInput(String),
+}
+
+impl From<candle_core::Error> for ModelError {
+    fn from(e: candle_core::Error) -> Self {
+        ModelError::Tensor(e.to_string())
+    }
 }

@@ -574,9 +574,7 @@ mod tests {
     impl LanguageModel for Scripted {
         fn forward_last(&mut self, tokens: &[u32]) -> Result<Vec<f32>, ModelError> {
             if self.fail_at == Some(self.calls.len()) {
-                return Err(ModelError::from(candle_core::Error::Msg(
-                    "scripted failure".into(),
-                )));
+                return Err(ModelError::Tensor("scripted failure".into()));
             }
             self.calls.push(tokens.len());
             self.tokens.extend_from_slice(tokens);

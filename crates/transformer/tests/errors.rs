@@ -85,3 +85,19 @@ fn load_errors_name_the_problem() {
     );
     assert_eq!(e.lines().count(), 1);
 }
+
+#[test]
+fn loading_reports_progress_up_to_the_whole_file() {
+    let file = synth_file(&tiny(SynthArch::Mistral, SynthType::Q8_0));
+    let total: u64 = file.tensors().iter().map(|t| t.n_bytes()).sum();
+    let mut seen = Vec::new();
+    Model::from_gguf_with_progress(&file, LoadOptions::default(), |p| seen.push(p)).unwrap();
+    assert!(
+        seen.len() >= file.tensors().len() / 2,
+        "{} reports",
+        seen.len()
+    );
+    assert!(seen.windows(2).all(|w| w[0].loaded <= w[1].loaded));
+    assert!(seen.iter().all(|p| p.total == total));
+    assert_eq!(seen.last().map(|p| p.loaded), Some(total));
+}
