@@ -227,8 +227,9 @@ impl Simd for Avx512 {
                         let (r, o) = (s.add(j * row_bytes), dst.add(j * ds));
                         for b in 0..d / 32 {
                             let blk = r.add(34 * b);
-                            let scale =
-                                _mm512_set1_ps(f16::from_le_bytes([*blk, *blk.add(1)]).to_f32());
+                            // The scale in every lane by F16C (no call).
+                            let bits = u16::from_le_bytes([*blk, *blk.add(1)]) as i16;
+                            let scale = _mm512_cvtph_ps(_mm256_set1_epi16(bits));
                             for h in 0..2 {
                                 let q = _mm_loadu_si128(blk.add(2 + 16 * h) as *const _);
                                 let f = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q));

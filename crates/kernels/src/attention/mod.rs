@@ -41,6 +41,8 @@
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+// Only the x86-64 paths instantiate the vector kernel.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 mod kernel;
 mod scalar;
 
