@@ -207,14 +207,15 @@ pub struct Scheduler {
 
 impl Scheduler {
     pub fn new(model: Model, opts: SchedulerOptions) -> Result<Scheduler, ModelError> {
-        if opts.max_sessions == 0 || opts.max_batch_tokens == 0 {
+        // Every decoding session takes a token each step: they must all fit.
+        if opts.max_sessions == 0 || opts.max_batch_tokens < opts.max_sessions {
             return Err(ModelError::InvalidOption {
                 name: "parallel",
                 value: format!(
                     "{} sessions, {} tokens a step",
                     opts.max_sessions, opts.max_batch_tokens
                 ),
-                expected: "at least one session and one token a step",
+                expected: "at least one session, and at least as many tokens a step as sessions",
             });
         }
         let full = model.kv_cache_bytes_for(model.config().cache.capacity());
@@ -309,13 +310,12 @@ impl Scheduler {
         self.drop_cancelled();
         self.admit();
 
-        // Decoding requests first, one token each; then prompt chunks.
+        // Decoding requests first, one token each (they all fit: at most
+        // max_sessions run, and max_batch_tokens >= max_sessions); then
+        // prompt chunks, oldest request first.
         let mut budget = self.opts.max_batch_tokens;
         let mut plan: Vec<(usize, Vec<u32>, bool)> = Vec::new(); // (index, tokens, wants logits)
         for (i, a) in self.running.iter().enumerate() {
-            if budget == 0 {
-                break;
-            }
             if let Some(id) = a.to_feed {
                 plan.push((i, vec![id], true));
                 budget -= 1;

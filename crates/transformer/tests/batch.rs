@@ -413,16 +413,19 @@ fn bad_requests_end_with_an_error_and_the_scheduler_goes_on() {
         }
     }
     assert_eq!(collect(&fine).0.len(), 3);
-    assert!(matches!(
-        Scheduler::new(
-            m,
-            SchedulerOptions {
-                max_sessions: 0,
-                ..SchedulerOptions::default()
-            }
-        ),
-        Err(ModelError::InvalidOption { .. })
-    ));
+    for (sessions, tokens) in [(0, 512), (8, 4)] {
+        assert!(matches!(
+            Scheduler::new(
+                m.clone(),
+                SchedulerOptions {
+                    max_sessions: sessions,
+                    max_batch_tokens: tokens,
+                    kv_budget_bytes: None,
+                }
+            ),
+            Err(ModelError::InvalidOption { .. })
+        ));
+    }
 }
 
 #[test]
