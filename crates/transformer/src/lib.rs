@@ -42,7 +42,8 @@ pub use mistral_tokenizer::{ChatTemplate, Message, Tokenizer};
 pub use plan::MemoryPlan;
 pub use sampling::{Candidate, Sampler, SamplingParams};
 pub use scheduler::{
-    CancelToken, Engine, Event, Request, RequestHandle, Scheduler, SchedulerOptions, StepReport,
+    CancelToken, Engine, EngineStatus, Event, Request, RequestHandle, Scheduler, SchedulerOptions,
+    StepReport,
 };
 pub use session::{Pooling, Session};
 pub use weights::LoadProgress;

@@ -159,6 +159,8 @@ pub struct StepReport {
     pub prefill_tokens: usize,
     /// Requests that decoded a token.
     pub decode_tokens: usize,
+    /// Tokens sampled (a request's first token comes after its prompt).
+    pub sampled_tokens: usize,
     /// Requests running after the step.
     pub running: usize,
     /// Requests waiting after the step.
@@ -336,7 +338,7 @@ impl Scheduler {
             }
         }
         if plan.is_empty() {
-            return Ok(self.report(0, 0, start));
+            return Ok(self.report(0, 0, 0, start));
         }
         plan.sort_by_key(|p| p.0);
 
@@ -383,6 +385,7 @@ impl Scheduler {
         };
 
         let mut done = Vec::new();
+        let mut sampled = 0;
         for ((i, tokens, _), r) in plan.iter().zip(results) {
             let a = &mut self.running[*i];
             if let Some(shift) = r.shift {
@@ -412,6 +415,7 @@ impl Scheduler {
                 .is_some_and(|max| a.session.position() >= max);
             match a.decoding.sample(r.logits, full) {
                 Ok(tok) => {
+                    sampled += 1;
                     let id = tok.id;
                     if !(a.sink)(Event::Token(tok)) {
                         a.cancel.cancel();
@@ -430,13 +434,20 @@ impl Scheduler {
             let a = self.running.remove(i);
             self.finish(a, err);
         }
-        Ok(self.report(prefill_tokens, decode_tokens, start))
+        Ok(self.report(prefill_tokens, decode_tokens, sampled, start))
     }
 
-    fn report(&self, prefill_tokens: usize, decode_tokens: usize, start: Instant) -> StepReport {
+    fn report(
+        &self,
+        prefill_tokens: usize,
+        decode_tokens: usize,
+        sampled_tokens: usize,
+        start: Instant,
+    ) -> StepReport {
         StepReport {
             prefill_tokens,
             decode_tokens,
+            sampled_tokens,
             running: self.running.len(),
             waiting: self.waiting.len(),
             elapsed: start.elapsed(),
@@ -771,7 +782,7 @@ fn engine_loop(
         }
         if let Ok(r) = sched.step() {
             totals.prompt_tokens += r.prefill_tokens as u64;
-            totals.generated_tokens += r.decode_tokens as u64;
+            totals.generated_tokens += r.sampled_tokens as u64;
         }
         totals.steps += 1;
         totals.running = sched.running();
