@@ -52,7 +52,7 @@
 //!   for a batch of decoding and prefilling sequences (online softmax,
 //!   grouped-query heads, causal and sliding-window masks from positions),
 //!   split over rayon so each sequence's bits do not depend on the batch or
-//!   the thread count; scalar, AVX2 and AVX-512 block kernels.
+//!   the thread count; scalar, AVX2, AVX-512 and NEON block kernels.
 //! - [`QMatrix`]: the weight type the transformer multiplies by, also a candle
 //!   `CustomOp1` / `Module` (`[.., cols] -> [.., rows]`), a drop-in for
 //!   candle's `QMatMul`.

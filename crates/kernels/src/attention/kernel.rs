@@ -1,7 +1,7 @@
 //! The block computation of the SIMD paths, written once over [`Simd`] (a
 //! vector of `LANES` f32 and the few operations the kernels need) and
-//! instantiated by `avx2` (8 lanes) and `avx512` (16 lanes) inside their
-//! `#[target_feature]` entry points.
+//! instantiated by `avx2` (8 lanes), `avx512` (16 lanes) and `neon` (4
+//! lanes) inside their `#[target_feature]` entry points.
 //!
 //! A unit's keys are taken a block ([`BLOCK_KEYS`]) at a time: the block's
 //! positions are scanned first (a block no query of the tile sees is

@@ -28,9 +28,10 @@
 //! one page: positions first (a block out of every query's reach is skipped,
 //! one inside every query's is not masked), then the block's rows are
 //! converted to f32 once and used by all rows of the tile. The scalar
-//! reference ([`Isa::Scalar`], and the AArch64 paths) works a key at a time;
-//! [`Isa::Avx2`] and [`Isa::Avx512`] (and [`Isa::Amx`], which runs the
-//! AVX-512 form) share one block kernel written over 8- or 16-lane vectors:
+//! reference ([`Isa::Scalar`]) works a key at a time; [`Isa::Avx2`],
+//! [`Isa::Avx512`] (and [`Isa::Amx`], which runs the AVX-512 form) and the
+//! AArch64 paths ([`Isa::Neon`], [`Isa::NeonDot`]) share one block kernel
+//! written over 16-, 8- or 4-lane vectors:
 //! query rows across the lanes with a register-tiled microkernel for tiles
 //! of many rows (prefill), head dimensions across the lanes with dot
 //! products reduced together for few rows (decode), and a polynomial `2^x`
@@ -41,9 +42,14 @@
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
-// Only the x86-64 paths instantiate the vector kernel.
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+// Only the x86-64 and AArch64 paths instantiate the vector kernel.
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(dead_code)
+)]
 mod kernel;
+#[cfg(target_arch = "aarch64")]
+mod neon;
 mod scalar;
 
 use crate::blocks::{BlockQ8_0, ByteBlock};
@@ -634,6 +640,13 @@ fn run_unit(isa: Isa, u: &Unit<'_>, sc: &mut kernel::Scratch, state: &mut [f32])
             unsafe { avx2::run_unit(u, sc, state) };
             return;
         }
+    }
+    #[cfg(target_arch = "aarch64")]
+    if isa.is_neon() {
+        // SAFETY: `isa` came through `Isa::checked`, so NEON is available;
+        // `state` holds the unit's rows.
+        unsafe { neon::run_unit(u, sc, state) };
+        return;
     }
     let _ = isa;
     scalar::run_unit(u, sc, state);
