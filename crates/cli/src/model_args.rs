@@ -58,7 +58,7 @@ pub struct CacheArgs {
     pub no_context_shift: bool,
 }
 
-fn parse_cache_type(s: &str) -> Result<CacheType, String> {
+pub(crate) fn parse_cache_type(s: &str) -> Result<CacheType, String> {
     CacheType::from_name(s).ok_or_else(|| {
         let names: Vec<&str> = CacheType::ALL.iter().map(|t| t.name()).collect();
         format!("unknown cache type {s:?} (expected {})", names.join(", "))
