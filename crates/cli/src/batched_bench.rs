@@ -247,6 +247,8 @@ pub fn run(args: Args) -> Result<()> {
             );
         }
     }
+    // Refuse before loading when the largest row's sessions do not fit.
+    crate::memory::check(&file, &opts, *parallel.iter().max().unwrap_or(&1))?;
     if let Some(n) = args.threads {
         set_candle_threads(n);
     }

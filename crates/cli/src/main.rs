@@ -8,6 +8,7 @@ mod batched_bench;
 mod bench;
 mod chat;
 mod info;
+mod memory;
 mod model_args;
 mod perplexity;
 mod plot;
@@ -34,7 +35,7 @@ enum Command {
     Run(run::Args),
     /// Chat with a model interactively (Ctrl-C stops an answer, Ctrl-D exits).
     Chat(chat::Args),
-    /// Show a GGUF file's architecture, sizes, tokenizer and tensors.
+    /// Show a GGUF file's architecture, sizes, tokenizer and tensors, or (--plan) the memory a run needs.
     Info(info::Args),
     /// Measure prompt and generation tok/s and memory per model, like llama-bench.
     Bench(bench::Args),

@@ -7,6 +7,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use mistral_gguf::GgufFile;
 use mistral_transformer::{CacheType, LoadOptions, Model, SamplingParams};
 
 use crate::bench::Kernels;
@@ -98,15 +99,21 @@ impl ModelArgs {
         opts
     }
 
-    /// Resolves the model path and loads the model. Returns the model and
-    /// the load time.
+    /// Resolves the model path, checks that the model and one session's KV
+    /// cache fit in the available memory, and loads the model. Returns the
+    /// model and the load time.
     pub fn load(&self) -> Result<(Model, Duration)> {
         if let Some(n) = self.threads {
             set_candle_threads(usize::from(n));
         }
         let path = self.path()?;
         let start = Instant::now();
-        let model = Model::load(&path, self.options())?;
+        let file = GgufFile::open(&path)?;
+        let opts = self.options();
+        // Refuse before loading when one session's plan does not fit.
+        crate::memory::check(&file, &opts, 1)?;
+        let model = Model::from_gguf(&file, opts)?;
+        drop(file); // the weights live in the model now
         Ok((model, start.elapsed()))
     }
 }

@@ -59,6 +59,7 @@ pub fn run(args: Args) -> Result<()> {
         ..LoadOptions::default()
     };
     args.cache.apply(&mut opts);
+    crate::memory::check(&file, &opts, 1)?;
     let model = Model::from_gguf(&file, opts)?;
     drop(file);
     let tokenizer = model.tokenizer();
