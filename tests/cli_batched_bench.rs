@@ -248,6 +248,14 @@ fn bad_input_is_one_line_and_a_nonzero_exit() {
     assert_one_line_error(&with(&["--parallel", "1,0"]), &["--parallel 0"]);
     assert_one_line_error(&with(&["--parallel", "100000"]), &["--parallel 100000"]);
     assert_one_line_error(&with(&["--batch-size", "0"]), &["--batch-size 0"]);
+    let o = mistral_run(&["batched-bench", "-m", m, "-p", "4", "-n", "2", "-t", "0"]);
+    assert_one_line_error(&o, &["--threads 0"]);
+    assert_one_line_error(&with(&["--ctx-size", "0"]), &["--ctx-size 0"]);
+    let huge = "100000000000000000";
+    assert_one_line_error(
+        &with(&["--ctx-size", huge]),
+        &["--ctx-size 100000000000000000"],
+    );
     assert_one_line_error(
         &with(&["--ctx-size", "5"]),
         &["6 positions", "--ctx-size 5"],

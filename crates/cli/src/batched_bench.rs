@@ -39,6 +39,10 @@ const MAX_TOKENS: usize = 1 << 20;
 const MAX_PARALLEL: usize = MAX_UBATCH;
 /// Most tokens of one prefill step.
 const MAX_BATCH_SIZE: usize = 8192;
+/// Most threads (as `run`'s `-t`).
+const MAX_THREADS: usize = u16::MAX as usize;
+/// Most positions per session (as `run`'s `--ctx-size`).
+const MAX_CTX: usize = u32::MAX as usize;
 /// Version of the JSON layout.
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -217,11 +221,15 @@ pub fn run(args: Args) -> Result<()> {
             args.batch_size
         );
     }
-    if args.threads == Some(0) {
-        bail!("--threads 0: at least one thread is needed");
+    if let Some(t) = args.threads {
+        if !(1..=MAX_THREADS).contains(&t) {
+            bail!("--threads {t} is out of range (expected 1 to {MAX_THREADS})");
+        }
     }
-    if args.ctx_size == Some(0) {
-        bail!("--ctx-size 0: a session needs at least one position");
+    if let Some(c) = args.ctx_size {
+        if !(1..=MAX_CTX).contains(&c) {
+            bail!("--ctx-size {c} is out of range (expected 1 to {MAX_CTX})");
+        }
     }
     let need = n_prompt.iter().max().unwrap_or(&1) + n_gen.iter().max().unwrap_or(&0);
     let opts = LoadOptions {
