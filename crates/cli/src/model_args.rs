@@ -25,7 +25,7 @@ pub struct ModelArgs {
     /// downloaded on first use into ~/.cache/mistral-run (needs python3 with pip).
     #[arg(short = 'm', long = "model", value_name = "FILE")]
     pub model: Option<PathBuf>,
-    /// Number of CPU threads for the matrix products (default: the physical cores).
+    /// Number of CPU threads for the matrix products (default: one per available core).
     #[arg(short = 't', long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub threads: Option<u16>,
     /// KV-cache size in tokens (default: the model's context length, capped at 4096).

@@ -33,7 +33,7 @@ pub struct Args {
     /// Matmul kernels (default: the engine's default).
     #[arg(long, value_enum)]
     pub kernels: Option<Kernels>,
-    /// Worker threads (default: the physical cores).
+    /// Worker threads (default: one per available core).
     #[arg(short = 't', long)]
     pub threads: Option<usize>,
     #[command(flatten)]
