@@ -14,7 +14,7 @@ mod bandwidth;
 pub mod machine;
 pub mod report;
 pub mod summary;
-mod worker;
+pub(crate) mod worker;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -10,7 +10,12 @@ use std::path::PathBuf;
 
 use mistral_gguf::keys::{self, ArchKey, TensorName};
 use mistral_gguf::{ErrorKind, GgmlType, GgufFile, Metadata};
+use mistral_transformer::{CacheType, LoadOptions, MemoryPlan};
 use serde::Serialize;
+
+use crate::bench::Kernels;
+use crate::memory;
+use crate::model_args::parse_cache_type;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -20,12 +25,50 @@ pub struct Args {
     #[arg(long)]
     pub json: bool,
     /// List every tensor (name, type, dims in GGML order, file offset, bytes).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "plan")]
     pub tensors: bool,
+    /// Print the memory a run would need instead (weights, KV cache, scratch;
+    /// computed from the header, nothing loaded), the memory available
+    /// (MemAvailable, or $MISTRAL_RUN_MEM_AVAILABLE when set) and whether it fits.
+    #[arg(long)]
+    pub plan: bool,
+    /// With --plan: KV-cache positions per session (default: the model's
+    /// context length, capped at 4096).
+    #[arg(short = 'c', long = "ctx-size", value_name = "N", requires = "plan", value_parser = clap::value_parser!(u32).range(1..))]
+    pub ctx_size: Option<u32>,
+    /// With --plan: element type of cached keys (f16 (default), q8_0 or f32).
+    #[arg(long = "cache-type-k", value_name = "TYPE", requires = "plan", value_parser = parse_cache_type)]
+    pub cache_type_k: Option<CacheType>,
+    /// With --plan: element type of cached values (f16 (default), q8_0 or f32).
+    #[arg(long = "cache-type-v", value_name = "TYPE", requires = "plan", value_parser = parse_cache_type)]
+    pub cache_type_v: Option<CacheType>,
+    /// With --plan: sessions planned for (each with a whole context).
+    #[arg(long, value_name = "P", default_value_t = 1, requires = "plan", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub parallel: u32,
+    /// With --plan: matmul kernels (the native ones regroup Q4_K weights, 2.8% larger).
+    #[arg(long, value_enum, value_name = "KIND", requires = "plan")]
+    pub kernels: Option<Kernels>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let file = GgufFile::open(&args.file)?;
+    if args.plan {
+        let opts = LoadOptions {
+            ctx_size: args.ctx_size.map(|n| n as usize),
+            kernels: args.kernels.map(Into::into).unwrap_or_default(),
+            cache_type_k: args.cache_type_k.unwrap_or(CacheType::F16),
+            cache_type_v: args.cache_type_v.unwrap_or(CacheType::F16),
+            ..LoadOptions::default()
+        };
+        let plan = memory::plan(&file, &opts, args.parallel as usize)?;
+        let report = PlanReport::new(&file, &opts, &plan, memory::available()?);
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            print!("{}", report.to_text());
+        }
+        return Ok(());
+    }
     let report = Report::new(&file, args.tensors)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -331,6 +374,114 @@ impl Report {
                 );
             }
         }
+        s
+    }
+}
+
+/// What `info --plan` prints, text and JSON alike.
+#[derive(Serialize)]
+struct PlanReport {
+    file: String,
+    /// Sessions planned for.
+    sessions: usize,
+    /// Positions each session's cache may hold.
+    positions: usize,
+    cache_type_k: &'static str,
+    cache_type_v: &'static str,
+    kernels: &'static str,
+    weights_bytes: u64,
+    kv_per_session_bytes: u64,
+    /// All sessions' caches.
+    kv_cache_bytes: u64,
+    scratch_bytes: u64,
+    total_bytes: u64,
+    /// Memory available now (`None`: unknown on this system).
+    available_bytes: Option<u64>,
+    /// `MemAvailable`, or the environment variable that replaced it.
+    available_source: Option<&'static str>,
+    /// Whether the total fits in what is available (`None`: unknown).
+    fits: Option<bool>,
+}
+
+impl PlanReport {
+    fn new(
+        file: &GgufFile,
+        opts: &LoadOptions,
+        plan: &MemoryPlan,
+        available: Option<memory::Available>,
+    ) -> PlanReport {
+        PlanReport {
+            file: file.source_name().to_string(),
+            sessions: plan.sessions,
+            positions: plan.positions,
+            cache_type_k: opts.cache_type_k.name(),
+            cache_type_v: opts.cache_type_v.name(),
+            kernels: crate::bench::worker::kernels_name(opts.kernels),
+            weights_bytes: plan.weights,
+            kv_per_session_bytes: plan.kv_per_session,
+            kv_cache_bytes: plan.kv_cache,
+            scratch_bytes: plan.scratch,
+            total_bytes: plan.total(),
+            available_bytes: available.map(|a| a.bytes),
+            available_source: available.map(|a| a.source),
+            fits: available.map(|a| plan.total() <= a.bytes),
+        }
+    }
+
+    fn to_text(&self) -> String {
+        let mut s = String::new();
+        let bytes = |n: u64| format!("{n} bytes ({})", human_bytes(n));
+        let mut line = |label: &str, value: String| {
+            let _ = writeln!(s, "{:<20} {value}", format!("{label}:"));
+        };
+        line("file", self.file.clone());
+        line(
+            "plan",
+            format!(
+                "{} session{} of {} positions, K {}, V {}, {} kernels",
+                self.sessions,
+                if self.sessions == 1 { "" } else { "s" },
+                self.positions,
+                self.cache_type_k,
+                self.cache_type_v,
+                self.kernels
+            ),
+        );
+        line("weights", bytes(self.weights_bytes));
+        line("kv cache / session", bytes(self.kv_per_session_bytes));
+        line(
+            "kv cache",
+            format!(
+                "{} bytes ({}, {} session{})",
+                self.kv_cache_bytes,
+                human_bytes(self.kv_cache_bytes),
+                self.sessions,
+                if self.sessions == 1 { "" } else { "s" }
+            ),
+        );
+        line("scratch", bytes(self.scratch_bytes));
+        line("total", bytes(self.total_bytes));
+        match (self.available_bytes, self.available_source) {
+            (Some(n), Some(src)) => line(
+                "available",
+                format!("{n} bytes ({}, {src})", human_bytes(n)),
+            ),
+            _ => line("available", "unknown (no /proc/meminfo)".to_string()),
+        }
+        line(
+            "fits",
+            match self.fits {
+                Some(true) => "yes".to_string(),
+                Some(false) => format!(
+                    "no ({} short)",
+                    human_bytes(
+                        self.total_bytes
+                            .saturating_sub(self.available_bytes.unwrap_or(0))
+                    )
+                ),
+                None => "unknown".to_string(),
+            },
+        );
         s
     }
 }

@@ -4,9 +4,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod batched_bench;
 mod bench;
 mod chat;
 mod info;
+mod memory;
 mod model_args;
 mod perplexity;
 mod plot;
@@ -33,10 +35,12 @@ enum Command {
     Run(run::Args),
     /// Chat with a model interactively (Ctrl-C stops an answer, Ctrl-D exits).
     Chat(chat::Args),
-    /// Show a GGUF file's architecture, sizes, tokenizer and tensors.
+    /// Show a GGUF file's architecture, sizes, tokenizer and tensors, or (--plan) the memory a run needs.
     Info(info::Args),
     /// Measure prompt and generation tok/s and memory per model, like llama-bench.
     Bench(bench::Args),
+    /// Aggregate tok/s of several sessions decoding together, like llama-batched-bench.
+    BatchedBench(batched_bench::Args),
     /// Draw the chart (PNG) of `bench --json` reports: tok/s and memory per model.
     BenchPlot(plot::Args),
     /// Perplexity of a model over a text file, computed like llama.cpp's llama-perplexity.
@@ -60,6 +64,7 @@ fn main() -> ExitCode {
         Command::Chat(a) => chat::run(a),
         Command::Info(a) => info::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::BatchedBench(a) => batched_bench::run(a),
         Command::BenchPlot(a) => plot::run(a),
         Command::Perplexity(a) => perplexity::run(a),
         Command::Pull(a) => pull::run(a),

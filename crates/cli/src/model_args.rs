@@ -7,6 +7,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use mistral_gguf::GgufFile;
 use mistral_transformer::{CacheType, LoadOptions, Model, SamplingParams};
 
 use crate::bench::Kernels;
@@ -24,7 +25,7 @@ pub struct ModelArgs {
     /// downloaded on first use into ~/.cache/mistral-run (needs python3 with pip).
     #[arg(short = 'm', long = "model", value_name = "FILE")]
     pub model: Option<PathBuf>,
-    /// Number of CPU threads for the matrix products (default: the physical cores).
+    /// Number of CPU threads for the matrix products (default: one per available core).
     #[arg(short = 't', long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub threads: Option<u16>,
     /// KV-cache size in tokens (default: the model's context length, capped at 4096).
@@ -58,7 +59,7 @@ pub struct CacheArgs {
     pub no_context_shift: bool,
 }
 
-fn parse_cache_type(s: &str) -> Result<CacheType, String> {
+pub(crate) fn parse_cache_type(s: &str) -> Result<CacheType, String> {
     CacheType::from_name(s).ok_or_else(|| {
         let names: Vec<&str> = CacheType::ALL.iter().map(|t| t.name()).collect();
         format!("unknown cache type {s:?} (expected {})", names.join(", "))
@@ -98,15 +99,21 @@ impl ModelArgs {
         opts
     }
 
-    /// Resolves the model path and loads the model. Returns the model and
-    /// the load time.
+    /// Resolves the model path, checks that the model and one session's KV
+    /// cache fit in the available memory, and loads the model. Returns the
+    /// model and the load time.
     pub fn load(&self) -> Result<(Model, Duration)> {
         if let Some(n) = self.threads {
             set_candle_threads(usize::from(n));
         }
         let path = self.path()?;
         let start = Instant::now();
-        let model = Model::load(&path, self.options())?;
+        let file = GgufFile::open(&path)?;
+        let opts = self.options();
+        // Refuse before loading when one session's plan does not fit.
+        crate::memory::check(&file, &opts, 1)?;
+        let model = Model::from_gguf(&file, opts)?;
+        drop(file); // the weights live in the model now
         Ok((model, start.elapsed()))
     }
 }

@@ -33,7 +33,7 @@ pub struct Args {
     /// Matmul kernels (default: the engine's default).
     #[arg(long, value_enum)]
     pub kernels: Option<Kernels>,
-    /// Worker threads (default: the physical cores).
+    /// Worker threads (default: one per available core).
     #[arg(short = 't', long)]
     pub threads: Option<usize>,
     #[command(flatten)]
@@ -59,6 +59,7 @@ pub fn run(args: Args) -> Result<()> {
         ..LoadOptions::default()
     };
     args.cache.apply(&mut opts);
+    crate::memory::check(&file, &opts, 1)?;
     let model = Model::from_gguf(&file, opts)?;
     drop(file);
     let tokenizer = model.tokenizer();

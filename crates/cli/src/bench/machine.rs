@@ -86,6 +86,14 @@ pub fn peak_rss_bytes() -> Option<u64> {
     proc_kb_field("/proc/self/status", "VmHWM:")
 }
 
+/// Resets this process's peak resident set (VmHWM) to its current
+/// resident set (Linux 4.0 and later: `5` into /proc/self/clear_refs), so
+/// that the next [`peak_rss_bytes`] is the peak since now. Returns whether it
+/// worked.
+pub fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
 /// Current resident set of this process (VmRSS).
 pub fn rss_bytes() -> Option<u64> {
     proc_kb_field("/proc/self/status", "VmRSS:")

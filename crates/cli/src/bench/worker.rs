@@ -56,14 +56,14 @@ pub fn parse_device(s: &str) -> Result<(Device, &'static str)> {
 }
 
 /// Static facts about the file, read from its header.
-struct FileFacts {
-    arch: String,
-    ftype: String,
-    size_bytes: u64,
-    params: u64,
+pub(crate) struct FileFacts {
+    pub arch: String,
+    pub ftype: String,
+    pub size_bytes: u64,
+    pub params: u64,
 }
 
-fn file_facts(file: &GgufFile) -> FileFacts {
+pub(crate) fn file_facts(file: &GgufFile) -> FileFacts {
     let md = file.metadata();
     let arch = md
         .get_str(keys::GENERAL_ARCHITECTURE)
@@ -85,7 +85,7 @@ fn file_facts(file: &GgufFile) -> FileFacts {
 }
 
 /// A deterministic pseudo-random token sequence (splitmix64) below `n_vocab`.
-fn tokens(n: usize, n_vocab: usize, seed: u64) -> Vec<u32> {
+pub(crate) fn tokens(n: usize, n_vocab: usize, seed: u64) -> Vec<u32> {
     let mut state = seed;
     (0..n)
         .map(|_| {
@@ -99,7 +99,7 @@ fn tokens(n: usize, n_vocab: usize, seed: u64) -> Vec<u32> {
         .collect()
 }
 
-fn argmax(xs: &[f32]) -> u32 {
+pub(crate) fn argmax(xs: &[f32]) -> u32 {
     let mut best = 0;
     for (i, &x) in xs.iter().enumerate() {
         if x > xs[best] {
