@@ -108,26 +108,6 @@ fn fit_context(model: &mistral_transformer::Model, history: &mut Vec<Message>) -
     Ok(())
 }
 
-/// Cuts the session's context back to what it shares with `prompt`, so that
-/// the next turn runs only the rest: the library reuses a context only when
-/// the whole of it starts the new prompt, and after Ctrl-C the context ends
-/// with a token the history does not have (sampled, not shown), so it would
-/// start again from nothing.
-fn keep_common_prefix(session: &mut mistral_transformer::Session, prompt: &[u32]) {
-    let common = session
-        .tokens()
-        .iter()
-        .zip(prompt)
-        .take_while(|(a, b)| a == b)
-        .count();
-    // At least one token of the prompt must run, for its logits.
-    let keep = common.min(prompt.len().saturating_sub(1));
-    if keep < session.tokens().len() && session.truncate(keep).is_err() {
-        // A rolling cache that has wrapped cannot go back.
-        session.reset();
-    }
-}
-
 /// Streams one answer; returns the text shown (partial when interrupted).
 fn answer(
     session: &mut mistral_transformer::Session,
@@ -135,9 +115,9 @@ fn answer(
     params: &mistral_transformer::SamplingParams,
     out: &mut impl Write,
 ) -> Result<String> {
-    let prompt = session.model().encode_chat(history)?;
-    keep_common_prefix(session, &prompt);
-    let mut generation = session.generate_tokens(&prompt, params)?;
+    // The context of the previous turns is reused as far as it agrees with
+    // the new prompt (after Ctrl-C it ends with a token never shown).
+    let mut generation = session.chat(history, params)?;
     let mut stopped = false;
     let mut shown = String::new();
     let mut shifts = 0;

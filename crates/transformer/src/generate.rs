@@ -41,6 +41,22 @@ pub trait LanguageModel {
     fn context_shifts(&self) -> usize {
         0
     }
+    /// Keeps the first `len` tokens of the context; `false` when it cannot
+    /// (the caller then resets).
+    fn truncate(&mut self, _len: usize) -> bool {
+        false
+    }
+}
+
+/// How much of `cached` a new `prompt` can keep: their common start, less
+/// at least one prompt token (whose logits the first sample needs).
+pub(crate) fn reusable(cached: &[u32], prompt: &[u32]) -> usize {
+    cached
+        .iter()
+        .zip(prompt)
+        .take_while(|(a, b)| a == b)
+        .count()
+        .min(prompt.len().saturating_sub(1))
 }
 
 /// A hook that sees (and may change) the logits of every step before the
@@ -401,8 +417,9 @@ impl<'a, M: LanguageModel> Generation<'a, M> {
     /// Validates `params`, checks the prompt fits the context, and runs the prompt
     /// through the model.
     ///
-    /// When the model's context (from an earlier generation) is a strict prefix
-    /// of `prompt`, only the rest is run; otherwise the context is reset.
+    /// The context of an earlier generation is kept as far as it agrees with
+    /// `prompt` (a chat's previous turns), and only the rest is run;
+    /// otherwise the context is reset.
     pub fn new(
         model: &'a mut M,
         tokenizer: &Tokenizer,
@@ -422,8 +439,9 @@ impl<'a, M: LanguageModel> Generation<'a, M> {
     ) -> Result<Self, ModelError> {
         let mut decoding = Decoding::new(tokenizer, prompt, params, options, model.max_prompt())?;
         let cached = model.tokens();
-        let reuse = if cached.len() < prompt.len() && prompt.starts_with(cached) {
-            cached.len()
+        let common = reusable(cached, prompt);
+        let reuse = if common == cached.len() || (common > 0 && model.truncate(common)) {
+            common
         } else {
             model.reset();
             0

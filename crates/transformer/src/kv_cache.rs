@@ -56,10 +56,16 @@ impl KvLayout {
 
     /// Bytes the cache takes once it holds `positions` positions (whole pages).
     pub fn bytes_for(&self, positions: usize) -> usize {
-        let slots = positions.min(self.policy.capacity());
-        let pages = slots.div_ceil(PAGE);
-        let slots: usize = (0..pages).map(|p| self.page_slots(p)).sum();
-        slots * self.n_layer * self.n_head_kv * (self.k_row + self.v_row)
+        // Every page holds PAGE slots but the last, which ends at the capacity.
+        let cap = self.policy.capacity();
+        let slots = positions
+            .min(cap)
+            .div_ceil(PAGE)
+            .saturating_mul(PAGE)
+            .min(cap);
+        slots
+            .saturating_mul(self.n_layer * self.n_head_kv)
+            .saturating_mul(self.k_row + self.v_row)
     }
 }
 

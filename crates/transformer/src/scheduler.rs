@@ -615,20 +615,24 @@ impl Scheduler {
         self.idle.iter().map(Session::kv_cache_bytes).sum()
     }
 
-    /// An idle session whose context `prompt` extends (the longest), else a
-    /// fresh one (or the least recently used idle one, reset).
+    /// The idle session whose context shares the longest start with
+    /// `prompt` (cut back to it), else a fresh one (or the least recently
+    /// used idle one, reset); with the number of prompt tokens it holds.
     fn session_for(&mut self, prompt: &[u32]) -> (Session, usize) {
         let best = self
             .idle
             .iter()
             .enumerate()
-            .filter(|(_, s)| s.tokens().len() < prompt.len() && prompt.starts_with(s.tokens()))
-            .max_by_key(|(_, s)| s.tokens().len())
-            .map(|(i, _)| i);
-        if let Some(i) = best {
-            let s = self.idle.remove(i);
-            let n = s.tokens().len();
-            return (s, n);
+            .map(|(i, s)| (i, crate::generate::reusable(s.tokens(), prompt)))
+            .filter(|&(_, n)| n > 0)
+            .max_by_key(|&(_, n)| n);
+        if let Some((i, n)) = best {
+            let mut s = self.idle.remove(i);
+            if s.truncate(n).is_ok() {
+                return (s, n);
+            }
+            s.reset();
+            return (s, 0);
         }
         if self.idle.len() + self.running.len() >= self.opts.max_sessions && !self.idle.is_empty() {
             let mut s = self.idle.remove(0);

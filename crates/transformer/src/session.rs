@@ -224,4 +224,7 @@ impl LanguageModel for Session {
     fn context_shifts(&self) -> usize {
         self.shifts
     }
+    fn truncate(&mut self, len: usize) -> bool {
+        self.cache.truncate(len).is_ok()
+    }
 }

@@ -118,6 +118,38 @@ fn extending_the_cache_gives_the_same_tokens_as_a_fresh_model() {
 }
 
 #[test]
+fn a_prompt_that_departs_from_the_context_reuses_their_common_start() {
+    let file = tiny_file(None);
+    let params = SamplingParams {
+        max_tokens: Some(5),
+        ..SamplingParams::greedy()
+    };
+    let mut a = session(&file, exact());
+    let first = a
+        .model()
+        .encode_prompt("Once upon a time there was")
+        .unwrap();
+    ids(a.generate_tokens(&first, &params).unwrap());
+    // Shares the first 4 tokens with the context, then goes its own way.
+    let mut second = first[..4].to_vec();
+    second.extend(
+        a.model()
+            .tokenizer()
+            .encode(" a cat", false, false)
+            .unwrap(),
+    );
+    let g = a.generate_tokens(&second, &params).unwrap();
+    assert_eq!(g.stats().reused_tokens, 4);
+    let got = ids(g);
+    let mut b = session(&file, exact());
+    assert_eq!(got, ids(b.generate_tokens(&second, &params).unwrap()));
+    // The same prompt again keeps all but its last token.
+    let g = a.generate_tokens(&second, &params).unwrap();
+    assert_eq!(g.stats().reused_tokens, second.len() - 1);
+    assert_eq!(ids(g), got);
+}
+
+#[test]
 fn the_context_limits_prompt_and_generation_unless_the_cache_rolls() {
     let file = tiny_file(None);
     let mut m = session(
