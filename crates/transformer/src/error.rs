@@ -59,6 +59,9 @@ pub enum ModelError {
     /// Nothing to run.
     #[error("the prompt is empty")]
     EmptyPrompt,
+    /// The request was cancelled (before its first token).
+    #[error("the request was cancelled")]
+    Cancelled,
     /// The prompt does not fit in the context.
     #[error("the prompt has {prompt_tokens} tokens, more than the context size {context} (raise --ctx-size)")]
     PromptTooLong {

@@ -15,10 +15,13 @@
 //! The loop is written against the small [`LanguageModel`] trait, implemented by
 //! [`crate::Session`]; tests drive it with scripted toy models.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mistral_tokenizer::{StreamDecoder, Tokenizer};
 
+use crate::config::MAX_UBATCH;
 use crate::sampling::{Sampler, SamplingParams};
 use crate::session::Session;
 use crate::ModelError;
@@ -72,6 +75,22 @@ impl<F: FnMut(&[u32], &mut [f32]) + Send> LogitsProcessor for F {
     }
 }
 
+/// Cancels a request from any thread.
+#[derive(Debug, Clone, Default)]
+pub struct CancelToken(Arc<AtomicBool>);
+
+impl CancelToken {
+    pub fn new() -> CancelToken {
+        CancelToken::default()
+    }
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 /// Options of a generation beyond its prompt and sampling parameters.
 #[derive(Default)]
 pub struct GenerateOptions {
@@ -80,6 +99,9 @@ pub struct GenerateOptions {
     pub logprobs: Option<usize>,
     /// Runs on the logits of every step, before sampling.
     pub processor: Option<Box<dyn LogitsProcessor>>,
+    /// Stops the generation between two steps (also between two chunks of
+    /// a long prompt) when cancelled from another thread.
+    pub cancel: Option<CancelToken>,
 }
 
 impl std::fmt::Debug for GenerateOptions {
@@ -181,6 +203,7 @@ pub(crate) struct Decoding {
     max_tokens: Option<usize>,
     logprobs: Option<usize>,
     processor: Option<Box<dyn LogitsProcessor>>,
+    cancel: Option<CancelToken>,
     generated: Vec<u32>,
     /// Decoded text not yet returned because it may be the start of a stop string.
     held: String,
@@ -233,6 +256,7 @@ impl Decoding {
             max_tokens: params.max_tokens,
             logprobs: options.logprobs,
             processor: options.processor,
+            cancel: options.cancel,
             generated: Vec::new(),
             held: String::new(),
             text: String::new(),
@@ -318,12 +342,14 @@ impl Decoding {
         Ok(self.emit(id, text, logprob))
     }
 
-    /// Ends the generation early (cancelled): flushes what was held.
-    pub(crate) fn cancel(&mut self) -> String {
+    /// Whether the request's own cancel token was used.
+    pub(crate) fn cancelled(&self) -> bool {
+        self.cancel.as_ref().is_some_and(CancelToken::is_cancelled)
+    }
+
+    /// Ends the generation early (cancelled); text held back is dropped.
+    pub(crate) fn cancel(&mut self) {
         self.finish.get_or_insert(FinishReason::Cancelled);
-        let rest = self.flush().unwrap_or_default();
-        self.text.push_str(&rest);
-        rest
     }
 
     fn emit(&mut self, id: u32, text: String, logprob: Option<TokenLogprob>) -> GeneratedToken {
@@ -448,16 +474,24 @@ impl<'a, M: LanguageModel> Generation<'a, M> {
         };
         let shifts_at_start = model.context_shifts();
         let start = Instant::now();
-        let logits = model.forward_last(&prompt[reuse..]);
+        // In chunks, so that a cancel token stops a long prompt between two;
+        // the context then holds the start of the prompt, which the next
+        // generation may reuse.
+        let mut logits = Vec::new();
+        for chunk in prompt[reuse..].chunks(MAX_UBATCH) {
+            if decoding.cancelled() {
+                return Err(ModelError::Cancelled);
+            }
+            logits = match model.forward_last(chunk) {
+                Ok(l) => l,
+                Err(e) => {
+                    model.reset();
+                    return Err(e);
+                }
+            };
+        }
         decoding.stats.prefill_time = start.elapsed();
         decoding.stats.reused_tokens = reuse;
-        let logits = match logits {
-            Ok(l) => l,
-            Err(e) => {
-                model.reset();
-                return Err(e);
-            }
-        };
         Ok(Generation {
             model,
             decoding,
@@ -516,6 +550,10 @@ impl<M: LanguageModel> Iterator for Generation<'_, M> {
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.decoding.finish.is_some() || self.failed {
+            return None;
+        }
+        if self.decoding.cancelled() {
+            self.decoding.cancel();
             return None;
         }
         if let Some(id) = self.to_feed.take() {

@@ -34,16 +34,15 @@ pub use config::{
 };
 pub use error::ModelError;
 pub use generate::{
-    FinishReason, GenerateOptions, GeneratedToken, Generation, GenerationStats, LanguageModel,
-    LogitsProcessor, TokenLogprob,
+    CancelToken, FinishReason, GenerateOptions, GeneratedToken, Generation, GenerationStats,
+    LanguageModel, LogitsProcessor, TokenLogprob,
 };
 pub use kv_cache::ContextShift;
 pub use mistral_tokenizer::{ChatTemplate, Message, Tokenizer};
 pub use plan::MemoryPlan;
 pub use sampling::{Candidate, Sampler, SamplingParams};
 pub use scheduler::{
-    CancelToken, Engine, EngineStatus, Event, Request, RequestHandle, Scheduler, SchedulerOptions,
-    StepReport,
+    Engine, EngineStatus, Event, Request, RequestHandle, Scheduler, SchedulerOptions, StepReport,
 };
 pub use session::{Pooling, Session};
 pub use weights::LoadProgress;

@@ -19,7 +19,7 @@
 //! [`Engine`] runs a scheduler on a thread of its own, for servers.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -27,7 +27,9 @@ use std::time::{Duration, Instant};
 use crate::api::Model;
 use crate::config::MAX_UBATCH;
 use crate::error::ModelError;
-use crate::generate::{Decoding, FinishReason, GenerateOptions, GeneratedToken, GenerationStats};
+use crate::generate::{
+    CancelToken, Decoding, FinishReason, GenerateOptions, GeneratedToken, GenerationStats,
+};
 use crate::kv_cache::ContextShift;
 use crate::model::SeqStep;
 use crate::sampling::SamplingParams;
@@ -56,22 +58,6 @@ pub enum Event {
     },
     /// The request failed.
     Error(ModelError),
-}
-
-/// Cancels a request from any thread.
-#[derive(Debug, Clone, Default)]
-pub struct CancelToken(Arc<AtomicBool>);
-
-impl CancelToken {
-    pub fn new() -> CancelToken {
-        CancelToken::default()
-    }
-    pub fn cancel(&self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-    pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
-    }
 }
 
 /// The receiving end of one request: its events, and a way to cancel it.
@@ -503,16 +489,11 @@ impl Scheduler {
         }
         let mut i = 0;
         while i < self.running.len() {
-            if self.running[i].cancel.is_cancelled() {
+            let a = &self.running[i];
+            if a.cancel.is_cancelled() || a.decoding.cancelled() {
                 let mut a = self.running.remove(i);
-                let rest = a.decoding.cancel();
-                if !rest.is_empty() {
-                    (a.sink)(Event::Token(GeneratedToken {
-                        id: u32::MAX,
-                        text: rest,
-                        logprob: None,
-                    }));
-                }
+                // Text held back (a partial stop string or character) is dropped.
+                a.decoding.cancel();
                 // The context may end with a prompt chunk: start afresh.
                 if a.fed < a.prompt.len() {
                     a.session.reset();

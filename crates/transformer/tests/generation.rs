@@ -10,7 +10,8 @@ use mistral_transformer::synth::{
     default_vocab, write_synth, SynthArch, SynthPreset, SynthSpec, SynthType,
 };
 use mistral_transformer::{
-    CacheType, FinishReason, LoadOptions, Message, Model, ModelError, SamplingParams, Session,
+    CacheType, CancelToken, FinishReason, GenerateOptions, LoadOptions, Message, Model, ModelError,
+    SamplingParams, Session,
 };
 
 /// A 2-layer, 256-wide Mistral with F32 weights and the first 300 tokens of the
@@ -235,4 +236,39 @@ fn load_errors_name_the_file() {
     let mut m = session(&file, LoadOptions::default());
     let err = m.generate("Hi", &bad).err().unwrap();
     assert!(err.to_string().contains("top-p"), "{err}");
+}
+
+#[test]
+fn a_cancel_token_stops_a_prompt_between_chunks_and_a_generation_between_tokens() {
+    let file = tiny_file(None);
+    let mut a = session(&file, exact());
+    let params = SamplingParams {
+        max_tokens: Some(50),
+        ignore_eos: true,
+        ..SamplingParams::greedy()
+    };
+    let cancel = CancelToken::new();
+    let opts = |c: &CancelToken| GenerateOptions {
+        cancel: Some(c.clone()),
+        ..GenerateOptions::default()
+    };
+    // Cancelled before the prompt: nothing runs.
+    cancel.cancel();
+    let prompt = a.model().encode_prompt("Once upon a time").unwrap();
+    match a.generate_with(&prompt, &params, opts(&cancel)) {
+        Err(ModelError::Cancelled) => {}
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("a cancelled prompt ran"),
+    }
+    assert_eq!(a.position(), 0);
+    // Cancelled after three tokens: the iterator ends, the reason says why.
+    let cancel = CancelToken::new();
+    let mut g = a.generate_with(&prompt, &params, opts(&cancel)).unwrap();
+    for _ in 0..3 {
+        g.next().unwrap().unwrap();
+    }
+    cancel.cancel();
+    assert!(g.next().is_none());
+    assert_eq!(g.finish_reason(), Some(FinishReason::Cancelled));
+    assert_eq!(g.stats().generated_tokens, 3);
 }
