@@ -32,10 +32,12 @@ def ours_depth(path):
     return {(t["kind"], t.get("n_depth", 0)): t["mean_tps"] for t in r["tests"]}
 
 
-def llama_depth(path):
+def llama_depth(paths):
     """{(kind, depth): (tok/s, fa)}: the better of -fa 0 / 1 per cell."""
-    with open(path) as f:
-        rows = json.load(f)
+    rows = []
+    for path in paths:
+        with open(path) as f:
+            rows += json.load(f)
     out = {}
     for t in rows:
         kind = "pp" if t["n_prompt"] > 0 else "tg"
@@ -69,18 +71,18 @@ def llama_batched(path):
 
 
 def tag_name(tag):
-    return {"build": "llama.cpp", "build-noamx": "llama.cpp, no AMX"}.get(tag, tag)
+    return {
+        "llama": "llama.cpp",
+        "build": "llama.cpp (AMX)",
+        "build-noamx": "llama.cpp (no AMX)",
+    }.get(tag, tag)
 
 
 def main():
     models = sorted({os.path.basename(p).split("-depth-")[0] for p in glob.glob(f"{DIR}/*-depth-ours.json")})
     for name in models:
         ours = ours_depth(f"{DIR}/{name}-depth-ours.json")
-        peers = {
-            os.path.basename(p)[len(name) + 7 : -5]: llama_depth(p)
-            for p in sorted(glob.glob(f"{DIR}/{name}-depth-*.json"))
-            if not p.endswith("-ours.json")
-        }
+        peers = {"llama": llama_depth(sorted(glob.glob(f"{DIR}/{name}-depth-llama*.json")))}
         depths = sorted({d for (_, d) in ours})
         print(f"\n### {name}: tok/s by depth (pp512, tg64)\n")
         head = "| depth | ours pp | ours tg |"
