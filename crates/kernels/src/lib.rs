@@ -80,5 +80,5 @@ pub use error::{KernelError, Result};
 pub use isa::Isa;
 pub use matmul::{matmul, matvec};
 pub use mistral_gguf::GgmlType;
-pub use qmatrix::{QMatrix, SharedBytes};
+pub use qmatrix::{QMatrix, SharedBytes, BUILD_SLICE};
 pub use quant::{quantize, quantize_to_vec, supports_quantize, QuantizeBlock};

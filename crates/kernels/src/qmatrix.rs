@@ -41,6 +41,81 @@ enum Store {
     PackedQ32(Arc<PackedQ32>),
 }
 
+/// Input bytes [`QMatrix::from_parts`] takes per slice of rows.
+pub const BUILD_SLICE: usize = 4 << 20;
+
+/// Which packed layout a matrix gets (decided once, from its type, row
+/// count and the CPU).
+#[derive(Clone, Copy)]
+enum PackKind {
+    Q4K,
+    Q2K,
+    Q8_0,
+    Q32,
+}
+
+impl PackKind {
+    fn choose(ty: GgmlType, rows: usize, isa: Isa) -> Option<PackKind> {
+        use crate::packed::{GroupBlock, GROUP, GROUP16};
+        match ty {
+            GgmlType::Q4_K if rows >= crate::packed::BlockQ4Kx16::ROWS => Some(PackKind::Q4K),
+            GgmlType::Q2_K if rows >= GROUP && isa.has_avx512() => Some(PackKind::Q2K),
+            GgmlType::Q8_0 if rows >= GROUP16 && isa.has_avx512() => Some(PackKind::Q8_0),
+            ty if crate::packed::q32::packs(ty, isa) && rows >= GROUP16 => Some(PackKind::Q32),
+            _ => None,
+        }
+    }
+
+    /// Rows per group of the layout.
+    fn group(self) -> usize {
+        use crate::packed::{GroupBlock, GROUP, GROUP16};
+        match self {
+            PackKind::Q4K => crate::packed::BlockQ4Kx16::ROWS,
+            PackKind::Q2K => GROUP,
+            PackKind::Q8_0 | PackKind::Q32 => GROUP16,
+        }
+    }
+
+    /// An empty matrix of this layout with room for `rows` rows.
+    fn start(self, ty: GgmlType, rows: usize, cols: usize) -> Packing {
+        match self {
+            PackKind::Q4K => Packing::Q4K(PackedQ4K::with_capacity(rows, cols)),
+            PackKind::Q2K => Packing::Q2K(PackedQ2K::with_capacity(rows, cols)),
+            PackKind::Q8_0 => Packing::Q8_0(PackedQ8_0::with_capacity(rows, cols)),
+            PackKind::Q32 => Packing::Q32(PackedQ32::with_capacity(ty, rows, cols)),
+        }
+    }
+}
+
+/// A packed matrix being built.
+enum Packing {
+    Q4K(PackedQ4K),
+    Q2K(PackedQ2K),
+    Q8_0(PackedQ8_0),
+    Q32(PackedQ32),
+}
+
+impl Packing {
+    /// Packs `rows` more GGUF rows (`data`) in place.
+    fn append_rows(&mut self, data: &[u8], rows: usize) -> Result<()> {
+        match self {
+            Packing::Q4K(p) => p.append_rows(data, rows),
+            Packing::Q2K(p) => p.append_rows(data, rows),
+            Packing::Q8_0(p) => p.append_rows(data, rows),
+            Packing::Q32(p) => p.append_rows(data, rows),
+        }
+    }
+
+    fn into_store(self) -> Store {
+        match self {
+            Packing::Q4K(p) => Store::PackedQ4K(Arc::new(p)),
+            Packing::Q2K(p) => Store::PackedQ2K(Arc::new(p)),
+            Packing::Q8_0(p) => Store::PackedQ8_0(Arc::new(p)),
+            Packing::Q32(p) => Store::PackedQ32(Arc::new(p)),
+        }
+    }
+}
+
 /// The bytes of a [`Store::Plain`].
 fn plain<'a>(data: &'a SharedBytes, range: &Range<usize>) -> &'a [u8] {
     &(**data).as_ref()[range.clone()]
@@ -119,37 +194,129 @@ impl QMatrix {
     /// [`QMatrix::new`] from borrowed bytes: a matrix it packs is packed
     /// straight from `data` (no copy of it first), any other is copied.
     pub fn from_bytes(ty: GgmlType, rows: usize, cols: usize, data: &[u8]) -> Result<QMatrix> {
-        match Self::pack(ty, rows, cols, data)? {
-            Some(m) => Ok(m),
-            None => QMatrix::new(ty, rows, cols, data.to_vec()),
+        let expected = matrix_bytes(ty, rows, cols)?;
+        if data.len() != expected {
+            return Err(KernelError::DataSize {
+                ty,
+                expected,
+                got: data.len(),
+            });
         }
+        Self::from_parts(ty, cols, &[data], &mut |_| {})
+    }
+
+    /// The matrix whose rows are those of `parts` (whole rows of `cols`
+    /// values of `ty` each), one after the other, as [`QMatrix::from_bytes`]
+    /// of their concatenation would build it. It is built in slices of
+    /// about [`BUILD_SLICE`] bytes of input, and `done` is called with each
+    /// stretch of `parts` once it has been used and will not be read again:
+    /// a caller holding a mapped file can drop those pages as it goes, so
+    /// that building never holds much more than the finished matrix.
+    pub fn from_parts(
+        ty: GgmlType,
+        cols: usize,
+        parts: &[&[u8]],
+        done: &mut dyn FnMut(&[u8]),
+    ) -> Result<QMatrix> {
+        if !supports_matmul(ty) {
+            return Err(KernelError::Unsupported { ty, op: "matmul" });
+        }
+        let row_bytes = matrix_bytes(ty, 1, cols)?;
+        let mut rows = 0usize;
+        for p in parts {
+            if row_bytes == 0 || p.len() % row_bytes != 0 {
+                return Err(KernelError::DataSize {
+                    ty,
+                    expected: p.len().div_ceil(row_bytes.max(1)) * row_bytes,
+                    got: p.len(),
+                });
+            }
+            rows += p.len() / row_bytes;
+        }
+        let isa = Isa::best();
+        let kind = PackKind::choose(ty, rows, isa);
+        let slice_rows = match kind {
+            Some(k) => (BUILD_SLICE / row_bytes.max(1) / k.group()).max(1) * k.group(),
+            None => (BUILD_SLICE / row_bytes.max(1)).max(1),
+        };
+        let mut plain = Vec::new();
+        if kind.is_none() {
+            plain.reserve_exact(rows * row_bytes);
+        }
+        let mut packed: Option<Packing> = kind.map(|k| k.start(ty, rows, cols));
+        let mut joined = Vec::new();
+        let mut pieces: Vec<&[u8]> = Vec::new();
+        let (mut part, mut at) = (0, 0);
+        let mut r0 = 0;
+        while r0 < rows {
+            let n = slice_rows.min(rows - r0);
+            // This slice's rows, as pieces of one or more parts.
+            pieces.clear();
+            let mut need = n * row_bytes;
+            while need > 0 {
+                let p = parts[part];
+                let take = (p.len() - at).min(need);
+                if take > 0 {
+                    pieces.push(&p[at..at + take]);
+                }
+                at += take;
+                need -= take;
+                if at == p.len() {
+                    part += 1;
+                    at = 0;
+                }
+            }
+            match &mut packed {
+                None => pieces.iter().for_each(|p| plain.extend_from_slice(p)),
+                Some(acc) => {
+                    let bytes = if let [one] = pieces[..] {
+                        one
+                    } else {
+                        joined.clear();
+                        pieces.iter().for_each(|p| joined.extend_from_slice(p));
+                        &joined[..]
+                    };
+                    acc.append_rows(bytes, n)?;
+                }
+            }
+            pieces.iter().for_each(|p| done(p));
+            r0 += n;
+        }
+        let store = match packed {
+            Some(p) => p.into_store(),
+            None => {
+                let len = plain.len();
+                Store::Plain {
+                    data: Arc::new(plain),
+                    range: 0..len,
+                }
+            }
+        };
+        Ok(QMatrix {
+            ty,
+            rows,
+            cols,
+            store,
+            isa,
+        })
     }
 
     /// The matrix in the packed layout [`QMatrix::new`] chooses for `ty` on
     /// this CPU, or `None` where it keeps the GGUF layout.
     fn pack(ty: GgmlType, rows: usize, cols: usize, data: &[u8]) -> Result<Option<QMatrix>> {
-        use crate::packed::{GroupBlock, GROUP, GROUP16};
         let isa = Isa::best();
-        let store = match ty {
-            GgmlType::Q4_K if rows >= crate::packed::BlockQ4Kx16::ROWS => {
-                Store::PackedQ4K(Arc::new(PackedQ4K::pack(data, rows, cols)?))
-            }
-            GgmlType::Q2_K if rows >= GROUP && isa.has_avx512() => {
-                Store::PackedQ2K(Arc::new(PackedQ2K::pack(data, rows, cols)?))
-            }
-            GgmlType::Q8_0 if rows >= GROUP16 && isa.has_avx512() => {
-                Store::PackedQ8_0(Arc::new(PackedQ8_0::pack(data, rows, cols)?))
-            }
-            ty if crate::packed::q32::packs(ty, isa) && rows >= GROUP16 => {
-                Store::PackedQ32(Arc::new(PackedQ32::pack(ty, data, rows, cols)?))
-            }
-            _ => return Ok(None),
+        let Some(kind) = PackKind::choose(ty, rows, isa) else {
+            return Ok(None);
         };
         Ok(Some(QMatrix {
             ty,
             rows,
             cols,
-            store,
+            store: {
+                let mut p = kind.start(ty, rows, cols);
+                p.append_rows(data, rows)?;
+                p.into_store()
+            },
             isa,
         }))
     }

@@ -634,3 +634,64 @@ fn from_bytes_is_new() {
         );
     }
 }
+
+/// `QMatrix::from_parts` over row ranges that do not fill whole groups,
+/// spanning more than two build slices, is the matrix `QMatrix::new` makes
+/// from their concatenation (same layout, bytes and products), and hands
+/// back every input byte exactly once, in order, each stretch after it was
+/// used; bad part sizes are errors.
+#[test]
+fn from_parts_is_new_of_the_concatenation() {
+    let cols = 4096;
+    let x: Vec<f32> = gaussian(2 * cols, 21);
+    for ty in [
+        GgmlType::Q4_K,
+        GgmlType::Q8_0,
+        GgmlType::Q2_K,
+        GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q6_K,
+        GgmlType::F16,
+    ] {
+        let row = mistral_kernels::blocks::matrix_bytes(ty, 1, cols).unwrap();
+        let rows = 2 * mistral_kernels::BUILD_SLICE / row + 37;
+        // Any bit pattern is a block; scales that are not finite give NaN
+        // products, compared by bits all the same.
+        let bytes = random_bytes(rows * row, 5 + ty as u64);
+        let cuts = [0, 333, 334, rows / 2 + 5, rows - 1, rows];
+        let parts: Vec<&[u8]> = cuts
+            .windows(2)
+            .map(|c| &bytes[c[0] * row..c[1] * row])
+            .collect();
+        let mut seen: Vec<(usize, usize)> = Vec::new();
+        let base = bytes.as_ptr() as usize;
+        let m = QMatrix::from_parts(ty, cols, &parts, &mut |b: &[u8]| {
+            seen.push((b.as_ptr() as usize - base, b.len()))
+        })
+        .unwrap();
+        let mut next = 0;
+        for &(at, len) in &seen {
+            assert_eq!(at, next, "{ty}: stretches in order, none twice");
+            next += len;
+        }
+        assert_eq!(next, bytes.len(), "{ty}: every byte handed back");
+        assert!(
+            seen.len() > 2,
+            "{ty}: built in slices ({} stretches)",
+            seen.len()
+        );
+        let whole = QMatrix::new(ty, rows, cols, bytes.clone()).unwrap();
+        assert_eq!(m.is_packed(), whole.is_packed(), "{ty}");
+        assert_eq!((m.rows(), m.cols()), (rows, cols), "{ty}");
+        assert!(m.bytes() == &bytes[..], "{ty}: the same bytes");
+        let (mut ya, mut yb) = (vec![0f32; 2 * rows], vec![f32::NAN; 2 * rows]);
+        whole.matmul(&x, &mut ya).unwrap();
+        m.matmul(&x, &mut yb).unwrap();
+        assert_bits_eq(&format!("{ty}"), &yb, &ya, rows);
+        let short = &bytes[..row - 1];
+        assert!(
+            QMatrix::from_parts(ty, cols, &[short], &mut |_| {}).is_err(),
+            "{ty}"
+        );
+    }
+}

@@ -2,7 +2,7 @@
 
 use crate::error::ModelError;
 use crate::matmul::{Linear, Stack};
-use crate::ops::swiglu;
+use crate::ops::{swiglu, swiglu_stacked};
 
 /// One dense FFN (a dense layer, or one expert of an MoE layer).
 #[derive(Debug, Clone)]
@@ -24,10 +24,23 @@ impl FeedForward {
         s: &mut FfnScratch,
         out: &mut Vec<f32>,
     ) -> Result<(), ModelError> {
-        self.gate_up
-            .forward_into(x, &mut s.tmp, &mut [&mut s.gate, &mut s.up])?;
-        swiglu(&mut s.gate, &s.up);
-        self.down.forward_into(&s.gate, out)
+        match &self.gate_up {
+            // Gate and up stacked: SwiGLU in place in the product, which
+            // the down projection then reads (no gate and up copies).
+            Stack::One { m, parts } if parts.len() == 2 && parts[0] == parts[1] => {
+                m.forward_into(x, &mut s.tmp)?;
+                swiglu_stacked(&mut s.tmp, parts[0]);
+                let n = s.tmp.len() / (2 * parts[0]).max(1);
+                s.tmp.truncate(n * parts[0]);
+                self.down.forward_into(&s.tmp, out)
+            }
+            _ => {
+                self.gate_up
+                    .forward_into(x, &mut s.tmp, &mut [&mut s.gate, &mut s.up])?;
+                swiglu(&mut s.gate, &s.up);
+                self.down.forward_into(&s.gate, out)
+            }
+        }
     }
 }
 

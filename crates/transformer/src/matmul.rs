@@ -57,27 +57,41 @@ impl Linear {
             KernelChoice::Candle => {
                 Self::from_qtensor(Arc::new(w.qtensor_from_raw(name, ty, bytes, n_out, n_in)?))
             }
-            KernelChoice::Native => {
-                if !mistral_kernels::supports_matmul(ty) {
-                    return Err(w.unsupported(name, ty, NATIVE_TYPES));
-                }
-                let m = QMatrix::from_bytes(ty, n_out, n_in, bytes).map_err(|e| {
-                    ModelError::UnsupportedConfig {
-                        file: w.file().source_name().to_string(),
-                        what: format!("tensor {name:?}: {e}"),
-                    }
-                })?;
-                // The matrix owns a copy (packed straight from the mapped
-                // bytes where it packs): the mapped pages need not stay
-                // resident, so the weights count once in RSS.
-                w.file().release(bytes);
-                Ok(Linear {
-                    inner: Backend::Native(m),
-                    n_out,
-                    n_in,
-                })
-            }
+            KernelChoice::Native => Self::native(w, name, ty, &[bytes], n_out, n_in),
         }
+    }
+
+    /// A native matrix whose rows are those of `parts` (raw block bytes,
+    /// `n_out` rows of `n_in` values in all). The matrix owns a copy, packed
+    /// straight from the mapped bytes where it packs, built a slice at a
+    /// time with each slice's mapped pages released once used: the weights
+    /// count once in RSS, and loading holds little more than them.
+    fn native(
+        w: &mut WeightLoader,
+        name: &str,
+        ty: GgmlType,
+        parts: &[&[u8]],
+        n_out: usize,
+        n_in: usize,
+    ) -> Result<Linear, ModelError> {
+        if !mistral_kernels::supports_matmul(ty) {
+            return Err(w.unsupported(name, ty, NATIVE_TYPES));
+        }
+        let file = w.file();
+        let bad = |what: String| ModelError::UnsupportedConfig {
+            file: file.source_name().to_string(),
+            what: format!("tensor {name:?}: {what}"),
+        };
+        let m = QMatrix::from_parts(ty, n_in, parts, &mut |b| file.release(b))
+            .map_err(|e| bad(e.to_string()))?;
+        if m.rows() != n_out {
+            return Err(bad(format!("{} rows, expected {n_out}", m.rows())));
+        }
+        Ok(Linear {
+            inner: Backend::Native(m),
+            n_out,
+            n_in,
+        })
     }
 
     /// The matrix `name` with GGML dims `[n_in, n_out]`.
@@ -206,13 +220,10 @@ impl Stack {
     ) -> Result<Stack, ModelError> {
         let same = parts.windows(2).all(|p| p[0].1 == p[1].1);
         if kernels == KernelChoice::Native && same && parts.len() > 1 {
-            let bytes: Vec<u8> = parts.iter().flat_map(|p| p.2.iter().copied()).collect();
+            let bytes: Vec<&[u8]> = parts.iter().map(|p| p.2).collect();
             let rows = parts.iter().map(|p| p.3).sum();
             let name = parts.iter().map(|p| p.0).collect::<Vec<_>>().join("+");
-            let m = Linear::from_raw(w, &name, parts[0].1, &bytes, rows, n_in, kernels)?;
-            for p in parts {
-                w.file().release(p.2);
-            }
+            let m = Linear::native(w, &name, parts[0].1, &bytes, rows, n_in)?;
             return Ok(Stack::One {
                 m,
                 parts: parts.iter().map(|p| p.3).collect(),

@@ -137,6 +137,7 @@ impl Transformer {
                 ffn_norm: w.f32_values(&TensorName::FfnNorm.layer(l), &[d])?,
                 ffn,
             });
+            w.release_read();
         }
         let output_norm = w.f32_values(&TensorName::OutputNorm.global(), &[d])?;
         let output = if cfg.tied_embeddings {
@@ -150,6 +151,7 @@ impl Transformer {
                 cfg.kernels,
             )?
         };
+        w.release_read();
         tracing::debug!(
             layers = cfg.n_layer,
             moe = cfg.is_moe(),

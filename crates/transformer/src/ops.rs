@@ -84,9 +84,101 @@ pub(crate) fn swiglu(gate: &mut [f32], up: &[f32]) {
     }
 }
 
+/// SwiGLU of a stacked gate/up product, in place: `gu` holds rows
+/// `[gate | up]` of `2 ff` values; afterwards its first `n · ff` values are
+/// the rows `silu(gate) * up` (the caller truncates), so no second buffer
+/// is needed. Row `r`'s result lands on `[r ff, (r + 1) ff)`, inside rows
+/// before `r` (done already) or, for row 0, on its own gate, value for
+/// value: rows run in waves `[a, 2a)`, whose results `[a ff, 2a ff)` and
+/// inputs `[2a ff, 4a ff)` are disjoint, each wave in parallel.
+pub(crate) fn swiglu_stacked(gu: &mut [f32], ff: usize) {
+    let n = gu.len() / (2 * ff).max(1);
+    let f = |o: &mut [f32], gate: &[f32], up: &[f32]| {
+        for ((o, &g), &u) in o.iter_mut().zip(gate).zip(up) {
+            *o = g / (1.0 + exp(-g)) * u;
+        }
+    };
+    if n == 0 {
+        return;
+    }
+    // Row 0 in place: value j of the result replaces value j of the gate.
+    {
+        let (gate, up) = gu[..2 * ff].split_at_mut(ff);
+        if ff < PAR_MIN {
+            for (g, &u) in gate.iter_mut().zip(up.iter()) {
+                *g = *g / (1.0 + exp(-*g)) * u;
+            }
+        } else {
+            gate.par_chunks_mut(PAR_MIN / 4)
+                .zip(up.par_chunks(PAR_MIN / 4))
+                .for_each(|(g, u)| {
+                    for (g, &u) in g.iter_mut().zip(u) {
+                        *g = *g / (1.0 + exp(-*g)) * u;
+                    }
+                });
+        }
+    }
+    let mut a = 1;
+    while a < n {
+        let b = (2 * a).min(n);
+        let (lo, hi) = gu.split_at_mut(2 * a * ff);
+        let out = &mut lo[a * ff..b * ff];
+        let inp = &hi[..(b - a) * 2 * ff];
+        let rows = out.chunks_exact_mut(ff).zip(inp.chunks_exact(2 * ff));
+        if (b - a) * ff < PAR_MIN {
+            rows.for_each(|(o, g)| f(o, &g[..ff], &g[ff..]));
+        } else if b - a >= rayon::current_num_threads() {
+            out.par_chunks_exact_mut(ff)
+                .zip(inp.par_chunks_exact(2 * ff))
+                .for_each(|(o, g)| f(o, &g[..ff], &g[ff..]));
+        } else {
+            // Few long rows: split each row by columns.
+            for (o, g) in rows {
+                let (gate, up) = g.split_at(ff);
+                o.par_chunks_mut(PAR_MIN / 4)
+                    .zip(gate.par_chunks(PAR_MIN / 4).zip(up.par_chunks(PAR_MIN / 4)))
+                    .for_each(|(o, (g, u))| f(o, g, u));
+            }
+        }
+        a = b;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn swiglu_stacked_is_swiglu_of_the_halves_on_every_path() {
+        // One short row (calling thread), long rows (split by columns),
+        // many rows (split by rows), row counts that end mid-wave.
+        for (rows, ff) in [
+            (1usize, 96usize),
+            (1, 40_000),
+            (3, 40_000),
+            (2, 8),
+            (77, 1024),
+            (5, 24),
+        ] {
+            let gu: Vec<f32> = (0..rows * 2 * ff)
+                .map(|i| ((i * 53 % 97) as f32 - 48.0) / 9.0)
+                .collect();
+            let mut got = gu.clone();
+            swiglu_stacked(&mut got, ff);
+            for r in 0..rows {
+                for j in 0..ff {
+                    let (g, u) = (gu[r * 2 * ff + j] as f64, gu[r * 2 * ff + ff + j] as f64);
+                    let want = g / (1.0 + (-g).exp()) * u;
+                    let e = (got[r * ff + j] as f64 - want).abs();
+                    assert!(
+                        e <= 1e-5 * want.abs().max(1.0),
+                        "{rows} x {ff} [{r}, {j}]: {} vs {want}",
+                        got[r * ff + j]
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn rms_norm_matches_the_formula_on_both_paths() {

@@ -65,6 +65,14 @@ impl<'a> WeightLoader<'a> {
         self.bytes
     }
 
+    /// Drops whatever of the mapped file is resident from this process's
+    /// memory: the tensors read so far are copies, and reading a small one
+    /// (a norm) maps in the large page-cache folio around it, neighbours
+    /// already released included. A hint, as [`GgufFile::release`].
+    pub fn release_read(&self) {
+        self.file.release(self.file.bytes());
+    }
+
     pub fn file(&self) -> &GgufFile {
         self.file
     }

@@ -150,15 +150,34 @@ impl<B: GroupBlock> std::fmt::Debug for Packed<B> {
 impl<B: GroupBlock> Packed<B> {
     /// Regroups `rows` GGUF rows of `cols` values (`bytes`), in parallel.
     pub fn pack(bytes: &[u8], rows: usize, cols: usize) -> Result<Packed<B>> {
+        check_size(B::Gguf::TYPE, bytes, rows, cols)?;
+        let mut p = Packed::with_capacity(rows, cols);
+        p.append_rows(bytes, rows)?;
+        Ok(p)
+    }
+
+    /// An empty `[0, cols]` matrix with room for `rows` rows.
+    pub(crate) fn with_capacity(rows: usize, cols: usize) -> Packed<B> {
+        Packed {
+            rows: 0,
+            cols,
+            groups: Vec::with_capacity(rows.div_ceil(B::ROWS) * (cols / QK_K)),
+        }
+    }
+
+    /// Packs `rows` more GGUF rows (`bytes`) after this matrix's, which
+    /// must fill its last group, straight into its storage (the result is
+    /// the packing of both row ranges together).
+    pub(crate) fn append_rows(&mut self, bytes: &[u8], rows: usize) -> Result<()> {
         let ty = B::Gguf::TYPE;
-        check_size(ty, bytes, rows, cols)?;
+        check_append(ty, self.rows, B::ROWS)?;
+        check_size(ty, bytes, rows, self.cols)?;
         let blocks: &[B::Gguf] = cast_blocks(bytes)?;
-        let kb = cols / QK_K;
+        let kb = self.cols / QK_K;
         let zero = B::ZERO_ROW;
         // Block `i` is super-block `i % kb` of group `i / kb`.
-        let groups = (0..rows.div_ceil(B::ROWS) * kb)
-            .into_par_iter()
-            .map(|i| {
+        self.groups
+            .par_extend((0..rows.div_ceil(B::ROWS) * kb).into_par_iter().map(|i| {
                 let (g, s) = (i / kb, i % kb);
                 B::pack(|k| {
                     let r = B::ROWS * g + k;
@@ -168,9 +187,9 @@ impl<B: GroupBlock> Packed<B> {
                         &zero
                     }
                 })
-            })
-            .collect();
-        Ok(Packed { rows, cols, groups })
+            }));
+        self.rows += rows;
+        Ok(())
     }
 
     pub fn rows(&self) -> usize {
@@ -340,6 +359,18 @@ fn dequantize_packed_row<B: crate::blocks::ByteBlock>(
     }
     for (i, o) in out.chunks_exact_mut(B::ELEMS).enumerate() {
         dequantize(B::TYPE, blocks_as_bytes(&[block(i)]), o)?;
+    }
+    Ok(())
+}
+
+/// Whether rows can follow `rows` packed rows of `ty` in groups of
+/// `group` rows (none of them padding).
+pub(crate) fn check_append(ty: mistral_gguf::GgmlType, rows: usize, group: usize) -> Result<()> {
+    if !rows.is_multiple_of(group) {
+        return Err(KernelError::Shape {
+            op: "packed append",
+            detail: format!("{ty} rows after {rows} rows in groups of {group}"),
+        });
     }
     Ok(())
 }

@@ -211,16 +211,19 @@ fn column<B: Block32>(blocks: &[B], (rows, nb): (usize, usize), j: usize) -> [Op
     })
 }
 
-fn pack_typed<B: Block32>(bytes: &[u8], rows: usize, cols: usize) -> Result<PackedQ32> {
+/// Packs `rows` more GGUF rows of `B` (`bytes`) after `p`'s (whose last
+/// group is full), each field filled in place.
+fn pack_typed<B: Block32>(p: &mut PackedQ32, bytes: &[u8], rows: usize) -> Result<()> {
     let blocks: &[B] = cast_blocks(bytes)?;
-    let dims = (rows, cols / QK);
+    let dims = (rows, p.cols / QK);
     let n = rows.div_ceil(GROUP16) * dims.1;
     let parts = |j: usize| column(blocks, dims, j).map(|b| b.map(|b| b.parts()));
-    // Each field filled in place (no second copy of the matrix).
-    let mut qs = vec![Nibbles16([0; GROUP16 * QK / 2]); n];
-    let mut d = vec![[NO_MIN; GROUP16]; n];
-    qs.par_iter_mut()
-        .zip(d.par_iter_mut())
+    let at = p.qs.len();
+    p.qs.resize(at + n, Nibbles16([0; GROUP16 * QK / 2]));
+    p.d.resize(at + n, [NO_MIN; GROUP16]);
+    p.qs[at..]
+        .par_iter_mut()
+        .zip(p.d[at..].par_iter_mut())
         .enumerate()
         .for_each(|(j, (qs, d))| {
             for (r, p) in parts(j).into_iter().enumerate() {
@@ -232,35 +235,59 @@ fn pack_typed<B: Block32>(bytes: &[u8], rows: usize, cols: usize) -> Result<Pack
                 }
             }
         });
-    let mut qh = vec![HighBits16([0; 8]); if B::QH { n } else { 0 }];
-    qh.par_iter_mut().enumerate().for_each(|(j, qh)| {
-        for (r, p) in parts(j).into_iter().enumerate() {
-            let Some((_, _, bh, _)) = p else { continue };
-            for v in (0..QK).step_by(4) {
-                // Levels v..v + 4: 4 bits of the row's `qh`.
-                let (mask, bit) = PackedQ32::qh_index(r, v);
-                qh.0[mask] |= ((bh >> v & 0xF) as u64) << bit;
+    if B::QH {
+        p.qh.resize(at + n, HighBits16([0; 8]));
+        p.qh[at..].par_iter_mut().enumerate().for_each(|(j, qh)| {
+            for (r, p) in parts(j).into_iter().enumerate() {
+                let Some((_, _, bh, _)) = p else { continue };
+                for v in (0..QK).step_by(4) {
+                    // Levels v..v + 4: 4 bits of the row's `qh`.
+                    let (mask, bit) = PackedQ32::qh_index(r, v);
+                    qh.0[mask] |= ((bh >> v & 0xF) as u64) << bit;
+                }
             }
-        }
-    });
-    let mut m = vec![[NO_MIN; GROUP16]; if B::MIN { n } else { 0 }];
-    m.par_iter_mut().enumerate().for_each(|(j, m)| {
-        for (r, p) in parts(j).into_iter().enumerate() {
-            m[r] = p.map_or(NO_MIN, |p| p.1);
-        }
-    });
-    Ok(PackedQ32 {
-        ty: B::TYPE,
-        rows,
-        cols,
-        qs,
-        qh,
-        d,
-        m,
-    })
+        });
+    }
+    if B::MIN {
+        p.m.resize(at + n, [NO_MIN; GROUP16]);
+        p.m[at..].par_iter_mut().enumerate().for_each(|(j, m)| {
+            for (r, p) in parts(j).into_iter().enumerate() {
+                m[r] = p.map_or(NO_MIN, |p| p.1);
+            }
+        });
+    }
+    p.rows += rows;
+    Ok(())
+}
+
+/// How many `qh` and `m` entries a matrix of `B` with `n` group blocks has.
+fn fields_of<B: Block32>(n: usize) -> (usize, usize) {
+    (if B::QH { n } else { 0 }, if B::MIN { n } else { 0 })
 }
 
 impl PackedQ32 {
+    /// See [`super::Packed::with_capacity`] (`ty` one of [`is_q32`]'s).
+    pub(crate) fn with_capacity(ty: GgmlType, rows: usize, cols: usize) -> PackedQ32 {
+        let n = rows.div_ceil(GROUP16) * (cols / QK);
+        let (qh, m) = with_block!(ty, fields_of(n));
+        PackedQ32 {
+            ty,
+            rows: 0,
+            cols,
+            qs: Vec::with_capacity(n),
+            qh: Vec::with_capacity(qh),
+            d: Vec::with_capacity(n),
+            m: Vec::with_capacity(m),
+        }
+    }
+
+    /// See [`super::Packed::append_rows`].
+    pub(crate) fn append_rows(&mut self, bytes: &[u8], rows: usize) -> Result<()> {
+        super::check_append(self.ty, self.rows, GROUP16)?;
+        super::check_size(self.ty, bytes, rows, self.cols)?;
+        with_block!(self.ty, pack_typed(self, bytes, rows))
+    }
+
     /// Regroups `rows` GGUF rows of `cols` values (`bytes`) of `ty` (Q4_0,
     /// Q4_1, Q5_0, Q5_1 or IQ4_NL), in parallel.
     pub fn pack(ty: GgmlType, bytes: &[u8], rows: usize, cols: usize) -> Result<PackedQ32> {
@@ -271,7 +298,9 @@ impl PackedQ32 {
             });
         }
         super::check_size(ty, bytes, rows, cols)?;
-        with_block!(ty, pack_typed(bytes, rows, cols))
+        let mut p = PackedQ32::with_capacity(ty, rows, cols);
+        p.append_rows(bytes, rows)?;
+        Ok(p)
     }
 
     pub fn ggml_type(&self) -> GgmlType {

@@ -52,37 +52,53 @@ impl std::fmt::Debug for PackedQ8_0 {
 impl PackedQ8_0 {
     /// Regroups `rows` GGUF Q8_0 rows of `cols` values (`bytes`), in parallel.
     pub fn pack(bytes: &[u8], rows: usize, cols: usize) -> Result<PackedQ8_0> {
+        super::check_size(GgmlType::Q8_0, bytes, rows, cols)?;
+        let mut p = PackedQ8_0::with_capacity(rows, cols);
+        p.append_rows(bytes, rows)?;
+        Ok(p)
+    }
+
+    /// See [`super::Packed::with_capacity`].
+    pub(crate) fn with_capacity(rows: usize, cols: usize) -> PackedQ8_0 {
+        let n = rows.div_ceil(GROUP16) * (cols / QK);
+        PackedQ8_0 {
+            rows: 0,
+            cols,
+            qs: Vec::with_capacity(n),
+            d: Vec::with_capacity(n),
+        }
+    }
+
+    /// See [`super::Packed::append_rows`].
+    pub(crate) fn append_rows(&mut self, bytes: &[u8], rows: usize) -> Result<()> {
         let ty = GgmlType::Q8_0;
-        super::check_size(ty, bytes, rows, cols)?;
+        super::check_append(ty, self.rows, GROUP16)?;
+        super::check_size(ty, bytes, rows, self.cols)?;
         let blocks: &[BlockQ8_0] = cast_blocks(bytes)?;
-        let nb = cols / QK;
+        let nb = self.cols / QK;
         let n = rows.div_ceil(GROUP16) * nb;
         let block = |g: usize, i: usize, r: usize| {
             let row = GROUP16 * g + r;
             (row < rows).then(|| &blocks[row * nb + i])
         };
-        let qs = (0..n)
-            .into_par_iter()
-            .map(|j| {
-                let (g, i) = (j / nb, j % nb);
-                let mut out = Qs16([0x80; GROUP16 * QK]);
-                for r in 0..GROUP16 {
-                    if let Some(b) = block(g, i, r) {
-                        for (k, &q) in b.qs.iter().enumerate() {
-                            out.0[Self::qs_index(r, k)] = q as u8 ^ 0x80;
-                        }
+        self.qs.par_extend((0..n).into_par_iter().map(|j| {
+            let (g, i) = (j / nb, j % nb);
+            let mut out = Qs16([0x80; GROUP16 * QK]);
+            for r in 0..GROUP16 {
+                if let Some(b) = block(g, i, r) {
+                    for (k, &q) in b.qs.iter().enumerate() {
+                        out.0[Self::qs_index(r, k)] = q as u8 ^ 0x80;
                     }
                 }
-                out
-            })
-            .collect();
-        let d = (0..n)
-            .map(|j| {
-                let (g, i) = (j / nb, j % nb);
-                std::array::from_fn(|r| block(g, i, r).map_or(F16Le([0, 0]), |b| b.d))
-            })
-            .collect();
-        Ok(PackedQ8_0 { rows, cols, qs, d })
+            }
+            out
+        }));
+        self.d.extend((0..n).map(|j| {
+            let (g, i) = (j / nb, j % nb);
+            std::array::from_fn(|r| block(g, i, r).map_or(F16Le([0, 0]), |b| b.d))
+        }));
+        self.rows += rows;
+        Ok(())
     }
 
     pub fn rows(&self) -> usize {
