@@ -37,7 +37,9 @@ def llama_depth(paths):
     rows = []
     for path in paths:
         with open(path) as f:
-            rows += json.load(f)
+            text = f.read()
+        if text.strip():  # a run cut short leaves an empty file
+            rows += json.loads(text)
     out = {}
     for t in rows:
         kind = "pp" if t["n_prompt"] > 0 else "tg"
@@ -70,10 +72,18 @@ def llama_batched(path):
     return out
 
 
-def tag_name(tag):
+def amx_wrong(name):
+    """llama.cpp's AMX kernels give wrong results for Q4_0 / Q4_1 (REFERENCE.md)."""
+    return "Q4_0" in name or "Q4_1" in name
+
+
+def tag_name(tag, name):
+    """The peer's label: engine.sh runs llama-bench with the build whose
+    results are right for the file (no AMX for Q4_0 / Q4_1)."""
+    if tag == "llama":
+        tag = "build-noamx" if amx_wrong(name) else "build"
     return {
-        "llama": "llama.cpp",
-        "build": "llama.cpp (AMX)",
+        "build": "llama.cpp (AMX, wrong results)" if amx_wrong(name) else "llama.cpp (AMX)",
         "build-noamx": "llama.cpp (no AMX)",
     }.get(tag, tag)
 
@@ -88,7 +98,7 @@ def main():
         head = "| depth | ours pp | ours tg |"
         sep = "|---:|---:|---:|"
         for tag in peers:
-            head += f" {tag_name(tag)} pp | ratio | {tag_name(tag)} tg | ratio |"
+            head += f" {tag_name(tag, name)} pp | ratio | {tag_name(tag, name)} tg | ratio |"
             sep += "---:|---:|---:|---:|"
         print(head)
         print(sep)
@@ -104,7 +114,7 @@ def main():
         for ax, kind, title in zip(axes, ("pp", "tg"), ("prefill (pp512)", "decode (tg64)")):
             ax.plot(depths, [ours.get((kind, d), 0) for d in depths], "o-", label="mistral-run")
             for tag, peer in peers.items():
-                ax.plot(depths, [peer.get((kind, d), (0, 0))[0] for d in depths], "s--", label=tag_name(tag))
+                ax.plot(depths, [peer.get((kind, d), (0, 0))[0] for d in depths], "s--", label=tag_name(tag, name))
             ax.set_xscale("symlog", linthresh=512)
             ax.set_xlabel("depth (tokens already in the KV cache)")
             ax.set_ylabel("tok/s")
@@ -128,7 +138,7 @@ def main():
         head = "| sessions | ours S_PP | ours S_TG |"
         sep = "|---:|---:|---:|"
         for tag in bpeers:
-            head += f" {tag_name(tag)} S_PP | {tag_name(tag)} S_TG | S_TG ratio |"
+            head += f" {tag_name(tag, name)} S_PP | {tag_name(tag, name)} S_TG | S_TG ratio |"
             sep += "---:|---:|---:|"
         print(head)
         print(sep)
@@ -141,7 +151,7 @@ def main():
         fig, ax = plt.subplots(figsize=(6, 4.2))
         ax.plot(sessions, [ob[s][1] for s in sessions], "o-", label="mistral-run")
         for tag, peer in bpeers.items():
-            ax.plot(sessions, [peer.get(s, (0, 0))[1] for s in sessions], "s--", label=tag_name(tag))
+            ax.plot(sessions, [peer.get(s, (0, 0))[1] for s in sessions], "s--", label=tag_name(tag, name))
         ax.set_xlabel("sessions decoding at once")
         ax.set_ylabel("aggregate generation tok/s")
         ax.set_title(f"{name}: batched decode")

@@ -603,6 +603,18 @@ fn owned_q32_matrices_read_back_the_same_rows() {
     }
 }
 
+/// Types the packed layouts take (one of each) and types kept in the GGUF
+/// layout.
+const PACKED_AND_PLAIN: [GgmlType; 7] = [
+    GgmlType::Q4_K,
+    GgmlType::Q8_0,
+    GgmlType::Q2_K,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q6_K,
+    GgmlType::F16,
+];
+
 /// `QMatrix::from_bytes` (packs straight from borrowed bytes) is the matrix
 /// `QMatrix::new` makes from an owned copy: the same layout, bytes and
 /// products, for types it packs and types it keeps in the GGUF layout.
@@ -610,15 +622,7 @@ fn owned_q32_matrices_read_back_the_same_rows() {
 fn from_bytes_is_new() {
     let (rows, cols) = (40, 512);
     let x: Vec<f32> = gaussian(3 * cols, 11);
-    for ty in [
-        GgmlType::Q4_K,
-        GgmlType::Q8_0,
-        GgmlType::Q2_K,
-        GgmlType::Q4_1,
-        GgmlType::Q5_0,
-        GgmlType::Q6_K,
-        GgmlType::F16,
-    ] {
+    for ty in PACKED_AND_PLAIN {
         let bytes = quantize_to_vec(ty, &gaussian(rows * cols, 12)).unwrap();
         let a = QMatrix::new(ty, rows, cols, bytes.clone()).unwrap();
         let b = QMatrix::from_bytes(ty, rows, cols, &bytes).unwrap();
@@ -644,15 +648,7 @@ fn from_bytes_is_new() {
 fn from_parts_is_new_of_the_concatenation() {
     let cols = 4096;
     let x: Vec<f32> = gaussian(2 * cols, 21);
-    for ty in [
-        GgmlType::Q4_K,
-        GgmlType::Q8_0,
-        GgmlType::Q2_K,
-        GgmlType::Q4_1,
-        GgmlType::Q5_0,
-        GgmlType::Q6_K,
-        GgmlType::F16,
-    ] {
+    for ty in PACKED_AND_PLAIN {
         let row = mistral_kernels::blocks::matrix_bytes(ty, 1, cols).unwrap();
         let rows = 2 * mistral_kernels::BUILD_SLICE / row + 37;
         // Any bit pattern is a block; scales that are not finite give NaN
