@@ -228,3 +228,54 @@ fn prompt_longer_than_the_context_is_one_line() {
     ]);
     assert_one_line_error(&o, &["16"]);
 }
+
+/// `--device` on every command that loads a model: a GPU this build was not
+/// compiled for is one line naming the feature to rebuild with (the default
+/// build has neither backend), a name that is no device is one line, and
+/// `cpu` runs.
+#[test]
+fn devices_this_build_cannot_run_are_one_line() {
+    let model = smollm2();
+    let model = model.to_str().unwrap();
+    let text = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/data/text/gpl-3.txt"
+    );
+    let commands: [&[&str]; 5] = [
+        &["run", "-m", model, "-p", "hi", "-n", "1"],
+        &["chat", "-m", model],
+        &["perplexity", "-m", model, "-f", text],
+        &["bench", "-m", model, "-p", "8", "-n", "8", "-r", "1"],
+        &[
+            "batched-bench",
+            "-m",
+            model,
+            "-p",
+            "8",
+            "-n",
+            "4",
+            "--parallel",
+            "1",
+        ],
+    ];
+    for cmd in commands {
+        let with = |device: &str| {
+            let mut a = cmd.to_vec();
+            a.extend(["--device", device]);
+            mistral_run(&a)
+        };
+        let o = with("cuda");
+        assert_one_line_error(&o, &["cuda:0", "no CUDA support", "--features cuda"]);
+        let o = with("metal:1");
+        assert_one_line_error(&o, &["metal:1", "no Metal support", "--features metal"]);
+        let o = with("tpu");
+        assert!(!o.status.success(), "{cmd:?} --device tpu");
+        assert!(
+            stderr(&o).contains("expected cpu, cuda, cuda:N, metal or metal:N"),
+            "{cmd:?}: {}",
+            stderr(&o)
+        );
+    }
+    let o = mistral_run(&["run", "-m", model, "-p", "hi", "-n", "1", "--device", "cpu"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}

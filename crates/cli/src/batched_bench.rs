@@ -92,6 +92,9 @@ pub struct Args {
     /// Matmul kernels for the weights (default: the engine's default).
     #[arg(long, value_enum, value_name = "KIND")]
     pub kernels: Option<Kernels>,
+    /// Where to run: cpu, cuda, cuda:N, metal or metal:N.
+    #[arg(long, value_name = "DEVICE", default_value = "cpu", value_parser = crate::model_args::parse_device)]
+    pub device: mistral_transformer::Device,
     /// Element type of cached keys: f16, q8_0 or f32.
     #[arg(long = "cache-type-k", value_name = "TYPE", default_value = "f16", value_parser = parse_cache_type)]
     pub cache_type_k: CacheType,
@@ -235,6 +238,7 @@ pub fn run(args: Args) -> Result<()> {
     let opts = LoadOptions {
         ctx_size: Some(args.ctx_size.unwrap_or(need)),
         kernels: args.kernels.map(Into::into).unwrap_or_default(),
+        device: args.device,
         threads: args.threads,
         cache_type_k: args.cache_type_k,
         cache_type_v: args.cache_type_v,

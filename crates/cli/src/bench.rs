@@ -75,8 +75,8 @@ pub struct Args {
     #[arg(long, value_name = "KERNELS", value_delimiter = ',')]
     pub kernels: Vec<Kernels>,
     /// Device: cpu, cuda, cuda:N, metal or metal:N (accelerators need a build with that backend).
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
+    #[arg(long, default_value = "cpu", value_parser = crate::model_args::parse_device)]
+    pub device: mistral_transformer::Device,
     /// Print the whole report as JSON at the end.
     #[arg(long, conflicts_with = "md")]
     pub json: bool,
@@ -113,6 +113,8 @@ pub fn run(args: Args) -> Result<()> {
     if args.n_prompt == 0 && args.n_gen == 0 {
         bail!("nothing to measure: -p and -n are both 0");
     }
+    // Once here rather than once per worker.
+    args.device.check()?;
     let threads: Vec<usize> = if args.threads.is_empty() {
         vec![machine::logical_cores()]
     } else {
@@ -230,7 +232,7 @@ fn spawn_worker(
             "--kernels",
             kernels_arg,
             "--device",
-            &args.device,
+            &args.device.to_string(),
         ])
         .arg("-m")
         .arg(model)
@@ -279,11 +281,12 @@ fn run_worker(args: &Args) -> Result<()> {
     ) else {
         bail!("bench --worker needs exactly one -m, --kernels and -t");
     };
+    let device = args.device.to_string();
     let job = worker::Job {
         path,
         kernels: (*kernels).into(),
         threads: usize::from(*threads),
-        device: &args.device,
+        device: &device,
         n_prompt: args.n_prompt as usize,
         n_gen: args.n_gen as usize,
         depths: &depths(args),

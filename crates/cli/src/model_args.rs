@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use mistral_gguf::GgufFile;
-use mistral_transformer::{CacheType, LoadOptions, Model, SamplingParams};
+use mistral_transformer::{CacheType, Device, LoadOptions, Model, SamplingParams};
 
 use crate::bench::Kernels;
 
@@ -38,8 +38,17 @@ pub struct ModelArgs {
     /// Matmul kernels for the weights (default: the engine's default).
     #[arg(long, value_enum, value_name = "KIND")]
     pub kernels: Option<Kernels>,
+    /// Where to run: cpu, cuda, cuda:N, metal or metal:N (a GPU needs a
+    /// build with that backend).
+    #[arg(long, value_name = "DEVICE", default_value = "cpu", value_parser = parse_device)]
+    pub device: Device,
     #[command(flatten)]
     pub cache: CacheArgs,
+}
+
+/// `--device`'s parser (the engine's names and messages).
+pub(crate) fn parse_device(s: &str) -> Result<Device, String> {
+    Device::parse(s).map_err(|e| e.to_string())
 }
 
 /// How sessions' KV caches are stored and shifted (llama.cpp's flag names).
@@ -92,6 +101,7 @@ impl ModelArgs {
             ctx_size: self.ctx_size.map(|n| n as usize),
             sliding_window: self.sliding_window.map(|n| n as usize),
             kernels: self.kernels.map(Into::into).unwrap_or_default(),
+            device: self.device,
             threads: self.threads.map(usize::from),
             ..LoadOptions::default()
         };

@@ -36,6 +36,9 @@ pub struct Args {
     /// Worker threads (default: one per available core).
     #[arg(short = 't', long)]
     pub threads: Option<usize>,
+    /// Where to run: cpu, cuda, cuda:N, metal or metal:N.
+    #[arg(long, value_name = "DEVICE", default_value = "cpu", value_parser = crate::model_args::parse_device)]
+    pub device: mistral_transformer::Device,
     #[command(flatten)]
     pub cache: CacheArgs,
 }
@@ -55,6 +58,7 @@ pub fn run(args: Args) -> Result<()> {
     let mut opts = LoadOptions {
         ctx_size: Some(args.ctx),
         kernels: args.kernels.map(Into::into).unwrap_or_default(),
+        device: args.device,
         threads: args.threads,
         ..LoadOptions::default()
     };

@@ -30,12 +30,100 @@ pub enum KernelChoice {
     Native,
 }
 
-/// Where the model runs.
+/// Where the model runs: `cpu`, `cuda[:N]` or `metal[:N]` as the CLI's
+/// `--device` spells it ([`Device::parse`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Device {
     /// The CPU, with the project's own kernels.
     #[default]
     Cpu,
+    /// CUDA GPU number N (a build with the `cuda` feature).
+    Cuda(usize),
+    /// Metal GPU number N (a build with the `metal` feature, on macOS).
+    Metal(usize),
+}
+
+impl Device {
+    /// Most devices of one kind a name may number.
+    const MAX_ORDINAL: usize = 1 << 10;
+
+    /// `cpu`, `cuda`, `cuda:N`, `metal` or `metal:N` (case-insensitive).
+    pub fn parse(s: &str) -> Result<Device, ModelError> {
+        let bad = |expected| ModelError::InvalidOption {
+            name: "device",
+            value: s.to_string(),
+            expected,
+        };
+        let lower = s.trim().to_ascii_lowercase();
+        let (kind, ordinal) = match lower.split_once(':') {
+            Some((k, n)) => {
+                let n: usize = n
+                    .parse()
+                    .map_err(|_| bad("expected a device number after the colon, as in cuda:1"))?;
+                if n >= Self::MAX_ORDINAL {
+                    return Err(bad("expected a device number below 1024"));
+                }
+                (k, Some(n))
+            }
+            None => (lower.as_str(), None),
+        };
+        match (kind, ordinal) {
+            ("cpu", None | Some(0)) => Ok(Device::Cpu),
+            ("cuda", n) => Ok(Device::Cuda(n.unwrap_or(0))),
+            ("metal", n) => Ok(Device::Metal(n.unwrap_or(0))),
+            ("cpu", Some(_)) => Err(bad("expected cpu without a number (the CPU is one device)")),
+            _ => Err(bad("expected cpu, cuda, cuda:N, metal or metal:N")),
+        }
+    }
+
+    /// Whether this build was compiled with the device's backend.
+    pub fn compiled(self) -> bool {
+        match self {
+            Device::Cpu => true,
+            Device::Cuda(_) => cfg!(feature = "cuda"),
+            Device::Metal(_) => cfg!(feature = "metal"),
+        }
+    }
+
+    /// `Ok` where the engine can load a model on this device; otherwise the
+    /// one-line reason: a build without the backend, or a backend whose
+    /// forward pass the engine does not have yet.
+    pub fn check(self) -> Result<(), ModelError> {
+        let (name, feature) = match self {
+            Device::Cpu => return Ok(()),
+            Device::Cuda(_) => ("CUDA", "cuda"),
+            Device::Metal(_) => ("Metal", "metal"),
+        };
+        let reason = if self.compiled() {
+            format!(
+                "this build has {name} support, but the engine's {name} forward pass is not \
+                 written yet: models run on the CPU only"
+            )
+        } else {
+            format!("this build has no {name} support; rebuild with --features {feature}")
+        };
+        Err(ModelError::DeviceUnavailable {
+            device: self.to_string(),
+            reason,
+        })
+    }
+}
+
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Device::Cpu => write!(f, "cpu"),
+            Device::Cuda(n) => write!(f, "cuda:{n}"),
+            Device::Metal(n) => write!(f, "metal:{n}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Device {
+    type Err = ModelError;
+    fn from_str(s: &str) -> Result<Device, ModelError> {
+        Device::parse(s)
+    }
 }
 
 /// What the user chooses at load time.
@@ -225,6 +313,7 @@ impl ModelConfig {
         tied_embeddings: bool,
         opts: &LoadOptions,
     ) -> Result<ModelConfig, ModelError> {
+        opts.device.check()?;
         let unsupported = |what: String| ModelError::UnsupportedConfig {
             file: String::new(),
             what,

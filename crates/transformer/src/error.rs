@@ -56,6 +56,9 @@ pub enum ModelError {
         value: String,
         expected: &'static str,
     },
+    /// The device cannot run a model in this build.
+    #[error("device {device}: {reason}")]
+    DeviceUnavailable { device: String, reason: String },
     /// Nothing to run.
     #[error("the prompt is empty")]
     EmptyPrompt,

@@ -53,6 +53,12 @@ impl<'a> WeightLoader<'a> {
         }
     }
 
+    /// The same loader putting candle tensors on `device`.
+    pub fn on_device(mut self, device: Device) -> Self {
+        self.device = device;
+        self
+    }
+
     fn report(&mut self) {
         (self.progress)(LoadProgress {
             loaded: (self.bytes as u64).min(self.total),

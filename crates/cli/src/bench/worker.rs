@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use mistral_gguf::{file_type_name, keys, GgufFile};
 use mistral_transformer::{Device, KernelChoice, LoadOptions, Model, Session};
@@ -38,21 +38,17 @@ pub fn kernels_name(k: KernelChoice) -> &'static str {
     }
 }
 
-/// `cpu`, `cuda`, `cuda:N`, `metal`, `metal:N` → device and backend name.
+/// `cpu`, `cuda[:N]`, `metal[:N]` → device and backend name (the report's
+/// column); a device this build cannot run is refused here, before loading.
 pub fn parse_device(s: &str) -> Result<(Device, &'static str)> {
-    let (kind, ordinal) = match s.split_once(':') {
-        Some((k, n)) => (
-            k,
-            n.parse::<usize>()
-                .with_context(|| format!("device {s:?}: {n:?} is not a device number"))?,
-        ),
-        None => (s, 0),
+    let device = Device::parse(s)?;
+    device.check()?;
+    let backend = match device {
+        Device::Cpu => "CPU",
+        Device::Cuda(_) => "CUDA",
+        Device::Metal(_) => "Metal",
     };
-    match kind {
-        "cpu" if ordinal == 0 => Ok((Device::Cpu, "CPU")),
-        "cuda" | "metal" => bail!("device {s}: this build of mistral-run runs on the CPU only"),
-        _ => bail!("unknown device {s:?} (expected cpu, cuda[:N] or metal[:N])"),
-    }
+    Ok((device, backend))
 }
 
 /// Static facts about the file, read from its header.
@@ -296,16 +292,21 @@ mod tests {
     #[test]
     fn devices_parse_or_fail_clearly() {
         assert!(matches!(parse_device("cpu"), Ok((Device::Cpu, "CPU"))));
-        let e = parse_device("tpu")
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
-        assert!(e.contains("unknown device"), "{e}");
-        let e = parse_device("cuda:x")
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
-        assert!(e.contains("not a device number"), "{e}");
+        for (name, says) in [
+            ("tpu", "cpu, cuda, cuda:N, metal or metal:N"),
+            ("cuda:x", "a device number"),
+            ("cpu:1", "the CPU is one device"),
+            // This test build has neither GPU feature.
+            ("cuda", "no CUDA support; rebuild with --features cuda"),
+            ("metal:1", "no Metal support; rebuild with --features metal"),
+        ] {
+            let e = parse_device(name)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(e.contains(says), "{name}: {e}");
+            assert_eq!(e.lines().count(), 1, "{name}: {e}");
+        }
     }
 
     #[test]

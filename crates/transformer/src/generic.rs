@@ -1,0 +1,426 @@
+//! The device-generic forward pass: the model on any candle device (CUDA,
+//! Metal, or candle's CPU device, where the default tests hold it against
+//! the native path), through candle's own ops only: the quantized matmul
+//! (`QMatMul`, which has CUDA and Metal kernels for the GGUF types), RMSNorm,
+//! interleaved RoPE, softmax and SiLU, with the KV cache on the device in
+//! f16 and Mixtral's experts run only for the tokens routed to them. This is
+//! exactly the code a GPU runs; the CPU's fast path stays the native one
+//! ([`crate::model::Transformer`]).
+//!
+//! Scope of this first version: one sequence per call, a full cache of the
+//! context size (a sliding window is applied as a mask, not as a rolling
+//! buffer), no context shift. The token-embedding lookup runs on the host
+//! (one row per token, uploaded). It is not yet reachable from [`crate::Model`]:
+//! sessions, the batched step and `--device` still run the native path only.
+
+use candle_core::quantized::QMatMul;
+use candle_core::{DType, Device, Module, Tensor};
+use mistral_gguf::keys::TensorName;
+use mistral_gguf::GgufFile;
+use std::sync::Arc;
+
+use crate::config::{KernelChoice, LoadOptions, ModelConfig};
+use crate::error::ModelError;
+use crate::matmul::Linear;
+use crate::weights::WeightLoader;
+
+/// One layer's feed-forward weights.
+enum Ffn {
+    Dense {
+        gate: QMatMul,
+        up: QMatMul,
+        down: QMatMul,
+    },
+    Moe {
+        /// `[n_expert, n_embd]`, f32 on the device.
+        router: Tensor,
+        /// `(gate, up, down)` of every expert.
+        experts: Vec<(QMatMul, QMatMul, QMatMul)>,
+        n_used: usize,
+    },
+}
+
+struct Layer {
+    attn_norm: Tensor,
+    wq: QMatMul,
+    wk: QMatMul,
+    wv: QMatMul,
+    wo: QMatMul,
+    ffn_norm: Tensor,
+    ffn: Ffn,
+}
+
+/// The model's weights on one candle device.
+pub(crate) struct GenericModel {
+    device: Device,
+    cfg: ModelConfig,
+    /// Looked up on the host (candle's CPU kernels).
+    tok_embd: Linear,
+    layers: Vec<Layer>,
+    output_norm: Tensor,
+    output: QMatMul,
+    inv_freq: Vec<f32>,
+}
+
+/// One sequence's KV cache on the device: per layer, keys and values
+/// `[n_head_kv, positions, head_dim]` in f16.
+pub(crate) struct GenericCache {
+    layers: Vec<candle_nn::kv_cache::KvCache>,
+    len: usize,
+    capacity: usize,
+}
+
+impl GenericCache {
+    /// Positions held.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+}
+
+fn tensor_err(e: candle_core::Error) -> ModelError {
+    ModelError::Tensor(e.to_string())
+}
+
+type R<T> = Result<T, ModelError>;
+
+/// `map_err` into [`ModelError::Tensor`] for candle results.
+trait Tc<T> {
+    fn tc(self) -> R<T>;
+}
+impl<T> Tc<T> for candle_core::Result<T> {
+    fn tc(self) -> R<T> {
+        self.map_err(tensor_err)
+    }
+}
+
+impl GenericModel {
+    /// Loads the weights of `file` onto `device` (the matrices as candle
+    /// quantized tensors of the file's types, no full-precision copy).
+    pub fn load(file: &GgufFile, opts: &LoadOptions, device: Device) -> R<GenericModel> {
+        let mut host_opts = opts.clone();
+        host_opts.kernels = KernelChoice::Candle;
+        let cfg = ModelConfig::from_file(file, &host_opts)?;
+        let (d, hd, ff) = (cfg.n_embd, cfg.head_dim, cfg.n_ff);
+        let mut progress = |_: crate::LoadProgress| {};
+        let mut w = WeightLoader::new(file, &mut progress).on_device(device.clone());
+        let mm = |w: &mut WeightLoader, name: &str, n_in: usize, n_out: usize| -> R<QMatMul> {
+            let (ty, bytes) = w.raw(name, &[n_in, n_out])?;
+            let q = w.qtensor_from_raw(name, ty, bytes, n_out, n_in)?;
+            QMatMul::from_arc(Arc::new(q)).tc()
+        };
+        let vec = |w: &mut WeightLoader, name: &str, dims: &[usize]| -> R<Tensor> {
+            let v = w.f32_values(name, dims)?;
+            Tensor::from_vec(v, dims.iter().rev().product::<usize>(), &device).tc()
+        };
+        let mut host_progress = |_: crate::LoadProgress| {};
+        let mut hw = WeightLoader::new(file, &mut host_progress);
+        let tok_embd = Linear::load(
+            &mut hw,
+            &TensorName::TokenEmbd.global(),
+            d,
+            cfg.n_vocab,
+            KernelChoice::Candle,
+        )?;
+        let mut layers = Vec::with_capacity(cfg.n_layer);
+        for l in 0..cfg.n_layer {
+            let ffn = if cfg.is_moe() {
+                let e = cfg.n_expert;
+                let router = w.f32_values(&TensorName::FfnGateInp.layer(l), &[d, e])?;
+                let router = Tensor::from_vec(router, (e, d), &device).tc()?;
+                let experts = if w.contains(&TensorName::FfnGateExps.layer(l)) {
+                    let names = [
+                        (TensorName::FfnGateExps.layer(l), d, ff),
+                        (TensorName::FfnUpExps.layer(l), d, ff),
+                        (TensorName::FfnDownExps.layer(l), ff, d),
+                    ];
+                    let mut parts: Vec<Vec<QMatMul>> = Vec::new();
+                    for (name, n_in, n_out) in &names {
+                        let (ty, bytes) = w.raw(name, &[*n_in, *n_out, e])?;
+                        let per = bytes.len() / e;
+                        let mut v = Vec::with_capacity(e);
+                        for x in 0..e {
+                            let q = w.qtensor_from_raw(
+                                name,
+                                ty,
+                                &bytes[x * per..(x + 1) * per],
+                                *n_out,
+                                *n_in,
+                            )?;
+                            v.push(QMatMul::from_arc(Arc::new(q)).tc()?);
+                        }
+                        parts.push(v);
+                    }
+                    let down = parts.pop().unwrap_or_default();
+                    let up = parts.pop().unwrap_or_default();
+                    let gate = parts.pop().unwrap_or_default();
+                    gate.into_iter()
+                        .zip(up)
+                        .zip(down)
+                        .map(|((g, u), dn)| (g, u, dn))
+                        .collect()
+                } else {
+                    (0..e)
+                        .map(|x| {
+                            Ok((
+                                mm(&mut w, &TensorName::FfnGate.expert(l, x), d, ff)?,
+                                mm(&mut w, &TensorName::FfnUp.expert(l, x), d, ff)?,
+                                mm(&mut w, &TensorName::FfnDown.expert(l, x), ff, d)?,
+                            ))
+                        })
+                        .collect::<R<Vec<_>>>()?
+                };
+                Ffn::Moe {
+                    router,
+                    experts,
+                    n_used: cfg.n_expert_used,
+                }
+            } else {
+                Ffn::Dense {
+                    gate: mm(&mut w, &TensorName::FfnGate.layer(l), d, ff)?,
+                    up: mm(&mut w, &TensorName::FfnUp.layer(l), d, ff)?,
+                    down: mm(&mut w, &TensorName::FfnDown.layer(l), ff, d)?,
+                }
+            };
+            layers.push(Layer {
+                attn_norm: vec(&mut w, &TensorName::AttnNorm.layer(l), &[d])?,
+                wq: mm(&mut w, &TensorName::AttnQ.layer(l), d, cfg.n_head * hd)?,
+                wk: mm(&mut w, &TensorName::AttnK.layer(l), d, cfg.n_head_kv * hd)?,
+                wv: mm(&mut w, &TensorName::AttnV.layer(l), d, cfg.n_head_kv * hd)?,
+                wo: mm(&mut w, &TensorName::AttnOutput.layer(l), cfg.n_head * hd, d)?,
+                ffn_norm: vec(&mut w, &TensorName::FfnNorm.layer(l), &[d])?,
+                ffn,
+            });
+        }
+        let output_norm = vec(&mut w, &TensorName::OutputNorm.global(), &[d])?;
+        let out_name = if cfg.tied_embeddings {
+            TensorName::TokenEmbd.global()
+        } else {
+            TensorName::Output.global()
+        };
+        let output = mm(&mut w, &out_name, d, cfg.n_vocab)?;
+        let inv_freq = (0..hd / 2)
+            .map(|i| 1.0 / (cfg.rope_freq_base as f64).powf(2.0 * i as f64 / hd as f64) as f32)
+            .collect();
+        Ok(GenericModel {
+            device,
+            cfg,
+            tok_embd,
+            layers,
+            output_norm,
+            output,
+            inv_freq,
+        })
+    }
+
+    /// An empty cache for one sequence of up to the context size.
+    pub fn new_cache(&self) -> GenericCache {
+        GenericCache {
+            layers: (0..self.cfg.n_layer)
+                .map(|_| candle_nn::kv_cache::KvCache::new(1, self.cfg.ctx_size))
+                .collect(),
+            len: 0,
+            capacity: self.cfg.ctx_size,
+        }
+    }
+
+    /// Runs `tokens` after what `cache` holds; returns the logits of the last
+    /// `n_last` tokens, `[n_last, n_vocab]` row-major.
+    pub fn forward(&self, tokens: &[u32], cache: &mut GenericCache, n_last: usize) -> R<Vec<f32>> {
+        let cfg = &self.cfg;
+        let n = tokens.len();
+        if n == 0 {
+            return Err(ModelError::EmptyPrompt);
+        }
+        if let Some(&id) = tokens.iter().find(|&&t| t as usize >= cfg.n_vocab) {
+            return Err(ModelError::TokenOutOfRange {
+                id,
+                n_vocab: cfg.n_vocab,
+            });
+        }
+        if cache.len + n > cache.capacity {
+            return Err(ModelError::ContextFull {
+                position: cache.len,
+                tokens: n,
+                context: cache.capacity,
+            });
+        }
+        let p0 = cache.len;
+        let rows = self.tok_embd.rows(tokens)?;
+        let mut x = Tensor::from_vec(rows, (n, cfg.n_embd), &self.device).tc()?;
+        let (cos, sin) = self.rope_tables(p0, n)?;
+        let mask = self.mask(p0, n)?;
+        for (l, layer) in self.layers.iter().enumerate() {
+            let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, cfg.rms_norm_eps).tc()?;
+            let a = self.attention(layer, &h, &cos, &sin, mask.as_ref(), &mut cache.layers[l])?;
+            x = (x + a).tc()?;
+            let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, cfg.rms_norm_eps).tc()?;
+            let f = self.ffn(&layer.ffn, &h)?;
+            x = (x + f).tc()?;
+        }
+        cache.len += n;
+        let k = n_last.min(n);
+        let last = x.narrow(0, n - k, k).tc()?;
+        let last = candle_nn::ops::rms_norm(&last, &self.output_norm, cfg.rms_norm_eps).tc()?;
+        let logits = self.output.forward(&last).tc()?;
+        logits
+            .to_dtype(DType::F32)
+            .and_then(|t| t.flatten_all())
+            .and_then(|t| t.to_vec1::<f32>())
+            .tc()
+    }
+
+    /// `cos`, `sin` `[n, head_dim / 2]` for positions `p0..p0 + n`.
+    fn rope_tables(&self, p0: usize, n: usize) -> R<(Tensor, Tensor)> {
+        let half = self.inv_freq.len();
+        let (mut c, mut s) = (Vec::with_capacity(n * half), Vec::with_capacity(n * half));
+        for p in p0..p0 + n {
+            for &f in &self.inv_freq {
+                let a = p as f64 * f as f64;
+                c.push(a.cos() as f32);
+                s.push(a.sin() as f32);
+            }
+        }
+        Ok((
+            Tensor::from_vec(c, (n, half), &self.device).tc()?,
+            Tensor::from_vec(s, (n, half), &self.device).tc()?,
+        ))
+    }
+
+    /// The additive mask `[n, p0 + n]` of queries `p0..p0 + n` over keys
+    /// `0..p0 + n` (causal, and the sliding window when the model has one),
+    /// or `None` where every key is visible (one query, no window reach).
+    fn mask(&self, p0: usize, n: usize) -> R<Option<Tensor>> {
+        let window = self.cfg.cache.window();
+        let total = p0 + n;
+        let visible = |q: usize, k: usize| k <= q && window.is_none_or(|w| q - k < w);
+        if n == 1 && (0..total).all(|k| visible(p0, k)) {
+            return Ok(None);
+        }
+        let m: Vec<f32> = (p0..total)
+            .flat_map(|q| (0..total).map(move |k| (q, k)))
+            .map(|(q, k)| {
+                if visible(q, k) {
+                    0.0
+                } else {
+                    f32::NEG_INFINITY
+                }
+            })
+            .collect();
+        Ok(Some(Tensor::from_vec(m, (n, total), &self.device).tc()?))
+    }
+
+    fn attention(
+        &self,
+        layer: &Layer,
+        h: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: Option<&Tensor>,
+        cache: &mut candle_nn::kv_cache::KvCache,
+    ) -> R<Tensor> {
+        let cfg = &self.cfg;
+        let (n, hd, nh, nkv) = (h.dim(0).tc()?, cfg.head_dim, cfg.n_head, cfg.n_head_kv);
+        let heads = |t: Tensor, k: usize| -> R<Tensor> {
+            // [n, k * hd] -> [1, k, n, hd]
+            t.reshape((n, k, hd))
+                .and_then(|t| t.transpose(0, 1))
+                .and_then(|t| t.contiguous())
+                .and_then(|t| t.unsqueeze(0))
+                .tc()
+        };
+        let q = heads(layer.wq.forward(h).tc()?, nh)?;
+        let k = heads(layer.wk.forward(h).tc()?, nkv)?;
+        let v = heads(layer.wv.forward(h).tc()?, nkv)?;
+        let q = candle_nn::rotary_emb::rope_i(&q, cos, sin)
+            .tc()?
+            .squeeze(0)
+            .tc()?;
+        let k = candle_nn::rotary_emb::rope_i(&k, cos, sin)
+            .tc()?
+            .squeeze(0)
+            .tc()?;
+        let v = v.squeeze(0).tc()?;
+        let (k, v) = cache
+            .append(&k.to_dtype(DType::F16).tc()?, &v.to_dtype(DType::F16).tc()?)
+            .tc()?;
+        let (k, v) = (k.to_dtype(DType::F32).tc()?, v.to_dtype(DType::F32).tc()?);
+        let total = k.dim(1).tc()?;
+        let g = nh / nkv;
+        // Query heads of one KV head side by side: [nkv, g * n, hd].
+        let q = q.reshape((nkv, g * n, hd)).tc()?;
+        let scale = 1.0 / (hd as f64).sqrt();
+        let att = (q.matmul(&k.t().tc()?).tc()? * scale).tc()?;
+        let att = match mask {
+            Some(m) => att
+                .reshape((nkv, g, n, total))
+                .and_then(|a| a.broadcast_add(m))
+                .and_then(|a| a.reshape((nkv, g * n, total)))
+                .tc()?,
+            None => att,
+        };
+        let att = candle_nn::ops::softmax_last_dim(&att).tc()?;
+        let y = att.matmul(&v.contiguous().tc()?).tc()?; // [nkv, g * n, hd]
+        let y = y
+            .reshape((nh, n, hd))
+            .and_then(|y| y.transpose(0, 1))
+            .and_then(|y| y.reshape((n, nh * hd)))
+            .tc()?;
+        layer.wo.forward(&y).tc()
+    }
+
+    fn ffn(&self, ffn: &Ffn, h: &Tensor) -> R<Tensor> {
+        match ffn {
+            Ffn::Dense { gate, up, down } => swiglu(gate, up, down, h),
+            Ffn::Moe {
+                router,
+                experts,
+                n_used,
+            } => {
+                let n = h.dim(0).tc()?;
+                // Routing on the host: softmax over the experts, the top k by
+                // probability (ties: the lower id), weights renormalised.
+                let logits = h.matmul(&router.t().tc()?).tc()?;
+                let logits: Vec<Vec<f32>> = logits.to_vec2().tc()?;
+                let mut rows: Vec<Vec<u32>> = vec![Vec::new(); experts.len()];
+                let mut weights: Vec<Vec<f32>> = vec![Vec::new(); experts.len()];
+                for (t, l) in logits.iter().enumerate() {
+                    let max = l.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+                    let p: Vec<f32> = l.iter().map(|v| (v - max).exp()).collect();
+                    let mut order: Vec<usize> = (0..p.len()).collect();
+                    order.sort_by(|&a, &b| p[b].total_cmp(&p[a]).then(a.cmp(&b)));
+                    order.truncate(*n_used);
+                    let sum: f32 = order.iter().map(|&e| p[e]).sum();
+                    for e in order {
+                        rows[e].push(t as u32);
+                        weights[e].push(p[e] / sum);
+                    }
+                }
+                let mut out = h.zeros_like().tc()?;
+                for (e, (gate, up, down)) in experts.iter().enumerate() {
+                    if rows[e].is_empty() {
+                        continue;
+                    }
+                    let m = rows[e].len();
+                    let idx = Tensor::from_vec(rows[e].clone(), m, h.device()).tc()?;
+                    let xs = h.index_select(&idx, 0).tc()?;
+                    let ys = swiglu(gate, up, down, &xs)?;
+                    let w = Tensor::from_vec(weights[e].clone(), (m, 1), h.device()).tc()?;
+                    let ys = ys.broadcast_mul(&w).tc()?;
+                    out = out.index_add(&idx, &ys, 0).tc()?;
+                }
+                debug_assert_eq!(out.dim(0).ok(), Some(n));
+                Ok(out)
+            }
+        }
+    }
+}
+
+/// `down(silu(gate(x)) * up(x))`.
+fn swiglu(gate: &QMatMul, up: &QMatMul, down: &QMatMul, x: &Tensor) -> R<Tensor> {
+    let g = candle_nn::ops::silu(&gate.forward(x).tc()?).tc()?;
+    let u = up.forward(x).tc()?;
+    down.forward(&(g * u).tc()?).tc()
+}
+
+#[cfg(test)]
+mod tests;

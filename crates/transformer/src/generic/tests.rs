@@ -1,0 +1,255 @@
+//! The device-generic path on candle's CPU device against the native CPU
+//! path (the engine's reference-tested forward, f32 cache): the logits of a
+//! prompt and of single decode steps after it, on synthetic Mistral and
+//! Mixtral models of several weight types, with and without a window, and on
+//! SmolLM2 (tied embeddings, real weights). The generic path keeps its cache
+//! in f16 and multiplies with candle's quantized kernels (activations in
+//! Q8_K for the k-quants, as the native ones), so the tolerances below are
+//! set from the measured differences with a margin.
+
+use super::*;
+use crate::synth::{
+    default_vocab, write_synth, ExpertLayout, SynthArch, SynthPreset, SynthSpec, SynthType,
+};
+use crate::{CacheType, Model};
+
+fn synth(arch: SynthArch, ty: SynthType) -> GgufFile {
+    let mut s = SynthSpec::preset(arch, SynthPreset::Tiny);
+    s.ftype = ty;
+    s.vocab_size = Some(300);
+    s.seed = 11;
+    if arch == SynthArch::Mixtral {
+        s.expert_layout = ExpertLayout::Stacked;
+    }
+    let vocab = default_vocab().unwrap();
+    let mut bytes = Vec::new();
+    write_synth(&s, vocab.metadata(), &mut bytes, &|_| {}).unwrap();
+    GgufFile::from_bytes(bytes, "synthetic").unwrap()
+}
+
+fn tokens(n_vocab: usize, len: usize, seed: u64) -> Vec<u32> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % n_vocab as u64) as u32
+        })
+        .collect()
+}
+
+/// Largest |a - b| relative to the largest |b| of the row.
+fn rel_err(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    let scale = b.iter().fold(0f32, |m, &x| m.max(x.abs())).max(1e-6);
+    a.iter()
+        .zip(b)
+        .fold(0f32, |m, (&x, &y)| m.max((x - y).abs()))
+        / scale
+}
+
+/// Runs a prompt of `n` tokens then 4 single steps through both paths and
+/// returns the worst relative logits error (asserting it is within `tol`).
+fn compare(file: &GgufFile, opts: LoadOptions, n: usize, tol: f32, what: &str) -> f32 {
+    let native = Model::from_gguf(
+        file,
+        LoadOptions {
+            cache_type_k: CacheType::F32,
+            cache_type_v: CacheType::F32,
+            context_shift: false,
+            ..opts.clone()
+        },
+    )
+    .unwrap();
+    let generic = GenericModel::load(file, &opts, Device::Cpu).unwrap();
+    let nv = native.config().n_vocab;
+    let toks = tokens(nv, n + 4, 5);
+    let mut s = native.new_session();
+    let mut c = generic.new_cache();
+    let mut worst = 0f32;
+    let mut check = |want: &[f32], got: &[f32], at: &str| {
+        for (r, (w, g)) in want.chunks(nv).zip(got.chunks(nv)).enumerate() {
+            let e = rel_err(g, w);
+            assert!(e <= tol, "{what} {at} row {r}: relative error {e} > {tol}");
+            worst = worst.max(e);
+        }
+    };
+    let want = s.forward(&toks[..n], n).unwrap();
+    let got = generic.forward(&toks[..n], &mut c, n).unwrap();
+    check(&want, &got, "prompt");
+    for i in n..n + 4 {
+        let want = s.forward(&toks[i..i + 1], 1).unwrap();
+        let got = generic.forward(&toks[i..i + 1], &mut c, 1).unwrap();
+        check(&want, &got, &format!("step {i}"));
+    }
+    assert_eq!(c.len(), n + 4);
+    // Non-degenerate logits.
+    let spread = want_spread(&s.forward(&toks[..1], 1).unwrap());
+    assert!(spread > 0.1, "{what}: degenerate logits (spread {spread})");
+    eprintln!("{what}: worst relative error {worst:e}");
+    worst
+}
+
+fn want_spread(l: &[f32]) -> f32 {
+    l.iter().cloned().fold(f32::MIN, f32::max) - l.iter().cloned().fold(f32::MAX, f32::min)
+}
+
+/// f32 weights: only the f16 cache and the order of sums differ.
+const TOL_F32: f32 = 2e-3;
+/// Quantized weights: both paths quantize the activations (Q8_0 / Q8_K),
+/// with different rounding in places.
+const TOL_QUANT: f32 = 5e-2;
+
+#[test]
+fn mistral_matches_the_native_path() {
+    for (ty, tol) in [
+        (SynthType::F32, TOL_F32),
+        (SynthType::Q8_0, TOL_QUANT),
+        (SynthType::Q4_K_M, TOL_QUANT),
+    ] {
+        let file = synth(SynthArch::Mistral, ty);
+        compare(
+            &file,
+            LoadOptions::default(),
+            9,
+            tol,
+            &format!("mistral {ty:?}"),
+        );
+    }
+}
+
+#[test]
+fn mistral_with_a_window_matches_the_native_path() {
+    let file = synth(SynthArch::Mistral, SynthType::F32);
+    let opts = LoadOptions {
+        sliding_window: Some(4),
+        ..LoadOptions::default()
+    };
+    compare(&file, opts, 9, TOL_F32, "mistral window 4");
+}
+
+#[test]
+fn mixtral_runs_only_the_routed_experts_and_matches_the_native_path() {
+    for (ty, tol) in [(SynthType::F32, TOL_F32), (SynthType::Q4_K_M, TOL_QUANT)] {
+        let file = synth(SynthArch::Mixtral, ty);
+        compare(
+            &file,
+            LoadOptions::default(),
+            9,
+            tol,
+            &format!("mixtral {ty:?}"),
+        );
+    }
+}
+
+#[test]
+fn smollm2_matches_the_native_path() {
+    let file = GgufFile::open(mistral_test_support::smollm2_path()).unwrap();
+    let opts = LoadOptions {
+        ctx_size: Some(64),
+        ..LoadOptions::default()
+    };
+    // Both paths quantize SmolLM2's activations to 8 bits (Q4_1 weights),
+    // each its own way: measured 6.3e-2 of the logits' range.
+    compare(&file, opts, 20, 0.12, "smollm2");
+}
+
+/// Perplexity of SmolLM2 over tests/data/text/gpl-3.txt (the second half of
+/// each chunk scored, as llama-perplexity does) through the generic path
+/// against the native path's. The whole text at context 512
+/// (`MISTRAL_GENERIC_PPL=512,14`, about 9 minutes on 2 cores, candle's CPU
+/// Q4_1 kernels being slow) measured native 18.4263, generic 18.4036
+/// (−0.12%), and is held to 0.5%. The default run scores the first 4 chunks
+/// of 256 (508 tokens, about a minute), where the two paths' independent
+/// rounding alone moves the figure: measured −0.82%, held to 1.5%.
+#[test]
+fn smollm2_perplexity_through_the_generic_path_matches_the_native_path() {
+    let file = GgufFile::open(mistral_test_support::smollm2_path()).unwrap();
+    let text =
+        std::fs::read_to_string(mistral_test_support::root().join("tests/data/text/gpl-3.txt"))
+            .unwrap();
+    // MISTRAL_GENERIC_PPL=CTX,CHUNKS measures more (e.g. 512,14: the whole
+    // text as llama-perplexity scores it).
+    let (ctx, chunks) = std::env::var("MISTRAL_GENERIC_PPL")
+        .ok()
+        .and_then(|v| {
+            let (a, b) = v.split_once(',')?;
+            Some((a.parse().ok()?, b.parse().ok()?))
+        })
+        .unwrap_or((256usize, 4usize));
+    let opts = LoadOptions {
+        ctx_size: Some(ctx),
+        ..LoadOptions::default()
+    };
+    let native = Model::from_gguf(&file, opts.clone()).unwrap();
+    let generic = GenericModel::load(&file, &opts, Device::Cpu).unwrap();
+    let ids = native.tokenizer().encode(&text, false, false).unwrap();
+    let nv = native.config().n_vocab;
+    let nll = |logits: &[f32], chunk: &[u32]| -> (f64, usize) {
+        let mut sum = 0f64;
+        let mut n = 0;
+        for i in ctx / 2..ctx - 1 {
+            let row = &logits[i * nv..(i + 1) * nv];
+            let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+            let z: f64 = row.iter().map(|&v| (v as f64 - max).exp()).sum();
+            sum += z.ln() + max - row[chunk[i + 1] as usize] as f64;
+            n += 1;
+        }
+        (sum, n)
+    };
+    let (mut a, mut b, mut n) = (0f64, 0f64, 0usize);
+    for chunk in ids.chunks_exact(ctx).take(chunks) {
+        let mut s = native.new_session();
+        let (x, k) = nll(&s.forward(chunk, ctx).unwrap(), chunk);
+        let mut c = generic.new_cache();
+        let (y, _) = nll(&generic.forward(chunk, &mut c, ctx).unwrap(), chunk);
+        a += x;
+        b += y;
+        n += k;
+    }
+    let (pn, pg) = ((a / n as f64).exp(), (b / n as f64).exp());
+    let rel = (pg - pn).abs() / pn;
+    eprintln!(
+        "smollm2 perplexity: native {pn:.4}, generic {pg:.4} ({:+.3}%)",
+        100.0 * (pg - pn) / pn
+    );
+    assert!(
+        pn > 5.0 && pn < 60.0,
+        "native perplexity {pn} is not SmolLM2's"
+    );
+    let tol = if ctx >= 512 && chunks >= 14 {
+        0.005
+    } else {
+        0.015
+    };
+    assert!(
+        rel <= tol,
+        "generic {pg} vs native {pn}: {:.3}% apart",
+        100.0 * rel
+    );
+}
+
+#[test]
+fn bad_input_is_an_error() {
+    let file = synth(SynthArch::Mistral, SynthType::F32);
+    let opts = LoadOptions {
+        ctx_size: Some(8),
+        ..LoadOptions::default()
+    };
+    let g = GenericModel::load(&file, &opts, Device::Cpu).unwrap();
+    let mut c = g.new_cache();
+    assert!(matches!(
+        g.forward(&[], &mut c, 1),
+        Err(ModelError::EmptyPrompt)
+    ));
+    assert!(matches!(
+        g.forward(&[100_000], &mut c, 1),
+        Err(ModelError::TokenOutOfRange { .. })
+    ));
+    g.forward(&[1; 6], &mut c, 1).unwrap();
+    assert!(matches!(
+        g.forward(&[1; 3], &mut c, 1),
+        Err(ModelError::ContextFull { .. })
+    ));
+}
