@@ -271,7 +271,7 @@ fn devices_this_build_cannot_run_are_one_line() {
         let o = with("tpu");
         assert!(!o.status.success(), "{cmd:?} --device tpu");
         assert!(
-            stderr(&o).contains("expected cpu, cuda, cuda:N, metal or metal:N"),
+            stderr(&o).contains("expected cpu, cuda, cuda:N, metal, metal:N or candle-cpu"),
             "{cmd:?}: {}",
             stderr(&o)
         );

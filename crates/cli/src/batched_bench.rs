@@ -92,7 +92,7 @@ pub struct Args {
     /// Matmul kernels for the weights (default: the engine's default).
     #[arg(long, value_enum, value_name = "KIND")]
     pub kernels: Option<Kernels>,
-    /// Where to run: cpu, cuda, cuda:N, metal or metal:N.
+    /// Where to run: cpu, cuda, cuda:N, metal, metal:N, or candle-cpu (the GPU code path on the CPU, for checking).
     #[arg(long, value_name = "DEVICE", default_value = "cpu", value_parser = crate::model_args::parse_device)]
     pub device: mistral_transformer::Device,
     /// Element type of cached keys: f16, q8_0 or f32.

@@ -74,7 +74,7 @@ pub struct Args {
     /// Matmul kernels (comma-separated list to compare side by side; default: the engine's default).
     #[arg(long, value_name = "KERNELS", value_delimiter = ',')]
     pub kernels: Vec<Kernels>,
-    /// Device: cpu, cuda, cuda:N, metal or metal:N (accelerators need a build with that backend).
+    /// Device: cpu, cuda, cuda:N, metal, metal:N (a build with that backend), or candle-cpu (the GPU code path on the CPU).
     #[arg(long, default_value = "cpu", value_parser = crate::model_args::parse_device)]
     pub device: mistral_transformer::Device,
     /// Print the whole report as JSON at the end.

@@ -39,7 +39,8 @@ pub struct ModelArgs {
     #[arg(long, value_enum, value_name = "KIND")]
     pub kernels: Option<Kernels>,
     /// Where to run: cpu, cuda, cuda:N, metal or metal:N (a GPU needs a
-    /// build with that backend).
+    /// build with that backend), or candle-cpu (the GPU code path on the
+    /// CPU, for checking it).
     #[arg(long, value_name = "DEVICE", default_value = "cpu", value_parser = parse_device)]
     pub device: Device,
     #[command(flatten)]

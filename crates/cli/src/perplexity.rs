@@ -36,7 +36,7 @@ pub struct Args {
     /// Worker threads (default: one per available core).
     #[arg(short = 't', long)]
     pub threads: Option<usize>,
-    /// Where to run: cpu, cuda, cuda:N, metal or metal:N.
+    /// Where to run: cpu, cuda, cuda:N, metal, metal:N, or candle-cpu (the GPU code path on the CPU, for checking).
     #[arg(long, value_name = "DEVICE", default_value = "cpu", value_parser = crate::model_args::parse_device)]
     pub device: mistral_transformer::Device,
     #[command(flatten)]

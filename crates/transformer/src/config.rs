@@ -41,6 +41,9 @@ pub enum Device {
     Cuda(usize),
     /// Metal GPU number N (a build with the `metal` feature, on macOS).
     Metal(usize),
+    /// candle's CPU device through the device-generic path, the code a GPU
+    /// runs (`candle-cpu`): slow, for checking that path where no GPU is.
+    CandleCpu,
 }
 
 impl Device {
@@ -69,42 +72,55 @@ impl Device {
         };
         match (kind, ordinal) {
             ("cpu", None | Some(0)) => Ok(Device::Cpu),
+            ("candle-cpu", None) => Ok(Device::CandleCpu),
             ("cuda", n) => Ok(Device::Cuda(n.unwrap_or(0))),
             ("metal", n) => Ok(Device::Metal(n.unwrap_or(0))),
             ("cpu", Some(_)) => Err(bad("expected cpu without a number (the CPU is one device)")),
-            _ => Err(bad("expected cpu, cuda, cuda:N, metal or metal:N")),
+            _ => Err(bad(
+                "expected cpu, cuda, cuda:N, metal, metal:N or candle-cpu",
+            )),
         }
     }
 
     /// Whether this build was compiled with the device's backend.
     pub fn compiled(self) -> bool {
         match self {
-            Device::Cpu => true,
+            Device::Cpu | Device::CandleCpu => true,
             Device::Cuda(_) => cfg!(feature = "cuda"),
             Device::Metal(_) => cfg!(feature = "metal"),
         }
     }
 
-    /// `Ok` where the engine can load a model on this device; otherwise the
-    /// one-line reason: a build without the backend, or a backend whose
-    /// forward pass the engine does not have yet.
+    /// The candle device the device-generic path runs on, `None` for the
+    /// native CPU path.
+    pub(crate) fn candle(self) -> Result<Option<candle_core::Device>, ModelError> {
+        self.check()?;
+        let unavailable = |e: candle_core::Error| ModelError::DeviceUnavailable {
+            device: self.to_string(),
+            reason: e.to_string(),
+        };
+        Ok(match self {
+            Device::Cpu => None,
+            Device::CandleCpu => Some(candle_core::Device::Cpu),
+            Device::Cuda(n) => Some(candle_core::Device::new_cuda(n).map_err(unavailable)?),
+            Device::Metal(n) => Some(candle_core::Device::new_metal(n).map_err(unavailable)?),
+        })
+    }
+
+    /// `Ok` where this build can load a model on this device; otherwise the
+    /// one-line reason (a build without the backend).
     pub fn check(self) -> Result<(), ModelError> {
         let (name, feature) = match self {
-            Device::Cpu => return Ok(()),
+            Device::Cpu | Device::CandleCpu => return Ok(()),
             Device::Cuda(_) => ("CUDA", "cuda"),
             Device::Metal(_) => ("Metal", "metal"),
         };
-        let reason = if self.compiled() {
-            format!(
-                "this build has {name} support, but the engine's {name} forward pass is not \
-                 written yet: models run on the CPU only"
-            )
-        } else {
-            format!("this build has no {name} support; rebuild with --features {feature}")
-        };
+        if self.compiled() {
+            return Ok(());
+        }
         Err(ModelError::DeviceUnavailable {
             device: self.to_string(),
-            reason,
+            reason: format!("this build has no {name} support; rebuild with --features {feature}"),
         })
     }
 }
@@ -115,6 +131,7 @@ impl std::fmt::Display for Device {
             Device::Cpu => write!(f, "cpu"),
             Device::Cuda(n) => write!(f, "cuda:{n}"),
             Device::Metal(n) => write!(f, "metal:{n}"),
+            Device::CandleCpu => write!(f, "candle-cpu"),
         }
     }
 }

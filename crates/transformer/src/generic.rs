@@ -60,20 +60,54 @@ pub(crate) struct GenericModel {
     output_norm: Tensor,
     output: QMatMul,
     inv_freq: Vec<f32>,
+    weight_bytes: usize,
 }
 
 /// One sequence's KV cache on the device: per layer, keys and values
-/// `[n_head_kv, positions, head_dim]` in f16.
+/// `[n_head_kv, capacity, head_dim]` in f16 (allocated at the first token),
+/// of which the first `len` positions are the context.
 pub(crate) struct GenericCache {
-    layers: Vec<candle_nn::kv_cache::KvCache>,
+    layers: Vec<Option<(Tensor, Tensor)>>,
     len: usize,
     capacity: usize,
 }
 
 impl GenericCache {
     /// Positions held.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// Keeps the first `len` positions (later writes overwrite the rest).
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+
+    /// Bytes of the device tensors allocated.
+    pub fn bytes(&self) -> usize {
+        self.layers
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.elem_count() + v.elem_count()) * 2)
+            .sum()
+    }
+
+    /// Writes `k`, `v` (`[n_head_kv, n, head_dim]`, f16) of layer `l` at
+    /// position `at` and returns the keys and values of positions `0..at + n`.
+    fn write(&mut self, l: usize, at: usize, k: &Tensor, v: &Tensor) -> R<(Tensor, Tensor)> {
+        let n = k.dim(1).tc()?;
+        if self.layers[l].is_none() {
+            let (h, _, d) = k.dims3().tc()?;
+            let z = || Tensor::zeros((h, self.capacity, d), DType::F16, k.device()).tc();
+            self.layers[l] = Some((z()?, z()?));
+        }
+        let Some((ck, cv)) = &self.layers[l] else {
+            return Err(ModelError::Tensor("cache layer missing".into()));
+        };
+        ck.slice_set(k, 1, at).tc()?;
+        cv.slice_set(v, 1, at).tc()?;
+        Ok((ck.narrow(1, 0, at + n).tc()?, cv.narrow(1, 0, at + n).tc()?))
     }
 }
 
@@ -90,6 +124,17 @@ trait Tc<T> {
 impl<T> Tc<T> for candle_core::Result<T> {
     fn tc(self) -> R<T> {
         self.map_err(tensor_err)
+    }
+}
+
+impl std::fmt::Debug for GenericModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "GenericModel({:?}, {} layers)",
+            self.device,
+            self.layers.len()
+        )
     }
 }
 
@@ -201,7 +246,9 @@ impl GenericModel {
         let inv_freq = (0..hd / 2)
             .map(|i| 1.0 / (cfg.rope_freq_base as f64).powf(2.0 * i as f64 / hd as f64) as f32)
             .collect();
+        let weight_bytes = w.bytes_loaded();
         Ok(GenericModel {
+            weight_bytes,
             device,
             cfg,
             tok_embd,
@@ -215,12 +262,20 @@ impl GenericModel {
     /// An empty cache for one sequence of up to the context size.
     pub fn new_cache(&self) -> GenericCache {
         GenericCache {
-            layers: (0..self.cfg.n_layer)
-                .map(|_| candle_nn::kv_cache::KvCache::new(1, self.cfg.ctx_size))
-                .collect(),
+            layers: (0..self.cfg.n_layer).map(|_| None).collect(),
             len: 0,
             capacity: self.cfg.ctx_size,
         }
+    }
+
+    /// The token-embedding matrix, looked up on the host.
+    pub fn host_embedding(&self) -> &Linear {
+        &self.tok_embd
+    }
+
+    /// Bytes of weight data loaded from the file.
+    pub fn weight_bytes(&self) -> usize {
+        self.weight_bytes
     }
 
     /// Runs `tokens` after what `cache` holds; returns the logits of the last
@@ -251,7 +306,7 @@ impl GenericModel {
         let mask = self.mask(p0, n)?;
         for (l, layer) in self.layers.iter().enumerate() {
             let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, cfg.rms_norm_eps).tc()?;
-            let a = self.attention(layer, &h, &cos, &sin, mask.as_ref(), &mut cache.layers[l])?;
+            let a = self.attention(layer, &h, &cos, &sin, mask.as_ref(), cache, l, p0)?;
             x = (x + a).tc()?;
             let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, cfg.rms_norm_eps).tc()?;
             let f = self.ffn(&layer.ffn, &h)?;
@@ -290,7 +345,7 @@ impl GenericModel {
     /// `0..p0 + n` (causal, and the sliding window when the model has one),
     /// or `None` where every key is visible (one query, no window reach).
     fn mask(&self, p0: usize, n: usize) -> R<Option<Tensor>> {
-        let window = self.cfg.cache.window();
+        let window = self.cfg.sliding_window;
         let total = p0 + n;
         let visible = |q: usize, k: usize| k <= q && window.is_none_or(|w| q - k < w);
         if n == 1 && (0..total).all(|k| visible(p0, k)) {
@@ -309,6 +364,7 @@ impl GenericModel {
         Ok(Some(Tensor::from_vec(m, (n, total), &self.device).tc()?))
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn attention(
         &self,
         layer: &Layer,
@@ -316,7 +372,9 @@ impl GenericModel {
         cos: &Tensor,
         sin: &Tensor,
         mask: Option<&Tensor>,
-        cache: &mut candle_nn::kv_cache::KvCache,
+        cache: &mut GenericCache,
+        l: usize,
+        p0: usize,
     ) -> R<Tensor> {
         let cfg = &self.cfg;
         let (n, hd, nh, nkv) = (h.dim(0).tc()?, cfg.head_dim, cfg.n_head, cfg.n_head_kv);
@@ -340,9 +398,12 @@ impl GenericModel {
             .squeeze(0)
             .tc()?;
         let v = v.squeeze(0).tc()?;
-        let (k, v) = cache
-            .append(&k.to_dtype(DType::F16).tc()?, &v.to_dtype(DType::F16).tc()?)
-            .tc()?;
+        let (k, v) = cache.write(
+            l,
+            p0,
+            &k.to_dtype(DType::F16).tc()?,
+            &v.to_dtype(DType::F16).tc()?,
+        )?;
         let (k, v) = (k.to_dtype(DType::F32).tc()?, v.to_dtype(DType::F32).tc()?);
         let total = k.dim(1).tc()?;
         let g = nh / nkv;

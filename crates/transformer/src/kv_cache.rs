@@ -15,6 +15,7 @@ use rayon::prelude::*;
 
 use crate::config::{CachePolicy, CacheType, ModelConfig};
 use crate::error::ModelError;
+use crate::generic::GenericCache;
 use crate::rope::Rope;
 
 /// Slots per page.
@@ -103,6 +104,9 @@ pub(crate) struct KvCache {
     pos: Vec<u32>,
     /// The context: the token at every position since the last reset.
     tokens: Vec<u32>,
+    /// The keys and values on the device, for a model on the
+    /// device-generic path (which then allocates no pages).
+    device: Option<GenericCache>,
 }
 
 impl KvCache {
@@ -112,7 +116,22 @@ impl KvCache {
             layout,
             pos: Vec::new(),
             tokens: Vec::new(),
+            device: None,
         }
+    }
+
+    /// A cache whose keys and values live in `device` (the bookkeeping of
+    /// positions and tokens stays here).
+    pub fn on_device(layout: KvLayout, device: GenericCache) -> KvCache {
+        KvCache {
+            device: Some(device),
+            ..KvCache::new(layout)
+        }
+    }
+
+    /// The device part, for a model on the device-generic path.
+    pub fn device_mut(&mut self) -> Option<&mut GenericCache> {
+        self.device.as_mut()
     }
 
     /// The tokens of the context (the next token goes at position `tokens().len()`).
@@ -124,6 +143,9 @@ impl KvCache {
     pub fn reset(&mut self) {
         self.pos.clear();
         self.tokens.clear();
+        if let Some(d) = &mut self.device {
+            d.truncate(0);
+        }
     }
 
     /// Keeps the first `len` tokens of the context and forgets the rest (a
@@ -139,11 +161,17 @@ impl KvCache {
         }
         self.tokens.truncate(len);
         self.pos.truncate(len);
+        if let Some(d) = &mut self.device {
+            d.truncate(len);
+        }
         Ok(())
     }
 
     /// Bytes of the pages allocated so far.
     pub fn bytes(&self) -> usize {
+        if let Some(d) = &self.device {
+            return d.bytes();
+        }
         let slots: usize = self
             .layers
             .first()
@@ -217,6 +245,9 @@ impl KvCache {
 
     /// Allocates the pages up to the one holding `slot` in every layer.
     fn allocate(&mut self, slot: usize) {
+        if self.device.is_some() {
+            return;
+        }
         let l = self.layout;
         let pages = slot / PAGE + 1;
         for layer in &mut self.layers {

@@ -13,9 +13,6 @@ mod config;
 mod error;
 mod ffn;
 mod generate;
-// The device-generic forward pass: held against the native path by its tests;
-// not yet reachable from `Model` (issue 25's next step wires `--device`).
-#[cfg_attr(not(test), allow(dead_code))]
 mod generic;
 mod kv_cache;
 mod matmul;

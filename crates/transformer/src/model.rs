@@ -11,9 +11,10 @@ use mistral_gguf::keys::TensorName;
 use mistral_gguf::GgufFile;
 
 use crate::attention::{Attention, AttnScratch, SeqSlice};
-use crate::config::{LoadOptions, ModelConfig, MAX_UBATCH};
+use crate::config::{CachePolicy, CacheType, LoadOptions, ModelConfig, MAX_UBATCH};
 use crate::error::ModelError;
 use crate::ffn::{FeedForward, FfnScratch};
+use crate::generic::GenericModel;
 use crate::kv_cache::{ContextShift, KvCache, KvLayout, Placement};
 use crate::matmul::{Linear, Stack};
 use crate::moe::Moe;
@@ -91,6 +92,9 @@ pub(crate) struct Transformer {
     rope: Rope,
     weight_bytes: usize,
     scratch: std::sync::Mutex<Vec<Scratch>>,
+    /// The device-generic path, for a model loaded on a GPU (or on
+    /// `candle-cpu`): it then holds the weights, and `layers` is empty.
+    generic: Option<GenericModel>,
 }
 
 impl Transformer {
@@ -100,6 +104,9 @@ impl Transformer {
         opts: &LoadOptions,
         progress: &mut dyn FnMut(LoadProgress),
     ) -> Result<Transformer, ModelError> {
+        if let Some(device) = opts.device.candle()? {
+            return Transformer::load_generic(file, opts, device);
+        }
         let config = ModelConfig::from_file(file, opts)?;
         let cfg = &config;
         let d = cfg.n_embd;
@@ -168,7 +175,95 @@ impl Transformer {
             output_norm,
             output,
             scratch: Default::default(),
+            generic: None,
         })
+    }
+
+    /// The model on `device` through the device-generic path: a cache of the
+    /// whole context in f16 on the device (a window as a mask), no context
+    /// shift.
+    fn load_generic(
+        file: &GgufFile,
+        opts: &LoadOptions,
+        device: candle_core::Device,
+    ) -> Result<Transformer, ModelError> {
+        for (name, t) in [
+            ("cache-type-k", opts.cache_type_k),
+            ("cache-type-v", opts.cache_type_v),
+        ] {
+            if t != CacheType::F16 {
+                return Err(ModelError::InvalidOption {
+                    name,
+                    value: t.name().to_string(),
+                    expected: "f16 on this device (its cache is f16)",
+                });
+            }
+        }
+        let opts = LoadOptions {
+            context_shift: false,
+            ..opts.clone()
+        };
+        let mut config = ModelConfig::from_file(file, &opts)?;
+        config.cache = CachePolicy::Full {
+            ctx: config.ctx_size,
+        };
+        let g = GenericModel::load(file, &opts, device)?;
+        let embd = g.host_embedding().clone();
+        tracing::debug!(device = %opts.device, layers = config.n_layer, "model loaded (generic path)");
+        Ok(Transformer {
+            rope: Rope::new(config.head_dim, config.rope_freq_base),
+            layout: KvLayout::new(&config),
+            weight_bytes: g.weight_bytes(),
+            config,
+            tok_embd: embd.clone(),
+            layers: Vec::new(),
+            output_norm: Vec::new(),
+            output: embd,
+            scratch: Default::default(),
+            generic: Some(g),
+        })
+    }
+
+    /// [`Transformer::step`] on the device-generic path: each sequence in
+    /// turn, its positions and tokens recorded by its cache.
+    fn step_generic(
+        &self,
+        g: &GenericModel,
+        seqs: &mut [SeqStep<'_>],
+    ) -> Result<Vec<SeqResult>, ModelError> {
+        for s in seqs.iter() {
+            self.check_tokens(s.tokens)?;
+            if s.hidden {
+                return Err(ModelError::InvalidInput(
+                    "hidden states (embeddings) are not available on this device yet".into(),
+                ));
+            }
+            if let Some(e) = s.cache.room_error(s.tokens.len()) {
+                return Err(e);
+            }
+        }
+        let mut out = Vec::with_capacity(seqs.len());
+        for s in seqs.iter_mut() {
+            let place = s.cache.place(s.tokens, &self.rope)?;
+            let at = place.positions.first().map_or(0, |&p| p as usize);
+            let Some(dev) = s.cache.device_mut() else {
+                return Err(ModelError::InvalidInput(
+                    "a session of another model was passed to this model".into(),
+                ));
+            };
+            dev.truncate(at);
+            let logits = if s.logits == 0 {
+                g.forward(s.tokens, dev, 1).map(|_| Vec::new())?
+            } else {
+                g.forward(s.tokens, dev, s.logits)?
+            };
+            out.push(SeqResult {
+                logits,
+                hidden: Vec::new(),
+                shift: place.shift,
+            });
+        }
+        Ok(out)
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -182,7 +277,10 @@ impl Transformer {
 
     /// An empty cache for one sequence.
     pub fn new_cache(&self) -> KvCache {
-        KvCache::new(self.layout)
+        match &self.generic {
+            Some(g) => KvCache::on_device(self.layout, g.new_cache()),
+            None => KvCache::new(self.layout),
+        }
     }
 
     /// The shape every cache of this model has.
@@ -215,6 +313,9 @@ impl Transformer {
     /// changes; after an error inside the layers the caches are left
     /// inconsistent and must be reset.
     pub fn step(&self, seqs: &mut [SeqStep<'_>]) -> Result<Vec<SeqResult>, ModelError> {
+        if let Some(g) = &self.generic {
+            return self.step_generic(g, seqs);
+        }
         for s in seqs.iter() {
             self.check_tokens(s.tokens)?;
             if let Some(e) = s.cache.room_error(s.tokens.len()) {

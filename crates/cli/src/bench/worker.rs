@@ -47,6 +47,7 @@ pub fn parse_device(s: &str) -> Result<(Device, &'static str)> {
         Device::Cpu => "CPU",
         Device::Cuda(_) => "CUDA",
         Device::Metal(_) => "Metal",
+        Device::CandleCpu => "candle CPU",
     };
     Ok((device, backend))
 }
@@ -257,7 +258,13 @@ pub fn measure(job: &Job<'_>) -> Result<ModelResult> {
         n_expert_used: cfg.n_expert_used,
         backend: backend.to_string(),
         device: job.device.to_string(),
-        kernels: kernels_name(job.kernels).to_string(),
+        // Off the CPU every op is candle's, whatever --kernels said.
+        kernels: if device == Device::Cpu {
+            kernels_name(job.kernels)
+        } else {
+            "candle"
+        }
+        .to_string(),
         threads: job.threads,
         weight_bytes: model.weight_bytes() as u64,
         kv_cache_bytes: kv_cache_bytes as u64,
@@ -293,7 +300,7 @@ mod tests {
     fn devices_parse_or_fail_clearly() {
         assert!(matches!(parse_device("cpu"), Ok((Device::Cpu, "CPU"))));
         for (name, says) in [
-            ("tpu", "cpu, cuda, cuda:N, metal or metal:N"),
+            ("tpu", "cpu, cuda, cuda:N, metal, metal:N or candle-cpu"),
             ("cuda:x", "a device number"),
             ("cpu:1", "the CPU is one device"),
             // This test build has neither GPU feature.
