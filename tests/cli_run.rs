@@ -278,4 +278,27 @@ fn devices_this_build_cannot_run_are_one_line() {
     }
     let o = mistral_run(&["run", "-m", model, "-p", "hi", "-n", "1", "--device", "cpu"]);
     assert!(o.status.success(), "{}", stderr(&o));
+    // The GPU code path on candle's CPU device: the same greedy answer.
+    let answer = |device: &str| {
+        let o = mistral_run(&[
+            "run",
+            "-m",
+            model,
+            "--system",
+            SYSTEM,
+            "-p",
+            "What is the capital of France?",
+            "--temp",
+            "0",
+            "-n",
+            "8",
+            "--device",
+            device,
+        ]);
+        assert!(o.status.success(), "{device}: {}", stderr(&o));
+        stdout(&o)
+    };
+    let (cpu, generic) = (answer("cpu"), answer("candle-cpu"));
+    assert!(cpu.contains("Paris"), "{cpu}");
+    assert_eq!(generic, cpu);
 }
