@@ -1,6 +1,7 @@
 //! Helpers shared by the workspace's tests: the repository root, the real
 //! test model and the tokenizer test vocabularies, fetched once per test
-//! process by `models/fetch-smollm2.sh` / `models/fetch-vocab.sh`.
+//! process by `models/fetch-smollm2.sh` / `models/fetch-vocab.sh`, and the
+//! error measure the logits comparisons use.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -39,4 +40,14 @@ pub fn smollm2_path() -> PathBuf {
 pub fn vocab_path(name: &str) -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| fetch("fetch-vocab.sh")).join(name)
+}
+
+/// Largest |a - b| over a row, relative to the row's largest |b|.
+pub fn rel_err(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    let scale = b.iter().fold(0f32, |m, &x| m.max(x.abs())).max(1e-6);
+    a.iter()
+        .zip(b)
+        .fold(0f32, |m, (&x, &y)| m.max((x - y).abs()))
+        / scale
 }

@@ -12,6 +12,7 @@ use crate::synth::{
     default_vocab, write_synth, ExpertLayout, SynthArch, SynthPreset, SynthSpec, SynthType,
 };
 use crate::{CacheType, Model};
+use mistral_test_support::rel_err;
 
 fn synth(arch: SynthArch, ty: SynthType) -> GgufFile {
     let mut s = SynthSpec::preset(arch, SynthPreset::Tiny);
@@ -37,16 +38,6 @@ fn tokens(n_vocab: usize, len: usize, seed: u64) -> Vec<u32> {
             (x % n_vocab as u64) as u32
         })
         .collect()
-}
-
-/// Largest |a - b| relative to the largest |b| of the row.
-fn rel_err(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    let scale = b.iter().fold(0f32, |m, &x| m.max(x.abs())).max(1e-6);
-    a.iter()
-        .zip(b)
-        .fold(0f32, |m, (&x, &y)| m.max((x - y).abs()))
-        / scale
 }
 
 /// Runs a prompt of `n` tokens then 4 single steps through both paths and

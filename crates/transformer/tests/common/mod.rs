@@ -428,12 +428,5 @@ impl RefModel {
     }
 }
 
-/// Largest |a - b| over a row, relative to the row's largest |b|.
-pub fn rel_err(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    let scale = b.iter().fold(0f32, |m, &x| m.max(x.abs())).max(1e-6);
-    a.iter()
-        .zip(b)
-        .fold(0f32, |m, (&x, &y)| m.max((x - y).abs()))
-        / scale
-}
+#[allow(unused_imports)] // not every test binary compares logits
+pub use mistral_test_support::rel_err;
