@@ -43,6 +43,10 @@ pub struct ModelArgs {
     /// CPU, for checking it).
     #[arg(long, value_name = "DEVICE", default_value = "cpu", value_parser = parse_device)]
     pub device: Device,
+    /// With a GPU --device: run only the first N layers there and the rest
+    /// on the CPU with the native kernels (llama.cpp's -ngl; default: all).
+    #[arg(long = "gpu-layers", visible_alias = "n-gpu-layers", value_name = "N")]
+    pub gpu_layers: Option<usize>,
     #[command(flatten)]
     pub cache: CacheArgs,
 }
@@ -103,6 +107,7 @@ impl ModelArgs {
             sliding_window: self.sliding_window.map(|n| n as usize),
             kernels: self.kernels.map(Into::into).unwrap_or_default(),
             device: self.device,
+            gpu_layers: self.gpu_layers,
             threads: self.threads.map(usize::from),
             ..LoadOptions::default()
         };

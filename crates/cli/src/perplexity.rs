@@ -39,6 +39,9 @@ pub struct Args {
     /// Where to run: cpu, cuda, cuda:N, metal, metal:N, or candle-cpu (the GPU code path on the CPU, for checking).
     #[arg(long, value_name = "DEVICE", default_value = "cpu", value_parser = crate::model_args::parse_device)]
     pub device: mistral_transformer::Device,
+    /// With a GPU --device: run only the first N layers there (llama.cpp's -ngl).
+    #[arg(long = "gpu-layers", visible_alias = "n-gpu-layers", value_name = "N")]
+    pub gpu_layers: Option<usize>,
     #[command(flatten)]
     pub cache: CacheArgs,
 }
@@ -59,6 +62,7 @@ pub fn run(args: Args) -> Result<()> {
         ctx_size: Some(args.ctx),
         kernels: args.kernels.map(Into::into).unwrap_or_default(),
         device: args.device,
+        gpu_layers: args.gpu_layers,
         threads: args.threads,
         ..LoadOptions::default()
     };

@@ -167,6 +167,10 @@ pub struct LoadOptions {
     pub context_shift: bool,
     /// Tokens at the start of a context that a context shift keeps.
     pub keep: usize,
+    /// On a GPU device: how many of the first layers run there, the rest on
+    /// the CPU with the native kernels (llama.cpp's `-ngl`); `None`: all.
+    /// Ignored on the CPU.
+    pub gpu_layers: Option<usize>,
 }
 
 impl Default for LoadOptions {
@@ -181,6 +185,7 @@ impl Default for LoadOptions {
             cache_type_v: CacheType::F16,
             context_shift: true,
             keep: 0,
+            gpu_layers: None,
         }
     }
 }

@@ -57,8 +57,9 @@ pub(crate) struct GenericModel {
     /// Looked up on the host (candle's CPU kernels).
     tok_embd: Linear,
     layers: Vec<Layer>,
-    output_norm: Tensor,
-    output: QMatMul,
+    /// The final norm and output projection (absent when the model's last
+    /// layers run elsewhere).
+    head: Option<(Tensor, QMatMul)>,
     inv_freq: Vec<f32>,
     weight_bytes: usize,
 }
@@ -142,6 +143,18 @@ impl GenericModel {
     /// Loads the weights of `file` onto `device` (the matrices as candle
     /// quantized tensors of the file's types, no full-precision copy).
     pub fn load(file: &GgufFile, opts: &LoadOptions, device: Device) -> R<GenericModel> {
+        Self::load_layers(file, opts, device, usize::MAX)
+    }
+
+    /// [`GenericModel::load`] of the first `n_layers` layers only (hybrid
+    /// offload: the rest and the output head run on the native CPU path;
+    /// with fewer layers than the model has, there is no output head here).
+    pub fn load_layers(
+        file: &GgufFile,
+        opts: &LoadOptions,
+        device: Device,
+        n_layers: usize,
+    ) -> R<GenericModel> {
         let mut host_opts = opts.clone();
         host_opts.kernels = KernelChoice::Candle;
         let cfg = ModelConfig::from_file(file, &host_opts)?;
@@ -167,7 +180,8 @@ impl GenericModel {
             KernelChoice::Candle,
         )?;
         let mut layers = Vec::with_capacity(cfg.n_layer);
-        for l in 0..cfg.n_layer {
+        let n_layers = n_layers.min(cfg.n_layer);
+        for l in 0..n_layers {
             let ffn = if cfg.is_moe() {
                 let e = cfg.n_expert;
                 let router = w.f32_values(&TensorName::FfnGateInp.layer(l), &[d, e])?;
@@ -236,13 +250,17 @@ impl GenericModel {
                 ffn,
             });
         }
-        let output_norm = vec(&mut w, &TensorName::OutputNorm.global(), &[d])?;
-        let out_name = if cfg.tied_embeddings {
-            TensorName::TokenEmbd.global()
+        let head = if n_layers == cfg.n_layer {
+            let output_norm = vec(&mut w, &TensorName::OutputNorm.global(), &[d])?;
+            let out_name = if cfg.tied_embeddings {
+                TensorName::TokenEmbd.global()
+            } else {
+                TensorName::Output.global()
+            };
+            Some((output_norm, mm(&mut w, &out_name, d, cfg.n_vocab)?))
         } else {
-            TensorName::Output.global()
+            None
         };
-        let output = mm(&mut w, &out_name, d, cfg.n_vocab)?;
         let inv_freq = (0..hd / 2)
             .map(|i| 1.0 / (cfg.rope_freq_base as f64).powf(2.0 * i as f64 / hd as f64) as f32)
             .collect();
@@ -253,8 +271,7 @@ impl GenericModel {
             cfg,
             tok_embd,
             layers,
-            output_norm,
-            output,
+            head,
             inv_freq,
         })
     }
@@ -262,7 +279,7 @@ impl GenericModel {
     /// An empty cache for one sequence of up to the context size.
     pub fn new_cache(&self) -> GenericCache {
         GenericCache {
-            layers: (0..self.cfg.n_layer).map(|_| None).collect(),
+            layers: (0..self.layers.len()).map(|_| None).collect(),
             len: 0,
             capacity: self.cfg.ctx_size,
         }
@@ -281,6 +298,35 @@ impl GenericModel {
     /// Runs `tokens` after what `cache` holds; returns the logits of the last
     /// `n_last` tokens, `[n_last, n_vocab]` row-major.
     pub fn forward(&self, tokens: &[u32], cache: &mut GenericCache, n_last: usize) -> R<Vec<f32>> {
+        let Some((output_norm, output)) = &self.head else {
+            return Err(ModelError::InvalidInput(
+                "this part of the model has no output head".into(),
+            ));
+        };
+        let x = self.run_layers(tokens, cache)?;
+        let n = tokens.len();
+        let k = n_last.min(n);
+        let last = x.narrow(0, n - k, k).tc()?;
+        let last = candle_nn::ops::rms_norm(&last, output_norm, self.cfg.rms_norm_eps).tc()?;
+        let logits = output.forward(&last).tc()?;
+        logits
+            .to_dtype(DType::F32)
+            .and_then(|t| t.flatten_all())
+            .and_then(|t| t.to_vec1::<f32>())
+            .tc()
+    }
+
+    /// Runs `tokens` through this part's layers after what `cache` holds and
+    /// returns the residual stream after them, `[n, n_embd]` on the host.
+    pub fn hidden(&self, tokens: &[u32], cache: &mut GenericCache) -> R<Vec<f32>> {
+        self.run_layers(tokens, cache)?
+            .flatten_all()
+            .and_then(|t| t.to_vec1::<f32>())
+            .tc()
+    }
+
+    /// The embedding and the layers; `[n, n_embd]` on the device.
+    fn run_layers(&self, tokens: &[u32], cache: &mut GenericCache) -> R<Tensor> {
         let cfg = &self.cfg;
         let n = tokens.len();
         if n == 0 {
@@ -313,15 +359,7 @@ impl GenericModel {
             x = (x + f).tc()?;
         }
         cache.len += n;
-        let k = n_last.min(n);
-        let last = x.narrow(0, n - k, k).tc()?;
-        let last = candle_nn::ops::rms_norm(&last, &self.output_norm, cfg.rms_norm_eps).tc()?;
-        let logits = self.output.forward(&last).tc()?;
-        logits
-            .to_dtype(DType::F32)
-            .and_then(|t| t.flatten_all())
-            .and_then(|t| t.to_vec1::<f32>())
-            .tc()
+        Ok(x)
     }
 
     /// `cos`, `sin` `[n, head_dim / 2]` for positions `p0..p0 + n`.

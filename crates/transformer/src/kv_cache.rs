@@ -104,9 +104,11 @@ pub(crate) struct KvCache {
     pos: Vec<u32>,
     /// The context: the token at every position since the last reset.
     tokens: Vec<u32>,
-    /// The keys and values on the device, for a model on the
-    /// device-generic path (which then allocates no pages).
+    /// The keys and values on the device of the layers a model runs on the
+    /// device-generic path (all of them, or the first ones when offloading).
     device: Option<GenericCache>,
+    /// The first layer whose keys and values are in host pages.
+    host_from: usize,
 }
 
 impl KvCache {
@@ -117,14 +119,17 @@ impl KvCache {
             pos: Vec::new(),
             tokens: Vec::new(),
             device: None,
+            host_from: 0,
         }
     }
 
-    /// A cache whose keys and values live in `device` (the bookkeeping of
-    /// positions and tokens stays here).
-    pub fn on_device(layout: KvLayout, device: GenericCache) -> KvCache {
+    /// A cache whose layers below `host_from` live in `device` (the
+    /// bookkeeping of positions and tokens stays here, and the other layers
+    /// in pages).
+    pub fn on_device(layout: KvLayout, device: GenericCache, host_from: usize) -> KvCache {
         KvCache {
             device: Some(device),
+            host_from: host_from.min(layout.n_layer),
             ..KvCache::new(layout)
         }
     }
@@ -169,17 +174,16 @@ impl KvCache {
 
     /// Bytes of the pages allocated so far.
     pub fn bytes(&self) -> usize {
-        if let Some(d) = &self.device {
-            return d.bytes();
-        }
+        let device = self.device.as_ref().map_or(0, |d| d.bytes());
         let slots: usize = self
             .layers
-            .first()
+            .get(self.host_from)
             .map_or(0, |l| l.iter().map(|p| p.stride).sum());
-        slots
-            * self.layout.n_layer
-            * self.layout.n_head_kv
-            * (self.layout.k_row + self.layout.v_row)
+        device
+            + slots
+                * (self.layout.n_layer - self.host_from)
+                * self.layout.n_head_kv
+                * (self.layout.k_row + self.layout.v_row)
     }
 
     /// Makes room for `tokens` after the context and records them: shifts the
@@ -245,12 +249,9 @@ impl KvCache {
 
     /// Allocates the pages up to the one holding `slot` in every layer.
     fn allocate(&mut self, slot: usize) {
-        if self.device.is_some() {
-            return;
-        }
         let l = self.layout;
         let pages = slot / PAGE + 1;
-        for layer in &mut self.layers {
+        for layer in &mut self.layers[self.host_from..] {
             while layer.len() < pages {
                 let stride = l.page_slots(layer.len());
                 layer.push(Page {

@@ -93,8 +93,12 @@ pub(crate) struct Transformer {
     weight_bytes: usize,
     scratch: std::sync::Mutex<Vec<Scratch>>,
     /// The device-generic path, for a model loaded on a GPU (or on
-    /// `candle-cpu`): it then holds the weights, and `layers` is empty.
+    /// `candle-cpu`): it holds the weights of the layers below `layer0`
+    /// (all of them, `layers` then empty, or the first ones when
+    /// offloading part of the model).
     generic: Option<GenericModel>,
+    /// The first layer `layers` holds.
+    layer0: usize,
 }
 
 impl Transformer {
@@ -104,10 +108,26 @@ impl Transformer {
         opts: &LoadOptions,
         progress: &mut dyn FnMut(LoadProgress),
     ) -> Result<Transformer, ModelError> {
+        let mut config = ModelConfig::from_file(file, opts)?;
+        let mut layer0 = 0;
+        let mut generic = None;
         if let Some(device) = opts.device.candle()? {
-            return Transformer::load_generic(file, opts, device);
+            let n = opts.gpu_layers.unwrap_or(usize::MAX).min(config.n_layer);
+            if n == config.n_layer {
+                return Transformer::load_generic(file, opts, device);
+            }
+            if n > 0 {
+                // Hybrid: the first n layers on the device, the rest here,
+                // under the device path's rules (f16 cache, no shift).
+                let gopts = Self::generic_options(opts)?;
+                config = ModelConfig::from_file(file, &gopts)?;
+                config.cache = CachePolicy::Full {
+                    ctx: config.ctx_size,
+                };
+                generic = Some(GenericModel::load_layers(file, &gopts, device, n)?);
+                layer0 = n;
+            }
         }
-        let config = ModelConfig::from_file(file, opts)?;
         let cfg = &config;
         let d = cfg.n_embd;
         let mut w = WeightLoader::new(file, progress);
@@ -118,8 +138,8 @@ impl Transformer {
             cfg.n_vocab,
             cfg.kernels,
         )?;
-        let mut layers = Vec::with_capacity(cfg.n_layer);
-        for l in 0..cfg.n_layer {
+        let mut layers = Vec::with_capacity(cfg.n_layer - layer0);
+        for l in layer0..cfg.n_layer {
             let ffn = if cfg.is_moe() {
                 Ffn::Moe(Moe::load(&mut w, cfg, l)?)
             } else {
@@ -168,25 +188,21 @@ impl Transformer {
         Ok(Transformer {
             rope: Rope::new(cfg.head_dim, cfg.rope_freq_base),
             layout: KvLayout::new(cfg),
-            weight_bytes: w.bytes_loaded(),
+            weight_bytes: w.bytes_loaded() + generic.as_ref().map_or(0, |g| g.weight_bytes()),
             config,
             tok_embd,
             layers,
             output_norm,
             output,
             scratch: Default::default(),
-            generic: None,
+            generic,
+            layer0,
         })
     }
 
-    /// The model on `device` through the device-generic path: a cache of the
-    /// whole context in f16 on the device (a window as a mask), no context
-    /// shift.
-    fn load_generic(
-        file: &GgufFile,
-        opts: &LoadOptions,
-        device: candle_core::Device,
-    ) -> Result<Transformer, ModelError> {
+    /// The options a model on the device path runs under: f16 caches (an
+    /// error for others), no context shift.
+    fn generic_options(opts: &LoadOptions) -> Result<LoadOptions, ModelError> {
         for (name, t) in [
             ("cache-type-k", opts.cache_type_k),
             ("cache-type-v", opts.cache_type_v),
@@ -199,16 +215,28 @@ impl Transformer {
                 });
             }
         }
-        let opts = LoadOptions {
+        Ok(LoadOptions {
             context_shift: false,
             ..opts.clone()
-        };
+        })
+    }
+
+    /// The model on `device` through the device-generic path: a cache of the
+    /// whole context in f16 on the device (a window as a mask), no context
+    /// shift.
+    fn load_generic(
+        file: &GgufFile,
+        opts: &LoadOptions,
+        device: candle_core::Device,
+    ) -> Result<Transformer, ModelError> {
+        let opts = Self::generic_options(opts)?;
         let mut config = ModelConfig::from_file(file, &opts)?;
         config.cache = CachePolicy::Full {
             ctx: config.ctx_size,
         };
         let g = GenericModel::load(file, &opts, device)?;
         let embd = g.host_embedding().clone();
+        let config_layers = config.n_layer;
         tracing::debug!(device = %opts.device, layers = config.n_layer, "model loaded (generic path)");
         Ok(Transformer {
             rope: Rope::new(config.head_dim, config.rope_freq_base),
@@ -220,6 +248,7 @@ impl Transformer {
             output_norm: Vec::new(),
             output: embd,
             scratch: Default::default(),
+            layer0: config_layers,
             generic: Some(g),
         })
     }
@@ -278,7 +307,7 @@ impl Transformer {
     /// An empty cache for one sequence.
     pub fn new_cache(&self) -> KvCache {
         match &self.generic {
-            Some(g) => KvCache::on_device(self.layout, g.new_cache()),
+            Some(g) => KvCache::on_device(self.layout, g.new_cache(), self.layer0),
             None => KvCache::new(self.layout),
         }
     }
@@ -313,7 +342,7 @@ impl Transformer {
     /// changes; after an error inside the layers the caches are left
     /// inconsistent and must be reset.
     pub fn step(&self, seqs: &mut [SeqStep<'_>]) -> Result<Vec<SeqResult>, ModelError> {
-        if let Some(g) = &self.generic {
+        if let (Some(g), true) = (&self.generic, self.layers.is_empty()) {
             return self.step_generic(g, seqs);
         }
         for s in seqs.iter() {
@@ -334,7 +363,25 @@ impl Transformer {
                 .iter()
                 .flat_map(|p| p.positions.iter().map(|&p| p as i64)),
         );
-        let mut x = self.tok_embd.rows(&tokens)?; // [n, n_embd]
+        let mut x = match &self.generic {
+            // Offloading: the first layers on the device, each sequence in
+            // turn, then the rest here on the whole batch.
+            Some(g) => {
+                let mut x = Vec::with_capacity(tokens.len() * d);
+                for (s, place) in seqs.iter_mut().zip(&places) {
+                    let at = place.positions.first().map_or(0, |&p| p as usize);
+                    let Some(dev) = s.cache.device_mut() else {
+                        return Err(ModelError::InvalidInput(
+                            "a session of another model was passed to this model".into(),
+                        ));
+                    };
+                    dev.truncate(at);
+                    x.extend(g.hidden(s.tokens, dev)?);
+                }
+                x
+            }
+            None => self.tok_embd.rows(&tokens)?, // [n, n_embd]
+        };
         let mut s = self
             .scratch
             .lock()
@@ -354,11 +401,11 @@ impl Transformer {
             });
             row += place.slots.len();
         }
-        for (l, layer) in self.layers.iter().enumerate() {
+        for (i, layer) in self.layers.iter().enumerate() {
             rms_norm(&x, &layer.attn_norm, eps, &mut s.h);
             layer.attn.forward(
                 &s.h,
-                l,
+                self.layer0 + i,
                 &self.rope,
                 &tables,
                 &mut slices,

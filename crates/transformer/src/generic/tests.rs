@@ -293,3 +293,50 @@ fn the_model_api_runs_the_generic_path() {
     .to_string();
     assert!(e.contains("cache-type-k") && e.contains("f16"), "{e}");
 }
+
+/// Hybrid offload (`gpu_layers`): the first layers on the device path, the
+/// rest native, one model. Its logits against the native model's through
+/// the public API, on a prompt, single steps, and after going back in the
+/// context; every layer count from none to all.
+#[test]
+fn offloading_the_first_layers_matches_the_native_path() {
+    for (arch, ty, tol) in [
+        (SynthArch::Mistral, SynthType::F32, TOL_F32),
+        (SynthArch::Mixtral, SynthType::F32, TOL_F32),
+        (SynthArch::Mistral, SynthType::Q4_K_M, TOL_QUANT),
+    ] {
+        let file = synth(arch, ty);
+        let native = Model::from_gguf(&file, LoadOptions::default()).unwrap();
+        let n_layer = native.config().n_layer;
+        let nv = native.config().n_vocab;
+        let toks = tokens(nv, 14, 4);
+        let mut a = native.new_session();
+        let want = a.forward(&toks[..10], 10).unwrap();
+        let want_step = a.forward(&toks[10..11], 1).unwrap();
+        for n in 0..=n_layer {
+            let what = format!("{arch:?} {ty:?} gpu_layers {n}");
+            let m = Model::from_gguf(
+                &file,
+                LoadOptions {
+                    device: crate::Device::CandleCpu,
+                    gpu_layers: Some(n),
+                    ..LoadOptions::default()
+                },
+            )
+            .unwrap();
+            let mut b = m.new_session();
+            let got = b.forward(&toks[..10], 10).unwrap();
+            for (r, (w, g)) in want.chunks(nv).zip(got.chunks(nv)).enumerate() {
+                let e = rel_err(g, w);
+                assert!(e <= tol, "{what} row {r}: {e} > {tol}");
+            }
+            let e = rel_err(&b.forward(&toks[10..11], 1).unwrap(), &want_step);
+            assert!(e <= tol, "{what} step: {e} > {tol}");
+            b.truncate(7).unwrap();
+            let again = b.forward(&toks[7..11], 1).unwrap();
+            let e = rel_err(&again, &want_step);
+            assert!(e <= tol, "{what} after truncate: {e} > {tol}");
+            assert!(b.kv_cache_bytes() > 0, "{what}");
+        }
+    }
+}
