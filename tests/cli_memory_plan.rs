@@ -290,3 +290,90 @@ fn run_chat_and_batched_bench_refuse_what_does_not_fit() {
     let o = mistral_run(&["run", "-m", m, "-p", "hi"], Some("lots"));
     assert_one_line_error(&o, &["MISTRAL_RUN_MEM_AVAILABLE", "lots"]);
 }
+
+/// With a GPU device (`candle-cpu` stands in: the same device path), the
+/// plan puts the first `--gpu-layers` layers' weights (the file's bytes of
+/// their `blk.N.` tensors) and their f16 cache there, and the rest on the
+/// host; given the GPU's free memory, it names the most layers that fit, and
+/// `run` refuses a model whose share does not fit in one line naming it.
+#[test]
+fn the_device_share_is_the_offloaded_layers_and_their_f16_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let m = model.to_str().unwrap();
+    let info = mistral_run(&["info", "--json", "--tensors", m], None);
+    let info: Value = serde_json::from_str(&stdout(&info)).unwrap();
+    let layer_bytes = |l: u64| -> u64 {
+        info["tensors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| {
+                t["name"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with(&format!("blk.{l}."))
+            })
+            .map(|t| u(t, "bytes"))
+            .sum()
+    };
+    let (n_layer, kv, hd) = (
+        u(&info, "block_count"),
+        u(&info, "head_count_kv"),
+        u(&info, "head_dim"),
+    );
+    let ctx = 64u64;
+    let kv_layer = ctx * kv * hd * 2 * 2; // K and V, f16
+    let plan = |n: u64, gpu_mem: Option<&str>| -> Value {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_mistral-run"));
+        c.args(["info", "--plan", "--json", m, "-c", &ctx.to_string()])
+            .args(["--device", "candle-cpu", "--gpu-layers", &n.to_string()])
+            .env_remove(ENV);
+        match gpu_mem {
+            Some(v) => c.env("MISTRAL_RUN_GPU_MEM_AVAILABLE", v),
+            None => c.env_remove("MISTRAL_RUN_GPU_MEM_AVAILABLE"),
+        };
+        let o = c.output().unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_str(&stdout(&o)).unwrap()
+    };
+    for n in 1..n_layer {
+        let p = plan(n, None);
+        let d = &p["device"];
+        let want: u64 = (0..n).map(layer_bytes).sum();
+        assert_eq!(u(d, "weights_bytes"), want, "{n} layers");
+        assert_eq!(u(d, "kv_cache_bytes"), n * kv_layer, "{n} layers");
+        assert!(d["available_bytes"].is_null());
+    }
+    // Free memory for exactly one layer and its cache: one layer fits.
+    let one = (layer_bytes(0) + kv_layer).to_string();
+    let p = plan(n_layer, Some(&one));
+    assert_eq!(u(&p["device"], "max_gpu_layers"), 1, "{p}");
+    assert_eq!(p["device"]["fits"], Value::Bool(false));
+    let mut c = Command::new(env!("CARGO_BIN_EXE_mistral-run"));
+    let o = c
+        .args([
+            "run",
+            "-m",
+            m,
+            "-p",
+            "hi",
+            "-n",
+            "1",
+            "-c",
+            &ctx.to_string(),
+            "--device",
+            "candle-cpu",
+        ])
+        .env("MISTRAL_RUN_GPU_MEM_AVAILABLE", &one)
+        .env_remove(ENV)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("not enough memory on candle-cpu") && err.contains("--gpu-layers 1 fits"),
+        "{err}"
+    );
+}

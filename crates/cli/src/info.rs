@@ -48,6 +48,18 @@ pub struct Args {
     /// With --plan: matmul kernels (the native ones regroup Q4_K weights, 2.8% larger).
     #[arg(long, value_enum, value_name = "KIND", requires = "plan")]
     pub kernels: Option<Kernels>,
+    /// With --plan: the device the model would run on (its share is shown
+    /// apart; a GPU's free memory from $MISTRAL_RUN_GPU_MEM_AVAILABLE).
+    #[arg(long, value_name = "DEVICE", default_value = "cpu", requires = "plan", value_parser = crate::model_args::parse_device)]
+    pub device: mistral_transformer::Device,
+    /// With --plan and a GPU --device: layers on it (default: all).
+    #[arg(
+        long = "gpu-layers",
+        visible_alias = "n-gpu-layers",
+        value_name = "N",
+        requires = "plan"
+    )]
+    pub gpu_layers: Option<usize>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -58,10 +70,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             kernels: args.kernels.map(Into::into).unwrap_or_default(),
             cache_type_k: args.cache_type_k.unwrap_or(CacheType::F16),
             cache_type_v: args.cache_type_v.unwrap_or(CacheType::F16),
+            device: args.device,
+            gpu_layers: args.gpu_layers,
             ..LoadOptions::default()
         };
         let plan = memory::plan(&file, &opts, args.parallel as usize)?;
-        let report = PlanReport::new(&file, &opts, &plan, memory::available()?);
+        let mut report = PlanReport::new(&file, &opts, &plan, memory::available()?);
+        report.device = plan
+            .device
+            .as_ref()
+            .map(|d| DeviceReport::new(d, memory::gpu_available().ok().flatten()));
         if args.json {
             println!("{}", serde_json::to_string_pretty(&report)?);
         } else {
@@ -401,6 +419,39 @@ struct PlanReport {
     available_source: Option<&'static str>,
     /// Whether the total fits in what is available (`None`: unknown).
     fits: Option<bool>,
+    /// A GPU's share (the figures above are then the host's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    device: Option<DeviceReport>,
+}
+
+/// The device's share of a plan.
+#[derive(Serialize)]
+struct DeviceReport {
+    device: String,
+    gpu_layers: usize,
+    weights_bytes: u64,
+    kv_cache_bytes: u64,
+    total_bytes: u64,
+    /// `$MISTRAL_RUN_GPU_MEM_AVAILABLE` (`None`: not given; not queried).
+    available_bytes: Option<u64>,
+    fits: Option<bool>,
+    /// The most `--gpu-layers` that fit in `available_bytes`.
+    max_gpu_layers: Option<usize>,
+}
+
+impl DeviceReport {
+    fn new(d: &mistral_transformer::DevicePlan, avail: Option<memory::Available>) -> DeviceReport {
+        DeviceReport {
+            device: d.device.to_string(),
+            gpu_layers: d.layers,
+            weights_bytes: d.weights,
+            kv_cache_bytes: d.kv_cache,
+            total_bytes: d.total(),
+            available_bytes: avail.map(|a| a.bytes),
+            fits: avail.map(|a| d.total() <= a.bytes),
+            max_gpu_layers: avail.map(|a| d.most_layers_within(a.bytes)),
+        }
+    }
 }
 
 impl PlanReport {
@@ -425,6 +476,7 @@ impl PlanReport {
             available_bytes: available.map(|a| a.bytes),
             available_source: available.map(|a| a.source),
             fits: available.map(|a| plan.total() <= a.bytes),
+            device: None,
         }
     }
 
@@ -482,6 +534,36 @@ impl PlanReport {
                 None => "unknown".to_string(),
             },
         );
+        if let Some(d) = &self.device {
+            line(
+                "device",
+                format!(
+                    "{}, {} layers there (the figures above are the host's)",
+                    d.device, d.gpu_layers
+                ),
+            );
+            line("device weights", bytes(d.weights_bytes));
+            line("device kv cache", bytes(d.kv_cache_bytes));
+            line("device total", bytes(d.total_bytes));
+            match (d.available_bytes, d.fits, d.max_gpu_layers) {
+                (Some(n), Some(fits), Some(most)) => {
+                    line(
+                        "device available",
+                        format!(
+                            "{n} bytes ({}, {})",
+                            human_bytes(n),
+                            memory::GPU_MEM_AVAILABLE_ENV
+                        ),
+                    );
+                    line("device fits", if fits { "yes".into() } else { "no".into() });
+                    line("max --gpu-layers", most.to_string());
+                }
+                _ => line(
+                    "device available",
+                    format!("unknown (set {})", memory::GPU_MEM_AVAILABLE_ENV),
+                ),
+            }
+        }
         s
     }
 }

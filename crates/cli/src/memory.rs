@@ -77,6 +77,26 @@ fn parse_bytes(s: &str) -> Option<u64> {
     n.checked_mul(1u64 << shift)
 }
 
+/// Environment variable giving a GPU's free memory (a byte count as
+/// [`MEM_AVAILABLE_ENV`]'s). This build does not query the GPU, so without
+/// it the device's share of a plan is printed but not checked.
+pub const GPU_MEM_AVAILABLE_ENV: &str = "MISTRAL_RUN_GPU_MEM_AVAILABLE";
+
+/// `$MISTRAL_RUN_GPU_MEM_AVAILABLE`, when set.
+pub fn gpu_available() -> Result<Option<Available>> {
+    let Some(v) = std::env::var_os(GPU_MEM_AVAILABLE_ENV) else {
+        return Ok(None);
+    };
+    let s = v.to_string_lossy();
+    match parse_bytes(&s) {
+        Some(bytes) => Ok(Some(Available {
+            bytes,
+            source: GPU_MEM_AVAILABLE_ENV,
+        })),
+        None => bail!("{GPU_MEM_AVAILABLE_ENV}={s:?} is not a byte count (expected e.g. 24G)"),
+    }
+}
+
 /// The plan of `sessions` sessions of `opts` over `file`.
 pub fn plan(file: &GgufFile, opts: &LoadOptions, sessions: usize) -> Result<MemoryPlan> {
     Ok(MemoryPlan::for_file(file, opts, sessions)?)
@@ -106,6 +126,23 @@ fn sessions(n: usize) -> String {
 /// the need, its parts and what is available) when they do not fit.
 pub fn check(file: &GgufFile, opts: &LoadOptions, sessions: usize) -> Result<MemoryPlan> {
     let p = plan(file, opts, sessions)?;
+    if let (Some(d), Some(avail)) = (&p.device, gpu_available()?) {
+        if d.total() > avail.bytes {
+            let most = d.most_layers_within(avail.bytes);
+            bail!(
+                "not enough memory on {} for {}: its {} layers there need {} (weights {} + KV cache {}), \
+                 and {} is free ({}); --gpu-layers {most} fits",
+                d.device,
+                file.source_name(),
+                d.layers,
+                human_bytes(d.total()),
+                human_bytes(d.weights),
+                human_bytes(d.kv_cache),
+                human_bytes(avail.bytes),
+                avail.source,
+            );
+        }
+    }
     if let Some(avail) = available()? {
         if p.total() > avail.bytes {
             let hint = if p.kv_cache > p.weights {

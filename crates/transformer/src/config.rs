@@ -82,6 +82,11 @@ impl Device {
         }
     }
 
+    /// Whether a model on this device runs the device-generic path.
+    pub fn candle_capable(self) -> bool {
+        self != Device::Cpu
+    }
+
     /// Whether this build was compiled with the device's backend.
     pub fn compiled(self) -> bool {
         match self {

@@ -40,7 +40,7 @@ pub use generate::{
 };
 pub use kv_cache::ContextShift;
 pub use mistral_tokenizer::{ChatTemplate, Message, Tokenizer};
-pub use plan::MemoryPlan;
+pub use plan::{DevicePlan, MemoryPlan};
 pub use sampling::{Candidate, Sampler, SamplingParams};
 pub use scheduler::{
     Engine, EngineStatus, Event, Request, RequestHandle, Scheduler, SchedulerOptions, StepReport,
