@@ -7,11 +7,12 @@
 //! exactly the code a GPU runs; the CPU's fast path stays the native one
 //! ([`crate::model::Transformer`]).
 //!
-//! Scope of this first version: one sequence per call, a full cache of the
-//! context size (a sliding window is applied as a mask, not as a rolling
-//! buffer), no context shift. The token-embedding lookup runs on the host
-//! (one row per token, uploaded). It is not yet reachable from [`crate::Model`]:
-//! sessions, the batched step and `--device` still run the native path only.
+//! Scope of this first version: one sequence per call (the model's batched
+//! step runs its sequences in turn), a cache of the whole context (a sliding
+//! window is applied as a mask, not as a rolling buffer; a context shift
+//! moves and re-rotates the kept keys as the host cache does), the first
+//! layers only when offloading part of the model (`gpu_layers`). The
+//! token-embedding lookup runs on the host (one row per token, uploaded).
 
 use candle_core::quantized::QMatMul;
 use candle_core::{DType, Device, Module, Tensor};
@@ -92,6 +93,49 @@ impl GenericCache {
             .flatten()
             .map(|(k, v)| (k.elem_count() + v.elem_count()) * 2)
             .sum()
+    }
+
+    /// A context shift (llama.cpp's): keeps the first `keep` positions,
+    /// drops the next `discard`, moves the rest down and rotates their keys
+    /// back by `discard` positions (`cos`, `sin`: `[head_dim / 2]` of that
+    /// angle), as the host cache does.
+    pub fn shift(&mut self, keep: usize, discard: usize, cos: &[f32], sin: &[f32]) -> R<()> {
+        let rest = self.len.saturating_sub(keep + discard);
+        if rest > 0 {
+            for (k, v) in self.layers.iter().flatten() {
+                let dev = k.device();
+                let half = cos.len();
+                let c = Tensor::from_slice(cos, (1, half), dev)
+                    .and_then(|t| t.broadcast_as((rest, half)))
+                    .and_then(|t| t.contiguous())
+                    .tc()?;
+                let s = Tensor::from_slice(sin, (1, half), dev)
+                    .and_then(|t| t.broadcast_as((rest, half)))
+                    .and_then(|t| t.contiguous())
+                    .tc()?;
+                let moved = k
+                    .narrow(1, keep + discard, rest)
+                    .and_then(|t| t.to_dtype(DType::F32))
+                    .and_then(|t| t.contiguous())
+                    .and_then(|t| t.unsqueeze(0))
+                    .tc()?;
+                let rotated = candle_nn::rotary_emb::rope_i(&moved, &c, &s)
+                    .and_then(|t| t.squeeze(0))
+                    .and_then(|t| t.to_dtype(DType::F16))
+                    .and_then(|t| t.contiguous())
+                    .tc()?;
+                k.slice_set(&rotated, 1, keep).tc()?;
+                let vals = v
+                    .narrow(1, keep + discard, rest)
+                    .and_then(|t| t.contiguous())
+                    .tc()?;
+                v.slice_set(&vals, 1, keep).tc()?;
+            }
+        }
+        self.len = self
+            .len
+            .saturating_sub(discard.min(self.len.saturating_sub(keep)));
+        Ok(())
     }
 
     /// Writes `k`, `v` (`[n_head_kv, n, head_dim]`, f16) of layer `l` at

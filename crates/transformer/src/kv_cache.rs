@@ -203,7 +203,7 @@ impl KvCache {
                 // made sure they fit).
                 let keep = keep.min(len);
                 let discard = ((len - keep) / 2).max(len + n - ctx);
-                self.shift(keep, discard, rope);
+                self.shift(keep, discard, rope)?;
                 shift = Some(ContextShift {
                     keep,
                     discarded: discard,
@@ -314,32 +314,39 @@ impl KvCache {
     /// `discard` and their keys are rotated back by as many positions, so the
     /// context reads as if the dropped tokens had never been there (llama.cpp's
     /// context shift). Only for the policies where slot == position.
-    fn shift(&mut self, keep: usize, discard: usize, rope: &Rope) {
+    fn shift(&mut self, keep: usize, discard: usize, rope: &Rope) -> Result<(), ModelError> {
         let l = self.layout;
         let len = self.tokens.len();
         let back = rope.tables(std::iter::once(-(discard as i64)));
-        self.layers.par_iter_mut().for_each(|pages| {
-            let mut buf = vec![0f32; l.head_dim];
-            for h in 0..l.n_head_kv {
-                for dst in keep..len - discard {
-                    let src = dst + discard;
-                    for (row, v) in [(l.k_row, false), (l.v_row, true)] {
-                        let from = locate(pages, src, h, row);
-                        let to = locate(pages, dst, h, row);
-                        copy_row(pages, from, to, row, v);
-                    }
-                    let (p, at) = locate(pages, dst, h, l.k_row);
-                    let bytes = &mut pages[p].k[at..at + l.k_row];
-                    // Lengths agree by construction (the layout's row size).
-                    if l.k_type.load(bytes, &mut buf).is_ok() {
-                        rope.apply(&mut buf, 1, &back);
-                        let _ = l.k_type.store(&buf, bytes);
+        if let Some(d) = &mut self.device {
+            let (cos, sin) = back.cos_sin();
+            d.shift(keep, discard, cos, sin)?;
+        }
+        self.layers[self.host_from..]
+            .par_iter_mut()
+            .for_each(|pages| {
+                let mut buf = vec![0f32; l.head_dim];
+                for h in 0..l.n_head_kv {
+                    for dst in keep..len - discard {
+                        let src = dst + discard;
+                        for (row, v) in [(l.k_row, false), (l.v_row, true)] {
+                            let from = locate(pages, src, h, row);
+                            let to = locate(pages, dst, h, row);
+                            copy_row(pages, from, to, row, v);
+                        }
+                        let (p, at) = locate(pages, dst, h, l.k_row);
+                        let bytes = &mut pages[p].k[at..at + l.k_row];
+                        // Lengths agree by construction (the layout's row size).
+                        if l.k_type.load(bytes, &mut buf).is_ok() {
+                            rope.apply(&mut buf, 1, &back);
+                            let _ = l.k_type.store(&buf, bytes);
+                        }
                     }
                 }
-            }
-        });
+            });
         self.tokens.drain(keep..keep + discard);
         self.pos.truncate(len - discard);
+        Ok(())
     }
 }
 

@@ -121,9 +121,7 @@ impl Transformer {
                 // under the device path's rules (f16 cache, no shift).
                 let gopts = Self::generic_options(opts)?;
                 config = ModelConfig::from_file(file, &gopts)?;
-                config.cache = CachePolicy::Full {
-                    ctx: config.ctx_size,
-                };
+                Self::generic_policy(&mut config);
                 generic = Some(GenericModel::load_layers(file, &gopts, device, n)?);
                 layer0 = n;
             }
@@ -201,7 +199,7 @@ impl Transformer {
     }
 
     /// The options a model on the device path runs under: f16 caches (an
-    /// error for others), no context shift.
+    /// error for others).
     fn generic_options(opts: &LoadOptions) -> Result<LoadOptions, ModelError> {
         for (name, t) in [
             ("cache-type-k", opts.cache_type_k),
@@ -215,15 +213,21 @@ impl Transformer {
                 });
             }
         }
-        Ok(LoadOptions {
-            context_shift: false,
-            ..opts.clone()
-        })
+        Ok(opts.clone())
+    }
+
+    /// The device path's cache policy: a window is a mask over a cache of
+    /// the whole context there, not a rolling buffer.
+    fn generic_policy(config: &mut ModelConfig) {
+        if let CachePolicy::Rolling { .. } = config.cache {
+            config.cache = CachePolicy::Full {
+                ctx: config.ctx_size,
+            };
+        }
     }
 
     /// The model on `device` through the device-generic path: a cache of the
-    /// whole context in f16 on the device (a window as a mask), no context
-    /// shift.
+    /// whole context in f16 on the device (a window as a mask).
     fn load_generic(
         file: &GgufFile,
         opts: &LoadOptions,
@@ -231,9 +235,7 @@ impl Transformer {
     ) -> Result<Transformer, ModelError> {
         let opts = Self::generic_options(opts)?;
         let mut config = ModelConfig::from_file(file, &opts)?;
-        config.cache = CachePolicy::Full {
-            ctx: config.ctx_size,
-        };
+        Self::generic_policy(&mut config);
         let g = GenericModel::load(file, &opts, device)?;
         let embd = g.host_embedding().clone();
         let config_layers = config.n_layer;

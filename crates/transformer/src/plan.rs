@@ -85,8 +85,11 @@ impl MemoryPlan {
         let on_device = opts.device.candle_capable();
         let mut cfg = ModelConfig::from_file(file, opts)?;
         let layers_there = if on_device {
-            // The device path: no context shift, a cache of the context.
-            cfg.cache = CachePolicy::Full { ctx: cfg.ctx_size };
+            // The device path: a window is a mask over a cache of the
+            // whole context, not a rolling buffer.
+            if let CachePolicy::Rolling { .. } = cfg.cache {
+                cfg.cache = CachePolicy::Full { ctx: cfg.ctx_size };
+            }
             opts.gpu_layers.unwrap_or(usize::MAX).min(cfg.n_layer)
         } else {
             0

@@ -18,6 +18,13 @@ pub(crate) struct RopeTables {
     sin: Vec<f32>,
 }
 
+impl RopeTables {
+    /// The `cos` and `sin` values, `[n, head_dim / 2]` row-major.
+    pub(crate) fn cos_sin(&self) -> (&[f32], &[f32]) {
+        (&self.cos, &self.sin)
+    }
+}
+
 impl Rope {
     pub(crate) fn new(head_dim: usize, base: f32) -> Rope {
         let inv_freq = (0..head_dim / 2)

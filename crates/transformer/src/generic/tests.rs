@@ -340,3 +340,43 @@ fn offloading_the_first_layers_matches_the_native_path() {
         }
     }
 }
+
+/// A context shift on the device path (llama.cpp's rule, as the native
+/// path): a session generating past its context keeps going, and its logits
+/// after each shift match the native model's, fully on the device and with
+/// half the layers offloaded.
+#[test]
+fn context_shift_on_the_device_path_matches_the_native_path() {
+    let file = synth(SynthArch::Mistral, SynthType::F32);
+    let base = LoadOptions {
+        ctx_size: Some(16),
+        keep: 2,
+        ..LoadOptions::default()
+    };
+    let native = Model::from_gguf(&file, base.clone()).unwrap();
+    let nv = native.config().n_vocab;
+    let toks = tokens(nv, 40, 12);
+    for gpu_layers in [None, Some(1)] {
+        let generic = Model::from_gguf(
+            &file,
+            LoadOptions {
+                device: crate::Device::CandleCpu,
+                gpu_layers,
+                ..base.clone()
+            },
+        )
+        .unwrap();
+        let (mut a, mut b) = (native.new_session(), generic.new_session());
+        a.forward(&toks[..12], 1).unwrap();
+        b.forward(&toks[..12], 1).unwrap();
+        for i in 12..40 {
+            let want = a.forward(&toks[i..i + 1], 1).unwrap();
+            let got = b.forward(&toks[i..i + 1], 1).unwrap();
+            let e = rel_err(&got, &want);
+            assert!(e <= TOL_F32, "{gpu_layers:?} token {i}: {e} > {TOL_F32}");
+            assert_eq!(a.tokens(), b.tokens(), "{gpu_layers:?} token {i}");
+        }
+        assert!(b.context_shifts() >= 2, "{}", b.context_shifts());
+        assert!(b.position() <= 16);
+    }
+}
