@@ -341,23 +341,46 @@ impl GenericModel {
 
     /// Runs `tokens` after what `cache` holds; returns the logits of the last
     /// `n_last` tokens, `[n_last, n_vocab]` row-major.
+    #[cfg(test)]
     pub fn forward(&self, tokens: &[u32], cache: &mut GenericCache, n_last: usize) -> R<Vec<f32>> {
+        Ok(self.forward_with(tokens, cache, n_last, false)?.0)
+    }
+
+    /// [`GenericModel::forward`], and with `hidden` also the final hidden
+    /// states (after the output norm) of every token, `[n, n_embd]`.
+    pub fn forward_with(
+        &self,
+        tokens: &[u32],
+        cache: &mut GenericCache,
+        n_last: usize,
+        hidden: bool,
+    ) -> R<(Vec<f32>, Vec<f32>)> {
         let Some((output_norm, output)) = &self.head else {
             return Err(ModelError::InvalidInput(
                 "this part of the model has no output head".into(),
             ));
         };
         let x = self.run_layers(tokens, cache)?;
+        let eps = self.cfg.rms_norm_eps;
+        let to_vec = |t: Tensor| -> R<Vec<f32>> {
+            t.to_dtype(DType::F32)
+                .and_then(|t| t.flatten_all())
+                .and_then(|t| t.to_vec1::<f32>())
+                .tc()
+        };
+        let states = if hidden {
+            to_vec(candle_nn::ops::rms_norm(&x, output_norm, eps).tc()?)?
+        } else {
+            Vec::new()
+        };
         let n = tokens.len();
         let k = n_last.min(n);
+        if k == 0 {
+            return Ok((Vec::new(), states));
+        }
         let last = x.narrow(0, n - k, k).tc()?;
-        let last = candle_nn::ops::rms_norm(&last, output_norm, self.cfg.rms_norm_eps).tc()?;
-        let logits = output.forward(&last).tc()?;
-        logits
-            .to_dtype(DType::F32)
-            .and_then(|t| t.flatten_all())
-            .and_then(|t| t.to_vec1::<f32>())
-            .tc()
+        let last = candle_nn::ops::rms_norm(&last, output_norm, eps).tc()?;
+        Ok((to_vec(output.forward(&last).tc()?)?, states))
     }
 
     /// Runs `tokens` through this part's layers after what `cache` holds and

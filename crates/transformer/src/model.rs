@@ -264,11 +264,6 @@ impl Transformer {
     ) -> Result<Vec<SeqResult>, ModelError> {
         for s in seqs.iter() {
             self.check_tokens(s.tokens)?;
-            if s.hidden {
-                return Err(ModelError::InvalidInput(
-                    "hidden states (embeddings) are not available on this device yet".into(),
-                ));
-            }
             if let Some(e) = s.cache.room_error(s.tokens.len()) {
                 return Err(e);
             }
@@ -283,14 +278,10 @@ impl Transformer {
                 ));
             };
             dev.truncate(at);
-            let logits = if s.logits == 0 {
-                g.forward(s.tokens, dev, 1).map(|_| Vec::new())?
-            } else {
-                g.forward(s.tokens, dev, s.logits)?
-            };
+            let (logits, hidden) = g.forward_with(s.tokens, dev, s.logits, s.hidden)?;
             out.push(SeqResult {
                 logits,
-                hidden: Vec::new(),
+                hidden,
                 shift: place.shift,
             });
         }

@@ -276,12 +276,18 @@ fn the_model_api_runs_the_generic_path() {
     assert_eq!(b.tokens(), &toks[..6]);
     let again = b.forward(&toks[6..10], 1).unwrap();
     assert!(rel_err(&again, &step) <= 1e-4, "{}", rel_err(&again, &step));
-    // Not on this path (yet): embeddings, a q8_0 cache.
-    let e = b
-        .embed(&toks[..3], crate::Pooling::Mean)
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("not available on this device"), "{e}");
+    // Embeddings: the final hidden states, as the native path's.
+    for pooling in [crate::Pooling::Mean, crate::Pooling::Last] {
+        let want = a.embed(&toks[..5], pooling).unwrap();
+        let got = b.embed(&toks[..5], pooling).unwrap();
+        assert!(
+            rel_err(&got, &want) <= TOL_F32,
+            "{pooling:?}: {}",
+            rel_err(&got, &want)
+        );
+    }
+    // Not on this path (yet): a q8_0 cache.
+
     let e = Model::from_gguf(
         &file,
         LoadOptions {
