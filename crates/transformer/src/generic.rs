@@ -7,8 +7,9 @@
 //! exactly the code a GPU runs; the CPU's fast path stays the native one
 //! ([`crate::model::Transformer`]).
 //!
-//! Scope of this first version: one sequence per call (the model's batched
-//! step runs its sequences in turn), a cache of the whole context (a sliding
+//! Scope of this first version: a batched step multiplies every sequence's
+//! rows at once and attends each sequence to its own cache in turn; a cache
+//! of the whole context (a sliding
 //! window is applied as a mask, not as a rolling buffer; a context shift
 //! moves and re-rotates the kept keys as the host cache does), the first
 //! layers only when offloading part of the model (`gpu_layers`). The
@@ -343,24 +344,81 @@ impl GenericModel {
     /// `n_last` tokens, `[n_last, n_vocab]` row-major.
     #[cfg(test)]
     pub fn forward(&self, tokens: &[u32], cache: &mut GenericCache, n_last: usize) -> R<Vec<f32>> {
-        Ok(self.forward_with(tokens, cache, n_last, false)?.0)
+        let mut r = self.forward_batch(&mut [(tokens, cache)], &[n_last], &[false])?;
+        Ok(r.pop().map(|(logits, _)| logits).unwrap_or_default())
     }
 
-    /// [`GenericModel::forward`], and with `hidden` also the final hidden
-    /// states (after the output norm) of every token, `[n, n_embd]`.
-    pub fn forward_with(
+    /// The embedding and the layers for several sequences at once: the
+    /// matrix products over all their rows (the weights read once), the
+    /// attention of each against its own cache. `[Σ n, n_embd]` on the
+    /// device, sequence after sequence.
+    fn run_batch(&self, seqs: &mut [(&[u32], &mut GenericCache)]) -> R<Tensor> {
+        let cfg = &self.cfg;
+        for (tokens, cache) in seqs.iter() {
+            let n = tokens.len();
+            if n == 0 {
+                return Err(ModelError::EmptyPrompt);
+            }
+            if let Some(&id) = tokens.iter().find(|&&t| t as usize >= cfg.n_vocab) {
+                return Err(ModelError::TokenOutOfRange {
+                    id,
+                    n_vocab: cfg.n_vocab,
+                });
+            }
+            if cache.len + n > cache.capacity {
+                return Err(ModelError::ContextFull {
+                    position: cache.len,
+                    tokens: n,
+                    context: cache.capacity,
+                });
+            }
+        }
+        let all: Vec<u32> = seqs.iter().flat_map(|(t, _)| t.iter().copied()).collect();
+        let rows = self.tok_embd.rows(&all)?;
+        let mut x = Tensor::from_vec(rows, (all.len(), cfg.n_embd), &self.device).tc()?;
+        // Each sequence: first row, rows, first position, mask.
+        let mut spans = Vec::with_capacity(seqs.len());
+        let (mut cos, mut sin) = (Vec::new(), Vec::new());
+        let mut row = 0;
+        for (tokens, cache) in seqs.iter() {
+            let (p0, n) = (cache.len, tokens.len());
+            let (c, s) = self.rope_tables(p0, n)?;
+            cos.push(c);
+            sin.push(s);
+            spans.push((row, n, p0, self.mask(p0, n)?));
+            row += n;
+        }
+        let cos = Tensor::cat(&cos, 0).tc()?;
+        let sin = Tensor::cat(&sin, 0).tc()?;
+        for (l, layer) in self.layers.iter().enumerate() {
+            let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, cfg.rms_norm_eps).tc()?;
+            let a = self.attention(layer, &h, &cos, &sin, &spans, seqs, l)?;
+            x = (x + a).tc()?;
+            let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, cfg.rms_norm_eps).tc()?;
+            let f = self.ffn(&layer.ffn, &h)?;
+            x = (x + f).tc()?;
+        }
+        for (tokens, cache) in seqs.iter_mut() {
+            cache.len += tokens.len();
+        }
+        Ok(x)
+    }
+
+    /// [`GenericModel::forward_with`] for several sequences in one batch:
+    /// per sequence, the logits of its last `n_last` tokens and (with
+    /// `hidden`) its final hidden states.
+    pub fn forward_batch(
         &self,
-        tokens: &[u32],
-        cache: &mut GenericCache,
-        n_last: usize,
-        hidden: bool,
-    ) -> R<(Vec<f32>, Vec<f32>)> {
+        seqs: &mut [(&[u32], &mut GenericCache)],
+        n_last: &[usize],
+        hidden: &[bool],
+    ) -> R<Vec<(Vec<f32>, Vec<f32>)>> {
         let Some((output_norm, output)) = &self.head else {
             return Err(ModelError::InvalidInput(
                 "this part of the model has no output head".into(),
             ));
         };
-        let x = self.run_layers(tokens, cache)?;
+        let x = self.run_batch(seqs)?;
         let eps = self.cfg.rms_norm_eps;
         let to_vec = |t: Tensor| -> R<Vec<f32>> {
             t.to_dtype(DType::F32)
@@ -368,65 +426,36 @@ impl GenericModel {
                 .and_then(|t| t.to_vec1::<f32>())
                 .tc()
         };
-        let states = if hidden {
-            to_vec(candle_nn::ops::rms_norm(&x, output_norm, eps).tc()?)?
-        } else {
-            Vec::new()
-        };
-        let n = tokens.len();
-        let k = n_last.min(n);
-        if k == 0 {
-            return Ok((Vec::new(), states));
+        let mut out = Vec::with_capacity(seqs.len());
+        let mut row = 0;
+        for (i, (tokens, _)) in seqs.iter().enumerate() {
+            let n = tokens.len();
+            let xs = x.narrow(0, row, n).tc()?;
+            let states = if hidden.get(i).copied().unwrap_or(false) {
+                to_vec(candle_nn::ops::rms_norm(&xs, output_norm, eps).tc()?)?
+            } else {
+                Vec::new()
+            };
+            let k = n_last.get(i).copied().unwrap_or(1).min(n);
+            let logits = if k == 0 {
+                Vec::new()
+            } else {
+                let last = xs.narrow(0, n - k, k).tc()?;
+                let last = candle_nn::ops::rms_norm(&last, output_norm, eps).tc()?;
+                to_vec(output.forward(&last).tc()?)?
+            };
+            out.push((logits, states));
+            row += n;
         }
-        let last = x.narrow(0, n - k, k).tc()?;
-        let last = candle_nn::ops::rms_norm(&last, output_norm, eps).tc()?;
-        Ok((to_vec(output.forward(&last).tc()?)?, states))
+        Ok(out)
     }
 
-    /// Runs `tokens` through this part's layers after what `cache` holds and
-    /// returns the residual stream after them, `[n, n_embd]` on the host.
-    pub fn hidden(&self, tokens: &[u32], cache: &mut GenericCache) -> R<Vec<f32>> {
-        self.run_layers(tokens, cache)?
+    /// [`GenericModel::hidden`] for several sequences: `[Σ n, n_embd]`.
+    pub fn hidden_batch(&self, seqs: &mut [(&[u32], &mut GenericCache)]) -> R<Vec<f32>> {
+        self.run_batch(seqs)?
             .flatten_all()
             .and_then(|t| t.to_vec1::<f32>())
             .tc()
-    }
-
-    /// The embedding and the layers; `[n, n_embd]` on the device.
-    fn run_layers(&self, tokens: &[u32], cache: &mut GenericCache) -> R<Tensor> {
-        let cfg = &self.cfg;
-        let n = tokens.len();
-        if n == 0 {
-            return Err(ModelError::EmptyPrompt);
-        }
-        if let Some(&id) = tokens.iter().find(|&&t| t as usize >= cfg.n_vocab) {
-            return Err(ModelError::TokenOutOfRange {
-                id,
-                n_vocab: cfg.n_vocab,
-            });
-        }
-        if cache.len + n > cache.capacity {
-            return Err(ModelError::ContextFull {
-                position: cache.len,
-                tokens: n,
-                context: cache.capacity,
-            });
-        }
-        let p0 = cache.len;
-        let rows = self.tok_embd.rows(tokens)?;
-        let mut x = Tensor::from_vec(rows, (n, cfg.n_embd), &self.device).tc()?;
-        let (cos, sin) = self.rope_tables(p0, n)?;
-        let mask = self.mask(p0, n)?;
-        for (l, layer) in self.layers.iter().enumerate() {
-            let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, cfg.rms_norm_eps).tc()?;
-            let a = self.attention(layer, &h, &cos, &sin, mask.as_ref(), cache, l, p0)?;
-            x = (x + a).tc()?;
-            let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, cfg.rms_norm_eps).tc()?;
-            let f = self.ffn(&layer.ffn, &h)?;
-            x = (x + f).tc()?;
-        }
-        cache.len += n;
-        Ok(x)
     }
 
     /// `cos`, `sin` `[n, head_dim / 2]` for positions `p0..p0 + n`.
@@ -469,6 +498,9 @@ impl GenericModel {
         Ok(Some(Tensor::from_vec(m, (n, total), &self.device).tc()?))
     }
 
+    /// One layer's attention over a batch: the projections and RoPE on
+    /// every row, then each sequence's rows (`spans`: first row, rows, first
+    /// position, mask) against its own cache.
     #[allow(clippy::too_many_arguments)]
     fn attention(
         &self,
@@ -476,16 +508,15 @@ impl GenericModel {
         h: &Tensor,
         cos: &Tensor,
         sin: &Tensor,
-        mask: Option<&Tensor>,
-        cache: &mut GenericCache,
+        spans: &[(usize, usize, usize, Option<Tensor>)],
+        seqs: &mut [(&[u32], &mut GenericCache)],
         l: usize,
-        p0: usize,
     ) -> R<Tensor> {
         let cfg = &self.cfg;
-        let (n, hd, nh, nkv) = (h.dim(0).tc()?, cfg.head_dim, cfg.n_head, cfg.n_head_kv);
+        let (rows, hd, nh, nkv) = (h.dim(0).tc()?, cfg.head_dim, cfg.n_head, cfg.n_head_kv);
         let heads = |t: Tensor, k: usize| -> R<Tensor> {
-            // [n, k * hd] -> [1, k, n, hd]
-            t.reshape((n, k, hd))
+            // [rows, k * hd] -> [1, k, rows, hd]
+            t.reshape((rows, k, hd))
                 .and_then(|t| t.transpose(0, 1))
                 .and_then(|t| t.contiguous())
                 .and_then(|t| t.unsqueeze(0))
@@ -495,42 +526,48 @@ impl GenericModel {
         let k = heads(layer.wk.forward(h).tc()?, nkv)?;
         let v = heads(layer.wv.forward(h).tc()?, nkv)?;
         let q = candle_nn::rotary_emb::rope_i(&q, cos, sin)
-            .tc()?
-            .squeeze(0)
+            .and_then(|t| t.squeeze(0))
             .tc()?;
         let k = candle_nn::rotary_emb::rope_i(&k, cos, sin)
-            .tc()?
-            .squeeze(0)
+            .and_then(|t| t.squeeze(0))
             .tc()?;
         let v = v.squeeze(0).tc()?;
-        let (k, v) = cache.write(
-            l,
-            p0,
-            &k.to_dtype(DType::F16).tc()?,
-            &v.to_dtype(DType::F16).tc()?,
-        )?;
-        let (k, v) = (k.to_dtype(DType::F32).tc()?, v.to_dtype(DType::F32).tc()?);
-        let total = k.dim(1).tc()?;
         let g = nh / nkv;
-        // Query heads of one KV head side by side: [nkv, g * n, hd].
-        let q = q.reshape((nkv, g * n, hd)).tc()?;
         let scale = 1.0 / (hd as f64).sqrt();
-        let att = (q.matmul(&k.t().tc()?).tc()? * scale).tc()?;
-        let att = match mask {
-            Some(m) => att
-                .reshape((nkv, g, n, total))
-                .and_then(|a| a.broadcast_add(m))
-                .and_then(|a| a.reshape((nkv, g * n, total)))
-                .tc()?,
-            None => att,
-        };
-        let att = candle_nn::ops::softmax_last_dim(&att).tc()?;
-        let y = att.matmul(&v.contiguous().tc()?).tc()?; // [nkv, g * n, hd]
-        let y = y
-            .reshape((nh, n, hd))
-            .and_then(|y| y.transpose(0, 1))
-            .and_then(|y| y.reshape((n, nh * hd)))
-            .tc()?;
+        let mut ys = Vec::with_capacity(spans.len());
+        for ((r0, n, p0, mask), (_, cache)) in spans.iter().zip(seqs.iter_mut()) {
+            let (r0, n, p0) = (*r0, *n, *p0);
+            let part =
+                |t: &Tensor| -> R<Tensor> { t.narrow(1, r0, n).and_then(|t| t.contiguous()).tc() };
+            let (kc, vc) = cache.write(
+                l,
+                p0,
+                &part(&k)?.to_dtype(DType::F16).tc()?,
+                &part(&v)?.to_dtype(DType::F16).tc()?,
+            )?;
+            let (kc, vc) = (kc.to_dtype(DType::F32).tc()?, vc.to_dtype(DType::F32).tc()?);
+            let total = kc.dim(1).tc()?;
+            // Query heads of one KV head side by side: [nkv, g * n, hd].
+            let qs = part(&q)?.reshape((nkv, g * n, hd)).tc()?;
+            let att = (qs.matmul(&kc.t().tc()?).tc()? * scale).tc()?;
+            let att = match mask {
+                Some(m) => att
+                    .reshape((nkv, g, n, total))
+                    .and_then(|a| a.broadcast_add(m))
+                    .and_then(|a| a.reshape((nkv, g * n, total)))
+                    .tc()?,
+                None => att,
+            };
+            let att = candle_nn::ops::softmax_last_dim(&att).tc()?;
+            let y = att.matmul(&vc.contiguous().tc()?).tc()?; // [nkv, g * n, hd]
+            ys.push(
+                y.reshape((nh, n, hd))
+                    .and_then(|y| y.transpose(0, 1))
+                    .and_then(|y| y.reshape((n, nh * hd)))
+                    .tc()?,
+            );
+        }
+        let y = Tensor::cat(&ys, 0).tc()?;
         layer.wo.forward(&y).tc()
     }
 

@@ -14,7 +14,7 @@ use crate::attention::{Attention, AttnScratch, SeqSlice};
 use crate::config::{CachePolicy, CacheType, LoadOptions, ModelConfig, MAX_UBATCH};
 use crate::error::ModelError;
 use crate::ffn::{FeedForward, FfnScratch};
-use crate::generic::GenericModel;
+use crate::generic::{GenericCache, GenericModel};
 use crate::kv_cache::{ContextShift, KvCache, KvLayout, Placement};
 use crate::matmul::{Linear, Stack};
 use crate::moe::Moe;
@@ -55,6 +55,28 @@ struct Layer {
     attn: Attention,
     ffn_norm: Vec<f32>,
     ffn: Ffn,
+}
+
+/// Each sequence's new tokens and its device cache, set to the position its
+/// placement starts at.
+fn device_batch<'a>(
+    seqs: &'a mut [SeqStep<'_>],
+    places: &[Placement],
+) -> Result<Vec<(&'a [u32], &'a mut GenericCache)>, ModelError> {
+    seqs.iter_mut()
+        .zip(places)
+        .map(|(s, place)| {
+            let at = place.positions.first().map_or(0, |&p| p as usize);
+            let tokens: &'a [u32] = s.tokens;
+            let dev = s.cache.device_mut().ok_or_else(|| {
+                ModelError::InvalidInput(
+                    "a session of another model was passed to this model".into(),
+                )
+            })?;
+            dev.truncate(at);
+            Ok((tokens, dev))
+        })
+        .collect()
 }
 
 /// One sequence's part of a step.
@@ -268,23 +290,23 @@ impl Transformer {
                 return Err(e);
             }
         }
-        let mut out = Vec::with_capacity(seqs.len());
-        for s in seqs.iter_mut() {
-            let place = s.cache.place(s.tokens, &self.rope)?;
-            let at = place.positions.first().map_or(0, |&p| p as usize);
-            let Some(dev) = s.cache.device_mut() else {
-                return Err(ModelError::InvalidInput(
-                    "a session of another model was passed to this model".into(),
-                ));
-            };
-            dev.truncate(at);
-            let (logits, hidden) = g.forward_with(s.tokens, dev, s.logits, s.hidden)?;
-            out.push(SeqResult {
+        let places: Vec<Placement> = seqs
+            .iter_mut()
+            .map(|s| s.cache.place(s.tokens, &self.rope))
+            .collect::<Result<_, _>>()?;
+        let (n_last, hidden): (Vec<usize>, Vec<bool>) =
+            seqs.iter().map(|s| (s.logits, s.hidden)).unzip();
+        let mut batch = device_batch(seqs, &places)?;
+        let results = g.forward_batch(&mut batch, &n_last, &hidden)?;
+        let out = results
+            .into_iter()
+            .zip(places)
+            .map(|((logits, hidden), place)| SeqResult {
                 logits,
                 hidden,
                 shift: place.shift,
-            });
-        }
+            })
+            .collect();
         Ok(out)
     }
 
@@ -359,20 +381,7 @@ impl Transformer {
         let mut x = match &self.generic {
             // Offloading: the first layers on the device, each sequence in
             // turn, then the rest here on the whole batch.
-            Some(g) => {
-                let mut x = Vec::with_capacity(tokens.len() * d);
-                for (s, place) in seqs.iter_mut().zip(&places) {
-                    let at = place.positions.first().map_or(0, |&p| p as usize);
-                    let Some(dev) = s.cache.device_mut() else {
-                        return Err(ModelError::InvalidInput(
-                            "a session of another model was passed to this model".into(),
-                        ));
-                    };
-                    dev.truncate(at);
-                    x.extend(g.hidden(s.tokens, dev)?);
-                }
-                x
-            }
+            Some(g) => g.hidden_batch(&mut device_batch(seqs, &places)?)?,
             None => self.tok_embd.rows(&tokens)?, // [n, n_embd]
         };
         let mut s = self
