@@ -4,6 +4,7 @@
 //! whose KV-cache bytes equal the cache formula computed here from the file's
 //! shape; bad input is one error line. Speed is not checked.
 
+use mistral_test_support::{assert_one_line_error, stderr, stdout};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -22,14 +23,6 @@ fn mistral_run(args: &[&str]) -> Output {
         .env_remove("MISTRAL_RUN_MEM_AVAILABLE")
         .output()
         .expect("cannot start mistral-run")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// A tiny random-weight model (2 layers, 256 wide, head dim 32, 512-token vocab).
@@ -222,19 +215,6 @@ fn table_has_llama_batched_bench_columns_and_consistent_rows() {
         );
         assert!(cells[11].ends_with("MiB"), "{cells:?}");
     }
-}
-
-/// The run failed with one `error:` line containing every needle.
-fn assert_one_line_error(o: &Output, needles: &[&str]) {
-    let err = stderr(o);
-    assert!(!o.status.success(), "expected failure; stderr: {err}");
-    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "expected one error line, got: {err}");
-    assert!(lines[0].starts_with("error:"), "{err}");
-    for n in needles {
-        assert!(lines[0].contains(n), "error line lacks {n:?}: {err}");
-    }
-    assert!(!err.contains("panicked"), "{err}");
 }
 
 #[test]

@@ -4,6 +4,7 @@
 //! model shape (KV-cache bytes); the Markdown table; per-model processes; clear
 //! errors; and `bench-plot` writing a PNG of the report. Speed is not checked.
 
+use mistral_test_support::{stderr, stdout};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -21,14 +22,6 @@ fn mistral_run(args: &[&str]) -> Output {
         .env("RUST_LOG", "off")
         .output()
         .expect("cannot start mistral-run")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// A tiny random-weight model (2 layers, 256 wide, 512-token vocab).

@@ -4,6 +4,7 @@
 //! `run`, `chat` and `batched-bench` refuse before loading when the plan is
 //! more than the memory available (faked with `$MISTRAL_RUN_MEM_AVAILABLE`).
 
+use mistral_test_support::{assert_one_line_error, stderr, stdout};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -27,14 +28,6 @@ fn mistral_run(args: &[&str], available: Option<&str>) -> Output {
         None => c.env_remove(ENV),
     };
     c.output().expect("cannot start mistral-run")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// A tiny random-weight model (2 layers, 4 KV heads of 32, 512-token vocab).
@@ -202,19 +195,6 @@ fn human(n: u64) -> String {
     } else {
         format!("{n} B")
     }
-}
-
-/// One `error:` line containing every needle, a non-zero exit, no panic.
-fn assert_one_line_error(o: &Output, needles: &[&str]) {
-    let err = stderr(o);
-    assert!(!o.status.success(), "expected failure; stderr: {err}");
-    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "expected one error line, got: {err}");
-    assert!(lines[0].starts_with("error:"), "{err}");
-    for n in needles {
-        assert!(lines[0].contains(n), "error line lacks {n:?}: {err}");
-    }
-    assert!(!err.contains("panicked"), "{err}");
 }
 
 #[test]

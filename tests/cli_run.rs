@@ -2,6 +2,7 @@
 //! models/fetch-smollm2.sh), and its error handling on bad input.
 
 use mistral_test_support::smollm2_path as smollm2;
+use mistral_test_support::{assert_one_line_error, stderr, stdout};
 use std::process::{Command, Output};
 
 /// SmolLM2's own default system prompt leaves the first answer token a near tie
@@ -14,31 +15,6 @@ fn mistral_run(args: &[&str]) -> Output {
         .env_remove("MISTRAL_RUN_MODEL")
         .output()
         .expect("run mistral-run")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// The run failed with exactly one non-empty stderr line, starting with `error:`
-/// and containing every `needle`.
-fn assert_one_line_error(o: &Output, needles: &[&str]) {
-    let err = stderr(o);
-    assert!(
-        !o.status.success(),
-        "expected failure, got success; stderr: {err}"
-    );
-    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "expected one error line, got: {err}");
-    assert!(lines[0].starts_with("error:"), "{err}");
-    for n in needles {
-        assert!(lines[0].contains(n), "error line lacks {n:?}: {err}");
-    }
-    assert!(!err.contains("panicked"), "{err}");
 }
 
 #[test]

@@ -27,8 +27,8 @@ use mistral_transformer::{
 use serde::{Deserialize, Serialize};
 
 use crate::bench::machine;
-use crate::bench::report::{human_bytes, size_label, Machine};
-use crate::bench::worker::{argmax, file_facts, kernels_name, tokens};
+use crate::bench::report::{human_bytes, Machine};
+use crate::bench::worker::{argmax, file_facts, kernels_name, model_label, tokens};
 use crate::bench::Kernels;
 use crate::model_args::{parse_cache_type, set_candle_threads};
 
@@ -270,20 +270,9 @@ pub fn run(args: Args) -> Result<()> {
     let load_seconds = started.elapsed().as_secs_f64();
     let cfg = model.config().clone();
 
-    let moe = if cfg.n_expert > 0 {
-        format!(" MoE {}x top-{}", cfg.n_expert, cfg.n_expert_used)
-    } else {
-        String::new()
-    };
     let info = ModelInfo {
         path: args.model.display().to_string(),
-        model: format!(
-            "{} {}{} {}",
-            facts.arch,
-            size_label(facts.params),
-            moe,
-            facts.ftype
-        ),
+        model: model_label(&facts, &cfg),
         arch: facts.arch,
         ftype: facts.ftype,
         size_bytes: facts.size_bytes,

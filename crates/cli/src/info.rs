@@ -76,10 +76,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         };
         let plan = memory::plan(&file, &opts, args.parallel as usize)?;
         let mut report = PlanReport::new(&file, &opts, &plan, memory::available()?);
-        report.device = plan
-            .device
-            .as_ref()
-            .map(|d| DeviceReport::new(d, memory::gpu_available().ok().flatten()));
+        let gpu = memory::gpu_available()?;
+        report.device = plan.device.as_ref().map(|d| DeviceReport::new(d, gpu));
         if args.json {
             println!("{}", serde_json::to_string_pretty(&report)?);
         } else {

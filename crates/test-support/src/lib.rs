@@ -51,3 +51,27 @@ pub fn rel_err(a: &[f32], b: &[f32]) -> f32 {
         .fold(0f32, |m, (&x, &y)| m.max((x - y).abs()))
         / scale
 }
+
+/// A finished command's standard output, as text.
+pub fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A finished command's standard error, as text.
+pub fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The command failed with exactly one non-empty stderr line, starting with
+/// `error:` and containing every `needle`, and did not panic.
+pub fn assert_one_line_error(o: &std::process::Output, needles: &[&str]) {
+    let err = stderr(o);
+    assert!(!o.status.success(), "expected failure; stderr: {err}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one error line, got: {err}");
+    assert!(lines[0].starts_with("error:"), "{err}");
+    for n in needles {
+        assert!(lines[0].contains(n), "error line lacks {n:?}: {err}");
+    }
+    assert!(!err.contains("panicked"), "{err}");
+}

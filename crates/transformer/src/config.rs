@@ -97,9 +97,9 @@ impl Device {
     }
 
     /// The candle device the device-generic path runs on, `None` for the
-    /// native CPU path.
+    /// native CPU path. (A build without the backend was refused by
+    /// [`Device::check`] when the configuration was made.)
     pub(crate) fn candle(self) -> Result<Option<candle_core::Device>, ModelError> {
-        self.check()?;
         let unavailable = |e: candle_core::Error| ModelError::DeviceUnavailable {
             device: self.to_string(),
             reason: e.to_string(),

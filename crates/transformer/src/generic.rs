@@ -232,31 +232,26 @@ impl GenericModel {
                 let router = w.f32_values(&TensorName::FfnGateInp.layer(l), &[d, e])?;
                 let router = Tensor::from_vec(router, (e, d), &device).tc()?;
                 let experts = if w.contains(&TensorName::FfnGateExps.layer(l)) {
-                    let names = [
-                        (TensorName::FfnGateExps.layer(l), d, ff),
-                        (TensorName::FfnUpExps.layer(l), d, ff),
-                        (TensorName::FfnDownExps.layer(l), ff, d),
-                    ];
-                    let mut parts: Vec<Vec<QMatMul>> = Vec::new();
-                    for (name, n_in, n_out) in &names {
-                        let (ty, bytes) = w.raw(name, &[*n_in, *n_out, e])?;
+                    // One matrix per expert of a stacked `[n_in, n_out, e]` tensor.
+                    let mut stack = |name: &str, n_in: usize, n_out: usize| -> R<Vec<QMatMul>> {
+                        let (ty, bytes) = w.raw(name, &[n_in, n_out, e])?;
                         let per = bytes.len() / e;
-                        let mut v = Vec::with_capacity(e);
-                        for x in 0..e {
-                            let q = w.qtensor_from_raw(
-                                name,
-                                ty,
-                                &bytes[x * per..(x + 1) * per],
-                                *n_out,
-                                *n_in,
-                            )?;
-                            v.push(QMatMul::from_arc(Arc::new(q)).tc()?);
-                        }
-                        parts.push(v);
-                    }
-                    let down = parts.pop().unwrap_or_default();
-                    let up = parts.pop().unwrap_or_default();
-                    let gate = parts.pop().unwrap_or_default();
+                        (0..e)
+                            .map(|x| {
+                                let q = w.qtensor_from_raw(
+                                    name,
+                                    ty,
+                                    &bytes[x * per..(x + 1) * per],
+                                    n_out,
+                                    n_in,
+                                )?;
+                                QMatMul::from_arc(Arc::new(q)).tc()
+                            })
+                            .collect()
+                    };
+                    let gate = stack(&TensorName::FfnGateExps.layer(l), d, ff)?;
+                    let up = stack(&TensorName::FfnUpExps.layer(l), d, ff)?;
+                    let down = stack(&TensorName::FfnDownExps.layer(l), ff, d)?;
                     gate.into_iter()
                         .zip(up)
                         .zip(down)
@@ -309,7 +304,7 @@ impl GenericModel {
         let inv_freq = (0..hd / 2)
             .map(|i| 1.0 / (cfg.rope_freq_base as f64).powf(2.0 * i as f64 / hd as f64) as f32)
             .collect();
-        let weight_bytes = w.bytes_loaded();
+        let weight_bytes = w.bytes_loaded() + hw.bytes_loaded();
         Ok(GenericModel {
             weight_bytes,
             device,
@@ -352,27 +347,10 @@ impl GenericModel {
     /// matrix products over all their rows (the weights read once), the
     /// attention of each against its own cache. `[Σ n, n_embd]` on the
     /// device, sequence after sequence.
+    /// The caller ([`crate::model::Transformer`]) has checked the tokens
+    /// (ids, counts) and made room for them in the sessions' caches.
     fn run_batch(&self, seqs: &mut [(&[u32], &mut GenericCache)]) -> R<Tensor> {
         let cfg = &self.cfg;
-        for (tokens, cache) in seqs.iter() {
-            let n = tokens.len();
-            if n == 0 {
-                return Err(ModelError::EmptyPrompt);
-            }
-            if let Some(&id) = tokens.iter().find(|&&t| t as usize >= cfg.n_vocab) {
-                return Err(ModelError::TokenOutOfRange {
-                    id,
-                    n_vocab: cfg.n_vocab,
-                });
-            }
-            if cache.len + n > cache.capacity {
-                return Err(ModelError::ContextFull {
-                    position: cache.len,
-                    tokens: n,
-                    context: cache.capacity,
-                });
-            }
-        }
         let all: Vec<u32> = seqs.iter().flat_map(|(t, _)| t.iter().copied()).collect();
         let rows = self.tok_embd.rows(&all)?;
         let mut x = Tensor::from_vec(rows, (all.len(), cfg.n_embd), &self.device).tc()?;

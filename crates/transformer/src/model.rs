@@ -151,13 +151,18 @@ impl Transformer {
         let cfg = &config;
         let d = cfg.n_embd;
         let mut w = WeightLoader::new(file, progress);
-        let tok_embd = Linear::load(
-            &mut w,
-            &TensorName::TokenEmbd.global(),
-            d,
-            cfg.n_vocab,
-            cfg.kernels,
-        )?;
+        // Offloading, the device part looks the embedding up (its host copy
+        // serves here too, as the output head of a tied model).
+        let tok_embd = match &generic {
+            Some(g) => g.host_embedding().clone(),
+            None => Linear::load(
+                &mut w,
+                &TensorName::TokenEmbd.global(),
+                d,
+                cfg.n_vocab,
+                cfg.kernels,
+            )?,
+        };
         let mut layers = Vec::with_capacity(cfg.n_layer - layer0);
         for l in layer0..cfg.n_layer {
             let ffn = if cfg.is_moe() {
@@ -277,23 +282,30 @@ impl Transformer {
         })
     }
 
-    /// [`Transformer::step`] on the device-generic path: each sequence in
-    /// turn, its positions and tokens recorded by its cache.
-    fn step_generic(
-        &self,
-        g: &GenericModel,
-        seqs: &mut [SeqStep<'_>],
-    ) -> Result<Vec<SeqResult>, ModelError> {
+    /// Checks every sequence of a step, then records its tokens in its cache
+    /// (shifting the context where the policy says so): nothing changes
+    /// unless every sequence can run.
+    fn place_all(&self, seqs: &mut [SeqStep<'_>]) -> Result<Vec<Placement>, ModelError> {
         for s in seqs.iter() {
             self.check_tokens(s.tokens)?;
             if let Some(e) = s.cache.room_error(s.tokens.len()) {
                 return Err(e);
             }
         }
-        let places: Vec<Placement> = seqs
-            .iter_mut()
+        seqs.iter_mut()
             .map(|s| s.cache.place(s.tokens, &self.rope))
-            .collect::<Result<_, _>>()?;
+            .collect()
+    }
+
+    /// [`Transformer::step`] on the device-generic path (every layer there):
+    /// the matrix products over all the sequences' rows at once, the
+    /// attention per sequence against its device cache.
+    fn step_generic(
+        &self,
+        g: &GenericModel,
+        seqs: &mut [SeqStep<'_>],
+        places: Vec<Placement>,
+    ) -> Result<Vec<SeqResult>, ModelError> {
         let (n_last, hidden): (Vec<usize>, Vec<bool>) =
             seqs.iter().map(|s| (s.logits, s.hidden)).unzip();
         let mut batch = device_batch(seqs, &places)?;
@@ -357,19 +369,10 @@ impl Transformer {
     /// changes; after an error inside the layers the caches are left
     /// inconsistent and must be reset.
     pub fn step(&self, seqs: &mut [SeqStep<'_>]) -> Result<Vec<SeqResult>, ModelError> {
+        let places = self.place_all(seqs)?;
         if let (Some(g), true) = (&self.generic, self.layers.is_empty()) {
-            return self.step_generic(g, seqs);
+            return self.step_generic(g, seqs, places);
         }
-        for s in seqs.iter() {
-            self.check_tokens(s.tokens)?;
-            if let Some(e) = s.cache.room_error(s.tokens.len()) {
-                return Err(e);
-            }
-        }
-        let places: Vec<Placement> = seqs
-            .iter_mut()
-            .map(|s| s.cache.place(s.tokens, &self.rope))
-            .collect::<Result<_, _>>()?;
         let cfg = &self.config;
         let d = cfg.n_embd;
         let tokens: Vec<u32> = seqs.iter().flat_map(|s| s.tokens.iter().copied()).collect();

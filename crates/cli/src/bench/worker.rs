@@ -60,6 +60,23 @@ pub(crate) struct FileFacts {
     pub params: u64,
 }
 
+/// llama-bench's model column: `llama 852M Q4_K_M`, with ` MoE 8x top-2`
+/// for a mixture of experts.
+pub(crate) fn model_label(facts: &FileFacts, cfg: &mistral_transformer::ModelConfig) -> String {
+    let moe = if cfg.n_expert > 0 {
+        format!(" MoE {}x top-{}", cfg.n_expert, cfg.n_expert_used)
+    } else {
+        String::new()
+    };
+    format!(
+        "{} {}{} {}",
+        facts.arch,
+        size_label(facts.params),
+        moe,
+        facts.ftype
+    )
+}
+
 pub(crate) fn file_facts(file: &GgufFile) -> FileFacts {
     let md = file.metadata();
     let arch = md
@@ -233,21 +250,10 @@ pub fn measure(job: &Job<'_>) -> Result<ModelResult> {
     pb.finish_and_clear();
     drop(session);
 
-    let moe = if cfg.n_expert > 0 {
-        format!(" MoE {}x top-{}", cfg.n_expert, cfg.n_expert_used)
-    } else {
-        String::new()
-    };
     Ok(ModelResult {
         path: job.path.display().to_string(),
         file_name,
-        model: format!(
-            "{} {}{} {}",
-            facts.arch,
-            size_label(facts.params),
-            moe,
-            facts.ftype
-        ),
+        model: model_label(&facts, &cfg),
         arch: facts.arch,
         ftype: facts.ftype,
         size_bytes: facts.size_bytes,

@@ -15,13 +15,15 @@ use crate::{CacheType, Model};
 use mistral_test_support::rel_err;
 
 fn synth(arch: SynthArch, ty: SynthType) -> GgufFile {
+    synth_with(arch, ty, ExpertLayout::Stacked)
+}
+
+fn synth_with(arch: SynthArch, ty: SynthType, layout: ExpertLayout) -> GgufFile {
     let mut s = SynthSpec::preset(arch, SynthPreset::Tiny);
     s.ftype = ty;
     s.vocab_size = Some(300);
     s.seed = 11;
-    if arch == SynthArch::Mixtral {
-        s.expert_layout = ExpertLayout::Stacked;
-    }
+    s.expert_layout = layout;
     let vocab = default_vocab().unwrap();
     let mut bytes = Vec::new();
     write_synth(&s, vocab.metadata(), &mut bytes, &|_| {}).unwrap();
@@ -122,14 +124,18 @@ fn mistral_with_a_window_matches_the_native_path() {
 
 #[test]
 fn mixtral_runs_only_the_routed_experts_and_matches_the_native_path() {
-    for (ty, tol) in [(SynthType::F32, TOL_F32), (SynthType::Q4_K_M, TOL_QUANT)] {
-        let file = synth(SynthArch::Mixtral, ty);
+    for (ty, layout, tol) in [
+        (SynthType::F32, ExpertLayout::Stacked, TOL_F32),
+        (SynthType::F32, ExpertLayout::PerExpert, TOL_F32),
+        (SynthType::Q4_K_M, ExpertLayout::Stacked, TOL_QUANT),
+    ] {
+        let file = synth_with(SynthArch::Mixtral, ty, layout);
         compare(
             &file,
             LoadOptions::default(),
             9,
             tol,
-            &format!("mixtral {ty:?}"),
+            &format!("mixtral {ty:?} {layout:?}"),
         );
     }
 }
@@ -223,24 +229,24 @@ fn smollm2_perplexity_through_the_generic_path_matches_the_native_path() {
 
 #[test]
 fn bad_input_is_an_error() {
+    // The model checks a step before the device path runs it.
     let file = synth(SynthArch::Mistral, SynthType::F32);
     let opts = LoadOptions {
         ctx_size: Some(8),
+        context_shift: false,
+        device: crate::Device::CandleCpu,
         ..LoadOptions::default()
     };
-    let g = GenericModel::load(&file, &opts, Device::Cpu).unwrap();
-    let mut c = g.new_cache();
+    let m = Model::from_gguf(&file, opts).unwrap();
+    let mut s = m.new_session();
+    assert!(matches!(s.forward(&[], 1), Err(ModelError::EmptyPrompt)));
     assert!(matches!(
-        g.forward(&[], &mut c, 1),
-        Err(ModelError::EmptyPrompt)
-    ));
-    assert!(matches!(
-        g.forward(&[100_000], &mut c, 1),
+        s.forward(&[100_000], 1),
         Err(ModelError::TokenOutOfRange { .. })
     ));
-    g.forward(&[1; 6], &mut c, 1).unwrap();
+    s.forward(&[1; 6], 1).unwrap();
     assert!(matches!(
-        g.forward(&[1; 3], &mut c, 1),
+        s.forward(&[1; 3], 1),
         Err(ModelError::ContextFull { .. })
     ));
 }
