@@ -15,6 +15,7 @@ mod plot;
 mod pull;
 mod quantize;
 mod run;
+mod serve;
 mod synth;
 mod tokenize;
 
@@ -49,6 +50,8 @@ enum Command {
     Pull(pull::Args),
     /// Requantize a GGUF file (f16, q8_0, q4_k_m, q4_k_s, q2_k, q6_k) with llama.cpp's per-tensor mix.
     Quantize(quantize::Args),
+    /// Serve the model over HTTP: OpenAI- and Mistral-compatible API, metrics and a chat page.
+    Serve(serve::Args),
     /// Write a random-weight Mistral / Mixtral GGUF with real tensor names, shapes and type mix.
     Synth(synth::Args),
     /// Tokenize text with a GGUF file's tokenizer and print the ids and pieces.
@@ -69,6 +72,7 @@ fn main() -> ExitCode {
         Command::Perplexity(a) => perplexity::run(a),
         Command::Pull(a) => pull::run(a),
         Command::Quantize(a) => quantize::run(a),
+        Command::Serve(a) => serve::run(a),
         Command::Synth(a) => synth::run(a),
         Command::Tokenize(a) => tokenize::run(a),
     };

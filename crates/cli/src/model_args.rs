@@ -119,6 +119,11 @@ impl ModelArgs {
     /// cache fit in the available memory, and loads the model. Returns the
     /// model and the load time.
     pub fn load(&self) -> Result<(Model, Duration)> {
+        self.load_for(1)
+    }
+
+    /// [`ModelArgs::load`], checking memory for `sessions` full contexts.
+    pub fn load_for(&self, sessions: usize) -> Result<(Model, Duration)> {
         if let Some(n) = self.threads {
             set_candle_threads(usize::from(n));
         }
@@ -127,7 +132,7 @@ impl ModelArgs {
         let file = GgufFile::open(&path)?;
         let opts = self.options();
         // Refuse before loading when one session's plan does not fit.
-        crate::memory::check(&file, &opts, 1)?;
+        crate::memory::check(&file, &opts, sessions)?;
         let model = Model::from_gguf(&file, opts)?;
         drop(file); // the weights live in the model now
         Ok((model, start.elapsed()))

@@ -273,6 +273,19 @@ impl Scheduler {
         self.waiting.len()
     }
 
+    /// Idle sessions (finished requests' contexts, kept for reuse).
+    pub fn idle_sessions(&self) -> usize {
+        self.idle.len()
+    }
+
+    /// KV-cache bytes held by running sessions.
+    pub fn kv_cache_active_bytes(&self) -> usize {
+        self.running
+            .iter()
+            .map(|a| a.session.kv_cache_bytes())
+            .sum()
+    }
+
     /// KV-cache bytes held by running and idle sessions.
     pub fn kv_cache_bytes(&self) -> usize {
         self.running
@@ -632,9 +645,16 @@ enum Command {
 /// Counters of an [`Engine`], for monitoring.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct EngineStatus {
+    /// Requests running (each holds a session).
     pub running: usize,
+    /// Requests submitted and not yet admitted.
     pub waiting: usize,
+    /// Sessions of finished requests kept for their context (a next turn reuses them).
+    pub idle_sessions: usize,
+    /// KV-cache bytes of running and idle sessions.
     pub kv_cache_bytes: usize,
+    /// KV-cache bytes of running sessions only.
+    pub kv_cache_active_bytes: usize,
     pub prompt_tokens: u64,
     pub generated_tokens: u64,
     pub steps: u64,
@@ -772,6 +792,8 @@ fn engine_loop(
         totals.steps += 1;
         totals.running = sched.running();
         totals.kv_cache_bytes = sched.kv_cache_bytes();
+        totals.kv_cache_active_bytes = sched.kv_cache_active_bytes();
+        totals.idle_sessions = sched.idle_sessions();
         if let Ok(mut s) = status.lock() {
             *s = totals;
         }

@@ -1,0 +1,165 @@
+//! What every handler shares: the engine, the model, the settings, the
+//! queue's slots and the counters.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::http::StatusCode;
+use mistral_transformer::{Engine, Model, SchedulerOptions, Session};
+use tokio::sync::Semaphore;
+
+use crate::config::ServerConfig;
+use crate::error::{ApiError, ServerError};
+use crate::metrics::Metrics;
+
+/// The control tokens of a fill-in-the-middle prompt, in the order the
+/// model was trained with.
+#[derive(Debug, Clone, Copy)]
+enum Fim {
+    /// `<fim_prefix>` prefix `<fim_suffix>` suffix `<fim_middle>` (StarCoder,
+    /// SmolLM2; llama.cpp's default order).
+    Psm { pre: u32, suf: u32, mid: u32 },
+    /// `[SUFFIX]` suffix `[PREFIX]` prefix (Mistral's tokenizer v3+, as
+    /// mistral-common's `encode_fim`).
+    Mistral { pre: u32, suf: u32 },
+}
+
+pub struct AppState {
+    pub engine: Engine,
+    pub model: Model,
+    pub cfg: ServerConfig,
+    /// Tokens of one session's context.
+    pub ctx: usize,
+    /// One permit per running or waiting choice: `parallel + max_queue`.
+    pub slots: std::sync::Arc<Semaphore>,
+    pub metrics: Metrics,
+    /// Sessions for embeddings, reused.
+    pub embedders: Mutex<Vec<Session>>,
+    next_id: AtomicU64,
+    fim: Option<Fim>,
+    pub created: u64,
+}
+
+impl AppState {
+    pub fn new(model: Model, cfg: ServerConfig) -> Result<AppState, ServerError> {
+        if cfg.parallel == 0 {
+            return Err(ServerError::InvalidOption {
+                name: "parallel",
+                reason: "must be at least 1".into(),
+            });
+        }
+        let ctx = model.config().cache.capacity();
+        let engine = Engine::start(
+            model.clone(),
+            SchedulerOptions {
+                max_sessions: cfg.parallel,
+                max_batch_tokens: mistral_transformer::MAX_UBATCH.max(cfg.parallel),
+                kv_budget_bytes: None,
+            },
+        )?;
+        let tok = model.tokenizer();
+        let fim = match (
+            tok.token_id("<fim_prefix>"),
+            tok.token_id("<fim_suffix>"),
+            tok.token_id("<fim_middle>"),
+            tok.token_id("[PREFIX]"),
+            tok.token_id("[SUFFIX]"),
+        ) {
+            (Some(pre), Some(suf), Some(mid), _, _) => Some(Fim::Psm { pre, suf, mid }),
+            (_, _, _, Some(pre), Some(suf)) => Some(Fim::Mistral { pre, suf }),
+            _ => None,
+        };
+        let slots = cfg
+            .parallel
+            .saturating_add(cfg.max_queue)
+            .min(Semaphore::MAX_PERMITS);
+        Ok(AppState {
+            engine,
+            model,
+            ctx,
+            slots: std::sync::Arc::new(Semaphore::new(slots)),
+            metrics: Metrics::default(),
+            embedders: Mutex::new(Vec::new()),
+            next_id: AtomicU64::new(1),
+            fim,
+            created: unix_now(),
+            cfg,
+        })
+    }
+
+    /// A 404 unless `model` is absent or this server's model.
+    pub fn check_model(&self, model: Option<&str>) -> Result<(), ApiError> {
+        match model {
+            Some(m) if m != self.cfg.model_id => Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "the model {m:?} does not exist; this server serves {:?}",
+                    self.cfg.model_id
+                ),
+            )
+            .code("model_not_found")),
+            _ => Ok(()),
+        }
+    }
+
+    /// A new response id with `prefix`.
+    pub fn new_id(&self, prefix: &str) -> String {
+        format!("{prefix}-{}", self.next_id.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// The prompt ids of a fill-in-the-middle request.
+    pub fn fim_prompt(&self, prefix: &str, suffix: &str) -> Result<Vec<u32>, ApiError> {
+        let tok = self.model.tokenizer();
+        let fim = self.fim.ok_or_else(|| {
+            ApiError::invalid(
+                "model",
+                "this model's vocabulary has no fill-in-the-middle tokens \
+                 (<fim_prefix>/<fim_suffix>/<fim_middle> or [PREFIX]/[SUFFIX])",
+            )
+            .code("fim_not_supported")
+        })?;
+        let encode = |t: &str| -> Result<Vec<u32>, ApiError> {
+            Ok(tok
+                .encode(t, false, false)
+                .map_err(mistral_transformer::ModelError::from)?)
+        };
+        // The suffix without SentencePiece's dummy-prefix space, as
+        // mistral-common's `_encode_infill` (encode "☺" + text, drop the
+        // marker's tokens).
+        let encode_infill = |t: &str| -> Result<Vec<u32>, ApiError> {
+            let marker = encode("\u{263A}")?;
+            let all = encode(&format!("\u{263A}{t}"))?;
+            match all.strip_prefix(marker.as_slice()) {
+                Some(rest) => Ok(rest.to_vec()),
+                None => encode(t),
+            }
+        };
+        let mut ids = Vec::new();
+        if tok.adds_bos() {
+            ids.extend(tok.bos_id());
+        }
+        match fim {
+            Fim::Psm { pre, suf, mid } => {
+                ids.push(pre);
+                ids.extend(encode(prefix)?);
+                ids.push(suf);
+                ids.extend(encode(suffix)?);
+                ids.push(mid);
+            }
+            Fim::Mistral { pre, suf } => {
+                ids.push(suf);
+                ids.extend(encode_infill(suffix)?);
+                ids.push(pre);
+                ids.extend(encode(prefix)?);
+            }
+        }
+        Ok(ids)
+    }
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
