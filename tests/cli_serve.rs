@@ -27,11 +27,15 @@ struct Server {
 
 impl Server {
     fn start(extra: &[&str]) -> Server {
+        Server::start_model(&model(), extra)
+    }
+
+    fn start_model(model: &std::path::Path, extra: &[&str]) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let port_file = dir.path().join("port");
         let child = Command::new(BIN)
             .args(["serve", "-m"])
-            .arg(model())
+            .arg(model)
             .args(["--port", "0", "-t", "2", "--port-file"])
             .arg(&port_file)
             .args(extra)
@@ -211,7 +215,9 @@ fn greedy_through_the_server_equals_run() {
 
 #[test]
 fn sixteen_concurrent_streams_each_equal_their_prompt_alone() {
-    let server = Server::start(&["--parallel", "16", "--ctx-size", "512"]);
+    // Prompts whole in empty contexts: each concurrent request repeats one
+    // run alone before.
+    let server = Server::start(&["--parallel", "16", "--ctx-size", "512", "--no-cache-prompt"]);
     let prompts: Vec<String> = (0..16)
         .map(|i| format!("Write a sentence about the number {i}:"))
         .collect();
@@ -545,4 +551,81 @@ fn malformed_and_hostile_requests_get_4xx_and_the_server_goes_on() {
     let (s, v) = server.post("/v1/completions", &json!({"prompt": "Hi", "max_tokens": 3}));
     assert_eq!(s, 200, "{v}");
     server.wait_idle();
+}
+
+/// Fill-in-the-middle on a random-weight model with Mistral's v3
+/// vocabulary: the prompt is mistral-common's layout (its ids are checked
+/// in the server crate's unit test; here their count arrives as usage).
+#[test]
+fn fim_completions_on_a_v3_vocabulary() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("v3.gguf");
+    let vocab = mistral_test_support::vocab_path("ggml-vocab-mistral-v3.gguf");
+    let o = Command::new(BIN)
+        .args(["synth", "--preset", "tiny", "--type", "f32", "-o"])
+        .arg(&file)
+        .arg("--vocab")
+        .arg(&vocab)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let server = Server::start_model(&file, &["--alias", "codestral"]);
+    let (s, v) = server.get_text("/v1/models");
+    assert_eq!(s, 200);
+    let models: Value = serde_json::from_str(&v).unwrap();
+    assert_eq!(models["data"][0]["id"], "codestral");
+    assert_eq!(models["data"][0]["capabilities"]["completion_fim"], true);
+    let body = json!({"model": "codestral", "prompt": "def add(a, b):\n    return",
+                      "suffix": "\n\nprint(add(1, 2))", "max_tokens": 5, "temperature": 0,
+                      "min_tokens": 5});
+    let (s, v) = server.post("/v1/fim/completions", &body);
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["object"], "chat.completion");
+    assert_eq!(v["usage"]["prompt_tokens"], 24);
+    // min_tokens holds end-of-generation back: all 5 tokens come.
+    assert_eq!(v["usage"]["completion_tokens"], 5);
+    assert_eq!(v["choices"][0]["finish_reason"], "length");
+    let (streamed, _, _) = stream_text(&server, "/v1/fim/completions", body);
+    assert_eq!(
+        streamed,
+        v["choices"][0]["message"]["content"].as_str().unwrap()
+    );
+}
+
+/// A request reuses the cached start of an earlier one unless it (or the
+/// server) says `cache_prompt: false`: the engine's prompt-token counter
+/// shows what ran.
+#[test]
+fn cache_prompt_reuses_an_earlier_context_unless_turned_off() {
+    let server = Server::start(&["--parallel", "1"]);
+    let ran = || server.metric("mistral_run_engine_prompt_tokens_total");
+    let body = |cache: Option<bool>| {
+        let mut b =
+            json!({"prompt": "A long, long time ago, in a galaxy far away,", "max_tokens": 2});
+        if let Some(c) = cache {
+            b["cache_prompt"] = json!(c);
+        }
+        b
+    };
+    let (s, v) = server.post("/v1/completions", &body(None));
+    assert_eq!(s, 200, "{v}");
+    let n = v["usage"]["prompt_tokens"].as_f64().unwrap();
+    // The engine's counters update after each step; wait for the last one.
+    server.wait_idle();
+    let before = ran();
+    server.post("/v1/completions", &body(None));
+    server.wait_idle();
+    let reused = ran() - before;
+    assert_eq!(
+        reused, 1.0,
+        "the repeated prompt should run only its last token"
+    );
+    let before = ran();
+    server.post("/v1/completions", &body(Some(false)));
+    server.wait_idle();
+    assert_eq!(
+        ran() - before,
+        n,
+        "cache_prompt: false should run the whole prompt"
+    );
 }

@@ -50,9 +50,25 @@ pub struct Args {
     /// On SIGINT/SIGTERM: seconds in-flight requests get to finish before they are cancelled.
     #[arg(long = "shutdown-grace", default_value_t = 10, value_name = "SECS")]
     pub shutdown_grace: u64,
+    /// Run every prompt whole in an empty context unless a request asks for
+    /// `cache_prompt: true`. By default a request reuses the cached start of
+    /// an earlier one (a chat's next turn runs only its new tokens), which
+    /// can change a greedy answer where two tokens score almost the same:
+    /// the kernels round differently with the number of tokens run together.
+    #[arg(long = "no-cache-prompt")]
+    pub no_cache_prompt: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
+    // The server's log (start, shutdown, connection errors) on stderr;
+    // $MISTRAL_RUN_LOG filters it (tracing's EnvFilter syntax).
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MISTRAL_RUN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,mistral_server=info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
     let api_key = args
         .api_key
         .clone()
@@ -79,6 +95,7 @@ pub fn run(args: Args) -> Result<()> {
         max_body_bytes: args.max_body,
         read_timeout: Duration::from_secs(args.read_timeout),
         shutdown_grace: Duration::from_secs(args.shutdown_grace),
+        cache_prompt: !args.no_cache_prompt,
         ..ServerConfig::new("")
     };
     if !args.host.is_loopback() && cfg.api_key.is_none() {

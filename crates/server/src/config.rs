@@ -28,6 +28,12 @@ pub struct ServerConfig {
     /// On SIGINT/SIGTERM: how long in-flight requests may take to finish
     /// before they are cancelled.
     pub shutdown_grace: Duration,
+    /// Whether a request reuses the cached start of an earlier one's
+    /// context unless it says `cache_prompt: false` (llama-server's
+    /// default). Without it, every prompt runs whole in an empty context
+    /// unless the request says `cache_prompt: true`: slower follow-up
+    /// turns, but the same request always gives the same greedy answer.
+    pub cache_prompt: bool,
 }
 
 impl ServerConfig {
@@ -43,6 +49,7 @@ impl ServerConfig {
             read_timeout: Duration::from_secs(10),
             max_connections: 256,
             shutdown_grace: Duration::from_secs(10),
+            cache_prompt: true,
         }
     }
 }

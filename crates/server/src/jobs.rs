@@ -32,6 +32,8 @@ pub struct Plan {
     pub logprobs: Option<usize>,
     pub stream: bool,
     pub include_usage: bool,
+    /// Run the prompt in an empty context (`cache_prompt: false`).
+    pub fresh_context: bool,
     adjust: Adjust,
 }
 
@@ -320,6 +322,7 @@ pub fn plan(state: &AppState, endpoint: Endpoint, req: GenerateRequest) -> Resul
         logprobs,
         stream,
         include_usage,
+        fresh_context: !req.cache_prompt.unwrap_or(state.cfg.cache_prompt),
         adjust,
     })
 }
@@ -413,12 +416,14 @@ fn chat_messages(messages: Vec<crate::protocol::ChatMessage>) -> Result<Vec<Mess
                     for p in parts {
                         match (p.kind.as_str(), p.text) {
                             ("text", Some(t)) => s.push_str(&t),
-                            (kind, _) => return Err(ApiError::invalid(
-                                "messages",
-                                format!(
+                            (kind, _) => {
+                                return Err(ApiError::invalid(
+                                    "messages",
+                                    format!(
                                     "content parts of type {kind:?} are not supported (text only)"
                                 ),
-                            )),
+                                ))
+                            }
                         }
                     }
                     s
@@ -482,6 +487,7 @@ pub fn submit(state: &Arc<AppState>, plan: &Plan) -> Result<JobSet, ApiError> {
                     logprobs: plan.logprobs,
                     processor,
                     cancel: None,
+                    fresh_context: plan.fresh_context,
                 },
             };
             let cancel = CancelToken::new();

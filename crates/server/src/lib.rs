@@ -21,6 +21,7 @@
 
 mod config;
 mod error;
+mod fim;
 mod http;
 mod jobs;
 mod metrics;

@@ -119,6 +119,7 @@ pub struct GenerateRequest {
     pub echo: Option<bool>,
     pub best_of: Option<i64>,
     pub ignore_eos: Option<bool>,
+    pub cache_prompt: Option<bool>,
     pub response_format: Option<serde_json::Value>,
     pub tools: Option<serde_json::Value>,
     pub tool_choice: Option<serde_json::Value>,

@@ -165,7 +165,7 @@ fn model_card(state: &AppState) -> Value {
         "max_context_length": state.ctx,
         "capabilities": {
             "completion_chat": true,
-            "completion_fim": state.fim_prompt("", "").is_ok(),
+            "completion_fim": state.has_fim(),
             "function_calling": false,
             "fine_tuning": false,
             "vision": false,
@@ -691,6 +691,7 @@ async fn embeddings(
         .collect();
     state.metrics.record_usage(tokens, 0);
     Ok(Json(json!({
+        "id": state.new_id("embd"),
         "object": "list",
         "data": data,
         "model": state.cfg.model_id,

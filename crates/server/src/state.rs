@@ -11,19 +11,8 @@ use tokio::sync::Semaphore;
 
 use crate::config::ServerConfig;
 use crate::error::{ApiError, ServerError};
+use crate::fim::Fim;
 use crate::metrics::Metrics;
-
-/// The control tokens of a fill-in-the-middle prompt, in the order the
-/// model was trained with.
-#[derive(Debug, Clone, Copy)]
-enum Fim {
-    /// `<fim_prefix>` prefix `<fim_suffix>` suffix `<fim_middle>` (StarCoder,
-    /// SmolLM2; llama.cpp's default order).
-    Psm { pre: u32, suf: u32, mid: u32 },
-    /// `[SUFFIX]` suffix `[PREFIX]` prefix (Mistral's tokenizer v3+, as
-    /// mistral-common's `encode_fim`).
-    Mistral { pre: u32, suf: u32 },
-}
 
 pub struct AppState {
     pub engine: Engine,
@@ -58,18 +47,7 @@ impl AppState {
                 kv_budget_bytes: None,
             },
         )?;
-        let tok = model.tokenizer();
-        let fim = match (
-            tok.token_id("<fim_prefix>"),
-            tok.token_id("<fim_suffix>"),
-            tok.token_id("<fim_middle>"),
-            tok.token_id("[PREFIX]"),
-            tok.token_id("[SUFFIX]"),
-        ) {
-            (Some(pre), Some(suf), Some(mid), _, _) => Some(Fim::Psm { pre, suf, mid }),
-            (_, _, _, Some(pre), Some(suf)) => Some(Fim::Mistral { pre, suf }),
-            _ => None,
-        };
+        let fim = Fim::detect(model.tokenizer());
         let slots = cfg
             .parallel
             .saturating_add(cfg.max_queue)
@@ -110,7 +88,6 @@ impl AppState {
 
     /// The prompt ids of a fill-in-the-middle request.
     pub fn fim_prompt(&self, prefix: &str, suffix: &str) -> Result<Vec<u32>, ApiError> {
-        let tok = self.model.tokenizer();
         let fim = self.fim.ok_or_else(|| {
             ApiError::invalid(
                 "model",
@@ -119,42 +96,12 @@ impl AppState {
             )
             .code("fim_not_supported")
         })?;
-        let encode = |t: &str| -> Result<Vec<u32>, ApiError> {
-            Ok(tok
-                .encode(t, false, false)
-                .map_err(mistral_transformer::ModelError::from)?)
-        };
-        // The suffix without SentencePiece's dummy-prefix space, as
-        // mistral-common's `_encode_infill` (encode "☺" + text, drop the
-        // marker's tokens).
-        let encode_infill = |t: &str| -> Result<Vec<u32>, ApiError> {
-            let marker = encode("\u{263A}")?;
-            let all = encode(&format!("\u{263A}{t}"))?;
-            match all.strip_prefix(marker.as_slice()) {
-                Some(rest) => Ok(rest.to_vec()),
-                None => encode(t),
-            }
-        };
-        let mut ids = Vec::new();
-        if tok.adds_bos() {
-            ids.extend(tok.bos_id());
-        }
-        match fim {
-            Fim::Psm { pre, suf, mid } => {
-                ids.push(pre);
-                ids.extend(encode(prefix)?);
-                ids.push(suf);
-                ids.extend(encode(suffix)?);
-                ids.push(mid);
-            }
-            Fim::Mistral { pre, suf } => {
-                ids.push(suf);
-                ids.extend(encode_infill(suffix)?);
-                ids.push(pre);
-                ids.extend(encode(prefix)?);
-            }
-        }
-        Ok(ids)
+        Ok(fim.prompt(self.model.tokenizer(), prefix, suffix)?)
+    }
+
+    /// Whether the vocabulary has fill-in-the-middle tokens.
+    pub fn has_fim(&self) -> bool {
+        self.fim.is_some()
     }
 }
 

@@ -102,6 +102,13 @@ pub struct GenerateOptions {
     /// Stops the generation between two steps (also between two chunks of
     /// a long prompt) when cancelled from another thread.
     pub cancel: Option<CancelToken>,
+    /// Run the whole prompt in an empty context instead of reusing the
+    /// cached start of an earlier one (llama-server's `cache_prompt: false`).
+    /// Slower for a follow-up turn, but the result no longer depends on
+    /// where an earlier request split the prompt: the kernels' rounding
+    /// differs with the number of tokens run together, which can flip a
+    /// greedy choice between two near-equal tokens.
+    pub fresh_context: bool,
 }
 
 impl std::fmt::Debug for GenerateOptions {
@@ -109,6 +116,7 @@ impl std::fmt::Debug for GenerateOptions {
         f.debug_struct("GenerateOptions")
             .field("logprobs", &self.logprobs)
             .field("processor", &self.processor.is_some())
+            .field("fresh_context", &self.fresh_context)
             .finish()
     }
 }
@@ -463,9 +471,10 @@ impl<'a, M: LanguageModel> Generation<'a, M> {
         params: &SamplingParams,
         options: GenerateOptions,
     ) -> Result<Self, ModelError> {
+        let fresh = options.fresh_context;
         let mut decoding = Decoding::new(tokenizer, prompt, params, options, model.max_prompt())?;
         let cached = model.tokens();
-        let common = reusable(cached, prompt);
+        let common = if fresh { 0 } else { reusable(cached, prompt) };
         let reuse = if common == cached.len() || (common > 0 && model.truncate(common)) {
             common
         } else {

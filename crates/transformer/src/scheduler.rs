@@ -564,6 +564,7 @@ impl Scheduler {
             self.dequeued();
             let tokenizer = self.model.tokenizer().clone();
             let max_prompt = self.model.config().cache.max_prompt();
+            let fresh = p.request.options.fresh_context;
             let options = std::mem::take(&mut p.request.options);
             let decoding = match Decoding::new(
                 &tokenizer,
@@ -578,7 +579,7 @@ impl Scheduler {
                     continue;
                 }
             };
-            let (session, reuse) = self.session_for(&p.request.prompt);
+            let (session, reuse) = self.session_for(&p.request.prompt, fresh);
             let mut decoding = decoding;
             decoding.stats.reused_tokens = reuse;
             let finished = decoding.finish.is_some();
@@ -610,12 +611,13 @@ impl Scheduler {
     }
 
     /// The idle session whose context shares the longest start with
-    /// `prompt` (cut back to it), else a fresh one (or the least recently
+    /// `prompt` (cut back to it; none when `fresh`), else a fresh one (or the least recently
     /// used idle one, reset); with the number of prompt tokens it holds.
-    fn session_for(&mut self, prompt: &[u32]) -> (Session, usize) {
+    fn session_for(&mut self, prompt: &[u32], fresh: bool) -> (Session, usize) {
         let best = self
             .idle
             .iter()
+            .filter(|_| !fresh)
             .enumerate()
             .map(|(i, s)| (i, crate::generate::reusable(s.tokens(), prompt)))
             .filter(|&(_, n)| n > 0)

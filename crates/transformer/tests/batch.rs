@@ -393,6 +393,38 @@ fn a_follow_up_request_reuses_the_context_of_the_previous_turn() {
     assert_eq!(ids2, alone(&m, &next, 4).0);
 }
 
+/// `fresh_context`: the same prompt again runs whole in an empty context
+/// and gives bit for bit what it gave the first time, where the reused
+/// context (the last prompt token run alone) may round differently.
+#[test]
+fn a_fresh_context_request_reuses_nothing_and_repeats_exactly() {
+    let m = model(SynthArch::Mistral, SynthType::Q4_K_M, CacheType::F16);
+    let mut sched = Scheduler::new(m.clone(), SchedulerOptions::default()).unwrap();
+    let prompt = tokens(40, 12, 9);
+    let run = |sched: &mut Scheduler, fresh: bool| {
+        let mut r = request(prompt.clone(), 6);
+        r.options.fresh_context = fresh;
+        let h = sched.submit(r);
+        sched.run_until_idle().unwrap();
+        let (ids, lps, end) = collect(&h);
+        match end {
+            Event::Done { stats, .. } => (ids, lps, stats.reused_tokens),
+            e => panic!("{e:?}"),
+        }
+    };
+    let (ids, lps, reused) = run(&mut sched, true);
+    assert_eq!(reused, 0);
+    let (ids2, lps2, reused2) = run(&mut sched, true);
+    assert_eq!(
+        reused2, 0,
+        "a fresh-context request reused a cached context"
+    );
+    assert_eq!((ids2, lps2), (ids, lps));
+    // Without it, the cached prompt is reused (all but its last token).
+    let (_, _, reused3) = run(&mut sched, false);
+    assert_eq!(reused3, prompt.len() - 1);
+}
+
 #[test]
 fn bad_requests_end_with_an_error_and_the_scheduler_goes_on() {
     let m = model(SynthArch::Mistral, SynthType::Q8_0, CacheType::F16);
