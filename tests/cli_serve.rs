@@ -529,14 +529,25 @@ fn malformed_and_hostile_requests_get_4xx_and_the_server_goes_on() {
     if waited > Duration::from_secs(10) {
         failures.push(format!("slowloris: the connection stayed open {waited:?}"));
     }
+    // A connection that never sends anything (or an idle keep-alive one)
+    // is closed after --read-timeout too.
+    let start = Instant::now();
+    let mut s = TcpStream::connect(server.addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    let waited = start.elapsed();
+    if waited > Duration::from_secs(10) {
+        failures.push(format!("silent connection: stayed open {waited:?}"));
+    }
     assert!(
         failures.is_empty(),
         "{} of {} cases failed:\n{}",
         failures.len(),
-        cases.len() + 1,
+        cases.len() + 2,
         failures.join("\n")
     );
-    eprintln!("{} hostile requests answered as expected", cases.len() + 1);
+    eprintln!("{} hostile requests answered as expected", cases.len() + 2);
     // Every JSON error is an OpenAI error object, and the server goes on.
     let (s, v) = server.post(
         "/v1/chat/completions",

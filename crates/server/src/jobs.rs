@@ -188,8 +188,13 @@ pub fn plan(state: &AppState, endpoint: Endpoint, req: GenerateRequest) -> Resul
             ));
         }
         if p.len() >= ctx {
+            let param = if endpoint == Endpoint::Chat {
+                "messages"
+            } else {
+                "prompt"
+            };
             return Err(ApiError::invalid(
-                "messages",
+                param,
                 format!(
                     "the prompt has {} tokens; this server's context size is {ctx} (raise --ctx-size)",
                     p.len()

@@ -144,6 +144,12 @@ impl Metrics {
             &one(engine.generated_tokens.to_string()),
         );
         metric(
+            "mistral_run_engine_steps_total",
+            "counter",
+            "Batched forward passes the engine ran.",
+            &one(engine.steps.to_string()),
+        );
+        metric(
             "mistral_run_tokens_per_second",
             "gauge",
             "Generated tokens per second over the last 10 seconds.",

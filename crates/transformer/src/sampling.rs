@@ -317,6 +317,22 @@ impl Sampler {
             )));
         }
         let p = &self.params;
+        if p.temperature == 0.0 && (p.repeat_penalty == 1.0 || self.recent.is_empty()) {
+            // Greedy without a penalty: the first largest logit, read in
+            // place (no copy of the row; the scheduler samples every
+            // session's row between two batched steps, serially).
+            let best =
+                logits.iter().enumerate().fold(
+                    (0, logits[0]),
+                    |b, (i, &l)| if l > b.1 { (i, l) } else { b },
+                );
+            self.cands.clear();
+            self.cands.push(Candidate {
+                id: best.0 as u32,
+                logit: best.1,
+            });
+            return Ok(());
+        }
         self.row.clear();
         self.row.extend_from_slice(logits);
         let recent = self.recent.make_contiguous();
