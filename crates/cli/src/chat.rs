@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Context, Result};
 use mistral_transformer::Message;
 
-use crate::model_args::{ModelArgs, SamplingArgs};
+use crate::model_args::{ConstraintArgs, ModelArgs, SamplingArgs};
 
 /// Chat with a model interactively (Ctrl-C stops an answer, Ctrl-D exits).
 #[derive(clap::Args, Debug)]
@@ -27,6 +27,8 @@ pub struct Args {
     pub n_predict: Option<usize>,
     #[command(flatten)]
     pub sampling: SamplingArgs,
+    #[command(flatten)]
+    pub constraint: ConstraintArgs,
 }
 
 /// Set while an answer is being generated.
@@ -37,6 +39,8 @@ static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 pub fn run(args: Args) -> Result<()> {
     let params = args.sampling.params(args.n_predict)?;
     let (model, _) = args.model.load()?;
+    // Checked once before the first turn; each answer gets a fresh matcher.
+    args.constraint.options(&model)?;
     let mut session = model.new_session();
     ctrlc::set_handler(|| {
         if GENERATING.load(Ordering::SeqCst) {
@@ -76,7 +80,8 @@ pub fn run(args: Args) -> Result<()> {
 
         INTERRUPTED.store(false, Ordering::SeqCst);
         GENERATING.store(true, Ordering::SeqCst);
-        let answer = answer(&mut session, &history, &params, &mut stdout.lock());
+        let options = args.constraint.options(&model)?;
+        let answer = answer(&mut session, &history, &params, options, &mut stdout.lock());
         GENERATING.store(false, Ordering::SeqCst);
         match answer {
             Ok(text) => history.push(Message::assistant(text)),
@@ -113,11 +118,13 @@ fn answer(
     session: &mut mistral_transformer::Session,
     history: &[Message],
     params: &mistral_transformer::SamplingParams,
+    options: mistral_transformer::GenerateOptions,
     out: &mut impl Write,
 ) -> Result<String> {
     // The context of the previous turns is reused as far as it agrees with
     // the new prompt (after Ctrl-C it ends with a token never shown).
-    let mut generation = session.chat(history, params)?;
+    let ids = session.model().encode_chat(history)?;
+    let mut generation = session.generate_with(&ids, params, options)?;
     let mut stopped = false;
     let mut shown = String::new();
     let mut shifts = 0;

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use mistral_gguf::GgufFile;
-use mistral_transformer::{CacheType, Device, LoadOptions, Model, SamplingParams};
+use mistral_transformer::{
+    CacheType, Constraint, Device, GenerateOptions, LoadOptions, Model, SamplingParams,
+};
 
 use crate::bench::Kernels;
 
@@ -263,4 +265,52 @@ pub fn peak_rss_bytes() -> Option<u64> {
 /// Bytes as MiB with one decimal.
 pub fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+/// Structured output: what the generated text must match, enforced while
+/// sampling (at most one of them).
+#[derive(clap::Args, Debug, Default)]
+#[group(id = "constraint", multiple = false)]
+pub struct ConstraintArgs {
+    /// Output one JSON value (any).
+    #[arg(long)]
+    pub json: bool,
+    /// Output JSON conforming to the JSON Schema in FILE.
+    #[arg(long = "json-schema", value_name = "FILE")]
+    pub json_schema: Option<PathBuf>,
+    /// Output text matching the Lark grammar in FILE (llguidance's syntax, `start: ...`).
+    #[arg(long, value_name = "FILE")]
+    pub grammar: Option<PathBuf>,
+    /// Output text matching the regular expression R (the whole output).
+    #[arg(long, value_name = "R")]
+    pub regex: Option<String>,
+}
+
+impl ConstraintArgs {
+    /// The constraint asked for, if any (files read and parsed).
+    pub fn constraint(&self) -> Result<Option<Constraint>> {
+        let read = |p: &PathBuf| {
+            std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))
+        };
+        Ok(if self.json {
+            Some(Constraint::Json)
+        } else if let Some(p) = &self.json_schema {
+            let schema = serde_json::from_str(&read(p)?)
+                .with_context(|| format!("{} is not JSON", p.display()))?;
+            Some(Constraint::JsonSchema(schema))
+        } else if let Some(p) = &self.grammar {
+            Some(Constraint::Lark(read(p)?))
+        } else {
+            self.regex.clone().map(Constraint::Regex)
+        })
+    }
+
+    /// Generation options holding `model`'s output to the constraint.
+    pub fn options(&self, model: &Model) -> Result<GenerateOptions> {
+        let mut opts = GenerateOptions::default();
+        if let Some(c) = self.constraint()? {
+            opts.processor = Some(Box::new(model.constraint(&c)?));
+        }
+        Ok(opts)
+    }
 }

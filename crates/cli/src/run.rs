@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Result;
 use mistral_transformer::{FinishReason, GenerationStats, Message, Session};
 
-use crate::model_args::{mib, peak_rss_bytes, ModelArgs, SamplingArgs};
+use crate::model_args::{mib, peak_rss_bytes, ConstraintArgs, ModelArgs, SamplingArgs};
 
 /// Complete a prompt (or answer it with the chat template) and stream the text.
 #[derive(clap::Args, Debug)]
@@ -27,24 +27,28 @@ pub struct Args {
     pub system: Option<String>,
     #[command(flatten)]
     pub sampling: SamplingArgs,
+    #[command(flatten)]
+    pub constraint: ConstraintArgs,
 }
 
 pub fn run(args: Args) -> Result<()> {
     let params = args.sampling.params(args.n_predict)?;
     let (model, load_time) = args.model.load()?;
+    let options = args.constraint.options(&model)?;
     let mut session = model.new_session();
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    let mut generation = if args.chat || args.system.is_some() {
+    let ids = if args.chat || args.system.is_some() {
         let mut messages = Vec::new();
         if let Some(s) = args.system {
             messages.push(Message::system(s));
         }
         messages.push(Message::user(args.prompt));
-        session.chat(&messages, &params)?
+        model.encode_chat(&messages)?
     } else {
-        session.generate(&args.prompt, &params)?
+        model.encode_prompt(&args.prompt)?
     };
+    let mut generation = session.generate_with(&ids, &params, options)?;
     let mut shifts = 0;
     while let Some(token) = generation.next() {
         let token = token?;

@@ -90,6 +90,7 @@ impl From<ModelError> for ApiError {
             ModelError::Tokenizer(_)
             | ModelError::InvalidInput(_)
             | ModelError::PromptTooLong { .. }
+            | ModelError::InvalidConstraint(_)
             | ModelError::TokenOutOfRange { .. } => {
                 ApiError::new(StatusCode::BAD_REQUEST, e.to_string())
             }

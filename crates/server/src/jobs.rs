@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use axum::http::StatusCode;
 use mistral_transformer::{
-    CancelToken, Event, GenerateOptions, LogitsProcessor, Message, Request, SamplingParams,
+    CancelToken, Constraint, Event, GenerateOptions, LogitsProcessor, Message, Request,
+    SamplingParams,
 };
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
@@ -34,6 +35,8 @@ pub struct Plan {
     pub include_usage: bool,
     /// Run the prompt in an empty context (`cache_prompt: false`).
     pub fresh_context: bool,
+    /// What the output must match (`response_format`).
+    pub constraint: Option<Constraint>,
     adjust: Adjust,
 }
 
@@ -109,14 +112,13 @@ pub fn plan(state: &AppState, endpoint: Endpoint, req: GenerateRequest) -> Resul
             format!("{f} is not supported by {}", endpoint.path()),
         ));
     }
-    if let Some(rf) = &req.response_format {
-        let text = rf.get("type").and_then(|t| t.as_str()) == Some("text");
-        if !(is_empty_value(rf) || text) {
-            return Err(ApiError::invalid(
-                "response_format",
-                "response_format other than {\"type\": \"text\"} is not supported yet",
-            ));
-        }
+    let constraint = match &req.response_format {
+        Some(rf) => response_format(rf)?,
+        None => None,
+    };
+    if let Some(c) = &constraint {
+        // Compiled once here so that a bad schema is a 400 before anything runs.
+        state.model.constraint(c)?;
     }
     if req.tools.as_ref().is_some_and(|t| !is_empty_value(t)) {
         return Err(ApiError::invalid("tools", "tools are not supported yet"));
@@ -328,8 +330,50 @@ pub fn plan(state: &AppState, endpoint: Endpoint, req: GenerateRequest) -> Resul
         stream,
         include_usage,
         fresh_context: !req.cache_prompt.unwrap_or(state.cfg.cache_prompt),
+        constraint,
         adjust,
     })
+}
+
+/// OpenAI's `response_format`: `{"type": "text"}`, `{"type": "json_object"}`
+/// (a JSON object) or `{"type": "json_schema", "json_schema": {"schema": ...}}`.
+fn response_format(rf: &serde_json::Value) -> Result<Option<Constraint>, ApiError> {
+    if is_empty_value(rf) {
+        return Ok(None);
+    }
+    let bad = |m: &str| ApiError::invalid("response_format", m.to_string());
+    match rf.get("type").and_then(|t| t.as_str()) {
+        Some("text") => Ok(None),
+        Some("json_object") => Ok(Some(Constraint::JsonSchema(
+            serde_json::json!({"type": "object"}),
+        ))),
+        Some("json_schema") => {
+            let schema = rf
+                .get("json_schema")
+                .and_then(|j| j.get("schema"))
+                .ok_or_else(|| bad("response_format json_schema needs json_schema.schema"))?;
+            if !schema.is_object() && !schema.is_boolean() {
+                return Err(bad("json_schema.schema must be a JSON Schema object"));
+            }
+            Ok(Some(Constraint::JsonSchema(schema.clone())))
+        }
+        Some(t) => Err(bad(&format!(
+            "response_format type {t:?} is not supported (text, json_object or json_schema)"
+        ))),
+        None => Err(bad("response_format needs a type")),
+    }
+}
+
+/// Runs several processors in turn (the constraint last, so that what it
+/// masks stays masked).
+struct Chain(Vec<Box<dyn LogitsProcessor>>);
+
+impl LogitsProcessor for Chain {
+    fn process(&mut self, generated: &[u32], logits: &mut [f32]) {
+        for p in &mut self.0 {
+            p.process(generated, logits);
+        }
+    }
 }
 
 fn too_many_choices(n: usize) -> ApiError {
@@ -469,6 +513,13 @@ pub fn submit(state: &Arc<AppState>, plan: &Plan) -> Result<JobSet, ApiError> {
             e.retry_after = Some(1);
             e
         })?;
+    // Every choice's matcher before anything is submitted.
+    let mut constraints = Vec::new();
+    if let Some(c) = &plan.constraint {
+        for _ in 0..plan.choices() {
+            constraints.push(state.model.constraint(c)?);
+        }
+    }
     let (tx, rx) = mpsc::unbounded_channel();
     let mut cancels = Vec::with_capacity(plan.choices());
     for (p, prompt) in plan.prompts.iter().enumerate() {
@@ -476,14 +527,21 @@ pub fn submit(state: &Arc<AppState>, plan: &Plan) -> Result<JobSet, ApiError> {
             let index = p * plan.n + i;
             let mut params = plan.params.clone();
             params.seed = params.seed.map(|s| s.wrapping_add(i as u64));
-            let processor: Option<Box<dyn LogitsProcessor>> = if plan.adjust.is_noop() {
-                None
-            } else {
-                Some(Box::new(AdjustState {
+            let mut chain: Vec<Box<dyn LogitsProcessor>> = Vec::new();
+            if !plan.adjust.is_noop() {
+                chain.push(Box::new(AdjustState {
                     adjust: plan.adjust.clone(),
                     counts: HashMap::new(),
                     seen: 0,
-                }))
+                }));
+            }
+            if let Some(c) = constraints.pop() {
+                chain.push(Box::new(c));
+            }
+            let processor: Option<Box<dyn LogitsProcessor>> = match chain.len() {
+                0 => None,
+                1 => chain.pop(),
+                _ => Some(Box::new(Chain(chain))),
             };
             let request = Request {
                 prompt: prompt.clone(),

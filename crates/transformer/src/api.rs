@@ -21,6 +21,7 @@ use mistral_gguf::GgufFile;
 use mistral_tokenizer::{ChatTemplate, Message, Tokenizer};
 
 use crate::config::{LoadOptions, ModelConfig};
+use crate::constraint::{Constraint, ConstraintProcessor, GuidanceCell};
 use crate::error::ModelError;
 use crate::model::{SeqStep, Transformer};
 use crate::session::Session;
@@ -32,6 +33,8 @@ struct Inner {
     template: ChatTemplate,
     /// The threads every forward pass of this model runs on.
     pool: Arc<rayon::ThreadPool>,
+    /// llguidance's view of the vocabulary, built on the first constraint.
+    guidance: Arc<GuidanceCell>,
 }
 
 /// A loaded model: weights, tokenizer and chat template, and the thread pool
@@ -118,6 +121,7 @@ impl Model {
                 tokenizer,
                 template,
                 pool: Arc::new(pool),
+                guidance: Arc::default(),
             }),
         })
     }
@@ -130,8 +134,21 @@ impl Model {
                 tokenizer: self.inner.tokenizer.clone(),
                 template,
                 pool: self.inner.pool.clone(),
+                guidance: self.inner.guidance.clone(),
             }),
         }
+    }
+
+    /// A logits processor that holds generation to `constraint` (put it in
+    /// [`crate::GenerateOptions::processor`]). The first call builds the
+    /// vocabulary's token trie (once per model). A schema, grammar or
+    /// regular expression that does not compile, or matches nothing, is a
+    /// [`ModelError::InvalidConstraint`] naming what is wrong.
+    pub fn constraint(&self, constraint: &Constraint) -> Result<ConstraintProcessor, ModelError> {
+        self.inner
+            .guidance
+            .get(&self.inner.tokenizer)?
+            .processor(constraint)
     }
 
     /// A new, empty session.

@@ -81,6 +81,10 @@ pub enum ModelError {
     /// A token id is not below the vocabulary size.
     #[error("token id {id} is out of range for the vocabulary of {n_vocab} tokens")]
     TokenOutOfRange { id: u32, n_vocab: usize },
+    /// A structured-output constraint (JSON schema, grammar, regular
+    /// expression) that does not compile or matches nothing.
+    #[error("{0}")]
+    InvalidConstraint(String),
     /// Invalid input to a command (e.g. a text too short for one perplexity chunk).
     #[error("{0}")]
     InvalidInput(String),

@@ -10,6 +10,7 @@
 mod api;
 mod attention;
 mod config;
+mod constraint;
 mod error;
 mod ffn;
 mod generate;
@@ -33,6 +34,7 @@ pub use config::{
     CachePolicy, CacheType, Device, KernelChoice, LoadOptions, ModelConfig, DEFAULT_CTX_SIZE,
     MAX_UBATCH,
 };
+pub use constraint::{Constraint, ConstraintProcessor};
 pub use error::ModelError;
 pub use generate::{
     CancelToken, FinishReason, GenerateOptions, GeneratedToken, Generation, GenerationStats,
