@@ -19,7 +19,7 @@ BIN=${BIN:-target/debug/mistral-run}
 VENV=${CLIENTS_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/mistral-run/venv-clients}
 # Major versions pinned: both SDKs are generated from their vendors' API specs
 # and change shape across majors.
-REQS=("openai>=3,<4" "mistralai>=3,<4")
+REQS=("openai>=3,<4" "mistralai>=3,<4" "jsonschema>=4,<5")
 STARTUP_SECONDS=${STARTUP_SECONDS:-600} # the first run may fetch the model
 
 [ -x "$BIN" ] || { echo "server-clients: $BIN not found (build it first: cargo build)" >&2; exit 1; }
@@ -119,6 +119,12 @@ expect_id=
 
 if ! SERVER_PORT=$port FIM_PORT=$fim_port SERVER_API_KEY=$key EXPECT_MODEL_ID=$expect_id \
     "$VENV/bin/python" tests/server_clients.py; then
+    show_logs
+    exit 1
+fi
+# Structured output: 200 generated JSON Schemas at temperature 1, each
+# output validated by the jsonschema package.
+if ! "$VENV/bin/python" tests/server_structured.py "$port" "$key" "${STRUCTURED_CASES:-200}"; then
     show_logs
     exit 1
 fi
