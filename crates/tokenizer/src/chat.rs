@@ -15,9 +15,56 @@ use crate::TokenizerError;
 /// One turn of a conversation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
-    /// `system`, `user` or `assistant`.
+    /// `system`, `user`, `assistant` or `tool`.
     pub role: String,
     pub content: String,
+    /// The functions an assistant turn calls (its `content` is then
+    /// usually empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// A `tool` turn: the id of the call whose result `content` is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+}
+
+/// A function call of an assistant turn. Templates see it in OpenAI's
+/// shape: `{"id", "type": "function", "function": {"name", "arguments"}}`,
+/// the arguments as a JSON value (as Hugging Face's templates expect).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolCall {
+    pub id: String,
+    pub name: String,
+    /// The arguments, JSON text (an object).
+    pub arguments: String,
+}
+
+impl Serialize for ToolCall {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let args = serde_json::from_str::<serde_json::Value>(&self.arguments)
+            .unwrap_or_else(|_| serde_json::Value::String(self.arguments.clone()));
+        serde_json::json!({
+            "id": self.id,
+            "type": "function",
+            "function": {"name": self.name, "arguments": args},
+        })
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for ToolCall {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = serde_json::Value::deserialize(d)?;
+        let f = &v["function"];
+        let arguments = match &f["arguments"] {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        Ok(ToolCall {
+            id: v["id"].as_str().unwrap_or_default().to_string(),
+            name: f["name"].as_str().unwrap_or_default().to_string(),
+            arguments,
+        })
+    }
 }
 
 impl Message {
@@ -25,6 +72,22 @@ impl Message {
         Message {
             role: role.into(),
             content: content.into(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+        }
+    }
+    /// An assistant turn that calls functions.
+    pub fn tool_calls(calls: Vec<ToolCall>) -> Message {
+        Message {
+            tool_calls: calls,
+            ..Message::new("assistant", "")
+        }
+    }
+    /// A function's result, answering the call `call_id`.
+    pub fn tool_result(call_id: impl Into<String>, content: impl Into<String>) -> Message {
+        Message {
+            tool_call_id: Some(call_id.into()),
+            ..Message::new("tool", content)
         }
     }
     pub fn system(content: impl Into<String>) -> Message {
@@ -113,9 +176,130 @@ macro_rules! mistral_template {
 }
 
 const MISTRAL_V1: &str = mistral_template!("loop.first", "[INST] ", " [/INST]", " ");
-const MISTRAL_V3: &str = mistral_template!("loop.index0 == last_user.i", "[INST] ", "[/INST]", " ");
-const MISTRAL_TEKKEN: &str =
-    mistral_template!("loop.index0 == last_user.i", "[INST]", "[/INST]", "");
+/// v3 and tekken, with function calling as mistral-common writes it: the
+/// tools (`[AVAILABLE_TOOLS]`) before the last user turn, an assistant's
+/// calls after `[TOOL_CALLS]`, results in `[TOOL_RESULTS]` (JSON as
+/// Python's `json.dumps` writes it: the `pydumps` filters).
+macro_rules! mistral_tools_template {
+    ($sp:literal) => {
+        concat!(
+            "{%- if messages and messages[0].role == 'system' %}",
+            "{%- set system = messages[0].content %}{%- set turns = messages[1:] %}",
+            "{%- else %}{%- set system = none %}{%- set turns = messages %}{%- endif %}",
+            "{%- set last_user = namespace(i=-1) %}",
+            "{%- for m in turns %}{%- if m.role == 'user' %}{%- set last_user.i = loop.index0 %}{%- endif %}{%- endfor %}",
+            "{%- set prev = namespace(role='assistant') %}",
+            "{{- bos_token }}",
+            "{%- for m in turns %}",
+            "{%- if m.role == 'user' %}",
+            "{%- if prev.role == 'user' %}{{ raise_exception(alternate) }}{%- endif %}",
+            "{%- if tools and loop.index0 == last_user.i %}",
+            "{{- '[AVAILABLE_TOOLS]", $sp, "' + tools|pydumps + '[/AVAILABLE_TOOLS]' }}{%- endif %}",
+            "{%- if system is not none and loop.index0 == last_user.i %}",
+            "{{- '[INST]", $sp, "' + system + '\n\n' + m.content + '[/INST]' }}",
+            "{%- else %}{{- '[INST]", $sp, "' + m.content + '[/INST]' }}{%- endif %}",
+            "{%- elif m.role == 'assistant' %}",
+            "{%- if prev.role == 'assistant' %}{{ raise_exception(alternate) }}{%- endif %}",
+            "{%- if m.tool_calls %}{{- '[TOOL_CALLS]", $sp, "' + m.tool_calls|pydumps_calls + eos_token }}",
+            "{%- else %}{{- '", $sp, "' + m.content + eos_token }}{%- endif %}",
+            "{%- elif m.role == 'tool' %}",
+            "{%- if prev.role == 'user' %}{{ raise_exception(alternate) }}{%- endif %}",
+            "{{- '[TOOL_RESULTS]", $sp, "' + m.content|pydumps_result(m.tool_call_id) + '[/TOOL_RESULTS]' }}",
+            "{%- else %}{{ raise_exception(roles) }}{%- endif %}",
+            "{%- set prev.role = m.role %}",
+            "{%- endfor %}"
+        )
+    };
+}
+
+const MISTRAL_V3: &str = mistral_tools_template!(" ");
+const MISTRAL_TEKKEN: &str = mistral_tools_template!("");
+
+/// `json.dumps(value, ensure_ascii=False)`: `", "` and `": "` separators.
+pub fn py_json_dumps(v: &serde_json::Value) -> String {
+    struct Py;
+    impl serde_json::ser::Formatter for Py {
+        fn begin_array_value<W: ?Sized + std::io::Write>(
+            &mut self,
+            w: &mut W,
+            first: bool,
+        ) -> std::io::Result<()> {
+            if first {
+                Ok(())
+            } else {
+                w.write_all(b", ")
+            }
+        }
+        fn begin_object_key<W: ?Sized + std::io::Write>(
+            &mut self,
+            w: &mut W,
+            first: bool,
+        ) -> std::io::Result<()> {
+            if first {
+                Ok(())
+            } else {
+                w.write_all(b", ")
+            }
+        }
+        fn begin_object_value<W: ?Sized + std::io::Write>(
+            &mut self,
+            w: &mut W,
+        ) -> std::io::Result<()> {
+            w.write_all(b": ")
+        }
+    }
+    let mut out = Vec::new();
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, Py);
+    // Writing a Value to a Vec cannot fail.
+    let _ = serde::Serialize::serialize(v, &mut ser);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+fn to_json(v: &Value) -> Result<serde_json::Value, minijinja::Error> {
+    serde_json::to_value(v)
+        .map_err(|e| minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e.to_string()))
+}
+
+/// `pydumps`: a value as `json.dumps` writes it.
+fn pydumps(v: Value) -> Result<String, minijinja::Error> {
+    Ok(py_json_dumps(&to_json(&v)?))
+}
+
+/// `pydumps_calls`: OpenAI-shaped calls as mistral-common lists them after
+/// `[TOOL_CALLS]`: `[{"name", "arguments", "id"}]`.
+fn pydumps_calls(calls: Value) -> Result<String, minijinja::Error> {
+    let calls = to_json(&calls)?;
+    let list: Vec<serde_json::Value> = calls
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|c| {
+                    let mut o = serde_json::Map::new();
+                    o.insert("name".into(), c["function"]["name"].clone());
+                    o.insert("arguments".into(), c["function"]["arguments"].clone());
+                    if c["id"].as_str().is_some_and(|id| !id.is_empty()) {
+                        o.insert("id".into(), c["id"].clone());
+                    }
+                    serde_json::Value::Object(o)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(py_json_dumps(&serde_json::Value::Array(list)))
+}
+
+/// `pydumps_result(call_id)`: a tool's result as mistral-common writes it:
+/// `{"content": <the content, parsed when it is JSON>, "call_id": id}`.
+fn pydumps_result(content: String, call_id: Option<String>) -> String {
+    let content = serde_json::from_str::<serde_json::Value>(&content)
+        .unwrap_or(serde_json::Value::String(content));
+    let mut o = serde_json::Map::new();
+    o.insert("content".into(), content);
+    if let Some(id) = call_id {
+        o.insert("call_id".into(), serde_json::Value::String(id));
+    }
+    py_json_dumps(&serde_json::Value::Object(o))
+}
 
 /// Instruction budget for one render: generous for any real conversation,
 /// and it stops a template that would loop for ever.
@@ -293,6 +477,25 @@ impl ChatTemplate {
         }
     }
 
+    /// Mistral's own format with function calling (v3 or tekken), for a
+    /// vocabulary with its control tokens, whatever template the file
+    /// carries; `None` for other vocabularies (v1's has no tool tokens).
+    pub fn mistral_tools(md: &Metadata) -> Result<Option<ChatTemplate>, TokenizerError> {
+        let tokens = md.get_string_array(keys::TOKENIZER_TOKENS)?;
+        if !tokens.iter().any(|t| t == "[AVAILABLE_TOOLS]") {
+            return Ok(None);
+        }
+        let format = MistralFormat::detect(md)?;
+        if format == MistralFormat::V1 {
+            return Ok(None);
+        }
+        let mut md = md.clone();
+        md.remove(keys::TOKENIZER_CHAT_TEMPLATE);
+        let t = ChatTemplate::from_metadata(&md)?;
+        debug_assert_eq!(t.source(), format.source());
+        Ok(Some(t))
+    }
+
     /// A template from Jinja source (`--chat-template FILE`).
     pub fn from_source(source: &str, bos: &str, eos: &str) -> Result<ChatTemplate, TokenizerError> {
         let mut env = Environment::new();
@@ -306,6 +509,9 @@ impl ChatTemplate {
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", strftime_now);
+        env.add_filter("pydumps", pydumps);
+        env.add_filter("pydumps_calls", pydumps_calls);
+        env.add_filter("pydumps_result", pydumps_result);
         env.add_global("alternate", ALTERNATE);
         env.add_global("roles", ROLES);
         env.add_template_owned("chat", source.to_string())
@@ -340,13 +546,31 @@ impl ChatTemplate {
         messages: &[Message],
         add_generation_prompt: bool,
     ) -> Result<String, TokenizerError> {
+        self.render_with_tools(messages, None, add_generation_prompt)
+    }
+
+    /// [`ChatTemplate::render`] with the functions the model may call:
+    /// `tools` is OpenAI's list, `[{"type": "function", "function": {"name",
+    /// "description", "parameters"}}]`, handed to the template as `tools`.
+    pub fn render_with_tools(
+        &self,
+        messages: &[Message],
+        tools: Option<&serde_json::Value>,
+        add_generation_prompt: bool,
+    ) -> Result<String, TokenizerError> {
         let tmpl = self.env.get_template("chat").map_err(render_error)?;
+        let tools = match tools {
+            Some(t) if !t.as_array().is_some_and(|a| a.is_empty()) => {
+                Value::from(minijinja::value::Serde(t))
+            }
+            _ => Value::from(()),
+        };
         tmpl.render(context! {
             messages => Value::from(minijinja::value::Serde(messages)),
             add_generation_prompt => add_generation_prompt,
             bos_token => &self.bos,
             eos_token => &self.eos,
-            tools => Value::from(()),
+            tools => tools,
             documents => Value::from(()),
         })
         .map_err(render_error)

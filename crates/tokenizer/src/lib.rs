@@ -31,7 +31,7 @@ use std::sync::Arc;
 
 use mistral_gguf::{keys, GgufFile, Metadata};
 
-pub use chat::{ChatTemplate, Message, MistralFormat};
+pub use chat::{py_json_dumps, ChatTemplate, Message, MistralFormat, ToolCall};
 pub use decode::StreamDecoder;
 pub use error::TokenizerError;
 pub use pretok::PreTokenizer;

@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use mistral_gguf::{keys, GgufFile, Metadata};
-use mistral_tokenizer::{ChatTemplate, Message, MistralFormat, TokenizerError};
+use mistral_tokenizer::{ChatTemplate, Message, MistralFormat, TokenizerError, ToolCall};
 
 fn metadata(path: &std::path::Path) -> Metadata {
     GgufFile::open(path).unwrap().metadata().clone()
@@ -291,4 +291,65 @@ fn hugging_face_template_constructs() {
         tmpl.render(&msgs, true).unwrap(),
         r#"<s>1/0/3[S:ice][U:llo][A:rld]{"n": 3}>"#
     );
+}
+
+/// The weather tool of the function-calling tests, OpenAI's shape.
+fn weather_tools(description: &str, parameters: serde_json::Value) -> serde_json::Value {
+    serde_json::json!([{"type": "function", "function": {
+        "name": "get_weather", "description": description, "parameters": parameters}}])
+}
+
+/// Function calling in Mistral's v3 format: the ids mistral-common 1.13.1's
+/// `encode_chat_completion` returns for the same request (tools, a system
+/// prompt, a call, its result, an answer and a new question; text form
+/// `<s>[INST]▁What▁is▁the▁weather▁in▁Paris?[/INST][TOOL_CALLS]▁[{"name":▁"get_weather",▁"arguments":▁{"city":▁"Paris"},▁"id":▁"call00001"}]</s>[TOOL_RESULTS]▁{"content":▁{"temperature":▁18},▁"call_id":▁"call00001"}[/TOOL_RESULTS]▁It▁is▁18▁degrees▁in▁Paris.</s>[AVAILABLE_TOOLS]▁[{"type":▁"function",▁...}][/AVAILABLE_TOOLS][INST]▁You▁are▁a▁helpful▁assistant.<0x0A><0x0A>And▁in▁Rome?[/INST]`),
+/// and a second with non-ASCII text and a result that is not JSON.
+#[test]
+fn mistral_v3_tool_calls_match_mistral_common() {
+    let md = without_template("ggml-vocab-mistral-v3.gguf");
+    let tmpl = ChatTemplate::from_metadata(&md).unwrap();
+    let tok = mistral_v3();
+    let tools = weather_tools(
+        "Get the weather in a city.",
+        serde_json::json!({"type": "object", "properties": {"city": {"type": "string"},
+            "unit": {"type": "string", "enum": ["c", "f"]}}, "required": ["city"]}),
+    );
+    let call = |id: &str, args: &str| ToolCall {
+        id: id.into(),
+        name: "get_weather".into(),
+        arguments: args.into(),
+    };
+    let messages = vec![
+        Message::system("You are a helpful assistant."),
+        Message::user("What is the weather in Paris?"),
+        Message::tool_calls(vec![call("call00001", "{\"city\": \"Paris\"}")]),
+        Message::tool_result("call00001", "{\"temperature\": 18}"),
+        Message::assistant("It is 18 degrees in Paris."),
+        Message::user("And in Rome?"),
+    ];
+    let text = tmpl
+        .render_with_tools(&messages, Some(&tools), true)
+        .unwrap();
+    let ids = tok.encode(&text, false, true).unwrap();
+    #[rustfmt::skip]
+    let want: &[u32] = &[1, 3, 2592, 1117, 1040, 8854, 1065, 6233, 29572, 4, 5, 1501, 7567, 1629, 2032, 1113, 1295, 29498, 1537, 1991, 1316, 1113, 17452, 2032, 10598, 19141, 2032, 1113, 4684, 1046, 8474, 1113, 1081, 2032, 1113, 3613, 29502, 29502, 29502, 29502, 29508, 29507, 10925, 2, 8, 10598, 4557, 2032, 10598, 29475, 17329, 2032, 29473, 29508, 29551, 1649, 1113, 3613, 29498, 1081, 2032, 1113, 3613, 29502, 29502, 29502, 29502, 29508, 18163, 9, 1429, 1117, 29473, 29508, 29551, 11950, 1065, 6233, 29491, 2, 6, 1501, 7567, 1891, 2032, 1113, 3396, 1316, 1113, 3396, 2032, 10598, 1629, 2032, 1113, 1295, 29498, 1537, 1991, 1316, 1113, 7286, 2032, 1113, 2226, 1040, 8854, 1065, 1032, 3758, 9959, 1113, 12206, 2032, 10598, 1891, 2032, 1113, 3582, 1316, 1113, 11491, 2032, 10598, 19141, 2032, 10598, 1891, 2032, 1113, 2195, 8474, 1113, 6074, 2032, 10598, 1891, 2032, 1113, 2195, 1316, 1113, 10825, 2032, 8135, 29485, 1316, 1113, 29490, 3010, 11549, 1113, 11661, 2032, 8135, 19141, 3010, 1743, 10925, 7, 3, 1763, 1228, 1032, 11633, 14660, 29491, 781, 781, 3235, 1065, 11595, 29572, 4];
+    assert_eq!(ids, want, "{text}");
+
+    let tools = weather_tools(
+        "Météo d'une ville.",
+        serde_json::json!({"type": "object", "properties": {"city": {"type": "string"}},
+            "required": ["city"]}),
+    );
+    let messages = vec![
+        Message::user("Weather in Zürich?"),
+        Message::tool_calls(vec![call("abc123def", "{\"city\": \"Zürich\"}")]),
+        Message::tool_result("abc123def", "sunny, 20°"),
+    ];
+    let text = tmpl
+        .render_with_tools(&messages, Some(&tools), true)
+        .unwrap();
+    let ids = tok.encode(&text, false, true).unwrap();
+    #[rustfmt::skip]
+    let want: &[u32] = &[1, 6, 1501, 7567, 1891, 2032, 1113, 3396, 1316, 1113, 3396, 2032, 10598, 1629, 2032, 1113, 1295, 29498, 1537, 1991, 1316, 1113, 7286, 2032, 1113, 29523, 13097, 29477, 1049, 29510, 2570, 14294, 9959, 1113, 12206, 2032, 10598, 1891, 2032, 1113, 3582, 1316, 1113, 11491, 2032, 10598, 19141, 2032, 10598, 1891, 2032, 1113, 2195, 29507, 11549, 1113, 11661, 2032, 8135, 19141, 3010, 1743, 10925, 7, 3, 1584, 1991, 1065, 1822, 3123, 1307, 29572, 4, 5, 1501, 7567, 1629, 2032, 1113, 1295, 29498, 1537, 1991, 1316, 1113, 17452, 2032, 10598, 19141, 2032, 1113, 29596, 3123, 1307, 8474, 1113, 1081, 2032, 1113, 17380, 29508, 29518, 29538, 2038, 29507, 10925, 2, 8, 10598, 4557, 2032, 1113, 20643, 2548, 29493, 29473, 29518, 29502, 29670, 1316, 1113, 3613, 29498, 1081, 2032, 1113, 17380, 29508, 29518, 29538, 2038, 18163, 9];
+    assert_eq!(ids, want, "{text}");
 }

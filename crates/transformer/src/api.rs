@@ -35,6 +35,9 @@ struct Inner {
     pool: Arc<rayon::ThreadPool>,
     /// llguidance's view of the vocabulary, built on the first constraint.
     guidance: Arc<GuidanceCell>,
+    /// Mistral's own format with function calling, for a vocabulary with
+    /// its tool tokens whose file template does not render tools.
+    tool_template: Option<ChatTemplate>,
 }
 
 /// A loaded model: weights, tokenizer and chat template, and the thread pool
@@ -90,6 +93,7 @@ impl Model {
     ) -> Result<Model, ModelError> {
         let tokenizer = Tokenizer::from_gguf(file)?;
         let template = ChatTemplate::from_metadata(file.metadata())?;
+        let tool_template = ChatTemplate::mistral_tools(file.metadata())?;
         // A context shift always keeps the BOS token, as llama.cpp's does.
         let mut opts = opts;
         if tokenizer.adds_bos() {
@@ -122,6 +126,7 @@ impl Model {
                 template,
                 pool: Arc::new(pool),
                 guidance: Arc::default(),
+                tool_template,
             }),
         })
     }
@@ -135,6 +140,7 @@ impl Model {
                 template,
                 pool: self.inner.pool.clone(),
                 guidance: self.inner.guidance.clone(),
+                tool_template: self.inner.tool_template.clone(),
             }),
         }
     }
@@ -203,6 +209,31 @@ impl Model {
     /// opened) and tokenizes the result.
     pub fn encode_chat(&self, messages: &[Message]) -> Result<Vec<u32>, ModelError> {
         let rendered = self.inner.template.render(messages, true)?;
+        self.encode_prompt(&rendered)
+    }
+
+    /// [`Model::encode_chat`] offering the model `tools` (OpenAI's list of
+    /// functions). A template that renders `tools` gets them; for one that
+    /// does not, they are described in a system message.
+    pub fn encode_chat_with_tools(
+        &self,
+        messages: &[Message],
+        tools: &serde_json::Value,
+    ) -> Result<Vec<u32>, ModelError> {
+        crate::tools::tool_names(tools)?;
+        let t = &self.inner.template;
+        let rendered = if t.source().contains("tools") {
+            t.render_with_tools(messages, Some(tools), true)?
+        } else if let Some(mistral) = &self.inner.tool_template {
+            mistral.render_with_tools(messages, Some(tools), true)?
+        } else {
+            match t.render(&crate::tools::describe_tools(messages, tools, false), true) {
+                Ok(r) => r,
+                // A template without system messages: the description
+                // goes before the first user message instead.
+                Err(_) => t.render(&crate::tools::describe_tools(messages, tools, true), true)?,
+            }
+        };
         self.encode_prompt(&rendered)
     }
 

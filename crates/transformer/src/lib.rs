@@ -27,6 +27,7 @@ mod sampling;
 mod scheduler;
 mod session;
 pub mod synth;
+mod tools;
 mod weights;
 
 pub use api::{BatchSeq, Model};
@@ -41,11 +42,12 @@ pub use generate::{
     LanguageModel, LogitsProcessor, TokenLogprob,
 };
 pub use kv_cache::ContextShift;
-pub use mistral_tokenizer::{ChatTemplate, Message, Tokenizer};
+pub use mistral_tokenizer::{ChatTemplate, Message, Tokenizer, ToolCall};
 pub use plan::{DevicePlan, MemoryPlan};
 pub use sampling::{Candidate, Sampler, SamplingParams};
 pub use scheduler::{
     Engine, EngineStatus, Event, Request, RequestHandle, Scheduler, SchedulerOptions, StepReport,
 };
 pub use session::{Pooling, Session};
+pub use tools::{parse_tool_calls, tool_call_constraint, tool_names, ToolChoice};
 pub use weights::LoadProgress;
