@@ -471,7 +471,7 @@ fn malformed_and_hostile_requests_get_4xx_and_the_server_goes_on() {
         ("prompt longer than the context", post_raw(cmpl, long_prompt.to_string().as_bytes())),
         ("token id out of the vocabulary", post_raw(cmpl, b"{\"prompt\": [1, 2, 4000000000]}")),
         ("unknown model", post_raw(chat, &msg(json!({"model": "gpt-4o"})))),
-        ("tools (not supported yet)", post_raw(chat, &msg(json!({"tools": [{"type": "function"}]})))),
+        ("a tool without a name", post_raw(chat, &msg(json!({"tools": [{"type": "function"}]})))),
         ("stream_options without stream", post_raw(chat, &msg(json!({"stream_options": {"include_usage": true}})))),
         ("fim on a model without FIM tokens", post_raw("/v1/fim/completions", b"{\"prompt\": \"def f(\", \"suffix\": \")\"}")),
         ("embeddings of nothing", post_raw("/v1/embeddings", b"{\"input\": []}")),

@@ -593,6 +593,98 @@ def check_mistral_auth():
     raise CheckFailed(f"mistralai with a wrong key succeeded: {_short(r)}")
 
 
+WEATHER_TOOL = {"type": "function", "function": {
+    "name": "get_weather", "description": "Get the current weather in a city.",
+    "parameters": {"type": "object", "properties": {
+        "city": {"type": "string", "maxLength": 24},
+        "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
+        "required": ["city", "unit"], "additionalProperties": False}}}
+TOOL_MSGS = [{"role": "user", "content": "What is the weather like in Paris today?"}]
+
+
+def check_tool_args(call, req):
+    import jsonschema
+    need(call.type == "function" and call.function.name == "get_weather",
+         "the call should be to get_weather", request=req, call=call)
+    try:
+        args = json.loads(call.function.arguments)
+        jsonschema.validate(args, WEATHER_TOOL["function"]["parameters"])
+    except Exception as e:
+        need(False, f"the arguments do not fit the tool's schema: {e}", request=req, call=call)
+    need(isinstance(call.id, str) and call.id, "the call has no id", call=call)
+    return args
+
+
+def check_tools():
+    # tool_choice required, at temperature 1: the constraint keeps the call valid.
+    for seed in range(3):
+        req = dict(model=MODEL, messages=TOOL_MSGS, tools=[WEATHER_TOOL], tool_choice="required",
+                   temperature=1.0, seed=seed, max_tokens=100, parallel_tool_calls=False)
+        r = client.chat.completions.create(**req)
+        c = r.choices[0]
+        need(c.finish_reason == "tool_calls", 'finish_reason should be "tool_calls"', request=req, response=r)
+        need(c.message.tool_calls and len(c.message.tool_calls) == 1, "one tool call expected", request=req, response=r)
+        args = check_tool_args(c.message.tool_calls[0], req)
+    # The call and its result go back in; the answer is text.
+    call = c.message.tool_calls[0]
+    msgs = TOOL_MSGS + [
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": call.id, "type": "function", "function": {"name": call.function.name,
+                                                              "arguments": call.function.arguments}}]},
+        {"role": "tool", "tool_call_id": call.id, "content": json.dumps({"temperature": 21, "sky": "clear"})},
+    ]
+    req = dict(model=MODEL, messages=msgs, tools=[WEATHER_TOOL], tool_choice="none", temperature=0, max_tokens=40)
+    r = client.chat.completions.create(**req)
+    need(r.choices[0].message.content and not r.choices[0].message.tool_calls,
+         "after the tool result the answer should be text", request=req, response=r)
+    # A named function.
+    req = dict(model=MODEL, messages=TOOL_MSGS, tools=[WEATHER_TOOL], temperature=0, max_tokens=100,
+               tool_choice={"type": "function", "function": {"name": "get_weather"}})
+    r = client.chat.completions.create(**req)
+    check_tool_args(r.choices[0].message.tool_calls[0], req)
+    # An unknown name is a 400.
+    try:
+        client.chat.completions.create(**dict(req, tool_choice={"type": "function", "function": {"name": "nope"}}))
+        need(False, "tool_choice naming an unknown tool should be a 400")
+    except openai.BadRequestError:
+        pass
+    return f"args {args}"
+
+
+def check_tools_stream():
+    req = dict(model=MODEL, messages=TOOL_MSGS, tools=[WEATHER_TOOL], tool_choice="required",
+               temperature=0, max_tokens=100, stream=True)
+    name, arguments, finish, content = "", "", None, ""
+    for ch in client.chat.completions.create(**req):
+        for c in ch.choices:
+            for tc in (c.delta.tool_calls or []):
+                name += tc.function.name or ""
+                arguments += tc.function.arguments or ""
+            content += c.delta.content or ""
+            finish = c.finish_reason or finish
+    need(finish == "tool_calls", 'the stream should finish with "tool_calls"', finish=finish)
+    need(name == "get_weather" and not content, "the stream should carry the call, not text",
+         name=name, content=content)
+    import jsonschema
+    jsonschema.validate(json.loads(arguments), WEATHER_TOOL["function"]["parameters"])
+    return arguments
+
+
+def check_mistral_tools():
+    req = dict(model=MODEL, messages=TOOL_MSGS, tools=[WEATHER_TOOL], tool_choice="any",
+               temperature=0.7, random_seed=3, max_tokens=100)
+    r = mistral.chat.complete(**req)
+    c = r.choices[0]
+    need(c.finish_reason == "tool_calls" and c.message.tool_calls, "mistralai: no tool call",
+         request=req, response=r)
+    call = c.message.tool_calls[0]
+    args = call.function.arguments
+    args = json.loads(args) if isinstance(args, str) else args
+    import jsonschema
+    jsonschema.validate(args, WEATHER_TOOL["function"]["parameters"])
+    return f"{call.function.name} {args}"
+
+
 CHECKS = [
     check_health_and_metrics,
     check_models,
@@ -612,6 +704,9 @@ CHECKS = [
     check_mistral_fim_model,
     check_mistral_embeddings,
     check_mistral_auth,
+    check_tools,
+    check_tools_stream,
+    check_mistral_tools,
 ]
 
 

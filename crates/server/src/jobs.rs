@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use axum::http::StatusCode;
 use mistral_transformer::{
-    CancelToken, Constraint, Event, GenerateOptions, LogitsProcessor, Message, Request,
-    SamplingParams,
+    tool_call_constraint, tool_names, CancelToken, Constraint, Event, GenerateOptions,
+    LogitsProcessor, Message, Request, SamplingParams, ToolCall, ToolChoice,
 };
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
@@ -35,8 +35,10 @@ pub struct Plan {
     pub include_usage: bool,
     /// Run the prompt in an empty context (`cache_prompt: false`).
     pub fresh_context: bool,
-    /// What the output must match (`response_format`).
+    /// What the output must match (`response_format`, or a forced tool call).
     pub constraint: Option<Constraint>,
+    /// Whether answers are read back as tool calls.
+    pub tool_mode: ToolMode,
     adjust: Adjust,
 }
 
@@ -120,16 +122,52 @@ pub fn plan(state: &AppState, endpoint: Endpoint, req: GenerateRequest) -> Resul
         // Compiled once here so that a bad schema is a 400 before anything runs.
         state.model.constraint(c)?;
     }
-    if req.tools.as_ref().is_some_and(|t| !is_empty_value(t)) {
-        return Err(ApiError::invalid("tools", "tools are not supported yet"));
-    }
-    if let Some(tc) = &req.tool_choice {
-        if !(is_empty_value(tc) || tc.as_str() == Some("none") || tc.as_str() == Some("auto")) {
+    let tools = match &req.tools {
+        Some(t) if !is_empty_value(t) => {
+            tool_names(t).map_err(|e| ApiError::invalid("tools", e.to_string()))?;
+            Some(t.clone())
+        }
+        _ => None,
+    };
+    // What the answer may be: text, calls the model chooses, or calls it must make.
+    let tool_mode = match (&tools, req.tool_choice.as_ref()) {
+        (None, None) => ToolMode::Off,
+        (None, Some(tc)) if is_empty_value(tc) || tc.as_str() == Some("none") => ToolMode::Off,
+        (None, Some(_)) => {
+            return Err(ApiError::invalid("tool_choice", "tool_choice needs tools"));
+        }
+        (Some(_), None) => ToolMode::Auto,
+        (Some(_), Some(tc)) => match tc {
+            serde_json::Value::Null => ToolMode::Auto,
+            serde_json::Value::String(s) if s == "auto" => ToolMode::Auto,
+            serde_json::Value::String(s) if s == "none" => ToolMode::Off,
+            serde_json::Value::String(s) if s == "required" || s == "any" => {
+                ToolMode::Forced(ToolChoice::Required)
+            }
+            _ => match tc["function"]["name"].as_str() {
+                Some(n) => ToolMode::Forced(ToolChoice::Named(n.to_string())),
+                None => {
+                    return Err(ApiError::invalid(
+                        "tool_choice",
+                        "tool_choice must be none, auto, required or {\"type\": \"function\", \"function\": {\"name\": ...}}",
+                    ))
+                }
+            },
+        },
+    };
+    let mut constraint = constraint;
+    if let (ToolMode::Forced(choice), Some(t)) = (&tool_mode, &tools) {
+        if constraint.is_some() {
             return Err(ApiError::invalid(
-                "tool_choice",
-                "tool_choice is not supported yet",
+                "response_format",
+                "a response_format schema and a required tool call cannot be combined",
             ));
         }
+        let parallel = req.parallel_tool_calls.unwrap_or(true);
+        let c = tool_call_constraint(state.model.tokenizer(), t, choice, parallel)
+            .map_err(|e| ApiError::invalid("tool_choice", e.to_string()))?;
+        state.model.constraint(&c)?;
+        constraint = Some(c);
     }
     if req.echo == Some(true) {
         return Err(ApiError::invalid("echo", "echo is not supported"));
@@ -141,7 +179,13 @@ pub fn plan(state: &AppState, endpoint: Endpoint, req: GenerateRequest) -> Resul
             let messages = req
                 .messages
                 .ok_or_else(|| ApiError::invalid("messages", "messages is required"))?;
-            vec![state.model.encode_chat(&chat_messages(messages)?)?]
+            let messages = chat_messages(messages)?;
+            match (&tools, &tool_mode) {
+                (Some(t), ToolMode::Auto | ToolMode::Forced(_)) => {
+                    vec![state.model.encode_chat_with_tools(&messages, t)?]
+                }
+                _ => vec![state.model.encode_chat(&messages)?],
+            }
         }
         Endpoint::Completion => {
             let prompt = req
@@ -331,8 +375,20 @@ pub fn plan(state: &AppState, endpoint: Endpoint, req: GenerateRequest) -> Resul
         include_usage,
         fresh_context: !req.cache_prompt.unwrap_or(state.cfg.cache_prompt),
         constraint,
+        tool_mode,
         adjust,
     })
+}
+
+/// What a chat answer may be when the request has tools.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToolMode {
+    /// Text only (no tools, or `tool_choice: "none"`).
+    Off,
+    /// Text or calls, as the model chooses.
+    Auto,
+    /// Calls, held to the tools' schemas by a constraint.
+    Forced(ToolChoice),
 }
 
 /// OpenAI's `response_format`: `{"type": "text"}`, `{"type": "json_object"}`
@@ -435,20 +491,33 @@ fn chat_messages(messages: Vec<crate::protocol::ChatMessage>) -> Result<Vec<Mess
     messages
         .into_iter()
         .map(|m| {
-            if !matches!(m.role.as_str(), "system" | "user" | "assistant") {
+            if !matches!(m.role.as_str(), "system" | "user" | "assistant" | "tool") {
                 return Err(ApiError::invalid(
                     "messages",
                     format!(
-                        "role {:?} is not supported (system, user or assistant)",
+                        "role {:?} is not supported (system, user, assistant or tool)",
                         m.role
                     ),
                 ));
             }
-            if m.tool_calls.as_ref().is_some_and(|t| !is_empty_value(t)) || m.tool_call_id.is_some()
-            {
+            let calls: Vec<ToolCall> = match &m.tool_calls {
+                Some(t) if !is_empty_value(t) => {
+                    if m.role != "assistant" {
+                        return Err(ApiError::invalid(
+                            "messages",
+                            "only assistant messages make tool calls",
+                        ));
+                    }
+                    serde_json::from_value(t.clone()).map_err(|e| {
+                        ApiError::invalid("messages", format!("invalid tool_calls: {e}"))
+                    })?
+                }
+                _ => Vec::new(),
+            };
+            if m.role == "tool" && m.tool_call_id.is_none() {
                 return Err(ApiError::invalid(
                     "messages",
-                    "tool calls are not supported yet",
+                    "a tool message needs tool_call_id",
                 ));
             }
             if m.prefix == Some(true) {
@@ -478,7 +547,10 @@ fn chat_messages(messages: Vec<crate::protocol::ChatMessage>) -> Result<Vec<Mess
                     s
                 }
             };
-            Ok(Message::new(m.role, content))
+            let mut msg = Message::new(m.role, content);
+            msg.tool_calls = calls;
+            msg.tool_call_id = m.tool_call_id;
+            Ok(msg)
         })
         .collect()
 }

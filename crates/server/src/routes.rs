@@ -14,14 +14,16 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
-use mistral_transformer::{Event, FinishReason, GeneratedToken, Pooling, Tokenizer};
+use mistral_transformer::{
+    parse_tool_calls, Event, FinishReason, GeneratedToken, Pooling, Tokenizer, ToolCall,
+};
 use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::error::ApiError;
-use crate::jobs::{plan, submit, JobSet, Plan};
+use crate::jobs::{plan, submit, JobSet, Plan, ToolMode};
 use crate::page;
 use crate::protocol::{
     parse_json, EmbeddingRequest, Endpoint, GenerateRequest, PromptInput, MAX_EMBEDDING_INPUTS,
@@ -244,6 +246,12 @@ struct Choice {
     completion_tokens: usize,
     prompt_tokens: usize,
     started: bool,
+    /// Generated ids (read back as tool calls).
+    ids: Vec<u32>,
+    /// Whether the text is held back from the stream (a tool call in the making).
+    held: bool,
+    /// The calls the answer makes.
+    calls: Option<Vec<ToolCall>>,
 }
 
 /// Builds a request's response objects (whole or chunked).
@@ -258,6 +266,9 @@ struct Output {
     arrived: Instant,
     first_token: bool,
     choices: Vec<Choice>,
+    tool_mode: ToolMode,
+    /// `[TOOL_CALLS]`, where the vocabulary has it.
+    tool_calls_token: Option<u32>,
 }
 
 fn finish_reason(r: FinishReason) -> &'static str {
@@ -291,6 +302,8 @@ impl Output {
             arrived,
             first_token: false,
             choices: vec![Choice::default(); plan.choices()],
+            tool_mode: plan.tool_mode.clone(),
+            tool_calls_token: state.model.tokenizer().token_id("[TOOL_CALLS]"),
         }
     }
 
@@ -334,6 +347,14 @@ impl Output {
         if let Some(v) = &lp {
             c.logprobs.push(v.clone());
         }
+        if c.ids.is_empty() {
+            c.held = match &self.tool_mode {
+                ToolMode::Off => false,
+                ToolMode::Forced(_) => true,
+                ToolMode::Auto => self.tool_calls_token == Some(t.id),
+            };
+        }
+        c.ids.push(t.id);
         c.text.push_str(&t.text);
         lp
     }
@@ -344,10 +365,46 @@ impl Output {
         reason: FinishReason,
         stats: &mistral_transformer::GenerationStats,
     ) {
+        let tok = self.state.model.tokenizer();
         let c = &mut self.choices[i];
         c.finish = Some(finish_reason(reason));
         c.completion_tokens = stats.generated_tokens;
         c.prompt_tokens = stats.prompt_tokens;
+        if self.tool_mode != ToolMode::Off {
+            // Generated ids include a final end-of-generation token.
+            let ids: Vec<u32> = c
+                .ids
+                .iter()
+                .copied()
+                .filter(|&id| !tok.is_eog(id))
+                .collect();
+            c.calls = parse_tool_calls(tok, &ids, &c.text);
+            if c.calls.is_some() {
+                c.finish = Some("tool_calls");
+            }
+        }
+    }
+
+    /// OpenAI's `tool_calls` list of a choice.
+    fn calls_value(c: &Choice, streamed: bool) -> Option<Value> {
+        let calls = c.calls.as_ref()?;
+        Some(Value::Array(
+            calls
+                .iter()
+                .enumerate()
+                .map(|(k, call)| {
+                    let mut v = json!({
+                        "id": call.id,
+                        "type": "function",
+                        "function": {"name": call.name, "arguments": call.arguments},
+                    });
+                    if streamed {
+                        v["index"] = json!(k);
+                    }
+                    v
+                })
+                .collect(),
+        ))
     }
 
     fn usage(&self) -> Value {
@@ -399,9 +456,15 @@ impl Output {
             .map(|(i, c)| {
                 let lp = self.logprobs_value(&c.logprobs, &c.offsets);
                 if chat {
+                    let message = match Output::calls_value(c, false) {
+                        Some(calls) => {
+                            json!({"role": "assistant", "content": null, "tool_calls": calls})
+                        }
+                        None => json!({"role": "assistant", "content": c.text}),
+                    };
                     json!({
                         "index": i,
-                        "message": {"role": "assistant", "content": c.text},
+                        "message": message,
                         "logprobs": lp,
                         "finish_reason": c.finish,
                     })
@@ -447,7 +510,7 @@ impl Output {
             Event::Token(t) => {
                 let offset = self.choices[i].text.len();
                 let lp = self.token(i, &t);
-                if t.text.is_empty() && lp.is_none() {
+                if (t.text.is_empty() && lp.is_none()) || self.choices[i].held {
                     return Ok(out);
                 }
                 let lp = lp.map_or(Value::Null, |v| {
@@ -462,6 +525,19 @@ impl Output {
             Event::ContextShift(_) => {}
             Event::Done { reason, stats } => {
                 self.done(i, reason, &stats);
+                let c = &self.choices[i];
+                if chat {
+                    if let Some(calls) = Output::calls_value(c, true) {
+                        out.push(self.chunk(vec![json!({
+                            "index": i, "delta": {"tool_calls": calls}, "logprobs": null, "finish_reason": null,
+                        })]));
+                    } else if c.held && !c.text.is_empty() {
+                        // Held back for a call that did not come: the text after all.
+                        out.push(self.chunk(vec![json!({
+                            "index": i, "delta": {"content": c.text}, "logprobs": null, "finish_reason": null,
+                        })]));
+                    }
+                }
                 let f = self.choices[i].finish;
                 out.push(self.chunk(vec![if chat {
                     json!({"index": i, "delta": {}, "logprobs": null, "finish_reason": f})

@@ -76,7 +76,27 @@ pub(crate) fn describe_tools(messages: &[Message], tools: &Value, in_user: bool)
          of calls, [{{\"name\": \"function name\", \"arguments\": {{...}}}}], and nothing else.",
         mistral_tokenizer::py_json_dumps(tools)
     );
-    let mut out = messages.to_vec();
+    // Calls and results as text, for a template that knows neither.
+    let mut out: Vec<Message> = messages
+        .iter()
+        .map(|m| {
+            let mut m = m.clone();
+            if !m.tool_calls.is_empty() && m.content.is_empty() {
+                let calls: Vec<Value> = m
+                    .tool_calls
+                    .iter()
+                    .map(|c| {
+                        let args = serde_json::from_str(&c.arguments)
+                            .unwrap_or_else(|_| Value::String(c.arguments.clone()));
+                        json!({"name": c.name, "arguments": args})
+                    })
+                    .collect();
+                m.content = mistral_tokenizer::py_json_dumps(&Value::Array(calls));
+                m.tool_calls.clear();
+            }
+            m
+        })
+        .collect();
     if in_user {
         if let Some(m) = out.iter_mut().find(|m| m.role == "user") {
             m.content = format!("{text}\n\n{}", m.content);
@@ -95,13 +115,15 @@ pub(crate) fn tool_calls_token(tok: &Tokenizer) -> Option<u32> {
     tok.token_id(TOOL_CALLS_TOKEN)
 }
 
-/// A constraint that makes the answer a list of calls (`choice`): in
-/// Mistral's format, `[TOOL_CALLS]` and the list; else the list alone.
-/// Each call's arguments conform to its tool's `parameters` schema.
+/// A constraint that makes the answer a list of calls (`choice`; one call
+/// unless `parallel`): in Mistral's format, `[TOOL_CALLS]` and the list;
+/// else the list alone. Each call's arguments conform to its tool's
+/// `parameters` schema.
 pub fn tool_call_constraint(
     tok: &Tokenizer,
     tools: &Value,
     choice: &ToolChoice,
+    parallel: bool,
 ) -> Result<Constraint, ModelError> {
     let names = tool_names(tools)?;
     if let ToolChoice::Named(n) = choice {
@@ -133,12 +155,15 @@ pub fn tool_call_constraint(
             })
         })
         .collect();
-    let schema = json!({
+    let mut schema = json!({
         "type": "array",
         "items": {"anyOf": calls},
         "minItems": 1,
         "x-guidance": {"whitespace_flexible": false, "item_separator": ", ", "key_separator": ": "},
     });
+    if !parallel {
+        schema["maxItems"] = json!(1);
+    }
     let list = format!("%json {schema}");
     let grammar = match tool_calls_token(tok) {
         // mistral-common writes "[TOOL_CALLS] [...]" (v3: a space after

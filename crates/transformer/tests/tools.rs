@@ -76,7 +76,7 @@ fn a_forced_call_renders_generates_and_parses() {
         (ToolChoice::Named("add".into()), 6..9),
     ] {
         for seed in seeds {
-            let c = tool_call_constraint(tok, &tools, &choice).unwrap();
+            let c = tool_call_constraint(tok, &tools, &choice, seed % 2 == 0).unwrap();
             let opts = GenerateOptions {
                 processor: Some(Box::new(m.constraint(&c).unwrap())),
                 ..GenerateOptions::default()
@@ -109,6 +109,9 @@ fn a_forced_call_renders_generates_and_parses() {
             let calls = parse_tool_calls(tok, &ids, &text)
                 .unwrap_or_else(|| panic!("seed {seed}: not a call: {text:?}"));
             assert!(!calls.is_empty());
+            if seed % 2 == 1 {
+                assert_eq!(calls.len(), 1, "one call when not parallel");
+            }
             parsed += 1;
             for c in &calls {
                 if let ToolChoice::Named(n) = &choice {
@@ -155,7 +158,7 @@ fn answers_that_are_not_calls_parse_as_none() {
         ("add", "{\"a\":1}")
     );
     assert!(parse_tool_calls(tok, &[5], " not json").is_none());
-    assert!(tool_call_constraint(tok, &tools(), &ToolChoice::Named("nope".into())).is_err());
+    assert!(tool_call_constraint(tok, &tools(), &ToolChoice::Named("nope".into()), true).is_err());
     assert!(m
         .encode_chat_with_tools(&[Message::user("x")], &json!([{"type": "function"}]))
         .is_err());
