@@ -602,6 +602,30 @@ WEATHER_TOOL = {"type": "function", "function": {
 TOOL_MSGS = [{"role": "user", "content": "What is the weather like in Paris today?"}]
 
 
+def check_structured_helpers():
+    """The clients' own structured-output helpers: a pydantic model in, a
+    parsed object out (the server holds the answer to the model's schema)."""
+    from typing import Literal
+    from pydantic import BaseModel, Field
+
+    class City(BaseModel):
+        name: str = Field(max_length=24)
+        country: str = Field(max_length=24)
+        population_millions: int = Field(ge=0, le=50)
+        climate: Literal["hot", "mild", "cold"]
+
+    msgs = [{"role": "user", "content": "Describe Paris as JSON."}]
+    r = client.chat.completions.parse(model=MODEL, messages=msgs, response_format=City,
+                                      temperature=1.0, seed=5, max_tokens=120)
+    city = r.choices[0].message.parsed
+    need(isinstance(city, City), "openai's parse() gave no City", response=r)
+    m = mistral.chat.parse(response_format=City, model=MODEL, messages=msgs, temperature=1.0,
+                           random_seed=5, max_tokens=120)
+    mcity = m.choices[0].message.parsed
+    need(isinstance(mcity, City), "mistralai's parse() gave no City", response=m)
+    return f"openai {city.model_dump()} / mistralai {mcity.model_dump()}"
+
+
 def check_tool_args(call, req):
     import jsonschema
     need(call.type == "function" and call.function.name == "get_weather",
@@ -707,6 +731,7 @@ CHECKS = [
     check_tools,
     check_tools_stream,
     check_mistral_tools,
+    check_structured_helpers,
 ]
 
 
