@@ -29,4 +29,5 @@ args=(--profile emu --target "$target" --target-dir target/emu -p mistral-kernel
 for cpu in max cortex-a72; do
     echo "== mistral-kernels tests on AArch64 (qemu -cpu $cpu)"
     QEMU_CPU=$cpu cargo test "${args[@]}"
+    ISA_PATHS_DIR=target/emu/$target/tmp/isa-paths tests/isa-report.sh "aarch64 under qemu -cpu $cpu"
 done

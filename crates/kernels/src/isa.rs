@@ -125,6 +125,18 @@ impl Isa {
         }
     }
 
+    /// The path's name, as [`Isa::from_name`] reads it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Scalar => "scalar",
+            Isa::Avx2 => "avx2",
+            Isa::Avx512 => "avx512",
+            Isa::Amx => "amx",
+            Isa::Neon => "neon",
+            Isa::NeonDot => "neon-dot",
+        }
+    }
+
     /// Parses `scalar` / `avx2` / `avx512` / `amx` / `neon` / `neon-dot` (case-insensitive).
     pub fn from_name(name: &str) -> Option<Isa> {
         match name.to_ascii_lowercase().as_str() {

@@ -238,6 +238,7 @@ impl Worst {
 /// rows no sequence owns must keep their contents. Adds each path's worst
 /// error to `worst`.
 fn check_batch(what: &str, sh: &AttnShape, q: &[f32], seqs: &[Seq], tol: f64, worst: &mut Worst) {
+    let cov = common::Coverage::new("attention::check_batch");
     let width = sh.q_width();
     let tokens = q.len() / width;
     let refs: Vec<_> = seqs.iter().map(|s| reference(sh, q, s)).collect();
@@ -246,7 +247,7 @@ fn check_batch(what: &str, sh: &AttnShape, q: &[f32], seqs: &[Seq], tol: f64, wo
         owned[s.row..s.row + s.qpos.len()].fill(true);
     }
     let sentinel = f32::from_bits(0x7fc0_1234);
-    for isa in Isa::available_paths() {
+    for isa in cov.all() {
         let mut out = vec![sentinel; q.len()];
         run(isa, sh, q, seqs, &mut out);
         for (t, own) in owned.iter().enumerate() {
@@ -537,6 +538,7 @@ fn batch_matches_reference() {
 
 #[test]
 fn no_visible_key_gives_zeros() {
+    let cov = common::Coverage::new("attention::no_visible_key_gives_zeros");
     let sh = shape(8, 2, 64, KvType::F16, KvType::F16);
     let late: Vec<u32> = (10..300).collect();
     let mut seqs = single(vec![3, 9, 10], pages(&sh, &late, &[128], &[0], 1));
@@ -546,7 +548,7 @@ fn no_visible_key_gives_zeros() {
         pages: Vec::new(),
     });
     let q = queries(&sh, 4, 1.0, 2);
-    for isa in Isa::available_paths() {
+    for isa in cov.all() {
         let mut out = vec![f32::NAN; q.len()];
         run(isa, &sh, &q, &seqs, &mut out);
         let w = sh.q_width();
@@ -561,7 +563,7 @@ fn no_visible_key_gives_zeros() {
     sh.window = Some(3);
     let seqs = single(vec![500], linear(&sh, 400, 3));
     let q = queries(&sh, 1, 1.0, 4);
-    for isa in Isa::available_paths() {
+    for isa in cov.all() {
         let mut out = vec![f32::NAN; q.len()];
         run(isa, &sh, &q, &seqs, &mut out);
         assert!(out.iter().all(|x| x.to_bits() == 0), "{isa:?}");
@@ -579,11 +581,12 @@ fn rows_of(sh: &AttnShape, out: &[f32], s: &Seq) -> Vec<u32> {
 
 #[test]
 fn bits_independent_of_batch_and_threads() {
+    let cov = common::Coverage::new("attention::bits_independent_of_batch_and_threads");
     for &(nh, nkv, d) in &[(8, 2, 128), (9, 3, 64)] {
         let sh = shape(nh, nkv, d, KvType::F16, KvType::Q8_0);
         let (q, batch) = mixed_batch(&sh, 77);
         let w = sh.q_width();
-        for isa in Isa::available_paths() {
+        for isa in cov.all() {
             // Every sequence with queries, alone at row 0 on 1 thread.
             let alone: Vec<Option<Vec<u32>>> = batch
                 .iter()

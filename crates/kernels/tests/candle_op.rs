@@ -12,7 +12,7 @@ mod common;
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
 use common::gaussian;
-use mistral_kernels::{GgmlType, Isa, QMatrix};
+use mistral_kernels::{GgmlType, QMatrix};
 
 /// The root mean square of a tensor's values.
 fn rms(t: &Tensor) -> f32 {
@@ -27,6 +27,7 @@ fn rms(t: &Tensor) -> f32 {
 
 #[test]
 fn custom_op_matches_candle_qmatmul() {
+    let cov = common::Coverage::new("candle_op::custom_op_matches_candle_qmatmul");
     let dev = Device::Cpu;
     let (rows, cols) = (48, 1024);
     let wf = Tensor::from_vec(gaussian(rows * cols, 5), (rows, cols), &dev).unwrap();
@@ -47,7 +48,7 @@ fn custom_op_matches_candle_qmatmul() {
         let bytes = q.data().unwrap().to_vec();
         let wd = q.dequantize(&dev).unwrap();
         let theirs = QMatMul::from_qtensor(q).unwrap();
-        for isa in Isa::available_paths() {
+        for isa in cov.all() {
             let ours = QMatrix::new(ty, rows, cols, bytes.clone())
                 .unwrap()
                 .with_isa(isa)

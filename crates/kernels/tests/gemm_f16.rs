@@ -37,10 +37,11 @@ fn check_type(ty: GgmlType, rows: usize, cols: usize, n: usize, w_offset: usize,
     // The activations rounded to bfloat16, for the `vdpbf16ps` kernel.
     let xb = round_to_bf16(&x);
     // Every x86 path: the AVX2 microkernel, and AVX-512's where it runs.
-    for isa in [Isa::Avx2, Isa::Avx512, Isa::Amx]
-        .into_iter()
-        .filter(|i| i.available())
-    {
+    let cov = common::Coverage::new(match ty {
+        GgmlType::BF16 => "gemm_f16::check_type(bf16)",
+        _ => "gemm_f16::check_type(f16)",
+    });
+    for isa in cov.paths([Isa::Avx2, Isa::Avx512, Isa::Amx]) {
         // Garbage in y: the kernel must overwrite, not accumulate into it.
         let mut y = vec![f32::NAN; n * rows];
         matmul(ty, isa, w, rows, cols, &x, &mut y).unwrap();
@@ -106,8 +107,10 @@ fn tiled_f16_on_one_thread_and_concurrent_calls() {
 /// (bfloat16 activations, errors near 2^-9) fails here too.
 #[test]
 fn amx_tile_kernel_matches_f64_reference_at_every_tail() {
-    if !Isa::Amx.available() {
-        eprintln!("no AMX tiles here: the AMX kernel is not used");
+    let cov =
+        common::Coverage::new("gemm_f16::amx_tile_kernel_matches_f64_reference_at_every_tail");
+    if !cov.runs(Isa::Amx) {
+        // Reported as skipped by tests/isa-report.sh.
         return;
     }
     on_threads(3, || {

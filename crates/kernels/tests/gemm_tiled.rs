@@ -38,18 +38,12 @@ const SHAPES: [(usize, usize, usize); 10] = [
     (144, 1280, 40),
 ];
 
-/// The x86 paths with tiled kernels this CPU can run (none: the test says so
-/// and passes vacuously, as on AArch64).
-fn tiled_paths() -> Vec<Isa> {
-    let paths: Vec<Isa> = [Isa::Avx2, Isa::Avx512, Isa::Amx]
-        .into_iter()
-        .filter(|i| i.available())
-        .collect();
-    if paths.is_empty() {
-        eprintln!("AVX2 unavailable: the tiled kernels cannot run here");
-    }
-    eprintln!("tiled paths tested: {paths:?}");
-    paths
+/// The x86 paths with tiled kernels this CPU can run, recorded for `test`
+/// (tests/isa-report.sh says which ran and which this CPU lacks).
+fn tiled_paths(test: &'static str) -> (common::Coverage, Vec<Isa>) {
+    let cov = common::Coverage::new(test);
+    let paths = cov.paths([Isa::Avx2, Isa::Avx512, Isa::Amx]);
+    (cov, paths)
 }
 
 /// Real quantized weights with a spread of magnitudes across rows (so
@@ -70,7 +64,7 @@ fn operands(ty: GgmlType, rows: usize, cols: usize, n: usize, seed: u64) -> (Vec
 
 #[test]
 fn tiled_legacy_matmul_matches_scalar() {
-    let paths = tiled_paths();
+    let (_cov, paths) = tiled_paths("gemm_tiled::tiled_legacy_matmul_matches_scalar");
     let shapes = [
         (1, 32, 8),
         (5, 576, 9),
@@ -169,7 +163,7 @@ fn check_kquant_paths(
 
 #[test]
 fn tiled_kquant_matmul_is_bit_identical_to_scalar() {
-    let paths = tiled_paths();
+    let (_cov, paths) = tiled_paths("gemm_tiled::tiled_kquant_matmul_is_bit_identical_to_scalar");
     on_threads(3, || {
         for (i, ty) in TYPES.into_iter().enumerate() {
             for (j, &(rows, cols, n)) in SHAPES.iter().enumerate() {
@@ -189,7 +183,7 @@ fn tiled_kquant_matmul_is_bit_identical_to_scalar() {
 /// the scalar kernel.
 #[test]
 fn tiled_kquant_matmul_is_exact_at_extreme_levels() {
-    let paths = tiled_paths();
+    let (_cov, paths) = tiled_paths("gemm_tiled::tiled_kquant_matmul_is_exact_at_extreme_levels");
     let (rows, cols, n) = (5, 512, 9);
     for ty in TYPES {
         let size = mistral_kernels::bytes_for(ty, QK_K).unwrap();

@@ -94,6 +94,7 @@ const REL_TOL: f64 = 2e-5;
 const BF16_ROUNDING: f64 = 1.0 / 512.0;
 
 fn check_type(ty: GgmlType, rows: usize, cols: usize, n: usize, seed: u64) {
+    let cov = common::Coverage::new("matmul::check_type");
     let w = random_weights(ty, rows, cols, seed);
     let x = gaussian(n * cols, seed + 100);
     let mut wf = vec![0f32; rows * cols];
@@ -110,7 +111,7 @@ fn check_type(ty: GgmlType, rows: usize, cols: usize, n: usize, seed: u64) {
         |i| xe[i] as f64,
         REL_TOL,
     );
-    for isa in Isa::available_paths() {
+    for isa in cov.all() {
         let mut y = vec![0f32; n * rows];
         matmul(ty, isa, &w, rows, cols, &x, &mut y).unwrap();
         if isa.is_neon() && ty.is_quantized() {
@@ -251,6 +252,7 @@ fn bad_shapes_are_errors() {
 
 #[test]
 fn batched_rows_equal_one_row_at_a_time() {
+    let cov = common::Coverage::new("matmul::batched_rows_equal_one_row_at_a_time");
     // Matrix x matrix must give exactly the one-row results where it runs
     // the same per-row operations (the scalar path, the four-row kernels).
     // The tiled kernels of crate::gemm sum in another order (the k-quants in
@@ -264,7 +266,7 @@ fn batched_rows_equal_one_row_at_a_time() {
         let x = gaussian(n * cols, 43);
         let mut wf = vec![0f32; rows * cols];
         dequantize(ty, &w, &mut wf).unwrap();
-        for isa in Isa::available_paths() {
+        for isa in cov.all() {
             let mut y = vec![0f32; n * rows];
             matmul(ty, isa, &w, rows, cols, &x, &mut y).unwrap();
             for t in 0..n {

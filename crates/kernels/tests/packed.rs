@@ -87,6 +87,7 @@ fn owned_q4k_matrices_are_packed_and_read_back_the_same() {
 
 #[test]
 fn packed_products_equal_the_scalar_kernel_bit_for_bit() {
+    let cov = common::Coverage::new("packed::packed_products_equal_the_scalar_kernel_bit_for_bit");
     // (rows, cols, activation rows): partial groups, one group, decode,
     // small batches (per-token kernel) and prefill (tiled kernel).
     let shapes = [
@@ -130,7 +131,7 @@ fn packed_products_equal_the_scalar_kernel_bit_for_bit() {
         assert!(!plain.is_packed());
         let mut want = vec![0f32; n * rows];
         plain.matmul(&x, &mut want).unwrap();
-        for isa in Isa::available_paths() {
+        for isa in cov.all() {
             let m = QMatrix::new(GgmlType::Q4_K, rows, cols, bytes.clone())
                 .unwrap()
                 .with_isa(isa)
@@ -145,9 +146,13 @@ fn packed_products_equal_the_scalar_kernel_bit_for_bit() {
         let packed = PackedQ4K::pack(&bytes, rows, cols).unwrap();
         for avx512 in [false, true] {
             let mut got = vec![f32::NAN; n * rows];
-            if mistral_kernels::gemm::matmul_packed_tiled_form(avx512, &packed, &x, &mut got)
-                .unwrap()
-            {
+            let ran =
+                mistral_kernels::gemm::matmul_packed_tiled_form(avx512, &packed, &x, &mut got)
+                    .unwrap();
+            // It runs wherever its instruction set does: no silent skip.
+            let isa = if avx512 { Isa::Avx512 } else { Isa::Avx2 };
+            assert_eq!(ran, cov.runs(isa), "tiled avx512={avx512}: ran {ran}");
+            if ran {
                 let what = format!("tiled avx512={avx512} {rows}x{cols} n={n}");
                 assert_bits_eq(&what, &got, &want, rows);
             }
@@ -165,6 +170,7 @@ fn assert_packed_exact<B: GroupBlock>(
     (rows, cols): (usize, usize),
     block: impl Fn(usize) -> Vec<u8>,
 ) {
+    let cov = common::Coverage::new("packed::assert_packed_exact");
     let ty = <B::Gguf as ByteBlock>::TYPE;
     let bytes: Vec<u8> = (0..rows)
         .flat_map(|r| (0..cols / QK_K).flat_map(|_| block(r)).collect::<Vec<u8>>())
@@ -186,7 +192,7 @@ fn assert_packed_exact<B: GroupBlock>(
     plain.matmul(&x, &mut want).unwrap();
     assert!(want.iter().all(|v| v.is_finite() && *v != 0.0));
     let packed = Packed::<B>::pack(&bytes, rows, cols).unwrap();
-    for isa in Isa::available_paths() {
+    for isa in cov.all() {
         for n in [1, 3] {
             let mut got = vec![f32::NAN; n * rows];
             packed.matmul(isa, &x[..n * cols], &mut got).unwrap();
@@ -331,10 +337,11 @@ impl Case {
     /// layout's product on the same path (the tiled kernel, which reads the
     /// packed rows, equals itself on the GGUF bytes).
     fn check_packed(&self, packed: impl Fn(Isa, &[f32], &mut [f32]), packs: impl Fn(Isa) -> bool) {
+        let cov = common::Coverage::new("packed::Case::check_packed");
         let (ty, rows, cols) = (self.ty, self.rows, self.cols);
         let n = self.x.len() / cols;
         let scalar = self.plain(Isa::Scalar);
-        for isa in Isa::available_paths() {
+        for isa in cov.all() {
             let what = format!("{ty} {isa:?} {rows}x{cols} n={n}");
             let tiled = mistral_kernels::gemm::is_tiled_packed(ty, isa, n);
             let want = if tiled {
@@ -416,6 +423,7 @@ fn owned_q8_0_matrices_are_packed_for_avx512_and_read_back_the_same() {
 
 #[test]
 fn packed_q8_0_products_equal_the_plain_kernels() {
+    let cov = common::Coverage::new("packed::packed_q8_0_products_equal_the_plain_kernels");
     let shapes = [
         (16, 256, 1),
         (13, 512, 1),
@@ -446,7 +454,7 @@ fn packed_q8_0_products_equal_the_plain_kernels() {
         let plain = |isa: Isa| case.plain(isa);
         let scalar = plain(Isa::Scalar);
         let packed = PackedQ8_0::pack(bytes, rows, cols).unwrap();
-        for isa in Isa::available_paths() {
+        for isa in cov.all() {
             // The matrix × vector kernels equal the scalar one; a tiled
             // kernel equals itself on the GGUF bytes (on `Isa::Amx`, the
             // AMX kernel equals the AVX-512 one).

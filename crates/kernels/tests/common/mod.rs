@@ -82,3 +82,65 @@ pub fn on_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
         .expect("a test thread pool")
         .install(f)
 }
+
+/// Which instruction-set paths a test ran and which it could not (the CPU
+/// lacks them), written when it ends to `target/tmp/isa-paths/<test>` for
+/// `tests/isa-report.sh`, which prints them where CI's log shows them
+/// (`cargo test` hides what passing tests print).
+pub struct Coverage {
+    test: &'static str,
+    seen: std::sync::Mutex<(
+        std::collections::BTreeSet<&'static str>,
+        std::collections::BTreeSet<&'static str>,
+    )>,
+}
+
+impl Coverage {
+    pub fn new(test: &'static str) -> Coverage {
+        Coverage {
+            test,
+            seen: Default::default(),
+        }
+    }
+
+    /// `paths` split into those this CPU runs (returned, recorded as run)
+    /// and those it lacks (recorded as skipped).
+    pub fn paths(
+        &self,
+        paths: impl IntoIterator<Item = mistral_kernels::Isa>,
+    ) -> Vec<mistral_kernels::Isa> {
+        let mut seen = self.seen.lock().unwrap();
+        let mut out = Vec::new();
+        for isa in paths {
+            if isa.available() {
+                seen.0.insert(isa.name());
+                out.push(isa);
+            } else {
+                seen.1.insert(isa.name());
+            }
+        }
+        out
+    }
+
+    /// Every path of [`mistral_kernels::Isa::ALL`] this CPU runs.
+    pub fn all(&self) -> Vec<mistral_kernels::Isa> {
+        self.paths(mistral_kernels::Isa::ALL)
+    }
+
+    /// Whether `isa` runs here (recorded either way).
+    pub fn runs(&self, isa: mistral_kernels::Isa) -> bool {
+        !self.paths([isa]).is_empty()
+    }
+}
+
+impl Drop for Coverage {
+    fn drop(&mut self) {
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("isa-paths");
+        let _ = std::fs::create_dir_all(&dir);
+        let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let join =
+            |s: &std::collections::BTreeSet<&str>| s.iter().copied().collect::<Vec<_>>().join(" ");
+        let text = format!("ran: {}\nskipped: {}\n", join(&seen.0), join(&seen.1));
+        let _ = std::fs::write(dir.join(self.test), text);
+    }
+}
