@@ -107,17 +107,40 @@ fn custom_op_dtypes_and_errors() {
         .unwrap()
         .t()
         .unwrap();
-    assert_eq!(m.forward(&xt).unwrap().dims(), &[2, rows]);
+    let yt = m.forward(&xt).unwrap();
+    assert_eq!(yt.dims(), &[2, rows]);
+    let yc = m.forward(&xt.contiguous().unwrap()).unwrap();
+    assert_eq!(
+        yt.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+        yc.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+        "a non-contiguous input gives what its contiguous copy gives"
+    );
     let bad = Tensor::zeros((2, cols + 32), DType::F32, &dev).unwrap();
     assert!(m.forward(&bad).is_err());
     assert!(m
         .forward(&Tensor::zeros((2, cols), DType::U32, &dev).unwrap())
         .is_err());
-    // Matvec / row lookup through the struct.
+    // Matvec / row lookup through the struct, against the dequantized
+    // matrix (the kernel quantizes the activations to Q8_0: ~1% per dot).
+    let deq = m.dequantize().unwrap();
+    let xv = &wf[..cols];
     let mut y = vec![0f32; rows];
-    m.matvec(&wf[..cols], &mut y).unwrap();
+    m.matvec(xv, &mut y).unwrap();
+    for (r, &got) in y.iter().enumerate() {
+        let want: f64 = (0..cols)
+            .map(|c| deq[r * cols + c] as f64 * xv[c] as f64)
+            .sum();
+        let scale: f64 = (0..cols)
+            .map(|c| (deq[r * cols + c] as f64 * xv[c] as f64).abs())
+            .sum();
+        assert!(
+            (got as f64 - want).abs() <= 1e-2 * scale,
+            "row {r}: {got} vs {want} (scale {scale})"
+        );
+    }
     let mut row = vec![0f32; cols];
     m.dequantize_row(3, &mut row).unwrap();
+    assert_eq!(row, deq[3 * cols..4 * cols]);
     assert!(m.dequantize_row(rows, &mut row).is_err());
     assert!(QMatrix::new(GgmlType::Q8_0, rows, cols, vec![0u8; 10]).is_err());
     assert!(QMatrix::new(GgmlType::IQ2_XXS, 1, 256, vec![0u8; 66]).is_err());
