@@ -45,6 +45,7 @@
 # matplotlib are added to it when missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source tests/wait-port.sh
 
 BIN=${BIN:-target/release/mistral-run}
 LLAMA_DIR=$HOME/.cache/llama-cpp/llama_cpp_python-0.3.16/vendor/llama.cpp
@@ -136,14 +137,7 @@ start_server() { # engine model log -> sets pid and port
         "$BIN" serve -m "$model" -t "$THREADS" --parallel "$PARALLEL" --ctx-size "$((CTX_SIZE / PARALLEL))" \
             --host 127.0.0.1 --port 0 --port-file "$tmp/port" >>"$log" 2>&1 &
         pid=$!
-        local deadline=$((SECONDS + STARTUP_SECONDS))
-        until [ -s "$tmp/port" ]; do
-            kill -0 "$pid" 2>/dev/null || { echo "serve.sh: $BIN serve exited; see $log" >&2; tail -n 20 "$log" >&2; exit 1; }
-            [ "$SECONDS" -lt "$deadline" ] || { echo "serve.sh: no port file after ${STARTUP_SECONDS}s" >&2; exit 1; }
-            sleep 0.2
-        done
-        sleep 0.1
-        port=$(tr -dc '0-9' < "$tmp/port")
+        port=$(wait_port serve.sh "$pid" "$tmp/port" "$log" "$STARTUP_SECONDS") || exit 1
         cmd="$BIN serve -m $(basename "$model") -t $THREADS --parallel $PARALLEL --ctx-size $((CTX_SIZE / PARALLEL))"
     else
         port=$(free_port)

@@ -17,6 +17,7 @@
 # file). The Python side runs in the venv of tests/server-clients.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source tests/wait-port.sh
 
 if [ -z "${BIN:-}" ]; then
     BIN=target/release/mistral-run
@@ -60,14 +61,7 @@ args=(serve --host 127.0.0.1 --port 0 --port-file "$tmp/port" --parallel "$PARAL
 log=$tmp/server.log
 "$BIN" "${args[@]}" >"$log" 2>&1 &
 pid=$!
-deadline=$((SECONDS + STARTUP_SECONDS))
-until [ -s "$tmp/port" ]; do
-    kill -0 "$pid" 2>/dev/null || { echo "soak.sh: the server exited" >&2; tail -n 30 "$log" >&2; exit 1; }
-    [ "$SECONDS" -lt "$deadline" ] || { echo "soak.sh: no port file after ${STARTUP_SECONDS}s" >&2; exit 1; }
-    sleep 0.2
-done
-sleep 0.1
-port=$(tr -dc '0-9' < "$tmp/port")
+port=$(wait_port soak.sh "$pid" "$tmp/port" "$log" "$STARTUP_SECONDS") || exit 1
 echo "soak.sh: $BIN serve (pid $pid) on 127.0.0.1:$port, $SOAK_SECONDS s of load, $CONCURRENCY clients"
 
 rc=0

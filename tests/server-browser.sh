@@ -12,6 +12,7 @@
 # Writes target/screenshots/chat-page.png. Exit status non-zero on failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source tests/wait-port.sh
 ROOT=$PWD
 BIN=${BIN:-target/debug/mistral-run}
 CHROMIUM=/usr/bin/chromium
@@ -59,23 +60,7 @@ PORT_FILE=$TMP/port
     --port-file "$PORT_FILE" >"$TMP/server.log" 2>&1 &
 SERVER_PID=$!
 
-# The server writes the port once it listens (the model loads first).
-PORT=
-for _ in $(seq 1 240); do
-    if [[ -s $PORT_FILE ]]; then
-        PORT=$(tr -d '[:space:]' <"$PORT_FILE")
-        [[ $PORT =~ ^[0-9]+$ ]] && break
-        PORT=
-    fi
-    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-        wait "$SERVER_PID" && rc=0 || rc=$?
-        SERVER_PID=
-        server_log
-        die "the server exited (status $rc) before writing $PORT_FILE"
-    fi
-    sleep 0.5
-done
-[[ -n $PORT ]] || { server_log; die "no port in $PORT_FILE after 120 s"; }
+PORT=$(wait_port server-browser "$SERVER_PID" "$PORT_FILE" "$TMP/server.log" 600) || die "the server did not start"
 say "server up on 127.0.0.1:$PORT"
 
 mkdir -p target/screenshots

@@ -14,6 +14,7 @@
 # printed when a check fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source tests/wait-port.sh
 
 BIN=${BIN:-target/debug/mistral-run}
 VENV=${CLIENTS_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/mistral-run/venv-clients}
@@ -80,24 +81,14 @@ show_logs() {
 }
 
 start() { # name args... -> prints the port once it listens
-    local name=$1 pid deadline
+    local name=$1 pid
     shift
     "$BIN" serve --host 127.0.0.1 --port 0 --port-file "$tmp/$name.port" --api-key "$key" "$@" \
         >"$tmp/$name.log" 2>&1 &
     pid=$!
     pids+=("$pid")
-    deadline=$((SECONDS + STARTUP_SECONDS))
-    until [ -s "$tmp/$name.port" ]; do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            echo "server-clients: the $name server exited before listening" >&2; show_logs; exit 1
-        fi
-        if [ "$SECONDS" -ge "$deadline" ]; then
-            echo "server-clients: no port file from the $name server after ${STARTUP_SECONDS}s" >&2; show_logs; exit 1
-        fi
-        sleep 0.2
-    done
-    sleep 0.1 # the port file may be written in more than one step
-    tr -dc '0-9' < "$tmp/$name.port"
+    wait_port "server-clients ($name)" "$pid" "$tmp/$name.port" "$tmp/$name.log" "$STARTUP_SECONDS" \
+        || { show_logs; exit 1; }
 }
 
 fim_model=$tmp/fim-tiny.gguf

@@ -52,6 +52,17 @@ impl ApiError {
         }
     }
 
+    /// A 503 asking to retry in a second: every slot of the queue is taken.
+    pub fn busy() -> ApiError {
+        ApiError {
+            retry_after: Some(1),
+            ..ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the server is busy: every session is in use and the queue is full; retry later",
+            )
+        }
+    }
+
     pub fn code(mut self, code: &'static str) -> ApiError {
         self.code = Some(code);
         self
@@ -62,7 +73,6 @@ impl ApiError {
             StatusCode::UNAUTHORIZED => "authentication_error",
             StatusCode::NOT_FOUND => "not_found_error",
             StatusCode::SERVICE_UNAVAILABLE => "server_overloaded",
-            StatusCode::PAYLOAD_TOO_LARGE => "invalid_request_error",
             s if s.is_server_error() => "server_error",
             _ => "invalid_request_error",
         }

@@ -7,10 +7,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::http::StatusCode;
 use mistral_transformer::{
-    tool_call_constraint, tool_names, CancelToken, Constraint, Event, GenerateOptions,
-    LogitsProcessor, Message, Request, SamplingParams, ToolCall, ToolChoice,
+    tool_call_constraint, tool_names, CancelToken, Constraint, ConstraintProcessor, Event,
+    GenerateOptions, LogitsProcessor, Message, Request, SamplingParams, ToolCall, ToolChoice,
 };
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
@@ -35,8 +34,9 @@ pub struct Plan {
     pub include_usage: bool,
     /// Run the prompt in an empty context (`cache_prompt: false`).
     pub fresh_context: bool,
-    /// What the output must match (`response_format`, or a forced tool call).
-    pub constraint: Option<Constraint>,
+    /// One matcher per choice of what the output must match
+    /// (`response_format`, or a forced tool call); empty without one.
+    pub constraints: Vec<ConstraintProcessor>,
     /// Whether answers are read back as tool calls.
     pub tool_mode: ToolMode,
     adjust: Adjust,
@@ -114,14 +114,10 @@ pub fn plan(state: &AppState, endpoint: Endpoint, req: GenerateRequest) -> Resul
             format!("{f} is not supported by {}", endpoint.path()),
         ));
     }
-    let constraint = match &req.response_format {
+    let mut constraint = match &req.response_format {
         Some(rf) => response_format(rf)?,
         None => None,
     };
-    if let Some(c) = &constraint {
-        // Compiled once here so that a bad schema is a 400 before anything runs.
-        state.model.constraint(c)?;
-    }
     let tools = match &req.tools {
         Some(t) if !is_empty_value(t) => {
             tool_names(t).map_err(|e| ApiError::invalid("tools", e.to_string()))?;
@@ -155,7 +151,6 @@ pub fn plan(state: &AppState, endpoint: Endpoint, req: GenerateRequest) -> Resul
             },
         },
     };
-    let mut constraint = constraint;
     if let (ToolMode::Forced(choice), Some(t)) = (&tool_mode, &tools) {
         if constraint.is_some() {
             return Err(ApiError::invalid(
@@ -166,7 +161,6 @@ pub fn plan(state: &AppState, endpoint: Endpoint, req: GenerateRequest) -> Resul
         let parallel = req.parallel_tool_calls.unwrap_or(true);
         let c = tool_call_constraint(state.model.tokenizer(), t, choice, parallel)
             .map_err(|e| ApiError::invalid("tool_choice", e.to_string()))?;
-        state.model.constraint(&c)?;
         constraint = Some(c);
     }
     if req.echo == Some(true) {
@@ -191,24 +185,7 @@ pub fn plan(state: &AppState, endpoint: Endpoint, req: GenerateRequest) -> Resul
             let prompt = req
                 .prompt
                 .ok_or_else(|| ApiError::invalid("prompt", "prompt is required"))?;
-            match prompt {
-                PromptInput::Text(t) => vec![state.model.encode_prompt(&t)?],
-                PromptInput::Texts(ts) => {
-                    if ts.len() > MAX_CHOICES {
-                        return Err(too_many_choices(ts.len()));
-                    }
-                    ts.iter()
-                        .map(|t| state.model.encode_prompt(t))
-                        .collect::<Result<_, _>>()?
-                }
-                PromptInput::Tokens(ids) => vec![ids],
-                PromptInput::TokenLists(l) => {
-                    if l.len() > MAX_CHOICES {
-                        return Err(too_many_choices(l.len()));
-                    }
-                    l
-                }
-            }
+            state.input_ids(prompt, "prompt", MAX_CHOICES)?
         }
         Endpoint::Fim => {
             let prompt = match req.prompt {
@@ -219,36 +196,14 @@ pub fn plan(state: &AppState, endpoint: Endpoint, req: GenerateRequest) -> Resul
             vec![state.fim_prompt(&prompt, req.suffix.as_deref().unwrap_or(""))?]
         }
     };
-    if prompts.is_empty() {
-        return Err(ApiError::invalid("prompt", "the prompt list is empty"));
-    }
+    // A prompt leaves room for at least one generated token.
+    let param = if endpoint == Endpoint::Chat {
+        "messages"
+    } else {
+        "prompt"
+    };
+    state.check_ids(&prompts, param, ctx - 1)?;
     let n_vocab = tok.vocab_size();
-    for p in &prompts {
-        if p.is_empty() {
-            return Err(ApiError::invalid("prompt", "the prompt is empty"));
-        }
-        if let Some(&id) = p.iter().find(|&&id| id as usize >= n_vocab) {
-            return Err(ApiError::invalid(
-                "prompt",
-                format!("token id {id} is out of range for the vocabulary of {n_vocab} tokens"),
-            ));
-        }
-        if p.len() >= ctx {
-            let param = if endpoint == Endpoint::Chat {
-                "messages"
-            } else {
-                "prompt"
-            };
-            return Err(ApiError::invalid(
-                param,
-                format!(
-                    "the prompt has {} tokens; this server's context size is {ctx} (raise --ctx-size)",
-                    p.len()
-                ),
-            )
-            .code("context_length_exceeded"));
-        }
-    }
 
     let mut params = SamplingParams::default();
     let max = req.max_completion_tokens.or(req.max_tokens);
@@ -314,6 +269,14 @@ pub fn plan(state: &AppState, endpoint: Endpoint, req: GenerateRequest) -> Resul
             ),
         ));
     }
+    // Compiled here, one matcher per choice, so that a bad schema is a 400
+    // before anything runs.
+    let constraints = match &constraint {
+        Some(c) => (0..choices)
+            .map(|_| state.model.constraint(c))
+            .collect::<Result<Vec<_>, _>>()?,
+        None => Vec::new(),
+    };
 
     let adjust = Adjust {
         presence: ranged("presence_penalty", req.presence_penalty, -2.0, 2.0)?.unwrap_or(0.0),
@@ -374,7 +337,7 @@ pub fn plan(state: &AppState, endpoint: Endpoint, req: GenerateRequest) -> Resul
         stream,
         include_usage,
         fresh_context: !req.cache_prompt.unwrap_or(state.cfg.cache_prompt),
-        constraint,
+        constraints,
         tool_mode,
         adjust,
     })
@@ -430,10 +393,6 @@ impl LogitsProcessor for Chain {
             p.process(generated, logits);
         }
     }
-}
-
-fn too_many_choices(n: usize) -> ApiError {
-    ApiError::invalid("prompt", format!("{n} prompts; at most {MAX_CHOICES}"))
 }
 
 fn bounded(name: &str, v: i64, max: usize) -> Result<usize, ApiError> {
@@ -572,26 +531,13 @@ impl Drop for JobSet {
 }
 
 /// Takes one queue slot per choice (503 when the queue is full) and submits them.
-pub fn submit(state: &Arc<AppState>, plan: &Plan) -> Result<JobSet, ApiError> {
+pub fn submit(state: &Arc<AppState>, plan: &mut Plan) -> Result<JobSet, ApiError> {
     let slots = state
         .slots
         .clone()
         .try_acquire_many_owned(plan.choices() as u32)
-        .map_err(|_| {
-            let mut e = ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the server is busy: every session is in use and the queue is full; retry later",
-            );
-            e.retry_after = Some(1);
-            e
-        })?;
-    // Every choice's matcher before anything is submitted.
-    let mut constraints = Vec::new();
-    if let Some(c) = &plan.constraint {
-        for _ in 0..plan.choices() {
-            constraints.push(state.model.constraint(c)?);
-        }
-    }
+        .map_err(|_| ApiError::busy())?;
+    let mut constraints = std::mem::take(&mut plan.constraints);
     let (tx, rx) = mpsc::unbounded_channel();
     let mut cancels = Vec::with_capacity(plan.choices());
     for (p, prompt) in plan.prompts.iter().enumerate() {

@@ -92,7 +92,6 @@ impl Metrics {
                 let _ = writeln!(o, "{name}{labels} {v}");
             }
         };
-        let one = |v: String| vec![(String::new(), v)];
         let requests: Vec<(String, String)> = self
             .requests
             .lock()
@@ -113,85 +112,91 @@ impl Metrics {
             "HTTP responses by route and status.",
             &requests,
         );
-        metric(
-            "mistral_run_requests_in_flight",
-            "gauge",
-            "Generation requests being answered.",
-            &one(self.in_flight.load(Ordering::Relaxed).to_string()),
-        );
-        metric(
-            "mistral_run_prompt_tokens_total",
-            "counter",
-            "Prompt tokens of answered requests.",
-            &one(self.prompt_tokens.load(Ordering::Relaxed).to_string()),
-        );
-        metric(
-            "mistral_run_completion_tokens_total",
-            "counter",
-            "Generated tokens of answered requests.",
-            &one(self.completion_tokens.load(Ordering::Relaxed).to_string()),
-        );
-        metric(
-            "mistral_run_engine_prompt_tokens_total",
-            "counter",
-            "Prompt tokens the engine ran (reused context not counted).",
-            &one(engine.prompt_tokens.to_string()),
-        );
-        metric(
-            "mistral_run_engine_generated_tokens_total",
-            "counter",
-            "Tokens the engine sampled.",
-            &one(engine.generated_tokens.to_string()),
-        );
-        metric(
-            "mistral_run_engine_steps_total",
-            "counter",
-            "Batched forward passes the engine ran.",
-            &one(engine.steps.to_string()),
-        );
-        metric(
-            "mistral_run_tokens_per_second",
-            "gauge",
-            "Generated tokens per second over the last 10 seconds.",
-            &one(format!("{:.2}", self.rate())),
-        );
-        metric(
-            "mistral_run_queue_depth",
-            "gauge",
-            "Requests waiting for a session.",
-            &one(engine.waiting.to_string()),
-        );
-        metric(
-            "mistral_run_queue_slots_used",
-            "gauge",
-            "Choices running or waiting (limit: --parallel + --max-queue).",
-            &one(queued_slots.to_string()),
-        );
-        metric(
-            "mistral_run_sessions_active",
-            "gauge",
-            "Sessions running a request.",
-            &one(engine.running.to_string()),
-        );
-        metric(
-            "mistral_run_sessions_idle",
-            "gauge",
-            "Finished requests' sessions kept for their context.",
-            &one(engine.idle_sessions.to_string()),
-        );
-        metric(
-            "mistral_run_kv_cache_active_bytes",
-            "gauge",
-            "KV-cache bytes of running sessions.",
-            &one(engine.kv_cache_active_bytes.to_string()),
-        );
-        metric(
-            "mistral_run_kv_cache_bytes",
-            "gauge",
-            "KV-cache bytes of running and idle sessions.",
-            &one(engine.kv_cache_bytes.to_string()),
-        );
-        let n = self.ttft_count.load(Ordering::Relaxed);
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed).to_string();
+        // One value each: name, type, help, value.
+        let single: [(&str, &str, &str, String); 13] = [
+            (
+                "mistral_run_requests_in_flight",
+                "gauge",
+                "Generation requests being answered.",
+                load(&self.in_flight),
+            ),
+            (
+                "mistral_run_prompt_tokens_total",
+                "counter",
+                "Prompt tokens of answered requests.",
+                load(&self.prompt_tokens),
+            ),
+            (
+                "mistral_run_completion_tokens_total",
+                "counter",
+                "Generated tokens of answered requests.",
+                load(&self.completion_tokens),
+            ),
+            (
+                "mistral_run_engine_prompt_tokens_total",
+                "counter",
+                "Prompt tokens the engine ran (reused context not counted).",
+                engine.prompt_tokens.to_string(),
+            ),
+            (
+                "mistral_run_engine_generated_tokens_total",
+                "counter",
+                "Tokens the engine sampled.",
+                engine.generated_tokens.to_string(),
+            ),
+            (
+                "mistral_run_engine_steps_total",
+                "counter",
+                "Batched forward passes the engine ran.",
+                engine.steps.to_string(),
+            ),
+            (
+                "mistral_run_tokens_per_second",
+                "gauge",
+                "Generated tokens per second over the last 10 seconds.",
+                format!("{:.2}", self.rate()),
+            ),
+            (
+                "mistral_run_queue_depth",
+                "gauge",
+                "Requests waiting for a session.",
+                engine.waiting.to_string(),
+            ),
+            (
+                "mistral_run_queue_slots_used",
+                "gauge",
+                "Choices running or waiting (limit: --parallel + --max-queue).",
+                queued_slots.to_string(),
+            ),
+            (
+                "mistral_run_sessions_active",
+                "gauge",
+                "Sessions running a request.",
+                engine.running.to_string(),
+            ),
+            (
+                "mistral_run_sessions_idle",
+                "gauge",
+                "Finished requests' sessions kept for their context.",
+                engine.idle_sessions.to_string(),
+            ),
+            (
+                "mistral_run_kv_cache_active_bytes",
+                "gauge",
+                "KV-cache bytes of running sessions.",
+                engine.kv_cache_active_bytes.to_string(),
+            ),
+            (
+                "mistral_run_kv_cache_bytes",
+                "gauge",
+                "KV-cache bytes of running and idle sessions.",
+                engine.kv_cache_bytes.to_string(),
+            ),
+        ];
+        for (name, kind, help, value) in single {
+            metric(name, kind, help, &[(String::new(), value)]);
+        }
         let sum = self.ttft_micros.load(Ordering::Relaxed) as f64 / 1e6;
         // A summary's lines carry `_sum` / `_count` after the name.
         metric(
@@ -200,7 +205,7 @@ impl Metrics {
             "Time from a request's arrival to its first token.",
             &[
                 ("_sum".to_string(), format!("{sum:.6}")),
-                ("_count".to_string(), n.to_string()),
+                ("_count".to_string(), load(&self.ttft_count)),
             ],
         );
         o

@@ -26,7 +26,7 @@ use crate::error::ApiError;
 use crate::jobs::{plan, submit, JobSet, Plan, ToolMode};
 use crate::page;
 use crate::protocol::{
-    parse_json, EmbeddingRequest, Endpoint, GenerateRequest, PromptInput, MAX_EMBEDDING_INPUTS,
+    parse_json, EmbeddingRequest, Endpoint, GenerateRequest, MAX_EMBEDDING_INPUTS,
 };
 use crate::state::{unix_now, AppState};
 
@@ -220,8 +220,8 @@ async fn generate(
     let arrived = Instant::now();
     let run = async {
         let req: GenerateRequest = parse_json(&body(b)?)?;
-        let plan = plan(&state, endpoint, req)?;
-        let jobs = submit(&state, &plan)?;
+        let mut plan = plan(&state, endpoint, req)?;
+        let jobs = submit(&state, &mut plan)?;
         let out = Output::new(&state, &plan, arrived);
         if plan.stream {
             Ok(stream(out, jobs))
@@ -670,64 +670,13 @@ async fn embeddings(
             ));
         }
     }
-    let too_many = |n: usize| {
-        ApiError::invalid(
-            "input",
-            format!("{n} inputs; at most {MAX_EMBEDDING_INPUTS}"),
-        )
-    };
-    let inputs: Vec<Vec<u32>> = match req.input {
-        PromptInput::Text(t) => vec![state.model.encode_prompt(&t)?],
-        PromptInput::Texts(ts) => {
-            if ts.len() > MAX_EMBEDDING_INPUTS {
-                return Err(too_many(ts.len()));
-            }
-            ts.iter()
-                .map(|t| state.model.encode_prompt(t))
-                .collect::<Result<_, _>>()?
-        }
-        PromptInput::Tokens(ids) => vec![ids],
-        PromptInput::TokenLists(l) => {
-            if l.len() > MAX_EMBEDDING_INPUTS {
-                return Err(too_many(l.len()));
-            }
-            l
-        }
-    };
-    let n_vocab = state.model.tokenizer().vocab_size();
-    if inputs.is_empty() {
-        return Err(ApiError::invalid("input", "input must not be empty"));
-    }
-    for ids in &inputs {
-        if ids.is_empty() {
-            return Err(ApiError::invalid("input", "an input is empty"));
-        }
-        if ids.len() > state.ctx {
-            return Err(ApiError::invalid(
-                "input",
-                format!(
-                    "an input has {} tokens; this server's context size is {}",
-                    ids.len(),
-                    state.ctx
-                ),
-            )
-            .code("context_length_exceeded"));
-        }
-        if let Some(&id) = ids.iter().find(|&&id| id as usize >= n_vocab) {
-            return Err(ApiError::invalid(
-                "input",
-                format!("token id {id} is out of range for the vocabulary of {n_vocab} tokens"),
-            ));
-        }
-    }
-    let _slot = state.slots.clone().try_acquire_owned().map_err(|_| {
-        let mut e = ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the server is busy; retry later",
-        );
-        e.retry_after = Some(1);
-        e
-    })?;
+    let inputs = state.input_ids(req.input, "input", MAX_EMBEDDING_INPUTS)?;
+    state.check_ids(&inputs, "input", state.ctx)?;
+    let _slot = state
+        .slots
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ApiError::busy())?;
     let tokens: usize = inputs.iter().map(Vec::len).sum();
     let st = state.clone();
     let vectors = tokio::task::spawn_blocking(move || {

@@ -13,6 +13,7 @@ use crate::config::ServerConfig;
 use crate::error::{ApiError, ServerError};
 use crate::fim::Fim;
 use crate::metrics::Metrics;
+use crate::protocol::PromptInput;
 
 pub struct AppState {
     pub engine: Engine,
@@ -79,6 +80,72 @@ impl AppState {
             .code("model_not_found")),
             _ => Ok(()),
         }
+    }
+
+    /// The token lists of a prompt or embeddings input (`param` names it in
+    /// errors): texts tokenized as raw prompts, ids as given; at most `max`.
+    pub fn input_ids(
+        &self,
+        input: PromptInput,
+        param: &'static str,
+        max: usize,
+    ) -> Result<Vec<Vec<u32>>, ApiError> {
+        let too_many = |n: usize| ApiError::invalid(param, format!("{n} inputs; at most {max}"));
+        Ok(match input {
+            PromptInput::Text(t) => vec![self.model.encode_prompt(&t)?],
+            PromptInput::Texts(ts) => {
+                if ts.len() > max {
+                    return Err(too_many(ts.len()));
+                }
+                ts.iter()
+                    .map(|t| self.model.encode_prompt(t))
+                    .collect::<Result<_, _>>()?
+            }
+            PromptInput::Tokens(ids) => vec![ids],
+            PromptInput::TokenLists(l) => {
+                if l.len() > max {
+                    return Err(too_many(l.len()));
+                }
+                l
+            }
+        })
+    }
+
+    /// Checks token lists: at least one, none empty, ids in the vocabulary,
+    /// none longer than `limit` tokens (a 400 naming `param` otherwise).
+    pub fn check_ids(
+        &self,
+        lists: &[Vec<u32>],
+        param: &'static str,
+        limit: usize,
+    ) -> Result<(), ApiError> {
+        if lists.is_empty() {
+            return Err(ApiError::invalid(param, format!("{param} is empty")));
+        }
+        let n_vocab = self.model.tokenizer().vocab_size();
+        for ids in lists {
+            if ids.is_empty() {
+                return Err(ApiError::invalid(param, format!("an empty {param}")));
+            }
+            if let Some(&id) = ids.iter().find(|&&id| id as usize >= n_vocab) {
+                return Err(ApiError::invalid(
+                    param,
+                    format!("token id {id} is out of range for the vocabulary of {n_vocab} tokens"),
+                ));
+            }
+            if ids.len() > limit {
+                return Err(ApiError::invalid(
+                    param,
+                    format!(
+                        "{} tokens, more than {limit} (this server's context size is {}; raise --ctx-size)",
+                        ids.len(),
+                        self.ctx
+                    ),
+                )
+                .code("context_length_exceeded"));
+            }
+        }
+        Ok(())
     }
 
     /// A new response id with `prefix`.

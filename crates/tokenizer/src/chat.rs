@@ -218,28 +218,28 @@ const MISTRAL_TEKKEN: &str = mistral_tools_template!("");
 /// `json.dumps(value, ensure_ascii=False)`: `", "` and `": "` separators.
 pub fn py_json_dumps(v: &serde_json::Value) -> String {
     struct Py;
+    /// `", "` before every item but the first.
+    fn sep<W: ?Sized + std::io::Write>(w: &mut W, first: bool) -> std::io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            w.write_all(b", ")
+        }
+    }
     impl serde_json::ser::Formatter for Py {
         fn begin_array_value<W: ?Sized + std::io::Write>(
             &mut self,
             w: &mut W,
             first: bool,
         ) -> std::io::Result<()> {
-            if first {
-                Ok(())
-            } else {
-                w.write_all(b", ")
-            }
+            sep(w, first)
         }
         fn begin_object_key<W: ?Sized + std::io::Write>(
             &mut self,
             w: &mut W,
             first: bool,
         ) -> std::io::Result<()> {
-            if first {
-                Ok(())
-            } else {
-                w.write_all(b", ")
-            }
+            sep(w, first)
         }
         fn begin_object_value<W: ?Sized + std::io::Write>(
             &mut self,

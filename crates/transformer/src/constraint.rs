@@ -37,20 +37,23 @@ pub enum Constraint {
     Regex(String),
 }
 
+/// llguidance's JSON options for compact output: `", "` and `": "`
+/// separators and no other whitespace, so that the model cannot pad its
+/// output with whitespace runs (the `x-guidance` key of a schema).
+pub(crate) fn compact_json() -> Value {
+    serde_json::json!({
+        "whitespace_flexible": false,
+        "item_separator": ", ",
+        "key_separator": ": ",
+    })
+}
+
 impl Constraint {
-    /// llguidance's grammar for it. JSON is written compactly (`", "` and
-    /// `": "` separators, no other whitespace), so the model cannot pad
-    /// its output with whitespace runs.
+    /// llguidance's grammar for it (JSON written compactly: [`compact_json`]).
     fn grammar(&self) -> TopLevelGrammar {
         let schema = |mut s: Value| {
             if let Value::Object(m) = &mut s {
-                m.entry("x-guidance").or_insert_with(|| {
-                    serde_json::json!({
-                        "whitespace_flexible": false,
-                        "item_separator": ", ",
-                        "key_separator": ": ",
-                    })
-                });
+                m.entry("x-guidance").or_insert_with(compact_json);
             }
             TopLevelGrammar::from_json_schema(s)
         };
@@ -99,6 +102,8 @@ pub(crate) struct Guidance {
     factory: ParserFactory,
     /// End-of-generation ids (allowed together, where the grammar may end).
     eog: Vec<u32>,
+    /// The one of them llguidance's masks stand for all.
+    eos: u32,
     n_vocab: usize,
 }
 
@@ -146,6 +151,7 @@ impl Guidance {
         Ok(Guidance {
             factory,
             eog,
+            eos,
             n_vocab: n,
         })
     }
@@ -194,6 +200,7 @@ impl Guidance {
         Ok(ConstraintProcessor {
             matcher,
             eog: self.eog.clone(),
+            eos: self.eos,
             n_vocab: self.n_vocab,
             consumed: 0,
         })
@@ -204,17 +211,13 @@ impl Guidance {
 pub struct ConstraintProcessor {
     matcher: Matcher,
     eog: Vec<u32>,
+    eos: u32,
     n_vocab: usize,
     /// Generated tokens already fed to the matcher.
     consumed: usize,
 }
 
 impl ConstraintProcessor {
-    /// Whether the text so far is a complete match.
-    pub fn is_accepting(&mut self) -> bool {
-        self.matcher.is_accepting().unwrap_or(false)
-    }
-
     /// Feeds `generated[consumed..]` to the matcher.
     fn catch_up(&mut self, generated: &[u32]) {
         for &id in generated.get(self.consumed..).unwrap_or(&[]) {
@@ -240,7 +243,9 @@ impl LogitsProcessor for ConstraintProcessor {
         let n = logits.len().min(self.n_vocab);
         match mask {
             Some(mask) => {
-                let end = self.matcher.is_accepting().unwrap_or(false) || self.matcher.is_stopped();
+                // The mask allows EOS exactly where the grammar can end
+                // (or has ended: then it allows nothing else).
+                let end = mask.is_allowed(self.eos);
                 let eog: Vec<(u32, f32)> = self
                     .eog
                     .iter()

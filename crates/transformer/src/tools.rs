@@ -159,7 +159,7 @@ pub fn tool_call_constraint(
         "type": "array",
         "items": {"anyOf": calls},
         "minItems": 1,
-        "x-guidance": {"whitespace_flexible": false, "item_separator": ", ", "key_separator": ": "},
+        "x-guidance": crate::constraint::compact_json(),
     });
     if !parallel {
         schema["maxItems"] = json!(1);

@@ -4,10 +4,11 @@
 //! `regex` crate, serde_json, a hand-written recognizer); bad constraints
 //! are errors before anything runs.
 
+mod common;
+
 use mistral_test_support::smollm2_path;
 use mistral_transformer::{
     Constraint, FinishReason, GenerateOptions, LoadOptions, Message, Model, ModelError,
-    SamplingParams,
 };
 
 fn model() -> Model {
@@ -23,15 +24,7 @@ fn generate(
     n: usize,
 ) -> (String, FinishReason) {
     let ids = model.encode_chat(&[Message::user(prompt)]).unwrap();
-    let params = SamplingParams {
-        temperature: 1.0,
-        top_k: 0,
-        top_p: 1.0,
-        min_p: 0.0,
-        seed: Some(seed),
-        max_tokens: Some(n),
-        ..SamplingParams::default()
-    };
+    let params = common::unfiltered(seed, n);
     let opts = GenerateOptions {
         processor: Some(Box::new(model.constraint(c).unwrap())),
         ..GenerateOptions::default()

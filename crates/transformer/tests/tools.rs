@@ -4,12 +4,14 @@
 //! read back as calls whose names and arguments fit the tools. Sampled at
 //! temperature 1: random weights would never call a tool on their own.
 
+mod common;
+
 use mistral_gguf::GgufFile;
 use mistral_test_support::vocab_path;
 use mistral_transformer::synth::{write_synth, SynthArch, SynthPreset, SynthSpec, SynthType};
 use mistral_transformer::{
     parse_tool_calls, tool_call_constraint, FinishReason, GenerateOptions, LoadOptions, Message,
-    Model, SamplingParams, ToolChoice,
+    Model, ToolChoice,
 };
 use serde_json::{json, Value};
 
@@ -81,15 +83,7 @@ fn a_forced_call_renders_generates_and_parses() {
                 processor: Some(Box::new(m.constraint(&c).unwrap())),
                 ..GenerateOptions::default()
             };
-            let params = SamplingParams {
-                temperature: 1.0,
-                top_k: 0,
-                top_p: 1.0,
-                min_p: 0.0,
-                seed: Some(seed),
-                max_tokens: Some(200),
-                ..SamplingParams::default()
-            };
+            let params = common::unfiltered(seed, 200);
             let mut s = m.new_session();
             let mut g = s.generate_with(&prompt, &params, opts).unwrap();
             let (mut ids, mut text) = (Vec::new(), String::new());

@@ -430,3 +430,17 @@ impl RefModel {
 
 #[allow(unused_imports)] // not every test binary compares logits
 pub use mistral_test_support::rel_err;
+
+/// Sampling at temperature 1 with every filter off (seeded, at most `n`
+/// tokens): what a constraint alone must keep valid.
+pub fn unfiltered(seed: u64, n: usize) -> mistral_transformer::SamplingParams {
+    mistral_transformer::SamplingParams {
+        temperature: 1.0,
+        top_k: 0,
+        top_p: 1.0,
+        min_p: 0.0,
+        seed: Some(seed),
+        max_tokens: Some(n),
+        ..Default::default()
+    }
+}
