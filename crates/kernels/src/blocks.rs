@@ -222,6 +222,73 @@ impl BlockIQ4XS {
     }
 }
 
+/// `block_iq2_xxs`: super scale, then per 32 values 4 grid indices (bytes)
+/// and a little-endian u32 of 4 × 7 sign bits and a 4-bit scale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C)]
+pub struct BlockIQ2XXS {
+    pub d: F16Le,
+    pub qs: [u8; QK_K / 4],
+}
+byte_block!(BlockIQ2XXS, IQ2_XXS, QK_K, 66);
+
+/// `block_iq2_xs`: super scale, 32 little-endian u16 (9-bit grid index,
+/// 7 sign bits), 8 bytes of two 4-bit scales.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C)]
+pub struct BlockIQ2XS {
+    pub d: F16Le,
+    pub qs: [u8; QK_K / 4],
+    pub scales: [u8; QK_K / 32],
+}
+byte_block!(BlockIQ2XS, IQ2_XS, QK_K, 74);
+
+/// `block_iq2_s`: super scale, 32 low bytes of 10-bit grid indices, then 32
+/// sign bytes; 8 bytes of their high bits; 8 bytes of two 4-bit scales.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C)]
+pub struct BlockIQ2S {
+    pub d: F16Le,
+    pub qs: [u8; QK_K / 4],
+    pub qh: [u8; QK_K / 32],
+    pub scales: [u8; QK_K / 32],
+}
+byte_block!(BlockIQ2S, IQ2_S, QK_K, 82);
+
+/// `block_iq3_xxs`: super scale, 64 grid indices (bytes), then per 32
+/// values a little-endian u32 of 4 × 7 sign bits and a 4-bit scale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C)]
+pub struct BlockIQ3XXS {
+    pub d: F16Le,
+    pub qs: [u8; 3 * QK_K / 8],
+}
+byte_block!(BlockIQ3XXS, IQ3_XXS, QK_K, 98);
+
+/// `block_iq3_s`: super scale, 64 low bytes of 9-bit grid indices, 8 bytes
+/// of their high bits, 32 sign bytes, 4 bytes of two 4-bit scales.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C)]
+pub struct BlockIQ3S {
+    pub d: F16Le,
+    pub qs: [u8; QK_K / 4],
+    pub qh: [u8; QK_K / 32],
+    pub signs: [u8; QK_K / 8],
+    pub scales: [u8; QK_K / 64],
+}
+byte_block!(BlockIQ3S, IQ3_S, QK_K, 110);
+
+/// `block_iq1_s`: super scale, 32 low bytes of 11-bit grid indices, 8
+/// little-endian u16 (3 high bits per index, a 3-bit scale, the delta's sign).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C)]
+pub struct BlockIQ1S {
+    pub d: F16Le,
+    pub qs: [u8; QK_K / 8],
+    pub qh: [u8; QK_K / 16],
+}
+byte_block!(BlockIQ1S, IQ1_S, QK_K, 50);
+
 /// `block_q8_K`: the activation format of the k-quant dot products. Unlike
 /// the weight blocks it has natural `f32` / `i16` fields (it lives in scratch
 /// buffers, not in files); [`BlockQ8K::read`] / [`BlockQ8K::write`] convert

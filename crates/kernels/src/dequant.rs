@@ -229,6 +229,35 @@ impl DequantBlock for BlockIQ4XS {
     }
 }
 
+/// The i-quants on lattices: `(d · (sc · FACTOR)) · q`, the rounding of
+/// llama.cpp's `d · (0.5 + s) · 0.25` and the like (scales by powers of two
+/// are exact).
+macro_rules! iq_dequant {
+    ($($B:ty),*) => {$(
+        impl DequantBlock for $B {
+            fn dequantize(&self, y: &mut [f32]) {
+                let mut dec = crate::iquant::Decoded::ZERO;
+                crate::iquant::IqBlock::decode(self, &mut dec);
+                let d = self.d.to_f32();
+                for (k, (ys, qs)) in y.chunks_exact_mut(16).zip(dec.q.chunks_exact(16)).enumerate() {
+                    let dl = d * (dec.sc[k] as f32 * <$B as crate::iquant::IqBlock>::FACTOR);
+                    for (o, &q) in ys.iter_mut().zip(qs) {
+                        *o = dl * q as f32;
+                    }
+                }
+            }
+        }
+    )*};
+}
+iq_dequant!(
+    BlockIQ2XXS,
+    BlockIQ2XS,
+    BlockIQ2S,
+    BlockIQ3XXS,
+    BlockIQ3S,
+    BlockIQ1S
+);
+
 /// Whether [`dequantize`] handles `ty`.
 pub fn supports_dequantize(ty: GgmlType) -> bool {
     use GgmlType::*;
@@ -250,6 +279,12 @@ pub fn supports_dequantize(ty: GgmlType) -> bool {
             | Q8_K
             | IQ4_NL
             | IQ4_XS
+            | IQ2_XXS
+            | IQ2_XS
+            | IQ2_S
+            | IQ3_XXS
+            | IQ3_S
+            | IQ1_S
     )
 }
 
@@ -308,6 +343,12 @@ pub fn dequantize(ty: GgmlType, data: &[u8], out: &mut [f32]) -> Result<()> {
         Q6_K => dequant_blocks::<BlockQ6K>(data, out)?,
         IQ4_NL => dequant_blocks::<BlockIQ4NL>(data, out)?,
         IQ4_XS => dequant_blocks::<BlockIQ4XS>(data, out)?,
+        IQ2_XXS => dequant_blocks::<BlockIQ2XXS>(data, out)?,
+        IQ2_XS => dequant_blocks::<BlockIQ2XS>(data, out)?,
+        IQ2_S => dequant_blocks::<BlockIQ2S>(data, out)?,
+        IQ3_XXS => dequant_blocks::<BlockIQ3XXS>(data, out)?,
+        IQ3_S => dequant_blocks::<BlockIQ3S>(data, out)?,
+        IQ1_S => dequant_blocks::<BlockIQ1S>(data, out)?,
         Q8_K => {
             for (c, y) in data.chunks_exact(292).zip(out.chunks_exact_mut(QK_K)) {
                 let mut a = [0u8; 292];

@@ -67,6 +67,7 @@ pub mod dequant;
 pub mod dot;
 pub mod error;
 pub mod gemm;
+pub mod iquant;
 pub mod isa;
 pub mod matmul;
 pub mod packed;

@@ -13,6 +13,7 @@ fn scale_offsets(ty: GgmlType) -> &'static [usize] {
     use GgmlType::*;
     match ty {
         Q4_0 | Q5_0 | Q8_0 | IQ4_NL | IQ4_XS => &[0],
+        IQ2_XXS | IQ2_XS | IQ2_S | IQ3_XXS | IQ3_S | IQ1_S => &[0],
         Q4_1 | Q5_1 | Q4_K | Q5_K => &[0, 2],
         Q2_K => &[80, 82],
         Q3_K => &[108],
@@ -56,7 +57,7 @@ fn effective_activations(ty: GgmlType, x: &[f32]) -> Vec<f32> {
     out
 }
 
-const TYPES: [GgmlType; 15] = [
+const TYPES: [GgmlType; 21] = [
     GgmlType::Q4_0,
     GgmlType::Q4_1,
     GgmlType::Q5_0,
@@ -69,10 +70,22 @@ const TYPES: [GgmlType; 15] = [
     GgmlType::Q5_K,
     GgmlType::Q6_K,
     GgmlType::IQ4_XS,
+    GgmlType::IQ2_XXS,
+    GgmlType::IQ2_XS,
+    GgmlType::IQ2_S,
+    GgmlType::IQ3_XXS,
+    GgmlType::IQ3_S,
+    GgmlType::IQ1_S,
     GgmlType::F16,
     GgmlType::BF16,
     GgmlType::F32,
 ];
+
+/// The i-quants on lattices (`mistral_kernels::iquant`).
+fn is_lattice(ty: GgmlType) -> bool {
+    use GgmlType::*;
+    matches!(ty, IQ2_XXS | IQ2_XS | IQ2_S | IQ3_XXS | IQ3_S | IQ1_S)
+}
 
 /// (rows, cols, activation rows): one row, rows not a multiple of the thread
 /// count or chunk size, more activation rows than a tile, a very wide row.
@@ -114,9 +127,10 @@ fn check_type(ty: GgmlType, rows: usize, cols: usize, n: usize, seed: u64) {
     for isa in cov.all() {
         let mut y = vec![0f32; n * rows];
         matmul(ty, isa, &w, rows, cols, &x, &mut y).unwrap();
-        if isa.is_neon() && ty.is_quantized() {
-            // The AArch64 kernels sum each block exactly in integers and take
-            // the scalar kernel's own float steps: equal bit for bit.
+        if (isa.is_neon() && ty.is_quantized()) || is_lattice(ty) {
+            // The AArch64 kernels, and every kernel of the i-quants on
+            // lattices, sum each block exactly in integers and take the
+            // scalar kernel's own float steps: equal bit for bit.
             let what = format!("{ty} {isa:?} {rows}x{cols}x{n}");
             common::assert_bits_eq(&what, &y, &scalar, rows);
             continue;
@@ -237,10 +251,11 @@ fn bad_shapes_are_errors() {
         &mut y[..1]
     )
     .is_err());
+    // A type without a kernel.
     assert!(matmul(
-        GgmlType::IQ2_XXS,
+        GgmlType::IQ1_M,
         Isa::Scalar,
-        &[0u8; 66],
+        &[0u8; 56],
         1,
         256,
         &x,

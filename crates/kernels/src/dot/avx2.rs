@@ -955,3 +955,92 @@ pub(crate) unsafe fn levels_q5_32(qs: &[u8; 16], qh: [u8; 4]) -> __m256i {
     );
     _mm256_or_si256(nibbles(qs.as_ptr()), hb)
 }
+
+// ---- The i-quants on lattices ([`crate::iquant`]) ----
+//
+// Each 32-value sub-block is read as three vectors: the weights' magnitudes
+// (unsigned grid bytes), their signs (±1 bytes, applied to the activations
+// with `vpsignb`) and the i16 scale of each 16. The integer sum of a block
+// is exact, and the float step is the scalar kernel's, so results equal
+// [`super::scalar`]'s bit for bit. IQ1_S's magnitudes are all one and its
+// grid values (−1, 0, 1) are the signs.
+
+use crate::iquant::IqBlock;
+
+/// Sub-block `ib`: magnitudes, signs, and the scales of its two halves.
+#[inline(always)]
+unsafe fn iq_sub<B: IqBlock>(x: &B, ib: usize) -> (__m256i, __m256i, __m256i) {
+    let [g0, g1, g2, g3] = [0, 1, 2, 3].map(|l| x.group(ib, l));
+    let m = _mm256_setr_epi64x(g0.0 as i64, g1.0 as i64, g2.0 as i64, g3.0 as i64);
+    let s = _mm256_setr_epi64x(g0.1 as i64, g1.1 as i64, g2.1 as i64, g3.1 as i64);
+    let [lo, hi] = x.scales(ib);
+    let sc = _mm256_setr_m128i(_mm_set1_epi16(lo as i16), _mm_set1_epi16(hi as i16));
+    (m, s, sc)
+}
+
+/// `Σ scale · magnitude · (sign · a)` of one sub-block as i32 lanes.
+#[inline(always)]
+unsafe fn iq_sub_dot((m, s, sc): (__m256i, __m256i, __m256i), a: *const i8) -> __m256i {
+    let a = _mm256_sign_epi8(load_i8(a), s);
+    _mm256_madd_epi16(_mm256_maddubs_epi16(m, a), sc)
+}
+
+/// The i-quants' one-row kernel.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn iq_q8k<B: IqBlock>(w: &[B], a: &[BlockQ8K]) -> f32 {
+    let mut sumf = 0f32;
+    for (x, y) in w.iter().zip(a) {
+        let mut acc = _mm256_setzero_si256();
+        for ib in 0..8 {
+            acc = _mm256_add_epi32(acc, iq_sub_dot(iq_sub(x, ib), y.qs.as_ptr().add(32 * ib)));
+        }
+        let sumi = B::MUL * hsum_i32(acc) + x.delta_sum(&y.bsums);
+        sumf += B::FACTOR * y.d * f16(x.d()) * sumi as f32;
+    }
+    sumf
+}
+
+/// The i-quants' four-row kernel: each sub-block read once for four rows.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn iq_q8k_x4<B: IqBlock>(w: &[B], a: [&[BlockQ8K]; 4]) -> [f32; 4] {
+    let mut sumf = [0f32; 4];
+    for (i, x) in w.iter().enumerate() {
+        let y = [&a[0][i], &a[1][i], &a[2][i], &a[3][i]];
+        let mut acc = [_mm256_setzero_si256(); 4];
+        for ib in 0..8 {
+            let sub = iq_sub(x, ib);
+            for r in 0..4 {
+                let p = iq_sub_dot(sub, y[r].qs.as_ptr().add(32 * ib));
+                acc[r] = _mm256_add_epi32(acc[r], p);
+            }
+        }
+        let d = f16(x.d());
+        for r in 0..4 {
+            let sumi = B::MUL * hsum_i32(acc[r]) + x.delta_sum(&y[r].bsums);
+            sumf[r] += B::FACTOR * y[r].d * d * sumi as f32;
+        }
+    }
+    sumf
+}
+
+macro_rules! iq_entries {
+    ($($one:ident, $four:ident, $B:ty;)*) => {$(
+        #[target_feature(enable = "avx2,fma,f16c")]
+        pub unsafe fn $one(w: &[$B], a: &[BlockQ8K]) -> f32 {
+            iq_q8k(w, a)
+        }
+        #[target_feature(enable = "avx2,fma,f16c")]
+        pub unsafe fn $four(w: &[$B], a: [&[BlockQ8K]; 4]) -> [f32; 4] {
+            iq_q8k_x4(w, a)
+        }
+    )*};
+}
+
+iq_entries! {
+    iq2_xxs_q8k, iq2_xxs_q8k_x4, BlockIQ2XXS;
+    iq2_xs_q8k, iq2_xs_q8k_x4, BlockIQ2XS;
+    iq2_s_q8k, iq2_s_q8k_x4, BlockIQ2S;
+    iq3_xxs_q8k, iq3_xxs_q8k_x4, BlockIQ3XXS;
+    iq3_s_q8k, iq3_s_q8k_x4, BlockIQ3S;
+    iq1_s_q8k, iq1_s_q8k_x4, BlockIQ1S;
+}

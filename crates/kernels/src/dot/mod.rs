@@ -25,7 +25,8 @@ pub enum ActFormat {
     Q8_0,
     /// Q8_1 blocks of 32 with their sums (Q4_1, Q5_1).
     Q8_1,
-    /// Q8_K super-blocks of 256 with group sums (the k-quants, IQ4_XS).
+    /// Q8_K super-blocks of 256 with group sums (the k-quants and the
+    /// 256-value i-quants).
     Q8K,
 }
 
@@ -38,6 +39,7 @@ impl ActFormat {
             Q4_0 | Q5_0 | Q8_0 | IQ4_NL => ActFormat::Q8_0,
             Q4_1 | Q5_1 => ActFormat::Q8_1,
             Q2_K | Q3_K | Q4_K | Q5_K | Q6_K | IQ4_XS => ActFormat::Q8K,
+            IQ2_XXS | IQ2_XS | IQ2_S | IQ3_XXS | IQ3_S | IQ1_S => ActFormat::Q8K,
             _ => return None,
         })
     }
@@ -273,6 +275,12 @@ pub fn row_dot(ty: GgmlType, isa: Isa, w: &[u8], act: ActRow<'_>) -> Result<f32>
         (T::Q5_K, ActRow::Q8K(a)) => pick!(q5k_q8k, BlockQ5K, a),
         (T::Q6_K, ActRow::Q8K(a)) => pick!(q6k_q8k, BlockQ6K, a),
         (T::IQ4_XS, ActRow::Q8K(a)) => pick!(iq4_xs_q8k, BlockIQ4XS, a),
+        (T::IQ2_XXS, ActRow::Q8K(a)) => pick!(iq2_xxs_q8k, BlockIQ2XXS, a),
+        (T::IQ2_XS, ActRow::Q8K(a)) => pick!(iq2_xs_q8k, BlockIQ2XS, a),
+        (T::IQ2_S, ActRow::Q8K(a)) => pick!(iq2_s_q8k, BlockIQ2S, a),
+        (T::IQ3_XXS, ActRow::Q8K(a)) => pick!(iq3_xxs_q8k, BlockIQ3XXS, a),
+        (T::IQ3_S, ActRow::Q8K(a)) => pick!(iq3_s_q8k, BlockIQ3S, a),
+        (T::IQ1_S, ActRow::Q8K(a)) => pick!(iq1_s_q8k, BlockIQ1S, a),
         (T::F16, ActRow::F32(a)) => {
             #[cfg(target_arch = "x86_64")]
             if avx2 {
@@ -332,6 +340,12 @@ fn neon_row_dot(ty: GgmlType, dot: bool, w: &[u8], act: ActRow<'_>) -> Result<Op
         (T::Q5_K, ActRow::Q8K(a)) => pick!(q5k_q8k, q5k_q8k_dot, BlockQ5K, a),
         (T::Q6_K, ActRow::Q8K(a)) => pick!(q6k_q8k, q6k_q8k_dot, BlockQ6K, a),
         (T::IQ4_XS, ActRow::Q8K(a)) => pick!(iq4_xs_q8k, iq4_xs_q8k_dot, BlockIQ4XS, a),
+        (T::IQ2_XXS, ActRow::Q8K(a)) => pick!(iq2_xxs_q8k, iq2_xxs_q8k_dot, BlockIQ2XXS, a),
+        (T::IQ2_XS, ActRow::Q8K(a)) => pick!(iq2_xs_q8k, iq2_xs_q8k_dot, BlockIQ2XS, a),
+        (T::IQ2_S, ActRow::Q8K(a)) => pick!(iq2_s_q8k, iq2_s_q8k_dot, BlockIQ2S, a),
+        (T::IQ3_XXS, ActRow::Q8K(a)) => pick!(iq3_xxs_q8k, iq3_xxs_q8k_dot, BlockIQ3XXS, a),
+        (T::IQ3_S, ActRow::Q8K(a)) => pick!(iq3_s_q8k, iq3_s_q8k_dot, BlockIQ3S, a),
+        (T::IQ1_S, ActRow::Q8K(a)) => pick!(iq1_s_q8k, iq1_s_q8k_dot, BlockIQ1S, a),
         // SAFETY: NEON was checked available as above; the kernels read
         // min(w.len() / 2, a.len()) values of both slices.
         (T::F16, ActRow::F32(a)) => Ok(Some(unsafe { neon::f16_f32(w, a) })),
@@ -402,6 +416,12 @@ pub fn row_dot4(
             }
             T::Q6_K => q8k4!(q6k_q8k_x4, BlockQ6K),
             T::Q2_K => q8k4!(q2k_q8k_x4, BlockQ2K),
+            T::IQ2_XXS => q8k4!(iq2_xxs_q8k_x4, BlockIQ2XXS),
+            T::IQ2_XS => q8k4!(iq2_xs_q8k_x4, BlockIQ2XS),
+            T::IQ2_S => q8k4!(iq2_s_q8k_x4, BlockIQ2S),
+            T::IQ3_XXS => q8k4!(iq3_xxs_q8k_x4, BlockIQ3XXS),
+            T::IQ3_S => q8k4!(iq3_s_q8k_x4, BlockIQ3S),
+            T::IQ1_S => q8k4!(iq1_s_q8k_x4, BlockIQ1S),
             T::Q8_0 => {
                 let wb = typed!(w, BlockQ8_0);
                 if let [A::Q8_0(a0), A::Q8_0(a1), A::Q8_0(a2), A::Q8_0(a3)] = acts {

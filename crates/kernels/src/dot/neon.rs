@@ -17,7 +17,7 @@
 
 #![allow(clippy::missing_safety_doc)]
 
-use super::scalar::{q8_sum, step_d, step_dm, step_kmin, step_ksym};
+use super::scalar::{q8_sum, step_d, step_dm, step_iq, step_kmin, step_ksym};
 use crate::blocks::*;
 use std::arch::aarch64::*;
 use std::arch::asm;
@@ -521,6 +521,55 @@ unsafe fn gemv_q4kx16<const DOT: bool>(
 
 /// Entry points: one compiled with `neon` alone and one with `neon` +
 /// `dotprod` per kernel.
+/// The i-quants on lattices ([`crate::iquant`]): each half sub-block's 16
+/// weights as the signed integers of [`crate::iquant::Decoded`]
+/// (`MUL · magnitude · sign + δ`, at most 62 in size), dotted with the
+/// activations and scaled, exactly; the scalar kernel's float step.
+#[inline(always)]
+unsafe fn iq<const DOT: bool, B: crate::iquant::IqBlock>(w: &[B], a: &[BlockQ8K]) -> f32 {
+    let mut sumf = 0f32;
+    for (x, y) in w.iter().zip(a) {
+        let mut acc = vdupq_n_s32(0);
+        for ib in 0..8 {
+            let sc = x.scales(ib);
+            let delta = vdupq_n_s8(x.delta(ib) as i8);
+            for h in 0..2 {
+                let (g0, s0) = x.group(ib, 2 * h);
+                let (g1, s1) = x.group(ib, 2 * h + 1);
+                let m = vcombine_s8(vcreate_s8(g0), vcreate_s8(g1));
+                let s = vcombine_s8(vcreate_s8(s0), vcreate_s8(s1));
+                let mut q = vmulq_s8(m, s);
+                if B::MUL != 1 {
+                    q = vmulq_s8(q, vdupq_n_s8(B::MUL as i8));
+                }
+                let q = vaddq_s8(q, delta);
+                let d = dot::<DOT>(vdupq_n_s32(0), q, ld_i8(&y.qs[32 * ib + 16 * h..]));
+                acc = vmlaq_n_s32(acc, d, sc[h]);
+            }
+        }
+        sumf = step_iq(sumf, B::FACTOR * y.d, x.d(), vaddvq_s32(acc));
+    }
+    sumf
+}
+
+macro_rules! iq_kernels {
+    ($($name:ident, $B:ty;)*) => {$(
+        #[inline(always)]
+        unsafe fn $name<const DOT: bool>(w: &[$B], a: &[BlockQ8K]) -> f32 {
+            iq::<DOT, $B>(w, a)
+        }
+    )*};
+}
+
+iq_kernels! {
+    iq2_xxs, BlockIQ2XXS;
+    iq2_xs, BlockIQ2XS;
+    iq2_s, BlockIQ2S;
+    iq3_xxs, BlockIQ3XXS;
+    iq3_s, BlockIQ3S;
+    iq1_s, BlockIQ1S;
+}
+
 macro_rules! entry {
     ($kernel:ident => $plain:ident, $dot:ident, ($($arg:ident: $t:ty),*) -> $ret:ty) => {
         #[target_feature(enable = "neon")]
@@ -546,5 +595,11 @@ entry!(q4k => q4k_q8k, q4k_q8k_dot, (w: &[BlockQ4K], a: &[BlockQ8K]) -> f32);
 entry!(q5k => q5k_q8k, q5k_q8k_dot, (w: &[BlockQ5K], a: &[BlockQ8K]) -> f32);
 entry!(q6k => q6k_q8k, q6k_q8k_dot, (w: &[BlockQ6K], a: &[BlockQ8K]) -> f32);
 entry!(iq4_xs => iq4_xs_q8k, iq4_xs_q8k_dot, (w: &[BlockIQ4XS], a: &[BlockQ8K]) -> f32);
+entry!(iq2_xxs => iq2_xxs_q8k, iq2_xxs_q8k_dot, (w: &[BlockIQ2XXS], a: &[BlockQ8K]) -> f32);
+entry!(iq2_xs => iq2_xs_q8k, iq2_xs_q8k_dot, (w: &[BlockIQ2XS], a: &[BlockQ8K]) -> f32);
+entry!(iq2_s => iq2_s_q8k, iq2_s_q8k_dot, (w: &[BlockIQ2S], a: &[BlockQ8K]) -> f32);
+entry!(iq3_xxs => iq3_xxs_q8k, iq3_xxs_q8k_dot, (w: &[BlockIQ3XXS], a: &[BlockQ8K]) -> f32);
+entry!(iq3_s => iq3_s_q8k, iq3_s_q8k_dot, (w: &[BlockIQ3S], a: &[BlockQ8K]) -> f32);
+entry!(iq1_s => iq1_s_q8k, iq1_s_q8k_dot, (w: &[BlockIQ1S], a: &[BlockQ8K]) -> f32);
 entry!(gemv_q4kx16 => q4kx16_gemv, q4kx16_gemv_dot,
     (w: &[crate::packed::BlockQ4Kx16], a: &[BlockQ8K]) -> [f32; 16]);

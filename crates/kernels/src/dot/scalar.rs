@@ -277,3 +277,50 @@ pub fn f32_f32(w: &[u8], x: &[f32]) -> f32 {
         .map(|(b, &v)| f32::from_le_bytes([b[0], b[1], b[2], b[3]]) * v)
         .sum()
 }
+
+/// The i-quants on lattices ([`crate::iquant`]): each block decoded to
+/// integers, `Σ sc·Σ q·a` exactly, then `sumf + (FACTOR·d_a)·d·sumi`. The
+/// SIMD kernels sum the same integers and take the same float step.
+pub(crate) fn iq_q8k<B: crate::iquant::IqBlock>(w: &[B], a: &[BlockQ8K]) -> f32 {
+    let mut dec = crate::iquant::Decoded::ZERO;
+    let mut sumf = 0f32;
+    for (x, y) in w.iter().zip(a) {
+        x.decode(&mut dec);
+        let mut sumi = 0i32;
+        for (k, (q, a)) in dec
+            .q
+            .chunks_exact(16)
+            .zip(y.qs.chunks_exact(16))
+            .enumerate()
+        {
+            sumi += dec.sc[k] * dot_i8(q.iter().map(|&v| v as i32), a);
+        }
+        sumf = step_iq(sumf, B::FACTOR * y.d, x.d(), sumi);
+    }
+    sumf
+}
+
+/// The float step of the i-quants: `sumf + (FACTOR·d_a)·d·sumi`.
+#[inline(always)]
+pub(crate) fn step_iq(sumf: f32, factor_da: f32, d: F16Le, sumi: i32) -> f32 {
+    sumf + factor_da * d.to_f32() * sumi as f32
+}
+
+pub fn iq2_xxs_q8k(w: &[BlockIQ2XXS], a: &[BlockQ8K]) -> f32 {
+    iq_q8k(w, a)
+}
+pub fn iq2_xs_q8k(w: &[BlockIQ2XS], a: &[BlockQ8K]) -> f32 {
+    iq_q8k(w, a)
+}
+pub fn iq2_s_q8k(w: &[BlockIQ2S], a: &[BlockQ8K]) -> f32 {
+    iq_q8k(w, a)
+}
+pub fn iq3_xxs_q8k(w: &[BlockIQ3XXS], a: &[BlockQ8K]) -> f32 {
+    iq_q8k(w, a)
+}
+pub fn iq3_s_q8k(w: &[BlockIQ3S], a: &[BlockQ8K]) -> f32 {
+    iq_q8k(w, a)
+}
+pub fn iq1_s_q8k(w: &[BlockIQ1S], a: &[BlockQ8K]) -> f32 {
+    iq_q8k(w, a)
+}
