@@ -152,7 +152,8 @@ pub fn set_candle_threads(n: usize) {
 
 /// Spins of candle's CPU barrier pool after each op before its workers
 /// park: candle 0.11 spins 25,000 times, and a spinning worker takes a core
-/// from the engine's kernels (BENCHMARKS.md, 2026-12-04 evening).
+/// from the engine's kernels
+/// (benches/journal/2026-12-04-evening-zen4-packed-q4k-16-rows.md).
 const CANDLE_SPIN_LIMIT: u32 = 1000;
 
 /// Sets `CANDLE_BARRIER_POOL_SPIN_LIMIT` unless the user has. Called at the

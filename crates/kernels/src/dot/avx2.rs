@@ -538,7 +538,8 @@ const PREFETCH_AHEAD: usize = 2048;
 
 /// Prefetches the cache lines of one block's size, `PREFETCH_AHEAD` bytes on
 /// (a software prefetch keeps both cores' streams ahead of the hardware
-/// prefetcher: measured up to 1.3x on matrices streamed from memory).
+/// prefetcher, which speeds up matrices streamed from memory; measurements:
+/// benches/journal/kernel-dispatch.md).
 ///
 /// SAFETY of the address arithmetic: `wrapping_add` never dereferences, and
 /// a prefetch is only a hint that never faults, so addresses past the end of

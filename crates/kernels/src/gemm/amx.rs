@@ -7,8 +7,7 @@
 //! and a tile multiply unit: one `tdpbf16ps` multiplies a 16 × 32 bfloat16
 //! tile by a 32 × 16 one (stored as 16 rows of 16 bfloat16 pairs) into a
 //! 16 × 16 f32 tile, 8192 multiply-adds, where an AVX-512 FMA does 16.
-//! Measured here (Xeon, KVM guest): 2.8 T int8 multiply-adds/s per core
-//! with `tdpbusd`.
+//! (The `tdpbusd` rate measured on our Xeon: benches/journal/kernel-dispatch.md.)
 //!
 //! Each kernel loads its configuration ([`TileConfig::full`]: all eight
 //! tiles 16 rows × 64 bytes, or [`TileConfig::new`]) at the start of each

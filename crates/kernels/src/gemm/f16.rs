@@ -47,7 +47,8 @@ const NR: usize = 16;
 const MR: usize = 6;
 /// Target depth of a k-block: the 6 × KC activation tile (12 KiB) stays in
 /// L1 while the row block's panels (16 × KC f32, 32 KiB each) stream from L2.
-/// (256, 1024 and 2048 measured within noise of 512 at n = 8..512.)
+/// (Shallower and deeper k-blocks measured no faster: see
+/// benches/journal/kernel-dispatch.md.)
 const KC: usize = 512;
 /// Most weight rows per row block: the packed block (NB_MAX × KC f32,
 /// 128 KiB) stays in L2 while the activation tiles stream past it.
@@ -775,9 +776,8 @@ unsafe fn tile512<const M: usize, const P: usize>(
         }
     };
     // The prefetcher ticks once per UNROLL steps (its counter update, a
-    // store, and branch were in every step). 4096² × 512, 2 threads,
-    // mm_timing best of 7, 8 alternating rounds: median 319 → 351 GFLOP/s,
-    // best 362 → 361.
+    // store, and branch were in every step), which raised the median speed
+    // (measurements: benches/journal/kernel-dispatch.md).
     const UNROLL: usize = 4;
     let mut k = 0;
     while k + UNROLL <= kc {

@@ -24,13 +24,11 @@
 //! tiles (F16 split into its parts, BF16 copied) in a thread-local buffer;
 //! the running 16 × 16 sums wait between k-blocks in another.
 //!
-//! Where the time goes (4096² × 512, 2 threads, best of 8, on the Xeon
-//! this was written on): F16 33 ms, BF16 23 ms; without the tile multiplies
-//! 25 and 19, without the tile loads 17 and 11. The tile loads, 10 per 12
-//! multiplies for F16 (6 per 8 for BF16, 2 × 2 output tiles are all the
-//! eight registers allow), are most of it; the k-block depth (4, 8, 16
-//! steps), the loop order and a prefetch of the next k-block's weights
-//! measured within noise of each other.
+//! Where the time goes: the tile loads, 10 per 12 multiplies for F16 (6
+//! per 8 for BF16, 2 × 2 output tiles are all the eight registers allow),
+//! are most of it; the k-block depth, the loop order and a prefetch of the
+//! next k-block's weights made no measurable difference (measurements:
+//! benches/journal/kernel-dispatch.md).
 
 use super::amx::{
     store_transposed, tile_dp_bf16, tile_load, tile_store, tile_zero, Tile, TileConfig,
@@ -173,8 +171,9 @@ unsafe fn pack_x(x: &[f32], cols: usize, out: &mut [Tile]) {
 /// contiguous tiles `out[(wt * ns + s) * P + part]` (row `m` of a tile =
 /// row `r0 + 16wt + m`): F16 split into its two bfloat16 parts (`P = 2`),
 /// BF16 copied (`P = 1`). Loading tiles straight from the matrix instead
-/// (16 rows `2·cols` bytes apart, one L1 set for every row) left BF16 at
-/// half the speed of packed F16: `perf` had half the time in those loads.
+/// (16 rows `2·cols` bytes apart, one L1 set for every row) left BF16
+/// slower than packed F16, its time in those loads (measurements:
+/// benches/journal/kernel-dispatch.md).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512bf16")]
 unsafe fn pack_w<H: Half>(
     w: &[u8],

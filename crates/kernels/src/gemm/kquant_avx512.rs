@@ -40,17 +40,17 @@ pub(super) mod amx;
 /// Activation rows per panel: one per i32 lane of a `__m512i`.
 const PANEL: usize = 16;
 /// Weight rows per microkernel tile: `R × H` = 12 independent `vpdpbusd`
-/// chains, enough to cover its latency at two per cycle (4 × 2 measured
-/// 902 GFLOP/s on 4096² × 512 Q4_K, 2 threads, where 6 × 2 gave 1083 and
-/// 8 × 2, which spills, 961).
+/// chains, enough to cover its latency at two per cycle; 6 × 2 is faster
+/// than 4 × 2 and than 8 × 2, which spills (measurements:
+/// benches/journal/kernel-dispatch.md).
 const R: usize = 6;
 /// Panels per microkernel tile.
 const H: usize = 2;
 /// Super-blocks per k-block: the `H` panels of a tile (5 KiB per panel and
 /// super-block) stay in L1 while the row block's weights stream past. At 4
 /// (20 KiB of activations beside the streaming weights in a 48 KiB L1) they
-/// did not: 4096² × 512 Q4_K, 2 threads, 4 → 2 took 840 to 1070 GFLOP/s,
-/// Q6_K 815 to 1140; 1 measured 7% below 2.
+/// did not; 2 is faster than 4 and than 1 (measurements:
+/// benches/journal/kernel-dispatch.md).
 const KC: usize = 2;
 /// Most weight rows per row block (their expanded k-block stays in L2).
 const RB_MAX: usize = 120;
@@ -230,10 +230,9 @@ unsafe fn convert_rows(ty: GgmlType, form: Form, e: &[Expanded], out: &mut [Weig
 /// [`expand_rows`] then [`convert`] give, without the intermediate copy and
 /// the byte loops): the levels built by the AVX-512 row kernel's
 /// [`avx512::q6k_levels`] (its shift form), stored as `q − 32`, and
-/// `wcorr`'s group sums taken with `vpdpbusd` against ones. Zen 4, 2
-/// threads, 4096×4096, two builds alternated twice, GFLOP/s before → after
-/// (with the row-kernel cut-offs of the same commits): n = 16 114–152 →
-/// 221–329, n = 64 272–274 → 407–441, n = 512 499–513 → 506–528.
+/// `wcorr`'s group sums taken with `vpdpbusd` against ones. Faster than those
+/// two steps, most at small batches (measurements:
+/// benches/journal/kernel-dispatch.md).
 ///
 /// # Safety
 /// AVX-512 F/BW/VNNI and F16C available.
@@ -450,8 +449,9 @@ unsafe fn expand_q4k_half(x: &BlockQ4Kx16, half: usize, out: *mut WeightSb, stri
     }
 }
 
-/// Asks for every cache line of the `len` bytes from `base` (T0: T1 left
-/// the expansion waiting about twice as long in `perf`, 4096² × 512 Q4_K).
+/// Asks for every cache line of the `len` bytes from `base` (T0: with T1
+/// the expansion waited longer in `perf`; measurements:
+/// benches/journal/kernel-dispatch.md).
 ///
 /// # Safety
 /// `base..base + len` lies inside one allocation.

@@ -34,9 +34,9 @@ const R: usize = 4;
 /// Panels per microkernel tile.
 const H: usize = 2;
 /// Blocks per k-block: the `H` panels of a tile (640 bytes per panel and
-/// block) stay in L1 while the row block's weights stream past. 4096² × 512
-/// Q8_0, 2 threads: 24 blocks 650 GFLOP/s, 12 820, 8 830, 4 780 (and 6×2 or
-/// 4×3 tiles instead of 4×2 about 7% slower).
+/// block) stay in L1 while the row block's weights stream past. 8 is the
+/// fastest of 4, 8, 12 and 24, and 4×2 tiles are faster than 6×2 or 4×3
+/// (measurements: benches/journal/kernel-dispatch.md).
 const KC: usize = 8;
 /// Most weight rows per row block.
 const RB_MAX: usize = 64;

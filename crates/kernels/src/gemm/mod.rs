@@ -412,13 +412,9 @@ const AMX_MIN_ROWS_Q8_0: usize = 256;
 ///
 /// Q3_K, Q5_K and Q6_K in the GGUF layout expand straight into the AVX-512
 /// form (`kquant_avx512::expand_q3k` etc.). Through the AVX2 expansion and
-/// a byte-loop conversion, as before, the AVX2 form had been faster below
-/// 48–64 activation rows; expanded directly, the AVX-512 form wins at every
-/// tiled batch. Zen 4, 2 threads, 4096×4096, GFLOP/s against candle's in
-/// the same rounds, two builds alternated twice: Q3_K n = 16: 129/75, 167/77
-/// (AVX2 form, old expansion) → 414/98, 319/70; n = 32: 241/93, 205/76 →
-/// 476/95, 377/77; Q5_K n = 16: 259/72, 189/62 → 357/77, 306/64; n = 32:
-/// 207/44, 216/59 → 428/81, 382/67.
+/// a byte-loop conversion, as before, the AVX2 form had been faster at
+/// small batches; expanded directly, the AVX-512 form wins at every tiled
+/// batch (measurements: benches/journal/kernel-dispatch.md).
 #[cfg(target_arch = "x86_64")]
 fn kquant_matmul(
     ty: GgmlType,

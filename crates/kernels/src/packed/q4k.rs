@@ -23,9 +23,8 @@
 //!
 //! Why 16 rows: the AVX-512 kernel then issues one 512-bit load, two masks
 //! and two `vpdpbusd` per 64 weight bytes, where 8-row groups took two
-//! 256-bit loads and twice as many broadcasts and `vpdpbusd` (AMD Zen 4, 2
-//! threads, `examples/stream_timing Q4_K`, same-process rounds: see
-//! BENCHMARKS.md).
+//! 256-bit loads and twice as many broadcasts and `vpdpbusd` (measurements:
+//! benches/journal/2026-12-04-evening-zen4-packed-q4k-16-rows.md).
 
 use super::GroupBlock;
 use crate::blocks::{scale_min_k4, BlockQ4K, BlockQ8K, F16Le, QK_K};

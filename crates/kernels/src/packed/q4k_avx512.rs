@@ -9,16 +9,16 @@
 //! shifted down: `v & 0xF0` is 16 × the level, its scaled sums (at most
 //! 4 sub-blocks · 16·61440·63 < 2²⁸ per super-block) are exact multiples of
 //! 16, and one arithmetic shift per super-block divides them back (one
-//! instruction fewer per weight load: 38–44 against 27–33 GiB/s on one
-//! thread from L3, measured on 8-row groups). The integer sums are exact
+//! instruction fewer per weight load, measured faster: see
+//! benches/journal/kernel-dispatch.md). The integer sums are exact
 //! and the float steps per super-block are the AVX2 and scalar kernels'
 //! (`(d_a·d)·sumi − (d_a·dmin)·summ`, summed in order, no FMA), so the
 //! results equal [`crate::dot::scalar::q4k_q8k`] bit for bit.
 //!
 //! One group per pass, its blocks read front to back: one stream. (A form
 //! that took two 8-row groups at once, each in a `ymm` half, read two
-//! streams a whole group row apart and ran at two thirds of the one-group
-//! speed on matrices read from memory; the 16-row layout gives the `zmm`
+//! streams a whole group row apart and ran slower than one group per pass
+//! on matrices read from memory; the 16-row layout gives the `zmm`
 //! form one stream.)
 
 #![allow(clippy::missing_safety_doc)]

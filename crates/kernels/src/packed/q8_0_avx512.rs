@@ -30,9 +30,9 @@ pub unsafe fn gemv(
     for (((q, d), y), &s) in qs.iter().zip(d).zip(a).zip(asum) {
         let p = q.0.as_ptr();
         // Every line of the block 4 ahead: two of its eight (relying on the
-        // adjacent-line prefetcher) left the streamed 4096² product at
-        // 21–22 GiB/s on the AMX Xeon, under candle's 23–24; all eight
-        // read 26–27.
+        // adjacent-line prefetcher) left the streamed product slower than
+        // candle's, all eight faster (measurements:
+        // benches/journal/kernel-dispatch.md).
         for line in (0..size_of::<Qs16>()).step_by(64) {
             _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(4 * size_of::<Qs16>() + line) as *const i8);
         }
