@@ -72,7 +72,7 @@ impl Isa {
             Isa::Amx => {
                 #[cfg(target_arch = "x86_64")]
                 {
-                    Isa::Avx512.available() && crate::gemm::amx_available()
+                    Isa::Avx512.available() && amx::available()
                 }
                 #[cfg(not(target_arch = "x86_64"))]
                 {
@@ -170,5 +170,88 @@ impl Isa {
                 .find(|i| i.available())
                 .unwrap_or(Isa::Scalar)
         })
+    }
+}
+
+/// Whether the CPU has AVX-512F and AVX-512 BF16 (`vdpbf16ps`).
+pub(crate) fn has_avx512_bf16() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bf16")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// AMX detection: CPUID and the Linux permission request for the tile data
+/// state.
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod amx {
+    use std::sync::OnceLock;
+
+    /// Whether this CPU and OS run the AMX kernels: CPUID reports AMX-TILE and
+    /// AMX-BF16, the CPU has AVX-512 BF16 (the kernels round with
+    /// `vcvtne2ps2bf16`), and Linux granted this process the tile data state
+    /// (`arch_prctl(ARCH_REQ_XCOMP_PERM)`; without it the first tile
+    /// instruction faults). Asked once per process.
+    pub(crate) fn available() -> bool {
+        static OK: OnceLock<bool> = OnceLock::new();
+        *OK.get_or_init(|| cpu_has_amx_bf16() && os_grants_tiles())
+    }
+
+    fn cpu_has_amx_bf16() -> bool {
+        if !(is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512bf16"))
+        {
+            return false;
+        }
+        // CPUID leaf 7, sub-leaf 0, EDX: bit 22 AMX-BF16, bit 24 AMX-TILE.
+        // CPUID exists on every x86-64 CPU, and leaf 7 is below the maximum
+        // leaf of any CPU with AVX-512 (checked above).
+        let l7 = std::arch::x86_64::__cpuid_count(7, 0);
+        l7.edx & (1 << 22) != 0 && l7.edx & (1 << 24) != 0
+    }
+
+    /// Whether the CPU has AMX-INT8 (`tdpbusd` and its signed/unsigned
+    /// variants) besides what [`available`] checks.
+    pub(crate) fn has_int8() -> bool {
+        // CPUID leaf 7, sub-leaf 0, EDX bit 25 (leaf 7 exists: see above; only
+        // asked once `available` held).
+        available() && std::arch::x86_64::__cpuid_count(7, 0).edx & (1 << 25) != 0
+    }
+
+    #[cfg(target_os = "linux")]
+    fn os_grants_tiles() -> bool {
+        const ARCH_GET_XCOMP_PERM: libc::c_long = 0x1022;
+        const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
+        const XFEATURE_XTILEDATA: libc::c_long = 18;
+        // SAFETY: arch_prctl with these codes reads or sets a permission bit of
+        // this process; the GET form writes one u64 to `perm`, which is valid.
+        unsafe {
+            if libc::syscall(
+                libc::SYS_arch_prctl,
+                ARCH_REQ_XCOMP_PERM,
+                XFEATURE_XTILEDATA,
+            ) != 0
+            {
+                return false;
+            }
+            let mut perm: u64 = 0;
+            libc::syscall(
+                libc::SYS_arch_prctl,
+                ARCH_GET_XCOMP_PERM,
+                &mut perm as *mut u64,
+            ) == 0
+                && perm & (1 << XFEATURE_XTILEDATA) != 0
+        }
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn os_grants_tiles() -> bool {
+        // Other systems need their own request (or none); not done yet.
+        false
     }
 }

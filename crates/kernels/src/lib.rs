@@ -34,7 +34,7 @@
 //!   F16/BF16, each in an AVX2 form and an AVX-512 form ([`Isa::Avx512`]:
 //!   `vpdpbusd` for the integer types, 16-lane FMAs for F16/BF16, and for
 //!   BF16 where the CPU has AVX-512 BF16 `vdpbf16ps` on activations rounded
-//!   to bfloat16, as llama.cpp's BF16 path: [`gemm::rounds_activations_to_bf16`]);
+//!   to bfloat16, as llama.cpp's BF16 path: [`plan::rounds_activations_to_bf16`]);
 //!   on [`Isa::Amx`] F16/BF16 (`tdpbf16ps`, activations split into two
 //!   bfloat16 parts, to about 2⁻¹⁶ of each product), the k-quants (`tdpbsud`,
 //!   bit-identical to the scalar kernels) and packed Q8_0 (`tdpbsud`, the
@@ -47,7 +47,7 @@
 //!   IQ4_NL by 16 ([`packed::PackedQ32`], same bytes; Q4_0 and Q4_1 also on
 //!   AVX2). Their matrix × vector kernels take 1 or 4 activation rows per
 //!   pass over the weights, up to the batch where the tiled kernels win
-//!   ([`gemm::is_tiled_packed`]).
+//!   ([`plan::is_tiled_packed`]).
 //! - [`attention`]: fused attention over a paged f32 / f16 / Q8_0 KV cache
 //!   for a batch of decoding and prefilling sequences (online softmax,
 //!   grouped-query heads, causal and sliding-window masks from positions),
@@ -71,8 +71,10 @@ pub mod iquant;
 pub mod isa;
 pub mod matmul;
 pub mod packed;
+pub mod plan;
 pub mod qmatrix;
 pub mod quant;
+mod shared;
 
 pub use blocks::*;
 pub use dequant::{dequantize, dequantize_f16, dequantize_row, supports_dequantize, DequantBlock};

@@ -5,6 +5,7 @@ use crate::dequant::dequantize_row;
 use crate::error::{KernelError, Result};
 use crate::isa::Isa;
 use crate::packed::{PackedQ2K, PackedQ32, PackedQ4K, PackedQ8_0};
+use crate::plan::PackKind;
 use crate::{blocks::matrix_bytes, dot::supports_matmul, matmul};
 use mistral_gguf::{GgmlType, GgufFile};
 use std::borrow::Cow;
@@ -44,38 +45,7 @@ enum Store {
 /// Input bytes [`QMatrix::from_parts`] takes per slice of rows.
 pub const BUILD_SLICE: usize = 4 << 20;
 
-/// Which packed layout a matrix gets (decided once, from its type, row
-/// count and the CPU).
-#[derive(Clone, Copy)]
-enum PackKind {
-    Q4K,
-    Q2K,
-    Q8_0,
-    Q32,
-}
-
 impl PackKind {
-    fn choose(ty: GgmlType, rows: usize, isa: Isa) -> Option<PackKind> {
-        use crate::packed::{GroupBlock, GROUP, GROUP16};
-        match ty {
-            GgmlType::Q4_K if rows >= crate::packed::BlockQ4Kx16::ROWS => Some(PackKind::Q4K),
-            GgmlType::Q2_K if rows >= GROUP && isa.has_avx512() => Some(PackKind::Q2K),
-            GgmlType::Q8_0 if rows >= GROUP16 && isa.has_avx512() => Some(PackKind::Q8_0),
-            ty if crate::packed::q32::packs(ty, isa) && rows >= GROUP16 => Some(PackKind::Q32),
-            _ => None,
-        }
-    }
-
-    /// Rows per group of the layout.
-    fn group(self) -> usize {
-        use crate::packed::{GroupBlock, GROUP, GROUP16};
-        match self {
-            PackKind::Q4K => crate::packed::BlockQ4Kx16::ROWS,
-            PackKind::Q2K => GROUP,
-            PackKind::Q8_0 | PackKind::Q32 => GROUP16,
-        }
-    }
-
     /// An empty matrix of this layout with room for `rows` rows.
     fn start(self, ty: GgmlType, rows: usize, cols: usize) -> Packing {
         match self {
@@ -234,7 +204,7 @@ impl QMatrix {
             rows += p.len() / row_bytes;
         }
         let isa = Isa::best();
-        let kind = PackKind::choose(ty, rows, isa);
+        let kind = crate::plan::pack_kind(ty, rows, isa);
         let slice_rows = match kind {
             Some(k) => (BUILD_SLICE / row_bytes.max(1) / k.group()).max(1) * k.group(),
             None => (BUILD_SLICE / row_bytes.max(1)).max(1),
@@ -305,7 +275,7 @@ impl QMatrix {
     /// this CPU, or `None` where it keeps the GGUF layout.
     fn pack(ty: GgmlType, rows: usize, cols: usize, data: &[u8]) -> Result<Option<QMatrix>> {
         let isa = Isa::best();
-        let Some(kind) = PackKind::choose(ty, rows, isa) else {
+        let Some(kind) = crate::plan::pack_kind(ty, rows, isa) else {
             return Ok(None);
         };
         Ok(Some(QMatrix {
@@ -362,10 +332,12 @@ impl QMatrix {
     /// any other path (whose kernels read that).
     pub fn with_isa(mut self, isa: Isa) -> Result<QMatrix> {
         self.isa = isa.checked()?;
+        let kept = |k: PackKind| k.kept_on(self.ty, isa);
         let gguf = match &self.store {
-            Store::PackedQ8_0(p) if !isa.has_avx512() => Some(p.to_bytes()),
-            Store::PackedQ2K(p) if !isa.has_avx512() => Some(p.to_bytes()),
-            Store::PackedQ32(p) if !crate::packed::q32::packs(self.ty, isa) => Some(p.to_bytes()),
+            Store::PackedQ4K(p) if !kept(PackKind::Q4K) => Some(p.to_bytes()),
+            Store::PackedQ8_0(p) if !kept(PackKind::Q8_0) => Some(p.to_bytes()),
+            Store::PackedQ2K(p) if !kept(PackKind::Q2K) => Some(p.to_bytes()),
+            Store::PackedQ32(p) if !kept(PackKind::Q32) => Some(p.to_bytes()),
             _ => None,
         };
         if let Some(bytes) = gguf {
@@ -410,7 +382,7 @@ impl QMatrix {
 
     /// `y = W x` (`x.len() == cols`, `y.len() == rows`).
     pub fn matvec(&self, x: &[f32], y: &mut [f32]) -> Result<()> {
-        matmul::check_vector(self.cols, x)?;
+        crate::shared::check_vector(self.cols, x)?;
         self.matmul(x, y)
     }
 

@@ -8,7 +8,8 @@
 mod common;
 
 use common::{assert_near_f64_dot, gaussian, on_threads, round_to_bf16};
-use mistral_kernels::{dequantize, gemm, matmul, quantize_to_vec, GgmlType, Isa};
+use mistral_kernels::plan;
+use mistral_kernels::{dequantize, matmul, quantize_to_vec, GgmlType, Isa};
 
 /// Relative tolerance against the f64 reference, as a fraction of the sum of
 /// |products| (f32 accumulation in a different order).
@@ -45,7 +46,7 @@ fn check_type(ty: GgmlType, rows: usize, cols: usize, n: usize, w_offset: usize,
         // Garbage in y: the kernel must overwrite, not accumulate into it.
         let mut y = vec![f32::NAN; n * rows];
         matmul(ty, isa, w, rows, cols, &x, &mut y).unwrap();
-        let bf = gemm::rounds_activations_to_bf16(ty, isa, n, (rows, cols));
+        let bf = plan::rounds_activations_to_bf16(ty, isa, n, (rows, cols));
         let xs = if bf { &xb } else { &x };
         assert_near_f64_dot(
             &format!("{ty} {isa:?} {rows}x{cols} n={n} bf16 activations: {bf}"),

@@ -10,6 +10,7 @@
 mod common;
 
 use common::{assert_bits_eq, gaussian, on_threads};
+use mistral_kernels::plan;
 use mistral_kernels::{gemm, matmul, quantize_to_vec, GgmlType, Isa, QK_K};
 
 const TYPES: [GgmlType; 5] = [
@@ -136,7 +137,7 @@ fn check_kquant_paths(
     let mut scalar = vec![0f32; n * rows];
     matmul(ty, Isa::Scalar, w, rows, cols, x, &mut scalar).unwrap();
     for &isa in paths {
-        if !gemm::is_tiled(ty, isa, n) {
+        if !plan::is_tiled(ty, isa, n) {
             // The row kernels' (tests/matmul.rs); the hook below still runs
             // both tiled forms at this size.
             continue;

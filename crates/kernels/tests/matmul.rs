@@ -4,7 +4,7 @@
 mod common;
 
 use common::{assert_near_f64_dot, gaussian, on_threads, round_to_bf16};
-use mistral_kernels::{dequantize, gemm, matmul, quantize_to_vec, ActFormat, GgmlType, Isa};
+use mistral_kernels::{dequantize, matmul, plan, quantize_to_vec, ActFormat, GgmlType, Isa};
 use rand::{Rng, SeedableRng};
 
 /// Offsets of the f16 scale fields in each block type (kept small and finite
@@ -135,7 +135,7 @@ fn check_type(ty: GgmlType, rows: usize, cols: usize, n: usize, seed: u64) {
             common::assert_bits_eq(&what, &y, &scalar, rows);
             continue;
         }
-        if gemm::rounds_activations_to_bf16(ty, isa, n, (rows, cols)) {
+        if plan::rounds_activations_to_bf16(ty, isa, n, (rows, cols)) {
             // This path multiplies bfloat16-rounded activations: checked
             // against the naive product of those.
             let xb = round_to_bf16(&x);
@@ -296,14 +296,14 @@ fn batched_rows_equal_one_row_at_a_time() {
                     &mut yt,
                 )
                 .unwrap();
-                let tiled = mistral_kernels::gemm::is_tiled(ty, isa, n);
+                let tiled = mistral_kernels::plan::is_tiled(ty, isa, n);
                 if ty.is_quantized() && !tiled {
                     assert_eq!(yt, y[t * rows..(t + 1) * rows], "{ty} {isa:?} token {t}");
                     continue;
                 }
                 // Rounding an activation to bfloat16 moves it by at most
                 // 2^-9 of itself: the batched sum by at most 2^-9 of `mag`.
-                let tol = if mistral_kernels::gemm::rounds_activations_to_bf16(
+                let tol = if mistral_kernels::plan::rounds_activations_to_bf16(
                     ty,
                     isa,
                     n,

@@ -343,7 +343,7 @@ impl Case {
         let scalar = self.plain(Isa::Scalar);
         for isa in cov.all() {
             let what = format!("{ty} {isa:?} {rows}x{cols} n={n}");
-            let tiled = mistral_kernels::gemm::is_tiled_packed(ty, isa, n);
+            let tiled = mistral_kernels::plan::is_tiled_packed(ty, isa, n);
             let want = if tiled {
                 self.plain(isa)
             } else {
@@ -458,11 +458,11 @@ fn packed_q8_0_products_equal_the_plain_kernels() {
             // The matrix × vector kernels equal the scalar one; a tiled
             // kernel equals itself on the GGUF bytes (on `Isa::Amx`, the
             // AMX kernel equals the AVX-512 one).
-            let tiled = mistral_kernels::gemm::is_tiled_packed(GgmlType::Q8_0, isa, n);
+            let tiled = mistral_kernels::plan::is_tiled_packed(GgmlType::Q8_0, isa, n);
             let mut got = vec![f32::NAN; n * rows];
             packed.matmul(isa, x, &mut got).unwrap();
             let what = format!("{isa:?} {rows}x{cols} n={n}");
-            if tiled && !mistral_kernels::gemm::is_tiled(GgmlType::Q8_0, isa, n) {
+            if tiled && !mistral_kernels::plan::is_tiled(GgmlType::Q8_0, isa, n) {
                 // The packed layout's tiled kernel, from fewer rows than the
                 // GGUF layout's: one FMA per block where the scalar kernel
                 // sums in another order, so equal to f32 rounding.
@@ -581,7 +581,7 @@ fn packed_q32_products_equal_the_plain_kernels() {
             case.check_packed(
                 |isa, x, y| packed.matmul(isa, x, y).unwrap(),
                 // Fewer than 16 rows stay in the GGUF layout.
-                |isa| mistral_kernels::packed::q32::packs(ty, isa) && rows >= 16,
+                |isa| mistral_kernels::plan::packs_q32(ty, isa) && rows >= 16,
             );
         }
     }
@@ -595,7 +595,7 @@ fn owned_q32_matrices_read_back_the_same_rows() {
         let m = QMatrix::new(ty, rows, cols, bytes.clone()).unwrap();
         assert_eq!(
             m.is_packed(),
-            mistral_kernels::packed::q32::packs(ty, Isa::best())
+            mistral_kernels::plan::packs_q32(ty, Isa::best())
         );
         let (mut a, mut b) = (vec![0f32; cols], vec![0f32; cols]);
         for r in [0, 15, 16, 36] {

@@ -1,7 +1,7 @@
-//! Intel AMX (Advanced Matrix Extensions) support: detection, the Linux
-//! permission request, and the tile instructions as inline assembly (Rust's
-//! AMX intrinsics and target features are not stable; the assembler knows
-//! the instructions whatever the target features).
+//! Intel AMX (Advanced Matrix Extensions): the tile instructions as inline
+//! assembly (Rust's AMX intrinsics and target features are not stable; the
+//! assembler knows the instructions whatever the target features), and the
+//! tile configuration. Detection is in [`crate::isa`].
 //!
 //! AMX adds eight tile registers `tmm0..tmm7` of up to 16 rows × 64 bytes
 //! and a tile multiply unit: one `tdpbf16ps` multiplies a 16 × 32 bfloat16
@@ -15,71 +15,8 @@
 
 use std::arch::asm;
 use std::arch::x86_64::*;
-use std::sync::OnceLock;
 
-/// Whether this CPU and OS run the AMX kernels: CPUID reports AMX-TILE and
-/// AMX-BF16, the CPU has AVX-512 BF16 (the kernels round with
-/// `vcvtne2ps2bf16`), and Linux granted this process the tile data state
-/// (`arch_prctl(ARCH_REQ_XCOMP_PERM)`; without it the first tile
-/// instruction faults). Asked once per process.
-pub(crate) fn available() -> bool {
-    static OK: OnceLock<bool> = OnceLock::new();
-    *OK.get_or_init(|| cpu_has_amx_bf16() && os_grants_tiles())
-}
-
-fn cpu_has_amx_bf16() -> bool {
-    if !(is_x86_feature_detected!("avx512f")
-        && is_x86_feature_detected!("avx512bw")
-        && is_x86_feature_detected!("avx512bf16"))
-    {
-        return false;
-    }
-    // CPUID leaf 7, sub-leaf 0, EDX: bit 22 AMX-BF16, bit 24 AMX-TILE.
-    // CPUID exists on every x86-64 CPU, and leaf 7 is below the maximum
-    // leaf of any CPU with AVX-512 (checked above).
-    let l7 = std::arch::x86_64::__cpuid_count(7, 0);
-    l7.edx & (1 << 22) != 0 && l7.edx & (1 << 24) != 0
-}
-
-/// Whether the CPU has AMX-INT8 (`tdpbusd` and its signed/unsigned
-/// variants) besides what [`available`] checks.
-pub(crate) fn has_int8() -> bool {
-    // CPUID leaf 7, sub-leaf 0, EDX bit 25 (leaf 7 exists: see above; only
-    // asked once `available` held).
-    available() && std::arch::x86_64::__cpuid_count(7, 0).edx & (1 << 25) != 0
-}
-
-#[cfg(target_os = "linux")]
-fn os_grants_tiles() -> bool {
-    const ARCH_GET_XCOMP_PERM: libc::c_long = 0x1022;
-    const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
-    const XFEATURE_XTILEDATA: libc::c_long = 18;
-    // SAFETY: arch_prctl with these codes reads or sets a permission bit of
-    // this process; the GET form writes one u64 to `perm`, which is valid.
-    unsafe {
-        if libc::syscall(
-            libc::SYS_arch_prctl,
-            ARCH_REQ_XCOMP_PERM,
-            XFEATURE_XTILEDATA,
-        ) != 0
-        {
-            return false;
-        }
-        let mut perm: u64 = 0;
-        libc::syscall(
-            libc::SYS_arch_prctl,
-            ARCH_GET_XCOMP_PERM,
-            &mut perm as *mut u64,
-        ) == 0
-            && perm & (1 << XFEATURE_XTILEDATA) != 0
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn os_grants_tiles() -> bool {
-    // Other systems need their own request (or none); not done yet.
-    false
-}
+pub(crate) use crate::isa::amx::{available, has_int8};
 
 /// The 64-byte operand of `ldtilecfg` (palette 1).
 #[repr(C, align(64))]

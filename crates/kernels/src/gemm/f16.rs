@@ -36,7 +36,7 @@
 //! which products take this path.
 
 use crate::dot::avx2::Half;
-use crate::matmul::{OutPtr, Pool};
+use crate::shared::{OutPtr, Pool};
 use rayon::prelude::*;
 use std::arch::x86_64::*;
 use std::cell::RefCell;
@@ -106,11 +106,6 @@ impl Micro {
     }
 }
 
-/// Whether this CPU runs [`Micro::Bf16Pairs`] (AVX-512F and AVX-512 BF16).
-pub(crate) fn has_bf16_pairs() -> bool {
-    is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bf16")
-}
-
 /// How the activation rows are cut into microkernel tiles: `tiles` tiles of
 /// at most 6 rows, as even as possible (4–6 rows from 8 rows on), tile `i`
 /// covering rows `start(i)..start(i + 1)`.
@@ -158,7 +153,7 @@ pub(crate) fn matmul_half<H: Half>(
             && is_x86_feature_detected!("f16c"))
         || (micro == Micro::Avx512 && !is_x86_feature_detected!("avx512f"))
         || (micro == Micro::Bf16Pairs
-            && !(H::IS_BF16 && cols.is_multiple_of(2) && has_bf16_pairs()))
+            && !(H::IS_BF16 && cols.is_multiple_of(2) && crate::isa::has_avx512_bf16()))
     {
         return false;
     }

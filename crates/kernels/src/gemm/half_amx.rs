@@ -34,15 +34,16 @@ use super::amx::{
     store_transposed, tile_dp_bf16, tile_load, tile_store, tile_zero, Tile, TileConfig,
 };
 use crate::dot::avx2::Half;
-use crate::matmul::{OutPtr, Pool};
+use crate::shared::{OutPtr, Pool};
 use rayon::prelude::*;
 use std::arch::x86_64::*;
 use std::cell::RefCell;
 
 /// Rows of a tile (weight rows of an A tile, activation rows of a B tile).
-const T: usize = 16;
+const T: usize = crate::plan::AMX_TILE_ROWS;
 /// Values of `k` per tile step (32 bfloat16: one 64-byte tile row).
-const KS: usize = 32;
+const KS: usize = crate::plan::AMX_HALF_DEPTH;
+const _: () = assert!(T == 16 && KS == 32);
 /// Tile steps per k-block: 512 values. The row block's packed weights
 /// (`rows × 512 × 2 parts × 2 bytes` for F16) stay in L2.
 const KB_STEPS: usize = 16;
@@ -74,7 +75,7 @@ thread_local! {
 /// Whether the AMX kernel takes this shape: whole weight tiles and whole
 /// tile steps.
 pub(crate) fn takes(rows: usize, cols: usize) -> bool {
-    rows > 0 && rows.is_multiple_of(T) && cols > 0 && cols.is_multiple_of(KS)
+    crate::plan::half_amx_takes(rows, cols)
 }
 
 /// See [`super::try_matmul`]; declines (false) shapes [`takes`] refuses and

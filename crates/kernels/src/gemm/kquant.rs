@@ -25,9 +25,9 @@
 use super::{row_block_size, store_tile, with_panels, PANEL};
 use crate::blocks::*;
 use crate::dot::avx2;
-use crate::matmul::{OutPtr, Pool};
 use crate::packed::{BlockQ2Kx8, BlockQ4Kx16, GroupBlock, PackedQ2K, PackedQ4K, GROUP};
 use crate::quant::quantize_block_q8k;
+use crate::shared::{OutPtr, Pool};
 use mistral_gguf::GgmlType;
 use rayon::prelude::*;
 use std::arch::x86_64::*;

@@ -23,7 +23,7 @@
 use super::{row_block_size, store_tile, with_panels, PANEL};
 use crate::blocks::*;
 use crate::dot::avx2;
-use crate::matmul::{OutPtr, Pool};
+use crate::shared::{OutPtr, Pool};
 use mistral_gguf::GgmlType;
 use rayon::prelude::*;
 use std::arch::x86_64::*;

@@ -21,7 +21,7 @@
 use super::legacy::{expand_rows, LRows, WeightBlock as Expanded, WEIGHT_ZERO};
 use super::{row_block_size, store_lanes};
 use crate::blocks::*;
-use crate::matmul::{OutPtr, Pool};
+use crate::shared::{OutPtr, Pool};
 use mistral_gguf::GgmlType;
 use rayon::prelude::*;
 use std::arch::x86_64::*;

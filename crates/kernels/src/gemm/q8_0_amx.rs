@@ -15,9 +15,9 @@
 use super::amx::{tile_load, tile_store, tile_zero, Tile, TileConfig};
 use super::row_block_size;
 use crate::blocks::{F16Le, QK};
-use crate::matmul::{OutPtr, Pool};
 use crate::packed::q8_0::Qs16;
 use crate::packed::{PackedQ8_0, GROUP16};
+use crate::shared::{OutPtr, Pool};
 use rayon::prelude::*;
 use std::arch::x86_64::*;
 use std::cell::RefCell;

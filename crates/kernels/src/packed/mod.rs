@@ -26,7 +26,7 @@
 //! [`crate::QMatrix`] stores Q4_K matrices it owns this way, and Q2_K,
 //! Q8_0 and the 4-bit 32-value matrices it owns as [`PackedQ2K`],
 //! [`PackedQ8_0`] and [`PackedQ32`] when it computes on [`Isa::Avx512`]
-//! (Q4_0 and Q4_1 also on [`Isa::Avx2`]: [`q32::packs`]).
+//! (Q4_0 and Q4_1 also on [`Isa::Avx2`]): [`crate::plan::pack_kind`] decides.
 
 /// The entry points of a packed AVX-512 matrix × vector kernel module:
 /// `gemv` (one Q8_K activation row) and `gemv4` (4 rows in one pass over
@@ -79,7 +79,7 @@ use crate::dequant::dequantize;
 use crate::dot::ActFormat;
 use crate::error::{KernelError, Result};
 use crate::isa::Isa;
-use crate::matmul::{activation_rows, with_scratch, OutPtr};
+use crate::shared::{activation_rows, with_scratch, OutPtr};
 pub use q2k::BlockQ2Kx8;
 pub use q32::PackedQ32;
 pub use q4k::BlockQ4Kx16;
@@ -89,6 +89,7 @@ use rayon::prelude::*;
 /// Rows per Q2_K group, and per half of a Q4_K group: the unit the tiled
 /// prefill kernels expand at once.
 pub const GROUP: usize = 8;
+const _: () = assert!(GROUP == 8 && GROUP16 == 16 && BlockQ4Kx16::ROWS == 16);
 
 /// A k-quant block type regrouped by [`GroupBlock::ROWS`] rows: super-block
 /// `s` of rows `ROWS·g..ROWS·(g + 1)` in one value ([`BlockQ4Kx16`],

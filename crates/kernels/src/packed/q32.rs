@@ -149,21 +149,7 @@ impl Block32 for BlockIQ4NL {
     }
 }
 
-/// Whether [`PackedQ32`] holds matrices of `ty`.
-pub fn is_q32(ty: GgmlType) -> bool {
-    matches!(
-        ty,
-        GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::IQ4_NL
-    )
-}
-
-/// Whether [`crate::QMatrix`] holds matrices of `ty` computing on `isa` as
-/// [`PackedQ32`]: where a packed kernel exists, every type of [`is_q32`] on
-/// AVX-512 and the types without fifth bits or a table (Q4_0, Q4_1) on AVX2.
-pub fn packs(ty: GgmlType, isa: Isa) -> bool {
-    is_q32(ty)
-        && (isa.has_avx512() || (isa == Isa::Avx2 && matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_1)))
-}
+pub use crate::plan::is_q32;
 
 /// Calls `$f::<B>($args)` with `B` the block type of `$ty` (one of
 /// [`is_q32`]'s types).

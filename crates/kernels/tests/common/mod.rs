@@ -21,7 +21,7 @@ pub fn gaussian(n: usize, seed: u64) -> Vec<f32> {
 }
 
 /// `x` rounded to bfloat16 (to nearest even) and back: the activations a
-/// kernel sees when `gemm::rounds_activations_to_bf16` holds.
+/// kernel sees when `plan::rounds_activations_to_bf16` holds.
 pub fn round_to_bf16(x: &[f32]) -> Vec<f32> {
     x.iter()
         .map(|&v| half::bf16::from_f32(v).to_f32())

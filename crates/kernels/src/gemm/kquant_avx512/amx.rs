@@ -23,7 +23,8 @@ use super::super::amx::{store_transposed, tile_load, tile_store, tile_zero, Tile
 use super::*;
 
 /// Weight rows per weight tile.
-const WT: usize = 16;
+const WT: usize = crate::plan::AMX_TILE_ROWS;
+const _: () = assert!(WT == 16);
 /// Most weight rows per task.
 const RB_MAX_AMX: usize = 128;
 
