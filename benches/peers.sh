@@ -29,14 +29,16 @@
 #
 # Settings (environment):
 #   PEERS_NO_BUILD=1        use the existing target/release/mistral-run
-#   PEERS_GROUPS            smollm2,synth-1b,synth-moe,synth-7b (default: all)
+#   PEERS_GROUPS            smollm2,synth-1b,synth-iq,synth-moe,synth-7b (default: all)
 #   PEERS_TYPES             rows to run: TYPE (in every group), GROUP:TYPE or GROUP, comma-separated
 #                           (default: all). SmolLM2 types: Q4_1 (as shipped) F16 BF16 Q8_0 Q4_0 Q5_0
 #                           Q5_1 IQ4_NL Q2_K Q3_K_M Q4_K_M Q5_K_M Q6_K IQ4_XS IQ3_XXS IQ3_S IQ2_XXS
-#                           IQ2_XS IQ2_S; synth-1b: F16 Q8_0 Q4_0 Q4_K_M Q2_K; synth-moe, synth-7b: Q4_K_M
+#                           IQ2_XS IQ2_S; synth-1b: F16 Q8_0 Q4_0 Q4_K_M Q2_K; synth-iq (1B shape,
+#                           4 layers): IQ4_XS IQ3_XXS IQ3_S IQ2_XXS IQ2_XS IQ2_S IQ1_S;
+#                           synth-moe, synth-7b: Q4_K_M
 #   PEERS_THREADS=2  PEERS_REPS=3  PEERS_ROUNDS=1
 #   PEERS_SMOL_PP=128 PEERS_SMOL_TG=64 PEERS_SMOL_CHUNKS=4      (sizes, and perplexity chunks of 512)
-#   PEERS_SYNTH_PP=64 PEERS_SYNTH_TG=32 PEERS_SYNTH_CHUNKS=1    (synth-1b and synth-moe)
+#   PEERS_SYNTH_PP=64 PEERS_SYNTH_TG=32 PEERS_SYNTH_CHUNKS=1    (synth-1b, synth-iq and synth-moe)
 #   PEERS_7B_PP=32    PEERS_7B_TG=16    PEERS_7B_CHUNKS=1
 #   PEERS_LLAMA_PATHS=default,noamx,norepack   (also: noamx-norepack; see peers_table.py PATHS)
 #   PEERS_PPL_TOL=0.03  PEERS_KLD_MAX=0.05  PEERS_OURS_PPL=1 (0: skip our perplexity)
@@ -59,7 +61,7 @@ TEXT=${PEERS_TEXT:-tests/data/text/gpl-3.txt}
 LLAMA_VERSION=${PEERS_LLAMA_VERSION:-0.3.16}
 LLAMA_CACHE=${PEERS_LLAMA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/llama-cpp}
 LLAMA_PATHS=${PEERS_LLAMA_PATHS:-default,noamx,norepack}
-SEL_GROUPS=${PEERS_GROUPS:-smollm2,synth-1b,synth-moe,synth-7b}
+SEL_GROUPS=${PEERS_GROUPS:-smollm2,synth-1b,synth-iq,synth-moe,synth-7b}
 SEL_TYPES=${PEERS_TYPES:-}
 PPL_TOL=${PEERS_PPL_TOL:-0.03}
 KLD_MAX=${PEERS_KLD_MAX:-0.05}
@@ -73,6 +75,10 @@ B7_PP=${PEERS_7B_PP:-32}       B7_TG=${PEERS_7B_TG:-16}       B7_CHUNKS=${PEERS_
 
 SMOL_TYPES="Q4_1 F16 BF16 Q8_0 Q4_0 Q5_0 Q5_1 IQ4_NL Q2_K Q3_K_M Q4_K_M Q5_K_M Q6_K IQ4_XS IQ3_XXS IQ3_S IQ2_XXS IQ2_XS IQ2_S"
 SYNTH1B_TYPES="F16 Q8_0 Q4_0 Q4_K_M Q2_K"
+# The i-quants on a synthetic 1B shape cut to 4 layers (whose 2048-wide rows, unlike SmolLM2's 576,
+# take the i-quant blocks of 256 instead of falling back to IQ4_NL), quantized by llama-quantize from
+# our F16 synth with an importance matrix from llama-imatrix.
+SYNTHIQ_TYPES="IQ4_XS IQ3_XXS IQ3_S IQ2_XXS IQ2_XS IQ2_S IQ1_S"
 
 BIN=target/release/mistral-run
 TABLE=benches/peers_table.py
@@ -194,6 +200,7 @@ selected() { # GROUP TYPE
 rows=()   # "group type file"
 for t in $SMOL_TYPES; do selected smollm2 "$t" && rows+=("smollm2 $t"); done
 for t in $SYNTH1B_TYPES; do selected synth-1b "$t" && rows+=("synth-1b $t"); done
+for t in $SYNTHIQ_TYPES; do selected synth-iq "$t" && rows+=("synth-iq $t"); done
 selected synth-moe Q4_K_M && rows+=("synth-moe Q4_K_M")
 selected synth-7b Q4_K_M && rows+=("synth-7b Q4_K_M")
 [ ${#rows[@]} -gt 0 ] || die "no row selected (PEERS_GROUPS=$SEL_GROUPS PEERS_TYPES=$SEL_TYPES)"
@@ -256,6 +263,16 @@ model_file() { # GROUP TYPE -> prints the path (after making it); returns 1 when
         synth-1b)   # as in benches/reproduce.sh (shared cache files)
             f=$MODELS/synth-1b-$t.gguf
             make_file "$f" "$MODELS/synth-1b-$t.log" "$BIN" synth --preset 1b --type "${t,,}" -o @TMP@ >&2 || return 1
+            echo "$f" ;;
+        synth-iq)
+            local src=$MODELS/synth-iq-F16.gguf imat=$MODELS/synth-iq-imatrix.gguf
+            make_file "$src" "$MODELS/synth-iq-F16.log" "$BIN" synth --preset 1b --n-layer 4 --type f16 \
+                -o @TMP@ >&2 || return 1
+            make_file "$imat" "$MODELS/synth-iq-imatrix.log" "$LB/llama-imatrix" -m "$src" -f "$TEXT" -c 512 \
+                --chunks 4 -t "$THREADS" --no-repack -o @TMP@ >&2 || return 1
+            f=$MODELS/synth-iq-$t.gguf
+            make_file "$f" "$MODELS/synth-iq-$t.log" "$LB/llama-quantize" --imatrix "$imat" "$src" @TMP@ "$t" \
+                >&2 || return 1
             echo "$f" ;;
         synth-moe)
             f=$MODELS/synth-moe-$t.gguf

@@ -8,8 +8,14 @@
 //! - [`dequant`]: scalar reference dequantization of every supported type to
 //!   f32 / f16, whole tensors or single rows (bit-exact with the `gguf`
 //!   Python package's golden vectors).
+//! - [`iquant`]: the i-quants on lattices (IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS,
+//!   IQ3_S, IQ1_S) decoded to integers, one definition for dequantization,
+//!   the scalar dot products and the SIMD kernels (AVX2 with one or four
+//!   activation rows per pass, NEON), which equal the scalar ones bit for bit.
 //! - [`quant`]: llama.cpp's reference quantizers, and [`quant::mix`], the
 //!   per-tensor type choice of `llama-quantize`.
+//! - [`plan`]: which layout a matrix is kept in and which kernel runs for a
+//!   weight type, instruction set and batch size, decided in one place.
 //! - [`dot`] / [`matmul`](mod@matmul): activations are converted once per call to Q8_0 /
 //!   Q8_1 / Q8_K (k-quants) or kept f32 (float weights), then integer dot
 //!   products per weight row, rows split over rayon threads, four activation

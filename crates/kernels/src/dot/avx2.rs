@@ -971,12 +971,53 @@ use crate::iquant::IqBlock;
 /// Sub-block `ib`: magnitudes, signs, and the scales of its two halves.
 #[inline(always)]
 unsafe fn iq_sub<B: IqBlock>(x: &B, ib: usize) -> (__m256i, __m256i, __m256i) {
-    let [g0, g1, g2, g3] = [0, 1, 2, 3].map(|l| x.group(ib, l));
-    let m = _mm256_setr_epi64x(g0.0 as i64, g1.0 as i64, g2.0 as i64, g3.0 as i64);
-    let s = _mm256_setr_epi64x(g0.1 as i64, g1.1 as i64, g2.1 as i64, g3.1 as i64);
+    // Four calls, not `[0, 1, 2, 3].map(..)`: that one is not inlined, and
+    // the call between vector instructions spills them. Where a type gives
+    // its grid entries or sign bytes whole, those are used instead (the
+    // unused parts of `group` are then dropped by the compiler).
+    let (g0, g1, g2, g3) = (
+        x.group(ib, 0),
+        x.group(ib, 1),
+        x.group(ib, 2),
+        x.group(ib, 3),
+    );
+    let m = match x.grid4(ib) {
+        Some(g) => _mm256_setr_epi32(
+            g[0] as i32,
+            g[1] as i32,
+            g[2] as i32,
+            g[3] as i32,
+            g[4] as i32,
+            g[5] as i32,
+            g[6] as i32,
+            g[7] as i32,
+        ),
+        None => _mm256_setr_epi64x(g0.0 as i64, g1.0 as i64, g2.0 as i64, g3.0 as i64),
+    };
+    let s = match x.sign_bytes(ib) {
+        Some(bits) => expand_signs(bits),
+        None => _mm256_setr_epi64x(g0.1 as i64, g1.1 as i64, g2.1 as i64, g3.1 as i64),
+    };
     let [lo, hi] = x.scales(ib);
     let sc = _mm256_setr_m128i(_mm_set1_epi16(lo as i16), _mm_set1_epi16(hi as i16));
     (m, s, sc)
+}
+
+/// 4 sign bytes (byte `l` for values `8l..8l + 8`) to 32 bytes of ±1.
+#[inline(always)]
+unsafe fn expand_signs(bits: u32) -> __m256i {
+    let bytes = _mm256_shuffle_epi8(
+        _mm256_set1_epi32(bits as i32),
+        _mm256_setr_epi64x(
+            0,
+            0x0101_0101_0101_0101,
+            0x0202_0202_0202_0202,
+            0x0303_0303_0303_0303,
+        ),
+    );
+    let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+    let neg = _mm256_cmpeq_epi8(_mm256_and_si256(bytes, bit), bit);
+    _mm256_or_si256(neg, _mm256_set1_epi8(1))
 }
 
 /// `Σ scale · magnitude · (sign · a)` of one sub-block as i32 lanes.

@@ -50,6 +50,22 @@ pub trait IqBlock: ByteBlock {
     fn group(&self, ib: usize, l: usize) -> (u64, u64);
     /// The scales of sub-block `ib`'s two halves of 16 values.
     fn scales(&self, ib: usize) -> [i32; 2];
+    /// Where the signs are stored whole (IQ2_S, IQ3_S): sub-block `ib`'s 4
+    /// sign bytes, little-endian (group `l`'s in byte `l`), which the SIMD
+    /// kernels expand themselves instead of reading [`IqBlock::group`]'s.
+    #[inline(always)]
+    fn sign_bytes(&self, ib: usize) -> Option<u32> {
+        let _ = ib;
+        None
+    }
+    /// Where the grid has 4-value entries (IQ3_XXS, IQ3_S): sub-block `ib`'s
+    /// 8 entries in order, which the SIMD kernels load directly instead of
+    /// [`IqBlock::group`]'s pairs.
+    #[inline(always)]
+    fn grid4(&self, ib: usize) -> Option<[u32; 8]> {
+        let _ = ib;
+        None
+    }
     /// The shift `δ` of sub-block `ib`'s values (IQ1_S: ±1; else 0).
     #[inline(always)]
     fn delta(&self, ib: usize) -> i32 {
@@ -197,6 +213,10 @@ impl IqBlock for BlockIQ2S {
         let s = self.scales[ib] as u32;
         [odd(s), odd(s >> 4)]
     }
+    #[inline(always)]
+    fn sign_bytes(&self, ib: usize) -> Option<u32> {
+        Some(u32_at(&self.qs, QK_K / 8 + 4 * ib))
+    }
 }
 
 impl IqBlock for BlockIQ3XXS {
@@ -219,6 +239,11 @@ impl IqBlock for BlockIQ3XXS {
         let s = odd(u32_at(&self.qs, QK_K / 4 + 4 * ib) >> 28);
         [s, s]
     }
+    #[inline(always)]
+    fn grid4(&self, ib: usize) -> Option<[u32; 8]> {
+        let q = &self.qs[8 * ib..8 * ib + 8];
+        Some(std::array::from_fn(|k| IQ3XXS_GRID[q[k] as usize]))
+    }
 }
 
 impl IqBlock for BlockIQ3S {
@@ -238,6 +263,19 @@ impl IqBlock for BlockIQ3S {
     fn scales(&self, ib: usize) -> [i32; 2] {
         let s = odd((self.scales[ib / 2] >> (4 * (ib % 2))) as u32);
         [s, s]
+    }
+    #[inline(always)]
+    fn sign_bytes(&self, ib: usize) -> Option<u32> {
+        Some(u32_at(&self.signs, 4 * ib))
+    }
+    #[inline(always)]
+    fn grid4(&self, ib: usize) -> Option<[u32; 8]> {
+        let h = (self.qh[ib] as usize) << 8;
+        let q = &self.qs[8 * ib..8 * ib + 8];
+        // Value k's ninth index bit is bit k of `qh[ib]`.
+        Some(std::array::from_fn(|k| {
+            IQ3S_GRID[q[k] as usize | ((h >> k) & 256)]
+        }))
     }
 }
 
