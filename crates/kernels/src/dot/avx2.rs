@@ -609,6 +609,33 @@ pub unsafe fn iq4_xs_q8k(w: &[BlockIQ4XS], a: &[BlockQ8K]) -> f32 {
     sumf
 }
 
+/// [`iq4_xs_q8k`] for four activation rows: each sub-block's values looked
+/// up once; the same operations per row, so the same bits.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn iq4_xs_q8k_x4(w: &[BlockIQ4XS], a: [&[BlockQ8K]; 4]) -> [f32; 4] {
+    let t = _mm_loadu_si128(KVALUES_IQ4NL.as_ptr() as *const __m128i);
+    let table = _mm256_set_m128i(t, t);
+    let mut sumf = [0f32; 4];
+    for (i, x) in w.iter().enumerate() {
+        prefetch_ahead(x);
+        let y = [&a[0][i], &a[1][i], &a[2][i], &a[3][i]];
+        let mut acc = [_mm256_setzero_si256(); 4];
+        for ib in 0..8 {
+            let qx = _mm256_shuffle_epi8(table, nibbles(x.qs.as_ptr().add(16 * ib)));
+            let sc = _mm256_set1_epi32(x.sub_scale(ib));
+            for r in 0..4 {
+                let p = dot_i8_i32(qx, load_i8(y[r].qs.as_ptr().add(32 * ib)));
+                acc[r] = _mm256_add_epi32(acc[r], _mm256_mullo_epi32(p, sc));
+            }
+        }
+        let d = f16(x.d);
+        for r in 0..4 {
+            sumf[r] += y[r].d * d * hsum_i32(acc[r]) as f32;
+        }
+    }
+    sumf
+}
+
 /// A 16-bit float weight format: how 8 of them widen to f32.
 pub(crate) trait Half {
     /// The 8 values at `p` (16 bytes, little-endian), as f32.

@@ -416,6 +416,7 @@ pub fn row_dot4(
             }
             T::Q6_K => q8k4!(q6k_q8k_x4, BlockQ6K),
             T::Q2_K => q8k4!(q2k_q8k_x4, BlockQ2K),
+            T::IQ4_XS => q8k4!(iq4_xs_q8k_x4, BlockIQ4XS),
             T::IQ2_XXS => q8k4!(iq2_xxs_q8k_x4, BlockIQ2XXS),
             T::IQ2_XS => q8k4!(iq2_xs_q8k_x4, BlockIQ2XS),
             T::IQ2_S => q8k4!(iq2_s_q8k_x4, BlockIQ2S),
