@@ -13,7 +13,7 @@
 //! | Q8_0 | GGUF (AVX2) / packed by 16 (AVX-512) | 4-row kernel (GGUF), 1-row packed | tiles from 8 (GGUF) / 2 (packed); AMX tiles from [`AMX_MIN_ROWS_Q8_0`] |
 //! | Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL | GGUF, or packed by 16 where [`packs_q32`] | row kernels, 2-row on AVX-512 / packed 4-row | tiles from 2 (AVX-512: 4; packed: 256 on AVX-512, 16 on AVX2); AVX-512 tile form from [`AVX512_MIN_ROWS_LEGACY`] |
 //! | F16, BF16 | GGUF | row kernels, 4-row form | tiles from 8: AMX (shapes of [`half_amx_takes`]), `vdpbf16ps` for BF16 on AVX-512 BF16, else FMA |
-//! | IQ4_XS, the lattice i-quants | GGUF | row kernels; 4-row form for the lattice types (AVX2) | (no tiled kernel) |
+//! | IQ4_XS, the lattice i-quants | GGUF | row kernels, 4-row form on AVX2 | (no tiled kernel: the 4-row form at every `n`) |
 //!
 //! Scalar and NEON run the row kernels at every `n`.
 
