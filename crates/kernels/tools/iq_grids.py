@@ -49,6 +49,7 @@ def main() -> None:
         for v in vals:
             assert set(v.to_bytes(width, "little")) <= alphabet, (cname, hex(v))
         assert len(set(vals)) == n, f"{cname}: duplicate entries"
+        out.append("#[rustfmt::skip]")
         out.append(f"pub(crate) static {rname}: [{ty}; {n}] = [")
         per = 4 if ty == "u64" else 8
         digits = 2 * width

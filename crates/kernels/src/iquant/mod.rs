@@ -74,11 +74,15 @@ pub trait IqBlock: ByteBlock {
     }
     /// `Σ_ib scale · δ · Σ a` over the block's sub-blocks, with the sums of
     /// the activations by 16 (`bsums`): the part of a dot product that the
-    /// shifts add.
+    /// shifts add (zero, folded away, where [`IqBlock::delta`] is).
     #[inline(always)]
     fn delta_sum(&self, bsums: &[i16; QK_K / 16]) -> i32 {
-        let _ = bsums;
-        0
+        (0..8)
+            .map(|ib| {
+                let a = bsums[2 * ib] as i32 + bsums[2 * ib + 1] as i32;
+                self.scales(ib)[0] * self.delta(ib) * a
+            })
+            .sum()
     }
     /// Decodes the block's 256 weights into `out`.
     fn decode(&self, out: &mut Decoded) {
@@ -303,15 +307,6 @@ impl IqBlock for BlockIQ1S {
         } else {
             1
         }
-    }
-    #[inline(always)]
-    fn delta_sum(&self, bsums: &[i16; QK_K / 16]) -> i32 {
-        (0..8)
-            .map(|ib| {
-                let a = bsums[2 * ib] as i32 + bsums[2 * ib + 1] as i32;
-                self.scales(ib)[0] * self.delta(ib) * a
-            })
-            .sum()
     }
 }
 
