@@ -11,7 +11,7 @@
 //! | Q4_K (≥ 16 rows) | packed by 16, every ISA | 1- and 4-row packed kernels | AVX-512: always the packed kernels; AVX2: tiles from 8; AMX: tiles from 33 |
 //! | Q2_K on AVX-512 | packed by 8 | 1- and 4-row packed kernels | tiles from 128 (AMX: 33) |
 //! | Q8_0 | GGUF (AVX2) / packed by 16 (AVX-512) | 4-row kernel (GGUF), 1-row packed | tiles from 8 (GGUF) / 2 (packed); AMX tiles from [`AMX_MIN_ROWS_Q8_0`] |
-//! | Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL | GGUF, or packed by 16 where [`packs_q32`] | row kernels, 2-row on AVX-512 / packed 4-row | tiles from 2 (AVX-512: 4; packed: 256 on AVX-512, 16 on AVX2); AVX-512 tile form from [`AVX512_MIN_ROWS_LEGACY`] |
+//! | Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL | GGUF, or packed by 16 where [`packs_q32`] | row kernels, 2-row on AVX-512 / packed 4-row (AVX2) | GGUF: tiles from 2 (AVX-512: 4), AVX-512 tile form from [`AVX512_MIN_ROWS_LEGACY`]; packed: tiles read in place from 2 on AVX-512, expanded from 16 on AVX2 |
 //! | F16, BF16 | GGUF | row kernels, 4-row form | tiles from 8: AMX (shapes of [`half_amx_takes`]), `vdpbf16ps` for BF16 on AVX-512 BF16, else FMA |
 //! | IQ4_XS, the lattice i-quants | GGUF | row kernels, 4-row form on AVX2 | (no tiled kernel: the 4-row form at every `n`) |
 //!
@@ -82,21 +82,16 @@ pub fn is_tiled(ty: GgmlType, isa: Isa, n: usize) -> bool {
 /// - Packed Q2_K on AVX-512: the 4-row packed kernel below 128 rows.
 /// - On AMX the k-quants' tiles take over from 33 rows, as in the GGUF
 ///   layout.
-/// - Packed Q8_0: its tiled kernel reads the packed layout in place, so it
-///   wins from 2 rows.
-/// - The packed 32-value types: their 4-row kernel below 256 rows on
-///   AVX-512 and below 16 on AVX2 (Q4_0, Q4_1).
+/// - Packed Q8_0 and the packed 32-value types on AVX-512: their tiled
+///   kernel reads the packed layout in place, so it wins from 2 rows.
+/// - Packed Q4_0, Q4_1 on AVX2: the 4-row kernel below 16 rows.
 pub fn is_tiled_packed(ty: GgmlType, isa: Isa, n: usize) -> bool {
     let min = match ty {
         GgmlType::Q4_K | GgmlType::Q2_K if isa == Isa::Amx => AMX_MIN_ROWS_KQUANT,
         GgmlType::Q4_K if isa.has_avx512() => usize::MAX,
         GgmlType::Q2_K if isa.has_avx512() => 128,
         GgmlType::Q8_0 if isa.has_avx512() => 2,
-        GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::IQ4_NL
-            if isa.has_avx512() =>
-        {
-            256
-        }
+        ty if is_q32(ty) && isa.has_avx512() => 2,
         GgmlType::Q4_0 | GgmlType::Q4_1 if isa == Isa::Avx2 => 16,
         _ => min_rows(ty),
     };

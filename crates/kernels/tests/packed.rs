@@ -314,6 +314,28 @@ impl Case {
     }
 
     /// The product of the GGUF layout (never packed) on `isa`.
+    /// The tiled kernel's form for `isa` (AVX-512 or AVX2) on the GGUF
+    /// bytes: the kernels that read a packed layout in place give its bits.
+    fn tiled_form(&self, isa: Isa) -> Vec<f32> {
+        let mut y = vec![0f32; self.x.len() / self.cols * self.rows];
+        let (rows, cols) = (self.rows, self.cols);
+        let ran = mistral_kernels::gemm::matmul_tiled_form(
+            self.ty,
+            isa.has_avx512(),
+            &self.bytes,
+            (rows, cols),
+            &self.x,
+            &mut y,
+        )
+        .unwrap();
+        assert!(
+            ran,
+            "{} {isa:?}: the tiled form runs where the dispatch tiles",
+            self.ty
+        );
+        y
+    }
+
     fn plain(&self, isa: Isa) -> Vec<f32> {
         let len = self.bytes.len();
         let m = QMatrix::from_shared(
@@ -345,7 +367,7 @@ impl Case {
             let what = format!("{ty} {isa:?} {rows}x{cols} n={n}");
             let tiled = mistral_kernels::plan::is_tiled_packed(ty, isa, n);
             let want = if tiled {
-                self.plain(isa)
+                self.tiled_form(isa)
             } else {
                 scalar.clone()
             };
@@ -360,10 +382,10 @@ impl Case {
             assert_eq!(m.bytes(), &self.bytes[..]);
             let mut got = vec![f32::NAN; n * rows];
             m.matmul(&self.x, &mut got).unwrap();
-            let want = if m.is_packed() && !tiled {
-                scalar.clone()
-            } else {
-                self.plain(isa)
+            let want = match (m.is_packed(), tiled) {
+                (true, false) => scalar.clone(),
+                (true, true) => self.tiled_form(isa),
+                (false, _) => self.plain(isa),
             };
             assert_bits_eq(&what, &got, &want, rows);
         }
@@ -544,8 +566,9 @@ fn q32_extreme_rows(ty: GgmlType, rows: usize, cols: usize) -> Vec<u8> {
 
 /// On every path, the packed matrix's matrix × vector kernels (AVX-512, or
 /// the scalar reference on the packed layout) give the scalar kernel's
-/// bits on the GGUF bytes, and the tiled kernel expanding the packed rows
-/// gives its own bits on the GGUF bytes; an owned `QMatrix` is packed where
+/// bits on the GGUF bytes, and the tiled kernels (AVX-512: reading the
+/// packed rows in place; AVX2: expanding them) give the bits of the tiled
+/// form on the GGUF bytes; an owned `QMatrix` is packed where
 /// a packed kernel exists (AVX-512; Q4_0 and Q4_1 also on AVX2) and gives
 /// the one or the other.
 #[test]
@@ -564,8 +587,10 @@ fn packed_q32_products_equal_the_plain_kernels() {
         (45, 1536, 13),
         (70, 512, 17),
         (40, 256, 70),
-        // From 256 activation rows the tiled kernel expands the packed rows
-        // on AVX-512 (on AVX2 from 16, above).
+        // On AVX-512 every shape from 2 activation rows runs the tiled
+        // kernel reading the packed rows (6-row tiles and what is left, a
+        // partial last group, partial k-blocks); on AVX2 from 16 the tiled
+        // kernel expanding them. Many rows:
         (40, 256, 260),
     ];
     for ty in Q32_TYPES {

@@ -8,6 +8,8 @@
 //!   `kquant_avx512` the same sums with AVX-512 VNNI ([`Isa::Avx512`]).
 //! - `legacy`: the 32-value block types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
 //!   IQ4_NL) on Q8_0 activations; `legacy_avx512` the same with AVX-512 VNNI.
+//! - `group16`: the same types in the packed layouts of 16-row groups
+//!   (packed Q8_0, `PackedQ32`) with AVX-512 VNNI, read in place.
 //! - `f16`: F16 and BF16 weights on f32 activations; `half_amx` the same on
 //!   AMX tiles ([`Isa::Amx`], `amx` the tile instructions).
 //! - On [`Isa::Amx`] also `kquant_avx512::amx` (the k-quants) and `q8_0_amx`
@@ -23,6 +25,8 @@ mod amx;
 #[cfg(target_arch = "x86_64")]
 mod f16;
 #[cfg(target_arch = "x86_64")]
+mod group16;
+#[cfg(target_arch = "x86_64")]
 mod half_amx;
 #[cfg(target_arch = "x86_64")]
 mod kquant;
@@ -34,8 +38,6 @@ mod legacy;
 mod legacy_avx512;
 #[cfg(target_arch = "x86_64")]
 mod q8_0_amx;
-#[cfg(target_arch = "x86_64")]
-mod q8_0_avx512;
 
 use crate::isa::Isa;
 #[cfg(target_arch = "x86_64")]
@@ -178,7 +180,7 @@ pub(crate) fn try_matmul_packed_q8_0(
         if plan::amx_q8_0(isa, x.len() / cols) && q8_0_amx::available() {
             q8_0_amx::matmul(w, x, y)
         } else if isa.has_avx512() {
-            q8_0_avx512::matmul(w, x, y)
+            group16::matmul_q8_0(w, x, y)
         } else {
             legacy::matmul(
                 GgmlType::Q8_0,
@@ -198,7 +200,8 @@ pub(crate) fn try_matmul_packed_q8_0(
 }
 
 /// [`try_matmul`] for a matrix of a 4-bit 32-value type in the packed
-/// layout: the tiled kernel expands the packed rows.
+/// layout: on AVX-512 the kernel that reads it in place, on AVX2 the tiled
+/// kernel expanding the packed rows.
 pub(crate) fn try_matmul_packed_q32(
     isa: Isa,
     w: &crate::packed::PackedQ32,
@@ -211,7 +214,11 @@ pub(crate) fn try_matmul_packed_q32(
     }
     #[cfg(target_arch = "x86_64")]
     {
-        legacy_matmul(ty, isa, legacy::LRows::PackedQ32(w), (rows, cols), x, y)
+        if isa.has_avx512() {
+            group16::matmul_q32(w, x, y)
+        } else {
+            legacy_matmul(ty, isa, legacy::LRows::PackedQ32(w), (rows, cols), x, y)
+        }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {

@@ -1,6 +1,6 @@
 //! Q8_0 weights in the packed layout ([`PackedQ8_0`]) × Q8_0 activations on
 //! AMX tiles (`tdpbsud`), with the AVX-512 kernel's integer sums and float
-//! step ([`super::q8_0_avx512`]), so the two give the same bits.
+//! step ([`super::group16`]), so the two give the same bits.
 //!
 //! A packed block column of 16 weight rows ([`Qs16`]: word `j` of the 16
 //! rows in 64 bytes, `w + 128`) is already the paired operand of a tile
@@ -68,8 +68,8 @@ fn fill_tile(x: &[f32], cols: usize, out: &mut [ActTile]) {
     for (b, tile) in out.iter_mut().enumerate() {
         *tile = ACT_ZERO;
         for r in 0..m {
-            let q = super::q8_0_avx512::act_block(&x[r * cols + b * QK..r * cols + (b + 1) * QK]);
-            (tile.qs[r], tile.d[r], tile.nsum[r]) = (q.qs, q.d, q.nsum);
+            let q = super::group16::act_block(&x[r * cols + b * QK..r * cols + (b + 1) * QK], 128);
+            (tile.qs[r], tile.d[r], tile.nsum[r]) = (q.qs, q.d, q.extra);
         }
     }
 }
@@ -238,7 +238,7 @@ unsafe fn k_block(
     *acc = regs;
 }
 
-/// See [`super::q8_0_avx512::matmul`]; declines (false) CPUs without AMX-INT8.
+/// See [`super::group16::matmul_q8_0`]; declines (false) CPUs without AMX-INT8.
 pub(crate) fn matmul(w: &PackedQ8_0, x: &[f32], y: &mut [f32]) -> bool {
     let (rows, cols) = (w.rows(), w.cols());
     if cols == 0 || !available() {

@@ -316,7 +316,7 @@ impl PackedQ32 {
     }
 
     /// Group `g`'s block columns.
-    fn group(&self, g: usize) -> Group<'_> {
+    pub(crate) fn group(&self, g: usize) -> Group<'_> {
         let nb = self.nb();
         let r = g * nb..(g + 1) * nb;
         Group {
@@ -448,15 +448,11 @@ impl Group<'_> {
         gemv_scalar::<B>(self, a)
     }
 
-    /// [`Group::gemv`] for 4 activation rows (one pass over the weights on AVX-512).
+    /// [`Group::gemv`] for 4 activation rows (one pass over the weights on
+    /// AVX2; AVX-512 runs the tiled kernel from 2 rows on).
     fn gemv4<B: Block32>(self, isa: Isa, a: [(&[BlockQ8_0], &[i32]); 4]) -> [[f32; GROUP16]; 4] {
         #[cfg(target_arch = "x86_64")]
-        if isa.has_avx512() {
-            // SAFETY: as in `gemv`.
-            return unsafe { super::q32_avx512::gemv4::<B>(self, a) };
-        }
-        #[cfg(target_arch = "x86_64")]
-        if isa.has_avx2() && !B::QH && !B::LOOKUP {
+        if isa.has_avx2() && !isa.has_avx512() && !B::QH && !B::LOOKUP {
             // SAFETY: as in `gemv`.
             return unsafe { super::q32_avx2::gemv4::<B>(self, a) };
         }

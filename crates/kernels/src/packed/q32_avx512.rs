@@ -32,20 +32,6 @@ pub(crate) unsafe fn gemv<B: Block32>(w: Group<'_>, a: (&[BlockQ8_0], &[i32])) -
     gemv_rows::<B, 1>(w, [a])[0]
 }
 
-/// [`gemv`] for 4 activation rows in one pass over the weights, each
-/// weight word loaded and unpacked once for all 4 (results equal to 4
-/// calls of [`gemv`]).
-///
-/// # Safety
-/// As [`gemv`], for each activation row.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-pub(crate) unsafe fn gemv4<B: Block32>(
-    w: Group<'_>,
-    a: [(&[BlockQ8_0], &[i32]); 4],
-) -> [[f32; GROUP16]; 4] {
-    gemv_rows::<B, 4>(w, a)
-}
-
 /// Block columns ahead that the weights are prefetched.
 const AHEAD: usize = 4;
 

@@ -1,0 +1,481 @@
+//! The 32-value block types in a packed layout of 16-row groups
+//! ([`PackedQ8_0`], [`PackedQ32`]) × Q8_0 activations, register-tiled with
+//! AVX-512 VNNI, read straight from the packed bytes: one tile driver and
+//! one microkernel over [`Group16`], which says how a layout gives its
+//! weight vectors.
+//!
+//! Both layouts put 4 values of each of a group's 16 rows in one 64-byte
+//! vector (after unpacking the nibbles for [`PackedQ32`]): the `vpdpbusd`
+//! operand whose lanes are 16 weight rows, unsigned levels `u` (Q8_0: the
+//! value with its sign bit flipped, `w + 128`). The activations are the
+//! signed operand, 4 bytes of one activation row broadcast to every lane. A
+//! tile of `G` groups × `N` activation rows loads (and unpacks) each weight
+//! vector once for `N` products and each broadcast once for `G`, with
+//! nothing expanded or copied: [`super::legacy_avx512`] has to rebuild every
+//! weight block in its own form first, which at a few dozen activation rows
+//! costs more than the products.
+//!
+//! Per block and lane the sum starts at `−OFF·Σa` (the levels' offset,
+//! `OFF` 128 for Q8_0 and IQ4_NL's table plus 128, 8 for Q4_0, 16 for Q5_0,
+//! 0 for the types with a min) so it ends at the exact `Σ w·a`; the float
+//! step is [`super::legacy_avx512`]'s (`acc = fma(sum, d_w·d_a, acc)`, then
+//! `acc = fma(m_w, d_a·Σa, acc)` for Q4_1 / Q5_1, blocks in order), so the
+//! two kernels give the same bits on the same matrix.
+
+use super::row_block_size;
+use crate::blocks::KVALUES_IQ4NL;
+use crate::blocks::{BlockIQ4NL, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, F16Le, QK};
+use crate::packed::q32::{Block32, HighBits16, Nibbles16};
+use crate::packed::q8_0::Qs16;
+use crate::packed::{PackedQ32, PackedQ8_0, GROUP16};
+use crate::shared::{OutPtr, Pool};
+use mistral_gguf::GgmlType;
+use rayon::prelude::*;
+use std::arch::x86_64::*;
+use std::cell::RefCell;
+
+/// Weight groups (16 rows each) per microkernel tile.
+const TG: usize = 2;
+/// Blocks per k-block.
+const KC: usize = 8;
+/// Most groups per row block.
+const GB_MAX: usize = 4;
+
+/// One block of one activation row, for weights whose levels have offset
+/// `OFF` ([`Group16::OFF`]).
+#[derive(Clone, Copy)]
+#[repr(C, align(8))]
+pub(super) struct ActBlock {
+    pub(super) qs: [i8; QK],
+    /// The activation scale (rounded to f16, as the GGUF block stores it).
+    pub(super) d: f32,
+    /// For levels with an offset (`OFF ≠ 0`), `−OFF·Σ qs`: where a block's
+    /// integer sums start. For the types with a min (`OFF = 0`), the bits
+    /// of `d·Σ qs` (f32): what the min multiplies. (One field keeps the
+    /// block at 40 bytes; 48 measured a few percent slower.)
+    pub(super) extra: i32,
+}
+
+const ACT_ZERO: ActBlock = ActBlock {
+    qs: [0; QK],
+    d: 0.0,
+    extra: 0,
+};
+
+/// The activations of one call, reused across calls.
+static ACTS: Pool<Vec<ActBlock>> = Pool::new();
+
+thread_local! {
+    /// A worker's running sums between k-blocks.
+    static ACC: RefCell<Vec<__m512>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Quantizes one 32-value block of activations for levels of offset `off`
+/// (also the AMX kernel's, [`super::q8_0_amx`]).
+pub(super) fn act_block(v: &[f32], off: i32) -> ActBlock {
+    let q = crate::quant::quantize_block_q8_0(v);
+    let sum: i32 = q.qs.iter().map(|&v| v as i32).sum();
+    let d = q.d.to_f32();
+    let extra = if off != 0 {
+        -off * sum
+    } else {
+        (d * sum as f32).to_bits() as i32
+    };
+    ActBlock { qs: q.qs, d, extra }
+}
+
+/// Quantizes activation row `t` into `out` (one block per 32 values).
+fn fill_row(x: &[f32], cols: usize, t: usize, off: i32, out: &mut [ActBlock]) {
+    let row = &x[t * cols..(t + 1) * cols];
+    for (o, v) in out.iter_mut().zip(row.chunks_exact(QK)) {
+        *o = act_block(v, off);
+    }
+}
+
+/// A matrix in a layout of 16-row groups whose block columns the
+/// microkernel reads in place. Block `b` of a group gives 8 weight vectors
+/// (steps `s = 0..8`), step `s` holding levels `4s..4s + 4` of the 16 rows
+/// (lane `r`: row `r`), against activation bytes `4s..4s + 4`.
+pub(super) trait Group16: Sync {
+    /// Subtracted from every level: the block sums are `Σ (u − OFF)·a`.
+    const OFF: i32;
+    /// Whether the type has a min (`d·u + m`).
+    const MIN: bool;
+    /// Activation rows per microkernel tile (at most 6).
+    const TN: usize;
+    /// Where a group's block columns start.
+    type Ptr: Copy;
+    fn rows(&self) -> usize;
+    fn cols(&self) -> usize;
+    /// Group `g`'s block columns from block `s0` on.
+    fn at(&self, g: usize, s0: usize) -> Self::Ptr;
+    /// Step `s` (`s < 8`) of block `b`.
+    ///
+    /// # Safety
+    /// AVX-512 F/BW available; `b` inside the group.
+    unsafe fn step(p: Self::Ptr, b: usize, s: usize) -> __m512i;
+    /// Block `b`'s 16 scales `d` (and mins `m` where [`Group16::MIN`]).
+    ///
+    /// # Safety
+    /// AVX-512 F and F16C available; `b` inside the group.
+    unsafe fn scales(p: Self::Ptr, b: usize) -> (__m512, __m512);
+}
+
+/// [`PackedQ8_0`]: 8 words of sign-flipped values per block.
+impl Group16 for PackedQ8_0 {
+    const OFF: i32 = 128;
+    const MIN: bool = false;
+    const TN: usize = 6;
+    type Ptr = (*const Qs16, *const [F16Le; GROUP16]);
+    fn rows(&self) -> usize {
+        self.rows()
+    }
+    fn cols(&self) -> usize {
+        self.cols()
+    }
+    fn at(&self, g: usize, s0: usize) -> Self::Ptr {
+        let (qs, d) = self.group(g);
+        (qs[s0..].as_ptr(), d[s0..].as_ptr())
+    }
+    #[inline(always)]
+    unsafe fn step((qs, _): Self::Ptr, b: usize, s: usize) -> __m512i {
+        // SAFETY: block `b` of the group (the caller's contract), 512 bytes
+        // aligned to 64.
+        unsafe { _mm512_load_si512((*qs.add(b)).0.as_ptr().add(64 * s) as *const __m512i) }
+    }
+    #[inline(always)]
+    unsafe fn scales((_, d): Self::Ptr, b: usize) -> (__m512, __m512) {
+        // SAFETY: block `b` of the group (the caller's contract).
+        unsafe {
+            let d = _mm512_cvtph_ps(_mm256_loadu_si256(d.add(b) as *const __m256i));
+            (d, _mm512_setzero_ps())
+        }
+    }
+}
+
+/// A [`PackedQ32`] read as block type `B`: per block 4 words of nibbles,
+/// word `t` the levels `4t..4t + 4` (low nibbles, step `t`) and `16 + 4t..`
+/// (high nibbles, step `t + 4`), plus the fifth bits, or through IQ4_NL's
+/// table plus 128. A word is loaded once per step (twice per block): from
+/// L1, cheaper than keeping both halves in registers.
+struct Q32<'a, B> {
+    w: &'a PackedQ32,
+    _b: std::marker::PhantomData<B>,
+}
+
+/// Pointers to a [`PackedQ32`] group's fields (null where the type has none).
+#[derive(Clone, Copy)]
+struct Q32Ptr {
+    qs: *const Nibbles16,
+    qh: *const HighBits16,
+    d: *const [F16Le; GROUP16],
+    m: *const [F16Le; GROUP16],
+}
+
+impl<B: Block32> Group16 for Q32<'_, B> {
+    const OFF: i32 = B::OFF;
+    const MIN: bool = B::MIN;
+    const TN: usize = 6;
+    type Ptr = Q32Ptr;
+    fn rows(&self) -> usize {
+        self.w.rows()
+    }
+    fn cols(&self) -> usize {
+        self.w.cols()
+    }
+    fn at(&self, g: usize, s0: usize) -> Q32Ptr {
+        let grp = self.w.group(g);
+        let at = |len: usize| s0.min(len);
+        Q32Ptr {
+            qs: grp.qs[s0..].as_ptr(),
+            qh: grp.qh[at(grp.qh.len())..].as_ptr(),
+            d: grp.d[s0..].as_ptr(),
+            m: grp.m[at(grp.m.len())..].as_ptr(),
+        }
+    }
+    #[inline(always)]
+    unsafe fn step(p: Q32Ptr, b: usize, s: usize) -> __m512i {
+        // Word `s % 4`, low nibbles for steps 0..4, high ones for 4..8.
+        let (t, h) = (s % 4, s / 4);
+        // SAFETY: block `b` of the group (the caller's contract): 256 bytes
+        // of nibbles aligned to 64, and fifth bits where `B` has them.
+        unsafe {
+            let low = _mm512_set1_epi8(0x0F);
+            let v = _mm512_load_si512((*p.qs.add(b)).0.as_ptr().add(64 * t) as *const __m512i);
+            let mut u = if h == 0 {
+                _mm512_and_si512(v, low)
+            } else {
+                _mm512_and_si512(_mm512_srli_epi16::<4>(v), low)
+            };
+            if B::QH {
+                let bits = (*p.qh.add(b)).0[2 * t + h];
+                u = _mm512_mask_add_epi8(u, bits, u, _mm512_set1_epi8(0x10));
+            }
+            if B::LOOKUP {
+                let table = _mm512_broadcast_i32x4(_mm_loadu_si128(
+                    IQ4NL_PLUS_128.as_ptr() as *const __m128i
+                ));
+                u = _mm512_shuffle_epi8(table, u);
+            }
+            u
+        }
+    }
+    #[inline(always)]
+    unsafe fn scales(p: Q32Ptr, b: usize) -> (__m512, __m512) {
+        // SAFETY: block `b` of the group (the caller's contract), mins
+        // where `B` has them.
+        unsafe {
+            let d = _mm512_cvtph_ps(_mm256_loadu_si256(p.d.add(b) as *const __m256i));
+            let m = if B::MIN {
+                _mm512_cvtph_ps(_mm256_loadu_si256(p.m.add(b) as *const __m256i))
+            } else {
+                _mm512_setzero_ps()
+            };
+            (d, m)
+        }
+    }
+}
+
+/// IQ4_NL's values plus 128, as unsigned levels for `vpshufb`.
+static IQ4NL_PLUS_128: [u8; 16] = {
+    let mut t = [0u8; 16];
+    let mut i = 0;
+    while i < 16 {
+        t[i] = (KVALUES_IQ4NL[i] as i32 + 128) as u8;
+        i += 1;
+    }
+    t
+};
+
+/// The microkernel: `acc[g][t] += dot(group g's 16 rows, activation row t)`
+/// over `nb` blocks (`w[g]`, `a[t]` point at the first).
+///
+/// # Safety
+/// AVX-512 F/BW/VL/VNNI and F16C available; the pointers valid for `nb`
+/// blocks.
+#[inline(always)]
+unsafe fn tile<W: Group16, const G: usize, const N: usize>(
+    w: [W::Ptr; G],
+    a: [*const ActBlock; N],
+    nb: usize,
+    acc: &mut [[__m512; N]; G],
+) {
+    for b in 0..nb {
+        let mut isum = [[_mm512_setzero_si512(); N]; G];
+        if W::OFF != 0 {
+            for t in 0..N {
+                let s = _mm512_set1_epi32((*a[t].add(b)).extra);
+                for g in 0..G {
+                    isum[g][t] = s;
+                }
+            }
+        }
+        for s in 0..8 {
+            let wv: [__m512i; G] = std::array::from_fn(|g| W::step(w[g], b, s));
+            for t in 0..N {
+                let q = (*a[t].add(b)).qs.as_ptr().add(4 * s) as *const i32;
+                let av = _mm512_set1_epi32(q.read_unaligned());
+                for g in 0..G {
+                    isum[g][t] = _mm512_dpbusd_epi32(isum[g][t], wv[g], av);
+                }
+            }
+        }
+        let dw: [(__m512, __m512); G] = std::array::from_fn(|g| W::scales(w[g], b));
+        for t in 0..N {
+            let ab = &*a[t].add(b);
+            let da = _mm512_set1_ps(ab.d);
+            let sd = _mm512_set1_ps(f32::from_bits(ab.extra as u32));
+            for g in 0..G {
+                let dd = _mm512_mul_ps(dw[g].0, da);
+                acc[g][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[g][t]), dd, acc[g][t]);
+                if W::MIN {
+                    acc[g][t] = _mm512_fmadd_ps(dw[g].1, sd, acc[g][t]);
+                }
+            }
+        }
+    }
+}
+
+/// One k-block of one row block: what every tile of it needs.
+struct Block<'a, W> {
+    w: &'a W,
+    /// Activation rows.
+    n: usize,
+    acts: &'a [ActBlock],
+    /// Running sums between k-blocks: `(g - g0) * n + t`.
+    acc: &'a mut [__m512],
+    /// The row block: groups `g0..g1`.
+    g0: usize,
+    g1: usize,
+    /// The k-block: blocks `s0..s0 + nkb`.
+    s0: usize,
+    nkb: usize,
+    y: OutPtr,
+}
+
+/// One tile of `G` groups (`g0..`) × `N` activation rows (`t0..`) over the
+/// k-block: continues the running sums (zero at the first k-block) and
+/// stores them, into `y` after the last.
+///
+/// # Safety
+/// AVX-512 F/BW/VL/VNNI and F16C available; `blk` describes buffers that
+/// cover the tile (see [`run_blocks`]) and rows whose outputs belong to this
+/// worker.
+#[inline(always)]
+unsafe fn run_tile<W: Group16, const G: usize, const N: usize>(
+    blk: &mut Block<'_, W>,
+    g0: usize,
+    t0: usize,
+) {
+    let (rows, n, nb) = (blk.w.rows(), blk.n, blk.w.cols() / QK);
+    let slot = |g: usize, t: usize| (g0 + g - blk.g0) * n + t0 + t;
+    let mut acc = [[_mm512_setzero_ps(); N]; G];
+    if blk.s0 > 0 {
+        for g in 0..G {
+            for t in 0..N {
+                acc[g][t] = blk.acc[slot(g, t)];
+            }
+        }
+    }
+    let w: [W::Ptr; G] = std::array::from_fn(|g| blk.w.at(g0 + g, blk.s0));
+    let a: [*const ActBlock; N] =
+        std::array::from_fn(|t| blk.acts.as_ptr().add((t0 + t) * nb + blk.s0));
+    tile::<W, G, N>(w, a, blk.nkb, &mut acc);
+    if blk.s0 + blk.nkb < nb {
+        for g in 0..G {
+            for t in 0..N {
+                blk.acc[slot(g, t)] = acc[g][t];
+            }
+        }
+        return;
+    }
+    for g in 0..G {
+        let r0 = GROUP16 * (g0 + g);
+        // The last group's padding rows are dropped.
+        let live = (rows - r0).min(GROUP16);
+        let mask: __mmask16 = if live == GROUP16 { !0 } else { (1 << live) - 1 };
+        for t in 0..N {
+            // SAFETY: t0 + t < n and rows r0..r0 + live lie inside `y`
+            // (n * rows values), in this worker's row block.
+            _mm512_mask_storeu_ps(blk.y.get().add((t0 + t) * rows + r0), mask, acc[g][t]);
+        }
+    }
+}
+
+/// Every tile of one k-block of one row block.
+///
+/// # Safety
+/// As [`run_tile`].
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn row_block<W: Group16>(blk: &mut Block<'_, W>) {
+    let mut t0 = 0;
+    while t0 < blk.n {
+        let step = (blk.n - t0).min(W::TN);
+        let mut g0 = blk.g0;
+        while g0 < blk.g1 {
+            let pair = g0 + TG <= blk.g1;
+            macro_rules! by_rows {
+                ($g:literal) => {
+                    match step {
+                        1 => run_tile::<W, $g, 1>(blk, g0, t0),
+                        2 => run_tile::<W, $g, 2>(blk, g0, t0),
+                        3 => run_tile::<W, $g, 3>(blk, g0, t0),
+                        4 => run_tile::<W, $g, 4>(blk, g0, t0),
+                        5 => run_tile::<W, $g, 5>(blk, g0, t0),
+                        _ => run_tile::<W, $g, 6>(blk, g0, t0),
+                    }
+                };
+            }
+            if pair {
+                by_rows!(2);
+            } else {
+                by_rows!(1);
+            }
+            g0 += if pair { TG } else { 1 };
+        }
+        t0 += step;
+    }
+}
+
+/// `y[t, r] = Σ_c w[r, c] · x[t, c]` for a packed Q8_0 matrix and `n =
+/// x.len() / cols` activation rows; the caller has checked AVX-512
+/// F/BW/VL/VNNI (and AVX2 + FMA + F16C) and the shapes (`y` holds `n *
+/// rows`). Declines (returns false) an empty row length.
+pub(crate) fn matmul_q8_0(w: &PackedQ8_0, x: &[f32], y: &mut [f32]) -> bool {
+    matmul(w, x, y)
+}
+
+/// [`matmul_q8_0`] for a [`PackedQ32`] matrix.
+pub(crate) fn matmul_q32(w: &PackedQ32, x: &[f32], y: &mut [f32]) -> bool {
+    fn typed<B: Block32>(w: &PackedQ32, x: &[f32], y: &mut [f32]) -> bool {
+        let q = Q32::<B> {
+            w,
+            _b: std::marker::PhantomData,
+        };
+        matmul(&q, x, y)
+    }
+    match w.ggml_type() {
+        GgmlType::Q4_0 => typed::<BlockQ4_0>(w, x, y),
+        GgmlType::Q4_1 => typed::<BlockQ4_1>(w, x, y),
+        GgmlType::Q5_0 => typed::<BlockQ5_0>(w, x, y),
+        GgmlType::Q5_1 => typed::<BlockQ5_1>(w, x, y),
+        _ => typed::<BlockIQ4NL>(w, x, y),
+    }
+}
+
+fn matmul<W: Group16>(w: &W, x: &[f32], y: &mut [f32]) -> bool {
+    let (rows, cols) = (w.rows(), w.cols());
+    if cols == 0 {
+        return false;
+    }
+    let nb = cols / QK;
+    let n = x.len() / cols;
+    debug_assert_eq!(y.len(), n * rows);
+    super::with_panels(
+        &ACTS,
+        ACT_ZERO,
+        (n, nb),
+        |t, out| fill_row(x, cols, t, W::OFF, out),
+        |acts| run_blocks(w, n, acts, y),
+    );
+    true
+}
+
+/// Every row block of one call, in parallel, on quantized activations.
+fn run_blocks<W: Group16>(w: &W, n: usize, acts: &[ActBlock], y: &mut [f32]) {
+    let nb = w.cols() / QK;
+    let groups = w.rows().div_ceil(GROUP16);
+    let gb = row_block_size(groups, TG, GB_MAX);
+    let y = OutPtr(y.as_mut_ptr());
+    (0..groups.div_ceil(gb)).into_par_iter().for_each(|blk| {
+        let (g0, g1) = (blk * gb, ((blk + 1) * gb).min(groups));
+        ACC.with(|cell| {
+            let acc = &mut *cell.borrow_mut();
+            let need = (g1 - g0) * n;
+            if acc.len() < need {
+                // SAFETY: AVX-512F is available (checked by the caller);
+                // this only makes a zero vector.
+                acc.resize(need, unsafe { _mm512_setzero_ps() });
+            }
+            for s0 in (0..nb).step_by(KC) {
+                let mut b = Block {
+                    w,
+                    n,
+                    acts,
+                    acc,
+                    g0,
+                    g1,
+                    s0,
+                    nkb: KC.min(nb - s0),
+                    y,
+                };
+                // SAFETY: the caller checked AVX2/FMA/F16C and AVX-512
+                // F/BW/VL/VNNI; the groups hold `nb` blocks each, `acts`
+                // `nb` per activation row, `acc` `(g1 - g0) * n` entries,
+                // and the rows of groups g0..g1 of `y` belong to this block
+                // alone.
+                unsafe { row_block(&mut b) };
+            }
+        });
+    });
+}
