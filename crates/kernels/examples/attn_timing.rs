@@ -3,9 +3,11 @@
 //! Usage: attn_timing [decode|prefill|all] [ISA[,ISA...]] [ROUNDS] [MIB] [SHAPES]
 //!
 //! Decode: one query token over 512, 2k, 4k and 16k cached keys; prefill:
-//! 512 query tokens (causal, their own keys cached) at depth 0 and 2k; for
-//! the SmolLM2 (9 query heads, 3 KV heads, 64 dims) and Mistral 7B (32/8/128)
-//! shapes (SHAPES: `smollm2`, `mistral` or both, comma-separated) with f16
+//! 512 query tokens (`ATTN_Q` sets another count; causal, their own keys
+//! cached) at depth 0 and 2k; for the SmolLM2 (9 query heads, 3 KV heads,
+//! 64 dims), Mistral 7B (32/8/128) and synth-1b (16/4/128) shapes (SHAPES:
+//! `smollm2`, `mistral`, `synth1b`, comma-separated; default the first two;
+//! `ATTN_WIN` sets a sliding window) with f16
 //! and q8_0 caches in pages of 256 slots. Each case builds copies of its
 //! cache totalling MIB MiB (default 1024, so decode reads from memory, not
 //! from the last-level cache; 0: one copy), then per round runs each ISA in
@@ -200,7 +202,11 @@ fn main() {
     let pool = rayon::ThreadPoolBuilder::new().build().expect("pool");
     println!("{} threads", pool.current_num_threads());
     for ty in [KvType::F16, KvType::Q8_0] {
-        for (name, nh, nkv, d) in [("smollm2", 9, 3, 64), ("mistral", 32, 8, 128)] {
+        for (name, nh, nkv, d) in [
+            ("smollm2", 9, 3, 64),
+            ("mistral", 32, 8, 128),
+            ("synth1b", 16, 4, 128),
+        ] {
             if !shapes.split(',').any(|s| s == name) {
                 continue;
             }
@@ -211,7 +217,7 @@ fn main() {
                 k_type: ty,
                 v_type: ty,
                 scale: 1.0 / (d as f32).sqrt(),
-                window: None,
+                window: std::env::var("ATTN_WIN").ok().and_then(|v| v.parse().ok()),
             };
             if mode == "decode" || mode == "all" {
                 for len in [512, 2048, 4096, 16384] {
@@ -219,8 +225,12 @@ fn main() {
                 }
             }
             if mode == "prefill" || mode == "all" {
+                let q: usize = std::env::var("ATTN_Q")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(512);
                 for depth in [0, 2048] {
-                    case("prefill", &sh, depth, 512, &isas, rounds, mib, &pool);
+                    case("prefill", &sh, depth, q, &isas, rounds, mib, &pool);
                 }
             }
         }

@@ -3,7 +3,7 @@
 //! slower, 8 × 1 and 2 × 4 about the same)
 //! for the wide layout.
 
-use super::kernel::{self, Scratch, Simd};
+use super::kernel::{self, Scratch, Simd, EXP2_FLOOR};
 use super::{KvType, Unit};
 use half::f16;
 use std::arch::x86_64::*;
@@ -83,11 +83,12 @@ impl Simd for Avx2 {
     #[inline(always)]
     unsafe fn exp2(x: __m256) -> __m256 {
         // As the AVX-512 form, with 2^n built in the exponent field: x is
-        // clamped to [−127, 0] (the callers' x is never above 0) and n = −127
-        // gives the field 0, so the result is exactly 0 there.
+        // clamped to [EXP2_FLOOR, 0] (the callers' x is never above 0) and
+        // lanes below the floor (and −∞) are zeroed by a mask.
         unsafe {
+            let keep = _mm256_cmp_ps::<_CMP_GE_OQ>(x, _mm256_set1_ps(EXP2_FLOOR));
             let x = _mm256_min_ps(
-                _mm256_max_ps(x, _mm256_set1_ps(-127.0)),
+                _mm256_max_ps(x, _mm256_set1_ps(EXP2_FLOOR)),
                 _mm256_setzero_ps(),
             );
             let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(x);
@@ -107,7 +108,7 @@ impl Simd for Avx2 {
                 _mm256_cvtps_epi32(n),
                 _mm256_set1_epi32(127),
             ));
-            _mm256_mul_ps(p, _mm256_castsi256_ps(e))
+            _mm256_and_ps(keep, _mm256_mul_ps(p, _mm256_castsi256_ps(e)))
         }
     }
     #[inline(always)]

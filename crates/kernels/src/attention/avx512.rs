@@ -2,7 +2,7 @@
 //! kernels: [`super::kernel`] over 16-lane vectors, an `MR = 4` × `NR = 4`
 //! microkernel tile (16 accumulators) for the wide layout.
 
-use super::kernel::{self, Scratch, Simd};
+use super::kernel::{self, Scratch, Simd, EXP2_FLOOR};
 use super::{KvType, Unit};
 use half::f16;
 use std::arch::x86_64::*;
@@ -82,9 +82,10 @@ impl Simd for Avx512 {
     unsafe fn exp2(x: __m512) -> __m512 {
         // x = n + f, n = round(x), |f| ≤ 1/2; 2^f = 1 + f·P(f) (Cephes
         // exp2f, relative error about 2⁻²³) and `scalef` multiplies by
-        // 2^n, flushing to 0 below about 2⁻¹⁴⁹ (x ≤ −160 is 0 exactly).
+        // 2^n; lanes below EXP2_FLOOR (and −∞) are zeroed by its mask.
         unsafe {
-            let x = _mm512_max_ps(x, _mm512_set1_ps(-160.0));
+            let keep = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(x, _mm512_set1_ps(EXP2_FLOOR));
+            let x = _mm512_max_ps(x, _mm512_set1_ps(EXP2_FLOOR));
             let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(x);
             let f = _mm512_sub_ps(x, n);
             let mut p = _mm512_set1_ps(1.535_336_2e-4);
@@ -98,7 +99,7 @@ impl Simd for Avx512 {
                 p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(c));
             }
             p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0));
-            _mm512_scalef_ps(p, n)
+            _mm512_maskz_scalef_ps(keep, p, n)
         }
     }
     #[inline(always)]

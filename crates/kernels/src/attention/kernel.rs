@@ -53,8 +53,8 @@ pub(super) trait Simd {
     unsafe fn max(a: Self::V, b: Self::V) -> Self::V;
     unsafe fn hmax(v: Self::V) -> f32;
     unsafe fn hsum(v: Self::V) -> f32;
-    /// `2^x` for `x ≤ 0` to a few ulp; exactly 1 at 0 and exactly 0 for
-    /// `x ≤ −127` and `−∞`.
+    /// `2^x` for `x ≤ 0` to a few ulp; exactly 1 at 0 and exactly 0 below
+    /// [`EXP2_FLOOR`] and at `−∞`.
     unsafe fn exp2(x: Self::V) -> Self::V;
     /// Whether every lane is exactly 1.
     unsafe fn all_one(v: Self::V) -> bool;
@@ -84,6 +84,14 @@ pub(super) trait Simd {
         d: usize,
     );
 }
+
+/// Below this (in log2 units) [`Simd::exp2`] gives exactly 0. A softmax
+/// weight under `2⁻⁶⁴` of the largest (which is 1) cannot change an f32
+/// sum, but `2^x` down to `2⁻¹⁴⁹`, and its products with values and
+/// rescaled outputs, are subnormal numbers, which x86 CPUs multiply about
+/// a hundred times slower: with the far-apart scores of a random-weight
+/// model they made prefill attention 16 times slower.
+pub(super) const EXP2_FLOOR: f32 = -64.0;
 
 /// Each thread's buffers (grown to the largest shape seen, reused).
 #[derive(Default)]
@@ -650,5 +658,106 @@ unsafe fn narrow<S: Simd>(u: &Unit<'_>, sc: &mut Scratch, state: &mut [f32]) {
                 *v = *o.add(row * ds + x);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Simd, EXP2_FLOOR};
+
+    /// `2^x` of every `x` by `S`, a vector at a time (`xs.len()` a multiple
+    /// of `S::LANES`).
+    ///
+    /// # Safety
+    /// The CPU has `S`'s instructions (the callers enable them).
+    #[inline(always)]
+    unsafe fn sweep<S: Simd>(xs: &[f32]) -> Vec<f32> {
+        let mut out = vec![0f32; xs.len()];
+        for (x, o) in xs
+            .chunks_exact(S::LANES)
+            .zip(out.chunks_exact_mut(S::LANES))
+        {
+            // SAFETY: the caller's CPU contract; both chunks hold LANES values.
+            unsafe { S::store(o.as_mut_ptr(), S::exp2(S::load(x.as_ptr()))) };
+        }
+        out
+    }
+
+    /// Every `x` from −200 to 0 in steps of 1/64, the floor's neighbours
+    /// and −∞: exactly 0 below [`EXP2_FLOOR`], within 4 ulp of `2^x` from
+    /// it on, exactly 1 at 0, and never a subnormal number.
+    fn check(name: &str, xs: &[f32], got: &[f32]) {
+        for (&x, &y) in xs.iter().zip(got) {
+            assert!(!y.is_subnormal(), "{name}: 2^{x} gave the subnormal {y:e}");
+            if x < EXP2_FLOOR {
+                assert_eq!(y, 0.0, "{name}: 2^{x} below the floor");
+                continue;
+            }
+            let want = (x as f64).exp2();
+            let ulp = f32::EPSILON as f64 * want;
+            assert!(
+                (y as f64 - want).abs() <= 4.0 * ulp,
+                "{name}: 2^{x} = {y:e}, want {want:e}"
+            );
+        }
+        let at0 = xs.iter().position(|&x| x == 0.0).unwrap();
+        assert_eq!(got[at0], 1.0, "{name}: 2^0");
+    }
+
+    fn inputs(lanes: usize) -> Vec<f32> {
+        let mut xs: Vec<f32> = (0..=200 * 64).map(|i| -200.0 + i as f32 / 64.0).collect();
+        xs.extend([
+            f32::NEG_INFINITY,
+            EXP2_FLOOR,
+            EXP2_FLOOR.next_down(),
+            EXP2_FLOOR.next_up(),
+            -126.5,
+            -149.0,
+        ]);
+        while !xs.len().is_multiple_of(lanes) {
+            xs.push(-0.0);
+        }
+        xs
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn exp2_is_zero_below_the_floor_and_never_subnormal_x86() {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            #[target_feature(enable = "avx2,fma")]
+            unsafe fn run(xs: &[f32]) -> Vec<f32> {
+                // SAFETY: the features are enabled here and were detected.
+                unsafe { sweep::<super::super::avx2::Avx2>(xs) }
+            }
+            let xs = inputs(8);
+            // SAFETY: AVX2 and FMA detected above.
+            check("avx2", &xs, &unsafe { run(&xs) });
+        }
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+            unsafe fn run(xs: &[f32]) -> Vec<f32> {
+                // SAFETY: the features are enabled here and were detected.
+                unsafe { sweep::<super::super::avx512::Avx512>(xs) }
+            }
+            let xs = inputs(16);
+            if std::arch::is_x86_feature_detected!("avx512bw")
+                && std::arch::is_x86_feature_detected!("avx512vl")
+                && std::arch::is_x86_feature_detected!("f16c")
+            {
+                // SAFETY: the features were detected above.
+                check("avx512", &xs, &unsafe { run(&xs) });
+            }
+        }
+    }
+
+    #[cfg(target_arch = "aarch64")]
+    #[test]
+    fn exp2_is_zero_below_the_floor_and_never_subnormal_neon() {
+        let xs = inputs(4);
+        // SAFETY: NEON is part of AArch64.
+        check("neon", &xs, &unsafe {
+            sweep::<super::super::neon::Neon>(&xs)
+        });
     }
 }

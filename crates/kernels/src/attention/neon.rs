@@ -4,7 +4,7 @@
 //! `fcvtl` (base Armv8; written as inline assembly because Rust's f16
 //! vector types are not stable), and prefetches are `prfm pldl1keep`.
 
-use super::kernel::{self, Scratch, Simd};
+use super::kernel::{self, Scratch, Simd, EXP2_FLOOR};
 use super::{KvType, Unit};
 use half::f16;
 use std::arch::aarch64::*;
@@ -92,10 +92,11 @@ impl Simd for Neon {
     }
     #[inline(always)]
     unsafe fn exp2(x: float32x4_t) -> float32x4_t {
-        // As the AVX2 form: x clamped to [−127, 0], 2^n in the exponent
-        // field (0 at n = −127).
+        // As the AVX2 form: x clamped to [EXP2_FLOOR, 0], 2^n in the
+        // exponent field, lanes below the floor (and −∞) zeroed by a mask.
         unsafe {
-            let x = vminq_f32(vmaxq_f32(x, vdupq_n_f32(-127.0)), vdupq_n_f32(0.0));
+            let keep = vcgeq_f32(x, vdupq_n_f32(EXP2_FLOOR));
+            let x = vminq_f32(vmaxq_f32(x, vdupq_n_f32(EXP2_FLOOR)), vdupq_n_f32(0.0));
             let n = vrndnq_f32(x);
             let f = vsubq_f32(x, n);
             let mut p = vdupq_n_f32(1.535_336_2e-4);
@@ -110,7 +111,8 @@ impl Simd for Neon {
             }
             p = vfmaq_f32(vdupq_n_f32(1.0), p, f);
             let e = vshlq_n_s32::<23>(vaddq_s32(vcvtq_s32_f32(n), vdupq_n_s32(127)));
-            vmulq_f32(p, vreinterpretq_f32_s32(e))
+            let r = vmulq_f32(p, vreinterpretq_f32_s32(e));
+            vreinterpretq_f32_u32(vandq_u32(keep, vreinterpretq_u32_f32(r)))
         }
     }
     #[inline(always)]
