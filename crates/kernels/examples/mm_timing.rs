@@ -1,5 +1,6 @@
 //! Quick timing of one matmul shape (developer tool; the real numbers come
 //! from `cargo bench --bench matvec`). Usage: mm_timing TYPE ROWS COLS N [ISA]
+//! (IQ4_XS, which has no quantizer here, takes pseudo-random blocks).
 //!
 //! Runs the product 8 times (each run repeated for at least 20 ms) from a
 //! rayon pool thread and prints wall time and process CPU time per product:
@@ -31,7 +32,18 @@ fn main() {
     let w: Vec<f32> = (0..rows * cols)
         .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
         .collect();
-    let m = QMatrix::new(ty, rows, cols, quantize_to_vec(ty, &w).unwrap())
+    // IQ4_XS has no quantizer here: pseudo-random blocks with a small scale.
+    let bytes = if ty == GgmlType::IQ4_XS {
+        let n = ty.bytes_for((rows * cols) as u64).expect("size");
+        let mut b: Vec<u8> = (0..n).map(|i| (i.wrapping_mul(2654435761) >> 7) as u8).collect();
+        for block in b.chunks_exact_mut(ty.type_size() as usize) {
+            block[..2].copy_from_slice(&[0x00, 0x1c]); // f16 0.0039
+        }
+        b
+    } else {
+        quantize_to_vec(ty, &w).unwrap()
+    };
+    let m = QMatrix::new(ty, rows, cols, bytes)
         .unwrap()
         .with_isa(isa)
         .unwrap();

@@ -13,7 +13,8 @@
 //! | Q8_0 | GGUF (AVX2) / packed by 16 (AVX-512) | 4-row kernel (GGUF), 1-row packed | tiles from 8 (GGUF) / 2 (packed); AMX tiles from [`AMX_MIN_ROWS_Q8_0`] |
 //! | Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL | GGUF, or packed by 16 where [`packs_q32`] | row kernels, 2-row on AVX-512 / packed 4-row (AVX2) | GGUF: tiles from 2 (AVX-512: 4), AVX-512 tile form from [`AVX512_MIN_ROWS_LEGACY`]; packed: tiles read in place from 2 on AVX-512, expanded from 16 on AVX2 |
 //! | F16, BF16 | GGUF | row kernels, 4-row form | tiles from 8: AMX (shapes of [`half_amx_takes`]), `vdpbf16ps` for BF16 on AVX-512 BF16, else FMA |
-//! | IQ4_XS, the lattice i-quants | GGUF | row kernels, 4-row form on AVX2 | (no tiled kernel: the 4-row form at every `n`) |
+//! | IQ4_XS | GGUF | row kernels, 4-row form on AVX2 | AVX-512: the k-quant tiles (from 8 rows; AMX from [`AMX_MIN_ROWS_KQUANT`]); AVX2: the 4-row form at every `n` |
+//! | the lattice i-quants | GGUF | row kernels, 4-row form on AVX2 | (no tiled kernel: the 4-row form at every `n`) |
 //!
 //! Scalar and NEON run the row kernels at every `n`.
 
@@ -37,7 +38,8 @@ pub fn min_rows(ty: GgmlType) -> usize {
 /// The tiled kernel family of a weight type.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Family {
-    /// Q2_K…Q6_K on Q8_K activations.
+    /// Q2_K…Q6_K on Q8_K activations, and IQ4_XS (AVX-512 form only:
+    /// [`kquant_avx2_form`]).
     KQuant,
     /// The 32-value block types on Q8_0 activations.
     Legacy,
@@ -49,7 +51,7 @@ pub(crate) enum Family {
 pub(crate) fn family(ty: GgmlType) -> Option<Family> {
     use GgmlType as T;
     match ty {
-        T::Q2_K | T::Q3_K | T::Q4_K | T::Q5_K | T::Q6_K => Some(Family::KQuant),
+        T::Q2_K | T::Q3_K | T::Q4_K | T::Q5_K | T::Q6_K | T::IQ4_XS => Some(Family::KQuant),
         T::Q4_0 | T::Q4_1 | T::Q5_0 | T::Q5_1 | T::Q8_0 | T::IQ4_NL => Some(Family::Legacy),
         T::F16 | T::BF16 => Some(Family::Half),
         _ => None,
@@ -72,7 +74,17 @@ pub fn is_tiled(ty: GgmlType, isa: Isa, n: usize) -> bool {
         }
         _ => min_rows(ty),
     };
-    isa.has_avx2() && cfg!(target_arch = "x86_64") && n >= min && family(ty).is_some()
+    isa.has_avx2()
+        && cfg!(target_arch = "x86_64")
+        && n >= min
+        && family(ty).is_some()
+        && (isa.has_avx512() || kquant_avx2_form(ty))
+}
+
+/// Whether the k-quants' tiled kernel has an AVX2 form for `ty`: all but
+/// IQ4_XS, which has only the AVX-512 form (and the AMX one).
+pub(crate) fn kquant_avx2_form(ty: GgmlType) -> bool {
+    ty != GgmlType::IQ4_XS
 }
 
 /// [`is_tiled`] for a matrix in a packed layout ([`crate::packed`]).

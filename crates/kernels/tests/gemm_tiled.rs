@@ -223,3 +223,68 @@ fn tiled_kquant_matmul_is_exact_at_extreme_levels() {
         }
     }
 }
+
+/// Random IQ4_XS rows (every nibble and 6-bit scale pattern) whose super
+/// scales `d` are small, finite and vary in sign and size.
+fn iq4_xs_rows(rows: usize, cols: usize, seed: u64) -> Vec<u8> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let n = GgmlType::IQ4_XS.bytes_for((rows * cols) as u64).unwrap();
+    let mut bytes: Vec<u8> = (0..n).map(|_| rng.random()).collect();
+    for block in bytes.chunks_exact_mut(GgmlType::IQ4_XS.type_size() as usize) {
+        let d: f32 = rng.random_range(-0.01f32..0.01);
+        block[..2].copy_from_slice(&half::f16::from_f32(d).to_le_bytes());
+    }
+    bytes
+}
+
+/// IQ4_XS through the k-quants' tiled kernel (its AVX-512 form, and AMX
+/// tiles on `Isa::Amx` from 33 rows; AVX2 has no form for it and keeps the
+/// row kernels): bit for bit the scalar kernel on every path, at the
+/// shapes of [`SHAPES`] (partial tiles and panels, several k-blocks,
+/// whole 16-row tiles with more than 32 activation rows).
+#[test]
+fn tiled_iq4_xs_matmul_is_bit_identical_to_scalar() {
+    let (_cov, paths) = tiled_paths("gemm_tiled::tiled_iq4_xs_matmul_is_bit_identical_to_scalar");
+    let ty = GgmlType::IQ4_XS;
+    for (j, &(rows, cols, n)) in SHAPES.iter().enumerate() {
+        let w = iq4_xs_rows(rows, cols, 500 + j as u64);
+        let x: Vec<f32> = gaussian(n * cols, 600 + j as u64)
+            .into_iter()
+            .enumerate()
+            .map(|(k, v)| v * (0.1 + (k / cols % 5) as f32))
+            .collect();
+        let mut scalar = vec![0f32; n * rows];
+        matmul(ty, Isa::Scalar, &w, rows, cols, &x, &mut scalar).unwrap();
+        assert!(scalar.iter().all(|v| v.is_finite()) && scalar.iter().any(|&v| v != 0.0));
+        for &isa in &paths {
+            let tiled = plan::is_tiled(ty, isa, n);
+            assert_eq!(tiled, isa.has_avx512() && n >= 8, "{isa:?} n={n}");
+            let mut got = vec![f32::NAN; n * rows];
+            on_threads(2, || matmul(ty, isa, &w, rows, cols, &x, &mut got).unwrap());
+            assert_bits_eq(
+                &format!("IQ4_XS {isa:?} {rows}x{cols} n={n}"),
+                &got,
+                &scalar,
+                rows,
+            );
+        }
+        for avx512 in [false, true] {
+            let mut got = vec![f32::NAN; n * rows];
+            let ran = gemm::matmul_tiled_form(ty, avx512, &w, (rows, cols), &x, &mut got).unwrap();
+            assert_eq!(
+                ran,
+                avx512 && Isa::Avx512.available(),
+                "form avx512={avx512}"
+            );
+            if ran {
+                assert_bits_eq(
+                    &format!("IQ4_XS form {rows}x{cols} n={n}"),
+                    &got,
+                    &scalar,
+                    rows,
+                );
+            }
+        }
+    }
+}

@@ -308,6 +308,36 @@ unsafe fn expand_q3k(x: &BlockQ3K, out: &mut WeightSb) {
     out.dm = 0.0;
 }
 
+/// [`expand_q6k`] for IQ4_XS: each 32-value sub-block's 16 nibble bytes
+/// give its levels 0..16 (low nibbles) and 16..32 (high ones), looked up in
+/// [`KVALUES_IQ4NL`] by one byte shuffle (the signed values, already what
+/// the kernel multiplies); the sub-block's 6-bit scale less 32 is the scale
+/// of both its 16-value groups, so the symmetric form's sums are the scalar
+/// kernel's `Σ_ib sc_ib·Σ_{k∈ib} q_k·a_k`.
+///
+/// # Safety
+/// AVX-512 F/BW/VNNI and F16C available.
+#[target_feature(enable = "avx2,f16c,avx512f,avx512bw,avx512vnni")]
+unsafe fn expand_iq4xs(x: &BlockIQ4XS, out: &mut WeightSb) {
+    let table = _mm512_broadcast_i32x4(_mm_loadu_si128(KVALUES_IQ4NL.as_ptr() as *const __m128i));
+    let low = _mm512_set1_epi8(0x0F);
+    let lv: [__m512i; 4] = std::array::from_fn(|k| {
+        // 128-bit lanes [A, A, B, B] (A, B: sub-blocks 2k, 2k + 1), the
+        // second copy of each shifted to its high nibbles.
+        let ab = _mm512_castsi256_si512(_mm256_loadu_si256(
+            x.qs.as_ptr().add(32 * k) as *const __m256i
+        ));
+        let v = _mm512_shuffle_i64x2::<0b01_01_00_00>(ab, ab);
+        let v = _mm512_mask_blend_epi64(0b1100_1100, v, _mm512_srli_epi16::<4>(v));
+        _mm512_shuffle_epi8(table, _mm512_and_si512(v, low))
+    });
+    let sc: [i32; 16] = std::array::from_fn(|g| x.sub_scale(g / 2));
+    let sc = _mm512_loadu_si512(sc.as_ptr() as *const __m512i);
+    store_levels::<2>(lv, 0, sc, out);
+    out.d = avx2::f16(x.d);
+    out.dm = 0.0;
+}
+
 /// Expands half `half` (rows `8·half..8·half + 8`) of super-block `x` of a
 /// packed group of 16 Q4_K rows straight into this kernel's form (what
 /// [`expand_rows`] then [`convert`] give, without the intermediate copy):
@@ -777,7 +807,12 @@ unsafe fn expand_k_block(
                 }
             }
         }
-        KRows::Plain(bytes) if matches!(ty, GgmlType::Q3_K | GgmlType::Q5_K | GgmlType::Q6_K) => {
+        KRows::Plain(bytes)
+            if matches!(
+                ty,
+                GgmlType::Q3_K | GgmlType::Q5_K | GgmlType::Q6_K | GgmlType::IQ4_XS
+            ) =>
+        {
             let size = row_bytes / kb;
             for r in rb0..rb1 {
                 let row = &bytes[r * row_bytes..(r + 1) * row_bytes];
@@ -790,6 +825,7 @@ unsafe fn expand_k_block(
                     match ty {
                         GgmlType::Q6_K => expand_q6k(&*(x as *const BlockQ6K), out),
                         GgmlType::Q5_K => expand_q5k(&*(x as *const BlockQ5K), out),
+                        GgmlType::IQ4_XS => expand_iq4xs(&*(x as *const BlockIQ4XS), out),
                         _ => expand_q3k(&*(x as *const BlockQ3K), out),
                     }
                 }

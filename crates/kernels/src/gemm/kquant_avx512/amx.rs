@@ -38,7 +38,12 @@ pub(crate) fn available() -> bool {
 pub(crate) fn takes(ty: GgmlType, rows: usize, cols: usize) -> bool {
     matches!(
         ty,
-        GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K
+        GgmlType::Q2_K
+            | GgmlType::Q3_K
+            | GgmlType::Q4_K
+            | GgmlType::Q5_K
+            | GgmlType::Q6_K
+            | GgmlType::IQ4_XS
     ) && rows > 0
         && rows.is_multiple_of(WT)
         && cols > 0
