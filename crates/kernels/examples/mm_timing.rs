@@ -35,7 +35,9 @@ fn main() {
     // IQ4_XS has no quantizer here: pseudo-random blocks with a small scale.
     let bytes = if ty == GgmlType::IQ4_XS {
         let n = ty.bytes_for((rows * cols) as u64).expect("size");
-        let mut b: Vec<u8> = (0..n).map(|i| (i.wrapping_mul(2654435761) >> 7) as u8).collect();
+        let mut b: Vec<u8> = (0..n)
+            .map(|i| (i.wrapping_mul(2654435761) >> 7) as u8)
+            .collect();
         for block in b.chunks_exact_mut(ty.type_size() as usize) {
             block[..2].copy_from_slice(&[0x00, 0x1c]); // f16 0.0039
         }
