@@ -1,6 +1,6 @@
 //! Quick timing of one matmul shape (developer tool; the real numbers come
 //! from `cargo bench --bench matvec`). Usage: mm_timing TYPE ROWS COLS N [ISA]
-//! (IQ4_XS, which has no quantizer here, takes pseudo-random blocks).
+//! (the i-quants, which have no quantizer here, take pseudo-random blocks).
 //!
 //! Runs the product 8 times (each run repeated for at least 20 ms) from a
 //! rayon pool thread and prints wall time and process CPU time per product:
@@ -32,8 +32,9 @@ fn main() {
     let w: Vec<f32> = (0..rows * cols)
         .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
         .collect();
-    // IQ4_XS has no quantizer here: pseudo-random blocks with a small scale.
-    let bytes = if ty == GgmlType::IQ4_XS {
+    // The i-quants have no quantizer here: pseudo-random blocks with a small
+    // scale (every i-quant block starts with its f16 scale).
+    let bytes = if quantize_to_vec(ty, &w[..256.min(w.len())]).is_err() {
         let n = ty.bytes_for((rows * cols) as u64).expect("size");
         let mut b: Vec<u8> = (0..n)
             .map(|i| (i.wrapping_mul(2654435761) >> 7) as u8)
