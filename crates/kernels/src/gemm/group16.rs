@@ -17,10 +17,17 @@
 //!
 //! Per block and lane the sum starts at `−OFF·Σa` (the levels' offset,
 //! `OFF` 128 for Q8_0 and IQ4_NL's table plus 128, 8 for Q4_0, 16 for Q5_0,
-//! 0 for the types with a min) so it ends at the exact `Σ w·a`; the float
-//! step is [`super::legacy_avx512`]'s (`acc = fma(sum, d_w·d_a, acc)`, then
-//! `acc = fma(m_w, d_a·Σa, acc)` for Q4_1 / Q5_1, blocks in order), so the
-//! two kernels give the same bits on the same matrix.
+//! 0 for the types with a min) so it ends at the exact `Σ w·a`. The float
+//! step, blocks in order:
+//!
+//! - [`PackedQ32`]: the row kernels' (`acc + sum·(d_w·d_a)`, Q4_1 / Q5_1
+//!   adding `m_w·(d_a·Σa)` to the product first), so a product gives the
+//!   matrix × vector kernel's bits, and the scalar kernel's, at any number
+//!   of activation rows: a token's result does not depend on how many
+//!   others share its batch (the server's streams check it).
+//! - Packed Q8_0: [`super::legacy_avx512`]'s fused multiply-adds
+//!   (`acc = fma(sum, d_w·d_a, acc)`), the same bits as that kernel and the
+//!   AMX one ([`super::q8_0_amx`]).
 
 use super::row_block_size;
 use crate::blocks::KVALUES_IQ4NL;
@@ -103,6 +110,11 @@ pub(super) trait Group16: Sync {
     const MIN: bool;
     /// Activation rows per microkernel tile (at most 6).
     const TN: usize;
+    /// Whether the float step is the row kernels' (`step_d` / `step_dm`
+    /// of [`crate::dot::scalar`]: a multiply, then an add), so the tiled
+    /// products equal the matrix × vector ones bit for bit whatever the
+    /// batch; else `legacy_avx512`'s fused multiply-adds.
+    const ROW_STEP: bool;
     /// Where a group's block columns start.
     type Ptr: Copy;
     fn rows(&self) -> usize;
@@ -126,6 +138,7 @@ impl Group16 for PackedQ8_0 {
     const OFF: i32 = 128;
     const MIN: bool = false;
     const TN: usize = 6;
+    const ROW_STEP: bool = false;
     type Ptr = (*const Qs16, *const [F16Le; GROUP16]);
     fn rows(&self) -> usize {
         self.rows()
@@ -176,6 +189,7 @@ impl<B: Block32> Group16 for Q32<'_, B> {
     const OFF: i32 = B::OFF;
     const MIN: bool = B::MIN;
     const TN: usize = 6;
+    const ROW_STEP: bool = true;
     type Ptr = Q32Ptr;
     fn rows(&self) -> usize {
         self.w.rows()
@@ -287,9 +301,18 @@ unsafe fn tile<W: Group16, const G: usize, const N: usize>(
             let sd = _mm512_set1_ps(f32::from_bits(ab.extra as u32));
             for g in 0..G {
                 let dd = _mm512_mul_ps(dw[g].0, da);
-                acc[g][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[g][t]), dd, acc[g][t]);
-                if W::MIN {
-                    acc[g][t] = _mm512_fmadd_ps(dw[g].1, sd, acc[g][t]);
+                let sumi = _mm512_cvtepi32_ps(isum[g][t]);
+                if W::ROW_STEP {
+                    let mut term = _mm512_mul_ps(sumi, dd);
+                    if W::MIN {
+                        term = _mm512_add_ps(term, _mm512_mul_ps(dw[g].1, sd));
+                    }
+                    acc[g][t] = _mm512_add_ps(acc[g][t], term);
+                } else {
+                    acc[g][t] = _mm512_fmadd_ps(sumi, dd, acc[g][t]);
+                    if W::MIN {
+                        acc[g][t] = _mm512_fmadd_ps(dw[g].1, sd, acc[g][t]);
+                    }
                 }
             }
         }
