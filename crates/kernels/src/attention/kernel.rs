@@ -88,9 +88,9 @@ pub(super) trait Simd {
 /// Below this (in log2 units) [`Simd::exp2`] gives exactly 0. A softmax
 /// weight under `2⁻⁶⁴` of the largest (which is 1) cannot change an f32
 /// sum, but `2^x` down to `2⁻¹⁴⁹`, and its products with values and
-/// rescaled outputs, are subnormal numbers, which x86 CPUs multiply about
-/// a hundred times slower: with the far-apart scores of a random-weight
-/// model they made prefill attention 16 times slower.
+/// rescaled outputs, are subnormal numbers, which x86 CPUs multiply far
+/// more slowly; far-apart scores (random-weight models) produce many
+/// (measurements: the lab journal, 2026-12-07 second session).
 pub(super) const EXP2_FLOOR: f32 = -64.0;
 
 /// Each thread's buffers (grown to the largest shape seen, reused).
