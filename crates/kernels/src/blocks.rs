@@ -24,6 +24,19 @@ pub const KVALUES_IQ4NL: [i8; 16] = [
     -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
 ];
 
+/// [`KVALUES_IQ4NL`] plus 128 (1..=241): unsigned levels for the kernels
+/// whose weights are `vpdpbusd`'s unsigned operand (a `vpshufb` table).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(crate) const KVALUES_IQ4NL_PLUS_128: [u8; 16] = {
+    let mut t = [0u8; 16];
+    let mut i = 0;
+    while i < 16 {
+        t[i] = (KVALUES_IQ4NL[i] as i16 + 128) as u8;
+        i += 1;
+    }
+    t
+};
+
 /// An IEEE half stored as two little-endian bytes (alignment 1).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[repr(transparent)]

@@ -50,7 +50,7 @@
 use super::avx2::{f16, prefetch_ahead};
 use crate::blocks::{
     BlockIQ4NL, BlockQ2K, BlockQ3K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K,
-    BlockQ8K, BlockQ8_0, BlockQ8_1, F16Le, KVALUES_IQ4NL,
+    BlockQ8K, BlockQ8_0, BlockQ8_1, F16Le, KVALUES_IQ4NL_PLUS_128,
 };
 use std::arch::x86_64::*;
 
@@ -168,17 +168,8 @@ impl OffsetBlock for BlockIQ4NL {
     }
     #[inline(always)]
     unsafe fn levels(x: &Self, y: &Self) -> __m512i {
-        // The table + 128 (values −127..=113 → 1..=241), in each 128-bit lane.
-        const TABLE: [u8; 16] = {
-            let mut t = [0u8; 16];
-            let mut i = 0;
-            while i < 16 {
-                t[i] = (KVALUES_IQ4NL[i] as i16 + 128) as u8;
-                i += 1;
-            }
-            t
-        };
-        let table = _mm512_broadcast_i32x4(_mm_loadu_si128(TABLE.as_ptr().cast()));
+        // The table + 128, in each 128-bit lane.
+        let table = _mm512_broadcast_i32x4(_mm_loadu_si128(KVALUES_IQ4NL_PLUS_128.as_ptr().cast()));
         _mm512_shuffle_epi8(table, nibble_pair(&x.qs, &y.qs))
     }
 }
@@ -186,7 +177,7 @@ impl OffsetBlock for BlockIQ4NL {
 /// The 32 levels of each of two blocks' 16 nibble bytes, in value order
 /// (low nibbles, then high ones): `[x's 32 | y's 32]`.
 #[inline(always)]
-unsafe fn nibble_pair(x: &[u8; 16], y: &[u8; 16]) -> __m512i {
+pub(crate) unsafe fn nibble_pair(x: &[u8; 16], y: &[u8; 16]) -> __m512i {
     let x = _mm256_broadcastsi128_si256(_mm_loadu_si128(x.as_ptr().cast()));
     let y = _mm256_broadcastsi128_si256(_mm_loadu_si128(y.as_ptr().cast()));
     let v = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(x), y);

@@ -30,7 +30,7 @@
 //!   AMX one ([`super::q8_0_amx`]).
 
 use super::row_block_size;
-use crate::blocks::KVALUES_IQ4NL;
+use crate::blocks::KVALUES_IQ4NL_PLUS_128;
 use crate::blocks::{BlockIQ4NL, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, F16Le, QK};
 use crate::packed::q32::{Block32, HighBits16, Nibbles16};
 use crate::packed::q8_0::Qs16;
@@ -43,6 +43,8 @@ use std::cell::RefCell;
 
 /// Weight groups (16 rows each) per microkernel tile.
 const TG: usize = 2;
+/// Most activation rows per microkernel tile.
+const TN: usize = 6;
 /// Blocks per k-block.
 const KC: usize = 8;
 /// Most groups per row block.
@@ -59,7 +61,8 @@ pub(super) struct ActBlock {
     /// For levels with an offset (`OFF ≠ 0`), `−OFF·Σ qs`: where a block's
     /// integer sums start. For the types with a min (`OFF = 0`), the bits
     /// of `d·Σ qs` (f32): what the min multiplies. (One field keeps the
-    /// block at 40 bytes; 48 measured a few percent slower.)
+    /// block at 40 bytes, the packed Q8_0 kernel's before: lab journal,
+    /// 2026-12-07 second session.)
     pub(super) extra: i32,
 }
 
@@ -108,12 +111,11 @@ pub(super) trait Group16: Sync {
     const OFF: i32;
     /// Whether the type has a min (`d·u + m`).
     const MIN: bool;
-    /// Activation rows per microkernel tile (at most 6).
-    const TN: usize;
     /// Whether the float step is the row kernels' (`step_d` / `step_dm`
     /// of [`crate::dot::scalar`]: a multiply, then an add), so the tiled
     /// products equal the matrix × vector ones bit for bit whatever the
-    /// batch; else `legacy_avx512`'s fused multiply-adds.
+    /// batch; else `legacy_avx512`'s fused multiply-adds (types without a
+    /// min only).
     const ROW_STEP: bool;
     /// Where a group's block columns start.
     type Ptr: Copy;
@@ -137,7 +139,6 @@ pub(super) trait Group16: Sync {
 impl Group16 for PackedQ8_0 {
     const OFF: i32 = 128;
     const MIN: bool = false;
-    const TN: usize = 6;
     const ROW_STEP: bool = false;
     type Ptr = (*const Qs16, *const [F16Le; GROUP16]);
     fn rows(&self) -> usize {
@@ -169,8 +170,8 @@ impl Group16 for PackedQ8_0 {
 /// A [`PackedQ32`] read as block type `B`: per block 4 words of nibbles,
 /// word `t` the levels `4t..4t + 4` (low nibbles, step `t`) and `16 + 4t..`
 /// (high nibbles, step `t + 4`), plus the fifth bits, or through IQ4_NL's
-/// table plus 128. A word is loaded once per step (twice per block): from
-/// L1, cheaper than keeping both halves in registers.
+/// table plus 128. A word is loaded once per step (twice per block, from
+/// L1), so the microkernel holds one weight vector per group, as for Q8_0.
 struct Q32<'a, B> {
     w: &'a PackedQ32,
     _b: std::marker::PhantomData<B>,
@@ -188,7 +189,6 @@ struct Q32Ptr {
 impl<B: Block32> Group16 for Q32<'_, B> {
     const OFF: i32 = B::OFF;
     const MIN: bool = B::MIN;
-    const TN: usize = 6;
     const ROW_STEP: bool = true;
     type Ptr = Q32Ptr;
     fn rows(&self) -> usize {
@@ -227,7 +227,7 @@ impl<B: Block32> Group16 for Q32<'_, B> {
             }
             if B::LOOKUP {
                 let table = _mm512_broadcast_i32x4(_mm_loadu_si128(
-                    IQ4NL_PLUS_128.as_ptr() as *const __m128i
+                    KVALUES_IQ4NL_PLUS_128.as_ptr() as *const __m128i,
                 ));
                 u = _mm512_shuffle_epi8(table, u);
             }
@@ -250,17 +250,6 @@ impl<B: Block32> Group16 for Q32<'_, B> {
     }
 }
 
-/// IQ4_NL's values plus 128, as unsigned levels for `vpshufb`.
-static IQ4NL_PLUS_128: [u8; 16] = {
-    let mut t = [0u8; 16];
-    let mut i = 0;
-    while i < 16 {
-        t[i] = (KVALUES_IQ4NL[i] as i32 + 128) as u8;
-        i += 1;
-    }
-    t
-};
-
 /// The microkernel: `acc[g][t] += dot(group g's 16 rows, activation row t)`
 /// over `nb` blocks (`w[g]`, `a[t]` point at the first).
 ///
@@ -274,6 +263,7 @@ unsafe fn tile<W: Group16, const G: usize, const N: usize>(
     nb: usize,
     acc: &mut [[__m512; N]; G],
 ) {
+    debug_assert!(W::ROW_STEP || !W::MIN, "the FMA step takes no min");
     for b in 0..nb {
         let mut isum = [[_mm512_setzero_si512(); N]; G];
         if W::OFF != 0 {
@@ -310,9 +300,6 @@ unsafe fn tile<W: Group16, const G: usize, const N: usize>(
                     acc[g][t] = _mm512_add_ps(acc[g][t], term);
                 } else {
                     acc[g][t] = _mm512_fmadd_ps(sumi, dd, acc[g][t]);
-                    if W::MIN {
-                        acc[g][t] = _mm512_fmadd_ps(dw[g].1, sd, acc[g][t]);
-                    }
                 }
             }
         }
@@ -393,7 +380,7 @@ unsafe fn run_tile<W: Group16, const G: usize, const N: usize>(
 unsafe fn row_block<W: Group16>(blk: &mut Block<'_, W>) {
     let mut t0 = 0;
     while t0 < blk.n {
-        let step = (blk.n - t0).min(W::TN);
+        let step = (blk.n - t0).min(TN);
         let mut g0 = blk.g0;
         while g0 < blk.g1 {
             let pair = g0 + TG <= blk.g1;
@@ -405,7 +392,7 @@ unsafe fn row_block<W: Group16>(blk: &mut Block<'_, W>) {
                         3 => run_tile::<W, $g, 3>(blk, g0, t0),
                         4 => run_tile::<W, $g, 4>(blk, g0, t0),
                         5 => run_tile::<W, $g, 5>(blk, g0, t0),
-                        _ => run_tile::<W, $g, 6>(blk, g0, t0),
+                        _ => run_tile::<W, $g, TN>(blk, g0, t0),
                     }
                 };
             }

@@ -320,19 +320,13 @@ unsafe fn expand_q3k(x: &BlockQ3K, out: &mut WeightSb) {
 #[target_feature(enable = "avx2,f16c,avx512f,avx512bw,avx512vnni")]
 unsafe fn expand_iq4xs(x: &BlockIQ4XS, out: &mut WeightSb) {
     let table = _mm512_broadcast_i32x4(_mm_loadu_si128(KVALUES_IQ4NL.as_ptr() as *const __m128i));
-    let low = _mm512_set1_epi8(0x0F);
     // Plain loops rather than `array::from_fn`: a closure of the i-quant
     // kernel was found not inlined into its target-feature function.
     let mut lv = [_mm512_setzero_si512(); 4];
     for (k, lv) in lv.iter_mut().enumerate() {
-        // 128-bit lanes [A, A, B, B] (A, B: sub-blocks 2k, 2k + 1), the
-        // second copy of each shifted to its high nibbles.
-        let ab = _mm512_castsi256_si512(_mm256_loadu_si256(
-            x.qs.as_ptr().add(32 * k) as *const __m256i
-        ));
-        let v = _mm512_shuffle_i64x2::<0b01_01_00_00>(ab, ab);
-        let v = _mm512_mask_blend_epi64(0b1100_1100, v, _mm512_srli_epi16::<4>(v));
-        *lv = _mm512_shuffle_epi8(table, _mm512_and_si512(v, low));
+        // Sub-blocks 2k and 2k + 1, their levels in value order.
+        let sub = |i: usize| &*(x.qs.as_ptr().add(16 * i) as *const [u8; 16]);
+        *lv = _mm512_shuffle_epi8(table, avx512::nibble_pair(sub(2 * k), sub(2 * k + 1)));
     }
     let mut sc = [0i32; 16];
     for (g, sc) in sc.iter_mut().enumerate() {

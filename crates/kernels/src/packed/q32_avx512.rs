@@ -16,7 +16,7 @@
 
 use super::q32::{Block32, Group};
 use super::GROUP16;
-use crate::blocks::{BlockQ8_0, KVALUES_IQ4NL};
+use crate::blocks::{BlockQ8_0, KVALUES_IQ4NL_PLUS_128};
 use crate::dot::avx2::f16;
 use std::arch::x86_64::*;
 
@@ -47,8 +47,9 @@ unsafe fn gemv_rows<B: Block32, const M: usize>(
     let low = _mm512_set1_epi8(0x0F);
     // IQ4_NL: the table plus 128 in each 128-bit lane (for `vpshufb`).
     let table = if B::LOOKUP {
-        let t: [u8; 16] = std::array::from_fn(|i| (KVALUES_IQ4NL[i] as i32 + 128) as u8);
-        _mm512_broadcast_i32x4(_mm_loadu_si128(t.as_ptr() as *const __m128i))
+        _mm512_broadcast_i32x4(_mm_loadu_si128(
+            KVALUES_IQ4NL_PLUS_128.as_ptr() as *const __m128i
+        ))
     } else {
         _mm512_setzero_si512()
     };
