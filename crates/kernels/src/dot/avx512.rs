@@ -40,10 +40,10 @@
 //! against the activations, the offset or min term from the activations'
 //! sums taken by a second `vpdpbusd`, and the two blocks' scales spread over
 //! 8 lanes each; an odd last block takes the AVX2 kernel. They agree with
-//! the scalar kernels to rounding. Zen 4, 2 threads, 4096×4096, GiB/s
-//! against the AVX2 kernels in the same runs: Q4_0 21.9 / 14.4–15.1, Q5_0
-//! 18.1–23.3 / 12.5–17.9, Q4_1 18.9 / 12.1, Q5_1 24.1 / 14.3, IQ4_NL
-//! 17.2–23.0 / 12.6–15.5.
+//! the scalar kernels to rounding.
+//!
+//! The i-quants on lattices: [`lattice`] (grid entries gathered, signs as
+//! masks).
 
 #![allow(clippy::missing_safety_doc)]
 
@@ -53,6 +53,12 @@ use crate::blocks::{
     BlockQ8K, BlockQ8_0, BlockQ8_1, F16Le, KVALUES_IQ4NL_PLUS_128,
 };
 use std::arch::x86_64::*;
+
+mod lattice;
+pub use lattice::{
+    iq1_s_q8k, iq1_s_q8k_x4, iq2_s_q8k, iq2_s_q8k_x4, iq2_xs_q8k, iq2_xs_q8k_x4, iq2_xxs_q8k,
+    iq2_xxs_q8k_x4, iq3_s_q8k, iq3_s_q8k_x4, iq3_xxs_q8k, iq3_xxs_q8k_x4,
+};
 
 /// The row kernels of the 32-value types: `$one` (one weight row) and
 /// `$two` (two weight rows against the same activation row, which is loaded,

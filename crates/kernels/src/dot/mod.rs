@@ -244,6 +244,12 @@ pub fn row_dot(ty: GgmlType, isa: Isa, w: &[u8], act: ActRow<'_>) -> Result<f32>
             (T::Q3_K, ActRow::Q8K(a)) => avx512!(q3k_q8k, q3k_q8k_gfni, BlockQ3K, a),
             (T::Q5_K, ActRow::Q8K(a)) => avx512!(q5k_q8k, q5k_q8k_gfni, BlockQ5K, a),
             (T::Q6_K, ActRow::Q8K(a)) => avx512!(q6k_q8k, q6k_q8k_gfni, BlockQ6K, a),
+            (T::IQ2_XXS, ActRow::Q8K(a)) => avx512!(iq2_xxs_q8k, BlockIQ2XXS, a),
+            (T::IQ2_XS, ActRow::Q8K(a)) => avx512!(iq2_xs_q8k, BlockIQ2XS, a),
+            (T::IQ2_S, ActRow::Q8K(a)) => avx512!(iq2_s_q8k, BlockIQ2S, a),
+            (T::IQ3_XXS, ActRow::Q8K(a)) => avx512!(iq3_xxs_q8k, BlockIQ3XXS, a),
+            (T::IQ3_S, ActRow::Q8K(a)) => avx512!(iq3_s_q8k, BlockIQ3S, a),
+            (T::IQ1_S, ActRow::Q8K(a)) => avx512!(iq1_s_q8k, BlockIQ1S, a),
             _ => {}
         }
     }
@@ -368,7 +374,10 @@ pub fn row_dot4(
         use ActRow as A;
         use GgmlType as T;
         macro_rules! q8k4 {
-            ($name:ident, $B:ty) => {{
+            ($name:ident, $B:ty) => {
+                q8k4!(avx2, $name, $B)
+            };
+            ($isa:ident, $name:ident, $B:ty) => {{
                 let wb = typed!(w, $B);
                 if let [A::Q8K(a0), A::Q8K(a1), A::Q8K(a2), A::Q8K(a3)] = acts {
                     if [a0.len(), a1.len(), a2.len(), a3.len()]
@@ -376,14 +385,28 @@ pub fn row_dot4(
                         .all(|&l| l >= wb.len())
                     {
                         // SAFETY: Avx2 was checked available by the caller
-                        // (`Isa::checked`); every activation row has at least
-                        // as many blocks as the weight row, which is all the
-                        // kernel reads.
-                        return Ok(Some(unsafe { avx2::$name(wb, [a0, a1, a2, a3]) }));
+                        // (`Isa::checked`), and AVX-512 F/BW/VL/VNNI where
+                        // `$isa` is `avx512` (only under `isa.has_avx512()`);
+                        // every activation row has at least as many blocks as
+                        // the weight row, which is all the kernel reads.
+                        return Ok(Some(unsafe { $isa::$name(wb, [a0, a1, a2, a3]) }));
                     }
                 }
                 Ok(None)
             }};
+        }
+        // The lattice i-quants' AVX-512 forms (bit-identical to the AVX2
+        // ones, as both are to the scalar kernels).
+        if isa.has_avx512() {
+            match ty {
+                T::IQ2_XXS => return q8k4!(avx512, iq2_xxs_q8k_x4, BlockIQ2XXS),
+                T::IQ2_XS => return q8k4!(avx512, iq2_xs_q8k_x4, BlockIQ2XS),
+                T::IQ2_S => return q8k4!(avx512, iq2_s_q8k_x4, BlockIQ2S),
+                T::IQ3_XXS => return q8k4!(avx512, iq3_xxs_q8k_x4, BlockIQ3XXS),
+                T::IQ3_S => return q8k4!(avx512, iq3_s_q8k_x4, BlockIQ3S),
+                T::IQ1_S => return q8k4!(avx512, iq1_s_q8k_x4, BlockIQ1S),
+                _ => {}
+            }
         }
         return match ty {
             T::Q4_K => q8k4!(q4k_q8k_x4, BlockQ4K),

@@ -1,0 +1,445 @@
+//! The i-quants on lattices ([`crate::iquant`]) in AVX-512 form.
+//!
+//! A super-block is read as four `zmm` of 64 unsigned magnitudes, one
+//! 64-bit sign mask per `zmm` and the 16 scales of its groups of 16 values.
+//! The grid entries are fetched by `vpgatherdd` / `vpgatherdq` from indices
+//! built in vector registers (the AVX2 kernel builds each index with scalar
+//! instructions, which is where its time goes); the signs negate the
+//! activations through a mask (`vpsubb` with a `k` register, where AVX2
+//! has `vpsignb`); `vpmaddubsw` multiplies magnitudes and activations and
+//! `vpdpwssd` adds the pair sums times the group scales into i32 lanes.
+//!
+//! IQ1_S has no magnitudes: its grid values (−1, 0, 1) are read as
+//! `g + 1` (0, 1, 2, unsigned), its scales carry its factor 8, and the
+//! extra `8·Σ a` per 32 values, with its ±1 shift, is taken back from the
+//! activations' group sums by one more `vpmaddwd` ([`IqZmm::offset`]).
+//!
+//! The integer sum of a super-block is exact and the float step is the
+//! scalar kernel's, so the results equal [`crate::dot::scalar`]'s bit for
+//! bit, as the AVX2 kernels' do.
+
+use super::super::avx2::{f16, prefetch_ahead};
+use super::dpwssd;
+use crate::blocks::*;
+use crate::iquant::grids::*;
+use crate::iquant::IqBlock;
+use std::arch::x86_64::*;
+
+/// `[e(0), e(1), e(2), e(3)]` written out: a closure (`array::from_fn`)
+/// is a function of its own without the caller's target features, and the
+/// intrinsics in it are then calls.
+macro_rules! four {
+    (|$p:ident| $e:expr) => {
+        [
+            {
+                let $p = 0usize;
+                $e
+            },
+            {
+                let $p = 1usize;
+                $e
+            },
+            {
+                let $p = 2usize;
+                $e
+            },
+            {
+                let $p = 3usize;
+                $e
+            },
+        ]
+    };
+}
+
+/// A lattice i-quant block as the AVX-512 kernels read it.
+pub(crate) trait IqZmm: IqBlock {
+    /// The super-block's magnitudes (`zmm` `p`: values `64p..64p + 64`,
+    /// unsigned bytes), its sign masks (bit `j` of word `p`: value
+    /// `64p + j` is negative) and the scales of its 16 groups of 16 values
+    /// times [`IqBlock::MUL`] (i16 lanes, in order). Where a type has no
+    /// signs its masks are 0.
+    ///
+    /// # Safety
+    /// AVX-512 F/BW and AVX2 available.
+    unsafe fn zmm(&self) -> ([__m512i; 4], [u64; 4], __m256i);
+
+    /// Where the block's integer sum has a part that the `zmm` lanes do
+    /// not hold: its weight per activation group sum (i16 lanes, one per
+    /// 16 values; `Σ_g offset_g · bsum_g` is that part). `None` where
+    /// [`IqBlock::delta_sum`] is zero.
+    ///
+    /// # Safety
+    /// As for [`IqZmm::zmm`].
+    #[inline(always)]
+    unsafe fn offset(&self) -> Option<__m256i> {
+        None
+    }
+}
+
+/// Eight i16 lanes as 16, each twice (in order).
+#[inline(always)]
+unsafe fn twice8(x: __m128i) -> __m256i {
+    _mm256_set_m128i(_mm_unpackhi_epi16(x, x), _mm_unpacklo_epi16(x, x))
+}
+
+/// `2s + 1` of i16 lanes `s` (the odd scales of every lattice type).
+#[inline(always)]
+unsafe fn odd16(s: __m256i) -> __m256i {
+    _mm256_or_si256(_mm256_slli_epi16(s, 1), _mm256_set1_epi16(1))
+}
+
+/// Eight u32 lanes `s` (values below 2^16) as 16 i16 lanes, each twice:
+/// the scales of types with one per 32 values.
+#[inline(always)]
+unsafe fn twice16(s: __m256i) -> __m256i {
+    _mm256_or_si256(s, _mm256_slli_epi32(s, 16))
+}
+
+/// 8 bytes of two 4-bit scales each (values `16k..16k + 16` take nibble
+/// `k % 2` of byte `k / 2`, low first) as 16 i16 lanes.
+#[inline(always)]
+unsafe fn nibble_scales(p: *const u8) -> __m256i {
+    let b = _mm_loadl_epi64(p as *const __m128i);
+    let m = _mm_set1_epi8(0x0F);
+    let lo = _mm_and_si128(b, m);
+    let hi = _mm_and_si128(_mm_srli_epi16(b, 4), m);
+    _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(lo, hi))
+}
+
+/// The sign bytes of 7-bit fields (`b` < 128 in every byte): bit 7 set
+/// where the number of ones is odd, so every byte has even parity
+/// ([`crate::iquant::ksigns`]).
+#[inline(always)]
+unsafe fn ksigns32(b: __m256i) -> __m256i {
+    // Bit 0 of each byte after three folds (shifts 4, 2, 1: less than 8, so
+    // no bit of a neighbouring byte reaches it) is the parity of the byte.
+    let mut p = _mm256_xor_si256(b, _mm256_srli_epi32(b, 4));
+    p = _mm256_xor_si256(p, _mm256_srli_epi32(p, 2));
+    p = _mm256_xor_si256(p, _mm256_srli_epi32(p, 1));
+    let parity = _mm256_and_si256(p, _mm256_set1_epi8(1));
+    _mm256_or_si256(b, _mm256_slli_epi32(parity, 7))
+}
+
+/// The four 7-bit sign fields (bits `7l..7l + 7`) of each u32 lane `aux`
+/// (IQ2_XXS, IQ3_XXS) as its four bytes, parity-completed: 32 sign bytes,
+/// one per group of 8 values, in order.
+#[inline(always)]
+unsafe fn aux_signs(aux: __m256i) -> [u64; 4] {
+    let b = _mm256_or_si256(
+        _mm256_or_si256(
+            _mm256_and_si256(aux, _mm256_set1_epi32(0x7F)),
+            _mm256_and_si256(_mm256_slli_epi32(aux, 1), _mm256_set1_epi32(0x7F00)),
+        ),
+        _mm256_or_si256(
+            _mm256_and_si256(_mm256_slli_epi32(aux, 2), _mm256_set1_epi32(0x7F_0000)),
+            _mm256_and_si256(_mm256_slli_epi32(aux, 3), _mm256_set1_epi32(0x7F00_0000)),
+        ),
+    );
+    to_words(ksigns32(b))
+}
+
+#[inline(always)]
+unsafe fn to_words(v: __m256i) -> [u64; 4] {
+    let mut w = [0u64; 4];
+    _mm256_storeu_si256(w.as_mut_ptr() as *mut __m256i, v);
+    w
+}
+
+/// Grid entries of 8 bytes (IQ2_XXS, IQ2_XS, IQ2_S, IQ1_S) at 8 indices:
+/// 64 values.
+///
+/// # Safety
+/// Every lane of `idx` is below `grid.len()`.
+#[inline(always)]
+unsafe fn gather8(grid: &[u64], idx: __m256i) -> __m512i {
+    _mm512_i32gather_epi64::<8>(idx, grid.as_ptr() as *const _)
+}
+
+/// Grid entries of 4 bytes (IQ3_XXS, IQ3_S) at 16 indices: 64 values.
+///
+/// # Safety
+/// Every lane of `idx` is below `grid.len()`.
+#[inline(always)]
+unsafe fn gather4(grid: &[u32], idx: __m512i) -> __m512i {
+    _mm512_i32gather_epi32::<4>(idx, grid.as_ptr() as *const _)
+}
+
+#[inline(always)]
+fn u16_at(b: &[u8], o: usize) -> u32 {
+    u16::from_le_bytes([b[o], b[o + 1]]) as u32
+}
+
+#[inline(always)]
+fn u32_at(b: &[u8], o: usize) -> u32 {
+    u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
+}
+
+#[inline(always)]
+fn u64_at(b: &[u8], o: usize) -> u64 {
+    u64::from_le_bytes(b[o..o + 8].try_into().unwrap())
+}
+
+impl IqZmm for BlockIQ2XXS {
+    #[inline(always)]
+    unsafe fn zmm(&self) -> ([__m512i; 4], [u64; 4], __m256i) {
+        // Sub-block `ib`: index bytes 8ib..8ib + 4, then its u32 of signs
+        // and scale.
+        let v = _mm512_loadu_si512(self.qs.as_ptr() as *const _);
+        let aux = _mm512_castsi512_si256(_mm512_permutexvar_epi32(
+            _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 0, 0, 0, 0, 0, 0, 0, 0),
+            v,
+        ));
+        let pick = _mm_setr_epi8(0, 1, 2, 3, 8, 9, 10, 11, -1, -1, -1, -1, -1, -1, -1, -1);
+        let m = four!(|p| {
+            let b = _mm_loadu_si128(self.qs.as_ptr().add(16 * p) as *const __m128i);
+            // Byte indices: below 256 = IQ2XXS_GRID.len().
+            gather8(
+                &IQ2XXS_GRID,
+                _mm256_cvtepu8_epi32(_mm_shuffle_epi8(b, pick)),
+            )
+        });
+        let sc = odd16(twice16(_mm256_srli_epi32(aux, 28)));
+        (m, aux_signs(aux), sc)
+    }
+}
+
+impl IqZmm for BlockIQ2XS {
+    #[inline(always)]
+    unsafe fn zmm(&self) -> ([__m512i; 4], [u64; 4], __m256i) {
+        // 32 u16: a 9-bit grid index, then 7 sign bits.
+        let v = _mm512_loadu_si512(self.qs.as_ptr() as *const _);
+        let signs = _mm512_cvtepi16_epi8(_mm512_srli_epi16(v, 9));
+        let m = four!(|p| {
+            let q = _mm_loadu_si128(self.qs.as_ptr().add(16 * p) as *const __m128i);
+            let idx = _mm256_and_si256(_mm256_cvtepu16_epi32(q), _mm256_set1_epi32(511));
+            // Masked to 9 bits: below 512 = IQ2XS_GRID.len().
+            gather8(&IQ2XS_GRID, idx)
+        });
+        let sc = odd16(nibble_scales(self.scales.as_ptr()));
+        (m, to_words(ksigns32(signs)), sc)
+    }
+}
+
+impl IqZmm for BlockIQ2S {
+    #[inline(always)]
+    unsafe fn zmm(&self) -> ([__m512i; 4], [u64; 4], __m256i) {
+        // Group k of a pair of sub-blocks takes bits 2k, 2k + 1 of their
+        // two `qh` bytes as its index bits 8 and 9.
+        let shifts = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
+        let m = four!(|p| {
+            let lo = _mm256_cvtepu8_epi32(_mm_loadl_epi64(
+                self.qs.as_ptr().add(8 * p) as *const __m128i
+            ));
+            let h = _mm256_set1_epi32((u16_at(&self.qh, 2 * p) << 8) as i32);
+            let hi = _mm256_and_si256(_mm256_srlv_epi32(h, shifts), _mm256_set1_epi32(0x300));
+            // 8 + 2 bits: below 1024 = IQ2S_GRID.len().
+            gather8(&IQ2S_GRID, _mm256_or_si256(lo, hi))
+        });
+        let s = four!(|p| u64_at(&self.qs, QK_K / 8 + 8 * p));
+        (m, s, odd16(nibble_scales(self.scales.as_ptr())))
+    }
+}
+
+impl IqZmm for BlockIQ3XXS {
+    #[inline(always)]
+    unsafe fn zmm(&self) -> ([__m512i; 4], [u64; 4], __m256i) {
+        let m = four!(|p| {
+            let b = _mm_loadu_si128(self.qs.as_ptr().add(16 * p) as *const __m128i);
+            // Byte indices: below 256 = IQ3XXS_GRID.len().
+            gather4(&IQ3XXS_GRID, _mm512_cvtepu8_epi32(b))
+        });
+        let aux = _mm256_loadu_si256(self.qs.as_ptr().add(QK_K / 4) as *const __m256i);
+        let sc = odd16(twice16(_mm256_srli_epi32(aux, 28)));
+        (m, aux_signs(aux), sc)
+    }
+}
+
+impl IqZmm for BlockIQ3S {
+    #[inline(always)]
+    unsafe fn zmm(&self) -> ([__m512i; 4], [u64; 4], __m256i) {
+        // Entry k (of 16) of a pair of sub-blocks takes bit k of their two
+        // `qh` bytes as its index bit 8.
+        let shifts = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        let m = four!(|p| {
+            let lo = _mm512_cvtepu8_epi32(_mm_loadu_si128(
+                self.qs.as_ptr().add(16 * p) as *const __m128i
+            ));
+            let h = _mm512_set1_epi32((u16_at(&self.qh, 2 * p) << 8) as i32);
+            let hi = _mm512_and_si512(_mm512_srlv_epi32(h, shifts), _mm512_set1_epi32(256));
+            // 8 + 1 bits: below 512 = IQ3S_GRID.len().
+            gather4(&IQ3S_GRID, _mm512_or_si512(lo, hi))
+        });
+        let s = four!(|p| u64_at(&self.signs, 8 * p));
+        // Sub-block `ib`'s scale: nibble `ib % 2` of byte `ib / 2`.
+        let b = _mm_cvtsi32_si128(u32_at(&self.scales, 0) as i32);
+        let n = _mm_set1_epi8(0x0F);
+        let nib = _mm_unpacklo_epi8(_mm_and_si128(b, n), _mm_and_si128(_mm_srli_epi16(b, 4), n));
+        let sc = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(nib, nib));
+        (m, s, odd16(sc))
+    }
+}
+
+impl IqZmm for BlockIQ1S {
+    #[inline(always)]
+    unsafe fn zmm(&self) -> ([__m512i; 4], [u64; 4], __m256i) {
+        // Group l of sub-block ib takes bits 3l..3l + 3 of `qh[ib]` (u16)
+        // as its index bits 8..11; a pair's two u16 are one u32.
+        let shifts = _mm256_setr_epi32(0, 3, 6, 9, 16, 19, 22, 25);
+        let one = _mm512_set1_epi8(1);
+        let m = four!(|p| {
+            let lo = _mm256_cvtepu8_epi32(_mm_loadl_epi64(
+                self.qs.as_ptr().add(8 * p) as *const __m128i
+            ));
+            let h = _mm256_set1_epi32(u32_at(&self.qh, 4 * p) as i32);
+            let hi = _mm256_and_si256(_mm256_srlv_epi32(h, shifts), _mm256_set1_epi32(7));
+            let hi = _mm256_slli_epi32(hi, 8);
+            // 8 + 3 bits: below 2048 = IQ1S_GRID.len(). Values −1, 0, 1
+            // read as 0, 1, 2.
+            _mm512_add_epi8(gather8(&IQ1S_GRID, _mm256_or_si256(lo, hi)), one)
+        });
+        let sc = self.scales8();
+        (m, [0; 4], twice8(_mm_slli_epi16(sc, 3)))
+    }
+
+    /// Sub-block `ib`'s scale times `δ − 8`: its shift `δ` (−1 where bit
+    /// 15 of `qh[ib]` is set, else 1) less the `8·a` per value that
+    /// reading the grid values as `g + 1` added ([`IqBlock::MUL`] = 8).
+    #[inline(always)]
+    unsafe fn offset(&self) -> Option<__m256i> {
+        let qh = _mm_loadu_si128(self.qh.as_ptr() as *const __m128i);
+        let shift = _mm_add_epi16(
+            _mm_set1_epi16(1 - Self::MUL as i16),
+            _mm_slli_epi16(_mm_srai_epi16(qh, 15), 1),
+        );
+        Some(twice8(_mm_mullo_epi16(self.scales8(), shift)))
+    }
+}
+
+impl BlockIQ1S {
+    /// The 8 sub-block scales `2·s + 1` as i16 lanes.
+    #[inline(always)]
+    unsafe fn scales8(&self) -> __m128i {
+        let qh = _mm_loadu_si128(self.qh.as_ptr() as *const __m128i);
+        let s = _mm_and_si128(_mm_srli_epi16(qh, 12), _mm_set1_epi16(7));
+        _mm_or_si128(_mm_slli_epi16(s, 1), _mm_set1_epi16(1))
+    }
+}
+
+/// The group scales of pair `p` spread over its 32 i16 product lanes (lane
+/// `i` holds values `2i`, `2i + 1`: group `4p + i / 8`).
+#[inline(always)]
+unsafe fn spread(sc: __m256i) -> [__m512i; 4] {
+    let sc = _mm512_castsi256_si512(sc);
+    four!(|p| {
+        let base = _mm512_set1_epi16(4 * p as i16);
+        let idx = _mm512_add_epi16(
+            base,
+            _mm512_set_epi64(
+                0x0003_0003_0003_0003,
+                0x0003_0003_0003_0003,
+                0x0002_0002_0002_0002,
+                0x0002_0002_0002_0002,
+                0x0001_0001_0001_0001,
+                0x0001_0001_0001_0001,
+                0,
+                0,
+            ),
+        );
+        _mm512_permutexvar_epi16(idx, sc)
+    })
+}
+
+/// The two halves of `v` added.
+#[inline(always)]
+unsafe fn fold(v: __m512i) -> __m256i {
+    _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64::<1>(v))
+}
+
+/// The sums of each of `R` i32 vectors.
+#[inline(always)]
+unsafe fn sums<const R: usize>(acc: [__m512i; R]) -> [i32; R] {
+    let mut out = [0i32; R];
+    if R == 4 {
+        // Three horizontal adds for the four: lane r of the result is row r.
+        let h01 = _mm256_hadd_epi32(fold(acc[0]), fold(acc[1]));
+        let h23 = _mm256_hadd_epi32(fold(acc[2]), fold(acc[3]));
+        let h = _mm256_hadd_epi32(h01, h23);
+        let s = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256::<1>(h));
+        _mm_storeu_si128(out.as_mut_ptr() as *mut __m128i, s);
+    } else {
+        for r in 0..R {
+            out[r] = _mm512_reduce_add_epi32(acc[r]);
+        }
+    }
+    out
+}
+
+/// The lattice i-quants against `R` activation rows: each super-block
+/// decoded once for all of them.
+#[inline(always)]
+unsafe fn iq_rows<B: IqZmm, const R: usize>(w: &[B], a: [&[BlockQ8K]; R]) -> [f32; R] {
+    let mut sumf = [0f32; R];
+    let zero = _mm512_setzero_si512();
+    for (i, x) in w.iter().enumerate() {
+        prefetch_ahead(x);
+        let (m, s, sc) = x.zmm();
+        let sc = spread(sc);
+        let offset = x.offset();
+        let mut acc = [zero; R];
+        for r in 0..R {
+            let y = &a[r][i];
+            for p in 0..4 {
+                let q = _mm512_loadu_si512(y.qs.as_ptr().add(64 * p) as *const _);
+                let q = _mm512_mask_sub_epi8(q, s[p], zero, q);
+                acc[r] = dpwssd(acc[r], _mm512_maddubs_epi16(m[p], q), sc[p]);
+            }
+            if let Some(o) = offset {
+                let bsums = _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i);
+                let t = _mm512_zextsi256_si512(_mm256_madd_epi16(bsums, o));
+                acc[r] = _mm512_add_epi32(acc[r], t);
+            }
+        }
+        let sumi = sums(acc);
+        let d = f16(x.d());
+        for r in 0..R {
+            // The scalar kernel's float step.
+            sumf[r] += B::FACTOR * a[r][i].d * d * sumi[r] as f32;
+        }
+    }
+    sumf
+}
+
+macro_rules! iq_entries {
+    ($($one:ident, $four:ident, $B:ty;)*) => {$(
+        /// Weights × Q8_K activations, bit-identical to the scalar kernel.
+        ///
+        /// # Safety
+        /// AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C available. Reads
+        /// `min(w.len(), a.len())` blocks of each slice.
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+        pub unsafe fn $one(w: &[$B], a: &[BlockQ8K]) -> f32 {
+            let n = w.len().min(a.len());
+            iq_rows::<$B, 1>(&w[..n], [a])[0]
+        }
+
+        /// The same against four activation rows, each result equal to
+        /// the one-row kernel's.
+        ///
+        /// # Safety
+        /// As for the one-row kernel; every row of `a` has at least
+        /// `w.len()` blocks.
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+        pub unsafe fn $four(w: &[$B], a: [&[BlockQ8K]; 4]) -> [f32; 4] {
+            iq_rows::<$B, 4>(w, a)
+        }
+    )*};
+}
+
+iq_entries! {
+    iq2_xxs_q8k, iq2_xxs_q8k_x4, BlockIQ2XXS;
+    iq2_xs_q8k, iq2_xs_q8k_x4, BlockIQ2XS;
+    iq2_s_q8k, iq2_s_q8k_x4, BlockIQ2S;
+    iq3_xxs_q8k, iq3_xxs_q8k_x4, BlockIQ3XXS;
+    iq3_s_q8k, iq3_s_q8k_x4, BlockIQ3S;
+    iq1_s_q8k, iq1_s_q8k_x4, BlockIQ1S;
+}
