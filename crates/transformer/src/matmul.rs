@@ -142,13 +142,16 @@ impl Linear {
     /// [`Linear::forward`] into `y` (resized; its allocation is reused).
     pub fn forward_into(&self, x: &[f32], y: &mut Vec<f32>) -> Result<(), ModelError> {
         let n = x.len() / self.n_in;
-        y.clear();
         match &self.inner {
             Backend::Native(m) => {
+                // The kernels store every element (`tests/qmatrix.rs`,
+                // `matmul_writes_every_output`): a reused buffer of the
+                // right length is not cleared first.
                 y.resize(n * self.n_out, 0.0);
                 m.matmul(x, y)?
             }
             Backend::Candle(m) => {
+                y.clear();
                 let t = Tensor::from_slice(x, (n, self.n_in), &candle_core::Device::Cpu)?;
                 y.extend(m.forward(&t)?.flatten_all()?.to_vec1::<f32>()?);
             }

@@ -82,21 +82,54 @@ thread_local! {
 
 /// Quantizes one 32-value block of activations for levels of offset `off`
 /// (also the AMX kernel's, [`super::q8_0_amx`]).
-pub(super) fn act_block(v: &[f32], off: i32) -> ActBlock {
-    let q = crate::quant::quantize_block_q8_0(v);
-    let sum: i32 = q.qs.iter().map(|&v| v as i32).sum();
-    let d = q.d.to_f32();
+///
+/// # Safety
+/// AVX2 available (the callers run only where AVX-512 is).
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+pub(super) unsafe fn act_block(v: &[f32], off: i32) -> ActBlock {
+    assert_eq!(v.len(), QK);
+    let Some((qs, d)) = crate::quant::quantize_q8_0_regs(v.as_ptr()) else {
+        // NaN, infinities, a subnormal scale: the scalar quantizer's
+        // handling.
+        let q = crate::quant::quantize_block_q8_0(v);
+        let sum: i32 = q.qs.iter().map(|&v| v as i32).sum();
+        return act_finish(q.qs, q.d.to_f32(), sum, off);
+    };
+    // The scale as the GGUF block stores it (f16, to nearest even, as
+    // `F16Le::from_f32`).
+    let d = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(
+        _mm_set_ss(d),
+    )));
+    // Σ qs: the bytes biased to unsigned, summed by `vpsadbw`.
+    let b = _mm256_xor_si256(qs, _mm256_set1_epi8(-128));
+    let s = _mm256_sad_epu8(b, _mm256_setzero_si256());
+    let s = _mm_add_epi64(_mm256_castsi256_si128(s), _mm256_extracti128_si256::<1>(s));
+    let sum = (_mm_cvtsi128_si64(s) + _mm_extract_epi64::<1>(s)) as i32 - 128 * QK as i32;
+    let mut q = [0i8; QK];
+    _mm256_storeu_si256(q.as_mut_ptr() as *mut __m256i, qs);
+    act_finish(q, d, sum, off)
+}
+
+#[inline(always)]
+fn act_finish(qs: [i8; QK], d: f32, sum: i32, off: i32) -> ActBlock {
     let extra = if off != 0 {
         -off * sum
     } else {
         (d * sum as f32).to_bits() as i32
     };
-    ActBlock { qs: q.qs, d, extra }
+    ActBlock { qs, d, extra }
 }
 
 /// Quantizes activation row `t` into `out` (one block per 32 values).
 fn fill_row(x: &[f32], cols: usize, t: usize, off: i32, out: &mut [ActBlock]) {
-    let row = &x[t * cols..(t + 1) * cols];
+    // SAFETY: this kernel runs only where AVX-512 F/BW/VL/VNNI with AVX2
+    // and F16C was checked (`matmul_q8_0` / `matmul_q32`'s callers).
+    unsafe { fill_row_avx2(&x[t * cols..(t + 1) * cols], off, out) }
+}
+
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn fill_row_avx2(row: &[f32], off: i32, out: &mut [ActBlock]) {
     for (o, v) in out.iter_mut().zip(row.chunks_exact(QK)) {
         *o = act_block(v, off);
     }

@@ -68,7 +68,10 @@ fn fill_tile(x: &[f32], cols: usize, out: &mut [ActTile]) {
     for (b, tile) in out.iter_mut().enumerate() {
         *tile = ACT_ZERO;
         for r in 0..m {
-            let q = super::group16::act_block(&x[r * cols + b * QK..r * cols + (b + 1) * QK], 128);
+            let v = &x[r * cols + b * QK..r * cols + (b + 1) * QK];
+            // SAFETY: the AMX kernel runs only where AVX-512 (and AVX2) was
+            // checked besides AMX.
+            let q = unsafe { super::group16::act_block(v, 128) };
             (tile.qs[r], tile.d[r], tile.nsum[r]) = (q.qs, q.d, q.extra);
         }
     }

@@ -133,6 +133,7 @@ impl QuantizeBlock for BlockQ8_0 {
 /// The activation format of the 32-value block dot products
 /// (`x.len() == 32`): [`BlockQ8_0`]'s reference quantizer, run by an AVX2
 /// version where the CPU has it (bit-identical).
+#[inline]
 pub fn quantize_block_q8_0(x: &[f32]) -> BlockQ8_0 {
     #[cfg(target_arch = "x86_64")]
     if x.len() == QK && crate::Isa::Avx2.available() {

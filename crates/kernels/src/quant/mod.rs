@@ -16,6 +16,8 @@ pub mod search;
 pub(crate) use kquants::pack_scale_min_k4;
 pub use kquants::{quantize_block_q8k, quantize_block_q8k_scalar};
 pub use legacy::quantize_block_q8_0;
+#[cfg(target_arch = "x86_64")]
+pub(crate) use q8_0_avx2::quantize_q8_0_regs;
 
 use crate::blocks::*;
 use crate::error::{KernelError, Result};

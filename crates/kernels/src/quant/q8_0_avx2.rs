@@ -16,9 +16,32 @@ use std::arch::x86_64::*;
 #[target_feature(enable = "avx2")]
 pub unsafe fn quantize_block_q8_0(x: &[f32]) -> Option<BlockQ8_0> {
     debug_assert!(x.len() >= QK);
-    let p = x.as_ptr();
+    let (qs, d) = quantize_q8_0_regs(x.as_ptr())?;
+    let mut out = BlockQ8_0 {
+        d: F16Le::from_f32(d),
+        qs: [0; QK],
+    };
+    _mm256_storeu_si256(out.qs.as_mut_ptr() as *mut __m256i, qs);
+    Some(out)
+}
+
+/// [`quantize_block_q8_0`] in registers: the 32 quants in order and the
+/// scale (f32, before its rounding to f16), for callers that go on with
+/// them (the tiled kernels' activation blocks).
+///
+/// # Safety
+/// AVX2 available; `p` points to 32 readable values.
+#[inline(always)]
+pub(crate) unsafe fn quantize_q8_0_regs(p: *const f32) -> Option<(__m256i, f32)> {
     let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
-    let v: [__m256; 4] = std::array::from_fn(|k| _mm256_loadu_ps(p.add(8 * k)));
+    // Written out, not `array::from_fn`: a closure does not take this
+    // function's target features, and its intrinsics would be calls.
+    let v = [
+        _mm256_loadu_ps(p),
+        _mm256_loadu_ps(p.add(8)),
+        _mm256_loadu_ps(p.add(16)),
+        _mm256_loadu_ps(p.add(24)),
+    ];
     let mut m = _mm256_setzero_ps();
     let mut bad = _mm256_setzero_ps();
     for &v in &v {
@@ -43,23 +66,21 @@ pub unsafe fn quantize_block_q8_0(x: &[f32]) -> Option<BlockQ8_0> {
     let half = _mm256_set1_ps(0.5);
     let sign_mask = _mm256_castsi256_ps(_mm256_set1_epi32(i32::MIN));
     let one = _mm256_set1_ps(1.0);
-    let q: [__m256i; 4] = std::array::from_fn(|k| {
+    let mut q = [_mm256_setzero_si256(); 4];
+    for k in 0..4 {
         let y = _mm256_mul_ps(v[k], s);
         let t = _mm256_round_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(y);
         let frac = _mm256_and_ps(_mm256_sub_ps(y, t), abs_mask);
         let step = _mm256_or_ps(_mm256_and_ps(y, sign_mask), one);
         let up = _mm256_and_ps(_mm256_cmp_ps(frac, half, _CMP_GE_OQ), step);
-        _mm256_cvttps_epi32(_mm256_add_ps(t, up))
-    });
+        q[k] = _mm256_cvttps_epi32(_mm256_add_ps(t, up));
+    }
     // packs interleave 128-bit halves; this restores the element order.
     let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     let ab = _mm256_packs_epi32(q[0], q[1]);
     let cd = _mm256_packs_epi32(q[2], q[3]);
-    let qs = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(ab, cd), order);
-    let mut out = BlockQ8_0 {
-        d: F16Le::from_f32(d),
-        qs: [0; QK],
-    };
-    _mm256_storeu_si256(out.qs.as_mut_ptr() as *mut __m256i, qs);
-    Some(out)
+    Some((
+        _mm256_permutevar8x32_epi32(_mm256_packs_epi16(ab, cd), order),
+        d,
+    ))
 }
