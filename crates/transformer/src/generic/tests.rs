@@ -43,8 +43,9 @@ fn tokens(n_vocab: usize, len: usize, seed: u64) -> Vec<u32> {
 }
 
 /// Runs a prompt of `n` tokens then 4 single steps through both paths and
-/// returns the worst relative logits error (asserting it is within `tol`).
-fn compare(file: &GgufFile, opts: LoadOptions, n: usize, tol: f32, what: &str) -> f32 {
+/// returns the worst and the mean relative logits error over the rows
+/// (asserting every row is within `tol`).
+fn compare(file: &GgufFile, opts: LoadOptions, n: usize, tol: f32, what: &str) -> (f32, f32) {
     let native = Model::from_gguf(
         file,
         LoadOptions {
@@ -60,12 +61,14 @@ fn compare(file: &GgufFile, opts: LoadOptions, n: usize, tol: f32, what: &str) -
     let toks = tokens(nv, n + 4, 5);
     let mut s = native.new_session();
     let mut c = generic.new_cache();
-    let mut worst = 0f32;
+    let (mut worst, mut sum, mut rows) = (0f32, 0f32, 0);
     let mut check = |want: &[f32], got: &[f32], at: &str| {
         for (r, (w, g)) in want.chunks(nv).zip(got.chunks(nv)).enumerate() {
             let e = rel_err(g, w);
             assert!(e <= tol, "{what} {at} row {r}: relative error {e} > {tol}");
             worst = worst.max(e);
+            sum += e;
+            rows += 1;
         }
     };
     let want = s.forward(&toks[..n], n).unwrap();
@@ -80,8 +83,9 @@ fn compare(file: &GgufFile, opts: LoadOptions, n: usize, tol: f32, what: &str) -
     // Non-degenerate logits.
     let spread = want_spread(&s.forward(&toks[..1], 1).unwrap());
     assert!(spread > 0.1, "{what}: degenerate logits (spread {spread})");
-    eprintln!("{what}: worst relative error {worst:e}");
-    worst
+    let mean = sum / rows as f32;
+    eprintln!("{what}: worst relative error {worst:e}, mean {mean:e}");
+    (worst, mean)
 }
 
 fn want_spread(l: &[f32]) -> f32 {
@@ -148,8 +152,13 @@ fn smollm2_matches_the_native_path() {
         ..LoadOptions::default()
     };
     // Both paths quantize SmolLM2's activations to 8 bits (Q4_1 weights),
-    // each its own way: measured 6.3e-2 of the logits' range.
-    compare(&file, opts, 20, 0.12, "smollm2");
+    // each its own way, and their RMS norms sum in different orders (candle
+    // in f32, in order; ours in f64, in lanes): where a value lands near a
+    // rounding boundary the two quantize it differently. Measured: mean
+    // 3.4e-2 of the logits' range, rows 5.9e-2 or less but one of 0.119
+    // (0.045 when both norms summed in candle's order, 0.139 with f32 lanes).
+    let (_, mean) = compare(&file, opts, 20, 0.2, "smollm2");
+    assert!(mean <= 0.06, "smollm2: mean relative error {mean}");
 }
 
 /// Perplexity of SmolLM2 over tests/data/text/gpl-3.txt (the second half of
