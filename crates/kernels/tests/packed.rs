@@ -480,17 +480,33 @@ fn packed_q8_0_products_equal_the_plain_kernels() {
         let scalar = plain(Isa::Scalar);
         let packed = PackedQ8_0::pack(bytes, rows, cols).unwrap();
         for isa in cov.all() {
-            // The matrix × vector kernels equal the scalar one; a tiled
-            // kernel equals itself on the GGUF bytes (on `Isa::Amx`, the
-            // AMX kernel equals the AVX-512 one).
             let tiled = mistral_kernels::plan::is_tiled_packed(GgmlType::Q8_0, isa, n);
             let mut got = vec![f32::NAN; n * rows];
             packed.matmul(isa, x, &mut got).unwrap();
             let what = format!("{isa:?} {rows}x{cols} n={n}");
-            if tiled && !mistral_kernels::plan::is_tiled(GgmlType::Q8_0, isa, n) {
-                // The packed layout's tiled kernel, from fewer rows than the
-                // GGUF layout's: one FMA per block where the scalar kernel
-                // sums in another order, so equal to f32 rounding.
+            if isa.has_avx512() {
+                // The AVX-512 kernels (matrix × vector, tiles, AMX tiles)
+                // take one FMA per block, in order: each token's result is
+                // the same bits at every batch size (the one-row product's)
+                // and agrees with the scalar kernel to rounding.
+                for t in 0..n {
+                    let mut one = vec![f32::NAN; rows];
+                    packed
+                        .matmul(isa, &x[t * cols..(t + 1) * cols], &mut one)
+                        .unwrap();
+                    assert_bits_eq(
+                        &format!("{what} token {t} vs alone"),
+                        &got[t * rows..(t + 1) * rows],
+                        &one,
+                        rows,
+                    );
+                }
+            }
+            if isa.has_avx512()
+                || (tiled && !mistral_kernels::plan::is_tiled(GgmlType::Q8_0, isa, n))
+            {
+                // One FMA per block where the scalar kernel multiplies and
+                // adds: equal to f32 rounding.
                 let mut w = vec![0f32; rows * cols];
                 mistral_kernels::dequantize(GgmlType::Q8_0, bytes, &mut w).unwrap();
                 for (i, (&g, &s)) in got.iter().zip(&scalar).enumerate() {

@@ -4,8 +4,11 @@
 //!
 //! Per block a lane sums 32 products of a flipped (unsigned) weight and a
 //! signed activation byte, exact in i32; `128·Σa` is taken off, then the
-//! float step is the scalar kernel's (`sumf + sumi·(d_w·d_a)`, in order, no
-//! FMA), so the results equal [`crate::dot::scalar::q8_0_q8_0`] bit for bit.
+//! float step is the tiled kernels' (`crate::gemm`'s group16 and AMX
+//! forms: `fma(sumi, d_w·d_a, sumf)`, block after block), so a token's
+//! result is the same bits whatever the batch it is computed in; it agrees
+//! with [`crate::dot::scalar::q8_0_q8_0`] (a multiply, then an add) to
+//! rounding.
 
 #![allow(clippy::missing_safety_doc)]
 
@@ -47,7 +50,7 @@ pub unsafe fn gemv(
         let sumi = _mm512_sub_epi32(_mm512_add_epi32(sum[0], sum[1]), _mm512_set1_epi32(128 * s));
         let dw = _mm512_cvtph_ps(_mm256_loadu_si256(d.as_ptr() as *const __m256i));
         let scale = _mm512_mul_ps(dw, _mm512_set1_ps(crate::dot::avx2::f16(y.d)));
-        acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_cvtepi32_ps(sumi), scale));
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sumi), scale, acc);
     }
     let mut out = [0f32; GROUP16];
     _mm512_storeu_ps(out.as_mut_ptr(), acc);
