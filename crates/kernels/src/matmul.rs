@@ -129,3 +129,34 @@ pub fn matvec(
     check_vector(cols, x)?;
     matmul(ty, isa, w, rows, cols, x, y)
 }
+
+// The packed layouts' products: here rather than in `crate::packed`, which
+// holds their row kernels, so that `packed` does not import `gemm` (whose
+// tiled kernels read the packed layouts).
+
+impl<B: crate::packed::GroupBlock> crate::packed::Packed<B> {
+    /// `y[t, r] = Σ_c w[r, c] · x[t, c]` (`x`: `n` rows of `cols`, `y`: `n * rows`).
+    pub fn matmul(&self, isa: Isa, x: &[f32], y: &mut [f32]) -> Result<()> {
+        self.matmul_with(isa, x, y, |isa, x, y| {
+            crate::gemm::try_matmul_packed_kquant(isa, self, x, y)
+        })
+    }
+}
+
+impl crate::packed::PackedQ32 {
+    /// `y[t, r] = Σ_c w[r, c] · x[t, c]` (`x`: `n` rows of `cols`, `y`: `n * rows`).
+    pub fn matmul(&self, isa: Isa, x: &[f32], y: &mut [f32]) -> Result<()> {
+        self.matmul_with(isa, x, y, |isa, x, y| {
+            crate::gemm::try_matmul_packed_q32(isa, self, x, y)
+        })
+    }
+}
+
+impl crate::packed::PackedQ8_0 {
+    /// `y[t, r] = Σ_c w[r, c] · x[t, c]` (`x`: `n` rows of `cols`, `y`: `n * rows`).
+    pub fn matmul(&self, isa: Isa, x: &[f32], y: &mut [f32]) -> Result<()> {
+        self.matmul_with(isa, x, y, |isa, x, y| {
+            crate::gemm::try_matmul_packed_q8_0(isa, self, x, y)
+        })
+    }
+}

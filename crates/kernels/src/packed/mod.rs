@@ -70,6 +70,8 @@ pub mod q4k;
 pub mod q4k_avx2;
 #[cfg(target_arch = "x86_64")]
 pub mod q4k_avx512;
+#[cfg(target_arch = "aarch64")]
+pub mod q4k_neon;
 pub mod q8_0;
 #[cfg(target_arch = "x86_64")]
 pub mod q8_0_avx512;
@@ -228,11 +230,18 @@ impl<B: GroupBlock> Packed<B> {
         dequantize_packed_row((self.rows, self.cols), row, out, |s| self.block(row, s))
     }
 
-    /// `y[t, r] = Σ_c w[r, c] · x[t, c]` (`x`: `n` rows of `cols`, `y`: `n * rows`).
-    pub fn matmul(&self, isa: Isa, x: &[f32], y: &mut [f32]) -> Result<()> {
+    /// `y[t, r] = Σ_c w[r, c] · x[t, c]` (`x`: `n` rows of `cols`, `y`: `n *
+    /// rows`) by the row kernels, unless `tiled` takes it ([`matmul_frame`];
+    /// the public `matmul` is in [`crate::matmul`], which also sees the
+    /// tiled kernels).
+    pub(crate) fn matmul_with(
+        &self,
+        isa: Isa,
+        x: &[f32],
+        y: &mut [f32],
+        tiled: impl FnOnce(Isa, &[f32], &mut [f32]) -> bool,
+    ) -> Result<()> {
         let (rows, cols, kb) = (self.rows, self.cols, self.kb());
-        let tiled =
-            |isa, x: &[f32], y: &mut [f32]| crate::gemm::try_matmul_packed_kquant(isa, self, x, y);
         matmul_frame(isa, (rows, cols), x, y, tiled, |isa, n, buf, y| {
             buf.prepare(ActFormat::Q8K, x, cols);
             let act = |t: usize| &buf.q8k[t * kb..(t + 1) * kb];

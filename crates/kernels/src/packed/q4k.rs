@@ -176,9 +176,9 @@ impl GroupBlock for BlockQ4Kx16 {
             // `sdot` kernel only for the latter).
             return unsafe {
                 if isa == Isa::NeonDot {
-                    crate::dot::neon::q4kx16_gemv_dot(w, a)
+                    super::q4k_neon::q4kx16_gemv_dot(w, a)
                 } else {
-                    crate::dot::neon::q4kx16_gemv(w, a)
+                    super::q4k_neon::q4kx16_gemv(w, a)
                 }
             };
         }

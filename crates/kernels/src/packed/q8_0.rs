@@ -166,11 +166,16 @@ impl PackedQ8_0 {
         gemv_scalar(qs, d, a, asum)
     }
 
-    /// `y[t, r] = Σ_c w[r, c] · x[t, c]` (`x`: `n` rows of `cols`, `y`: `n * rows`).
-    pub fn matmul(&self, isa: Isa, x: &[f32], y: &mut [f32]) -> Result<()> {
+    /// `y[t, r] = Σ_c w[r, c] · x[t, c]` by the row kernels unless `tiled`
+    /// takes it (as [`super::Packed::matmul_with`]).
+    pub(crate) fn matmul_with(
+        &self,
+        isa: Isa,
+        x: &[f32],
+        y: &mut [f32],
+        tiled: impl FnOnce(Isa, &[f32], &mut [f32]) -> bool,
+    ) -> Result<()> {
         let (rows, cols, nb) = (self.rows, self.cols, self.nb());
-        let tiled =
-            |isa, x: &[f32], y: &mut [f32]| crate::gemm::try_matmul_packed_q8_0(isa, self, x, y);
         super::matmul_frame(isa, (rows, cols), x, y, tiled, |isa, n, buf, y| {
             buf.prepare_q8_0_with_sums(x, cols);
             let gemv = |g: usize, t: usize| {
