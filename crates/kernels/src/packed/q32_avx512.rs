@@ -20,6 +20,9 @@ use crate::blocks::{BlockQ8_0, KVALUES_IQ4NL_PLUS_128};
 use crate::dot::avx2::f16;
 use std::arch::x86_64::*;
 
+/// Block columns ahead that the weights are prefetched.
+const AHEAD: usize = 4;
+
 /// The 16 rows of one group against one Q8_0 activation row (and each of
 /// its blocks' quant sums), as f32 lanes.
 ///
@@ -28,20 +31,12 @@ use std::arch::x86_64::*;
 /// `qh` where `B` has fifth bits, `m` where it has a min) and both
 /// activation slices hold the same number of block columns.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-pub(crate) unsafe fn gemv<B: Block32>(w: Group<'_>, a: (&[BlockQ8_0], &[i32])) -> [f32; GROUP16] {
-    gemv_rows::<B, 1>(w, [a])[0]
-}
-
-/// Block columns ahead that the weights are prefetched.
-const AHEAD: usize = 4;
-
-#[inline(always)]
-unsafe fn gemv_rows<B: Block32, const M: usize>(
+pub(crate) unsafe fn gemv<B: Block32>(
     w: Group<'_>,
-    a: [(&[BlockQ8_0], &[i32]); M],
-) -> [[f32; GROUP16]; M] {
+    (act, sums): (&[BlockQ8_0], &[i32]),
+) -> [f32; GROUP16] {
     let nb = w.qs.len();
-    debug_assert!(w.d.len() == nb && a.iter().all(|a| a.0.len() == nb && a.1.len() == nb));
+    debug_assert!(w.d.len() == nb && act.len() == nb && sums.len() == nb);
     debug_assert!(!B::QH || w.qh.len() == nb);
     debug_assert!(!B::MIN || w.m.len() == nb);
     let low = _mm512_set1_epi8(0x0F);
@@ -54,7 +49,7 @@ unsafe fn gemv_rows<B: Block32, const M: usize>(
         _mm512_setzero_si512()
     };
     let fifth = _mm512_set1_epi8(0x10);
-    let mut acc = [_mm512_setzero_ps(); M];
+    let mut acc = _mm512_setzero_ps();
     for j in 0..nb {
         let p = w.qs.as_ptr().add(j) as *const u8;
         // Every line of the block column AHEAD on (wrapping: a prefetch
@@ -69,10 +64,10 @@ unsafe fn gemv_rows<B: Block32, const M: usize>(
         if B::QH {
             _mm_prefetch::<_MM_HINT_T0>(w.qh.as_ptr().wrapping_add(j + AHEAD) as *const i8);
         }
-        // Per activation row, the low-nibble and the high-nibble sums (two
-        // chains of 4 `vpdpbusd`).
-        let mut lo = [_mm512_setzero_si512(); M];
-        let mut hi = [_mm512_setzero_si512(); M];
+        // The low-nibble and the high-nibble sums (two chains of 4
+        // `vpdpbusd`).
+        let (mut lo, mut hi) = (_mm512_setzero_si512(), _mm512_setzero_si512());
+        let q = act.get_unchecked(j).qs.as_ptr();
         for t in 0..4 {
             let v = _mm512_load_si512(p.add(64 * t) as *const __m512i);
             let mut l = _mm512_and_si512(v, low);
@@ -86,42 +81,31 @@ unsafe fn gemv_rows<B: Block32, const M: usize>(
                 l = _mm512_shuffle_epi8(table, l);
                 h = _mm512_shuffle_epi8(table, h);
             }
-            for (k, &(act, _)) in a.iter().enumerate() {
-                let q = act.get_unchecked(j).qs.as_ptr();
-                let bl = _mm512_set1_epi32((q.add(4 * t) as *const i32).read_unaligned());
-                let bh = _mm512_set1_epi32((q.add(16 + 4 * t) as *const i32).read_unaligned());
-                lo[k] = _mm512_dpbusd_epi32(lo[k], l, bl);
-                hi[k] = _mm512_dpbusd_epi32(hi[k], h, bh);
-            }
+            let bl = _mm512_set1_epi32((q.add(4 * t) as *const i32).read_unaligned());
+            let bh = _mm512_set1_epi32((q.add(16 + 4 * t) as *const i32).read_unaligned());
+            lo = _mm512_dpbusd_epi32(lo, l, bl);
+            hi = _mm512_dpbusd_epi32(hi, h, bh);
         }
         let dw = _mm512_cvtph_ps(_mm256_loadu_si256(w.d.as_ptr().add(j) as *const __m256i));
-        let mw = if B::MIN {
-            _mm512_cvtph_ps(_mm256_loadu_si256(w.m.as_ptr().add(j) as *const __m256i))
-        } else {
-            _mm512_setzero_ps()
-        };
-        for (k, &(act, sums)) in a.iter().enumerate() {
-            let da = f16(act.get_unchecked(j).d);
-            let s = *sums.get_unchecked(j);
-            let mut sumi = _mm512_add_epi32(lo[k], hi[k]);
-            if B::OFF != 0 {
-                sumi = _mm512_sub_epi32(sumi, _mm512_set1_epi32(B::OFF * s));
-            }
-            // step_d: sumf + sumi·(d_w·d_a); step_dm adds m_w·(d_a·Σa)
-            // to the product before the sum.
-            let dd = _mm512_mul_ps(dw, _mm512_set1_ps(da));
-            let prod = _mm512_mul_ps(_mm512_cvtepi32_ps(sumi), dd);
-            let term = if B::MIN {
-                _mm512_add_ps(prod, _mm512_mul_ps(mw, _mm512_set1_ps(da * s as f32)))
-            } else {
-                prod
-            };
-            acc[k] = _mm512_add_ps(acc[k], term);
+        let da = f16(act.get_unchecked(j).d);
+        let s = *sums.get_unchecked(j);
+        let mut sumi = _mm512_add_epi32(lo, hi);
+        if B::OFF != 0 {
+            sumi = _mm512_sub_epi32(sumi, _mm512_set1_epi32(B::OFF * s));
         }
+        // step_d: sumf + sumi·(d_w·d_a); step_dm adds m_w·(d_a·Σa) to the
+        // product before the sum.
+        let dd = _mm512_mul_ps(dw, _mm512_set1_ps(da));
+        let prod = _mm512_mul_ps(_mm512_cvtepi32_ps(sumi), dd);
+        let term = if B::MIN {
+            let mw = _mm512_cvtph_ps(_mm256_loadu_si256(w.m.as_ptr().add(j) as *const __m256i));
+            _mm512_add_ps(prod, _mm512_mul_ps(mw, _mm512_set1_ps(da * s as f32)))
+        } else {
+            prod
+        };
+        acc = _mm512_add_ps(acc, term);
     }
-    let mut out = [[0f32; GROUP16]; M];
-    for (o, acc) in out.iter_mut().zip(acc) {
-        _mm512_storeu_ps(o.as_mut_ptr(), acc);
-    }
+    let mut out = [0f32; GROUP16];
+    _mm512_storeu_ps(out.as_mut_ptr(), acc);
     out
 }
