@@ -71,6 +71,7 @@ pub mod blocks;
 pub mod candle_op;
 pub mod dequant;
 pub mod dot;
+pub mod elementwise;
 pub mod error;
 pub mod gemm;
 pub mod iquant;

@@ -3,6 +3,7 @@
 //! split by rows over the rayon pool; small ones (decode) run in place on
 //! the calling thread, where a fork would cost more than the work.
 
+use mistral_kernels::elementwise::{silu_mul, silu_mul_in_place};
 use rayon::prelude::*;
 
 /// Below this many values an op runs on the calling thread.
@@ -64,42 +65,9 @@ pub(crate) fn add_assign(x: &mut [f32], y: &[f32]) {
     }
 }
 
-/// `e^x`, to within 2e-7 relative for `x` in `[-87, 88]` (clamped
-/// outside): `2^n · p(f)` with `x = n·ln 2 + f`, `|f| ≤ ln 2 / 2`, and `p`
-/// the degree-7 Taylor polynomial. Branch-free, so loops over it
-/// vectorize (libm's `expf` is a call per value).
-#[inline(always)]
-pub(crate) fn exp(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_145_75;
-    const LN2_LO: f32 = 1.428_606_8e-6;
-    // Adding and subtracting 1.5 * 2^23 rounds to the nearest integer.
-    const ROUND: f32 = 12_582_912.0;
-    let x = x.clamp(-87.0, 88.0);
-    let t = x * LOG2E + ROUND;
-    let n = t - ROUND;
-    let f = (x - n * LN2_HI) - n * LN2_LO;
-    let p = 1.0
-        + f * (1.0
-            + f * (1.0 / 2.0
-                + f * (1.0 / 6.0
-                    + f * (1.0 / 24.0
-                        + f * (1.0 / 120.0 + f * (1.0 / 720.0 + f * (1.0 / 5040.0)))))));
-    // n is in [-126, 127]: 2^n is a normal f32 built from its exponent
-    // bits. `t` = 1.5·2^23 + n exactly, so n is also the difference of the
-    // two bit patterns: integer lanes, where `n as i32` (a saturating
-    // conversion) would not vectorize.
-    let ni = t.to_bits().wrapping_sub(ROUND.to_bits()) as i32;
-    p * f32::from_bits(((ni + 127) as u32) << 23)
-}
-
 /// `gate = silu(gate) * up` (SwiGLU), with `silu(g) = g / (1 + exp(-g))`.
 pub(crate) fn swiglu(gate: &mut [f32], up: &[f32]) {
-    let f = |(g, u): (&mut [f32], &[f32])| {
-        for (g, u) in g.iter_mut().zip(u) {
-            *g = *g / (1.0 + exp(-*g)) * u;
-        }
-    };
+    let f = |(g, u): (&mut [f32], &[f32])| silu_mul_in_place(g, u);
     if gate.len() < PAR_MIN {
         f((gate, up));
     } else {
@@ -118,11 +86,7 @@ pub(crate) fn swiglu(gate: &mut [f32], up: &[f32]) {
 /// inputs `[2a ff, 4a ff)` are disjoint, each wave in parallel.
 pub(crate) fn swiglu_stacked(gu: &mut [f32], ff: usize) {
     let n = gu.len() / (2 * ff).max(1);
-    let f = |o: &mut [f32], gate: &[f32], up: &[f32]| {
-        for ((o, &g), &u) in o.iter_mut().zip(gate).zip(up) {
-            *o = g / (1.0 + exp(-g)) * u;
-        }
-    };
+    let f = |o: &mut [f32], gate: &[f32], up: &[f32]| silu_mul(o, gate, up);
     if n == 0 {
         return;
     }
@@ -130,17 +94,11 @@ pub(crate) fn swiglu_stacked(gu: &mut [f32], ff: usize) {
     {
         let (gate, up) = gu[..2 * ff].split_at_mut(ff);
         if ff < PAR_MIN {
-            for (g, &u) in gate.iter_mut().zip(up.iter()) {
-                *g = *g / (1.0 + exp(-*g)) * u;
-            }
+            silu_mul_in_place(gate, up);
         } else {
             gate.par_chunks_mut(PAR_MIN / 4)
                 .zip(up.par_chunks(PAR_MIN / 4))
-                .for_each(|(g, u)| {
-                    for (g, &u) in g.iter_mut().zip(u) {
-                        *g = *g / (1.0 + exp(-*g)) * u;
-                    }
-                });
+                .for_each(|(g, u)| silu_mul_in_place(g, u));
         }
     }
     let mut a = 1;
@@ -223,24 +181,6 @@ mod tests {
                 }
             }
         }
-    }
-
-    #[test]
-    fn exp_is_accurate_over_its_range() {
-        let mut worst = 0f64;
-        let mut x = -87.0f32;
-        while x < 88.0 {
-            let want = (x as f64).exp();
-            let e = ((exp(x) as f64 - want) / want).abs();
-            worst = worst.max(e);
-            x += 0.0137;
-        }
-        // Measured 8.7e-8.
-        eprintln!("exp: worst relative error {worst:e}");
-        assert!(worst < 2e-7, "worst relative error {worst:e}");
-        assert_eq!(exp(0.0), 1.0);
-        assert!(exp(-1000.0) > 0.0 && exp(-1000.0) < 1e-37);
-        assert!(exp(1000.0).is_finite());
     }
 
     #[test]
