@@ -61,7 +61,7 @@ fn q8k_activation_quantizer_equals_the_scalar_reference() {
 /// denormals (whose inverse scale overflows), and NaN / infinity.
 #[test]
 fn q8_0_activation_quantizer_equals_the_scalar_reference() {
-    use mistral_kernels::quant::quantize_block_q8_0;
+    use mistral_kernels::quant::{quantize_block_q8_0, quantize_block_q8_0_on};
     use mistral_kernels::{BlockQ8_0, QuantizeBlock};
     let mut cases: Vec<Vec<f32>> = (0..200)
         .map(|s| {
@@ -94,5 +94,14 @@ fn q8_0_activation_quantizer_equals_the_scalar_reference() {
         let (a, b) = (quantize_block_q8_0(x), BlockQ8_0::quantize(x));
         assert_eq!(a.qs, b.qs, "case {i}");
         assert_eq!(a.d.0, b.d.0, "case {i}");
+    }
+    // Each path's form (AVX2, AVX-512) where this CPU has it.
+    let cov = common::Coverage::new("activation_quant::q8_0_activation_quantizer_on_each_path");
+    for isa in cov.all() {
+        for (i, x) in cases.iter().enumerate() {
+            let (a, b) = (quantize_block_q8_0_on(isa, x), BlockQ8_0::quantize(x));
+            assert_eq!(a.qs, b.qs, "{isa:?} case {i}");
+            assert_eq!(a.d.0, b.d.0, "{isa:?} case {i}");
+        }
     }
 }

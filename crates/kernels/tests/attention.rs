@@ -657,6 +657,17 @@ fn kv_rows_round_trip() {
         dequantize(GgmlType::Q8_0, &q, &mut want).unwrap();
         assert_eq!(y, want);
     }
+    // f16 of any value: rounded to nearest even as `f16::from_f32`, value
+    // by value (the store converts in chunks of 64: a row of 200 ends in a
+    // partial one).
+    let x: Vec<f32> = gaussian(200, 7).iter().map(|v| v * 1000.0).collect();
+    let mut b = vec![0u8; KvType::F16.row_bytes(200).unwrap()];
+    KvType::F16.store(&x, &mut b).unwrap();
+    let want: Vec<u8> = x
+        .iter()
+        .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+        .collect();
+    assert_eq!(b, want);
     assert_eq!(KvType::Q8_0.row_bytes(48), None);
     assert_eq!(KvType::Q8_0.row_bytes(64), Some(68));
     let mut y = vec![0f32; 4];

@@ -84,12 +84,13 @@ thread_local! {
 /// (also the AMX kernel's, [`super::q8_0_amx`]).
 ///
 /// # Safety
-/// AVX2 available (the callers run only where AVX-512 is).
+/// AVX-512 F/BW/VL, AVX2 and F16C available (the callers run only where
+/// AVX-512 VNNI or AMX is).
 #[inline]
-#[target_feature(enable = "avx2,f16c")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,f16c")]
 pub(super) unsafe fn act_block(v: &[f32], off: i32) -> ActBlock {
     assert_eq!(v.len(), QK);
-    let Some((qs, d)) = crate::quant::quantize_q8_0_regs(v.as_ptr()) else {
+    let Some((qs, d)) = crate::quant::quantize_q8_0_regs_avx512(v.as_ptr()) else {
         // NaN, infinities, a subnormal scale: the scalar quantizer's
         // handling.
         let q = crate::quant::quantize_block_q8_0(v);
@@ -125,11 +126,11 @@ fn act_finish(qs: [i8; QK], d: f32, sum: i32, off: i32) -> ActBlock {
 fn fill_row(x: &[f32], cols: usize, t: usize, off: i32, out: &mut [ActBlock]) {
     // SAFETY: this kernel runs only where AVX-512 F/BW/VL/VNNI with AVX2
     // and F16C was checked (`matmul_q8_0` / `matmul_q32`'s callers).
-    unsafe { fill_row_avx2(&x[t * cols..(t + 1) * cols], off, out) }
+    unsafe { fill_row_avx512(&x[t * cols..(t + 1) * cols], off, out) }
 }
 
-#[target_feature(enable = "avx2,f16c")]
-unsafe fn fill_row_avx2(row: &[f32], off: i32, out: &mut [ActBlock]) {
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,f16c")]
+unsafe fn fill_row_avx512(row: &[f32], off: i32, out: &mut [ActBlock]) {
     for (o, v) in out.iter_mut().zip(row.chunks_exact(QK)) {
         *o = act_block(v, off);
     }

@@ -131,18 +131,46 @@ impl QuantizeBlock for BlockQ8_0 {
 }
 
 /// The activation format of the 32-value block dot products
-/// (`x.len() == 32`): [`BlockQ8_0`]'s reference quantizer, run by an AVX2
-/// version where the CPU has it (bit-identical).
+/// (`x.len() == 32`): [`BlockQ8_0`]'s reference quantizer, run by its AVX2
+/// version where the CPU has it (bit-identical; the tiled kernels quantize
+/// their activation blocks with the AVX-512 form).
 #[inline]
 pub fn quantize_block_q8_0(x: &[f32]) -> BlockQ8_0 {
     #[cfg(target_arch = "x86_64")]
-    if x.len() == QK && crate::Isa::Avx2.available() {
-        // SAFETY: AVX2 is available (checked above) and `x` holds exactly
-        // the 32 values the kernel reads.
-        if let Some(b) = unsafe { super::q8_0_avx2::quantize_block_q8_0(x) } {
-            return b;
+    if crate::Isa::Avx2.available() {
+        return quantize_block_q8_0_on(crate::Isa::Avx2, x);
+    }
+    BlockQ8_0::quantize(x)
+}
+
+/// [`quantize_block_q8_0`] on a given path (`Avx512` / `Amx`: the AVX-512
+/// form; `Avx2`: the AVX2 one; else the scalar code), for tests that hold
+/// each against the reference; the scalar code where `isa` is not
+/// available here.
+pub fn quantize_block_q8_0_on(isa: crate::Isa, x: &[f32]) -> BlockQ8_0 {
+    #[cfg(target_arch = "x86_64")]
+    if x.len() == QK && isa.available() {
+        if isa.has_avx512() {
+            // SAFETY: AVX-512 F/BW/VL with AVX2 available (checked just
+            // above); `x` holds exactly the 32 values the kernel reads.
+            if let Some((qs, d)) = unsafe { super::q8_0_avx512::quantize_q8_0_regs(x.as_ptr()) } {
+                let mut out = BlockQ8_0 {
+                    d: F16Le::from_f32(d),
+                    qs: [0; QK],
+                };
+                // SAFETY: 32 bytes into `out.qs`; AVX available as above.
+                unsafe { std::arch::x86_64::_mm256_storeu_si256(out.qs.as_mut_ptr().cast(), qs) };
+                return out;
+            }
+        } else if isa.has_avx2() {
+            // SAFETY: AVX2 is available (checked above) and `x` holds
+            // exactly the 32 values the kernel reads.
+            if let Some(b) = unsafe { super::q8_0_avx2::quantize_block_q8_0(x) } {
+                return b;
+            }
         }
     }
+    let _ = isa;
     BlockQ8_0::quantize(x)
 }
 

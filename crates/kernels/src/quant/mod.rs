@@ -8,6 +8,8 @@ pub mod mix;
 #[cfg(target_arch = "x86_64")]
 mod q8_0_avx2;
 #[cfg(target_arch = "x86_64")]
+mod q8_0_avx512;
+#[cfg(target_arch = "x86_64")]
 mod q8k_avx2;
 #[cfg(target_arch = "aarch64")]
 mod q8k_neon;
@@ -15,9 +17,9 @@ pub mod search;
 
 pub(crate) use kquants::pack_scale_min_k4;
 pub use kquants::{quantize_block_q8k, quantize_block_q8k_scalar};
-pub use legacy::quantize_block_q8_0;
+pub use legacy::{quantize_block_q8_0, quantize_block_q8_0_on};
 #[cfg(target_arch = "x86_64")]
-pub(crate) use q8_0_avx2::quantize_q8_0_regs;
+pub(crate) use q8_0_avx512::quantize_q8_0_regs as quantize_q8_0_regs_avx512;
 
 use crate::blocks::*;
 use crate::error::{KernelError, Result};
