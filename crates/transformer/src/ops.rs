@@ -14,7 +14,7 @@ const PAR_MIN: usize = 1 << 15;
 pub(crate) fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     let d = w.len();
     let row = |(x, o): (&[f32], &mut [f32])| {
-        let ss = sum_squares(x) / d as f32;
+        let ss = mean_square(x);
         let scale = 1.0 / (ss + eps).sqrt();
         for ((o, &v), &g) in o.iter_mut().zip(x).zip(w) {
             *o = v * scale * g;
@@ -29,24 +29,21 @@ pub(crate) fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     }
 }
 
-/// `Σ v²`, summed in f64 (as llama.cpp's `ggml_float`) in 8 running sums:
-/// one chain of dependent f32 adds took most of the norm's time; 8
-/// independent ones vectorize, and f64 keeps the order from mattering.
-fn sum_squares(x: &[f32]) -> f32 {
+/// The mean of `v²`, as llama.cpp's `rms_norm` takes it: each square in
+/// f32, summed and divided in f64 (`ggml_float`), rounded to f32 at the
+/// end. The f64 sum runs in 8 lanes (one chain of dependent adds took most
+/// of the norm's time; in f64 the order hardly matters).
+fn mean_square(x: &[f32]) -> f32 {
     const L: usize = 8;
     let mut acc = [0f64; L];
     let chunks = x.chunks_exact(L);
-    let tail: f64 = chunks
-        .remainder()
-        .iter()
-        .map(|&v| v as f64 * v as f64)
-        .sum();
+    let tail: f64 = chunks.remainder().iter().map(|&v| (v * v) as f64).sum();
     for c in chunks {
         for (a, &v) in acc.iter_mut().zip(c) {
-            *a += v as f64 * v as f64;
+            *a += (v * v) as f64;
         }
     }
-    (acc.iter().sum::<f64>() + tail) as f32
+    ((acc.iter().sum::<f64>() + tail) / x.len().max(1) as f64) as f32
 }
 
 /// `x += y`.
