@@ -42,8 +42,8 @@
 //! 8 lanes each; an odd last block takes the AVX2 kernel. They agree with
 //! the scalar kernels to rounding.
 //!
-//! The i-quants on lattices: [`lattice`] (grid entries gathered, signs as
-//! masks).
+//! The i-quants on lattices: `avx512/lattice.rs` (grid entries gathered,
+//! signs as masks).
 
 #![allow(clippy::missing_safety_doc)]
 

@@ -145,14 +145,31 @@ pub(crate) static KSIGN_BYTES: [u64; 128] = {
 /// All-one magnitudes (IQ1_S, whose grid values carry their own signs).
 const ONES: u64 = 0x0101_0101_0101_0101;
 
+/// Little-endian u16 number `i` of `b`.
 #[inline(always)]
-fn u16_at(b: &[u8], i: usize) -> u32 {
+pub(crate) fn u16_at(b: &[u8], i: usize) -> u32 {
     u16::from_le_bytes([b[2 * i], b[2 * i + 1]]) as u32
 }
 
+/// Little-endian u32 at byte `o` of `b`.
 #[inline(always)]
-fn u32_at(b: &[u8], o: usize) -> u32 {
+pub(crate) fn u32_at(b: &[u8], o: usize) -> u32 {
     u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
+}
+
+/// Little-endian u64 at byte `o` of `b`.
+#[inline(always)]
+pub(crate) fn u64_at(b: &[u8], o: usize) -> u64 {
+    u64::from_le_bytes([
+        b[o],
+        b[o + 1],
+        b[o + 2],
+        b[o + 3],
+        b[o + 4],
+        b[o + 5],
+        b[o + 6],
+        b[o + 7],
+    ])
 }
 
 /// A 4-bit scale stored as `s`: `2·s + 1`.

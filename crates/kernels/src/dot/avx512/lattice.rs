@@ -22,7 +22,7 @@ use super::super::avx2::{f16, prefetch_ahead};
 use super::dpwssd;
 use crate::blocks::*;
 use crate::iquant::grids::*;
-use crate::iquant::IqBlock;
+use crate::iquant::{u16_at, u32_at, u64_at, IqBlock};
 use std::arch::x86_64::*;
 
 /// `[e(0), e(1), e(2), e(3)]` written out: a closure (`array::from_fn`)
@@ -164,21 +164,6 @@ unsafe fn gather4(grid: &[u32], idx: __m512i) -> __m512i {
     _mm512_i32gather_epi32::<4>(idx, grid.as_ptr() as *const _)
 }
 
-#[inline(always)]
-fn u16_at(b: &[u8], o: usize) -> u32 {
-    u16::from_le_bytes([b[o], b[o + 1]]) as u32
-}
-
-#[inline(always)]
-fn u32_at(b: &[u8], o: usize) -> u32 {
-    u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
-}
-
-#[inline(always)]
-fn u64_at(b: &[u8], o: usize) -> u64 {
-    u64::from_le_bytes(b[o..o + 8].try_into().unwrap())
-}
-
 impl IqZmm for BlockIQ2XXS {
     #[inline(always)]
     unsafe fn zmm(&self) -> ([__m512i; 4], [u64; 4], __m256i) {
@@ -230,7 +215,7 @@ impl IqZmm for BlockIQ2S {
             let lo = _mm256_cvtepu8_epi32(_mm_loadl_epi64(
                 self.qs.as_ptr().add(8 * p) as *const __m128i
             ));
-            let h = _mm256_set1_epi32((u16_at(&self.qh, 2 * p) << 8) as i32);
+            let h = _mm256_set1_epi32((u16_at(&self.qh, p) << 8) as i32);
             let hi = _mm256_and_si256(_mm256_srlv_epi32(h, shifts), _mm256_set1_epi32(0x300));
             // 8 + 2 bits: below 1024 = IQ2S_GRID.len().
             gather8(&IQ2S_GRID, _mm256_or_si256(lo, hi))
@@ -264,7 +249,7 @@ impl IqZmm for BlockIQ3S {
             let lo = _mm512_cvtepu8_epi32(_mm_loadu_si128(
                 self.qs.as_ptr().add(16 * p) as *const __m128i
             ));
-            let h = _mm512_set1_epi32((u16_at(&self.qh, 2 * p) << 8) as i32);
+            let h = _mm512_set1_epi32((u16_at(&self.qh, p) << 8) as i32);
             let hi = _mm512_and_si512(_mm512_srlv_epi32(h, shifts), _mm512_set1_epi32(256));
             // 8 + 1 bits: below 512 = IQ3S_GRID.len().
             gather4(&IQ3S_GRID, _mm512_or_si512(lo, hi))
