@@ -157,7 +157,8 @@ pub(crate) fn u32_at(b: &[u8], o: usize) -> u32 {
     u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
 }
 
-/// Little-endian u64 at byte `o` of `b`.
+/// Little-endian u64 at byte `o` of `b` (the AVX-512 kernels' sign words).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 #[inline(always)]
 pub(crate) fn u64_at(b: &[u8], o: usize) -> u64 {
     u64::from_le_bytes([
