@@ -21,7 +21,7 @@ use crate::dot::avx2::f16;
 use std::arch::x86_64::*;
 
 /// Block columns ahead that the weights are prefetched.
-const AHEAD: usize = 4;
+const AHEAD: usize = 16;
 
 /// The 16 rows of one group against one Q8_0 activation row (and each of
 /// its blocks' quant sums), as f32 lanes.
