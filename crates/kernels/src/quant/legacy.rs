@@ -137,8 +137,12 @@ impl QuantizeBlock for BlockQ8_0 {
 #[inline]
 pub fn quantize_block_q8_0(x: &[f32]) -> BlockQ8_0 {
     #[cfg(target_arch = "x86_64")]
-    if crate::Isa::Avx2.available() {
-        return quantize_block_q8_0_on(crate::Isa::Avx2, x);
+    if x.len() == QK && crate::Isa::Avx2.available() {
+        // SAFETY: AVX2 is available (checked above) and `x` holds exactly
+        // the 32 values the kernel reads.
+        if let Some(b) = unsafe { super::q8_0_avx2::quantize_block_q8_0(x) } {
+            return b;
+        }
     }
     BlockQ8_0::quantize(x)
 }
