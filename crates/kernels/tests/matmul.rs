@@ -3,45 +3,8 @@
 
 mod common;
 
-use common::{assert_near_f64_dot, gaussian, on_threads, round_to_bf16};
+use common::{assert_near_f64_dot, gaussian, on_threads, random_weights, round_to_bf16, TYPES};
 use mistral_kernels::{dequantize, matmul, plan, quantize_to_vec, ActFormat, GgmlType, Isa};
-use rand::{Rng, SeedableRng};
-
-/// Offsets of the f16 scale fields in each block type (kept small and finite
-/// in random blocks; every other byte is random).
-fn scale_offsets(ty: GgmlType) -> &'static [usize] {
-    use GgmlType::*;
-    match ty {
-        Q4_0 | Q5_0 | Q8_0 | IQ4_NL | IQ4_XS => &[0],
-        IQ2_XXS | IQ2_XS | IQ2_S | IQ3_XXS | IQ3_S | IQ1_S => &[0],
-        Q4_1 | Q5_1 | Q4_K | Q5_K => &[0, 2],
-        Q2_K => &[80, 82],
-        Q3_K => &[108],
-        Q6_K => &[208],
-        _ => &[],
-    }
-}
-
-/// Random weights of `ty`: raw random blocks (all bit patterns, small
-/// scales) for block types, random values for float types.
-fn random_weights(ty: GgmlType, rows: usize, cols: usize, seed: u64) -> Vec<u8> {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    if !ty.is_quantized() {
-        let x = gaussian(rows * cols, seed);
-        return quantize_to_vec(ty, &x).unwrap();
-    }
-    let mut bytes: Vec<u8> = (0..ty.bytes_for((rows * cols) as u64).unwrap())
-        .map(|_| rng.random())
-        .collect();
-    let bs = ty.type_size() as usize;
-    for block in bytes.chunks_exact_mut(bs) {
-        for &o in scale_offsets(ty) {
-            let v: f32 = rng.random_range(-0.02f32..0.02);
-            block[o..o + 2].copy_from_slice(&half::f16::from_f32(v).to_le_bytes());
-        }
-    }
-    bytes
-}
 
 /// The activations as the kernel sees them (quantized then dequantized).
 fn effective_activations(ty: GgmlType, x: &[f32]) -> Vec<f32> {
@@ -56,30 +19,6 @@ fn effective_activations(ty: GgmlType, x: &[f32]) -> Vec<f32> {
     dequantize(act_ty, &q, &mut out).unwrap();
     out
 }
-
-const TYPES: [GgmlType; 21] = [
-    GgmlType::Q4_0,
-    GgmlType::Q4_1,
-    GgmlType::Q5_0,
-    GgmlType::Q5_1,
-    GgmlType::Q8_0,
-    GgmlType::IQ4_NL,
-    GgmlType::Q2_K,
-    GgmlType::Q3_K,
-    GgmlType::Q4_K,
-    GgmlType::Q5_K,
-    GgmlType::Q6_K,
-    GgmlType::IQ4_XS,
-    GgmlType::IQ2_XXS,
-    GgmlType::IQ2_XS,
-    GgmlType::IQ2_S,
-    GgmlType::IQ3_XXS,
-    GgmlType::IQ3_S,
-    GgmlType::IQ1_S,
-    GgmlType::F16,
-    GgmlType::BF16,
-    GgmlType::F32,
-];
 
 /// The i-quants on lattices (`mistral_kernels::iquant`).
 fn is_lattice(ty: GgmlType) -> bool {

@@ -62,44 +62,11 @@ fn matmul_writes_every_output() {
     // element of `y`. Outputs start as NaN; any left over fails.
     let cov = common::Coverage::new("qmatrix::matmul_writes_every_output");
     let (rows, cols) = (48, 512);
-    let types = [
-        GgmlType::Q4_0,
-        GgmlType::Q4_1,
-        GgmlType::Q5_0,
-        GgmlType::Q5_1,
-        GgmlType::Q8_0,
-        GgmlType::IQ4_NL,
-        GgmlType::Q2_K,
-        GgmlType::Q3_K,
-        GgmlType::Q4_K,
-        GgmlType::Q5_K,
-        GgmlType::Q6_K,
-        GgmlType::IQ4_XS,
-        GgmlType::IQ2_XXS,
-        GgmlType::IQ2_XS,
-        GgmlType::IQ2_S,
-        GgmlType::IQ3_XXS,
-        GgmlType::IQ3_S,
-        GgmlType::IQ1_S,
-        GgmlType::F16,
-        GgmlType::BF16,
-        GgmlType::F32,
-    ];
-    for ty in types {
-        let w = gaussian(rows * cols, 5);
-        let m = match QMatrix::quantize(ty, rows, cols, &w) {
-            Ok(m) => m,
-            // The i-quants on lattices have no quantizer: pseudo-random
-            // blocks, each with a small f16 scale in its first two bytes.
-            Err(_) => {
-                let n = ty.bytes_for((rows * cols) as u64).unwrap() as usize;
-                let mut b: Vec<u8> = (0..n).map(|i| ((i * 2654435761) >> 7) as u8).collect();
-                for blk in b.chunks_exact_mut(ty.type_size() as usize) {
-                    blk[..2].copy_from_slice(&half::f16::from_f32(0.01).to_le_bytes());
-                }
-                QMatrix::new(ty, rows, cols, b).unwrap()
-            }
-        };
+    for ty in common::TYPES {
+        // Random blocks (every bit pattern, small scales) for the block
+        // types, random values for the float ones.
+        let w = common::random_weights(ty, rows, cols, 5);
+        let m = QMatrix::new(ty, rows, cols, w).unwrap();
         for isa in cov.all() {
             let m = m.clone().with_isa(isa).unwrap();
             for n in [1, 2, 3, 4, 5, 8, 13, 16, 17, 33, 64, 259] {

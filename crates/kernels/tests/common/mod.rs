@@ -144,3 +144,69 @@ impl Drop for Coverage {
         let _ = std::fs::write(dir.join(self.test), text);
     }
 }
+
+/// Every weight type with a matmul kernel.
+pub const TYPES: [mistral_kernels::GgmlType; 21] = [
+    mistral_kernels::GgmlType::Q4_0,
+    mistral_kernels::GgmlType::Q4_1,
+    mistral_kernels::GgmlType::Q5_0,
+    mistral_kernels::GgmlType::Q5_1,
+    mistral_kernels::GgmlType::Q8_0,
+    mistral_kernels::GgmlType::IQ4_NL,
+    mistral_kernels::GgmlType::Q2_K,
+    mistral_kernels::GgmlType::Q3_K,
+    mistral_kernels::GgmlType::Q4_K,
+    mistral_kernels::GgmlType::Q5_K,
+    mistral_kernels::GgmlType::Q6_K,
+    mistral_kernels::GgmlType::IQ4_XS,
+    mistral_kernels::GgmlType::IQ2_XXS,
+    mistral_kernels::GgmlType::IQ2_XS,
+    mistral_kernels::GgmlType::IQ2_S,
+    mistral_kernels::GgmlType::IQ3_XXS,
+    mistral_kernels::GgmlType::IQ3_S,
+    mistral_kernels::GgmlType::IQ1_S,
+    mistral_kernels::GgmlType::F16,
+    mistral_kernels::GgmlType::BF16,
+    mistral_kernels::GgmlType::F32,
+];
+
+/// Offsets of the f16 scale fields in each block type (kept small and finite
+/// in random blocks; every other byte is random).
+fn scale_offsets(ty: mistral_kernels::GgmlType) -> &'static [usize] {
+    use mistral_kernels::GgmlType::*;
+    match ty {
+        Q4_0 | Q5_0 | Q8_0 | IQ4_NL | IQ4_XS => &[0],
+        IQ2_XXS | IQ2_XS | IQ2_S | IQ3_XXS | IQ3_S | IQ1_S => &[0],
+        Q4_1 | Q5_1 | Q4_K | Q5_K => &[0, 2],
+        Q2_K => &[80, 82],
+        Q3_K => &[108],
+        Q6_K => &[208],
+        _ => &[],
+    }
+}
+
+/// Random weights of `ty`: raw random blocks (all bit patterns, small
+/// scales) for block types, random values for float types.
+pub fn random_weights(
+    ty: mistral_kernels::GgmlType,
+    rows: usize,
+    cols: usize,
+    seed: u64,
+) -> Vec<u8> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    if !ty.is_quantized() {
+        let x = gaussian(rows * cols, seed);
+        return mistral_kernels::quantize_to_vec(ty, &x).unwrap();
+    }
+    let mut bytes: Vec<u8> = (0..ty.bytes_for((rows * cols) as u64).unwrap())
+        .map(|_| rng.random())
+        .collect();
+    let bs = ty.type_size() as usize;
+    for block in bytes.chunks_exact_mut(bs) {
+        for &o in scale_offsets(ty) {
+            let v: f32 = rng.random_range(-0.02f32..0.02);
+            block[o..o + 2].copy_from_slice(&half::f16::from_f32(v).to_le_bytes());
+        }
+    }
+    bytes
+}
