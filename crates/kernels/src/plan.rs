@@ -11,7 +11,7 @@
 //! | Q4_K (≥ 16 rows) | packed by 16, every ISA | 1- and 4-row packed kernels | AVX-512: always the packed kernels; AVX2: tiles from 8; AMX: tiles from 33 |
 //! | Q2_K on AVX-512 | packed by 8 | 1- and 4-row packed kernels | tiles from 128 (AMX: 33) |
 //! | Q8_0 | GGUF (AVX2) / packed by 16 (AVX-512) | 4-row kernel (GGUF), 1-row packed | tiles from 8 (GGUF) / 2 (packed); AMX tiles from [`AMX_MIN_ROWS_Q8_0`] |
-//! | Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL | GGUF, or packed by 16 where [`packs_q32`] | row kernels, 2-row on AVX-512 / packed 4-row (AVX2) | GGUF: tiles from 2 (AVX-512: 4), AVX-512 tile form from [`AVX512_MIN_ROWS_LEGACY`]; packed: tiles read in place from 2 on AVX-512, expanded from 16 on AVX2 |
+//! | Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL | GGUF, or packed by 16 where [`packs_q32`] | row kernels, 2-row on AVX-512 / packed 4-row (AVX2) | GGUF: tiles from 2 (AVX-512: 4), AVX-512 tile form from [`AVX512_MIN_ROWS_LEGACY`]; packed: tiles read in place from 2 on AVX-512 (AMX tiles from [`AMX_MIN_ROWS_Q32`]), expanded from 16 on AVX2 |
 //! | F16, BF16 | GGUF | row kernels, 4-row form | tiles from 8: AMX (shapes of [`half_amx_takes`]), `vdpbf16ps` for BF16 on AVX-512 BF16, else FMA |
 //! | IQ4_XS | GGUF | row kernels, 4-row form on AVX2 | AVX-512: the k-quant tiles (from 8 rows; AMX from [`AMX_MIN_ROWS_KQUANT`]); AVX2: the 4-row form at every `n` |
 //! | the lattice i-quants | GGUF | row kernels (AVX-512 form: grid entries gathered), 4-row form on AVX2 and AVX-512 | (no tiled kernel: the 4-row form at every `n`) |
@@ -118,6 +118,11 @@ pub const AMX_MIN_ROWS_KQUANT: usize = 33;
 /// AVX-512 one (the per-block float step is most of both).
 pub const AMX_MIN_ROWS_Q8_0: usize = 256;
 
+/// The same for the packed 4-bit 32-value types ([`packs_q32`]), whose
+/// AMX kernel expands each weight block once for every 16 activation rows
+/// where the AVX-512 one unpacks it for every 6.
+pub const AMX_MIN_ROWS_Q32: usize = 32;
+
 /// Activation rows from which the 32-value types (in the GGUF layout) run
 /// the AVX-512 form of their tiled kernel; below, its AVX2 form.
 pub const AVX512_MIN_ROWS_LEGACY: usize = 64;
@@ -141,6 +146,13 @@ pub(crate) fn amx_kquant(ty: GgmlType, isa: Isa, n: usize, (rows, cols): (usize,
         && rows.is_multiple_of(AMX_TILE_ROWS)
         && cols > 0
         && cols.is_multiple_of(crate::blocks::QK_K)
+}
+
+/// Whether the packed 4-bit 32-value types use AMX tiles for `n`
+/// activation rows.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(crate) fn amx_q32(isa: Isa, n: usize) -> bool {
+    isa == Isa::Amx && n >= AMX_MIN_ROWS_Q32
 }
 
 /// Whether packed Q8_0 uses AMX tiles for `n` activation rows.

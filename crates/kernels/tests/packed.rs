@@ -611,6 +611,11 @@ fn packed_q32_products_equal_the_plain_kernels() {
         // partial last group, partial k-blocks); on AVX2 from 16 the tiled
         // kernel expanding them. Many rows:
         (40, 256, 260),
+        // From 32 rows on `Isa::Amx`, the AMX kernel: 33 blocks (k-blocks
+        // of 16, 16 and a block alone), a partial last group and tile.
+        (37, 1056, 33),
+        // 17 blocks, several row blocks, a full last tile.
+        (200, 544, 48),
     ];
     for ty in Q32_TYPES {
         for (i, &shape) in shapes.iter().enumerate() {

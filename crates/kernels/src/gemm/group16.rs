@@ -24,19 +24,19 @@
 //!   adding `m_w·(d_a·Σa)` to the product first), so a product gives the
 //!   matrix × vector kernel's bits, and the scalar kernel's, at any number
 //!   of activation rows: a token's result does not depend on how many
-//!   others share its batch (the server's streams check it).
+//!   others share its batch (the server's streams check it). The AMX
+//!   kernel ([`super::group16_amx`]) takes the same step.
 //! - Packed Q8_0: [`super::legacy_avx512`]'s fused multiply-adds
 //!   (`acc = fma(sum, d_w·d_a, acc)`), the same bits as that kernel and the
-//!   AMX one ([`super::q8_0_amx`]).
+//!   AMX one ([`super::group16_amx`]).
 
 use super::row_block_size;
 use crate::blocks::KVALUES_IQ4NL_PLUS_128;
-use crate::blocks::{BlockIQ4NL, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, F16Le, QK};
+use crate::blocks::{F16Le, QK};
 use crate::packed::q32::{Block32, HighBits16, Nibbles16};
 use crate::packed::q8_0::Qs16;
 use crate::packed::{PackedQ32, PackedQ8_0, GROUP16};
 use crate::shared::{OutPtr, Pool};
-use mistral_gguf::GgmlType;
 use rayon::prelude::*;
 use std::arch::x86_64::*;
 use std::cell::RefCell;
@@ -81,7 +81,7 @@ thread_local! {
 }
 
 /// Quantizes one 32-value block of activations for levels of offset `off`
-/// (also the AMX kernel's, [`super::q8_0_amx`]).
+/// (also the AMX kernel's, [`super::group16_amx`]).
 ///
 /// # Safety
 /// AVX-512 F/BW/VL, AVX2 and F16C available (the callers run only where
@@ -136,6 +136,13 @@ unsafe fn fill_row_avx512(row: &[f32], off: i32, out: &mut [ActBlock]) {
     }
 }
 
+/// One block column of a group as its 8 steps in turn (see [`Group16`]),
+/// 64 bytes each: packed Q8_0's block layout, and the AMX kernel's weight
+/// tile (8 rows × 64 bytes).
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+pub(super) struct Steps(pub(super) [u8; 8 * 64]);
+
 /// A matrix in a layout of 16-row groups whose block columns the
 /// microkernel reads in place. Block `b` of a group gives 8 weight vectors
 /// (steps `s = 0..8`), step `s` holding levels `4s..4s + 4` of the 16 rows
@@ -167,6 +174,14 @@ pub(super) trait Group16: Sync {
     /// # Safety
     /// AVX-512 F and F16C available; `b` inside the group.
     unsafe fn scales(p: Self::Ptr, b: usize) -> (__m512, __m512);
+    /// Where the layout stores each block's 8 steps in turn ([`Steps`],
+    /// from `p`'s block on), which the AMX kernel reads as weight tiles
+    /// ([`super::group16_amx`]). `None` where the steps are computed (the
+    /// AMX kernel then expands them).
+    fn tiles(p: Self::Ptr) -> Option<*const Steps> {
+        let _ = p;
+        None
+    }
 }
 
 /// [`PackedQ8_0`]: 8 words of sign-flipped values per block.
@@ -199,6 +214,11 @@ impl Group16 for PackedQ8_0 {
             (d, _mm512_setzero_ps())
         }
     }
+    fn tiles((qs, _): Self::Ptr) -> Option<*const Steps> {
+        const _: () = assert!(size_of::<Qs16>() == 512 && align_of::<Qs16>() == 64);
+        // A `Qs16` is its 8 words (the steps) in turn: the same bytes.
+        Some(qs.cast())
+    }
 }
 
 /// A [`PackedQ32`] read as block type `B`: per block 4 words of nibbles,
@@ -206,14 +226,25 @@ impl Group16 for PackedQ8_0 {
 /// (high nibbles, step `t + 4`), plus the fifth bits, or through IQ4_NL's
 /// table plus 128. A word is loaded once per step (twice per block, from
 /// L1), so the microkernel holds one weight vector per group, as for Q8_0.
-struct Q32<'a, B> {
+pub(super) struct Q32<'a, B> {
     w: &'a PackedQ32,
     _b: std::marker::PhantomData<B>,
 }
 
+impl<'a, B: Block32> Q32<'a, B> {
+    /// `w` read as `B` (`B`'s type is `w`'s).
+    pub(super) fn new(w: &'a PackedQ32) -> Self {
+        debug_assert_eq!(w.ggml_type(), B::TYPE);
+        Q32 {
+            w,
+            _b: std::marker::PhantomData,
+        }
+    }
+}
+
 /// Pointers to a [`PackedQ32`] group's fields (null where the type has none).
 #[derive(Clone, Copy)]
-struct Q32Ptr {
+pub(super) struct Q32Ptr {
     qs: *const Nibbles16,
     qh: *const HighBits16,
     d: *const [F16Le; GROUP16],
@@ -441,33 +472,12 @@ unsafe fn row_block<W: Group16>(blk: &mut Block<'_, W>) {
     }
 }
 
-/// `y[t, r] = Σ_c w[r, c] · x[t, c]` for a packed Q8_0 matrix and `n =
-/// x.len() / cols` activation rows; the caller has checked AVX-512
-/// F/BW/VL/VNNI (and AVX2 + FMA + F16C) and the shapes (`y` holds `n *
-/// rows`). Declines (returns false) an empty row length.
-pub(crate) fn matmul_q8_0(w: &PackedQ8_0, x: &[f32], y: &mut [f32]) -> bool {
-    matmul(w, x, y)
-}
-
-/// [`matmul_q8_0`] for a [`PackedQ32`] matrix.
-pub(crate) fn matmul_q32(w: &PackedQ32, x: &[f32], y: &mut [f32]) -> bool {
-    fn typed<B: Block32>(w: &PackedQ32, x: &[f32], y: &mut [f32]) -> bool {
-        let q = Q32::<B> {
-            w,
-            _b: std::marker::PhantomData,
-        };
-        matmul(&q, x, y)
-    }
-    match w.ggml_type() {
-        GgmlType::Q4_0 => typed::<BlockQ4_0>(w, x, y),
-        GgmlType::Q4_1 => typed::<BlockQ4_1>(w, x, y),
-        GgmlType::Q5_0 => typed::<BlockQ5_0>(w, x, y),
-        GgmlType::Q5_1 => typed::<BlockQ5_1>(w, x, y),
-        _ => typed::<BlockIQ4NL>(w, x, y),
-    }
-}
-
-fn matmul<W: Group16>(w: &W, x: &[f32], y: &mut [f32]) -> bool {
+/// `y[t, r] = Σ_c w[r, c] · x[t, c]` for a matrix in a 16-row-group layout
+/// (packed Q8_0, or a [`Q32`] view) and `n = x.len() / cols` activation
+/// rows; the caller has checked AVX-512 F/BW/VL/VNNI (and AVX2 + FMA +
+/// F16C) and the shapes (`y` holds `n * rows`). Declines (returns false) an
+/// empty row length.
+pub(super) fn matmul<W: Group16>(w: &W, x: &[f32], y: &mut [f32]) -> bool {
     let (rows, cols) = (w.rows(), w.cols());
     if cols == 0 {
         return false;

@@ -12,7 +12,7 @@
 //!   (packed Q8_0, `PackedQ32`) with AVX-512 VNNI, read in place.
 //! - `f16`: F16 and BF16 weights on f32 activations; `half_amx` the same on
 //!   AMX tiles ([`Isa::Amx`], `amx` the tile instructions).
-//! - On [`Isa::Amx`] also `kquant_avx512::amx` (the k-quants) and `q8_0_amx`
+//! - On [`Isa::Amx`] also `kquant_avx512::amx` (the k-quants) and `group16_amx`
 //!   (packed Q8_0): AMX-INT8 tiles, the AVX-512 kernels' exact sums and
 //!   float steps.
 //!
@@ -27,6 +27,8 @@ mod f16;
 #[cfg(target_arch = "x86_64")]
 mod group16;
 #[cfg(target_arch = "x86_64")]
+mod group16_amx;
+#[cfg(target_arch = "x86_64")]
 mod half_amx;
 #[cfg(target_arch = "x86_64")]
 mod kquant;
@@ -36,8 +38,6 @@ mod kquant_avx512;
 mod legacy;
 #[cfg(target_arch = "x86_64")]
 mod legacy_avx512;
-#[cfg(target_arch = "x86_64")]
-mod q8_0_amx;
 
 use crate::isa::Isa;
 #[cfg(target_arch = "x86_64")]
@@ -177,10 +177,10 @@ pub(crate) fn try_matmul_packed_q8_0(
     }
     #[cfg(target_arch = "x86_64")]
     {
-        if plan::amx_q8_0(isa, x.len() / cols) && q8_0_amx::available() {
-            q8_0_amx::matmul(w, x, y)
+        if plan::amx_q8_0(isa, x.len() / cols) && group16_amx::available() {
+            group16_amx::matmul(w, x, y)
         } else if isa.has_avx512() {
-            group16::matmul_q8_0(w, x, y)
+            group16::matmul(w, x, y)
         } else {
             legacy::matmul(
                 GgmlType::Q8_0,
@@ -200,8 +200,9 @@ pub(crate) fn try_matmul_packed_q8_0(
 }
 
 /// [`try_matmul`] for a matrix of a 4-bit 32-value type in the packed
-/// layout: on AVX-512 the kernel that reads it in place, on AVX2 the tiled
-/// kernel expanding the packed rows.
+/// layout: on AVX-512 the kernel that reads it in place (on AMX tiles where
+/// [`plan::amx_q32`] says), on AVX2 the tiled kernel expanding the packed
+/// rows.
 pub(crate) fn try_matmul_packed_q32(
     isa: Isa,
     w: &crate::packed::PackedQ32,
@@ -215,7 +216,8 @@ pub(crate) fn try_matmul_packed_q32(
     #[cfg(target_arch = "x86_64")]
     {
         if isa.has_avx512() {
-            group16::matmul_q32(w, x, y)
+            let amx = plan::amx_q32(isa, x.len() / cols) && group16_amx::available();
+            packed_q32_tiled(w, amx, x, y)
         } else {
             legacy_matmul(ty, isa, legacy::LRows::PackedQ32(w), (rows, cols), x, y)
         }
@@ -224,6 +226,34 @@ pub(crate) fn try_matmul_packed_q32(
     {
         let _ = (rows, y);
         false
+    }
+}
+
+/// A [`crate::packed::PackedQ32`] product by `group16`'s kernel, or on AMX
+/// tiles (`amx`), with the matrix read as its block type.
+#[cfg(target_arch = "x86_64")]
+fn packed_q32_tiled(w: &crate::packed::PackedQ32, amx: bool, x: &[f32], y: &mut [f32]) -> bool {
+    use crate::blocks::{BlockIQ4NL, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1};
+    use crate::packed::q32::Block32;
+    fn typed<B: Block32>(
+        w: &crate::packed::PackedQ32,
+        amx: bool,
+        x: &[f32],
+        y: &mut [f32],
+    ) -> bool {
+        let q = group16::Q32::<B>::new(w);
+        if amx {
+            group16_amx::matmul(&q, x, y)
+        } else {
+            group16::matmul(&q, x, y)
+        }
+    }
+    match w.ggml_type() {
+        GgmlType::Q4_0 => typed::<BlockQ4_0>(w, amx, x, y),
+        GgmlType::Q4_1 => typed::<BlockQ4_1>(w, amx, x, y),
+        GgmlType::Q5_0 => typed::<BlockQ5_0>(w, amx, x, y),
+        GgmlType::Q5_1 => typed::<BlockQ5_1>(w, amx, x, y),
+        _ => typed::<BlockIQ4NL>(w, amx, x, y),
     }
 }
 

@@ -1,22 +1,26 @@
-//! Q8_0 weights in the packed layout ([`PackedQ8_0`]) × Q8_0 activations on
-//! AMX tiles (`tdpbsud`), with the AVX-512 kernel's integer sums and float
-//! step ([`super::group16`]), so the two give the same bits.
+//! The packed 16-row-group layouts ([`super::group16::Group16`]: packed
+//! Q8_0 and the packed 4-bit 32-value types) × Q8_0 activations on AMX
+//! tiles (`tdpbsud`), with [`super::group16`]'s integer sums and float step,
+//! so the two give the same bits.
 //!
-//! A packed block column of 16 weight rows ([`Qs16`]: word `j` of the 16
-//! rows in 64 bytes, `w + 128`) is already the paired operand of a tile
-//! multiply (8 rows of 16 × 4 unsigned bytes), so the weights are read as
-//! they are. The activations, quantized per 32-value block, are packed as
-//! 16 rows × 32 signed bytes per block and tile. One tile multiply gives a
-//! block's 16 × 16 sums `Σ a·(w + 128)`; adding `−128·Σa` makes them exact,
-//! and each goes through `acc = fma(sum, d_w·d_a, acc)` in block order.
-//! The sum tiles are activation rows × weight rows, so the accumulators are
-//! the AVX-512 kernel's (16 weight rows per vector) and store straight to `y`.
+//! A block column of a group's 16 weight rows, read as its 8 steps (step
+//! `s`: levels `4s..4s + 4` of the 16 rows in 64 bytes, unsigned), is the
+//! paired operand of a tile multiply (8 rows of 16 × 4 unsigned bytes).
+//! Packed Q8_0 stores its blocks so ([`Group16::tiles`]) and is read in
+//! place; the 4-bit types are expanded per k-block into a worker's panel,
+//! once for every activation tile. The activations, quantized per 32-value
+//! block, are packed as 16 rows × 32 signed bytes per block and tile. One
+//! tile multiply gives a block's 16 × 16 sums `Σ a·u`; adding the row's
+//! `−OFF·Σa` makes them exact, and each goes through the type's float step
+//! (`group16`'s) in block order. The sum tiles are activation rows × weight
+//! rows, so the accumulators are `group16`'s (16 weight rows per vector)
+//! and store straight to `y`.
 
 use super::amx::{tile_load, tile_store, tile_zero, Tile, TileConfig};
+use super::group16::{act_block, Group16, Steps};
 use super::row_block_size;
-use crate::blocks::{F16Le, QK};
-use crate::packed::q8_0::Qs16;
-use crate::packed::{PackedQ8_0, GROUP16};
+use crate::blocks::QK;
+use crate::packed::GROUP16;
 use crate::shared::{OutPtr, Pool};
 use rayon::prelude::*;
 use std::arch::x86_64::*;
@@ -37,14 +41,15 @@ struct ActTile {
     qs: [[i8; QK]; T],
     /// Row scales (rounded to f16, as the GGUF block stores them).
     d: [f32; T],
-    /// `−128·Σ qs` per row: takes off what the weights' flipped sign bits add.
-    nsum: [i32; T],
+    /// Per row, `group16::ActBlock::extra`: `−OFF·Σ qs`, or for the types
+    /// with a min the bits of `d·Σ qs`.
+    extra: [i32; T],
 }
 
 const ACT_ZERO: ActTile = ActTile {
     qs: [[0; QK]; T],
     d: [0.0; T],
-    nsum: [0; T],
+    extra: [0; T],
 };
 
 /// The activations of one call, `tile · nb + block`, reused across calls.
@@ -54,6 +59,8 @@ thread_local! {
     /// A worker's running sums: `(g − g0) · tiles + tile`, 16 vectors each
     /// (one per activation row).
     static ACC: RefCell<Vec<[__m512; T]>> = const { RefCell::new(Vec::new()) };
+    /// A worker's expanded weight tiles of one k-block: `(g − g0) · KC + b`.
+    static PANEL: RefCell<Vec<Steps>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Whether this CPU and OS run the kernel.
@@ -62,8 +69,8 @@ pub(crate) fn available() -> bool {
 }
 
 /// Quantizes activation rows `16i..` (`x` holds `m ≤ 16` of them) into the
-/// `nb` blocks of tile `i`.
-fn fill_tile(x: &[f32], cols: usize, out: &mut [ActTile]) {
+/// `nb` blocks of tile `i`, for levels of offset `off`.
+fn fill_tile(x: &[f32], cols: usize, off: i32, out: &mut [ActTile]) {
     let m = x.len() / cols;
     for (b, tile) in out.iter_mut().enumerate() {
         *tile = ACT_ZERO;
@@ -71,8 +78,8 @@ fn fill_tile(x: &[f32], cols: usize, out: &mut [ActTile]) {
             let v = &x[r * cols + b * QK..r * cols + (b + 1) * QK];
             // SAFETY: the AMX kernel runs only where AVX-512 (and AVX2) was
             // checked besides AMX.
-            let q = unsafe { super::group16::act_block(v, 128) };
-            (tile.qs[r], tile.d[r], tile.nsum[r]) = (q.qs, q.d, q.extra);
+            let q = unsafe { act_block(v, off) };
+            (tile.qs[r], tile.d[r], tile.extra[r]) = (q.qs, q.d, q.extra);
         }
     }
 }
@@ -101,7 +108,7 @@ const CFG: TileConfig = TileConfig::new(
 /// # Safety
 /// [`CFG`] is loaded; the pointers are valid.
 #[inline(always)]
-unsafe fn start_pair<const P: usize>(w: [*const Qs16; 2], a: [*const ActTile; 2]) {
+unsafe fn start_pair<const P: usize>(w: [*const Steps; 2], a: [*const ActTile; 2]) {
     // SAFETY: the caller's contract; the tiles are this thread's.
     unsafe {
         if P == 0 {
@@ -151,7 +158,7 @@ unsafe fn store_pair<const P: usize>(out: &mut [Tile; 2]) {
 /// # Safety
 /// As [`start_pair`].
 #[inline(always)]
-unsafe fn sums1(w: *const Qs16, a: *const ActTile, out: &mut Tile) {
+unsafe fn sums1(w: *const Steps, a: *const ActTile, out: &mut Tile) {
     // SAFETY: as in `start_pair`; 1 KiB of `out`.
     unsafe {
         tile_zero!(0);
@@ -162,60 +169,75 @@ unsafe fn sums1(w: *const Qs16, a: *const ActTile, out: &mut Tile) {
     }
 }
 
-/// The float step of one block for one sum tile: `acc[m] = fma(sum_m −
-/// 128·Σa_m, d_w·d_a_m, acc[m])`, lanes = the group's 16 weight rows.
+/// The float step of one block for one sum tile, `group16`'s: per
+/// activation row `m` the exact sum `Σ a·u − OFF·Σ a`, then `acc[m] +=
+/// sum·(d_w·d_a_m)` (plus `m_w·(d_a_m·Σ a_m)` for the types with a min)
+/// where [`Group16::ROW_STEP`], else `acc[m] = fma(sum, d_w·d_a_m,
+/// acc[m])`; lanes = the group's 16 weight rows.
 ///
 /// # Safety
-/// AVX-512F and F16C available.
+/// AVX-512F available.
 #[inline(always)]
-unsafe fn float_step(sums: &Tile, wd: &[F16Le; GROUP16], a: &ActTile, acc: &mut [__m512; T]) {
-    // SAFETY: aligned row loads inside the tile, an unaligned load of the scales.
+unsafe fn float_step<W: Group16>(
+    sums: &Tile,
+    (dw, mw): (__m512, __m512),
+    a: &ActTile,
+    acc: &mut [__m512; T],
+) {
+    // SAFETY: aligned row loads inside the tile.
     unsafe {
-        let dw = _mm512_cvtph_ps(_mm256_loadu_si256(wd.as_ptr().cast()));
         for (m, acc_m) in acc.iter_mut().enumerate() {
-            let isum = _mm512_add_epi32(
-                _mm512_load_si512(sums.row(m).cast()),
-                _mm512_set1_epi32(a.nsum[m]),
-            );
+            let mut isum = _mm512_load_si512(sums.row(m).cast());
+            if W::OFF != 0 {
+                isum = _mm512_add_epi32(isum, _mm512_set1_epi32(a.extra[m]));
+            }
             let dd = _mm512_mul_ps(dw, _mm512_set1_ps(a.d[m]));
-            *acc_m = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), dd, *acc_m);
+            let sumi = _mm512_cvtepi32_ps(isum);
+            if W::ROW_STEP {
+                let mut term = _mm512_mul_ps(sumi, dd);
+                if W::MIN {
+                    let sd = _mm512_set1_ps(f32::from_bits(a.extra[m] as u32));
+                    term = _mm512_add_ps(term, _mm512_mul_ps(mw, sd));
+                }
+                *acc_m = _mm512_add_ps(*acc_m, term);
+            } else {
+                *acc_m = _mm512_fmadd_ps(sumi, dd, *acc_m);
+            }
         }
     }
 }
 
-/// Blocks `s0..s0 + nkb` of group `g` × activation tile `i`, continuing
-/// the running sums `acc` (kept in registers over the k-block).
+/// Blocks `0..nkb` of a k-block of one group (`p`: its block columns,
+/// `w`: their weight tiles) × one activation tile (`a`: its blocks of the
+/// k-block), continuing the running sums `acc` (kept in registers over the
+/// k-block).
 ///
 /// # Safety
-/// [`CFG`] is loaded; AVX-512F and F16C available; the blocks exist.
+/// [`CFG`] is loaded; AVX-512 F/BW and F16C available; the pointers are
+/// valid for `nkb` blocks.
 #[inline(always)]
-unsafe fn k_block(
-    (wq, wd): (&[Qs16], &[[F16Le; GROUP16]]),
-    acts: &[ActTile],
-    (s0, nkb): (usize, usize),
+unsafe fn k_block<W: Group16>(
+    p: W::Ptr,
+    w: *const Steps,
+    a: *const ActTile,
+    nkb: usize,
     acc: &mut [__m512; T],
 ) {
     let mut out = [Tile::ZERO; 2];
     let mut regs = *acc;
-    let end = s0 + nkb;
     let pairs = nkb / 2;
-    let ptrs = |b: usize| {
-        (
-            [&wq[b] as *const Qs16, &wq[b + 1] as *const Qs16],
-            [&acts[b] as *const ActTile, &acts[b + 1] as *const ActTile],
-        )
-    };
-    // SAFETY (of each call): blocks < end of the group and the tile; the
-    // caller's features and configuration.
+    // SAFETY (of each call): blocks < nkb; the caller's features and
+    // configuration.
     unsafe {
+        let ptrs = |b: usize| ([w.add(b), w.add(b + 1)], [a.add(b), a.add(b + 1)]);
         // Pairs of blocks alternate between sum tiles 0, 1 and 2, 3: the
         // next pair's multiplies run while this pair's float steps do.
         if pairs > 0 {
-            let (w, a) = ptrs(s0);
+            let (w, a) = ptrs(0);
             start_pair::<0>(w, a);
         }
         for i in 0..pairs {
-            let b = s0 + 2 * i;
+            let b = 2 * i;
             if i + 1 < pairs {
                 let (w, a) = ptrs(b + 2);
                 if i % 2 == 0 {
@@ -229,20 +251,22 @@ unsafe fn k_block(
             } else {
                 store_pair::<1>(&mut out);
             }
-            float_step(&out[0], &wd[b], &acts[b], &mut regs);
-            float_step(&out[1], &wd[b + 1], &acts[b + 1], &mut regs);
+            float_step::<W>(&out[0], W::scales(p, b), &*a.add(b), &mut regs);
+            float_step::<W>(&out[1], W::scales(p, b + 1), &*a.add(b + 1), &mut regs);
         }
         if nkb % 2 == 1 {
-            let b = end - 1;
-            sums1(&wq[b], &acts[b], &mut out[0]);
-            float_step(&out[0], &wd[b], &acts[b], &mut regs);
+            let b = nkb - 1;
+            sums1(w.add(b), a.add(b), &mut out[0]);
+            float_step::<W>(&out[0], W::scales(p, b), &*a.add(b), &mut regs);
         }
     }
     *acc = regs;
 }
 
-/// See [`super::group16::matmul_q8_0`]; declines (false) CPUs without AMX-INT8.
-pub(crate) fn matmul(w: &PackedQ8_0, x: &[f32], y: &mut [f32]) -> bool {
+/// `y[t, r] = Σ_c w[r, c] · x[t, c]` on AMX tiles (as
+/// [`super::group16::matmul`]); declines (false) CPUs without AMX-INT8 and
+/// an empty row length.
+pub(super) fn matmul<W: Group16>(w: &W, x: &[f32], y: &mut [f32]) -> bool {
     let (rows, cols) = (w.rows(), w.cols());
     if cols == 0 || !available() {
         return false;
@@ -257,7 +281,7 @@ pub(crate) fn matmul(w: &PackedQ8_0, x: &[f32], y: &mut [f32]) -> bool {
         (tiles, nb),
         |i, out| {
             let (t0, t1) = (T * i, (T * i + T).min(n));
-            fill_tile(&x[t0 * cols..t1 * cols], cols, out);
+            fill_tile(&x[t0 * cols..t1 * cols], cols, W::OFF, out);
         },
         |acts| run_blocks(w, n, acts, y),
     );
@@ -265,19 +289,21 @@ pub(crate) fn matmul(w: &PackedQ8_0, x: &[f32], y: &mut [f32]) -> bool {
 }
 
 /// Every row block of one call, in parallel.
-fn run_blocks(w: &PackedQ8_0, n: usize, acts: &[ActTile], y: &mut [f32]) {
+fn run_blocks<W: Group16>(w: &W, n: usize, acts: &[ActTile], y: &mut [f32]) {
     let groups = w.rows().div_ceil(GROUP16);
     let gb = row_block_size(groups, 2, GB_MAX);
     let y = OutPtr(y.as_mut_ptr());
     (0..groups.div_ceil(gb)).into_par_iter().for_each(|blk| {
         let (g0, g1) = (blk * gb, ((blk + 1) * gb).min(groups));
-        ACC.with(|cell| {
-            let acc = &mut *cell.borrow_mut();
-            // SAFETY: the caller checked AMX-INT8 (with AVX-512 F/BW/BF16
-            // and F16C, `amx::available`); the groups hold `nb` blocks each,
-            // `acts` `nb` per tile; rows of groups g0..g1 of `y` belong to
-            // this block alone.
-            unsafe { row_block(w, n, acts, (g0, g1), acc, y) };
+        ACC.with(|acc| {
+            PANEL.with(|panel| {
+                let (acc, panel) = (&mut *acc.borrow_mut(), &mut *panel.borrow_mut());
+                // SAFETY: the caller checked AMX-INT8 (with AVX-512 F/BW/BF16
+                // and F16C, `amx::available`); the groups hold `nb` blocks
+                // each, `acts` `nb` per tile; rows of groups g0..g1 of `y`
+                // belong to this block alone.
+                unsafe { row_block(w, n, acts, (g0, g1), (acc, panel), y) };
+            })
         });
     });
 }
@@ -287,12 +313,12 @@ fn run_blocks(w: &PackedQ8_0, n: usize, acts: &[ActTile], y: &mut [f32]) {
 /// # Safety
 /// As [`run_blocks`]' call.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw")]
-unsafe fn row_block(
-    w: &PackedQ8_0,
+unsafe fn row_block<W: Group16>(
+    w: &W,
     n: usize,
     acts: &[ActTile],
     (g0, g1): (usize, usize),
-    acc: &mut Vec<[__m512; T]>,
+    (acc, panel): (&mut Vec<[__m512; T]>, &mut Vec<Steps>),
     y: OutPtr,
 ) {
     let (rows, nb) = (w.rows(), w.cols() / QK);
@@ -301,10 +327,37 @@ unsafe fn row_block(
     if acc.len() < ng * tiles {
         acc.resize(ng * tiles, [_mm512_setzero_ps(); T]);
     }
+    if panel.len() < ng * KC {
+        panel.resize(ng * KC, Steps([0; 512]));
+    }
     // SAFETY: AMX is usable (the caller's contract).
     unsafe { CFG.load() };
     for s0 in (0..nb).step_by(KC) {
         let nkb = KC.min(nb - s0);
+        // The k-block's weight tiles, per group: in place, or expanded
+        // into the panel once for all the activation tiles.
+        let mut wt = [std::ptr::null::<Steps>(); GB_MAX];
+        for (k, wt) in wt.iter_mut().enumerate().take(ng) {
+            let p = w.at(g0 + k, s0);
+            *wt = match W::tiles(p) {
+                Some(t) => t,
+                None => {
+                    let out = &mut panel[k * KC..k * KC + nkb];
+                    for (b, t) in out.iter_mut().enumerate() {
+                        for s in 0..8 {
+                            // SAFETY: block `b < nkb` of the group from
+                            // `s0` (the caller's contract); 64 aligned
+                            // bytes of the tile.
+                            unsafe {
+                                let v = W::step(p, b, s);
+                                _mm512_store_si512(t.0.as_mut_ptr().add(64 * s).cast(), v)
+                            };
+                        }
+                    }
+                    out.as_ptr()
+                }
+            };
+        }
         // Activation tiles outer: a tile's k-block stays in L1 while the
         // row block's weights pass it.
         for i in 0..tiles {
@@ -315,8 +368,12 @@ unsafe fn row_block(
                     *slot = [_mm512_setzero_ps(); T];
                 }
                 // SAFETY: CFG is loaded and the features are this
-                // function's; the group and the tile hold `nb` blocks.
-                unsafe { k_block(w.group(g), &acts[i * nb..(i + 1) * nb], (s0, nkb), slot) };
+                // function's; the group and the tile hold `nb` blocks, the
+                // weight tiles the k-block's `nkb`.
+                unsafe {
+                    let a = acts.as_ptr().add(i * nb + s0);
+                    k_block::<W>(w.at(g, s0), wt[g - g0], a, nkb, slot)
+                };
                 if s0 + nkb == nb {
                     let r0 = GROUP16 * g;
                     // The last group's padding rows are dropped.
