@@ -114,9 +114,9 @@ pub fn is_tiled_packed(ty: GgmlType, isa: Isa, n: usize) -> bool {
 /// on [`Isa::Amx`] (below, its AVX-512 form).
 pub const AMX_MIN_ROWS_KQUANT: usize = 33;
 
-/// The same for packed Q8_0, whose AMX kernel gains little over the
-/// AVX-512 one (the per-block float step is most of both).
-pub const AMX_MIN_ROWS_Q8_0: usize = 256;
+/// The same for packed Q8_0: below it the AVX-512 tiles keep up with the
+/// AMX ones (the per-block float step is most of both).
+pub const AMX_MIN_ROWS_Q8_0: usize = 64;
 
 /// The same for the packed 4-bit 32-value types ([`packs_q32`]), whose
 /// AMX kernel expands each weight block once for every 16 activation rows

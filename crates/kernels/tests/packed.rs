@@ -460,8 +460,10 @@ fn packed_q8_0_products_equal_the_plain_kernels() {
         (33, 256, 40),
         (45, 2304, 13),
         (16, 256, 64),
-        // From 256 activation rows (the AMX kernel on `Isa::Amx`): a partial
-        // last group and tile, and an odd tile count.
+        (45, 2304, 70),
+        // Many activation rows (the AMX kernel on `Isa::Amx` from
+        // `AMX_MIN_ROWS_Q8_0`): a partial last group and tile, and an odd
+        // tile count.
         (37, 1024, 257),
         (48, 512, 270),
         // 17 blocks: a k-block of 16, then one block alone.
