@@ -302,3 +302,45 @@ fn avx512_q2k_q3k_q5k_rows_equal_the_avx2_kernels_bit_for_bit() {
         );
     }
 }
+
+#[test]
+fn two_row_kernels_equal_the_one_row_kernel_bit_for_bit() {
+    use mistral_kernels::dot::{row_dot, row_dot2, ActRow};
+    use mistral_kernels::{cast_blocks, BlockQ8_0, BlockQ8_1};
+    let cov = common::Coverage::new("matmul::two_row_kernels_equal_the_one_row_kernel");
+    let mut ran = 0;
+    for ty in TYPES {
+        let fmt = ActFormat::for_weights(ty).unwrap();
+        if fmt == ActFormat::Q8K {
+            continue;
+        }
+        // The half types take any length (a tail of 3 past the last 8).
+        let cols = if fmt == ActFormat::F32 { 555 } else { 544 };
+        let w = random_weights(ty, 2, cols, 7);
+        let row = w.len() / 2;
+        let x = gaussian(cols, 8);
+        let q8_0 = quantize_to_vec(GgmlType::Q8_0, &x[..544]).unwrap();
+        let q8_1 = quantize_to_vec(GgmlType::Q8_1, &x[..544]).unwrap();
+        let act = match fmt {
+            ActFormat::F32 => ActRow::F32(&x),
+            ActFormat::Q8_0 => ActRow::Q8_0(cast_blocks::<BlockQ8_0>(&q8_0).unwrap()),
+            ActFormat::Q8_1 => ActRow::Q8_1(cast_blocks::<BlockQ8_1>(&q8_1).unwrap()),
+            ActFormat::Q8K => unreachable!(),
+        };
+        for isa in cov.all() {
+            let Some(two) = row_dot2(ty, isa, [&w[..row], &w[row..]], act).unwrap() else {
+                continue;
+            };
+            let one = [
+                row_dot(ty, isa, &w[..row], act).unwrap(),
+                row_dot(ty, isa, &w[row..], act).unwrap(),
+            ];
+            assert_eq!(two.map(f32::to_bits), one.map(f32::to_bits), "{ty} {isa:?}");
+            ran += 1;
+        }
+    }
+    // The 32-value types have two-row kernels on AVX-512.
+    if cov.runs(Isa::Avx512) {
+        assert!(ran >= 5, "only {ran} two-row kernels ran");
+    }
+}

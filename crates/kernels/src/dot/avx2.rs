@@ -534,7 +534,7 @@ pub unsafe fn q6k_q8k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
 
 /// Bytes ahead of the current weight block that the row kernels prefetch
 /// (matrices stream row after row, so this runs into the next rows).
-const PREFETCH_AHEAD: usize = 2048;
+const PREFETCH_AHEAD: usize = 4096;
 
 /// Prefetches the cache lines of one block's size, `PREFETCH_AHEAD` bytes on
 /// (a software prefetch keeps both cores' streams ahead of the hardware

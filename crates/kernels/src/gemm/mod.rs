@@ -12,9 +12,9 @@
 //!   (packed Q8_0, `PackedQ32`) with AVX-512 VNNI, read in place.
 //! - `f16`: F16 and BF16 weights on f32 activations; `half_amx` the same on
 //!   AMX tiles ([`Isa::Amx`], `amx` the tile instructions).
-//! - On [`Isa::Amx`] also `kquant_avx512::amx` (the k-quants) and `group16_amx`
-//!   (packed Q8_0): AMX-INT8 tiles, the AVX-512 kernels' exact sums and
-//!   float steps.
+//! - On [`Isa::Amx`] also `kquant_avx512::amx` (the k-quants) and
+//!   `group16_amx` (packed Q8_0 and the packed 4-bit 32-value types):
+//!   AMX-INT8 tiles, the AVX-512 kernels' exact sums and float steps.
 //!
 //! `try_matmul` is the entry point [`crate::matmul()`] calls; it declines
 //! (returns `None`) for types, instruction sets or batch sizes without a
