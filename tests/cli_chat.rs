@@ -15,13 +15,15 @@ use std::time::{Duration, Instant};
 use mistral_test_support::smollm2_path as smollm2;
 use mistral_transformer::{LoadOptions, Message, Model};
 
-/// A plain system prompt: greedy SmolLM2 then answers "Name the capital city
-/// of France." with "The capital city of France is Paris.", its first token
+/// A plain system prompt: greedy SmolLM2 then answers [`QUESTION`] with "The
+/// capital city of France is Paris.", its first token
 /// 0.54 (log-probability) ahead of the next. ("What is the capital of
 /// France?" was a near tie between "The" and "La", 0.005 apart with this
 /// build's rounding and 0.09 with llama.cpp's: a change in the last bits of
 /// a norm flipped it to a French answer.)
 const SYSTEM: &str = "You are a helpful assistant.";
+/// The question the tests ask.
+const QUESTION: &str = "Name the capital city of France.";
 /// Deadline of one answer on a slow, busy machine.
 const ANSWER: Duration = Duration::from_secs(180);
 
@@ -275,7 +277,7 @@ fn prompt_lengths(q1: &str, answer: &str, q2: &str) -> (usize, usize) {
 #[test]
 fn two_turns_reuse_the_context_and_eof_exits_zero() {
     let mut chat = Chat::start("24");
-    let q1 = "Name the capital city of France.";
+    let q1 = QUESTION;
     let q2 = "And what is the capital of Germany?";
     chat.send(q1);
     chat.wait_for("the first answer", ANSWER, |_, err| answers(err) == 1);
@@ -316,7 +318,7 @@ fn two_turns_reuse_the_context_and_eof_exits_zero() {
 fn ctrl_c_stops_an_answer_and_keeps_the_session_then_exits_at_the_prompt() {
     let mut chat = Chat::start("400");
     let q1 = "Write a very long story about a dragon who learns to fly.";
-    let q2 = "Name the capital city of France.";
+    let q2 = QUESTION;
     chat.send(q1);
     // Some of the answer has streamed: interrupt it.
     chat.wait_for("the start of the story", ANSWER, |out, _| out.len() >= 16);
@@ -396,13 +398,13 @@ fn on_a_terminal_ctrl_c_stops_an_answer_and_ctrl_d_exits_zero() {
     });
     assert!(chat.running(), "chat exited on Ctrl-C during an answer");
 
-    chat.type_bytes(b"Name the capital city of France.\r");
+    chat.type_bytes(format!("{QUESTION}\r").as_bytes());
     chat.wait_for("the next answer", ANSWER, |out, _| {
         let t = shown(out);
         answers(&t) == 2 && t.ends_with("> ")
     });
     let t = shown(&chat.stdout());
-    let last = &t[t.rfind("Name the capital city of France.").unwrap()..];
+    let last = &t[t.rfind(QUESTION).unwrap()..];
     assert!(last.contains("Paris"), "{t}");
     assert_eq!(t.matches("[stopped]").count(), 1, "{t}");
 

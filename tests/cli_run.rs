@@ -8,6 +8,9 @@ use std::process::{Command, Output};
 /// SmolLM2's own default system prompt leaves the first answer token a near tie
 /// between "The" and "L" (0.2 logits apart on this Q4_1 file); a plain one does not.
 const SYSTEM: &str = "You are a helpful assistant.";
+/// The question the tests ask (greedy SmolLM2 answers it with Paris, its
+/// first token well ahead of the next: see `cli_chat.rs`).
+const QUESTION: &str = "Name the capital city of France.";
 
 fn mistral_run(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_mistral-run"))
@@ -28,7 +31,7 @@ fn greedy_chat_answer_is_deterministic_and_right() {
         "--system",
         SYSTEM,
         "-p",
-        "Name the capital city of France.",
+        QUESTION,
         "--temp",
         "0",
         "-n",
@@ -116,35 +119,14 @@ fn stop_string_is_not_printed() {
     let model = smollm2();
     let model = model.to_str().unwrap();
     let full = mistral_run(&[
-        "run",
-        "-m",
-        model,
-        "--system",
-        SYSTEM,
-        "-p",
-        "Name the capital city of France.",
-        "--temp",
-        "0",
-        "-n",
-        "48",
+        "run", "-m", model, "--system", SYSTEM, "-p", QUESTION, "--temp", "0", "-n", "48",
     ]);
     assert!(full.status.success(), "{}", stderr(&full));
     let full = stdout(&full);
     let cut = full.find("Paris").expect("greedy answer names Paris");
     let stopped = mistral_run(&[
-        "run",
-        "-m",
-        model,
-        "--system",
-        SYSTEM,
-        "-p",
-        "Name the capital city of France.",
-        "--temp",
-        "0",
-        "-n",
-        "48",
-        "--stop",
-        "Paris",
+        "run", "-m", model, "--system", SYSTEM, "-p", QUESTION, "--temp", "0", "-n", "48",
+        "--stop", "Paris",
     ]);
     assert!(stopped.status.success(), "{}", stderr(&stopped));
     assert_eq!(stdout(&stopped).trim_end(), full[..cut].trim_end());
@@ -257,19 +239,8 @@ fn devices_this_build_cannot_run_are_one_line() {
     // The GPU code path on candle's CPU device: the same greedy answer.
     let answer = |device: &str| {
         let o = mistral_run(&[
-            "run",
-            "-m",
-            model,
-            "--system",
-            SYSTEM,
-            "-p",
-            "Name the capital city of France.",
-            "--temp",
-            "0",
-            "-n",
-            "8",
-            "--device",
-            device,
+            "run", "-m", model, "--system", SYSTEM, "-p", QUESTION, "--temp", "0", "-n", "8",
+            "--device", device,
         ]);
         assert!(o.status.success(), "{device}: {}", stderr(&o));
         stdout(&o)

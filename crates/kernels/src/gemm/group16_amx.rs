@@ -71,14 +71,22 @@ pub(crate) fn available() -> bool {
 /// Quantizes activation rows `16i..` (`x` holds `m ≤ 16` of them) into the
 /// `nb` blocks of tile `i`, for levels of offset `off`.
 fn fill_tile(x: &[f32], cols: usize, off: i32, out: &mut [ActTile]) {
+    // SAFETY: the AMX kernel runs only on `Isa::Amx`, which the caller
+    // checked available, and which requires AVX-512 F/BW/VL/VNNI, AVX2 and
+    // F16C besides AMX (`Isa::available`).
+    unsafe { fill_tile_avx512(x, cols, off, out) }
+}
+
+/// [`fill_tile`] compiled with the quantizer's features, so that
+/// [`act_block`] inlines.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,f16c")]
+unsafe fn fill_tile_avx512(x: &[f32], cols: usize, off: i32, out: &mut [ActTile]) {
     let m = x.len() / cols;
     for (b, tile) in out.iter_mut().enumerate() {
         *tile = ACT_ZERO;
         for r in 0..m {
             let v = &x[r * cols + b * QK..r * cols + (b + 1) * QK];
-            // SAFETY: the AMX kernel runs only where AVX-512 (and AVX2) was
-            // checked besides AMX.
-            let q = unsafe { act_block(v, off) };
+            let q = act_block(v, off);
             (tile.qs[r], tile.d[r], tile.extra[r]) = (q.qs, q.d, q.extra);
         }
     }
@@ -327,9 +335,6 @@ unsafe fn row_block<W: Group16>(
     if acc.len() < ng * tiles {
         acc.resize(ng * tiles, [_mm512_setzero_ps(); T]);
     }
-    if panel.len() < ng * KC {
-        panel.resize(ng * KC, Steps([0; 512]));
-    }
     // SAFETY: AMX is usable (the caller's contract).
     unsafe { CFG.load() };
     for s0 in (0..nb).step_by(KC) {
@@ -342,6 +347,10 @@ unsafe fn row_block<W: Group16>(
             *wt = match W::tiles(p) {
                 Some(t) => t,
                 None => {
+                    // Only the layouts that are expanded need the panel.
+                    if panel.len() < ng * KC {
+                        panel.resize(ng * KC, Steps([0; 512]));
+                    }
                     let out = &mut panel[k * KC..k * KC + nkb];
                     for (b, t) in out.iter_mut().enumerate() {
                         for s in 0..8 {
