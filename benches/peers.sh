@@ -23,8 +23,9 @@
 #     path is compared with llama-perplexity --kl-divergence against the --no-repack run of the
 #     native build (PPL within PEERS_PPL_TOL, mean KLD under PEERS_KLD_MAX); a path that disagrees
 #     is marked wrong and not timed. Our perplexity over the same chunks is recorded beside it.
-#     Then timing, in PEERS_ROUNDS rounds: every correct llama.cpp path, then ours. The table
-#     compares ours with llama.cpp's fastest correct path per test (pp, tg).
+#     Then timing, in PEERS_ROUNDS rounds: every correct llama.cpp path, then ours (ours first in
+#     even rounds). Each engine's figure is its fastest round: this host's noise only ever slows a
+#     round down. The table compares ours with llama.cpp's fastest correct path per test (pp, tg).
 #  A run of ours that fails (a type it does not read yet) is recorded and the script goes on.
 #
 # Settings (environment):
@@ -361,6 +362,13 @@ repeat() { local out=$1 i; for ((i = 1; i < $2; i++)); do out+=",$1"; done; echo
 ppl_bin() { case $1 in default | norepack) echo "$LB/llama-perplexity" ;; *) echo "$LBN/llama-perplexity" ;; esac; }
 ppl_flags() { case $1 in *norepack) echo --no-repack ;; esac; }
 report() { "$PLOT_PY" "$TABLE" report "$OUT" || say "  (peers_table.py report failed)"; }
+# One round of ours on the current row ($d, $f, $pp, $tg): bench_ours ROUND
+bench_ours() {
+    say "  round $1: ours (mistral-run bench -p $pp -n $tg -r $REPS)"
+    step "$d" "bench-ours-r$1" "$BIN" bench -m "$f" -p "$pp" -n "$tg" -r "$REPS" -t "$THREADS" \
+        --save-json "$d/bench-ours-r$1.json"
+    [ "$rc" = 0 ] || say "  ours failed: $(grep -m1 -i 'error' "$d/bench-ours-r$1.err" || tail -n1 "$d/bench-ours-r$1.err")"
+}
 
 # ---------------------------------------------------------------- per model
 KLD_DIR=$(mktemp -d "${TMPDIR:-/tmp}/peers-kld.XXXXXX")
@@ -423,8 +431,10 @@ for r in "${rows[@]}"; do
         [ "$rc" = 0 ] || say "  ours perplexity failed: $(tail -n1 "$d/ppl-ours.err")"
     fi
 
-    # timing: llama.cpp's correct paths, then ours, round after round
+    # timing, round after round: llama.cpp's correct paths then ours in odd rounds, ours first in
+    # even ones, so neither engine always runs right after the other
     for k in $(seq 1 "$ROUNDS"); do
+        [ $((k % 2)) = 1 ] || bench_ours "$k"
         for p in "${ok_paths[@]}"; do
             case $p in
                 default | noamx)
@@ -445,10 +455,7 @@ for r in "${rows[@]}"; do
                     [ "$rc" = 0 ] || say "  llama-batched-bench failed: $(tail -n1 "$d/bench-$p-r$k-tg.err")" ;;
             esac
         done
-        say "  round $k: ours (mistral-run bench -p $pp -n $tg -r $REPS)"
-        step "$d" "bench-ours-r$k" "$BIN" bench -m "$f" -p "$pp" -n "$tg" -r "$REPS" -t "$THREADS" \
-            --save-json "$d/bench-ours-r$k.json"
-        [ "$rc" = 0 ] || say "  ours failed: $(grep -m1 -i 'error' "$d/bench-ours-r$k.err" || tail -n1 "$d/bench-ours-r$k.err")"
+        [ $((k % 2)) = 0 ] || bench_ours "$k"
     done
     report
 done
