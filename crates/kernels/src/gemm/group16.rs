@@ -1,8 +1,8 @@
 //! The 32-value block types in a packed layout of 16-row groups
 //! ([`PackedQ8_0`], [`PackedQ32`]) × Q8_0 activations, register-tiled with
-//! AVX-512 VNNI, read straight from the packed bytes: one tile driver and
-//! one microkernel over [`Group16`], which says how a layout gives its
-//! weight vectors.
+//! AVX-512 VNNI, read straight from the packed bytes: one microkernel over
+//! [`Group16`], which says how a layout gives its weight vectors, on the
+//! shared tile driver ([`super::tiles`]).
 //!
 //! Both layouts put 4 values of each of a group's 16 rows in one 64-byte
 //! vector (after unpacking the nibbles for [`PackedQ32`]): the `vpdpbusd`
@@ -31,6 +31,7 @@
 //!   AMX one ([`super::group16_amx`]).
 
 use super::row_block_size;
+use super::tiles::{self, run_tile, Micro, Sums};
 use crate::blocks::KVALUES_IQ4NL_PLUS_128;
 use crate::blocks::{F16Le, QK};
 use crate::packed::q32::{Block32, HighBits16, Nibbles16};
@@ -371,93 +372,97 @@ unsafe fn tile<W: Group16, const G: usize, const N: usize>(
     }
 }
 
-/// One k-block of one row block: what every tile of it needs.
-struct Block<'a, W> {
+/// The operands of one k-block of one row block: the microkernel's
+/// [`Micro`] (weight units are 16-row groups, activation units rows).
+struct Kernel<'a, W> {
     w: &'a W,
     /// Activation rows.
     n: usize,
     acts: &'a [ActBlock],
-    /// Running sums between k-blocks: `(g - g0) * n + t`.
-    acc: &'a mut [__m512],
-    /// The row block: groups `g0..g1`.
-    g0: usize,
-    g1: usize,
     /// The k-block: blocks `s0..s0 + nkb`.
     s0: usize,
     nkb: usize,
     y: OutPtr,
 }
 
-/// One tile of `G` groups (`g0..`) × `N` activation rows (`t0..`) over the
-/// k-block: continues the running sums (zero at the first k-block) and
-/// stores them, into `y` after the last.
-///
-/// # Safety
-/// AVX-512 F/BW/VL/VNNI and F16C available; `blk` describes buffers that
-/// cover the tile (see [`run_blocks`]) and rows whose outputs belong to this
-/// worker.
-#[inline(always)]
-unsafe fn run_tile<W: Group16, const G: usize, const N: usize>(
-    blk: &mut Block<'_, W>,
-    g0: usize,
-    t0: usize,
-) {
-    let (rows, n, nb) = (blk.w.rows(), blk.n, blk.w.cols() / QK);
-    let slot = |g: usize, t: usize| (g0 + g - blk.g0) * n + t0 + t;
-    let mut acc = [[_mm512_setzero_ps(); N]; G];
-    if blk.s0 > 0 {
-        for g in 0..G {
-            for t in 0..N {
-                acc[g][t] = blk.acc[slot(g, t)];
-            }
-        }
+impl<W: Group16> Micro for Kernel<'_, W> {
+    type Acc = __m512;
+    type WPtr = W::Ptr;
+    type APtr = *const ActBlock;
+
+    #[inline(always)]
+    unsafe fn zero() -> __m512 {
+        _mm512_setzero_ps()
     }
-    let w: [W::Ptr; G] = std::array::from_fn(|g| blk.w.at(g0 + g, blk.s0));
-    let a: [*const ActBlock; N] =
-        std::array::from_fn(|t| blk.acts.as_ptr().add((t0 + t) * nb + blk.s0));
-    tile::<W, G, N>(w, a, blk.nkb, &mut acc);
-    if blk.s0 + blk.nkb < nb {
-        for g in 0..G {
-            for t in 0..N {
-                blk.acc[slot(g, t)] = acc[g][t];
-            }
-        }
-        return;
+
+    #[inline(always)]
+    unsafe fn weights(&self, g: usize) -> W::Ptr {
+        self.w.at(g, self.s0)
     }
-    for g in 0..G {
-        let r0 = GROUP16 * (g0 + g);
-        // The last group's padding rows are dropped.
-        let live = (rows - r0).min(GROUP16);
-        let mask: __mmask16 = if live == GROUP16 { !0 } else { (1 << live) - 1 };
-        for t in 0..N {
-            // SAFETY: t0 + t < n and rows r0..r0 + live lie inside `y`
-            // (n * rows values), in this worker's row block.
-            _mm512_mask_storeu_ps(blk.y.get().add((t0 + t) * rows + r0), mask, acc[g][t]);
+
+    #[inline(always)]
+    unsafe fn acts(&self, t: usize) -> *const ActBlock {
+        self.acts.as_ptr().add(t * (self.w.cols() / QK) + self.s0)
+    }
+
+    #[inline(always)]
+    unsafe fn tile<const G: usize, const N: usize>(
+        &self,
+        w: [W::Ptr; G],
+        a: [*const ActBlock; N],
+        acc: &mut [[__m512; N]; G],
+    ) {
+        tile::<W, G, N>(w, a, self.nkb, acc);
+    }
+
+    #[inline(always)]
+    unsafe fn store<const G: usize, const N: usize>(
+        &self,
+        (g0, t0): (usize, usize),
+        acc: &[[__m512; N]; G],
+    ) {
+        let rows = self.w.rows();
+        for g in 0..G {
+            let r0 = GROUP16 * (g0 + g);
+            // The last group's padding rows are dropped.
+            let live = (rows - r0).min(GROUP16);
+            let mask: __mmask16 = if live == GROUP16 { !0 } else { (1 << live) - 1 };
+            for t in 0..N {
+                // SAFETY: t0 + t < n and rows r0..r0 + live lie inside `y`
+                // (n * rows values), in this worker's row block.
+                _mm512_mask_storeu_ps(self.y.get().add((t0 + t) * rows + r0), mask, acc[g][t]);
+            }
         }
     }
 }
 
-/// Every tile of one k-block of one row block.
+/// Every tile of one k-block of the row block of groups `g0..g1`.
 ///
 /// # Safety
-/// As [`run_tile`].
+/// AVX-512 F/BW/VL/VNNI and F16C available; `k` and `sums` describe
+/// buffers that cover the row block (see [`run_blocks`]), whose outputs
+/// belong to this worker.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn row_block<W: Group16>(blk: &mut Block<'_, W>) {
+unsafe fn row_block<W: Group16>(
+    k: &Kernel<'_, W>,
+    sums: &mut Sums<'_, __m512>,
+    (g0, g1): (usize, usize),
+) {
     let mut t0 = 0;
-    while t0 < blk.n {
-        let step = (blk.n - t0).min(TN);
-        let mut g0 = blk.g0;
-        while g0 < blk.g1 {
-            let pair = g0 + TG <= blk.g1;
+    while t0 < k.n {
+        let step = (k.n - t0).min(TN);
+        let mut g = g0;
+        while g < g1 {
+            let pair = g + TG <= g1;
             macro_rules! by_rows {
                 ($g:literal) => {
                     match step {
-                        1 => run_tile::<W, $g, 1>(blk, g0, t0),
-                        2 => run_tile::<W, $g, 2>(blk, g0, t0),
-                        3 => run_tile::<W, $g, 3>(blk, g0, t0),
-                        4 => run_tile::<W, $g, 4>(blk, g0, t0),
-                        5 => run_tile::<W, $g, 5>(blk, g0, t0),
-                        _ => run_tile::<W, $g, TN>(blk, g0, t0),
+                        1 => run_tile::<_, $g, 1>(k, sums, g, t0),
+                        2 => run_tile::<_, $g, 2>(k, sums, g, t0),
+                        3 => run_tile::<_, $g, 3>(k, sums, g, t0),
+                        4 => run_tile::<_, $g, 4>(k, sums, g, t0),
+                        5 => run_tile::<_, $g, 5>(k, sums, g, t0),
+                        _ => run_tile::<_, $g, TN>(k, sums, g, t0),
                     }
                 };
             }
@@ -466,7 +471,7 @@ unsafe fn row_block<W: Group16>(blk: &mut Block<'_, W>) {
             } else {
                 by_rows!(1);
             }
-            g0 += if pair { TG } else { 1 };
+            g += if pair { TG } else { 1 };
         }
         t0 += step;
     }
@@ -505,31 +510,24 @@ fn run_blocks<W: Group16>(w: &W, n: usize, acts: &[ActBlock], y: &mut [f32]) {
         let (g0, g1) = (blk * gb, ((blk + 1) * gb).min(groups));
         ACC.with(|cell| {
             let acc = &mut *cell.borrow_mut();
-            let need = (g1 - g0) * n;
-            if acc.len() < need {
-                // SAFETY: AVX-512F is available (checked by the caller);
-                // this only makes a zero vector.
-                acc.resize(need, unsafe { _mm512_setzero_ps() });
-            }
-            for s0 in (0..nb).step_by(KC) {
-                let mut b = Block {
+            // SAFETY: AVX-512F is available (checked by the caller); this
+            // only makes a zero vector.
+            let zero = unsafe { _mm512_setzero_ps() };
+            tiles::k_blocks(acc, zero, g0..g1, n, (nb, KC), |ks, sums| {
+                let k = Kernel {
                     w,
                     n,
                     acts,
-                    acc,
-                    g0,
-                    g1,
-                    s0,
-                    nkb: KC.min(nb - s0),
+                    s0: ks.start,
+                    nkb: ks.len(),
                     y,
                 };
                 // SAFETY: the caller checked AVX2/FMA/F16C and AVX-512
                 // F/BW/VL/VNNI; the groups hold `nb` blocks each, `acts`
-                // `nb` per activation row, `acc` `(g1 - g0) * n` entries,
-                // and the rows of groups g0..g1 of `y` belong to this block
-                // alone.
-                unsafe { row_block(&mut b) };
-            }
+                // `nb` per activation row, and the rows of groups g0..g1 of
+                // `y` belong to this block alone.
+                unsafe { row_block(&k, sums, (g0, g1)) };
+            });
         });
     });
 }

@@ -22,6 +22,7 @@
 //! own (`d·sumi − dmin·summ` per super-block, summed in order), so results
 //! are bit-identical to [`crate::dot::scalar`].
 
+use super::tiles::{self, run_tile, Micro, Sums};
 use super::{row_block_size, store_tile, with_panels, PANEL};
 use crate::blocks::*;
 use crate::dot::avx2;
@@ -32,6 +33,7 @@ use mistral_gguf::GgmlType;
 use rayon::prelude::*;
 use std::arch::x86_64::*;
 use std::cell::RefCell;
+use std::marker::PhantomData;
 
 /// Weight rows per microkernel tile.
 const R: usize = 3;
@@ -378,82 +380,87 @@ struct Dims {
     kb: usize,
 }
 
-/// One k-block of one row block: what every tile of it needs.
-struct Block<'a> {
+/// The operands of one k-block of one row block: the microkernel's
+/// [`Micro`] for the form `F` (weight units are rows, activation units
+/// panels).
+struct Kernel<'a, F> {
     dims: Dims,
     /// Expanded weights of rows `rb0..`, `nsb` per row.
     wbuf: &'a [WeightSb],
-    /// Running sums between k-blocks: `(row - rb0) * panels + panel`.
-    acc: &'a mut [__m256],
     rb0: usize,
-    rb1: usize,
     panels: &'a [ActPanel],
     /// The k-block: super-blocks `s0..s0 + nsb`.
     s0: usize,
     nsb: usize,
     y: OutPtr,
+    form: PhantomData<F>,
 }
 
-/// One tile of `TR` rows (`r0..`) × `TH` panels (`p0..`) over the k-block:
-/// continues the running sums (zero at the first k-block) and stores them,
-/// into `y` after the last k-block.
-///
-/// # Safety
-/// AVX2 + FMA available; `blk` describes buffers that cover the tile
-/// (see [`matmul`]) and rows whose outputs belong to this worker.
-#[inline(always)]
-unsafe fn run_tile<const TR: usize, const TH: usize, F: Form>(
-    blk: &mut Block<'_>,
-    r0: usize,
-    p0: usize,
-) {
-    let Dims { rows, n, kb } = blk.dims;
-    let np = n.div_ceil(PANEL);
-    let slot = |r: usize, h: usize| (r0 + r - blk.rb0) * np + p0 + h;
-    let mut acc = [[_mm256_setzero_ps(); TH]; TR];
-    if blk.s0 > 0 {
-        for r in 0..TR {
-            for h in 0..TH {
-                acc[r][h] = blk.acc[slot(r, h)];
-            }
-        }
+impl<F: Form> Micro for Kernel<'_, F> {
+    type Acc = __m256;
+    type WPtr = *const WeightSb;
+    type APtr = *const ActPanel;
+
+    #[inline(always)]
+    unsafe fn zero() -> __m256 {
+        _mm256_setzero_ps()
     }
-    let w: [*const WeightSb; TR] =
-        std::array::from_fn(|r| blk.wbuf.as_ptr().add((r0 + r - blk.rb0) * blk.nsb));
-    let a: [*const ActPanel; TH] =
-        std::array::from_fn(|h| blk.panels.as_ptr().add((p0 + h) * kb + blk.s0));
-    tile::<TR, TH, F>(w, a, blk.nsb, &mut acc);
-    if blk.s0 + blk.nsb < kb {
-        for r in 0..TR {
-            for h in 0..TH {
-                blk.acc[slot(r, h)] = acc[r][h];
-            }
-        }
-        return;
+
+    #[inline(always)]
+    unsafe fn weights(&self, r: usize) -> *const WeightSb {
+        self.wbuf.as_ptr().add((r - self.rb0) * self.nsb)
     }
-    store_tile(&acc, blk.y, (rows, n), (r0, p0));
+
+    #[inline(always)]
+    unsafe fn acts(&self, p: usize) -> *const ActPanel {
+        self.panels.as_ptr().add(p * self.dims.kb + self.s0)
+    }
+
+    #[inline(always)]
+    unsafe fn tile<const TR: usize, const TH: usize>(
+        &self,
+        w: [*const WeightSb; TR],
+        a: [*const ActPanel; TH],
+        acc: &mut [[__m256; TH]; TR],
+    ) {
+        tile::<TR, TH, F>(w, a, self.nsb, acc);
+    }
+
+    #[inline(always)]
+    unsafe fn store<const TR: usize, const TH: usize>(
+        &self,
+        at: (usize, usize),
+        acc: &[[__m256; TH]; TR],
+    ) {
+        store_tile(acc, self.y, (self.dims.rows, self.dims.n), at);
+    }
 }
 
-/// Every tile of one k-block of one row block.
+/// Every tile of one k-block of the row block `rb0..rb1`.
 ///
 /// # Safety
-/// As [`run_tile`].
+/// AVX2 + FMA available; `k` and `sums` describe buffers that cover the row
+/// block (see [`run_blocks`]), whose outputs belong to this worker.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn row_block<F: Form>(blk: &mut Block<'_>) {
-    let np = blk.dims.n.div_ceil(PANEL);
+unsafe fn row_block<F: Form>(
+    k: &Kernel<'_, F>,
+    sums: &mut Sums<'_, __m256>,
+    (rb0, rb1): (usize, usize),
+) {
+    let np = k.dims.n.div_ceil(PANEL);
     // Panels outer: a pair of activation panels stays in L1/L2 while the
     // row block's expanded weights (L2) stream past it.
     let mut p0 = 0;
     while p0 < np {
         let wide = p0 + H <= np;
-        let mut r0 = blk.rb0;
-        while r0 < blk.rb1 {
-            let tall = r0 + R <= blk.rb1;
+        let mut r0 = rb0;
+        while r0 < rb1 {
+            let tall = r0 + R <= rb1;
             match (tall, wide) {
-                (true, true) => run_tile::<R, H, F>(blk, r0, p0),
-                (true, false) => run_tile::<R, 1, F>(blk, r0, p0),
-                (false, true) => run_tile::<1, H, F>(blk, r0, p0),
-                (false, false) => run_tile::<1, 1, F>(blk, r0, p0),
+                (true, true) => run_tile::<_, R, H>(k, sums, r0, p0),
+                (true, false) => run_tile::<_, R, 1>(k, sums, r0, p0),
+                (false, true) => run_tile::<_, 1, H>(k, sums, r0, p0),
+                (false, false) => run_tile::<_, 1, 1>(k, sums, r0, p0),
             }
             r0 += if tall { R } else { 1 };
         }
@@ -590,57 +597,65 @@ fn run_blocks(
     w: KRows<'_>,
     row_bytes: usize,
     dims: Dims,
-    panels_ref: &[ActPanel],
+    panels: &[ActPanel],
+    y: &mut [f32],
+) {
+    match ty {
+        GgmlType::Q2_K => run_blocks_as::<FormQ2K>(ty, w, row_bytes, dims, panels, y),
+        GgmlType::Q3_K => run_blocks_as::<FormQ3K>(ty, w, row_bytes, dims, panels, y),
+        GgmlType::Q4_K => run_blocks_as::<FormQ4K>(ty, w, row_bytes, dims, panels, y),
+        GgmlType::Q5_K => run_blocks_as::<FormQ5K>(ty, w, row_bytes, dims, panels, y),
+        // Q6_K, the only other type `matmul` lets through.
+        _ => run_blocks_as::<FormQ6K>(ty, w, row_bytes, dims, panels, y),
+    }
+}
+
+/// [`run_blocks`] for the form `F` of `ty`.
+fn run_blocks_as<F: Form>(
+    ty: GgmlType,
+    w: KRows<'_>,
+    row_bytes: usize,
+    dims: Dims,
+    panels: &[ActPanel],
     y: &mut [f32],
 ) {
     let Dims { rows, n, kb } = dims;
     let np = n.div_ceil(PANEL);
     let rb = row_block_size(rows, R, RB_MAX);
-    let y_out = OutPtr(y.as_mut_ptr());
+    let y = OutPtr(y.as_mut_ptr());
     (0..rows.div_ceil(rb)).into_par_iter().for_each(|blk| {
         let (rb0, rb1) = (blk * rb, ((blk + 1) * rb).min(rows));
         SCRATCH.with(|cell| {
-            let scratch = &mut *cell.borrow_mut();
+            let Scratch { wbuf, acc } = &mut *cell.borrow_mut();
             let need = (rb1 - rb0) * KC.min(kb);
-            if scratch.wbuf.len() < need {
-                scratch.wbuf.resize(need, WEIGHT_ZERO);
+            if wbuf.len() < need {
+                wbuf.resize(need, WEIGHT_ZERO);
             }
-            let need = (rb1 - rb0) * np;
-            if scratch.acc.len() < need {
-                // SAFETY: AVX is available (checked by the caller); this
-                // only makes a zero vector.
-                scratch.acc.resize(need, unsafe { _mm256_setzero_ps() });
-            }
-            for s0 in (0..kb).step_by(KC) {
-                let nsb = KC.min(kb - s0);
+            // SAFETY: AVX is available (checked by the caller); this only
+            // makes a zero vector.
+            let zero = unsafe { _mm256_setzero_ps() };
+            tiles::k_blocks(acc, zero, rb0..rb1, np, (kb, KC), |ks, sums| {
+                let (s0, nsb) = (ks.start, ks.len());
                 // SAFETY: the caller checked AVX2/FMA/F16C; `w` holds `rows`
                 // rows of `row_bytes` (checked by `crate::matmul`), `wbuf`
-                // has `(rb1 - rb0) * nsb` entries and `acc` `(rb1 - rb0) * np`,
-                // the panels cover every activation row and super-block, and
-                // rows rb0..rb1 of `y` belong to this block alone.
+                // has `(rb1 - rb0) * nsb` entries, the panels cover every
+                // activation row and super-block, and rows rb0..rb1 of `y`
+                // belong to this block alone.
                 unsafe {
-                    expand_rows(ty, w, row_bytes, (rb0, rb1), (s0, nsb), &mut scratch.wbuf);
-                    let mut blk = Block {
+                    expand_rows(ty, w, row_bytes, (rb0, rb1), (s0, nsb), wbuf);
+                    let k = Kernel::<F> {
                         dims,
-                        wbuf: &scratch.wbuf,
-                        acc: &mut scratch.acc,
+                        wbuf: &wbuf[..],
                         rb0,
-                        rb1,
-                        panels: panels_ref,
+                        panels,
                         s0,
                         nsb,
-                        y: y_out,
+                        y,
+                        form: PhantomData,
                     };
-                    match ty {
-                        GgmlType::Q2_K => row_block::<FormQ2K>(&mut blk),
-                        GgmlType::Q3_K => row_block::<FormQ3K>(&mut blk),
-                        GgmlType::Q4_K => row_block::<FormQ4K>(&mut blk),
-                        GgmlType::Q5_K => row_block::<FormQ5K>(&mut blk),
-                        // Q6_K, the only other type `matmul` lets through.
-                        _ => row_block::<FormQ6K>(&mut blk),
-                    }
+                    row_block(&k, sums, (rb0, rb1));
                 }
-            }
+            });
         });
     });
 }

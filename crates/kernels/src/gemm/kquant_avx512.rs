@@ -24,7 +24,8 @@
 //! kernel's own, so results are bit-identical to [`crate::dot::scalar`].
 
 use super::kquant::{expand_rows, KRows, WeightSb as Expanded, WEIGHT_ZERO};
-use super::{row_block_size, store_lanes};
+use super::tiles::{self, run_tile, Micro, Sums};
+use super::{row_block_size, store_tile_512};
 use crate::blocks::*;
 use crate::dot::{avx2, avx512};
 use crate::packed::{BlockQ4Kx16, GROUP};
@@ -112,17 +113,18 @@ const PANEL_ZERO: ActPanel = ActPanel {
 /// The activation panels of one call, reused across calls.
 static PANELS: Pool<Vec<ActPanel>> = Pool::new();
 
-/// A worker's buffers: weight rows expanded by the AVX2 code, the same in
-/// this kernel's form, and running sums.
+/// A worker's weight buffers: rows expanded by the AVX2 code, and the same
+/// in this kernel's form.
 #[derive(Default)]
 struct Scratch {
     expanded: Vec<Expanded>,
     wbuf: Vec<WeightSb>,
-    acc: Vec<__m512>,
 }
 
 thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+    /// A worker's running sums between k-blocks.
+    static ACC: RefCell<Vec<__m512>> = const { RefCell::new(Vec::new()) };
 }
 
 impl Scratch {
@@ -627,15 +629,13 @@ struct Dims {
     kb: usize,
 }
 
-/// One k-block of one row block: what every tile of it needs.
-struct Block<'a> {
+/// The operands of one k-block of one row block: the microkernel's
+/// [`Micro`] (weight units are rows, activation units panels).
+struct Kernel<'a, const DEPTH: usize, const MINS: usize> {
     dims: Dims,
     /// Weights of rows `rb0..`, `nsb` per row.
     wbuf: &'a [WeightSb],
-    /// Running sums between k-blocks: `(row - rb0) * panels + panel`.
-    acc: &'a mut [__m512],
     rb0: usize,
-    rb1: usize,
     panels: &'a [ActPanel],
     /// The k-block: super-blocks `s0..s0 + nsb`.
     s0: usize,
@@ -643,69 +643,69 @@ struct Block<'a> {
     y: OutPtr,
 }
 
-/// One tile of `TR` rows (`r0..`) × `TH` panels (`p0..`) over the k-block:
-/// continues the running sums (zero at the first k-block) and stores them,
-/// into `y` after the last k-block.
-///
-/// # Safety
-/// AVX-512 F/BW/VL/VNNI available; `blk` describes buffers that cover the
-/// tile (see [`matmul`]) and rows whose outputs belong to this worker.
-#[inline(always)]
-unsafe fn run_tile<const TR: usize, const TH: usize, const DEPTH: usize, const MINS: usize>(
-    blk: &mut Block<'_>,
-    r0: usize,
-    p0: usize,
-) {
-    let Dims { rows, n, kb } = blk.dims;
-    let np = n.div_ceil(PANEL);
-    let slot = |r: usize, h: usize| (r0 + r - blk.rb0) * np + p0 + h;
-    let mut acc = [[_mm512_setzero_ps(); TH]; TR];
-    if blk.s0 > 0 {
-        for r in 0..TR {
-            for h in 0..TH {
-                acc[r][h] = blk.acc[slot(r, h)];
-            }
-        }
+impl<const DEPTH: usize, const MINS: usize> Micro for Kernel<'_, DEPTH, MINS> {
+    type Acc = __m512;
+    type WPtr = *const WeightSb;
+    type APtr = *const ActPanel;
+
+    #[inline(always)]
+    unsafe fn zero() -> __m512 {
+        _mm512_setzero_ps()
     }
-    let w: [*const WeightSb; TR] =
-        std::array::from_fn(|r| blk.wbuf.as_ptr().add((r0 + r - blk.rb0) * blk.nsb));
-    let a: [*const ActPanel; TH] =
-        std::array::from_fn(|h| blk.panels.as_ptr().add((p0 + h) * kb + blk.s0));
-    tile::<TR, TH, DEPTH, MINS>(w, a, blk.nsb, &mut acc);
-    if blk.s0 + blk.nsb < kb {
-        for r in 0..TR {
-            for h in 0..TH {
-                blk.acc[slot(r, h)] = acc[r][h];
-            }
-        }
-        return;
+
+    #[inline(always)]
+    unsafe fn weights(&self, r: usize) -> *const WeightSb {
+        self.wbuf.as_ptr().add((r - self.rb0) * self.nsb)
     }
-    let mut lanes = [[0f32; PANEL]; TR];
-    for h in 0..TH {
-        for r in 0..TR {
-            _mm512_storeu_ps(lanes[r].as_mut_ptr(), acc[r][h]);
-        }
-        store_lanes(&lanes, blk.y, (rows, n), (r0, (p0 + h) * PANEL));
+
+    #[inline(always)]
+    unsafe fn acts(&self, p: usize) -> *const ActPanel {
+        self.panels.as_ptr().add(p * self.dims.kb + self.s0)
+    }
+
+    #[inline(always)]
+    unsafe fn tile<const TR: usize, const TH: usize>(
+        &self,
+        w: [*const WeightSb; TR],
+        a: [*const ActPanel; TH],
+        acc: &mut [[__m512; TH]; TR],
+    ) {
+        tile::<TR, TH, DEPTH, MINS>(w, a, self.nsb, acc);
+    }
+
+    #[inline(always)]
+    unsafe fn store<const TR: usize, const TH: usize>(
+        &self,
+        at: (usize, usize),
+        acc: &[[__m512; TH]; TR],
+    ) {
+        store_tile_512(acc, self.y, (self.dims.rows, self.dims.n), at);
     }
 }
 
-/// Every tile of one k-block of one row block.
+/// Every tile of one k-block of the row block `rb0..rb1`.
 ///
 /// # Safety
-/// As [`run_tile`].
+/// AVX-512 F/BW/VL/VNNI available; `k` and `sums` describe buffers that
+/// cover the row block (see [`run_blocks`]), whose outputs belong to this
+/// worker.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn row_block<const DEPTH: usize, const MINS: usize>(blk: &mut Block<'_>) {
-    let np = blk.dims.n.div_ceil(PANEL);
+unsafe fn row_block<const DEPTH: usize, const MINS: usize>(
+    k: &Kernel<'_, DEPTH, MINS>,
+    sums: &mut Sums<'_, __m512>,
+    (rb0, rb1): (usize, usize),
+) {
+    let np = k.dims.n.div_ceil(PANEL);
     // Panels outer: a pair of activation panels stays in L1 while the row
     // block's weights (L2) stream past it.
     let mut p0 = 0;
     while p0 < np {
         let wide = p0 + H <= np;
-        let mut r0 = blk.rb0;
-        while r0 < blk.rb1 {
+        let mut r0 = rb0;
+        while r0 < rb1 {
             // The last rows of a matrix whose row count is not a multiple of
             // R: 4 and 2 rows keep more chains going than 1.
-            let tr = match blk.rb1 - r0 {
+            let tr = match rb1 - r0 {
                 left if left >= R => R,
                 4 | 5 => 4,
                 2 | 3 => 2,
@@ -714,9 +714,9 @@ unsafe fn row_block<const DEPTH: usize, const MINS: usize>(blk: &mut Block<'_>) 
             macro_rules! by_panels {
                 ($tr:expr) => {
                     if wide {
-                        run_tile::<$tr, H, DEPTH, MINS>(blk, r0, p0)
+                        run_tile::<_, $tr, H>(k, sums, r0, p0)
                     } else {
-                        run_tile::<$tr, 1, DEPTH, MINS>(blk, r0, p0)
+                        run_tile::<_, $tr, 1>(k, sums, r0, p0)
                     }
                 };
             }
@@ -869,55 +869,63 @@ fn run_blocks(
     w: KRows<'_>,
     row_bytes: usize,
     dims: Dims,
-    panels_ref: &[ActPanel],
+    panels: &[ActPanel],
+    y: &mut [f32],
+) {
+    match Form::of(ty) {
+        Form::Group16Min => run_blocks_as::<4, 8>(ty, w, row_bytes, dims, panels, y),
+        Form::Group16Sym => run_blocks_as::<4, 0>(ty, w, row_bytes, dims, panels, y),
+        Form::Sub32Min => run_blocks_as::<8, 4>(ty, w, row_bytes, dims, panels, y),
+    }
+}
+
+/// [`run_blocks`] for one form of the microkernel.
+fn run_blocks_as<const DEPTH: usize, const MINS: usize>(
+    ty: GgmlType,
+    w: KRows<'_>,
+    row_bytes: usize,
+    dims: Dims,
+    panels: &[ActPanel],
     y: &mut [f32],
 ) {
     let Dims { rows, n, kb } = dims;
     let np = n.div_ceil(PANEL);
-    let form = Form::of(ty);
     let rb = row_block_size(rows, RB_STEP, RB_MAX);
-    let y_out = OutPtr(y.as_mut_ptr());
+    let y = OutPtr(y.as_mut_ptr());
     (0..rows.div_ceil(rb)).into_par_iter().for_each(|blk| {
         let (rb0, rb1) = (blk * rb, ((blk + 1) * rb).min(rows));
         SCRATCH.with(|cell| {
-            let scratch = &mut *cell.borrow_mut();
-            scratch.reserve(w, (rb0, rb1), kb);
-            let need = (rb1 - rb0) * np;
-            if scratch.acc.len() < need {
+            ACC.with(|acc| {
+                let scratch = &mut *cell.borrow_mut();
+                scratch.reserve(w, (rb0, rb1), kb);
                 // SAFETY: AVX-512F is available (checked by the caller);
                 // this only makes a zero vector.
-                scratch.acc.resize(need, unsafe { _mm512_setzero_ps() });
-            }
-            for s0 in (0..kb).step_by(KC) {
-                let nsb = KC.min(kb - s0);
-                // SAFETY: the caller checked AVX2/FMA/F16C and AVX-512
-                // F/BW/VL/VNNI; `w` holds `rows` rows of `row_bytes`
-                // (checked by `crate::matmul`), rb0 is a multiple of RB_STEP
-                // (so of GROUP), `wbuf` (and for the plain layout `expanded`)
-                // has whole groups of `nsb` entries per row and `acc`
-                // `(rb1 - rb0) * np`, the panels cover every activation row
-                // and super-block, and rows rb0..rb1 of `y` belong to this
-                // block alone.
-                unsafe {
-                    expand_k_block(ty, w, (row_bytes, kb), (rb0, rb1), (s0, nsb), scratch);
-                    let mut blk = Block {
-                        dims,
-                        wbuf: &scratch.wbuf,
-                        acc: &mut scratch.acc,
-                        rb0,
-                        rb1,
-                        panels: panels_ref,
-                        s0,
-                        nsb,
-                        y: y_out,
-                    };
-                    match form {
-                        Form::Group16Min => row_block::<4, 8>(&mut blk),
-                        Form::Group16Sym => row_block::<4, 0>(&mut blk),
-                        Form::Sub32Min => row_block::<8, 4>(&mut blk),
+                let zero = unsafe { _mm512_setzero_ps() };
+                let acc = &mut *acc.borrow_mut();
+                tiles::k_blocks(acc, zero, rb0..rb1, np, (kb, KC), |ks, sums| {
+                    // SAFETY: the caller checked AVX2/FMA/F16C and AVX-512
+                    // F/BW/VL/VNNI; `w` holds `rows` rows of `row_bytes`
+                    // (checked by `crate::matmul`), rb0 is a multiple of
+                    // RB_STEP (so of GROUP), `wbuf` (and for the plain layout
+                    // `expanded`) has whole groups of `nsb` entries per row,
+                    // the panels cover every activation row and super-block,
+                    // and rows rb0..rb1 of `y` belong to this block alone.
+                    unsafe {
+                        let (s0, nsb) = (ks.start, ks.len());
+                        expand_k_block(ty, w, (row_bytes, kb), (rb0, rb1), (s0, nsb), scratch);
+                        let k = Kernel::<DEPTH, MINS> {
+                            dims,
+                            wbuf: &scratch.wbuf,
+                            rb0,
+                            panels,
+                            s0,
+                            nsb,
+                            y,
+                        };
+                        row_block(&k, sums, (rb0, rb1));
                     }
-                }
-            }
+                });
+            });
         });
     });
 }

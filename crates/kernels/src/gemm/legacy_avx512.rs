@@ -19,7 +19,8 @@
 //! kernels to f32 rounding.
 
 use super::legacy::{expand_rows, LRows, WeightBlock as Expanded, WEIGHT_ZERO};
-use super::{row_block_size, store_lanes};
+use super::tiles::{self, run_tile, Micro, Sums};
+use super::{row_block_size, store_tile_512};
 use crate::blocks::*;
 use crate::shared::{OutPtr, Pool};
 use mistral_gguf::GgmlType;
@@ -201,16 +202,14 @@ unsafe fn tile<const TR: usize, const TH: usize, const MIN: bool>(
     }
 }
 
-/// One k-block of one row block: what every tile of it needs.
-struct Block<'a> {
+/// The operands of one k-block of one row block: the microkernel's
+/// [`Micro`] (weight units are rows, activation units panels).
+struct Kernel<'a, const MIN: bool> {
     /// `(rows, n, blocks per row)`.
     dims: (usize, usize, usize),
     /// Weights of rows `rb0..`, `nkb` blocks per row.
     wbuf: &'a [WeightBlock],
-    /// Running sums between k-blocks: `(row - rb0) * panels + panel`.
-    acc: &'a mut [__m512],
     rb0: usize,
-    rb1: usize,
     panels: &'a [ActBlock],
     /// The k-block: blocks `s0..s0 + nkb`.
     s0: usize,
@@ -218,70 +217,70 @@ struct Block<'a> {
     y: OutPtr,
 }
 
-/// One tile of `TR` rows (`r0..`) × `TH` panels (`p0..`) over the k-block:
-/// continues the running sums (zero at the first k-block) and stores them,
-/// into `y` after the last k-block.
-///
-/// # Safety
-/// AVX-512 F/BW/VL/VNNI available; `blk` describes buffers that cover the
-/// tile (see [`matmul`]) and rows whose outputs belong to this worker.
-#[inline(always)]
-unsafe fn run_tile<const TR: usize, const TH: usize, const MIN: bool>(
-    blk: &mut Block<'_>,
-    r0: usize,
-    p0: usize,
-) {
-    let (rows, n, nb) = blk.dims;
-    let np = n.div_ceil(PANEL);
-    let slot = |r: usize, h: usize| (r0 + r - blk.rb0) * np + p0 + h;
-    let mut acc = [[_mm512_setzero_ps(); TH]; TR];
-    if blk.s0 > 0 {
-        for r in 0..TR {
-            for h in 0..TH {
-                acc[r][h] = blk.acc[slot(r, h)];
-            }
-        }
+impl<const MIN: bool> Micro for Kernel<'_, MIN> {
+    type Acc = __m512;
+    type WPtr = *const WeightBlock;
+    type APtr = *const ActBlock;
+
+    #[inline(always)]
+    unsafe fn zero() -> __m512 {
+        _mm512_setzero_ps()
     }
-    let w: [*const WeightBlock; TR] =
-        std::array::from_fn(|r| blk.wbuf.as_ptr().add((r0 + r - blk.rb0) * blk.nkb));
-    let a: [*const ActBlock; TH] =
-        std::array::from_fn(|h| blk.panels.as_ptr().add((p0 + h) * nb + blk.s0));
-    tile::<TR, TH, MIN>(w, a, blk.nkb, &mut acc);
-    if blk.s0 + blk.nkb < nb {
-        for r in 0..TR {
-            for h in 0..TH {
-                blk.acc[slot(r, h)] = acc[r][h];
-            }
-        }
-        return;
+
+    #[inline(always)]
+    unsafe fn weights(&self, r: usize) -> *const WeightBlock {
+        self.wbuf.as_ptr().add((r - self.rb0) * self.nkb)
     }
-    let mut lanes = [[0f32; PANEL]; TR];
-    for h in 0..TH {
-        for r in 0..TR {
-            _mm512_storeu_ps(lanes[r].as_mut_ptr(), acc[r][h]);
-        }
-        store_lanes(&lanes, blk.y, (rows, n), (r0, (p0 + h) * PANEL));
+
+    #[inline(always)]
+    unsafe fn acts(&self, p: usize) -> *const ActBlock {
+        self.panels.as_ptr().add(p * self.dims.2 + self.s0)
+    }
+
+    #[inline(always)]
+    unsafe fn tile<const TR: usize, const TH: usize>(
+        &self,
+        w: [*const WeightBlock; TR],
+        a: [*const ActBlock; TH],
+        acc: &mut [[__m512; TH]; TR],
+    ) {
+        tile::<TR, TH, MIN>(w, a, self.nkb, acc);
+    }
+
+    #[inline(always)]
+    unsafe fn store<const TR: usize, const TH: usize>(
+        &self,
+        at: (usize, usize),
+        acc: &[[__m512; TH]; TR],
+    ) {
+        store_tile_512(acc, self.y, (self.dims.0, self.dims.1), at);
     }
 }
 
-/// Every tile of one k-block of one row block.
+/// Every tile of one k-block of the row block `rb0..rb1`.
 ///
 /// # Safety
-/// As [`run_tile`].
+/// AVX-512 F/BW/VL/VNNI available; `k` and `sums` describe buffers that
+/// cover the row block (see [`run_blocks`]), whose outputs belong to this
+/// worker.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn row_block<const MIN: bool>(blk: &mut Block<'_>) {
-    let np = blk.dims.1.div_ceil(PANEL);
+unsafe fn row_block<const MIN: bool>(
+    k: &Kernel<'_, MIN>,
+    sums: &mut Sums<'_, __m512>,
+    (rb0, rb1): (usize, usize),
+) {
+    let np = k.dims.1.div_ceil(PANEL);
     let mut p0 = 0;
     while p0 < np {
         let wide = p0 + H <= np;
-        let mut r0 = blk.rb0;
-        while r0 < blk.rb1 {
-            let tall = r0 + R <= blk.rb1;
+        let mut r0 = rb0;
+        while r0 < rb1 {
+            let tall = r0 + R <= rb1;
             match (tall, wide) {
-                (true, true) => run_tile::<R, H, MIN>(blk, r0, p0),
-                (true, false) => run_tile::<R, 1, MIN>(blk, r0, p0),
-                (false, true) => run_tile::<1, H, MIN>(blk, r0, p0),
-                (false, false) => run_tile::<1, 1, MIN>(blk, r0, p0),
+                (true, true) => run_tile::<_, R, H>(k, sums, r0, p0),
+                (true, false) => run_tile::<_, R, 1>(k, sums, r0, p0),
+                (false, true) => run_tile::<_, 1, H>(k, sums, r0, p0),
+                (false, false) => run_tile::<_, 1, 1>(k, sums, r0, p0),
             }
             r0 += if tall { R } else { 1 };
         }
@@ -324,68 +323,79 @@ fn run_blocks(
     w: LRows<'_>,
     row_bytes: usize,
     dims: (usize, usize, usize),
-    panels_ref: &[ActBlock],
+    panels: &[ActBlock],
+    y: &mut [f32],
+) {
+    if matches!(ty, GgmlType::Q4_1 | GgmlType::Q5_1) {
+        run_blocks_as::<true>(ty, w, row_bytes, dims, panels, y);
+    } else {
+        run_blocks_as::<false>(ty, w, row_bytes, dims, panels, y);
+    }
+}
+
+/// [`run_blocks`] for types with (`MIN`) or without a min.
+fn run_blocks_as<const MIN: bool>(
+    ty: GgmlType,
+    w: LRows<'_>,
+    row_bytes: usize,
+    dims: (usize, usize, usize),
+    panels: &[ActBlock],
     y: &mut [f32],
 ) {
     let (rows, n, nb) = dims;
     let np = n.div_ceil(PANEL);
-    let min = matches!(ty, GgmlType::Q4_1 | GgmlType::Q5_1);
     let rb = row_block_size(rows, R, RB_MAX);
-    let y_out = OutPtr(y.as_mut_ptr());
+    let y = OutPtr(y.as_mut_ptr());
     (0..rows.div_ceil(rb)).into_par_iter().for_each(|blk| {
         let (rb0, rb1) = (blk * rb, ((blk + 1) * rb).min(rows));
         SCRATCH.with(|cell| {
-            let scratch = &mut *cell.borrow_mut();
+            let Scratch {
+                expanded,
+                wbuf,
+                acc,
+            } = &mut *cell.borrow_mut();
             // The AVX2 expansion covers whole rows.
             let need = (rb1 - rb0) * nb;
-            if scratch.expanded.len() < need {
-                scratch.expanded.resize(need, WEIGHT_ZERO);
+            if expanded.len() < need {
+                expanded.resize(need, WEIGHT_ZERO);
             }
             let need = (rb1 - rb0) * KC.min(nb);
-            if scratch.wbuf.len() < need {
-                scratch.wbuf.resize(need, W_ZERO);
+            if wbuf.len() < need {
+                wbuf.resize(need, W_ZERO);
             }
-            let need = (rb1 - rb0) * np;
-            if scratch.acc.len() < need {
-                // SAFETY: AVX-512F is available (checked by the caller);
-                // this only makes a zero vector.
-                scratch.acc.resize(need, unsafe { _mm512_setzero_ps() });
-            }
-            // SAFETY: the caller checked AVX2/FMA/F16C and AVX-512
-            // F/BW/VL/VNNI; `w` holds `rows` rows of `row_bytes` (checked by
-            // `crate::matmul`), `expanded` has `nb` blocks per row of the
-            // span, `wbuf` `nkb` per row and `acc` `(rb1 - rb0) * np`
-            // entries, the panels cover every activation row and block, and
-            // rows rb0..rb1 of `y` belong to this block alone.
-            unsafe {
-                expand_rows(ty, w, row_bytes, (rb0, rb1), nb, &mut scratch.expanded);
-                for s0 in (0..nb).step_by(KC) {
-                    let nkb = KC.min(nb - s0);
+            // SAFETY: the caller checked AVX2/FMA/F16C; `w` holds `rows`
+            // rows of `row_bytes` (checked by `crate::matmul`) and
+            // `expanded` `nb` blocks per row of the span.
+            unsafe { expand_rows(ty, w, row_bytes, (rb0, rb1), nb, expanded) };
+            // SAFETY: AVX-512F is available (checked by the caller); this
+            // only makes a zero vector.
+            let zero = unsafe { _mm512_setzero_ps() };
+            tiles::k_blocks(acc, zero, rb0..rb1, np, (nb, KC), |ks, sums| {
+                let nkb = ks.len();
+                // SAFETY: the caller checked AVX-512 F/BW/VL/VNNI; `wbuf`
+                // has `nkb` blocks per row of the span, the panels cover
+                // every activation row and block, and rows rb0..rb1 of `y`
+                // belong to this block alone.
+                unsafe {
                     for r in 0..rb1 - rb0 {
                         convert_rows(
                             ty,
-                            &scratch.expanded[r * nb + s0..r * nb + s0 + nkb],
-                            &mut scratch.wbuf[r * nkb..(r + 1) * nkb],
+                            &expanded[r * nb + ks.start..r * nb + ks.end],
+                            &mut wbuf[r * nkb..(r + 1) * nkb],
                         );
                     }
-                    let mut blk = Block {
+                    let k = Kernel::<MIN> {
                         dims,
-                        wbuf: &scratch.wbuf,
-                        acc: &mut scratch.acc,
+                        wbuf: &wbuf[..],
                         rb0,
-                        rb1,
-                        panels: panels_ref,
-                        s0,
+                        panels,
+                        s0: ks.start,
                         nkb,
-                        y: y_out,
+                        y,
                     };
-                    if min {
-                        row_block::<true>(&mut blk);
-                    } else {
-                        row_block::<false>(&mut blk);
-                    }
+                    row_block(&k, sums, (rb0, rb1));
                 }
-            }
+            });
         });
     });
 }

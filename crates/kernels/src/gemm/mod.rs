@@ -16,6 +16,11 @@
 //!   `group16_amx` (packed Q8_0 and the packed 4-bit 32-value types):
 //!   AMX-INT8 tiles, the AVX-512 kernels' exact sums and float steps.
 //!
+//! `kquant`, `kquant_avx512`, `legacy_avx512` and `group16` run on one tile
+//! driver, `tiles` (after llamafile's tinyBLAS): each gives its microkernel
+//! and operands as a `tiles::Micro`, and the driver keeps the running sums
+//! between k-blocks and runs the tiles.
+//!
 //! `try_matmul` is the entry point [`crate::matmul()`] calls; it declines
 //! (returns `None`) for types, instruction sets or batch sizes without a
 //! tiled kernel, and the row-at-a-time path runs instead.
@@ -38,6 +43,8 @@ mod kquant_avx512;
 mod legacy;
 #[cfg(target_arch = "x86_64")]
 mod legacy_avx512;
+#[cfg(target_arch = "x86_64")]
+mod tiles;
 
 use crate::isa::Isa;
 #[cfg(target_arch = "x86_64")]
@@ -421,6 +428,30 @@ unsafe fn store_tile<const TR: usize, const TH: usize>(
             std::arch::x86_64::_mm256_storeu_ps(lanes[r].as_mut_ptr(), acc[r][h]);
         }
         store_lanes(&lanes, y, (rows, n), (r0, (p0 + h) * PANEL));
+    }
+}
+
+/// [`store_tile`] for the AVX-512 kernels' tiles, whose panels are 16
+/// activation rows (one per lane of a `__m512`).
+///
+/// # Safety
+/// AVX-512F available; the rows `r0..r0 + TR` of `y` (`n * rows` values)
+/// belong to the caller.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn store_tile_512<const TR: usize, const TH: usize>(
+    acc: &[[std::arch::x86_64::__m512; TH]; TR],
+    y: crate::shared::OutPtr,
+    (rows, n): (usize, usize),
+    (r0, p0): (usize, usize),
+) {
+    const LANES: usize = 16;
+    let mut lanes = [[0f32; LANES]; TR];
+    for h in 0..TH {
+        for r in 0..TR {
+            std::arch::x86_64::_mm512_storeu_ps(lanes[r].as_mut_ptr(), acc[r][h]);
+        }
+        store_lanes(&lanes, y, (rows, n), (r0, (p0 + h) * LANES));
     }
 }
 
