@@ -420,14 +420,12 @@ unsafe fn q6k_rows<const GFNI: bool, const M: usize>(
         w.len()
     };
     let mut acc = [_mm512_setzero_ps(); M];
-    // No software prefetch: the hardware prefetcher keeps up with these
-    // row streams, and `prefetch_ahead` (2 KiB ahead) cost 4–9% from
-    // memory (Zen 4, 2 threads, `stream_timing`, alternated with candle in
-    // one process, GiB/s with / without: 32000×4096 33.4, 32.6 / 36.7,
-    // 32.8, candle 33.3, 33.2 / 33.7, 30.5; 4096×4096 copies over 512 MiB
-    // 28.7, 28.6 / 25.1, 29.8 against candle 30.2, 29.8 / 25.7, 29.9; in
-    // L3 54.1, 56.4 / 58.8, 57.8).
+    // A software prefetch of each block `PREFETCH_AHEAD` bytes ahead, as
+    // every other row kernel: on the AMX Xeon it took Q6_K matrix × vector
+    // from memory from 12.5–12.7 to 17.8–18.7 GiB/s (benches/journal/
+    // kernel-dispatch.md, with the Zen 4 figures that had left it out).
     for (s, x) in w[..nb].iter().enumerate() {
+        prefetch_ahead(x);
         let sc8 = _mm_loadu_si128(x.scales.as_ptr() as *const __m128i);
         let sc16 = _mm256_cvtepi8_epi16(sc8);
         let sc = _mm512_castsi256_si512(sc16);
