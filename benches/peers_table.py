@@ -447,8 +447,12 @@ def machine(out, threads):
         by = {r.get("threads"): r.get("mean_gb_s") for r in runs}
         return {"by_threads": by, "at_threads": by.get(threads)}
 
+    l3 = re.search(r"^L3 cache:\s*([\d.]+)\s*([KMG])i?B?", lscpu, re.M)
+    l3 = int(float(l3.group(1)) * {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}[l3.group(2)]) if l3 else None
+
     return {
         "cpu": model.group(1).strip() if model else None,
+        "l3_bytes": l3,
         "flags": {f: (f in flags) for f in FLAGS_OF_INTEREST},
         "logical_cores": info.get("nproc"),
         "threads": threads,
@@ -663,10 +667,12 @@ def write_md(out, rep):
         if (r["cpu_busy_pct_before"] or 0) > 10:
             L.append("- %s: **the CPUs were %d%% busy with other work just before this row**; its "
                      "figures are suspect" % (r["file_name"], r["cpu_busy_pct_before"]))
-    bw = m["bandwidth_gb_s"]
+    bw, l3 = m["bandwidth_gb_s"], m.get("l3_bytes")
     for r in rep["rows"]:
+        # The rows whose decode streams its weights from memory: more bytes a token than the L3
+        # holds (the 7B shape where the L3 size is unknown).
         bpt = r["bytes_per_token"]
-        if not bpt or r["group"] != "synth-7b":
+        if not bpt or (bpt <= l3 if l3 else r["group"] != "synth-7b"):
             continue
         parts = []
         for who, tps in (("ours", (r["ours"].get("tg") or {}).get("tps") if r["ours"] else None),
