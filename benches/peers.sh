@@ -24,8 +24,9 @@
 #     native build (PPL within PEERS_PPL_TOL, mean KLD under PEERS_KLD_MAX); a path that disagrees
 #     is marked wrong and not timed. Our perplexity over the same chunks is recorded beside it.
 #     Then timing, in PEERS_ROUNDS rounds: every correct llama.cpp path, then ours (ours first in
-#     even rounds). Each engine's figure is its fastest round: this host's noise only ever slows a
-#     round down. The table compares ours with llama.cpp's fastest correct path per test (pp, tg).
+#     even rounds). Each engine's figure is its fastest round: other work on the host only ever
+#     slows a round down. The table compares ours with llama.cpp's fastest correct path per test
+#     (pp, tg).
 #  A run of ours that fails (a type it does not read yet) is recorded and the script goes on.
 #
 # Settings (environment):

@@ -596,9 +596,9 @@ def write_md(out, rep):
     L.append("Each row: llama.cpp first, then ours (ours first in even rounds), same threads and "
              "sizes (pp = prompt tokens/s, tg = generated tokens/s, mean of the repetitions after "
              "one warm-up; with several rounds, each engine's fastest round, since other work on "
-             "the machine only slows a round down; every round is in `peers.json`). Ratio = ours / llama.cpp's fastest path that "
-             "computes correct results, per test; **bold**: under the target (pp < %.1f, tg < %.1f)." % (
-                 TARGET_PP, TARGET_TG))
+             "the machine only slows a round down; every round is in `peers.json`). Ratio = ours / "
+             "llama.cpp's fastest path that computes correct results, per test; **bold**: under "
+             "the target (pp < %.1f, tg < %.1f)." % (TARGET_PP, TARGET_TG))
     L.append("")
     L.append("| file | test | llama.cpp path used | llama.cpp pp / tg | ours pp / tg | ratio pp / tg | "
              "ours peak RSS | max RSS ours / llama.cpp | PPL llama.cpp / ours |")
