@@ -494,6 +494,9 @@ def fmt_ratio(r, target):
     if r is None:
         return "–"
     s = "%.2f" % r
+    if r < target and float(s) >= target:
+        # Under the target but rounding up to it: a third decimal says why it is bold.
+        s = "%.3f" % r
     return "**%s**" % s if r < target else s
 
 
