@@ -379,6 +379,8 @@ struct Kernel<'a, W> {
     /// Activation rows.
     n: usize,
     acts: &'a [ActBlock],
+    /// Blocks per row.
+    nb: usize,
     /// The k-block: blocks `s0..s0 + nkb`.
     s0: usize,
     nkb: usize,
@@ -402,7 +404,7 @@ impl<W: Group16> Micro for Kernel<'_, W> {
 
     #[inline(always)]
     unsafe fn acts(&self, t: usize) -> *const ActBlock {
-        self.acts.as_ptr().add(t * (self.w.cols() / QK) + self.s0)
+        self.acts.as_ptr().add(t * self.nb + self.s0)
     }
 
     #[inline(always)]
@@ -518,6 +520,7 @@ fn run_blocks<W: Group16>(w: &W, n: usize, acts: &[ActBlock], y: &mut [f32]) {
                     w,
                     n,
                     acts,
+                    nb,
                     s0: ks.start,
                     nkb: ks.len(),
                     y,

@@ -22,7 +22,7 @@
 //! own (`d·sumi − dmin·summ` per super-block, summed in order), so results
 //! are bit-identical to [`crate::dot::scalar`].
 
-use super::tiles::{self, run_tile, Micro, Sums};
+use super::tiles::{self, run_tile, KBlockOps, Micro, Sums};
 use super::{row_block_size, store_tile, with_panels, PANEL};
 use crate::blocks::*;
 use crate::dot::avx2;
@@ -384,14 +384,9 @@ struct Dims {
 /// [`Micro`] for the form `F` (weight units are rows, activation units
 /// panels).
 struct Kernel<'a, F> {
+    /// Super-blocks of the expanded weights and of the panels.
+    ops: KBlockOps<'a, WeightSb, ActPanel>,
     dims: Dims,
-    /// Expanded weights of rows `rb0..`, `nsb` per row.
-    wbuf: &'a [WeightSb],
-    rb0: usize,
-    panels: &'a [ActPanel],
-    /// The k-block: super-blocks `s0..s0 + nsb`.
-    s0: usize,
-    nsb: usize,
     y: OutPtr,
     form: PhantomData<F>,
 }
@@ -408,12 +403,12 @@ impl<F: Form> Micro for Kernel<'_, F> {
 
     #[inline(always)]
     unsafe fn weights(&self, r: usize) -> *const WeightSb {
-        self.wbuf.as_ptr().add((r - self.rb0) * self.nsb)
+        self.ops.weights(r)
     }
 
     #[inline(always)]
     unsafe fn acts(&self, p: usize) -> *const ActPanel {
-        self.panels.as_ptr().add(p * self.dims.kb + self.s0)
+        self.ops.acts(p)
     }
 
     #[inline(always)]
@@ -423,7 +418,7 @@ impl<F: Form> Micro for Kernel<'_, F> {
         a: [*const ActPanel; TH],
         acc: &mut [[__m256; TH]; TR],
     ) {
-        tile::<TR, TH, F>(w, a, self.nsb, acc);
+        tile::<TR, TH, F>(w, a, self.ops.nk, acc);
     }
 
     #[inline(always)]
@@ -644,12 +639,15 @@ fn run_blocks_as<F: Form>(
                 unsafe {
                     expand_rows(ty, w, row_bytes, (rb0, rb1), (s0, nsb), wbuf);
                     let k = Kernel::<F> {
+                        ops: KBlockOps {
+                            wbuf: &wbuf[..],
+                            rb0,
+                            panels,
+                            kb,
+                            s0,
+                            nk: nsb,
+                        },
                         dims,
-                        wbuf: &wbuf[..],
-                        rb0,
-                        panels,
-                        s0,
-                        nsb,
                         y,
                         form: PhantomData,
                     };

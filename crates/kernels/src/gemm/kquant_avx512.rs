@@ -24,7 +24,7 @@
 //! kernel's own, so results are bit-identical to [`crate::dot::scalar`].
 
 use super::kquant::{expand_rows, KRows, WeightSb as Expanded, WEIGHT_ZERO};
-use super::tiles::{self, run_tile, Micro, Sums};
+use super::tiles::{self, run_tile, KBlockOps, Micro, Sums};
 use super::{row_block_size, store_tile_512};
 use crate::blocks::*;
 use crate::dot::{avx2, avx512};
@@ -632,14 +632,9 @@ struct Dims {
 /// The operands of one k-block of one row block: the microkernel's
 /// [`Micro`] (weight units are rows, activation units panels).
 struct Kernel<'a, const DEPTH: usize, const MINS: usize> {
+    /// Super-blocks of the expanded weights and of the panels.
+    ops: KBlockOps<'a, WeightSb, ActPanel>,
     dims: Dims,
-    /// Weights of rows `rb0..`, `nsb` per row.
-    wbuf: &'a [WeightSb],
-    rb0: usize,
-    panels: &'a [ActPanel],
-    /// The k-block: super-blocks `s0..s0 + nsb`.
-    s0: usize,
-    nsb: usize,
     y: OutPtr,
 }
 
@@ -655,12 +650,12 @@ impl<const DEPTH: usize, const MINS: usize> Micro for Kernel<'_, DEPTH, MINS> {
 
     #[inline(always)]
     unsafe fn weights(&self, r: usize) -> *const WeightSb {
-        self.wbuf.as_ptr().add((r - self.rb0) * self.nsb)
+        self.ops.weights(r)
     }
 
     #[inline(always)]
     unsafe fn acts(&self, p: usize) -> *const ActPanel {
-        self.panels.as_ptr().add(p * self.dims.kb + self.s0)
+        self.ops.acts(p)
     }
 
     #[inline(always)]
@@ -670,7 +665,7 @@ impl<const DEPTH: usize, const MINS: usize> Micro for Kernel<'_, DEPTH, MINS> {
         a: [*const ActPanel; TH],
         acc: &mut [[__m512; TH]; TR],
     ) {
-        tile::<TR, TH, DEPTH, MINS>(w, a, self.nsb, acc);
+        tile::<TR, TH, DEPTH, MINS>(w, a, self.ops.nk, acc);
     }
 
     #[inline(always)]
@@ -914,12 +909,15 @@ fn run_blocks_as<const DEPTH: usize, const MINS: usize>(
                         let (s0, nsb) = (ks.start, ks.len());
                         expand_k_block(ty, w, (row_bytes, kb), (rb0, rb1), (s0, nsb), scratch);
                         let k = Kernel::<DEPTH, MINS> {
+                            ops: KBlockOps {
+                                wbuf: &scratch.wbuf,
+                                rb0,
+                                panels,
+                                kb,
+                                s0,
+                                nk: nsb,
+                            },
                             dims,
-                            wbuf: &scratch.wbuf,
-                            rb0,
-                            panels,
-                            s0,
-                            nsb,
                             y,
                         };
                         row_block(&k, sums, (rb0, rb1));

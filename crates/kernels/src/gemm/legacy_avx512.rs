@@ -19,7 +19,7 @@
 //! kernels to f32 rounding.
 
 use super::legacy::{expand_rows, LRows, WeightBlock as Expanded, WEIGHT_ZERO};
-use super::tiles::{self, run_tile, Micro, Sums};
+use super::tiles::{self, run_tile, KBlockOps, Micro, Sums};
 use super::{row_block_size, store_tile_512};
 use crate::blocks::*;
 use crate::shared::{OutPtr, Pool};
@@ -205,15 +205,9 @@ unsafe fn tile<const TR: usize, const TH: usize, const MIN: bool>(
 /// The operands of one k-block of one row block: the microkernel's
 /// [`Micro`] (weight units are rows, activation units panels).
 struct Kernel<'a, const MIN: bool> {
-    /// `(rows, n, blocks per row)`.
-    dims: (usize, usize, usize),
-    /// Weights of rows `rb0..`, `nkb` blocks per row.
-    wbuf: &'a [WeightBlock],
-    rb0: usize,
-    panels: &'a [ActBlock],
-    /// The k-block: blocks `s0..s0 + nkb`.
-    s0: usize,
-    nkb: usize,
+    ops: KBlockOps<'a, WeightBlock, ActBlock>,
+    /// `(rows, n)`.
+    dims: (usize, usize),
     y: OutPtr,
 }
 
@@ -229,12 +223,12 @@ impl<const MIN: bool> Micro for Kernel<'_, MIN> {
 
     #[inline(always)]
     unsafe fn weights(&self, r: usize) -> *const WeightBlock {
-        self.wbuf.as_ptr().add((r - self.rb0) * self.nkb)
+        self.ops.weights(r)
     }
 
     #[inline(always)]
     unsafe fn acts(&self, p: usize) -> *const ActBlock {
-        self.panels.as_ptr().add(p * self.dims.2 + self.s0)
+        self.ops.acts(p)
     }
 
     #[inline(always)]
@@ -244,7 +238,7 @@ impl<const MIN: bool> Micro for Kernel<'_, MIN> {
         a: [*const ActBlock; TH],
         acc: &mut [[__m512; TH]; TR],
     ) {
-        tile::<TR, TH, MIN>(w, a, self.nkb, acc);
+        tile::<TR, TH, MIN>(w, a, self.ops.nk, acc);
     }
 
     #[inline(always)]
@@ -253,7 +247,7 @@ impl<const MIN: bool> Micro for Kernel<'_, MIN> {
         at: (usize, usize),
         acc: &[[__m512; TH]; TR],
     ) {
-        store_tile_512(acc, self.y, (self.dims.0, self.dims.1), at);
+        store_tile_512(acc, self.y, self.dims, at);
     }
 }
 
@@ -385,12 +379,15 @@ fn run_blocks_as<const MIN: bool>(
                         );
                     }
                     let k = Kernel::<MIN> {
-                        dims,
-                        wbuf: &wbuf[..],
-                        rb0,
-                        panels,
-                        s0: ks.start,
-                        nkb,
+                        ops: KBlockOps {
+                            wbuf: &wbuf[..],
+                            rb0,
+                            panels,
+                            kb: nb,
+                            s0: ks.start,
+                            nk: nkb,
+                        },
+                        dims: (rows, n),
                         y,
                     };
                     row_block(&k, sums, (rb0, rb1));

@@ -65,6 +65,43 @@ pub(super) trait Micro {
     );
 }
 
+/// The operands of the kernels that expand each k-block of their row
+/// block's weights into a buffer and read activation panels (`kquant`,
+/// `kquant_avx512`, `legacy_avx512`): where their [`Micro::weights`] and
+/// [`Micro::acts`] point.
+#[derive(Clone, Copy)]
+pub(super) struct KBlockOps<'a, W, A> {
+    /// Weights of rows `rb0..`, `nk` blocks per row.
+    pub(super) wbuf: &'a [W],
+    pub(super) rb0: usize,
+    /// Activation panels, `kb` blocks each.
+    pub(super) panels: &'a [A],
+    pub(super) kb: usize,
+    /// The k-block: blocks `s0..s0 + nk`.
+    pub(super) s0: usize,
+    pub(super) nk: usize,
+}
+
+impl<W, A> KBlockOps<'_, W, A> {
+    /// Row `r`'s expanded blocks.
+    ///
+    /// # Safety
+    /// `r` is a row of the row block.
+    #[inline(always)]
+    pub(super) unsafe fn weights(&self, r: usize) -> *const W {
+        self.wbuf.as_ptr().add((r - self.rb0) * self.nk)
+    }
+
+    /// Panel `p`'s blocks from the k-block's first on.
+    ///
+    /// # Safety
+    /// `p` is one of the call's panels.
+    #[inline(always)]
+    pub(super) unsafe fn acts(&self, p: usize) -> *const A {
+        self.panels.as_ptr().add(p * self.kb + self.s0)
+    }
+}
+
 /// One row block's running sums between k-blocks (`width` per weight unit,
 /// `(r - base) * width + h`) and where the current k-block lies.
 pub(super) struct Sums<'a, V> {
