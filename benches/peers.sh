@@ -155,6 +155,13 @@ build_llama() {
     shift 2
     for t in $targets; do [ -x "$dir/bin/$t" ] || missing+=("$t"); done
     [ ${#missing[@]} -gt 0 ] || return 0
+    if ! command -v cmake >/dev/null && command -v apt-get >/dev/null; then
+        say "cmake missing: installing Debian's cmake"
+        local sudo=
+        [ "$(id -u)" = 0 ] || sudo=sudo
+        $sudo apt-get install -y cmake >/dev/null 2>&1 ||
+            { $sudo apt-get update >/dev/null 2>&1 && $sudo apt-get install -y cmake >/dev/null 2>&1; } || true
+    fi
     command -v cmake >/dev/null || die "cmake is needed to build llama.cpp"
     if [ ! -f "$dir/CMakeCache.txt" ]; then
         say "configuring llama.cpp in $dir"

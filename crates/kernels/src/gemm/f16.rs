@@ -201,7 +201,9 @@ fn multiply_chunk<H: Half>(
                 &mut chunk[..(t1 - t0) * cols / kl],
             );
             if micro == Micro::Bf16Pairs {
-                pack_x_bf16(x, cols, out);
+                // SAFETY: `Micro::Bf16Pairs` runs only where the CPU has
+                // AVX-512 BF16 (checked by `matmul_half`), so AVX-512 F/BW.
+                unsafe { pack_x_bf16_avx512(x, cols, out) };
             } else {
                 pack_x(x, cols, out);
             }
@@ -273,15 +275,75 @@ fn pack_x(x: &[f32], cols: usize, out: &mut [f32]) {
 /// Packs `m = x.len() / cols` activation rows (`cols` even) for
 /// [`Micro::Bf16Pairs`]: `out[j * m + s]` holds `x[s][2j]` (low half) and
 /// `x[s][2j + 1]` (high half) rounded to bfloat16, as the bits of an f32.
-fn pack_x_bf16(x: &[f32], cols: usize, out: &mut [f32]) {
+///
+/// `out` may start at pair `j0`: it then holds pairs `j0..`, as the tail of
+/// [`pack_x_bf16_avx512`].
+fn pack_x_bf16(x: &[f32], cols: usize, j0: usize, out: &mut [f32]) {
     let m = x.len() / cols;
     let bf = |v: f32| half::bf16::from_f32(v).to_bits() as u32;
-    for (j, o) in out.chunks_exact_mut(m).enumerate() {
+    for (jj, o) in out.chunks_exact_mut(m).enumerate() {
+        let j = j0 + jj;
         for (s, v) in o.iter_mut().enumerate() {
             let (lo, hi) = (x[s * cols + 2 * j], x[s * cols + 2 * j + 1]);
             *v = f32::from_bits(bf(lo) | bf(hi) << 16);
         }
     }
+}
+
+/// [`pack_x_bf16`] with AVX-512, bit for bit: 16 pairs of a row at a time
+/// rounded in vector lanes (the same rounding as `half::bf16::from_f32`: to
+/// nearest even, a NaN kept quiet), then spread to the `[pair][row]` layout.
+/// The scalar form rounded one value at a time, and on small models took
+/// as long as the products themselves (measurements:
+/// benches/journal/kernel-dispatch.md).
+///
+/// # Safety
+/// AVX-512 F/BW available; `x.len()` a multiple of `cols`, `cols` even and
+/// `out.len() == x.len() / 2`, at most [`MR`] rows.
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn pack_x_bf16_avx512(x: &[f32], cols: usize, out: &mut [f32]) {
+    let m = x.len() / cols;
+    let pairs = cols / 2;
+    assert!(m <= MR && out.len() == m * pairs && x.len() == m * cols);
+    // Rounds each f32 lane to bfloat16, in the lane's low 16 bits.
+    #[inline(always)]
+    unsafe fn round(v: __m512i) -> __m512i {
+        let lsb = _mm512_and_si512(_mm512_srli_epi32::<16>(v), _mm512_set1_epi32(1));
+        let bias = _mm512_add_epi32(_mm512_set1_epi32(0x7FFF), lsb);
+        let rounded = _mm512_srli_epi32::<16>(_mm512_add_epi32(v, bias));
+        let abs = _mm512_and_si512(v, _mm512_set1_epi32(0x7FFF_FFFF));
+        let nan = _mm512_cmpgt_epu32_mask(abs, _mm512_set1_epi32(0x7F80_0000));
+        let quiet = _mm512_or_si512(_mm512_srli_epi32::<16>(v), _mm512_set1_epi32(0x40));
+        _mm512_mask_blend_epi32(nan, rounded, quiet)
+    }
+    // 16-bit lane i of the result: the low half of dword i of (a, b).
+    let evens = _mm512_set_epi16(
+        62, 60, 58, 56, 54, 52, 50, 48, 46, 44, 42, 40, 38, 36, 34, 32, 30, 28, 26, 24, 22, 20, 18,
+        16, 14, 12, 10, 8, 6, 4, 2, 0,
+    );
+    let mut tmp = [[0u32; 16]; MR];
+    let mut j0 = 0;
+    while j0 + 16 <= pairs {
+        for (s, t) in tmp.iter_mut().enumerate().take(m) {
+            // SAFETY: s < m and 2·j0 + 32 ≤ cols: 32 f32 inside row s of
+            // `x`; unaligned loads, a 64-byte store into `tmp[s]`.
+            unsafe {
+                let p = x.as_ptr().add(s * cols + 2 * j0);
+                let a = round(_mm512_loadu_si512(p.cast()));
+                let b = round(_mm512_loadu_si512(p.add(16).cast()));
+                let v = _mm512_permutex2var_epi16(a, evens, b);
+                _mm512_storeu_si512(t.as_mut_ptr().cast(), v);
+            }
+        }
+        let o = &mut out[j0 * m..(j0 + 16) * m];
+        for (jj, o) in o.chunks_exact_mut(m).enumerate() {
+            for (s, v) in o.iter_mut().enumerate() {
+                *v = f32::from_bits(tmp[s][jj]);
+            }
+        }
+        j0 += 16;
+    }
+    pack_x_bf16(x, cols, j0, &mut out[j0 * m..]);
 }
 
 /// Prefetches the weight bytes the next packing step will read, one cache
@@ -923,6 +985,64 @@ unsafe fn tile_impl<const M: usize, const PF: bool>(
                 unsafe {
                     let p = yi.add(r);
                     *p = if accumulate { *p + v } else { v };
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The AVX-512 packing of bfloat16 pairs against the scalar one, bit for
+    /// bit: every row count of a tile, widths with and without a tail, and
+    /// values that round up, round to even, overflow, and NaN, infinities and
+    /// subnormals.
+    #[test]
+    fn pack_x_bf16_avx512_matches_the_scalar_packing() {
+        if !(is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw")) {
+            eprintln!("pack_x_bf16_avx512: no AVX-512 F/BW on this CPU, not run");
+            return;
+        }
+        let specials = [
+            f32::NAN,
+            -f32::NAN,
+            f32::from_bits(0x7F80_0001),
+            f32::from_bits(0xFFC0_1234),
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::MAX,
+            f32::from_bits(0x7F7F_8000),
+            f32::from_bits(0x3F80_8000),
+            f32::from_bits(0x3F81_8000),
+            f32::from_bits(0x3F80_8001),
+            f32::from_bits(0x0000_8000),
+            f32::from_bits(0x8001_7FFF),
+            f32::MIN_POSITIVE,
+            0.0,
+            -0.0,
+        ];
+        let mut seed = 0x1234_5678_u32;
+        for cols in [2, 30, 32, 34, 64, 98, 576] {
+            for m in 1..=MR {
+                let x: Vec<f32> = (0..m * cols)
+                    .map(|i| {
+                        seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                        if i % 5 == 0 {
+                            specials[(seed >> 8) as usize % specials.len()]
+                        } else {
+                            f32::from_bits(seed)
+                        }
+                    })
+                    .collect();
+                let mut want = vec![0f32; m * cols / 2];
+                let mut got = vec![1f32; m * cols / 2];
+                pack_x_bf16(&x, cols, 0, &mut want);
+                // SAFETY: AVX-512 F/BW checked above; sizes as required.
+                unsafe { pack_x_bf16_avx512(&x, cols, &mut got) };
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert_eq!(g.to_bits(), w.to_bits(), "cols {cols} m {m} word {i}");
                 }
             }
         }
