@@ -379,6 +379,7 @@ bench_ours() {
 }
 
 # ---------------------------------------------------------------- per model
+L3_BYTES=$(lscpu -B 2>/dev/null | awk -F: '/^L3 cache/ { v = $2 + 0; if (v > 0) print v }')
 KLD_DIR=$(mktemp -d "${TMPDIR:-/tmp}/peers-kld.XXXXXX")
 trap 'rm -rf "$KLD_DIR"' EXIT
 n=0
@@ -464,6 +465,13 @@ for r in "${rows[@]}"; do
             esac
         done
         [ $((k % 2)) = 0 ] || bench_ours "$k"
+        # The read bandwidth right beside the round, for a file whose weights stream from memory
+        # (bigger than the L3; where its size is unknown, the 7B shape): decode against the
+        # bandwidth then compares figures of the same minutes (the host's bandwidth drifts).
+        if { [ -n "$L3_BYTES" ] && [ "$(stat -c %s "$f")" -gt "$L3_BYTES" ]; } ||
+            { [ -z "$L3_BYTES" ] && [ "$g" = synth-7b ]; }; then
+            step "$d" "bandwidth-r$k" "$BIN" bench --bandwidth -t "$THREADS" -r 3 --save-json "$d/bandwidth-r$k.json"
+        fi
     done
     report
 done
