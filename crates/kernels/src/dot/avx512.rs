@@ -57,7 +57,8 @@ use std::arch::x86_64::*;
 mod lattice;
 pub use lattice::{
     iq1_s_q8k, iq1_s_q8k_x4, iq2_s_q8k, iq2_s_q8k_x4, iq2_xs_q8k, iq2_xs_q8k_x4, iq2_xxs_q8k,
-    iq2_xxs_q8k_x4, iq3_s_q8k, iq3_s_q8k_x4, iq3_xxs_q8k, iq3_xxs_q8k_x4,
+    iq2_xxs_q8k_x4, iq3_s_q8k, iq3_s_q8k_x4, iq3_xxs_q8k, iq3_xxs_q8k_vbmi, iq3_xxs_q8k_x4,
+    iq3_xxs_q8k_x4_vbmi,
 };
 
 /// The row kernels of the 32-value types: `$one` (one weight row) and
@@ -618,6 +619,12 @@ pub fn has_gfni() -> bool {
     is_x86_feature_detected!("gfni")
 }
 
+/// Whether the CPU has AVX-512 VBMI, which the `_vbmi` forms of the kernels
+/// need on top of AVX-512 (detected once by the standard library).
+pub fn has_vbmi() -> bool {
+    is_x86_feature_detected!("avx512vbmi")
+}
+
 /// The `vgf2p8affineqb` matrix that moves bit `from + i` of every byte to
 /// bit `to + i` for `i < width` and clears the rest (output bit `j` is the
 /// parity of the input ANDed with byte `7 − j` of the matrix).
@@ -983,6 +990,64 @@ mod tests {
                     avx2.to_bits(),
                     gfni.to_bits(),
                     "{ty} {n} blocks: AVX2 {avx2}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn iq3_xxs_vbmi_equals_the_gather_form_and_the_scalar_kernel() {
+        // The VBMI form looks the grid up with `vpermi2b` and takes the
+        // values in another order; the integer sums and float steps are the
+        // same, so all three agree bit for bit. On a CPU with VBMI only the
+        // VBMI form is dispatched, and this is what checks the gather form
+        // there.
+        if !(crate::Isa::Avx512.available() && has_vbmi()) {
+            eprintln!("no AVX-512 with VBMI: nothing to compare");
+            return;
+        }
+        let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+        for (n, extreme) in [(1, false), (2, false), (8, false), (33, false), (4, true)] {
+            // Random bytes: every grid index (both table halves), sign field
+            // and scale.
+            let w: Vec<crate::blocks::BlockIQ3XXS> = random_blocks(n, &[0], &mut rng);
+            let a = q8k_blocks(n, extreme, &mut rng);
+            let rows: [Vec<BlockQ8K>; 4] =
+                std::array::from_fn(|_| q8k_blocks(n, extreme, &mut rng));
+            let rows_ref = [&rows[0][..], &rows[1][..], &rows[2][..], &rows[3][..]];
+            // SAFETY: AVX-512 F/BW/VL/VNNI with AVX2, FMA and F16C
+            // (`Isa::Avx512`) and VBMI checked above; every kernel reads n
+            // blocks of slices that hold n.
+            let (gather, vbmi, gather4, vbmi4) = unsafe {
+                (
+                    iq3_xxs_q8k(&w, &a),
+                    iq3_xxs_q8k_vbmi(&w, &a),
+                    iq3_xxs_q8k_x4(&w, rows_ref),
+                    iq3_xxs_q8k_x4_vbmi(&w, rows_ref),
+                )
+            };
+            let want = crate::dot::scalar::iq3_xxs_q8k(&w, &a);
+            assert_eq!(
+                want.to_bits(),
+                gather.to_bits(),
+                "{n} blocks: gather {gather} vs {want}"
+            );
+            assert_eq!(
+                want.to_bits(),
+                vbmi.to_bits(),
+                "{n} blocks: VBMI {vbmi} vs {want}"
+            );
+            for r in 0..4 {
+                let want = crate::dot::scalar::iq3_xxs_q8k(&w, &rows[r]);
+                assert_eq!(
+                    want.to_bits(),
+                    gather4[r].to_bits(),
+                    "{n} blocks, x4 row {r}"
+                );
+                assert_eq!(
+                    want.to_bits(),
+                    vbmi4[r].to_bits(),
+                    "{n} blocks, x4 VBMI row {r}"
                 );
             }
         }

@@ -221,8 +221,9 @@ pub fn row_dot(ty: GgmlType, isa: Isa, w: &[u8], act: ActRow<'_>) -> Result<f32>
                 let wb = typed!(w, $B);
                 // SAFETY: `isa` is Avx512 or Amx only when the caller
                 // checked the CPU has AVX-512 F/BW/VL/VNNI, AVX2, FMA and
-                // F16C (`Isa::available`), and a `_gfni` kernel is only
-                // named after `has_gfni` (the arm below); the kernel reads
+                // F16C (`Isa::available`), and a `_gfni` (`_vbmi`) kernel
+                // is only named after `has_gfni` (`has_vbmi`) (the arms
+                // below); the kernel reads
                 // min(wb.len(), a.len()) blocks of each slice.
                 return Ok(unsafe { avx512::$name(wb, $a) });
             }};
@@ -230,6 +231,13 @@ pub fn row_dot(ty: GgmlType, isa: Isa, w: &[u8], act: ActRow<'_>) -> Result<f32>
             ($name:ident, $gfni:ident, $B:ty, $a:expr) => {{
                 if avx512::has_gfni() {
                     avx512!($gfni, $B, $a)
+                }
+                avx512!($name, $B, $a)
+            }};
+            // A kernel with a VBMI form: that one where the CPU has VBMI.
+            ($name:ident, vbmi $vbmi:ident, $B:ty, $a:expr) => {{
+                if avx512::has_vbmi() {
+                    avx512!($vbmi, $B, $a)
                 }
                 avx512!($name, $B, $a)
             }};
@@ -247,7 +255,9 @@ pub fn row_dot(ty: GgmlType, isa: Isa, w: &[u8], act: ActRow<'_>) -> Result<f32>
             (T::IQ2_XXS, ActRow::Q8K(a)) => avx512!(iq2_xxs_q8k, BlockIQ2XXS, a),
             (T::IQ2_XS, ActRow::Q8K(a)) => avx512!(iq2_xs_q8k, BlockIQ2XS, a),
             (T::IQ2_S, ActRow::Q8K(a)) => avx512!(iq2_s_q8k, BlockIQ2S, a),
-            (T::IQ3_XXS, ActRow::Q8K(a)) => avx512!(iq3_xxs_q8k, BlockIQ3XXS, a),
+            (T::IQ3_XXS, ActRow::Q8K(a)) => {
+                avx512!(iq3_xxs_q8k, vbmi iq3_xxs_q8k_vbmi, BlockIQ3XXS, a)
+            }
             (T::IQ3_S, ActRow::Q8K(a)) => avx512!(iq3_s_q8k, BlockIQ3S, a),
             (T::IQ1_S, ActRow::Q8K(a)) => avx512!(iq1_s_q8k, BlockIQ1S, a),
             _ => {}
@@ -386,7 +396,8 @@ pub fn row_dot4(
                     {
                         // SAFETY: Avx2 was checked available by the caller
                         // (`Isa::checked`), and AVX-512 F/BW/VL/VNNI where
-                        // `$isa` is `avx512` (only under `isa.has_avx512()`);
+                        // `$isa` is `avx512` (only under `isa.has_avx512()`),
+                        // VBMI too for a `_vbmi` kernel (after `has_vbmi`);
                         // every activation row has at least as many blocks as
                         // the weight row, which is all the kernel reads.
                         return Ok(Some(unsafe { $isa::$name(wb, [a0, a1, a2, a3]) }));
@@ -402,6 +413,9 @@ pub fn row_dot4(
                 T::IQ2_XXS => return q8k4!(avx512, iq2_xxs_q8k_x4, BlockIQ2XXS),
                 T::IQ2_XS => return q8k4!(avx512, iq2_xs_q8k_x4, BlockIQ2XS),
                 T::IQ2_S => return q8k4!(avx512, iq2_s_q8k_x4, BlockIQ2S),
+                T::IQ3_XXS if avx512::has_vbmi() => {
+                    return q8k4!(avx512, iq3_xxs_q8k_x4_vbmi, BlockIQ3XXS)
+                }
                 T::IQ3_XXS => return q8k4!(avx512, iq3_xxs_q8k_x4, BlockIQ3XXS),
                 T::IQ3_S => return q8k4!(avx512, iq3_s_q8k_x4, BlockIQ3S),
                 T::IQ1_S => return q8k4!(avx512, iq1_s_q8k_x4, BlockIQ1S),

@@ -464,8 +464,10 @@ pub(crate) static IQ2S_GRID: [u64; 1024] = [
     0x2b2b2b2b082b082b, 0x2b2b2b2b082b2b08, 0x2b2b2b2b2b082b08, 0x2b2b2b2b2b2b2b2b,
 ];
 
+/// [`IQ3XXS_GRID`]'s entries as a constant, for tables built from it at
+/// compile time.
 #[rustfmt::skip]
-pub(crate) static IQ3XXS_GRID: [u32; 256] = [
+pub(crate) const IQ3XXS_GRID_VALUES: [u32; 256] = [
     0x04040404, 0x04040414, 0x04040424, 0x04040c0c, 0x04040c1c, 0x04040c3e, 0x04041404, 0x04041414,
     0x04041c0c, 0x04042414, 0x04043e1c, 0x04043e2c, 0x040c040c, 0x040c041c, 0x040c0c04, 0x040c0c14,
     0x040c140c, 0x040c142c, 0x040c1c04, 0x040c1c14, 0x040c240c, 0x040c2c24, 0x040c3e04, 0x04140404,
@@ -499,6 +501,8 @@ pub(crate) static IQ3XXS_GRID: [u32; 256] = [
     0x3e042c14, 0x3e0c1434, 0x3e0c2404, 0x3e140c14, 0x3e14242c, 0x3e142c14, 0x3e1c0404, 0x3e1c0c2c,
     0x3e1c1c1c, 0x3e1c3404, 0x3e24140c, 0x3e24240c, 0x3e2c0404, 0x3e2c0414, 0x3e2c1424, 0x3e341c04,
 ];
+
+pub(crate) static IQ3XXS_GRID: [u32; 256] = IQ3XXS_GRID_VALUES;
 
 #[rustfmt::skip]
 pub(crate) static IQ3S_GRID: [u32; 512] = [

@@ -125,6 +125,12 @@ unsafe fn ksigns32(b: __m256i) -> __m256i {
 /// one per group of 8 values, in order.
 #[inline(always)]
 unsafe fn aux_signs(aux: __m256i) -> [u64; 4] {
+    to_words(aux_sign_bytes(aux))
+}
+
+/// [`aux_signs`] as the 32 sign bytes in a vector.
+#[inline(always)]
+unsafe fn aux_sign_bytes(aux: __m256i) -> __m256i {
     let b = _mm256_or_si256(
         _mm256_or_si256(
             _mm256_and_si256(aux, _mm256_set1_epi32(0x7F)),
@@ -135,7 +141,7 @@ unsafe fn aux_signs(aux: __m256i) -> [u64; 4] {
             _mm256_and_si256(_mm256_slli_epi32(aux, 3), _mm256_set1_epi32(0x7F00_0000)),
         ),
     );
-    to_words(ksigns32(b))
+    ksigns32(b)
 }
 
 #[inline(always)]
@@ -314,22 +320,28 @@ impl BlockIQ1S {
 /// `i` holds values `2i`, `2i + 1`: group `4p + i / 8`).
 #[inline(always)]
 unsafe fn spread(sc: __m256i) -> [__m512i; 4] {
+    spread_by(
+        sc,
+        _mm512_set_epi64(
+            0x0003_0003_0003_0003,
+            0x0003_0003_0003_0003,
+            0x0002_0002_0002_0002,
+            0x0002_0002_0002_0002,
+            0x0001_0001_0001_0001,
+            0x0001_0001_0001_0001,
+            0,
+            0,
+        ),
+    )
+}
+
+/// The group scales (16 i16 lanes) spread over the 32 i16 product lanes of
+/// each pair `p`: lane `i` takes group `4p + group[i]`.
+#[inline(always)]
+unsafe fn spread_by(sc: __m256i, group: __m512i) -> [__m512i; 4] {
     let sc = _mm512_castsi256_si512(sc);
     four!(|p| {
-        let base = _mm512_set1_epi16(4 * p as i16);
-        let idx = _mm512_add_epi16(
-            base,
-            _mm512_set_epi64(
-                0x0003_0003_0003_0003,
-                0x0003_0003_0003_0003,
-                0x0002_0002_0002_0002,
-                0x0002_0002_0002_0002,
-                0x0001_0001_0001_0001,
-                0x0001_0001_0001_0001,
-                0,
-                0,
-            ),
-        );
+        let idx = _mm512_add_epi16(_mm512_set1_epi16(4 * p as i16), group);
         _mm512_permutexvar_epi16(idx, sc)
     })
 }
@@ -359,22 +371,176 @@ unsafe fn sums<const R: usize>(acc: [__m512i; R]) -> [i32; R] {
     out
 }
 
+/// The order a kernel takes a super-block's values in, within each of its
+/// four `zmm` of 64: [`InOrder`], or [`Iq3XxsVbmi`]'s.
+trait Layout<B> {
+    /// The magnitudes and sign masks of [`IqZmm::zmm`] in this order, and
+    /// the group scales spread over the `vpmaddubsw` product lanes.
+    ///
+    /// # Safety
+    /// As for [`IqZmm::zmm`], and what the layout's entry points enable.
+    unsafe fn decode(x: &B) -> ([__m512i; 4], [u64; 4], [__m512i; 4]);
+    /// 64 activation bytes, in order, put in this order.
+    ///
+    /// # Safety
+    /// As for [`Layout::decode`].
+    unsafe fn act(q: __m512i) -> __m512i;
+}
+
+/// Values in order ([`IqZmm::zmm`] as it is).
+struct InOrder;
+
+impl<B: IqZmm> Layout<B> for InOrder {
+    #[inline(always)]
+    unsafe fn decode(x: &B) -> ([__m512i; 4], [u64; 4], [__m512i; 4]) {
+        let (m, s, sc) = x.zmm();
+        (m, s, spread(sc))
+    }
+
+    #[inline(always)]
+    unsafe fn act(q: __m512i) -> __m512i {
+        q
+    }
+}
+
+/// IQ3_XXS with its grid looked up by `vpermi2b` (AVX-512 VBMI) instead of
+/// gathered: the grid is four 256-byte tables (byte `j` of every entry),
+/// and one lookup of all 64 indices of a super-block per table and half
+/// gives byte `j` of every entry. In that order, byte `16j + i` of `zmm p`
+/// holds value `64p + 4i + j`: four 128-bit lanes moved, no byte shuffle.
+/// The activations (`vpermb`), sign masks (`vpermb`, `vptestmb`) and
+/// scales take the same order; the integer sums are the in-order ones'.
+struct Iq3XxsVbmi;
+
+/// Byte `k` of an in-order `zmm` of 64 values that goes to byte `k` of
+/// [`Iq3XxsVbmi`]'s: value `4·(k % 16) + k / 16`.
+const fn iq3xxs_order() -> [u8; 64] {
+    let mut o = [0u8; 64];
+    let mut k = 0;
+    while k < 64 {
+        o[k] = (4 * (k % 16) + k / 16) as u8;
+        k += 1;
+    }
+    o
+}
+
+/// The IQ3_XXS grid as four byte tables: `.0[j][i]` is byte `j` of entry
+/// `i` (64-byte aligned: each table is four `zmm`).
+#[repr(C, align(64))]
+struct GridBytes([[u8; 256]; 4]);
+
+static IQ3XXS_BYTES: GridBytes = GridBytes({
+    let mut t = [[0u8; 256]; 4];
+    let mut i = 0;
+    while i < 256 {
+        let mut j = 0;
+        while j < 4 {
+            t[j][i] = (IQ3XXS_GRID_VALUES[i] >> (8 * j)) as u8;
+            j += 1;
+        }
+        i += 1;
+    }
+    t
+});
+
+#[repr(C, align(64))]
+struct Bytes64([u8; 64]);
+
+static IQ3XXS_ORDER: Bytes64 = Bytes64(iq3xxs_order());
+
+/// For byte `k` of [`Iq3XxsVbmi`]'s order: the sign byte of its value
+/// within the `zmm`'s eight, `(k % 16) / 2`.
+static IQ3XXS_SIGN_BYTE: Bytes64 = Bytes64({
+    let mut o = [0u8; 64];
+    let mut k = 0;
+    while k < 64 {
+        o[k] = ((k % 16) / 2) as u8;
+        k += 1;
+    }
+    o
+});
+
+/// For byte `k` of [`Iq3XxsVbmi`]'s order: its value's bit in that sign
+/// byte, `1 << (4·(k % 2) + k / 16)`.
+static IQ3XXS_SIGN_BIT: Bytes64 = Bytes64({
+    let mut o = [0u8; 64];
+    let mut k = 0;
+    while k < 64 {
+        o[k] = 1 << (4 * (k % 2) + k / 16);
+        k += 1;
+    }
+    o
+});
+
+impl Layout<BlockIQ3XXS> for Iq3XxsVbmi {
+    #[inline(always)]
+    unsafe fn decode(x: &BlockIQ3XXS) -> ([__m512i; 4], [u64; 4], [__m512i; 4]) {
+        let idx = _mm512_loadu_si512(x.qs.as_ptr() as *const _);
+        // Indices from 128 take the upper half of each table.
+        let high = _mm512_movepi8_mask(idx);
+        let l = four!(|j| {
+            let t = IQ3XXS_BYTES.0[j].as_ptr();
+            let part = |h: usize| _mm512_load_si512(t.add(64 * h) as *const _);
+            let lo = _mm512_permutex2var_epi8(part(0), idx, part(1));
+            let hi = _mm512_permutex2var_epi8(part(2), idx, part(3));
+            _mm512_mask_blend_epi8(high, lo, hi)
+        });
+        // zmm p: lane p of l[0], l[1], l[2], l[3] (a 4 × 4 transpose of
+        // 128-bit lanes).
+        let t0 = _mm512_shuffle_i64x2::<0b01_00_01_00>(l[0], l[1]);
+        let t1 = _mm512_shuffle_i64x2::<0b01_00_01_00>(l[2], l[3]);
+        let t2 = _mm512_shuffle_i64x2::<0b11_10_11_10>(l[0], l[1]);
+        let t3 = _mm512_shuffle_i64x2::<0b11_10_11_10>(l[2], l[3]);
+        let m = [
+            _mm512_shuffle_i64x2::<0b10_00_10_00>(t0, t1),
+            _mm512_shuffle_i64x2::<0b11_01_11_01>(t0, t1),
+            _mm512_shuffle_i64x2::<0b10_00_10_00>(t2, t3),
+            _mm512_shuffle_i64x2::<0b11_01_11_01>(t2, t3),
+        ];
+        // Signs: byte k of zmm p is value v = 4·(k % 16) + k / 16, whose
+        // sign is bit v % 8 = 4·(k % 2) + k / 16 of sign byte 8p + v / 8 =
+        // 8p + (k % 16) / 2.
+        let aux = _mm256_loadu_si256(x.qs.as_ptr().add(QK_K / 4) as *const __m256i);
+        let sb = _mm512_castsi256_si512(aux_sign_bytes(aux));
+        let from = _mm512_load_si512(IQ3XXS_SIGN_BYTE.0.as_ptr() as *const _);
+        let bit = _mm512_load_si512(IQ3XXS_SIGN_BIT.0.as_ptr() as *const _);
+        let s = four!(|p| {
+            let from = _mm512_add_epi8(_mm512_set1_epi8(8 * p as i8), from);
+            _mm512_test_epi8_mask(_mm512_permutexvar_epi8(from, sb), bit)
+        });
+        let sc = odd16(twice16(_mm256_srli_epi32(aux, 28)));
+        // Product lane q holds bytes 2q, 2q + 1: values 4·(2q % 16) + q / 8
+        // and the next but three, both in group (q % 8) / 2 of the zmm.
+        let (lo, hi) = (0x0001_0001_0000_0000, 0x0003_0003_0002_0002);
+        let group = _mm512_set_epi64(hi, lo, hi, lo, hi, lo, hi, lo);
+        (m, s, spread_by(sc, group))
+    }
+
+    #[inline(always)]
+    unsafe fn act(q: __m512i) -> __m512i {
+        _mm512_permutexvar_epi8(_mm512_load_si512(IQ3XXS_ORDER.0.as_ptr() as *const _), q)
+    }
+}
+
 /// The lattice i-quants against `R` activation rows: each super-block
-/// decoded once for all of them.
+/// decoded once for all of them, its values in `L`'s order.
 #[inline(always)]
-unsafe fn iq_rows<B: IqZmm, const R: usize>(w: &[B], a: [&[BlockQ8K]; R]) -> [f32; R] {
+unsafe fn iq_rows<B: IqZmm, L: Layout<B>, const R: usize>(
+    w: &[B],
+    a: [&[BlockQ8K]; R],
+) -> [f32; R] {
     let mut sumf = [0f32; R];
     let zero = _mm512_setzero_si512();
     for (i, x) in w.iter().enumerate() {
         prefetch_ahead(x);
-        let (m, s, sc) = x.zmm();
-        let sc = spread(sc);
+        let (m, s, sc) = L::decode(x);
         let offset = x.offset();
         let mut acc = [zero; R];
         for r in 0..R {
             let y = &a[r][i];
             for p in 0..4 {
                 let q = _mm512_loadu_si512(y.qs.as_ptr().add(64 * p) as *const _);
+                let q = L::act(q);
                 let q = _mm512_mask_sub_epi8(q, s[p], zero, q);
                 acc[r] = dpwssd(acc[r], _mm512_maddubs_epi16(m[p], q), sc[p]);
             }
@@ -404,7 +570,7 @@ macro_rules! iq_entries {
         #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
         pub unsafe fn $one(w: &[$B], a: &[BlockQ8K]) -> f32 {
             let n = w.len().min(a.len());
-            iq_rows::<$B, 1>(&w[..n], [a])[0]
+            iq_rows::<$B, InOrder, 1>(&w[..n], [a])[0]
         }
 
         /// The same against four activation rows, each result equal to
@@ -415,9 +581,29 @@ macro_rules! iq_entries {
         /// `w.len()` blocks.
         #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
         pub unsafe fn $four(w: &[$B], a: [&[BlockQ8K]; 4]) -> [f32; 4] {
-            iq_rows::<$B, 4>(w, a)
+            iq_rows::<$B, InOrder, 4>(w, a)
         }
     )*};
+}
+
+/// IQ3_XXS × Q8_K with the grid looked up by `vpermi2b` ([`Iq3XxsVbmi`]),
+/// bit-identical to [`iq3_xxs_q8k`] and the scalar kernel.
+///
+/// # Safety
+/// As for [`iq3_xxs_q8k`], and AVX-512 VBMI available.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
+pub unsafe fn iq3_xxs_q8k_vbmi(w: &[BlockIQ3XXS], a: &[BlockQ8K]) -> f32 {
+    let n = w.len().min(a.len());
+    iq_rows::<BlockIQ3XXS, Iq3XxsVbmi, 1>(&w[..n], [a])[0]
+}
+
+/// [`iq3_xxs_q8k_vbmi`] against four activation rows.
+///
+/// # Safety
+/// As for [`iq3_xxs_q8k_x4`], and AVX-512 VBMI available.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
+pub unsafe fn iq3_xxs_q8k_x4_vbmi(w: &[BlockIQ3XXS], a: [&[BlockQ8K]; 4]) -> [f32; 4] {
+    iq_rows::<BlockIQ3XXS, Iq3XxsVbmi, 4>(w, a)
 }
 
 iq_entries! {
