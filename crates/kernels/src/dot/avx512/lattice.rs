@@ -4,7 +4,9 @@
 //! 64-bit sign mask per `zmm` and the 16 scales of its groups of 16 values.
 //! The grid entries are fetched by `vpgatherdd` / `vpgatherdq` from indices
 //! built in vector registers (the AVX2 kernel builds each index with scalar
-//! instructions, which is where its time goes); the signs negate the
+//! instructions, which is where its time goes), or for IQ3_XXS on a CPU with
+//! AVX-512 VBMI looked up by `vpermi2b` from byte tables ([`Iq3XxsVbmi`],
+//! which takes the values in another order); the signs negate the
 //! activations through a mask (`vpsubb` with a `k` register, where AVX2
 //! has `vpsignb`); `vpmaddubsw` multiplies magnitudes and activations and
 //! `vpdpwssd` adds the pair sums times the group scales into i32 lanes.
@@ -479,10 +481,16 @@ impl Layout<BlockIQ3XXS> for Iq3XxsVbmi {
         // Indices from 128 take the upper half of each table.
         let high = _mm512_movepi8_mask(idx);
         let l = four!(|j| {
-            let t = IQ3XXS_BYTES.0[j].as_ptr();
-            let part = |h: usize| _mm512_load_si512(t.add(64 * h) as *const _);
-            let lo = _mm512_permutex2var_epi8(part(0), idx, part(1));
-            let hi = _mm512_permutex2var_epi8(part(2), idx, part(3));
+            // The table's four zmm, 64-byte aligned (no closure: the
+            // intrinsics would not inline into it).
+            let t = IQ3XXS_BYTES.0[j].as_ptr() as *const __m512i;
+            let lo =
+                _mm512_permutex2var_epi8(_mm512_load_si512(t), idx, _mm512_load_si512(t.add(1)));
+            let hi = _mm512_permutex2var_epi8(
+                _mm512_load_si512(t.add(2)),
+                idx,
+                _mm512_load_si512(t.add(3)),
+            );
             _mm512_mask_blend_epi8(high, lo, hi)
         });
         // zmm p: lane p of l[0], l[1], l[2], l[3] (a 4 × 4 transpose of
