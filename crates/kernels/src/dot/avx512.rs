@@ -10,9 +10,11 @@
 //! `q − 32`: its effect, `−32·Σ_g scale_g·bsum_g` from the activation's
 //! group sums, is where the lanes start. Where the CPU has GFNI
 //! ([`q6k_q8k_gfni`]) each level's two high bits are placed by one
-//! `vgf2p8affineqb` per 64 levels instead of a shift and a mask. As in the AVX2 kernel each
-//! super-block's integer lanes are scaled and added into f32 lanes, so the
-//! result agrees with the scalar kernel to rounding, not bit for bit.
+//! `vgf2p8affineqb` per 64 levels instead of a shift and a mask. Each
+//! super-block's lanes are summed to its exact integer sum and finished with
+//! the scalar kernel's float step, so the result equals the scalar kernel's,
+//! and the tiled kernel's that takes over from 12 activation rows, bit for
+//! bit: a product does not depend on the batch it ran in.
 //!
 //! Q2_K: the same four `zmm` of 64 levels (2-bit fields shifted per 256-bit
 //! half by `vpsrlvw`), `vpmaddubsw` and `vpdpwssd` with the 16 group scales.
@@ -413,43 +415,123 @@ unsafe fn q6k_rows<const GFNI: bool, const M: usize>(
     w: &[BlockQ6K],
     a: [&[BlockQ8K]; M],
 ) -> [f32; M] {
-    let m32 = _mm256_set1_epi16(-32);
     let lanes = Q6K_SCALE_LANES.map(|l| _mm512_loadu_si512(l.as_ptr() as *const __m512i));
     let nb = if M == 1 {
         w.len().min(a[0].len())
     } else {
         w.len()
     };
-    let mut acc = [_mm512_setzero_ps(); M];
+    // Each block's exact integer sum, then the scalar kernel's float step
+    // (`step_ksym`: `sumf + (d_a·d)·isum`, a multiply, a multiply, an add, in
+    // that order; the scale converted by F16C, the same value): the same bits
+    // as it and as the tiled kernel, so a product does not depend on how many
+    // activation rows it was batched with. The steps of four rows (`M` = 4)
+    // or of four blocks (`M` = 1) go side by side in a vector, the same IEEE
+    // operations lane by lane, after one reduction of the four.
+    //
     // A software prefetch of each block `PREFETCH_AHEAD` bytes ahead, as
     // every other row kernel: on the AMX Xeon it took Q6_K matrix × vector
     // from memory from 12.5–12.7 to 17.8–18.7 GiB/s (benches/journal/
     // kernel-dispatch.md, with the Zen 4 figures that had left it out).
-    for (s, x) in w[..nb].iter().enumerate() {
-        prefetch_ahead(x);
-        let sc8 = _mm_loadu_si128(x.scales.as_ptr() as *const __m128i);
-        let sc16 = _mm256_cvtepi8_epi16(sc8);
-        let sc = _mm512_castsi256_si512(sc16);
-        // Levels 64k..64k + 64 in zmm k (0..4), and their scales per pair.
-        let lv = q6k_levels::<GFNI>(x);
-        let spread: [__m512i; 4] = std::array::from_fn(|k| _mm512_permutexvar_epi16(lanes[k], sc));
-        // −32 per level: the lanes start at −32·Σ scale_g·bsum_g.
-        let sc32 = _mm256_mullo_epi16(sc16, m32);
-        let dw = f16(x.d);
-        for m in 0..M {
-            let y = &a[m][s];
-            let corr =
-                _mm256_madd_epi16(sc32, _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i));
-            let mut sumi = _mm512_zextsi256_si512(corr);
-            for k in 0..4 {
-                let yk = _mm512_loadu_si512(y.qs.as_ptr().add(64 * k) as *const __m512i);
-                sumi = dpwssd(sumi, _mm512_maddubs_epi16(lv[k], yk), spread[k]);
+    let mut sumf = [0f32; M];
+    if M == 1 {
+        let y = a[0];
+        let full = nb / 4 * 4;
+        let mut s = 0;
+        while s < full {
+            let (x, y) = (&w[s..s + 4], &y[s..s + 4]);
+            // (Written out: a closure, as in `array::from_fn`, would be a
+            // function without this one's target features.)
+            let mut l = [_mm512_setzero_si512(); 4];
+            for b in 0..4 {
+                prefetch_ahead(&x[b]);
+                l[b] = q6k_block_lanes::<GFNI, 1>(&x[b], &lanes, [&y[b]])[0];
             }
-            let d = y.d * dw;
-            acc[m] = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(sumi), acc[m]);
+            let isum = _mm_cvtepi32_ps(sums4(l[0], l[1], l[2], l[3]));
+            let da = _mm_setr_ps(y[0].d, y[1].d, y[2].d, y[3].d);
+            let (b0, b1) = (x[0].d.bits() as i16, x[1].d.bits() as i16);
+            let (b2, b3) = (x[2].d.bits() as i16, x[3].d.bits() as i16);
+            let dw = _mm_cvtph_ps(_mm_setr_epi16(b0, b1, b2, b3, 0, 0, 0, 0));
+            let t = _mm_mul_ps(_mm_mul_ps(da, dw), isum);
+            // The four blocks' adds in order.
+            sumf[0] += _mm_cvtss_f32(t);
+            sumf[0] += _mm_cvtss_f32(_mm_movehdup_ps(t));
+            let hi = _mm_movehl_ps(t, t);
+            sumf[0] += _mm_cvtss_f32(hi);
+            sumf[0] += _mm_cvtss_f32(_mm_movehdup_ps(hi));
+            s += 4;
+        }
+        for (x, y) in w[full..nb].iter().zip(&y[full..nb]) {
+            prefetch_ahead(x);
+            let l = q6k_block_lanes::<GFNI, 1>(x, &lanes, [y])[0];
+            sumf[0] += y.d * f16(x.d) * _mm512_reduce_add_epi32(l) as f32;
+        }
+    } else {
+        let mut sumf4 = _mm_setzero_ps();
+        for (s, x) in w[..nb].iter().enumerate() {
+            prefetch_ahead(x);
+            let mut ys = [&a[0][s]; M];
+            for (m, y) in ys.iter_mut().enumerate() {
+                *y = &a[m][s];
+            }
+            let l = q6k_block_lanes::<GFNI, M>(x, &lanes, ys);
+            if M == 4 {
+                let isum = _mm_cvtepi32_ps(sums4(l[0], l[1], l[2], l[3]));
+                let da = _mm_setr_ps(a[0][s].d, a[1][s].d, a[2][s].d, a[3][s].d);
+                let dd = _mm_mul_ps(da, _mm_set1_ps(f16(x.d)));
+                sumf4 = _mm_add_ps(sumf4, _mm_mul_ps(dd, isum));
+            } else {
+                let dw = f16(x.d);
+                for m in 0..M {
+                    sumf[m] += a[m][s].d * dw * _mm512_reduce_add_epi32(l[m]) as f32;
+                }
+            }
+        }
+        if M == 4 {
+            _mm_storeu_ps(sumf.as_mut_ptr(), sumf4);
         }
     }
-    acc.map(|v| _mm512_reduce_add_ps(v))
+    sumf
+}
+
+/// One Q6_K super-block against `M` activation blocks: i32 lanes whose sum
+/// is the block's exact integer sum `Σ_g sc_g·Σ_{k∈g} (q_k − 32)·a_k`
+/// (`lanes`: [`Q6K_SCALE_LANES`] loaded).
+#[inline(always)]
+unsafe fn q6k_block_lanes<const GFNI: bool, const M: usize>(
+    x: &BlockQ6K,
+    lanes: &[__m512i; 4],
+    ys: [&BlockQ8K; M],
+) -> [__m512i; M] {
+    let sc8 = _mm_loadu_si128(x.scales.as_ptr() as *const __m128i);
+    let sc16 = _mm256_cvtepi8_epi16(sc8);
+    let sc = _mm512_castsi256_si512(sc16);
+    // Levels 64k..64k + 64 in zmm k (0..4), and their scales per pair.
+    let lv = q6k_levels::<GFNI>(x);
+    let spread = four_spread(lanes, sc);
+    // −32 per level: the lanes start at −32·Σ scale_g·bsum_g.
+    let sc32 = _mm256_mullo_epi16(sc16, _mm256_set1_epi16(-32));
+    let mut out = [_mm512_setzero_si512(); M];
+    for (sumi, y) in out.iter_mut().zip(ys) {
+        let corr = _mm256_madd_epi16(sc32, _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i));
+        *sumi = _mm512_zextsi256_si512(corr);
+        for k in 0..4 {
+            let yk = _mm512_loadu_si512(y.qs.as_ptr().add(64 * k) as *const __m512i);
+            *sumi = dpwssd(*sumi, _mm512_maddubs_epi16(lv[k], yk), spread[k]);
+        }
+    }
+    out
+}
+
+/// The 16 i16 scales in `sc` spread by each of the four lane patterns.
+#[inline(always)]
+unsafe fn four_spread(lanes: &[__m512i; 4], sc: __m512i) -> [__m512i; 4] {
+    [
+        _mm512_permutexvar_epi16(lanes[0], sc),
+        _mm512_permutexvar_epi16(lanes[1], sc),
+        _mm512_permutexvar_epi16(lanes[2], sc),
+        _mm512_permutexvar_epi16(lanes[3], sc),
+    ]
 }
 
 /// The unsigned levels (`0..63`, the stored `q`) of a Q6_K super-block:
@@ -588,6 +670,31 @@ unsafe fn scaled_chunk(
 #[inline(always)]
 unsafe fn fold(v: __m512i) -> __m256i {
     _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64::<1>(v))
+}
+
+/// The sums of four i32 vectors, lane `r` of the result the sum of `a_r`:
+/// three horizontal adds for the four.
+#[inline(always)]
+unsafe fn sums4(a0: __m512i, a1: __m512i, a2: __m512i, a3: __m512i) -> __m128i {
+    let h01 = _mm256_hadd_epi32(fold(a0), fold(a1));
+    let h23 = _mm256_hadd_epi32(fold(a2), fold(a3));
+    let h = _mm256_hadd_epi32(h01, h23);
+    _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256::<1>(h))
+}
+
+/// The sums of each of `R` i32 vectors.
+#[inline(always)]
+pub(super) unsafe fn sums<const R: usize>(acc: [__m512i; R]) -> [i32; R] {
+    let mut out = [0i32; R];
+    if R == 4 {
+        let s = sums4(acc[0], acc[1], acc[2], acc[3]);
+        _mm_storeu_si128(out.as_mut_ptr() as *mut __m128i, s);
+    } else {
+        for r in 0..R {
+            out[r] = _mm512_reduce_add_epi32(acc[r]);
+        }
+    }
+    out
 }
 
 /// Q3_K weights × Q8_K activations, bit-identical to the AVX2 kernel (see
@@ -865,8 +972,8 @@ mod tests {
     fn q6k_gfni_equals_the_shift_form_and_the_scalar_kernel() {
         // The GFNI form builds the same levels, so the two agree bit for bit;
         // on a CPU with GFNI only it is dispatched, and this is what checks
-        // the shift form there. Against the scalar kernel (exact integer
-        // sums per block, then f32 steps in another order): to rounding.
+        // the shift form there. Against the scalar kernel: bit for bit too
+        // (exact integer sums per block, then its float steps).
         if !(crate::Isa::Avx512.available() && has_gfni()) {
             eprintln!("no AVX-512 with GFNI: nothing to compare");
             return;
@@ -885,24 +992,6 @@ mod tests {
                 "{n} blocks: {plain} vs {gfni}"
             );
             let want = crate::dot::scalar::q6k_q8k(&w, &a);
-            // Σ over blocks of |d·d_y|·Σ|scale·level·y|: the size of what
-            // the f32 steps round.
-            let mag: f64 = w
-                .iter()
-                .zip(&a)
-                .map(|(x, y)| {
-                    let terms: i64 = (0..256)
-                        .map(|i| {
-                            let (h, l) = (i / 128, i % 128);
-                            let nib = x.ql[64 * h + l % 64] >> (4 * (l / 64)) & 0xF;
-                            let hi = x.qh[32 * h + l % 32] >> (2 * (l / 32)) & 3;
-                            let level = (nib | hi << 4) as i64 - 32;
-                            (x.scales[i / 16] as i64 * level * y.qs[i] as i64).abs()
-                        })
-                        .sum();
-                    (x.d.to_f32() as f64 * y.d as f64).abs() * terms as f64
-                })
-                .sum();
             // The four-row forms: each row as the one-row kernel.
             let rows: [Vec<BlockQ8K>; 4] =
                 std::array::from_fn(|_| q8k_blocks(n, extreme, &mut rng));
@@ -923,11 +1012,22 @@ mod tests {
                     "{n} blocks, row {m}: x4 GFNI"
                 );
             }
-            let err = (gfni as f64 - want as f64).abs();
-            assert!(
-                err <= mag * 1e-6,
-                "{n} blocks, extreme {extreme}: {gfni} vs scalar {want} (scale {mag})"
+            // The scalar kernel's float steps on the exact integer sums: the
+            // same bits (what keeps a product independent of the batch it
+            // ran in, as the tiled kernel gives these bits too).
+            assert_eq!(
+                gfni.to_bits(),
+                want.to_bits(),
+                "{n} blocks, extreme {extreme}: {gfni} vs scalar {want}"
             );
+            for m in 0..4 {
+                let want = crate::dot::scalar::q6k_q8k(&w, four[m]);
+                assert_eq!(
+                    x4[m].to_bits(),
+                    want.to_bits(),
+                    "{n} blocks, row {m}: x4 vs scalar"
+                );
+            }
         }
     }
 

@@ -21,7 +21,7 @@
 //! bit, as the AVX2 kernels' do.
 
 use super::super::avx2::{f16, prefetch_ahead};
-use super::dpwssd;
+use super::{dpwssd, sums};
 use crate::blocks::*;
 use crate::iquant::grids::*;
 use crate::iquant::{u16_at, u32_at, u64_at, IqBlock};
@@ -346,31 +346,6 @@ unsafe fn spread_by(sc: __m256i, group: __m512i) -> [__m512i; 4] {
         let idx = _mm512_add_epi16(_mm512_set1_epi16(4 * p as i16), group);
         _mm512_permutexvar_epi16(idx, sc)
     })
-}
-
-/// The two halves of `v` added.
-#[inline(always)]
-unsafe fn fold(v: __m512i) -> __m256i {
-    _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64::<1>(v))
-}
-
-/// The sums of each of `R` i32 vectors.
-#[inline(always)]
-unsafe fn sums<const R: usize>(acc: [__m512i; R]) -> [i32; R] {
-    let mut out = [0i32; R];
-    if R == 4 {
-        // Three horizontal adds for the four: lane r of the result is row r.
-        let h01 = _mm256_hadd_epi32(fold(acc[0]), fold(acc[1]));
-        let h23 = _mm256_hadd_epi32(fold(acc[2]), fold(acc[3]));
-        let h = _mm256_hadd_epi32(h01, h23);
-        let s = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256::<1>(h));
-        _mm_storeu_si128(out.as_mut_ptr() as *mut __m128i, s);
-    } else {
-        for r in 0..R {
-            out[r] = _mm512_reduce_add_epi32(acc[r]);
-        }
-    }
-    out
 }
 
 /// The order a kernel takes a super-block's values in, within each of its
