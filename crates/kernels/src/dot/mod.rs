@@ -221,10 +221,10 @@ pub fn row_dot(ty: GgmlType, isa: Isa, w: &[u8], act: ActRow<'_>) -> Result<f32>
                 let wb = typed!(w, $B);
                 // SAFETY: `isa` is Avx512 or Amx only when the caller
                 // checked the CPU has AVX-512 F/BW/VL/VNNI, AVX2, FMA and
-                // F16C (`Isa::available`), and a `_gfni` (`_vbmi`) kernel
-                // is only named after `has_gfni` (`has_vbmi`) (the arms
-                // below); the kernel reads
-                // min(wb.len(), a.len()) blocks of each slice.
+                // F16C (`Isa::available`), a `_gfni` kernel is only named
+                // after `has_gfni` and a `_vbmi` one after `has_vbmi` (the
+                // arms below); the kernel reads min(wb.len(), a.len())
+                // blocks of each slice.
                 return Ok(unsafe { avx512::$name(wb, $a) });
             }};
             // A kernel with a GFNI form: that one where the CPU has GFNI.
