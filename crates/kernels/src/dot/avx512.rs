@@ -59,8 +59,8 @@ use std::arch::x86_64::*;
 mod lattice;
 pub use lattice::{
     iq1_s_q8k, iq1_s_q8k_x4, iq2_s_q8k, iq2_s_q8k_x4, iq2_xs_q8k, iq2_xs_q8k_x4, iq2_xxs_q8k,
-    iq2_xxs_q8k_x4, iq3_s_q8k, iq3_s_q8k_x4, iq3_xxs_q8k, iq3_xxs_q8k_vbmi, iq3_xxs_q8k_x4,
-    iq3_xxs_q8k_x4_vbmi,
+    iq2_xxs_q8k_x4, iq3_s_q8k, iq3_s_q8k_vbmi, iq3_s_q8k_x4, iq3_s_q8k_x4_vbmi, iq3_xxs_q8k,
+    iq3_xxs_q8k_vbmi, iq3_xxs_q8k_x4, iq3_xxs_q8k_x4_vbmi,
 };
 
 /// The row kernels of the 32-value types: `$one` (one weight row) and
@@ -1095,61 +1095,86 @@ mod tests {
         }
     }
 
+    /// A lattice i-quant's VBMI form against its gather form and the scalar
+    /// kernel, bit for bit, rows of 1 and 4: `$B` blocks of random bytes
+    /// (every grid index, both halves of each table, sign and scale), f16
+    /// scale at byte 0. On a CPU with VBMI only the VBMI form is dispatched,
+    /// and this is what checks the gather form there.
+    macro_rules! vbmi_matches {
+        ($B:ty, $gather:ident, $vbmi:ident, $gather4:ident, $vbmi4:ident, $seed:expr) => {{
+            if !(crate::Isa::Avx512.available() && has_vbmi()) {
+                eprintln!("no AVX-512 with VBMI: nothing to compare");
+                return;
+            }
+            let mut rng = rand::rngs::StdRng::seed_from_u64($seed);
+            for (n, extreme) in [(1, false), (2, false), (8, false), (33, false), (4, true)] {
+                let w: Vec<$B> = random_blocks(n, &[0], &mut rng);
+                let a = q8k_blocks(n, extreme, &mut rng);
+                let rows: [Vec<BlockQ8K>; 4] =
+                    std::array::from_fn(|_| q8k_blocks(n, extreme, &mut rng));
+                let rows_ref = [&rows[0][..], &rows[1][..], &rows[2][..], &rows[3][..]];
+                // SAFETY: AVX-512 F/BW/VL/VNNI with AVX2, FMA and F16C
+                // (`Isa::Avx512`) and VBMI checked above; every kernel
+                // reads n blocks of slices that hold n.
+                let (gather, vbmi, gather4, vbmi4) = unsafe {
+                    (
+                        $gather(&w, &a),
+                        $vbmi(&w, &a),
+                        $gather4(&w, rows_ref),
+                        $vbmi4(&w, rows_ref),
+                    )
+                };
+                let want = crate::dot::scalar::$gather(&w, &a);
+                assert_eq!(
+                    want.to_bits(),
+                    gather.to_bits(),
+                    "{n} blocks: gather {gather} vs {want}"
+                );
+                assert_eq!(
+                    want.to_bits(),
+                    vbmi.to_bits(),
+                    "{n} blocks: VBMI {vbmi} vs {want}"
+                );
+                for r in 0..4 {
+                    let want = crate::dot::scalar::$gather(&w, &rows[r]);
+                    assert_eq!(
+                        want.to_bits(),
+                        gather4[r].to_bits(),
+                        "{n} blocks, x4 row {r}"
+                    );
+                    assert_eq!(
+                        want.to_bits(),
+                        vbmi4[r].to_bits(),
+                        "{n} blocks, x4 VBMI row {r}"
+                    );
+                }
+            }
+        }};
+    }
+
     #[test]
     fn iq3_xxs_vbmi_equals_the_gather_form_and_the_scalar_kernel() {
-        // The VBMI form looks the grid up with `vpermi2b` and takes the
-        // values in another order; the integer sums and float steps are the
-        // same, so all three agree bit for bit. On a CPU with VBMI only the
-        // VBMI form is dispatched, and this is what checks the gather form
-        // there.
-        if !(crate::Isa::Avx512.available() && has_vbmi()) {
-            eprintln!("no AVX-512 with VBMI: nothing to compare");
-            return;
-        }
-        let mut rng = rand::rngs::StdRng::seed_from_u64(9);
-        for (n, extreme) in [(1, false), (2, false), (8, false), (33, false), (4, true)] {
-            // Random bytes: every grid index (both table halves), sign field
-            // and scale.
-            let w: Vec<crate::blocks::BlockIQ3XXS> = random_blocks(n, &[0], &mut rng);
-            let a = q8k_blocks(n, extreme, &mut rng);
-            let rows: [Vec<BlockQ8K>; 4] =
-                std::array::from_fn(|_| q8k_blocks(n, extreme, &mut rng));
-            let rows_ref = [&rows[0][..], &rows[1][..], &rows[2][..], &rows[3][..]];
-            // SAFETY: AVX-512 F/BW/VL/VNNI with AVX2, FMA and F16C
-            // (`Isa::Avx512`) and VBMI checked above; every kernel reads n
-            // blocks of slices that hold n.
-            let (gather, vbmi, gather4, vbmi4) = unsafe {
-                (
-                    iq3_xxs_q8k(&w, &a),
-                    iq3_xxs_q8k_vbmi(&w, &a),
-                    iq3_xxs_q8k_x4(&w, rows_ref),
-                    iq3_xxs_q8k_x4_vbmi(&w, rows_ref),
-                )
-            };
-            let want = crate::dot::scalar::iq3_xxs_q8k(&w, &a);
-            assert_eq!(
-                want.to_bits(),
-                gather.to_bits(),
-                "{n} blocks: gather {gather} vs {want}"
-            );
-            assert_eq!(
-                want.to_bits(),
-                vbmi.to_bits(),
-                "{n} blocks: VBMI {vbmi} vs {want}"
-            );
-            for r in 0..4 {
-                let want = crate::dot::scalar::iq3_xxs_q8k(&w, &rows[r]);
-                assert_eq!(
-                    want.to_bits(),
-                    gather4[r].to_bits(),
-                    "{n} blocks, x4 row {r}"
-                );
-                assert_eq!(
-                    want.to_bits(),
-                    vbmi4[r].to_bits(),
-                    "{n} blocks, x4 VBMI row {r}"
-                );
-            }
-        }
+        use crate::blocks::BlockIQ3XXS;
+        vbmi_matches!(
+            BlockIQ3XXS,
+            iq3_xxs_q8k,
+            iq3_xxs_q8k_vbmi,
+            iq3_xxs_q8k_x4,
+            iq3_xxs_q8k_x4_vbmi,
+            9
+        );
+    }
+
+    #[test]
+    fn iq3_s_vbmi_equals_the_gather_form_and_the_scalar_kernel() {
+        use crate::blocks::BlockIQ3S;
+        vbmi_matches!(
+            BlockIQ3S,
+            iq3_s_q8k,
+            iq3_s_q8k_vbmi,
+            iq3_s_q8k_x4,
+            iq3_s_q8k_x4_vbmi,
+            10
+        );
     }
 }

@@ -258,7 +258,7 @@ pub fn row_dot(ty: GgmlType, isa: Isa, w: &[u8], act: ActRow<'_>) -> Result<f32>
             (T::IQ3_XXS, ActRow::Q8K(a)) => {
                 avx512!(iq3_xxs_q8k, vbmi iq3_xxs_q8k_vbmi, BlockIQ3XXS, a)
             }
-            (T::IQ3_S, ActRow::Q8K(a)) => avx512!(iq3_s_q8k, BlockIQ3S, a),
+            (T::IQ3_S, ActRow::Q8K(a)) => avx512!(iq3_s_q8k, vbmi iq3_s_q8k_vbmi, BlockIQ3S, a),
             (T::IQ1_S, ActRow::Q8K(a)) => avx512!(iq1_s_q8k, BlockIQ1S, a),
             _ => {}
         }
@@ -417,6 +417,9 @@ pub fn row_dot4(
                     return q8k4!(avx512, iq3_xxs_q8k_x4_vbmi, BlockIQ3XXS)
                 }
                 T::IQ3_XXS => return q8k4!(avx512, iq3_xxs_q8k_x4, BlockIQ3XXS),
+                T::IQ3_S if avx512::has_vbmi() => {
+                    return q8k4!(avx512, iq3_s_q8k_x4_vbmi, BlockIQ3S)
+                }
                 T::IQ3_S => return q8k4!(avx512, iq3_s_q8k_x4, BlockIQ3S),
                 T::IQ1_S => return q8k4!(avx512, iq1_s_q8k_x4, BlockIQ1S),
                 _ => {}

@@ -504,8 +504,10 @@ pub(crate) const IQ3XXS_GRID_VALUES: [u32; 256] = [
 
 pub(crate) static IQ3XXS_GRID: [u32; 256] = IQ3XXS_GRID_VALUES;
 
+/// [`IQ3S_GRID`]'s entries as a constant, for tables built from it at
+/// compile time.
 #[rustfmt::skip]
-pub(crate) static IQ3S_GRID: [u32; 512] = [
+pub(crate) const IQ3S_GRID_VALUES: [u32; 512] = [
     0x01010101, 0x01010103, 0x01010105, 0x0101010b, 0x0101010f, 0x01010301, 0x01010303, 0x01010305,
     0x01010309, 0x0101030d, 0x01010501, 0x01010503, 0x0101050b, 0x01010707, 0x01010901, 0x01010905,
     0x0101090b, 0x0101090f, 0x01010b03, 0x01010b07, 0x01010d01, 0x01010d05, 0x01010f03, 0x01010f09,
@@ -571,6 +573,8 @@ pub(crate) static IQ3S_GRID: [u32; 512] = [
     0x0f050701, 0x0f050b03, 0x0f070105, 0x0f070705, 0x0f07070b, 0x0f070b07, 0x0f090103, 0x0f09010b,
     0x0f090307, 0x0f090501, 0x0f090b01, 0x0f0b0505, 0x0f0b0905, 0x0f0d0105, 0x0f0d0703, 0x0f0f0101,
 ];
+
+pub(crate) static IQ3S_GRID: [u32; 512] = IQ3S_GRID_VALUES;
 
 #[rustfmt::skip]
 pub(crate) static IQ1S_GRID: [u64; 2048] = [

@@ -4,9 +4,10 @@
 //! 64-bit sign mask per `zmm` and the 16 scales of its groups of 16 values.
 //! The grid entries are fetched by `vpgatherdd` / `vpgatherdq` from indices
 //! built in vector registers (the AVX2 kernel builds each index with scalar
-//! instructions, which is where its time goes), or for IQ3_XXS on a CPU with
-//! AVX-512 VBMI looked up by `vpermi2b` from byte tables ([`Iq3XxsVbmi`],
-//! which takes the values in another order); the signs negate the
+//! instructions, which is where its time goes), or for IQ3_XXS and IQ3_S on
+//! a CPU with AVX-512 VBMI looked up by `vpermi2b` from byte tables
+//! ([`Iq3XxsVbmi`], [`Iq3sVbmi`], which take the values in another order);
+//! the signs negate the
 //! activations through a mask (`vpsubb` with a `k` register, where AVX2
 //! has `vpsignb`); `vpmaddubsw` multiplies magnitudes and activations and
 //! `vpdpwssd` adds the pair sums times the group scales into i32 lanes.
@@ -401,24 +402,76 @@ const fn iq3xxs_order() -> [u8; 64] {
     o
 }
 
-/// The IQ3_XXS grid as four byte tables: `.0[j][i]` is byte `j` of entry
-/// `i` (64-byte aligned: each table is four `zmm`).
+/// A grid of `N` four-byte entries as four byte tables: `.0[j][i]` is byte
+/// `j` of entry `i` (64-byte aligned: each table is `N / 64` `zmm`).
 #[repr(C, align(64))]
-struct GridBytes([[u8; 256]; 4]);
+struct GridBytes<const N: usize>([[u8; N]; 4]);
 
-static IQ3XXS_BYTES: GridBytes = GridBytes({
-    let mut t = [[0u8; 256]; 4];
+const fn grid_bytes<const N: usize>(grid: &[u32; N]) -> GridBytes<N> {
+    let mut t = [[0u8; N]; 4];
     let mut i = 0;
-    while i < 256 {
+    while i < N {
         let mut j = 0;
         while j < 4 {
-            t[j][i] = (IQ3XXS_GRID_VALUES[i] >> (8 * j)) as u8;
+            t[j][i] = (grid[i] >> (8 * j)) as u8;
             j += 1;
         }
         i += 1;
     }
-    t
-});
+    GridBytes(t)
+}
+
+static IQ3XXS_BYTES: GridBytes<256> = grid_bytes(&IQ3XXS_GRID_VALUES);
+static IQ3S_BYTES: GridBytes<512> = grid_bytes(&IQ3S_GRID_VALUES);
+
+/// `zmm` `k` (of `N / 64`) of byte table `j` of `t`.
+///
+/// # Safety
+/// `j < 4`, `k < N / 64`.
+#[inline(always)]
+unsafe fn table<const N: usize>(t: &GridBytes<N>, j: usize, k: usize) -> __m512i {
+    _mm512_load_si512((t.0[j].as_ptr() as *const __m512i).add(k))
+}
+
+/// [`Iq3XxsVbmi`]'s order from the four lookups `l[j]` (byte `j` of the
+/// entry of every index, in index order): `zmm p` is lane `p` of `l[0]`,
+/// `l[1]`, `l[2]`, `l[3]`, a 4 × 4 transpose of 128-bit lanes.
+#[inline(always)]
+unsafe fn lanes_transposed(l: [__m512i; 4]) -> [__m512i; 4] {
+    let t0 = _mm512_shuffle_i64x2::<0b01_00_01_00>(l[0], l[1]);
+    let t1 = _mm512_shuffle_i64x2::<0b01_00_01_00>(l[2], l[3]);
+    let t2 = _mm512_shuffle_i64x2::<0b11_10_11_10>(l[0], l[1]);
+    let t3 = _mm512_shuffle_i64x2::<0b11_10_11_10>(l[2], l[3]);
+    [
+        _mm512_shuffle_i64x2::<0b10_00_10_00>(t0, t1),
+        _mm512_shuffle_i64x2::<0b11_01_11_01>(t0, t1),
+        _mm512_shuffle_i64x2::<0b10_00_10_00>(t2, t3),
+        _mm512_shuffle_i64x2::<0b11_01_11_01>(t2, t3),
+    ]
+}
+
+/// The sign masks in [`Iq3XxsVbmi`]'s order from the 32 sign bytes in
+/// order (byte `b`: values `8b..8b + 8`; the low 32 bytes of `sb`): byte
+/// `k` of zmm p is value v = 4·(k % 16) + k / 16, whose sign is bit
+/// v % 8 = 4·(k % 2) + k / 16 of sign byte 8p + v / 8 = 8p + (k % 16) / 2.
+#[inline(always)]
+unsafe fn signs_transposed(sb: __m512i) -> [u64; 4] {
+    let from = _mm512_load_si512(IQ3XXS_SIGN_BYTE.0.as_ptr() as *const _);
+    let bit = _mm512_load_si512(IQ3XXS_SIGN_BIT.0.as_ptr() as *const _);
+    four!(|p| {
+        let from = _mm512_add_epi8(_mm512_set1_epi8(8 * p as i8), from);
+        _mm512_test_epi8_mask(_mm512_permutexvar_epi8(from, sb), bit)
+    })
+}
+
+/// The 16 group scales spread over the product lanes in [`Iq3XxsVbmi`]'s
+/// order: product lane q holds bytes 2q, 2q + 1, values 4·(2q % 16) + q / 8
+/// and the next but three, both in group (q % 8) / 2 of the zmm.
+#[inline(always)]
+unsafe fn scales_transposed(sc: __m256i) -> [__m512i; 4] {
+    let (lo, hi) = (0x0001_0001_0000_0000, 0x0003_0003_0002_0002);
+    spread_by(sc, _mm512_set_epi64(hi, lo, hi, lo, hi, lo, hi, lo))
+}
 
 #[repr(C, align(64))]
 struct Bytes64([u8; 64]);
@@ -455,48 +508,58 @@ impl Layout<BlockIQ3XXS> for Iq3XxsVbmi {
         let idx = _mm512_loadu_si512(x.qs.as_ptr() as *const _);
         // Indices from 128 take the upper half of each table.
         let high = _mm512_movepi8_mask(idx);
+        let t = &IQ3XXS_BYTES;
         let l = four!(|j| {
-            // The table's four zmm, 64-byte aligned (no closure: the
-            // intrinsics would not inline into it).
-            let t = IQ3XXS_BYTES.0[j].as_ptr() as *const __m512i;
-            let lo =
-                _mm512_permutex2var_epi8(_mm512_load_si512(t), idx, _mm512_load_si512(t.add(1)));
-            let hi = _mm512_permutex2var_epi8(
-                _mm512_load_si512(t.add(2)),
-                idx,
-                _mm512_load_si512(t.add(3)),
-            );
+            let lo = _mm512_permutex2var_epi8(table(t, j, 0), idx, table(t, j, 1));
+            let hi = _mm512_permutex2var_epi8(table(t, j, 2), idx, table(t, j, 3));
             _mm512_mask_blend_epi8(high, lo, hi)
         });
-        // zmm p: lane p of l[0], l[1], l[2], l[3] (a 4 × 4 transpose of
-        // 128-bit lanes).
-        let t0 = _mm512_shuffle_i64x2::<0b01_00_01_00>(l[0], l[1]);
-        let t1 = _mm512_shuffle_i64x2::<0b01_00_01_00>(l[2], l[3]);
-        let t2 = _mm512_shuffle_i64x2::<0b11_10_11_10>(l[0], l[1]);
-        let t3 = _mm512_shuffle_i64x2::<0b11_10_11_10>(l[2], l[3]);
-        let m = [
-            _mm512_shuffle_i64x2::<0b10_00_10_00>(t0, t1),
-            _mm512_shuffle_i64x2::<0b11_01_11_01>(t0, t1),
-            _mm512_shuffle_i64x2::<0b10_00_10_00>(t2, t3),
-            _mm512_shuffle_i64x2::<0b11_01_11_01>(t2, t3),
-        ];
-        // Signs: byte k of zmm p is value v = 4·(k % 16) + k / 16, whose
-        // sign is bit v % 8 = 4·(k % 2) + k / 16 of sign byte 8p + v / 8 =
-        // 8p + (k % 16) / 2.
         let aux = _mm256_loadu_si256(x.qs.as_ptr().add(QK_K / 4) as *const __m256i);
-        let sb = _mm512_castsi256_si512(aux_sign_bytes(aux));
-        let from = _mm512_load_si512(IQ3XXS_SIGN_BYTE.0.as_ptr() as *const _);
-        let bit = _mm512_load_si512(IQ3XXS_SIGN_BIT.0.as_ptr() as *const _);
-        let s = four!(|p| {
-            let from = _mm512_add_epi8(_mm512_set1_epi8(8 * p as i8), from);
-            _mm512_test_epi8_mask(_mm512_permutexvar_epi8(from, sb), bit)
-        });
+        let s = signs_transposed(_mm512_castsi256_si512(aux_sign_bytes(aux)));
         let sc = odd16(twice16(_mm256_srli_epi32(aux, 28)));
-        // Product lane q holds bytes 2q, 2q + 1: values 4·(2q % 16) + q / 8
-        // and the next but three, both in group (q % 8) / 2 of the zmm.
-        let (lo, hi) = (0x0001_0001_0000_0000, 0x0003_0003_0002_0002);
-        let group = _mm512_set_epi64(hi, lo, hi, lo, hi, lo, hi, lo);
-        (m, s, spread_by(sc, group))
+        (lanes_transposed(l), s, scales_transposed(sc))
+    }
+
+    #[inline(always)]
+    unsafe fn act(q: __m512i) -> __m512i {
+        _mm512_permutexvar_epi8(_mm512_load_si512(IQ3XXS_ORDER.0.as_ptr() as *const _), q)
+    }
+}
+
+/// IQ3_S the same way as [`Iq3XxsVbmi`]: its 512-entry grid as four
+/// 512-byte tables, four `vpermi2b` per table (a 128-entry quarter each)
+/// and blends by index bits 7 (the index byte's top bit) and 8 (`qh`, one
+/// bit per index in order); the sign bytes as they are stored.
+struct Iq3sVbmi;
+
+impl Layout<BlockIQ3S> for Iq3sVbmi {
+    #[inline(always)]
+    unsafe fn decode(x: &BlockIQ3S) -> ([__m512i; 4], [u64; 4], [__m512i; 4]) {
+        let idx = _mm512_loadu_si512(x.qs.as_ptr() as *const _);
+        let bit7 = _mm512_movepi8_mask(idx);
+        let bit8 = u64::from_le_bytes(x.qh);
+        let t = &IQ3S_BYTES;
+        let l = four!(|j| {
+            let q0 = _mm512_permutex2var_epi8(table(t, j, 0), idx, table(t, j, 1));
+            let q1 = _mm512_permutex2var_epi8(table(t, j, 2), idx, table(t, j, 3));
+            let q2 = _mm512_permutex2var_epi8(table(t, j, 4), idx, table(t, j, 5));
+            let q3 = _mm512_permutex2var_epi8(table(t, j, 6), idx, table(t, j, 7));
+            let lo = _mm512_mask_blend_epi8(bit7, q0, q1);
+            let hi = _mm512_mask_blend_epi8(bit7, q2, q3);
+            _mm512_mask_blend_epi8(bit8, lo, hi)
+        });
+        let sb = _mm512_castsi256_si512(_mm256_loadu_si256(x.signs.as_ptr() as *const __m256i));
+        // Sub-block `ib`'s scale: nibble `ib % 2` of byte `ib / 2`, as in
+        // `zmm`.
+        let b = _mm_cvtsi32_si128(u32_at(&x.scales, 0) as i32);
+        let n = _mm_set1_epi8(0x0F);
+        let nib = _mm_unpacklo_epi8(_mm_and_si128(b, n), _mm_and_si128(_mm_srli_epi16(b, 4), n));
+        let sc = odd16(_mm256_cvtepu8_epi16(_mm_unpacklo_epi8(nib, nib)));
+        (
+            lanes_transposed(l),
+            signs_transposed(sb),
+            scales_transposed(sc),
+        )
     }
 
     #[inline(always)]
@@ -578,6 +641,26 @@ macro_rules! iq_entries {
 pub unsafe fn iq3_xxs_q8k_vbmi(w: &[BlockIQ3XXS], a: &[BlockQ8K]) -> f32 {
     let n = w.len().min(a.len());
     iq_rows::<BlockIQ3XXS, Iq3XxsVbmi, 1>(&w[..n], [a])[0]
+}
+
+/// IQ3_S × Q8_K with the grid looked up by `vpermi2b` ([`Iq3sVbmi`]),
+/// bit-identical to [`iq3_s_q8k`] and the scalar kernel.
+///
+/// # Safety
+/// As for [`iq3_s_q8k`], and AVX-512 VBMI available.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
+pub unsafe fn iq3_s_q8k_vbmi(w: &[BlockIQ3S], a: &[BlockQ8K]) -> f32 {
+    let n = w.len().min(a.len());
+    iq_rows::<BlockIQ3S, Iq3sVbmi, 1>(&w[..n], [a])[0]
+}
+
+/// [`iq3_s_q8k_vbmi`] against four activation rows.
+///
+/// # Safety
+/// As for [`iq3_s_q8k_x4`], and AVX-512 VBMI available.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
+pub unsafe fn iq3_s_q8k_x4_vbmi(w: &[BlockIQ3S], a: [&[BlockQ8K]; 4]) -> [f32; 4] {
+    iq_rows::<BlockIQ3S, Iq3sVbmi, 4>(w, a)
 }
 
 /// [`iq3_xxs_q8k_vbmi`] against four activation rows.
