@@ -392,7 +392,7 @@ struct Iq3XxsVbmi;
 
 /// Byte `k` of an in-order `zmm` of 64 values that goes to byte `k` of
 /// [`Iq3XxsVbmi`]'s: value `4·(k % 16) + k / 16`.
-const fn iq3xxs_order() -> [u8; 64] {
+const fn order4() -> [u8; 64] {
     let mut o = [0u8; 64];
     let mut k = 0;
     while k < 64 {
@@ -456,12 +456,18 @@ unsafe fn lanes_transposed(l: [__m512i; 4]) -> [__m512i; 4] {
 /// v % 8 = 4·(k % 2) + k / 16 of sign byte 8p + v / 8 = 8p + (k % 16) / 2.
 #[inline(always)]
 unsafe fn signs_transposed(sb: __m512i) -> [u64; 4] {
-    let from = _mm512_load_si512(IQ3XXS_SIGN_BYTE.0.as_ptr() as *const _);
-    let bit = _mm512_load_si512(IQ3XXS_SIGN_BIT.0.as_ptr() as *const _);
+    let from = _mm512_load_si512(ORDER4_SIGN_BYTE.0.as_ptr() as *const _);
+    let bit = _mm512_load_si512(ORDER4_SIGN_BIT.0.as_ptr() as *const _);
     four!(|p| {
         let from = _mm512_add_epi8(_mm512_set1_epi8(8 * p as i8), from);
         _mm512_test_epi8_mask(_mm512_permutexvar_epi8(from, sb), bit)
     })
+}
+
+/// 64 activation bytes in [`Iq3XxsVbmi`]'s order.
+#[inline(always)]
+unsafe fn acts_transposed(q: __m512i) -> __m512i {
+    _mm512_permutexvar_epi8(_mm512_load_si512(ORDER4_BYTES.0.as_ptr() as *const _), q)
 }
 
 /// The 16 group scales spread over the product lanes in [`Iq3XxsVbmi`]'s
@@ -476,11 +482,11 @@ unsafe fn scales_transposed(sc: __m256i) -> [__m512i; 4] {
 #[repr(C, align(64))]
 struct Bytes64([u8; 64]);
 
-static IQ3XXS_ORDER: Bytes64 = Bytes64(iq3xxs_order());
+static ORDER4_BYTES: Bytes64 = Bytes64(order4());
 
 /// For byte `k` of [`Iq3XxsVbmi`]'s order: the sign byte of its value
 /// within the `zmm`'s eight, `(k % 16) / 2`.
-static IQ3XXS_SIGN_BYTE: Bytes64 = Bytes64({
+static ORDER4_SIGN_BYTE: Bytes64 = Bytes64({
     let mut o = [0u8; 64];
     let mut k = 0;
     while k < 64 {
@@ -492,7 +498,7 @@ static IQ3XXS_SIGN_BYTE: Bytes64 = Bytes64({
 
 /// For byte `k` of [`Iq3XxsVbmi`]'s order: its value's bit in that sign
 /// byte, `1 << (4·(k % 2) + k / 16)`.
-static IQ3XXS_SIGN_BIT: Bytes64 = Bytes64({
+static ORDER4_SIGN_BIT: Bytes64 = Bytes64({
     let mut o = [0u8; 64];
     let mut k = 0;
     while k < 64 {
@@ -522,7 +528,7 @@ impl Layout<BlockIQ3XXS> for Iq3XxsVbmi {
 
     #[inline(always)]
     unsafe fn act(q: __m512i) -> __m512i {
-        _mm512_permutexvar_epi8(_mm512_load_si512(IQ3XXS_ORDER.0.as_ptr() as *const _), q)
+        acts_transposed(q)
     }
 }
 
@@ -564,7 +570,7 @@ impl Layout<BlockIQ3S> for Iq3sVbmi {
 
     #[inline(always)]
     unsafe fn act(q: __m512i) -> __m512i {
-        _mm512_permutexvar_epi8(_mm512_load_si512(IQ3XXS_ORDER.0.as_ptr() as *const _), q)
+        acts_transposed(q)
     }
 }
 
