@@ -147,6 +147,13 @@ unsafe fn aux_sign_bytes(aux: __m256i) -> __m256i {
     ksigns32(b)
 }
 
+/// The scales `2·s + 1` of the 8 sub-blocks whose u32 lanes are `aux`
+/// (IQ2_XXS, IQ3_XXS: `s` in the top 4 bits), as 16 i16 lanes, each twice.
+#[inline(always)]
+unsafe fn aux_scales(aux: __m256i) -> __m256i {
+    odd16(twice16(_mm256_srli_epi32(aux, 28)))
+}
+
 #[inline(always)]
 unsafe fn to_words(v: __m256i) -> [u64; 4] {
     let mut w = [0u64; 4];
@@ -192,7 +199,7 @@ impl IqZmm for BlockIQ2XXS {
                 _mm256_cvtepu8_epi32(_mm_shuffle_epi8(b, pick)),
             )
         });
-        let sc = odd16(twice16(_mm256_srli_epi32(aux, 28)));
+        let sc = aux_scales(aux);
         (m, aux_signs(aux), sc)
     }
 }
@@ -243,7 +250,7 @@ impl IqZmm for BlockIQ3XXS {
             gather4(&IQ3XXS_GRID, _mm512_cvtepu8_epi32(b))
         });
         let aux = _mm256_loadu_si256(self.qs.as_ptr().add(QK_K / 4) as *const __m256i);
-        let sc = odd16(twice16(_mm256_srli_epi32(aux, 28)));
+        let sc = aux_scales(aux);
         (m, aux_signs(aux), sc)
     }
 }
@@ -264,12 +271,19 @@ impl IqZmm for BlockIQ3S {
             gather4(&IQ3S_GRID, _mm512_or_si512(lo, hi))
         });
         let s = four!(|p| u64_at(&self.signs, 8 * p));
-        // Sub-block `ib`'s scale: nibble `ib % 2` of byte `ib / 2`.
+        (m, s, self.scales16())
+    }
+}
+
+impl BlockIQ3S {
+    /// The 16 group scales `2·s + 1` as i16 lanes: sub-block `ib`'s scale
+    /// `s` is nibble `ib % 2` of byte `ib / 2`, each twice.
+    #[inline(always)]
+    unsafe fn scales16(&self) -> __m256i {
         let b = _mm_cvtsi32_si128(u32_at(&self.scales, 0) as i32);
         let n = _mm_set1_epi8(0x0F);
         let nib = _mm_unpacklo_epi8(_mm_and_si128(b, n), _mm_and_si128(_mm_srli_epi16(b, 4), n));
-        let sc = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(nib, nib));
-        (m, s, odd16(sc))
+        odd16(_mm256_cvtepu8_epi16(_mm_unpacklo_epi8(nib, nib)))
     }
 }
 
@@ -522,7 +536,7 @@ impl Layout<BlockIQ3XXS> for Iq3XxsVbmi {
         });
         let aux = _mm256_loadu_si256(x.qs.as_ptr().add(QK_K / 4) as *const __m256i);
         let s = signs_transposed(_mm512_castsi256_si512(aux_sign_bytes(aux)));
-        let sc = odd16(twice16(_mm256_srli_epi32(aux, 28)));
+        let sc = aux_scales(aux);
         (lanes_transposed(l), s, scales_transposed(sc))
     }
 
@@ -555,16 +569,10 @@ impl Layout<BlockIQ3S> for Iq3sVbmi {
             _mm512_mask_blend_epi8(bit8, lo, hi)
         });
         let sb = _mm512_castsi256_si512(_mm256_loadu_si256(x.signs.as_ptr() as *const __m256i));
-        // Sub-block `ib`'s scale: nibble `ib % 2` of byte `ib / 2`, as in
-        // `zmm`.
-        let b = _mm_cvtsi32_si128(u32_at(&x.scales, 0) as i32);
-        let n = _mm_set1_epi8(0x0F);
-        let nib = _mm_unpacklo_epi8(_mm_and_si128(b, n), _mm_and_si128(_mm_srli_epi16(b, 4), n));
-        let sc = odd16(_mm256_cvtepu8_epi16(_mm_unpacklo_epi8(nib, nib)));
         (
             lanes_transposed(l),
             signs_transposed(sb),
-            scales_transposed(sc),
+            scales_transposed(x.scales16()),
         )
     }
 
