@@ -59,8 +59,9 @@ pub(crate) fn family(ty: GgmlType) -> Option<Family> {
 }
 
 /// Whether a product of `n` activation rows with `ty` weights in the GGUF
-/// layout on `isa` runs a tiled kernel (whose float steps may differ from
-/// the row-at-a-time kernels').
+/// layout on `isa` runs a tiled kernel. The k-quants' and IQ4_XS's tiled
+/// kernels give the row kernels' bits (all are the scalar kernel's); the
+/// 32-value types' and F16/BF16's take their float steps in another order.
 ///
 /// On AVX-512, Q6_K's four-row kernel keeps ahead of the tiled kernel up to
 /// 12 rows, and the 32-value types' row kernels up to 4 rows.

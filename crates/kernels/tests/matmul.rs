@@ -268,21 +268,23 @@ fn batched_rows_equal_one_row_at_a_time() {
 }
 
 #[test]
-fn avx512_q2k_q3k_q5k_rows_equal_the_avx2_kernels_bit_for_bit() {
-    // The AVX-512 Q2_K, Q3_K and Q5_K row kernels fold their lanes to the AVX2
-    // kernels' and take their float steps, so the two (and Q2_K's AVX2
-    // four-row kernel, used beside it in small batches) agree exactly. One,
-    // several and an odd number of super-blocks; rows of very different
-    // magnitude.
-    if !(Isa::Avx512.available() && Isa::Avx2.available()) {
-        eprintln!("AVX-512 unavailable: nothing to compare");
-        return;
-    }
-    let cases = [(3, 256, 1), (17, 2304, 2), (9, 4096, 3)];
-    for (ty, (rows, cols, seed)) in [GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q5_K]
-        .into_iter()
-        .flat_map(|ty| cases.map(|c| (ty, c)))
-    {
+fn k_quant_row_kernels_equal_the_scalar_kernel_bit_for_bit() {
+    // Every path's k-quant row kernels sum each super-block exactly and
+    // finish it with the scalar kernel's float step, so they agree with it
+    // (and with the tiled kernels) exactly: one, several and an odd number of
+    // super-blocks (the one-row kernels take four at a time); rows of very
+    // different magnitude. `tests/batch_invariance.rs` holds every batch to
+    // the same bits.
+    let cov = common::Coverage::new("matmul::k_quant_row_kernels_equal_the_scalar_kernel");
+    let cases = [(3, 256, 1), (17, 2304, 2), (9, 4096, 3), (5, 1792, 4)];
+    let types = [
+        GgmlType::Q2_K,
+        GgmlType::Q3_K,
+        GgmlType::Q4_K,
+        GgmlType::Q5_K,
+        GgmlType::Q6_K,
+    ];
+    for (ty, (rows, cols, seed)) in types.into_iter().flat_map(|ty| cases.map(|c| (ty, c))) {
         let w = random_weights(ty, rows, cols, seed);
         let x: Vec<f32> = gaussian(cols, seed + 10)
             .into_iter()
@@ -294,12 +296,15 @@ fn avx512_q2k_q3k_q5k_rows_equal_the_avx2_kernels_bit_for_bit() {
             mistral_kernels::matvec(ty, isa, &w, rows, cols, &x, &mut y).unwrap();
             y
         };
-        common::assert_bits_eq(
-            &format!("{ty} {rows}x{cols}"),
-            &run(Isa::Avx512),
-            &run(Isa::Avx2),
-            rows,
-        );
+        let want = run(Isa::Scalar);
+        for isa in cov.all() {
+            common::assert_bits_eq(
+                &format!("{ty} {isa:?} {rows}x{cols}"),
+                &run(isa),
+                &want,
+                rows,
+            );
+        }
     }
 }
 

@@ -1,8 +1,13 @@
 //! AVX2 + FMA + F16C dot products, same contracts as [`super::scalar`].
 //!
-//! Every kernel accumulates in f32 lanes across blocks (llama.cpp's order,
-//! not the scalar code's: tested to a tolerance); the four-row variants
-//! repeat the one-row operations per row, so they are bit-identical to it.
+//! The k-quants sum each super-block exactly in integers and finish it with
+//! the scalar kernel's float step ([`ksteps`]), and the 256-value i-quants
+//! finish each block as the scalar kernel does: their results are the scalar
+//! kernel's bit for bit, as are the tiled kernels', so they do not depend on
+//! the batch. The 32-value types and
+//! F16/BF16 accumulate in f32 lanes across blocks (llama.cpp's order, not
+//! the scalar code's: tested to a tolerance). The four-row variants repeat
+//! the one-row operations per row, so they are bit-identical to it.
 //!
 //! Every function here is `unsafe` only because it is compiled for CPU
 //! features the caller must have checked ([`crate::Isa::Avx2`] available);
@@ -269,21 +274,20 @@ unsafe fn grouped16_lanes(
     g16_sumi(&lv, &g16_scales(sc), y)
 }
 
-/// Q2_K: sums in f32 lanes across super-blocks (llama.cpp's order, not
-/// the scalar kernel's; equal to f32 rounding).
+/// Q2_K, the scalar kernel's result bit for bit ([`ksteps`]).
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn q2k_q8k(w: &[BlockQ2K], a: &[BlockQ8K]) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    for (x, y) in w.iter().zip(a) {
-        prefetch_ahead(x);
-        acc = q2k_block(x, y, acc);
-    }
-    hsum_f32(acc)
+    ksteps::<_, 1>(
+        w,
+        [a],
+        #[inline(always)]
+        |x, [y]| [q2k_lanes(x, y)],
+    )[0]
 }
 
-/// One Q2_K super-block added to `acc` (f32 lanes).
+/// One Q2_K super-block's integer lanes `(sumi, summ)` (see [`ksteps`]).
 #[inline(always)]
-unsafe fn q2k_block(x: &BlockQ2K, y: &BlockQ8K, acc: __m256) -> __m256 {
+unsafe fn q2k_lanes(x: &BlockQ2K, y: &BlockQ8K) -> (__m256i, __m256i) {
     let m3 = _mm256_set1_epi8(3);
     let m4 = _mm_set1_epi8(0xF);
     let raw = _mm_loadu_si128(x.scales.as_ptr() as *const __m128i);
@@ -291,11 +295,13 @@ unsafe fn q2k_block(x: &BlockQ2K, y: &BlockQ8K, acc: __m256) -> __m256 {
     let prod = _mm256_madd_epi16(mins, _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i));
     let sc = _mm256_cvtepu8_epi16(_mm_and_si128(raw, m4));
     let q = [load(x.qs.as_ptr()), load(x.qs.as_ptr().add(32))];
-    let sumi = grouped16_lanes(sc, y, |n, k| _mm256_and_si256(shr2k(q[n], k), m3));
-    let d = y.d * f16(x.d);
-    let dmin = y.d * f16(x.dmin);
-    let acc = _mm256_fnmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(prod), acc);
-    _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc)
+    let sumi = grouped16_lanes(
+        sc,
+        y,
+        #[inline(always)]
+        |n, k| _mm256_and_si256(shr2k(q[n], k), m3),
+    );
+    (sumi, prod)
 }
 
 /// The 16 signed 6-bit Q3_K scales as i16 lanes (llama.cpp's `kmask` unpacking).
@@ -313,51 +319,57 @@ pub(crate) unsafe fn q3k_scales_i16(s: &[u8; 12]) -> __m256i {
     _mm256_cvtepi8_epi16(_mm_sub_epi8(u, _mm_set1_epi8(32)))
 }
 
-/// Q3_K: sums in f32 lanes across super-blocks, as [`q2k_q8k`].
+/// Q3_K, the scalar kernel's result bit for bit ([`ksteps`]).
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn q3k_q8k(w: &[BlockQ3K], a: &[BlockQ8K]) -> f32 {
     let m3 = _mm256_set1_epi8(3);
     let m4 = _mm256_set1_epi8(4);
-    let mut acc = _mm256_setzero_ps();
-    for (x, y) in w.iter().zip(a) {
-        prefetch_ahead(x);
-        let sc = q3k_scales_i16(&x.scales);
-        // The real level is (low | high << 2) - 4: subtract 4 · Σ sc·bsum.
-        let corr = _mm256_madd_epi16(sc, _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i));
-        let hm = load(x.hmask.as_ptr());
-        let q = [load(x.qs.as_ptr()), load(x.qs.as_ptr().add(32))];
-        let sumi = grouped16_lanes(sc, y, |n, k| {
-            let low = _mm256_and_si256(shr2k(q[n], k), m3);
-            // high bit b = 4n + k of hmask moved to bit 2.
-            let hb = match 4 * n + k {
-                0 => _mm256_slli_epi16(hm, 2),
-                1 => _mm256_slli_epi16(hm, 1),
-                2 => hm,
-                3 => _mm256_srli_epi16(hm, 1),
-                4 => _mm256_srli_epi16(hm, 2),
-                5 => _mm256_srli_epi16(hm, 3),
-                6 => _mm256_srli_epi16(hm, 4),
-                _ => _mm256_srli_epi16(hm, 5),
-            };
-            _mm256_or_si256(low, _mm256_and_si256(hb, m4))
-        });
-        let sumi = _mm256_sub_epi32(sumi, _mm256_slli_epi32(corr, 2));
-        let d = y.d * f16(x.d);
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
-    }
-    hsum_f32(acc)
+    ksteps::<_, 1>(
+        w,
+        [a],
+        #[inline(always)]
+        |x, [y]| {
+            let sc = q3k_scales_i16(&x.scales);
+            // The real level is (low | high << 2) - 4: subtract 4 · Σ sc·bsum.
+            let corr =
+                _mm256_madd_epi16(sc, _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i));
+            let hm = load(x.hmask.as_ptr());
+            let q = [load(x.qs.as_ptr()), load(x.qs.as_ptr().add(32))];
+            let sumi = grouped16_lanes(
+                sc,
+                y,
+                #[inline(always)]
+                |n, k| {
+                    let low = _mm256_and_si256(shr2k(q[n], k), m3);
+                    // high bit b = 4n + k of hmask moved to bit 2.
+                    let hb = match 4 * n + k {
+                        0 => _mm256_slli_epi16(hm, 2),
+                        1 => _mm256_slli_epi16(hm, 1),
+                        2 => hm,
+                        3 => _mm256_srli_epi16(hm, 1),
+                        4 => _mm256_srli_epi16(hm, 2),
+                        5 => _mm256_srli_epi16(hm, 3),
+                        6 => _mm256_srli_epi16(hm, 4),
+                        _ => _mm256_srli_epi16(hm, 5),
+                    };
+                    _mm256_or_si256(low, _mm256_and_si256(hb, m4))
+                },
+            );
+            let sumi = _mm256_sub_epi32(sumi, _mm256_slli_epi32(corr, 2));
+            [(sumi, _mm256_setzero_si256())]
+        },
+    )[0]
 }
 
-/// Q4_K: sums in f32 lanes across super-blocks (llama.cpp's order, not the
-/// scalar kernel's; equal to f32 rounding).
+/// Q4_K, the scalar kernel's result bit for bit ([`ksteps`]).
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn q4k_q8k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    for (x, y) in w.iter().zip(a) {
-        prefetch_ahead(x);
-        acc = k4_apply(&q4k_weights(x), y, acc);
-    }
-    hsum_f32(acc)
+    ksteps::<_, 1>(
+        w,
+        [a],
+        #[inline(always)]
+        |x, [y]| [k4_lanes(&q4k_weights(x), y)],
+    )[0]
 }
 
 /// The 8 scales and 8 mins of a Q4_K / Q5_K block as i16 lanes 0..8 / 8..16
@@ -390,17 +402,10 @@ struct K4Weights {
     scales: [__m256i; 8],
     /// The 8 mins as i16 lanes.
     mins: __m128i,
-    d: f32,
-    dmin: f32,
 }
 
 #[inline(always)]
-unsafe fn k4_weights(
-    d: F16Le,
-    dmin: F16Le,
-    scales: &[u8; 12],
-    levels: impl Fn(usize) -> (__m256i, __m256i),
-) -> K4Weights {
+unsafe fn k4_weights(scales: &[u8; 12], levels: impl Fn(usize) -> (__m256i, __m256i)) -> K4Weights {
     let ms = k4_scales_mins_i16(scales);
     let sc128 = _mm256_castsi256_si128(ms);
     let sc = _mm256_set_m128i(sc128, sc128);
@@ -417,15 +422,13 @@ unsafe fn k4_weights(
             bcast_i16::<7>(sc),
         ],
         mins: _mm256_extracti128_si256(ms, 1),
-        d: f16(d),
-        dmin: f16(dmin),
     }
 }
 
-/// One Q4_K / Q5_K super-block against one activation block, added to `acc`
-/// in f32 lanes.
+/// One Q4_K / Q5_K super-block against one activation block: its integer
+/// lanes `(sumi, summ)` (see [`ksteps`]).
 #[inline(always)]
-unsafe fn k4_apply(w: &K4Weights, y: &BlockQ8K, acc: __m256) -> __m256 {
+unsafe fn k4_lanes(w: &K4Weights, y: &BlockQ8K) -> (__m256i, __m256i) {
     // mins: Σ_j m_j · (bsums[2j] + bsums[2j+1]) in 4 i32 lanes.
     let q8 = _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i);
     let q8s = _mm_hadd_epi16(_mm256_castsi256_si128(q8), _mm256_extracti128_si256(q8, 1));
@@ -439,58 +442,63 @@ unsafe fn k4_apply(w: &K4Weights, y: &BlockQ8K, acc: __m256) -> __m256 {
         let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, y1), w.scales[2 * j + 1]);
         sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p0, p1));
     }
-    let dy = _mm256_set1_ps(y.d);
-    let dd = _mm256_mul_ps(dy, _mm256_set1_ps(w.d));
-    let dm = _mm256_mul_ps(dy, _mm256_set1_ps(w.dmin));
-    let acc = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(sumi), acc);
-    let mins = _mm256_set_m128i(_mm_setzero_si128(), prod);
-    _mm256_fnmadd_ps(dm, _mm256_cvtepi32_ps(mins), acc)
+    (sumi, _mm256_zextsi128_si256(prod))
 }
 
 /// The weight side of one Q4_K super-block.
 #[inline(always)]
 unsafe fn q4k_weights(x: &BlockQ4K) -> K4Weights {
     let m4 = _mm256_set1_epi8(0xF);
-    k4_weights(x.d, x.dmin, &x.scales, |j| {
-        let q = load(x.qs.as_ptr().add(32 * j));
-        (
-            _mm256_and_si256(q, m4),
-            _mm256_and_si256(_mm256_srli_epi16(q, 4), m4),
-        )
-    })
+    k4_weights(
+        &x.scales,
+        #[inline(always)]
+        |j| {
+            let q = load(x.qs.as_ptr().add(32 * j));
+            (
+                _mm256_and_si256(q, m4),
+                _mm256_and_si256(_mm256_srli_epi16(q, 4), m4),
+            )
+        },
+    )
 }
 
-/// Q5_K: sums in f32 lanes across super-blocks, as [`q4k_q8k`].
+/// Q5_K, the scalar kernel's result bit for bit ([`ksteps`]).
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn q5k_q8k(w: &[BlockQ5K], a: &[BlockQ8K]) -> f32 {
     let m4 = _mm256_set1_epi8(0xF);
     let m1 = _mm256_set1_epi8(1);
-    let mut acc = _mm256_setzero_ps();
-    for (x, y) in w.iter().zip(a) {
-        prefetch_ahead(x);
-        let qh = load(x.qh.as_ptr());
-        let kw = k4_weights(x.d, x.dmin, &x.scales, |j| {
-            let q = load(x.qs.as_ptr().add(32 * j));
-            // high bits 2j and 2j + 1 of qh, moved to bit 4.
-            let (h0, h1) = match j {
-                0 => (qh, _mm256_srli_epi16(qh, 1)),
-                1 => (_mm256_srli_epi16(qh, 2), _mm256_srli_epi16(qh, 3)),
-                2 => (_mm256_srli_epi16(qh, 4), _mm256_srli_epi16(qh, 5)),
-                _ => (_mm256_srli_epi16(qh, 6), _mm256_srli_epi16(qh, 7)),
-            };
-            let lo = _mm256_or_si256(
-                _mm256_and_si256(q, m4),
-                _mm256_slli_epi16(_mm256_and_si256(h0, m1), 4),
+    ksteps::<_, 1>(
+        w,
+        [a],
+        #[inline(always)]
+        |x, [y]| {
+            let qh = load(x.qh.as_ptr());
+            let kw = k4_weights(
+                &x.scales,
+                #[inline(always)]
+                |j| {
+                    let q = load(x.qs.as_ptr().add(32 * j));
+                    // high bits 2j and 2j + 1 of qh, moved to bit 4.
+                    let (h0, h1) = match j {
+                        0 => (qh, _mm256_srli_epi16(qh, 1)),
+                        1 => (_mm256_srli_epi16(qh, 2), _mm256_srli_epi16(qh, 3)),
+                        2 => (_mm256_srli_epi16(qh, 4), _mm256_srli_epi16(qh, 5)),
+                        _ => (_mm256_srli_epi16(qh, 6), _mm256_srli_epi16(qh, 7)),
+                    };
+                    let lo = _mm256_or_si256(
+                        _mm256_and_si256(q, m4),
+                        _mm256_slli_epi16(_mm256_and_si256(h0, m1), 4),
+                    );
+                    let hi = _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16(q, 4), m4),
+                        _mm256_slli_epi16(_mm256_and_si256(h1, m1), 4),
+                    );
+                    (lo, hi)
+                },
             );
-            let hi = _mm256_or_si256(
-                _mm256_and_si256(_mm256_srli_epi16(q, 4), m4),
-                _mm256_slli_epi16(_mm256_and_si256(h1, m1), 4),
-            );
-            (lo, hi)
-        });
-        acc = k4_apply(&kw, y, acc);
-    }
-    hsum_f32(acc)
+            [k4_lanes(&kw, y)]
+        },
+    )[0]
 }
 
 /// The four 32-value groups of 6-bit quants (0..64) of one 128-value half of a Q6_K block.
@@ -521,15 +529,15 @@ unsafe fn q6k_quants(x: &BlockQ6K, n: usize) -> [__m256i; 4] {
     ]
 }
 
-/// Q6_K: sums in f32 lanes across super-blocks, as [`q4k_q8k`].
+/// Q6_K, the scalar kernel's result bit for bit ([`ksteps`]).
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn q6k_q8k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    for (x, y) in w.iter().zip(a) {
-        prefetch_ahead(x);
-        acc = q6k_apply(&q6k_weights(x), y, acc);
-    }
-    hsum_f32(acc)
+    ksteps::<_, 1>(
+        w,
+        [a],
+        #[inline(always)]
+        |x, [y]| [q6k_lanes(&q6k_weights(x), y)],
+    )[0]
 }
 
 /// Bytes ahead of the current weight block that the row kernels prefetch
@@ -555,13 +563,167 @@ pub(crate) unsafe fn prefetch_ahead<B>(x: &B) {
     }
 }
 
+/// The f16 scales of a k-quant super-block, for [`ksteps`].
+pub(crate) trait KScales {
+    /// Whether the block has mins (the scalar kernel's `step_kmin`) or not
+    /// (`step_ksym`).
+    const MINS: bool;
+    /// The bits of the block's `d` and (with mins) `dmin`.
+    fn d_dmin_bits(&self) -> (u16, u16);
+}
+
+macro_rules! kscales {
+    (mins $($B:ty),*) => {$(
+        impl KScales for $B {
+            const MINS: bool = true;
+            #[inline(always)]
+            fn d_dmin_bits(&self) -> (u16, u16) {
+                (self.d.bits(), self.dmin.bits())
+            }
+        }
+    )*};
+    (sym $($B:ty),*) => {$(
+        impl KScales for $B {
+            const MINS: bool = false;
+            #[inline(always)]
+            fn d_dmin_bits(&self) -> (u16, u16) {
+                (self.d.bits(), 0)
+            }
+        }
+    )*};
+}
+kscales!(mins BlockQ2K, BlockQ4K, BlockQ5K);
+kscales!(sym BlockQ3K, BlockQ6K);
+
+/// The sums of four i32 vectors, lane `r` of the result the sum of `a[r]`:
+/// three horizontal adds for the four.
+#[inline(always)]
+pub(crate) unsafe fn sums4(a: [__m256i; 4]) -> __m128i {
+    let h01 = _mm256_hadd_epi32(a[0], a[1]);
+    let h23 = _mm256_hadd_epi32(a[2], a[3]);
+    let h = _mm256_hadd_epi32(h01, h23);
+    _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256::<1>(h))
+}
+
+/// The k-quants' row kernels for `M` activation rows (`M` is 1 or 4; for 1,
+/// the first `min(w.len(), a[0].len())` blocks, for 4, `w.len()` blocks of
+/// each row), by the scalar kernel's float steps: `lanes(x, ys)` gives, per
+/// activation row, a super-block's i32 lanes `(sumi, summ)` whose sums are
+/// its exact integer sums (`summ`, the mins' sum, unused for the symmetric
+/// types), and each block is finished as `step_kmin` / `step_ksym` finish it
+/// (`d = d_a·d_w`, `dmin = d_a·dmin_w`, `sumf + (d·sumi − dmin·summ)`; or
+/// `sumf + (d_a·d_w)·sumi`), the same IEEE operations in the same order. So
+/// the result is the scalar kernel's, and the tiled kernels', bit for bit: a
+/// product does not depend on the batch it ran in.
+///
+/// The steps go four at a time in vector lanes, after one reduction of four
+/// blocks' lanes (`M` = 1: four blocks of the row, added to the sum in
+/// order; `M` = 4: one block of each row). Super-blocks are prefetched
+/// [`PREFETCH_AHEAD`] bytes ahead.
+///
+/// Pass `lanes` as an `#[inline(always)]` closure: a closure is compiled
+/// without its caller's target features, and one left out of line runs its
+/// intrinsics as calls (a Q5_K kernel fell to 3 GFLOP/s).
+#[inline(always)]
+pub(crate) unsafe fn ksteps<X: KScales, const M: usize>(
+    w: &[X],
+    a: [&[BlockQ8K]; M],
+    mut lanes: impl FnMut(&X, [&BlockQ8K; M]) -> [(__m256i, __m256i); M],
+) -> [f32; M] {
+    let zero = _mm256_setzero_si256();
+    let mut sumf = [0f32; M];
+    if M == 1 {
+        let y = a[0];
+        let nb = w.len().min(y.len());
+        let full = nb / 4 * 4;
+        let mut s = 0;
+        while s < full {
+            let (x, y) = (&w[s..s + 4], &y[s..s + 4]);
+            // The four blocks written out (a loop over them is not unrolled,
+            // and on AVX-512 runs slower).
+            let (mut pi, mut pm) = ([zero; 4], [zero; 4]);
+            prefetch_ahead(&x[0]);
+            (pi[0], pm[0]) = lanes(&x[0], [&y[0]; M])[0];
+            prefetch_ahead(&x[1]);
+            (pi[1], pm[1]) = lanes(&x[1], [&y[1]; M])[0];
+            prefetch_ahead(&x[2]);
+            (pi[2], pm[2]) = lanes(&x[2], [&y[2]; M])[0];
+            prefetch_ahead(&x[3]);
+            (pi[3], pm[3]) = lanes(&x[3], [&y[3]; M])[0];
+            let da = _mm_setr_ps(y[0].d, y[1].d, y[2].d, y[3].d);
+            let t = step4(pi, pm, da, [&x[0], &x[1], &x[2], &x[3]]);
+            // The four blocks' adds in order.
+            sumf[0] += _mm_cvtss_f32(t);
+            sumf[0] += _mm_cvtss_f32(_mm_movehdup_ps(t));
+            let hi = _mm_movehl_ps(t, t);
+            sumf[0] += _mm_cvtss_f32(hi);
+            sumf[0] += _mm_cvtss_f32(_mm_movehdup_ps(hi));
+            s += 4;
+        }
+        // The last blocks one at a time, in lane 0 (the other lanes zero).
+        for (x, y) in w[full..nb].iter().zip(&y[full..nb]) {
+            prefetch_ahead(x);
+            let (si, sm) = lanes(x, [y; M])[0];
+            let da = _mm_setr_ps(y.d, 0.0, 0.0, 0.0);
+            let t = step4([si, zero, zero, zero], [sm, zero, zero, zero], da, [x; 4]);
+            sumf[0] += _mm_cvtss_f32(t);
+        }
+    } else {
+        let mut acc = _mm_setzero_ps();
+        for (s, x) in w.iter().enumerate() {
+            prefetch_ahead(x);
+            let mut ys = [&a[0][s]; M];
+            for m in 0..M {
+                ys[m] = &a[m][s];
+            }
+            let l = lanes(x, ys);
+            let mut li = [zero; 4];
+            let mut lm = [zero; 4];
+            let mut da = [0f32; 4];
+            for m in 0..M {
+                (li[m], lm[m]) = l[m];
+                da[m] = ys[m].d;
+            }
+            let da = _mm_loadu_ps(da.as_ptr());
+            acc = _mm_add_ps(acc, step4(li, lm, da, [x; 4]));
+        }
+        let mut out = [0f32; 4];
+        _mm_storeu_ps(out.as_mut_ptr(), acc);
+        sumf.copy_from_slice(&out[..M]);
+    }
+    sumf
+}
+
+/// Four blocks' (or rows') terms of the scalar float step, lane by lane:
+/// `(d_a·d)·sumi`, minus `(d_a·dmin)·summ` with mins, for the weight blocks
+/// `xs` and activation scales `da`.
+#[inline(always)]
+unsafe fn step4<X: KScales>(li: [__m256i; 4], lm: [__m256i; 4], da: __m128, xs: [&X; 4]) -> __m128 {
+    let [(d0, m0), (d1, m1), (d2, m2), (d3, m3)] = [
+        xs[0].d_dmin_bits(),
+        xs[1].d_dmin_bits(),
+        xs[2].d_dmin_bits(),
+        xs[3].d_dmin_bits(),
+    ];
+    let h = |v: u16| v as i16;
+    let bits = _mm_setr_epi16(h(d0), h(d1), h(d2), h(d3), h(m0), h(m1), h(m2), h(m3));
+    let scales = _mm256_cvtph_ps(bits);
+    let d = _mm_mul_ps(da, _mm256_castps256_ps128(scales));
+    let t = _mm_mul_ps(d, _mm_cvtepi32_ps(sums4(li)));
+    if X::MINS {
+        let dmin = _mm_mul_ps(da, _mm256_extractf128_ps::<1>(scales));
+        _mm_sub_ps(t, _mm_mul_ps(dmin, _mm_cvtepi32_ps(sums4(lm))))
+    } else {
+        t
+    }
+}
+
 /// The weight side of one Q6_K super-block.
 struct Q6KWeights {
     levels: [__m256i; 8],
     scales: [__m256i; 8],
     /// The 16 scales as i16 lanes.
     sc: __m256i,
-    d: f32,
 }
 
 #[inline(always)]
@@ -573,19 +735,20 @@ unsafe fn q6k_weights(x: &BlockQ6K) -> Q6KWeights {
         levels: [a, b, c, d, e, f, g, h],
         scales: g16_scales(sc),
         sc,
-        d: f16(x.d),
     }
 }
 
-/// One Q6_K super-block against one activation block, added to `acc`.
+/// One Q6_K super-block against one activation block: its integer lanes
+/// `(sumi, 0)` (see [`ksteps`]).
 #[inline(always)]
-unsafe fn q6k_apply(w: &Q6KWeights, y: &BlockQ8K, acc: __m256) -> __m256 {
+unsafe fn q6k_lanes(w: &Q6KWeights, y: &BlockQ8K) -> (__m256i, __m256i) {
     // The real level is q - 32: subtract 32 · Σ sc·bsum.
     let corr = _mm256_madd_epi16(w.sc, _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i));
     let sumi = g16_sumi(&w.levels, &w.scales, y);
-    let sumi = _mm256_sub_epi32(sumi, _mm256_slli_epi32(corr, 5));
-    let d = y.d * w.d;
-    _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc)
+    (
+        _mm256_sub_epi32(sumi, _mm256_slli_epi32(corr, 5)),
+        _mm256_setzero_si256(),
+    )
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -729,60 +892,59 @@ unsafe fn half_f32<H: Half>(w: &[u8], x: &[f32]) -> f32 {
 // two agree bit for bit.
 // ---------------------------------------------------------------------------
 
+// The k-quants' four-row kernels: the weight side once per block (Q4_K,
+// Q6_K; Q2_K shares its loads through the cache), the same integer lanes
+// and, by `ksteps`, the same float steps as the one-row kernels: the scalar
+// kernel's bits.
+
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn q4k_q8k_x4(w: &[BlockQ4K], a: [&[BlockQ8K]; 4]) -> [f32; 4] {
-    // The weight side once per block, then `q4k_q8k`'s per-row operations
-    // (bit-identical results).
-    let mut acc = [_mm256_setzero_ps(); 4];
-    for (i, x) in w.iter().enumerate() {
-        let kw = q4k_weights(x);
-        for t in 0..4 {
-            acc[t] = k4_apply(&kw, &a[t][i], acc[t]);
-        }
-    }
-    [
-        hsum_f32(acc[0]),
-        hsum_f32(acc[1]),
-        hsum_f32(acc[2]),
-        hsum_f32(acc[3]),
-    ]
+    ksteps::<_, 4>(
+        w,
+        a,
+        #[inline(always)]
+        |x, ys| {
+            let kw = q4k_weights(x);
+            let mut l = [(_mm256_setzero_si256(), _mm256_setzero_si256()); 4];
+            for m in 0..4 {
+                l[m] = k4_lanes(&kw, ys[m]);
+            }
+            l
+        },
+    )
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn q6k_q8k_x4(w: &[BlockQ6K], a: [&[BlockQ8K]; 4]) -> [f32; 4] {
-    // The weight side once per block, then `q6k_q8k`'s per-row operations
-    // (bit-identical results).
-    let mut acc = [_mm256_setzero_ps(); 4];
-    for (i, x) in w.iter().enumerate() {
-        let qw = q6k_weights(x);
-        for t in 0..4 {
-            acc[t] = q6k_apply(&qw, &a[t][i], acc[t]);
-        }
-    }
-    [
-        hsum_f32(acc[0]),
-        hsum_f32(acc[1]),
-        hsum_f32(acc[2]),
-        hsum_f32(acc[3]),
-    ]
+    ksteps::<_, 4>(
+        w,
+        a,
+        #[inline(always)]
+        |x, ys| {
+            let qw = q6k_weights(x);
+            let mut l = [(_mm256_setzero_si256(), _mm256_setzero_si256()); 4];
+            for m in 0..4 {
+                l[m] = q6k_lanes(&qw, ys[m]);
+            }
+            l
+        },
+    )
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn q2k_q8k_x4(w: &[BlockQ2K], a: [&[BlockQ8K]; 4]) -> [f32; 4] {
-    // Same per-row operations as `q2k_q8k` (bit-identical results); the
-    // four rows share the weight loads through the cache.
-    let mut acc = [_mm256_setzero_ps(); 4];
-    for (i, x) in w.iter().enumerate() {
-        for t in 0..4 {
-            acc[t] = q2k_block(x, &a[t][i], acc[t]);
-        }
-    }
-    [
-        hsum_f32(acc[0]),
-        hsum_f32(acc[1]),
-        hsum_f32(acc[2]),
-        hsum_f32(acc[3]),
-    ]
+    ksteps::<_, 4>(
+        w,
+        a,
+        #[inline(always)]
+        |x, ys| {
+            let mut l = [(_mm256_setzero_si256(), _mm256_setzero_si256()); 4];
+            for m in 0..4 {
+                l[m] = q2k_lanes(x, ys[m]);
+            }
+            l
+        },
+    )
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]

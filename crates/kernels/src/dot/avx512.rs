@@ -10,31 +10,24 @@
 //! `q − 32`: its effect, `−32·Σ_g scale_g·bsum_g` from the activation's
 //! group sums, is where the lanes start. Where the CPU has GFNI
 //! ([`q6k_q8k_gfni`]) each level's two high bits are placed by one
-//! `vgf2p8affineqb` per 64 levels instead of a shift and a mask. Each
-//! super-block's lanes are summed to its exact integer sum and finished with
-//! the scalar kernel's float step, so the result equals the scalar kernel's,
-//! and the tiled kernel's that takes over from 12 activation rows, bit for
-//! bit: a product does not depend on the batch it ran in.
+//! `vgf2p8affineqb` per 64 levels instead of a shift and a mask.
 //!
 //! Q2_K: the same four `zmm` of 64 levels (2-bit fields shifted per 256-bit
 //! half by `vpsrlvw`), `vpmaddubsw` and `vpdpwssd` with the 16 group scales.
-//! Its 16 i32 lanes are folded to 8 before the float step, which gives the
-//! exact integer lanes of the AVX2 kernel (lane `i` sums values `4i..4i + 4`
-//! of every 32-value chunk), and the float steps are the AVX2 kernel's own:
-//! the result equals [`super::avx2::q2k_q8k`] bit for bit, so its four-row
-//! AVX2 form stays interchangeable with it.
 //!
 //! Q3_K: the same, with each level's high bit (bit `4n + k` of `hmask`)
 //! moved to bit 2 by a per-half `vpsllvw`/`vpsrlvw` (with GFNI,
-//! [`q3k_q8k_gfni`]: both fields placed by `vgf2p8affineqb`); also
-//! bit-identical to [`super::avx2::q3k_q8k`].
+//! [`q3k_q8k_gfni`]: both fields placed by `vgf2p8affineqb`).
 //!
 //! Q5_K: zmm `j` is chunk `j` (sub-blocks `2j`, `2j + 1`, in order), its
 //! nibbles split and fifth bits placed by per-half variable shifts, the two
 //! sub-block scales spread by `vpermw` (with GFNI, [`q5k_q8k_gfni`]: the
-//! nibbles and fifth bits placed by `vgf2p8affineqb`); folded and finished
-//! as the AVX2 kernel does, so equal to [`super::avx2::q5k_q8k`] bit for
-//! bit.
+//! nibbles and fifth bits placed by `vgf2p8affineqb`).
+//!
+//! Each k-quant super-block's lanes are summed to its exact integer sums and
+//! finished with the scalar kernel's float step ([`super::avx2::ksteps`]),
+//! so the results equal the scalar kernel's, the AVX2 kernels' and the tiled
+//! kernels' bit for bit: a product does not depend on the batch it ran in.
 //!
 //! The 32-value types (Q4_0, Q5_0, IQ4_NL against Q8_0; Q4_1, Q5_1 against
 //! Q8_1): two blocks per `zmm`, their levels unsigned bytes (nibbles, plus 16
@@ -49,7 +42,7 @@
 
 #![allow(clippy::missing_safety_doc)]
 
-use super::avx2::{f16, prefetch_ahead};
+use super::avx2::{ksteps, prefetch_ahead};
 use crate::blocks::{
     BlockIQ4NL, BlockQ2K, BlockQ3K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K,
     BlockQ8K, BlockQ8_0, BlockQ8_1, F16Le, KVALUES_IQ4NL_PLUS_128,
@@ -406,92 +399,28 @@ pub unsafe fn q6k_q8k_x4_gfni(w: &[BlockQ6K], a: [&[BlockQ8K]; 4]) -> [f32; 4] {
     q6k_rows::<true, 4>(w, a)
 }
 
-/// The Q6_K kernel body for `M` activation rows (`M == 1`: the first
-/// `min(w.len(), a[0].len())` blocks; else `w.len()` blocks of each row);
-/// `GFNI`: place the high bits with GFNI (only inlined into a function
-/// that enables it).
+/// The Q6_K kernel body for `M` activation rows (`M` is 1 or 4, as
+/// [`ksteps`] takes them); `GFNI`: place the high bits with GFNI (only
+/// inlined into a function that enables it).
 #[inline(always)]
 unsafe fn q6k_rows<const GFNI: bool, const M: usize>(
     w: &[BlockQ6K],
     a: [&[BlockQ8K]; M],
 ) -> [f32; M] {
     let lanes = Q6K_SCALE_LANES.map(|l| _mm512_loadu_si512(l.as_ptr() as *const __m512i));
-    let nb = if M == 1 {
-        w.len().min(a[0].len())
-    } else {
-        w.len()
-    };
-    // Each block's exact integer sum, then the scalar kernel's float step
-    // (`step_ksym`: `sumf + (d_a·d)·isum`, a multiply, a multiply, an add, in
-    // that order; the scale converted by F16C, the same value): the same bits
-    // as it and as the tiled kernel, so a product does not depend on how many
-    // activation rows it was batched with. The steps of four rows (`M` = 4)
-    // or of four blocks (`M` = 1) go side by side in a vector, the same IEEE
-    // operations lane by lane, after one reduction of the four.
-    //
-    // A software prefetch of each block `PREFETCH_AHEAD` bytes ahead, as
-    // every other row kernel: on the AMX Xeon it took Q6_K matrix × vector
-    // from memory from 12.5–12.7 to 17.8–18.7 GiB/s (benches/journal/
-    // kernel-dispatch.md, with the Zen 4 figures that had left it out).
-    let mut sumf = [0f32; M];
-    if M == 1 {
-        let y = a[0];
-        let full = nb / 4 * 4;
-        let mut s = 0;
-        while s < full {
-            let (x, y) = (&w[s..s + 4], &y[s..s + 4]);
-            // (Written out: a closure, as in `array::from_fn`, would be a
-            // function without this one's target features.)
-            let mut l = [_mm512_setzero_si512(); 4];
-            for b in 0..4 {
-                prefetch_ahead(&x[b]);
-                l[b] = q6k_block_lanes::<GFNI, 1>(&x[b], &lanes, [&y[b]])[0];
-            }
-            let isum = _mm_cvtepi32_ps(sums4(l[0], l[1], l[2], l[3]));
-            let da = _mm_setr_ps(y[0].d, y[1].d, y[2].d, y[3].d);
-            let (b0, b1) = (x[0].d.bits() as i16, x[1].d.bits() as i16);
-            let (b2, b3) = (x[2].d.bits() as i16, x[3].d.bits() as i16);
-            let dw = _mm_cvtph_ps(_mm_setr_epi16(b0, b1, b2, b3, 0, 0, 0, 0));
-            let t = _mm_mul_ps(_mm_mul_ps(da, dw), isum);
-            // The four blocks' adds in order.
-            sumf[0] += _mm_cvtss_f32(t);
-            sumf[0] += _mm_cvtss_f32(_mm_movehdup_ps(t));
-            let hi = _mm_movehl_ps(t, t);
-            sumf[0] += _mm_cvtss_f32(hi);
-            sumf[0] += _mm_cvtss_f32(_mm_movehdup_ps(hi));
-            s += 4;
-        }
-        for (x, y) in w[full..nb].iter().zip(&y[full..nb]) {
-            prefetch_ahead(x);
-            let l = q6k_block_lanes::<GFNI, 1>(x, &lanes, [y])[0];
-            sumf[0] += y.d * f16(x.d) * _mm512_reduce_add_epi32(l) as f32;
-        }
-    } else {
-        let mut sumf4 = _mm_setzero_ps();
-        for (s, x) in w[..nb].iter().enumerate() {
-            prefetch_ahead(x);
-            let mut ys = [&a[0][s]; M];
-            for (m, y) in ys.iter_mut().enumerate() {
-                *y = &a[m][s];
-            }
+    ksteps(
+        w,
+        a,
+        #[inline(always)]
+        |x, ys| {
             let l = q6k_block_lanes::<GFNI, M>(x, &lanes, ys);
-            if M == 4 {
-                let isum = _mm_cvtepi32_ps(sums4(l[0], l[1], l[2], l[3]));
-                let da = _mm_setr_ps(a[0][s].d, a[1][s].d, a[2][s].d, a[3][s].d);
-                let dd = _mm_mul_ps(da, _mm_set1_ps(f16(x.d)));
-                sumf4 = _mm_add_ps(sumf4, _mm_mul_ps(dd, isum));
-            } else {
-                let dw = f16(x.d);
-                for m in 0..M {
-                    sumf[m] += a[m][s].d * dw * _mm512_reduce_add_epi32(l[m]) as f32;
-                }
+            let mut out = [(_mm256_setzero_si256(), _mm256_setzero_si256()); M];
+            for m in 0..M {
+                out[m].0 = fold(l[m]);
             }
-        }
-        if M == 4 {
-            _mm_storeu_ps(sumf.as_mut_ptr(), sumf4);
-        }
-    }
-    sumf
+            out
+        },
+    )
 }
 
 /// One Q6_K super-block against `M` activation blocks: i32 lanes whose sum
@@ -597,8 +526,8 @@ unsafe fn dpwssd(mut acc: __m512i, a: __m512i, b: __m512i) -> __m512i {
     acc
 }
 
-/// Q2_K weights × Q8_K activations, bit-identical to the AVX2 kernel (see
-/// the module docs).
+/// Q2_K weights × Q8_K activations, the scalar kernel's result bit for bit
+/// (see the module docs).
 ///
 /// # Safety
 /// AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C available. Reads
@@ -609,26 +538,24 @@ pub unsafe fn q2k_q8k(w: &[BlockQ2K], a: &[BlockQ8K]) -> f32 {
     let m4 = _mm_set1_epi8(0xF);
     let shift = low_bit_shifts();
     let lanes = Q6K_SCALE_LANES.map(|l| _mm512_loadu_si512(l.as_ptr() as *const __m512i));
-    let mut acc = _mm256_setzero_ps();
-    for (x, y) in w.iter().zip(a) {
-        prefetch_ahead(x);
-        let raw = _mm_loadu_si128(x.scales.as_ptr() as *const __m128i);
-        let mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16::<4>(raw), m4));
-        let prod = _mm256_madd_epi16(mins, _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i));
-        let sc = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(_mm_and_si128(raw, m4)));
-        let mut sumi = _mm512_setzero_si512();
-        for k in 0..4 {
-            let lv = low2(&x.qs, k, &shift, m3);
-            sumi = scaled_chunk(sumi, lv, y, k, lanes[k], sc);
-        }
-        let sumi = fold(sumi);
-        // The AVX2 kernel's float steps, in its order.
-        let d = y.d * f16(x.d);
-        let dmin = y.d * f16(x.dmin);
-        acc = _mm256_fnmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(prod), acc);
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
-    }
-    super::avx2::hsum_f32(acc)
+    ksteps(
+        w,
+        [a],
+        #[inline(always)]
+        |x, [y]| {
+            let raw = _mm_loadu_si128(x.scales.as_ptr() as *const __m128i);
+            let mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16::<4>(raw), m4));
+            let prod =
+                _mm256_madd_epi16(mins, _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i));
+            let sc = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(_mm_and_si128(raw, m4)));
+            let mut sumi = _mm512_setzero_si512();
+            for k in 0..4 {
+                let lv = low2(&x.qs, k, &shift, m3);
+                sumi = scaled_chunk(sumi, lv, y, k, lanes[k], sc);
+            }
+            [(fold(sumi), prod)]
+        },
+    )[0]
 }
 
 /// zmm `k` of a 2-bit super-block holds levels `64k..64k + 64`: bytes
@@ -672,22 +599,12 @@ unsafe fn fold(v: __m512i) -> __m256i {
     _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64::<1>(v))
 }
 
-/// The sums of four i32 vectors, lane `r` of the result the sum of `a_r`:
-/// three horizontal adds for the four.
-#[inline(always)]
-unsafe fn sums4(a0: __m512i, a1: __m512i, a2: __m512i, a3: __m512i) -> __m128i {
-    let h01 = _mm256_hadd_epi32(fold(a0), fold(a1));
-    let h23 = _mm256_hadd_epi32(fold(a2), fold(a3));
-    let h = _mm256_hadd_epi32(h01, h23);
-    _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256::<1>(h))
-}
-
 /// The sums of each of `R` i32 vectors.
 #[inline(always)]
 pub(super) unsafe fn sums<const R: usize>(acc: [__m512i; R]) -> [i32; R] {
     let mut out = [0i32; R];
     if R == 4 {
-        let s = sums4(acc[0], acc[1], acc[2], acc[3]);
+        let s = super::avx2::sums4([fold(acc[0]), fold(acc[1]), fold(acc[2]), fold(acc[3])]);
         _mm_storeu_si128(out.as_mut_ptr() as *mut __m128i, s);
     } else {
         for r in 0..R {
@@ -697,8 +614,8 @@ pub(super) unsafe fn sums<const R: usize>(acc: [__m512i; R]) -> [i32; R] {
     out
 }
 
-/// Q3_K weights × Q8_K activations, bit-identical to the AVX2 kernel (see
-/// the module docs).
+/// Q3_K weights × Q8_K activations, the scalar kernel's result bit for bit
+/// (see the module docs).
 ///
 /// # Safety
 /// As [`q2k_q8k`].
@@ -756,23 +673,25 @@ unsafe fn gf_halves(lo: i64, hi: i64) -> __m512i {
 #[inline(always)]
 unsafe fn q3k_blocks<const GFNI: bool>(w: &[BlockQ3K], a: &[BlockQ8K]) -> f32 {
     let lanes = Q6K_SCALE_LANES.map(|l| _mm512_loadu_si512(l.as_ptr() as *const __m512i));
-    let mut acc = _mm256_setzero_ps();
-    for (x, y) in w.iter().zip(a) {
-        prefetch_ahead(x);
-        let sc16 = super::avx2::q3k_scales_i16(&x.scales);
-        // The real level is (low | high << 2) - 4: subtract 4 · Σ sc·bsum.
-        let corr = _mm256_madd_epi16(sc16, _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i));
-        let sc = _mm512_castsi256_si512(sc16);
-        let lv = q3k_levels::<GFNI>(x);
-        let mut sumi = _mm512_setzero_si512();
-        for k in 0..4 {
-            sumi = scaled_chunk(sumi, lv[k], y, k, lanes[k], sc);
-        }
-        let sumi = _mm256_sub_epi32(fold(sumi), _mm256_slli_epi32::<2>(corr));
-        let d = y.d * f16(x.d);
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
-    }
-    super::avx2::hsum_f32(acc)
+    ksteps(
+        w,
+        [a],
+        #[inline(always)]
+        |x, [y]| {
+            let sc16 = super::avx2::q3k_scales_i16(&x.scales);
+            // The real level is (low | high << 2) - 4: subtract 4 · Σ sc·bsum.
+            let corr =
+                _mm256_madd_epi16(sc16, _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i));
+            let sc = _mm512_castsi256_si512(sc16);
+            let lv = q3k_levels::<GFNI>(x);
+            let mut sumi = _mm512_setzero_si512();
+            for k in 0..4 {
+                sumi = scaled_chunk(sumi, lv[k], y, k, lanes[k], sc);
+            }
+            let sumi = _mm256_sub_epi32(fold(sumi), _mm256_slli_epi32::<2>(corr));
+            [(sumi, _mm256_setzero_si256())]
+        },
+    )[0]
 }
 
 /// The unsigned levels (`0..7`, low field and high bit) of a Q3_K
@@ -876,8 +795,8 @@ unsafe fn halves_i16(lo: i16, hi: i16) -> __m512i {
     _mm512_inserti64x4::<1>(_mm512_set1_epi16(lo), _mm256_set1_epi16(hi))
 }
 
-/// Q5_K weights × Q8_K activations, bit-identical to the AVX2 kernel (see
-/// the module docs).
+/// Q5_K weights × Q8_K activations, the scalar kernel's result bit for bit
+/// (see the module docs).
 ///
 /// # Safety
 /// As [`q2k_q8k`].
@@ -904,28 +823,25 @@ pub unsafe fn q5k_q8k_gfni(w: &[BlockQ5K], a: &[BlockQ8K]) -> f32 {
 unsafe fn q5k_blocks<const GFNI: bool>(w: &[BlockQ5K], a: &[BlockQ8K]) -> f32 {
     // i16 lane i of zmm j takes the scale of sub-block 2j + i / 16.
     let lanes: [__m512i; 4] = std::array::from_fn(|j| halves_i16(2 * j as i16, 2 * j as i16 + 1));
-    let mut acc = _mm256_setzero_ps();
-    for (x, y) in w.iter().zip(a) {
-        prefetch_ahead(x);
-        let ms = super::avx2::k4_scales_mins_i16(&x.scales);
-        let sc = _mm512_castsi256_si512(ms);
-        let lv = q5k_levels::<GFNI>(x);
-        let mut sumi = _mm512_setzero_si512();
-        for j in 0..4 {
-            sumi = scaled_chunk(sumi, lv[j], y, j, lanes[j], sc);
-        }
-        // The AVX2 kernel's mins and float steps, in its order.
-        let q8 = _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i);
-        let q8s = _mm_hadd_epi16(_mm256_castsi256_si128(q8), _mm256_extracti128_si256(q8, 1));
-        let prod = _mm_madd_epi16(_mm256_extracti128_si256(ms, 1), q8s);
-        let dy = _mm256_set1_ps(y.d);
-        let dd = _mm256_mul_ps(dy, _mm256_set1_ps(f16(x.d)));
-        let dm = _mm256_mul_ps(dy, _mm256_set1_ps(f16(x.dmin)));
-        acc = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(fold(sumi)), acc);
-        let mins = _mm256_set_m128i(_mm_setzero_si128(), prod);
-        acc = _mm256_fnmadd_ps(dm, _mm256_cvtepi32_ps(mins), acc);
-    }
-    super::avx2::hsum_f32(acc)
+    ksteps(
+        w,
+        [a],
+        #[inline(always)]
+        |x, [y]| {
+            let ms = super::avx2::k4_scales_mins_i16(&x.scales);
+            let sc = _mm512_castsi256_si512(ms);
+            let lv = q5k_levels::<GFNI>(x);
+            let mut sumi = _mm512_setzero_si512();
+            for j in 0..4 {
+                sumi = scaled_chunk(sumi, lv[j], y, j, lanes[j], sc);
+            }
+            // The mins: Σ_j m_j · (bsums[2j] + bsums[2j + 1]).
+            let q8 = _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i);
+            let q8s = _mm_hadd_epi16(_mm256_castsi256_si128(q8), _mm256_extracti128_si256(q8, 1));
+            let prod = _mm_madd_epi16(_mm256_extracti128_si256(ms, 1), q8s);
+            [(fold(sumi), _mm256_zextsi128_si256(prod))]
+        },
+    )[0]
 }
 
 #[cfg(test)]
@@ -1050,9 +966,9 @@ mod tests {
     }
 
     #[test]
-    fn q3k_q5k_gfni_equal_the_shift_forms_and_the_avx2_kernels() {
-        // Bit for bit against each other and the AVX2 kernels (same levels,
-        // same folded lanes, same float steps).
+    fn q3k_q5k_gfni_equal_the_shift_forms_the_avx2_and_the_scalar_kernels() {
+        // Bit for bit against each other (same levels), the AVX2 kernels and
+        // the scalar kernels (exact integer sums, the scalar float steps).
         if !(crate::Isa::Avx512.available() && has_gfni()) {
             eprintln!("no AVX-512 with GFNI: nothing to compare");
             return;
@@ -1072,15 +988,22 @@ mod tests {
                         q3k_q8k(&w3, &a),
                         q3k_q8k_gfni(&w3, &a),
                         avx2::q3k_q8k(&w3, &a),
+                        crate::dot::scalar::q3k_q8k(&w3, &a),
                     ],
                     [
                         q5k_q8k(&w5, &a),
                         q5k_q8k_gfni(&w5, &a),
                         avx2::q5k_q8k(&w5, &a),
+                        crate::dot::scalar::q5k_q8k(&w5, &a),
                     ],
                 )
             };
-            for (ty, [plain, gfni, avx2]) in [("Q3_K", q3), ("Q5_K", q5)] {
+            for (ty, [plain, gfni, avx2, scalar]) in [("Q3_K", q3), ("Q5_K", q5)] {
+                assert_eq!(
+                    scalar.to_bits(),
+                    gfni.to_bits(),
+                    "{ty} {n} blocks: scalar {scalar} vs {gfni}"
+                );
                 assert_eq!(
                     plain.to_bits(),
                     gfni.to_bits(),

@@ -427,9 +427,9 @@ pub fn row_dot4(
         }
         return match ty {
             T::Q4_K => q8k4!(q4k_q8k_x4, BlockQ4K),
-            // On AVX-512 a Q6_K row takes its own kernel (`avx512::q6k_q8k`),
-            // which the AVX2 four-row form would not match bit for bit; its
-            // own four-row form does.
+            // On AVX-512 Q6_K takes its own four-row form (faster; every
+            // k-quant kernel gives the scalar kernel's bits, so the forms mix
+            // freely).
             T::Q6_K if isa.has_avx512() => {
                 let wb = typed!(w, BlockQ6K);
                 if let [A::Q8K(a0), A::Q8K(a1), A::Q8K(a2), A::Q8K(a3)] = acts {
