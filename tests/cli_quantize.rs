@@ -95,10 +95,9 @@ fn quantize(input: &Path, output: &Path, ty: &str) -> Output {
         .expect("run mistral-run")
 }
 
-fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("mistral-run-quantize-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
+/// `name` in the test's own temporary directory (removed when `dir` drops).
+fn tmp(dir: &tempfile::TempDir, name: &str) -> PathBuf {
+    dir.path().join(name)
 }
 
 fn type_of(f: &GgufFile, name: &str) -> GgmlType {
@@ -128,10 +127,11 @@ fn check_values(f: &GgufFile, orig: &[Vec<f32>], max_rel: f64) {
 
 #[test]
 fn quantize_mixes_and_requantizes() {
-    let src = tmp("f32.gguf");
+    let dir = tempfile::tempdir().unwrap();
+    let src = tmp(&dir, "f32.gguf");
     let orig = write_model(&src);
 
-    let q4 = tmp("q4_k_m.gguf");
+    let q4 = tmp(&dir, "q4_k_m.gguf");
     let out = quantize(&src, &q4, "q4_k_m");
     assert!(
         out.status.success(),
@@ -151,7 +151,7 @@ fn quantize_mixes_and_requantizes() {
     assert_eq!(type_of(&f, "blk.1.ffn_norm.weight"), GgmlType::F32);
     check_values(&f, &orig, 0.12);
 
-    let q2 = tmp("q2_k.gguf");
+    let q2 = tmp(&dir, "q2_k.gguf");
     let out = quantize(&src, &q2, "q2_k");
     assert!(
         out.status.success(),
@@ -166,13 +166,13 @@ fn quantize_mixes_and_requantizes() {
     check_values(&f, &orig, 0.45);
 
     // Requantize a quantized file: Q8_0 -> Q4_K_M (dequantized first) and -> F16.
-    let q8 = tmp("q8_0.gguf");
+    let q8 = tmp(&dir, "q8_0.gguf");
     assert!(quantize(&src, &q8, "q8_0").status.success());
     let f = GgufFile::open(&q8).unwrap();
     assert_eq!(type_of(&f, "blk.0.ffn_up.weight"), GgmlType::Q8_0);
     assert_eq!(type_of(&f, "output.weight"), GgmlType::Q8_0);
     check_values(&f, &orig, 0.01);
-    let re = tmp("re_q4_k_m.gguf");
+    let re = tmp(&dir, "re_q4_k_m.gguf");
     let out = quantize(&q8, &re, "q4_k_m");
     assert!(
         out.status.success(),
@@ -182,14 +182,14 @@ fn quantize_mixes_and_requantizes() {
     let f = GgufFile::open(&re).unwrap();
     assert_eq!(type_of(&f, "blk.0.attn_q.weight"), GgmlType::Q4_K);
     check_values(&f, &orig, 0.12);
-    let f16 = tmp("f16.gguf");
+    let f16 = tmp(&dir, "f16.gguf");
     assert!(quantize(&q8, &f16, "f16").status.success());
     let f = GgufFile::open(&f16).unwrap();
     assert_eq!(type_of(&f, "blk.0.attn_q.weight"), GgmlType::F16);
     assert_eq!(type_of(&f, "blk.0.attn_norm.weight"), GgmlType::F32);
     check_values(&f, &orig, 0.01);
     // BF16: 8 significant bits, relative error per value ≤ 2^-9.
-    let bf16 = tmp("bf16.gguf");
+    let bf16 = tmp(&dir, "bf16.gguf");
     assert!(quantize(&src, &bf16, "bf16").status.success());
     let f = GgufFile::open(&bf16).unwrap();
     assert_eq!(f.metadata().get_u32(keys::GENERAL_FILE_TYPE).unwrap(), 32);
@@ -201,25 +201,26 @@ fn quantize_mixes_and_requantizes() {
 
 #[test]
 fn quantize_errors_are_one_line() {
-    let missing = tmp("does-not-exist.gguf");
-    let out = quantize(&missing, &tmp("x.gguf"), "q4_k_m");
+    let dir = tempfile::tempdir().unwrap();
+    let missing = tmp(&dir, "does-not-exist.gguf");
+    let out = quantize(&missing, &tmp(&dir, "x.gguf"), "q4_k_m");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("does-not-exist"), "{err}");
 
-    let src = tmp("errors-src.gguf");
+    let src = tmp(&dir, "errors-src.gguf");
     write_model(&src);
-    let out = quantize(&src, &tmp("y.gguf"), "q9_k");
+    let out = quantize(&src, &tmp(&dir, "y.gguf"), "q9_k");
     assert!(!out.status.success());
     let out = quantize(&src, &src, "q8_0");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("same file"));
 
     // Not a GGUF file at all.
-    let junk = tmp("junk.gguf");
+    let junk = tmp(&dir, "junk.gguf");
     std::fs::write(&junk, b"not a gguf file").unwrap();
-    let out = quantize(&junk, &tmp("z.gguf"), "q8_0");
+    let out = quantize(&junk, &tmp(&dir, "z.gguf"), "q8_0");
     assert!(!out.status.success());
     assert_eq!(
         String::from_utf8_lossy(&out.stderr).trim().lines().count(),
