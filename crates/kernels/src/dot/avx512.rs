@@ -51,9 +51,10 @@ use std::arch::x86_64::*;
 
 mod lattice;
 pub use lattice::{
-    iq1_s_q8k, iq1_s_q8k_x4, iq2_s_q8k, iq2_s_q8k_x4, iq2_xs_q8k, iq2_xs_q8k_x4, iq2_xxs_q8k,
-    iq2_xxs_q8k_x4, iq3_s_q8k, iq3_s_q8k_vbmi, iq3_s_q8k_x4, iq3_s_q8k_x4_vbmi, iq3_xxs_q8k,
-    iq3_xxs_q8k_vbmi, iq3_xxs_q8k_x4, iq3_xxs_q8k_x4_vbmi,
+    iq1_s_q8k, iq1_s_q8k_x4, iq2_s_q8k, iq2_s_q8k_vbmi, iq2_s_q8k_x4, iq2_s_q8k_x4_vbmi,
+    iq2_xs_q8k, iq2_xs_q8k_vbmi, iq2_xs_q8k_x4, iq2_xs_q8k_x4_vbmi, iq2_xxs_q8k, iq2_xxs_q8k_vbmi,
+    iq2_xxs_q8k_x4, iq2_xxs_q8k_x4_vbmi, iq3_s_q8k, iq3_s_q8k_vbmi, iq3_s_q8k_x4,
+    iq3_s_q8k_x4_vbmi, iq3_xxs_q8k, iq3_xxs_q8k_vbmi, iq3_xxs_q8k_x4, iq3_xxs_q8k_x4_vbmi,
 };
 
 /// The row kernels of the 32-value types: `$one` (one weight row) and
@@ -1073,6 +1074,35 @@ mod tests {
                 }
             }
         }};
+    }
+
+    #[test]
+    fn iq2_vbmi_equals_the_gather_forms_and_the_scalar_kernels() {
+        use crate::blocks::{BlockIQ2S, BlockIQ2XS, BlockIQ2XXS};
+        vbmi_matches!(
+            BlockIQ2XXS,
+            iq2_xxs_q8k,
+            iq2_xxs_q8k_vbmi,
+            iq2_xxs_q8k_x4,
+            iq2_xxs_q8k_x4_vbmi,
+            11
+        );
+        vbmi_matches!(
+            BlockIQ2XS,
+            iq2_xs_q8k,
+            iq2_xs_q8k_vbmi,
+            iq2_xs_q8k_x4,
+            iq2_xs_q8k_x4_vbmi,
+            12
+        );
+        vbmi_matches!(
+            BlockIQ2S,
+            iq2_s_q8k,
+            iq2_s_q8k_vbmi,
+            iq2_s_q8k_x4,
+            iq2_s_q8k_x4_vbmi,
+            13
+        );
     }
 
     #[test]

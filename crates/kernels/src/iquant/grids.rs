@@ -4,8 +4,10 @@
 //! value `j` in byte `j`; IQ1_S's bytes are i8 (−1, 0, 1).
 //! Do not edit by hand.
 
+/// [`IQ2XXS_GRID`]'s entries as a constant, for tables built from it at
+/// compile time.
 #[rustfmt::skip]
-pub(crate) static IQ2XXS_GRID: [u64; 256] = [
+pub(crate) const IQ2XXS_GRID_VALUES: [u64; 256] = [
     0x0808080808080808, 0x080808080808082b, 0x0808080808081919, 0x0808080808082b08,
     0x0808080808082b2b, 0x0808080808190819, 0x0808080808191908, 0x08080808082b0808,
     0x08080808082b082b, 0x08080808082b2b08, 0x08080808082b2b2b, 0x0808080819080819,
@@ -71,9 +73,12 @@ pub(crate) static IQ2XXS_GRID: [u64; 256] = [
     0x2b2b08080808082b, 0x2b2b080819190808, 0x2b2b08082b081919, 0x2b2b081908082b19,
     0x2b2b082b08080808, 0x2b2b190808192b08, 0x2b2b2b0819190808, 0x2b2b2b1908081908,
 ];
+pub(crate) static IQ2XXS_GRID: [u64; 256] = IQ2XXS_GRID_VALUES;
 
+/// [`IQ2XS_GRID`]'s entries as a constant, for tables built from it at
+/// compile time.
 #[rustfmt::skip]
-pub(crate) static IQ2XS_GRID: [u64; 512] = [
+pub(crate) const IQ2XS_GRID_VALUES: [u64; 512] = [
     0x0808080808080808, 0x080808080808082b, 0x0808080808081919, 0x0808080808082b08,
     0x0808080808082b2b, 0x0808080808190819, 0x0808080808191908, 0x080808080819192b,
     0x0808080808192b19, 0x08080808082b0808, 0x08080808082b082b, 0x08080808082b1919,
@@ -203,9 +208,12 @@ pub(crate) static IQ2XS_GRID: [u64; 512] = [
     0x2b2b2b082b2b2b08, 0x2b2b2b1908081908, 0x2b2b2b192b081908, 0x2b2b2b192b08192b,
     0x2b2b2b2b082b2b08, 0x2b2b2b2b082b2b2b, 0x2b2b2b2b2b190819, 0x2b2b2b2b2b2b2b2b,
 ];
+pub(crate) static IQ2XS_GRID: [u64; 512] = IQ2XS_GRID_VALUES;
 
+/// [`IQ2S_GRID`]'s entries as a constant, for tables built from it at
+/// compile time.
 #[rustfmt::skip]
-pub(crate) static IQ2S_GRID: [u64; 1024] = [
+pub(crate) const IQ2S_GRID_VALUES: [u64; 1024] = [
     0x0808080808080808, 0x080808080808082b, 0x0808080808081919, 0x0808080808082b08,
     0x0808080808082b2b, 0x0808080808190819, 0x0808080808191908, 0x080808080819192b,
     0x0808080808192b19, 0x08080808082b0808, 0x08080808082b082b, 0x08080808082b1919,
@@ -463,6 +471,7 @@ pub(crate) static IQ2S_GRID: [u64; 1024] = [
     0x2b2b2b192b08192b, 0x2b2b2b2b08082b08, 0x2b2b2b2b08082b2b, 0x2b2b2b2b082b0808,
     0x2b2b2b2b082b082b, 0x2b2b2b2b082b2b08, 0x2b2b2b2b2b082b08, 0x2b2b2b2b2b2b2b2b,
 ];
+pub(crate) static IQ2S_GRID: [u64; 1024] = IQ2S_GRID_VALUES;
 
 /// [`IQ3XXS_GRID`]'s entries as a constant, for tables built from it at
 /// compile time.

@@ -4,10 +4,11 @@
 //! 64-bit sign mask per `zmm` and the 16 scales of its groups of 16 values.
 //! The grid entries are fetched by `vpgatherdd` / `vpgatherdq` from indices
 //! built in vector registers (the AVX2 kernel builds each index with scalar
-//! instructions, which is where its time goes), or for IQ3_XXS and IQ3_S on
-//! a CPU with AVX-512 VBMI looked up by `vpermi2b` from byte tables
-//! ([`Iq3XxsVbmi`], [`Iq3sVbmi`], which take the values in another order);
-//! the signs negate the
+//! instructions, which is where its time goes), or on a CPU with AVX-512
+//! VBMI looked up: IQ3_XXS and IQ3_S by `vpermi2b` from byte tables
+//! ([`Iq3XxsVbmi`], [`Iq3sVbmi`], which take the values in another order),
+//! IQ2_XXS, IQ2_XS and IQ2_S as 16-bit codes of their three levels by
+//! `vpermi2w` ([`Iq2Vbmi`], values in order); the signs negate the
 //! activations through a mask (`vpsubb` with a `k` register, where AVX2
 //! has `vpsignb`); `vpmaddubsw` multiplies magnitudes and activations and
 //! `vpdpwssd` adds the pair sums times the group scales into i32 lanes.
@@ -185,11 +186,6 @@ impl IqZmm for BlockIQ2XXS {
     unsafe fn zmm(&self) -> ([__m512i; 4], [u64; 4], __m256i) {
         // Sub-block `ib`: index bytes 8ib..8ib + 4, then its u32 of signs
         // and scale.
-        let v = _mm512_loadu_si512(self.qs.as_ptr() as *const _);
-        let aux = _mm512_castsi512_si256(_mm512_permutexvar_epi32(
-            _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 0, 0, 0, 0, 0, 0, 0, 0),
-            v,
-        ));
         let pick = _mm_setr_epi8(0, 1, 2, 3, 8, 9, 10, 11, -1, -1, -1, -1, -1, -1, -1, -1);
         let m = four!(|p| {
             let b = _mm_loadu_si128(self.qs.as_ptr().add(16 * p) as *const __m128i);
@@ -199,8 +195,8 @@ impl IqZmm for BlockIQ2XXS {
                 _mm256_cvtepu8_epi32(_mm_shuffle_epi8(b, pick)),
             )
         });
-        let sc = aux_scales(aux);
-        (m, aux_signs(aux), sc)
+        let (s, sc) = self.signs_scales();
+        (m, s, sc)
     }
 }
 
@@ -208,16 +204,14 @@ impl IqZmm for BlockIQ2XS {
     #[inline(always)]
     unsafe fn zmm(&self) -> ([__m512i; 4], [u64; 4], __m256i) {
         // 32 u16: a 9-bit grid index, then 7 sign bits.
-        let v = _mm512_loadu_si512(self.qs.as_ptr() as *const _);
-        let signs = _mm512_cvtepi16_epi8(_mm512_srli_epi16(v, 9));
         let m = four!(|p| {
             let q = _mm_loadu_si128(self.qs.as_ptr().add(16 * p) as *const __m128i);
             let idx = _mm256_and_si256(_mm256_cvtepu16_epi32(q), _mm256_set1_epi32(511));
             // Masked to 9 bits: below 512 = IQ2XS_GRID.len().
             gather8(&IQ2XS_GRID, idx)
         });
-        let sc = odd16(nibble_scales(self.scales.as_ptr()));
-        (m, to_words(ksigns32(signs)), sc)
+        let (s, sc) = self.signs_scales();
+        (m, s, sc)
     }
 }
 
@@ -236,8 +230,113 @@ impl IqZmm for BlockIQ2S {
             // 8 + 2 bits: below 1024 = IQ2S_GRID.len().
             gather8(&IQ2S_GRID, _mm256_or_si256(lo, hi))
         });
+        let (s, sc) = self.signs_scales();
+        (m, s, sc)
+    }
+}
+
+/// The IQ2 types (grid values 8, 25 and 43 only) with their grid looked up
+/// as 16-bit codes ([`Iq2Vbmi`]).
+trait Iq2Codes: IqZmm {
+    /// The grid index of each of the 32 groups of 8 values, in order, as
+    /// i16 lanes (each below the grid's length).
+    ///
+    /// # Safety
+    /// AVX-512 F/BW and VBMI available.
+    unsafe fn indices(&self) -> __m512i;
+
+    /// The codes of the grid entries at `idx` ([`lookup_codes`]).
+    ///
+    /// # Safety
+    /// As for [`Iq2Codes::indices`]; `idx` from it.
+    unsafe fn codes(idx: __m512i) -> __m512i;
+
+    /// The sign masks and the 16 group scales of [`IqZmm::zmm`].
+    ///
+    /// # Safety
+    /// AVX-512 F/BW and AVX2 available.
+    unsafe fn signs_scales(&self) -> ([u64; 4], __m256i);
+}
+
+impl Iq2Codes for BlockIQ2XXS {
+    #[inline(always)]
+    unsafe fn indices(&self) -> __m512i {
+        // Word g: index byte 8·(g / 4) + g % 4, the high byte zero.
+        let v = _mm512_loadu_si512(self.qs.as_ptr() as *const _);
+        let pick = _mm512_load_si512(IQ2XXS_PICK.0.as_ptr() as *const _);
+        _mm512_maskz_permutexvar_epi8(EVEN_BYTES, pick, v)
+    }
+
+    #[inline(always)]
+    unsafe fn codes(idx: __m512i) -> __m512i {
+        lookup_codes(&IQ2XXS_CODES, idx)
+    }
+
+    #[inline(always)]
+    unsafe fn signs_scales(&self) -> ([u64; 4], __m256i) {
+        // Sub-block `ib`'s u32 of signs and scale: bytes 8ib + 4..8ib + 8.
+        let v = _mm512_loadu_si512(self.qs.as_ptr() as *const _);
+        let aux = _mm512_castsi512_si256(_mm512_permutexvar_epi32(
+            _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 0, 0, 0, 0, 0, 0, 0, 0),
+            v,
+        ));
+        (aux_signs(aux), aux_scales(aux))
+    }
+}
+
+impl Iq2Codes for BlockIQ2XS {
+    #[inline(always)]
+    unsafe fn indices(&self) -> __m512i {
+        let v = _mm512_loadu_si512(self.qs.as_ptr() as *const _);
+        _mm512_and_si512(v, _mm512_set1_epi16(511))
+    }
+
+    #[inline(always)]
+    unsafe fn codes(idx: __m512i) -> __m512i {
+        lookup_codes(&IQ2XS_CODES, idx)
+    }
+
+    #[inline(always)]
+    unsafe fn signs_scales(&self) -> ([u64; 4], __m256i) {
+        // 32 u16: a 9-bit grid index, then 7 sign bits.
+        let v = _mm512_loadu_si512(self.qs.as_ptr() as *const _);
+        let signs = _mm512_cvtepi16_epi8(_mm512_srli_epi16(v, 9));
+        let sc = odd16(nibble_scales(self.scales.as_ptr()));
+        (to_words(ksigns32(signs)), sc)
+    }
+}
+
+impl Iq2Codes for BlockIQ2S {
+    #[inline(always)]
+    unsafe fn indices(&self) -> __m512i {
+        // Word g: index byte g, and bits 2·(g % 4), + 1 of `qh[g / 4]` as
+        // its bits 8 and 9.
+        let v = _mm512_loadu_si512(self.qs.as_ptr() as *const _);
+        let lo = _mm512_maskz_permutexvar_epi8(
+            EVEN_BYTES,
+            _mm512_load_si512(IQ2S_PICK_LO.0.as_ptr() as *const _),
+            v,
+        );
+        let qh = _mm512_castsi128_si512(_mm_loadl_epi64(self.qh.as_ptr() as *const __m128i));
+        let h = _mm512_maskz_permutexvar_epi8(
+            EVEN_BYTES,
+            _mm512_load_si512(IQ2S_PICK_QH.0.as_ptr() as *const _),
+            qh,
+        );
+        let shifts = _mm512_load_si512(IQ2S_QH_SHIFT.0.as_ptr() as *const _);
+        let hi = _mm512_and_si512(_mm512_srlv_epi16(h, shifts), _mm512_set1_epi16(3));
+        _mm512_or_si512(lo, _mm512_slli_epi16(hi, 8))
+    }
+
+    #[inline(always)]
+    unsafe fn codes(idx: __m512i) -> __m512i {
+        lookup_codes(&IQ2S_CODES, idx)
+    }
+
+    #[inline(always)]
+    unsafe fn signs_scales(&self) -> ([u64; 4], __m256i) {
         let s = four!(|p| u64_at(&self.qs, QK_K / 8 + 8 * p));
-        (m, s, odd16(nibble_scales(self.scales.as_ptr())))
+        (s, odd16(nibble_scales(self.scales.as_ptr())))
     }
 }
 
@@ -582,6 +681,168 @@ impl Layout<BlockIQ3S> for Iq3sVbmi {
     }
 }
 
+/// The IQ2 types (IQ2_XXS, IQ2_XS, IQ2_S) with their grids looked up as
+/// 16-bit codes instead of gathered (AVX-512 VBMI): every byte of those
+/// grids is 8, 25 or 43, so an entry is eight 2-bit levels. `vpermi2w`
+/// looks up 64 entries' codes for all 32 indices of a super-block at once
+/// (four, eight or sixteen lookups, blended by index bits 6 up); each `zmm`
+/// of 64 values then takes its eight codes into its eight qwords
+/// (`vpermw`), `vpmultishiftqb` puts value `j`'s level in the low bits of
+/// byte `j`, and `vpermb` maps the levels to their bytes. The values come
+/// in order, as gathered: the activations, signs and scales are those of
+/// [`InOrder`], and so are the integer sums.
+struct Iq2Vbmi;
+
+impl<B: Iq2Codes> Layout<B> for Iq2Vbmi {
+    #[inline(always)]
+    unsafe fn decode(x: &B) -> ([__m512i; 4], [u64; 4], [__m512i; 4]) {
+        let m = expand_codes(B::codes(x.indices()));
+        let (s, sc) = x.signs_scales();
+        (m, s, spread(sc))
+    }
+
+    #[inline(always)]
+    unsafe fn act(q: __m512i) -> __m512i {
+        q
+    }
+}
+
+/// The bytes of the IQ2 grids, level 0, 1 and 2 of a 2-bit code.
+const IQ2_LEVELS: [u8; 3] = [8, 25, 43];
+
+/// A grid of `N` eight-byte entries of [`IQ2_LEVELS`] as 16-bit codes:
+/// value `j`'s level in bits `2j`, `2j + 1` (64-byte aligned: `N / 32`
+/// `zmm`).
+#[repr(C, align(64))]
+struct GridCodes<const N: usize>([u16; N]);
+
+const fn grid_codes<const N: usize>(grid: &[u64; N]) -> GridCodes<N> {
+    let mut c = [0u16; N];
+    let mut i = 0;
+    while i < N {
+        let mut j = 0;
+        while j < 8 {
+            let b = (grid[i] >> (8 * j)) as u8;
+            let level = if b == IQ2_LEVELS[0] {
+                0
+            } else if b == IQ2_LEVELS[1] {
+                1
+            } else if b == IQ2_LEVELS[2] {
+                2
+            } else {
+                panic!("an IQ2 grid byte other than 8, 25 or 43")
+            };
+            c[i] |= level << (2 * j);
+            j += 1;
+        }
+        i += 1;
+    }
+    GridCodes(c)
+}
+
+static IQ2XXS_CODES: GridCodes<256> = grid_codes(&IQ2XXS_GRID_VALUES);
+static IQ2XS_CODES: GridCodes<512> = grid_codes(&IQ2XS_GRID_VALUES);
+static IQ2S_CODES: GridCodes<1024> = grid_codes(&IQ2S_GRID_VALUES);
+
+/// The codes of `t`'s entries at the 32 indices `idx` (i16 lanes, each
+/// below `N`): one `vpermi2w` per 64 entries, then blends by index bits
+/// 6, 7, ... down to one vector.
+///
+/// # Safety
+/// AVX-512 F/BW available; `N` is 64, 128, ... up to 1024.
+#[inline(always)]
+unsafe fn lookup_codes<const N: usize>(t: &GridCodes<N>, idx: __m512i) -> __m512i {
+    let z = t.0.as_ptr() as *const __m512i;
+    let mut r = [_mm512_setzero_si512(); 16];
+    let mut n = N / 64;
+    for (q, v) in r.iter_mut().enumerate().take(n) {
+        *v = _mm512_permutex2var_epi16(
+            _mm512_load_si512(z.add(2 * q)),
+            idx,
+            _mm512_load_si512(z.add(2 * q + 1)),
+        );
+    }
+    let mut bit = 6;
+    while n > 1 {
+        let high = _mm512_test_epi16_mask(idx, _mm512_set1_epi16(1 << bit));
+        for q in 0..n / 2 {
+            r[q] = _mm512_mask_blend_epi16(high, r[2 * q], r[2 * q + 1]);
+        }
+        n /= 2;
+        bit += 1;
+    }
+    r[0]
+}
+
+/// The values of the 32 entries whose codes are `codes` (i16 lanes, in
+/// order): `zmm` `p` holds entries `8p..8p + 8`, values `64p..64p + 64`.
+///
+/// # Safety
+/// AVX-512 F/BW and VBMI available.
+#[inline(always)]
+unsafe fn expand_codes(codes: __m512i) -> [__m512i; 4] {
+    // Byte j of every qword: the code's bits 2j.. (its value j's level in
+    // the low two).
+    let shifts = _mm512_set1_epi64(0x0E0C_0A08_0604_0200);
+    let levels = _mm512_load_si512(IQ2_LEVEL_BYTES.0.as_ptr() as *const _);
+    let spread = _mm512_load_si512(QWORD_OF_WORD.0.as_ptr() as *const _);
+    four!(|p| {
+        // Qword e: code 8p + e in each of its words.
+        let idx = _mm512_add_epi16(spread, _mm512_set1_epi16(8 * p as i16));
+        let q = _mm512_permutexvar_epi16(idx, codes);
+        let f = _mm512_multishift_epi64_epi8(shifts, q);
+        _mm512_permutexvar_epi8(f, levels)
+    })
+}
+
+/// 32 i16 lanes `$e` for `$w` = 0..32, as 64 bytes (little-endian).
+macro_rules! words64 {
+    (|$w:ident| $e:expr) => {
+        Bytes64({
+            let mut o = [0u8; 64];
+            let mut $w = 0usize;
+            while $w < 32 {
+                let v: u16 = $e;
+                o[2 * $w] = v as u8;
+                o[2 * $w + 1] = (v >> 8) as u8;
+                $w += 1;
+            }
+            o
+        })
+    };
+}
+
+/// Bytes 0, 2, 4, ...: the low byte of every i16 lane.
+const EVEN_BYTES: u64 = 0x5555_5555_5555_5555;
+
+/// Byte `x` (of 64): the grid byte of level `x % 4` (level 3 is unused).
+static IQ2_LEVEL_BYTES: Bytes64 = Bytes64({
+    let mut o = [0u8; 64];
+    let mut x = 0;
+    while x < 64 {
+        if x % 4 < 3 {
+            o[x] = IQ2_LEVELS[x % 4];
+        }
+        x += 1;
+    }
+    o
+});
+
+/// i16 lane `w` (of 32): `w / 4`, the qword it lies in.
+static QWORD_OF_WORD: Bytes64 = words64!(|w| (w / 4) as u16);
+
+/// IQ2_XXS: for i16 lane `g`, the byte of its grid index, `8·(g / 4) + g % 4`.
+static IQ2XXS_PICK: Bytes64 = words64!(|g| (8 * (g / 4) + g % 4) as u16);
+
+/// IQ2_S: for i16 lane `g`, the byte of its index's low 8 bits, `g`.
+static IQ2S_PICK_LO: Bytes64 = words64!(|g| g as u16);
+
+/// IQ2_S: for i16 lane `g`, the `qh` byte of its index's bits 8 and 9, `g / 4`.
+static IQ2S_PICK_QH: Bytes64 = words64!(|g| (g / 4) as u16);
+
+/// IQ2_S: for i16 lane `g`, where those bits are in that byte, `2·(g % 4)`.
+static IQ2S_QH_SHIFT: Bytes64 = words64!(|g| (2 * (g % 4)) as u16);
+
 /// The lattice i-quants against `R` activation rows: each super-block
 /// decoded once for all of them, its values in `L`'s order.
 #[inline(always)]
@@ -684,6 +945,37 @@ pub unsafe fn iq3_s_q8k_x4_vbmi(w: &[BlockIQ3S], a: [&[BlockQ8K]; 4]) -> [f32; 4
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
 pub unsafe fn iq3_xxs_q8k_x4_vbmi(w: &[BlockIQ3XXS], a: [&[BlockQ8K]; 4]) -> [f32; 4] {
     iq_rows::<BlockIQ3XXS, Iq3XxsVbmi, 4>(w, a)
+}
+
+macro_rules! iq2_vbmi_entries {
+    ($($one:ident, $four:ident, $B:ty;)*) => {$(
+        /// Weights × Q8_K with the grid looked up as codes ([`Iq2Vbmi`]),
+        /// bit-identical to the gather form and the scalar kernel.
+        ///
+        /// # Safety
+        /// As for the gather form, and AVX-512 VBMI available.
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
+        pub unsafe fn $one(w: &[$B], a: &[BlockQ8K]) -> f32 {
+            let n = w.len().min(a.len());
+            iq_rows::<$B, Iq2Vbmi, 1>(&w[..n], [a])[0]
+        }
+
+        /// The same against four activation rows.
+        ///
+        /// # Safety
+        /// As for the one-row kernel; every row of `a` has at least
+        /// `w.len()` blocks.
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
+        pub unsafe fn $four(w: &[$B], a: [&[BlockQ8K]; 4]) -> [f32; 4] {
+            iq_rows::<$B, Iq2Vbmi, 4>(w, a)
+        }
+    )*};
+}
+
+iq2_vbmi_entries! {
+    iq2_xxs_q8k_vbmi, iq2_xxs_q8k_x4_vbmi, BlockIQ2XXS;
+    iq2_xs_q8k_vbmi, iq2_xs_q8k_x4_vbmi, BlockIQ2XS;
+    iq2_s_q8k_vbmi, iq2_s_q8k_x4_vbmi, BlockIQ2S;
 }
 
 iq_entries! {
