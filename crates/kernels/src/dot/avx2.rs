@@ -4,10 +4,10 @@
 //! the scalar kernel's float step ([`ksteps`]), and the 256-value i-quants
 //! finish each block as the scalar kernel does: their results are the scalar
 //! kernel's bit for bit, as are the tiled kernels', so they do not depend on
-//! the batch. The 32-value types and
-//! F16/BF16 accumulate in f32 lanes across blocks (llama.cpp's order, not
-//! the scalar code's: tested to a tolerance). The four-row variants repeat
-//! the one-row operations per row, so they are bit-identical to it.
+//! the batch. The 32-value types and F16/BF16 accumulate in f32 lanes across
+//! blocks (llama.cpp's order, not the scalar code's: tested to a
+//! tolerance). The four-row variants repeat the one-row operations per row,
+//! so they are bit-identical to it.
 //!
 //! Every function here is `unsafe` only because it is compiled for CPU
 //! features the caller must have checked ([`crate::Isa::Avx2`] available);
@@ -623,7 +623,8 @@ pub(crate) unsafe fn sums4(a: [__m256i; 4]) -> __m128i {
 ///
 /// Pass `lanes` as an `#[inline(always)]` closure: a closure is compiled
 /// without its caller's target features, and one left out of line runs its
-/// intrinsics as calls (a Q5_K kernel fell to 3 GFLOP/s).
+/// intrinsics as calls, many times slower (benches/journal/
+/// kernel-dispatch.md, `ksteps`).
 #[inline(always)]
 pub(crate) unsafe fn ksteps<X: KScales, const M: usize>(
     w: &[X],
