@@ -13,7 +13,7 @@
 //! | Q8_0 | GGUF (AVX2) / packed by 16 (AVX-512) | 4-row kernel (GGUF), 1-row packed | tiles from 8 (GGUF) / 2 (packed); AMX tiles from [`AMX_MIN_ROWS_Q8_0`] |
 //! | Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL | GGUF, or packed by 16 where [`packs_q32`] | row kernels, 2-row on AVX-512 / packed 4-row (AVX2) | GGUF: tiles from 2 (AVX-512: 4), AVX-512 tile form from [`AVX512_MIN_ROWS_LEGACY`]; packed: tiles read in place from 2 on AVX-512 (AMX tiles from [`AMX_MIN_ROWS_Q32`]), expanded from 16 on AVX2 |
 //! | F16, BF16 | GGUF | row kernels, 4-row form | tiles from 8: AMX (shapes of [`half_amx_takes`]), `vdpbf16ps` for BF16 on AVX-512 BF16, else FMA |
-//! | IQ4_XS | GGUF | row kernels, 4-row form on AVX2 | AVX-512: the k-quant tiles (from 8 rows; AMX from [`AMX_MIN_ROWS_KQUANT`]); AVX2: the 4-row form at every `n` |
+//! | IQ4_XS | GGUF | row kernels, 4-row form (AVX2, and AVX-512 where the CPU has it) | AVX-512: the k-quant tiles (from 8 rows; AMX from [`AMX_MIN_ROWS_KQUANT`]); AVX2: the 4-row form at every `n` |
 //! | the lattice i-quants | GGUF | row kernels (AVX-512 form: grid entries gathered, or with VBMI looked up for IQ2_XXS…IQ3_S), 4-row form on AVX2 and AVX-512 | (no tiled kernel: the 4-row form at every `n`) |
 //!
 //! Scalar and NEON run the row kernels at every `n`.

@@ -269,8 +269,8 @@ fn batched_rows_equal_one_row_at_a_time() {
 
 #[test]
 fn k_quant_row_kernels_equal_the_scalar_kernel_bit_for_bit() {
-    // Every path's k-quant row kernels sum each super-block exactly and
-    // finish it with the scalar kernel's float step, so they agree with it
+    // Every path's k-quant (and IQ4_XS) row kernels sum each super-block
+    // exactly and finish it with the scalar kernel's float step, so they agree with it
     // (and with the tiled kernels) exactly: one, several and an odd number of
     // super-blocks (the one-row kernels take four at a time); rows of very
     // different magnitude. `tests/batch_invariance.rs` holds every batch to
@@ -283,6 +283,7 @@ fn k_quant_row_kernels_equal_the_scalar_kernel_bit_for_bit() {
         GgmlType::Q4_K,
         GgmlType::Q5_K,
         GgmlType::Q6_K,
+        GgmlType::IQ4_XS,
     ];
     for (ty, (rows, cols, seed)) in types.into_iter().flat_map(|ty| cases.map(|c| (ty, c))) {
         let w = random_weights(ty, rows, cols, seed);

@@ -593,7 +593,7 @@ macro_rules! kscales {
     )*};
 }
 kscales!(mins BlockQ2K, BlockQ4K, BlockQ5K);
-kscales!(sym BlockQ3K, BlockQ6K);
+kscales!(sym BlockQ3K, BlockQ6K, BlockIQ4XS);
 
 /// The sums of four i32 vectors, lane `r` of the result the sum of `a[r]`:
 /// three horizontal adds for the four.

@@ -44,8 +44,9 @@
 
 use super::avx2::{ksteps, prefetch_ahead};
 use crate::blocks::{
-    BlockIQ4NL, BlockQ2K, BlockQ3K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K,
-    BlockQ8K, BlockQ8_0, BlockQ8_1, F16Le, KVALUES_IQ4NL_PLUS_128,
+    BlockIQ4NL, BlockIQ4XS, BlockQ2K, BlockQ3K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0,
+    BlockQ5_1, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_1, F16Le, KVALUES_IQ4NL,
+    KVALUES_IQ4NL_PLUS_128,
 };
 use std::arch::x86_64::*;
 
@@ -843,6 +844,110 @@ unsafe fn q5k_blocks<const GFNI: bool>(w: &[BlockQ5K], a: &[BlockQ8K]) -> f32 {
             [(fold(sumi), _mm256_zextsi128_si256(prod))]
         },
     )[0]
+}
+
+/// IQ4_XS weights × Q8_K activations, the scalar kernel's result bit for
+/// bit ([`super::avx2::ksteps`]). `zmm` `k` holds sub-blocks `2k`, `2k + 1`
+/// in the activations' order (the low nibbles of a sub-block's 16 bytes are
+/// its values 0–15, the high nibbles 16–31): the 64 nibble bytes of four
+/// sub-blocks, each 128-bit lane doubled (`vshufi64x2`) and shifted by 0 or
+/// 4, looked up in the 16-value table (`vpshufb`). The signed values go in
+/// as magnitudes (`vpabsb`) with the activations negated where a value is
+/// negative (activations are at most 127 in magnitude, so the negation is
+/// exact); `vpmaddubsw` and `vpdpwssd` with the sub-block scales spread over
+/// the product lanes, as the lattice types do.
+///
+/// # Safety
+/// As [`q2k_q8k`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub unsafe fn iq4_xs_q8k(w: &[BlockIQ4XS], a: &[BlockQ8K]) -> f32 {
+    iq4_xs_rows::<1>(w, [a])[0]
+}
+
+/// [`iq4_xs_q8k`] for 4 activation rows: each super-block's values and
+/// scales built once for the four; each result equals [`iq4_xs_q8k`]'s.
+///
+/// # Safety
+/// As [`iq4_xs_q8k`]; reads `w.len()` blocks of each row, which must hold
+/// them.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub unsafe fn iq4_xs_q8k_x4(w: &[BlockIQ4XS], a: [&[BlockQ8K]; 4]) -> [f32; 4] {
+    iq4_xs_rows::<4>(w, a)
+}
+
+/// The IQ4_XS kernel body for `M` (1 or 4) activation rows.
+#[inline(always)]
+unsafe fn iq4_xs_rows<const M: usize>(w: &[BlockIQ4XS], a: [&[BlockQ8K]; M]) -> [f32; M] {
+    let table = _mm512_broadcast_i32x4(_mm_loadu_si128(KVALUES_IQ4NL.as_ptr() as *const __m128i));
+    // i16 shifts per 128-bit lane: 0, 4, 0, 4 (low, high nibbles).
+    let h = _mm256_inserti128_si256::<1>(_mm256_setzero_si256(), _mm_set1_epi16(4));
+    let shift = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(h), h);
+    let m4 = _mm512_set1_epi8(0x0F);
+    // Product lane i of zmm k takes sub-block 2k + i / 16.
+    let half = halves_i16(0, 1);
+    ksteps(
+        w,
+        a,
+        #[inline(always)]
+        |x, ys| {
+            let q = [
+                _mm512_loadu_si512(x.qs.as_ptr() as *const __m512i),
+                _mm512_loadu_si512(x.qs.as_ptr().add(64) as *const __m512i),
+            ];
+            let sc = _mm512_castsi128_si512(iq4_xs_scales(x));
+            let mut mag = [_mm512_setzero_si512(); 4];
+            let mut neg = [0u64; 4];
+            let mut spread = [_mm512_setzero_si512(); 4];
+            for k in 0..4 {
+                let d = if k % 2 == 0 {
+                    _mm512_shuffle_i64x2::<0x50>(q[k / 2], q[k / 2])
+                } else {
+                    _mm512_shuffle_i64x2::<0xFA>(q[k / 2], q[k / 2])
+                };
+                let nib = _mm512_and_si512(_mm512_srlv_epi16(d, shift), m4);
+                let v = _mm512_shuffle_epi8(table, nib);
+                mag[k] = _mm512_abs_epi8(v);
+                neg[k] = _mm512_movepi8_mask(v);
+                let idx = _mm512_add_epi16(half, _mm512_set1_epi16(2 * k as i16));
+                spread[k] = _mm512_permutexvar_epi16(idx, sc);
+            }
+            let zero = _mm512_setzero_si512();
+            let mut out = [(_mm256_setzero_si256(), _mm256_setzero_si256()); M];
+            for m in 0..M {
+                let mut sumi = zero;
+                for k in 0..4 {
+                    let y = _mm512_loadu_si512(ys[m].qs.as_ptr().add(64 * k) as *const __m512i);
+                    let y = _mm512_mask_sub_epi8(y, neg[k], zero, y);
+                    sumi = dpwssd(sumi, _mm512_maddubs_epi16(mag[k], y), spread[k]);
+                }
+                out[m].0 = fold(sumi);
+            }
+            out
+        },
+    )
+}
+
+/// The 8 sub-block scales of an IQ4_XS block (`BlockIQ4XS::sub_scale`) as
+/// i16 lanes: 4 low bits from a nibble of `scales_l`, 2 high bits from
+/// `scales_h`, less 32.
+#[inline(always)]
+unsafe fn iq4_xs_scales(x: &BlockIQ4XS) -> __m128i {
+    let l = _mm_cvtsi32_si128(i32::from_le_bytes(x.scales_l));
+    let m = _mm_set1_epi8(0x0F);
+    let nib = _mm_unpacklo_epi8(
+        _mm_and_si128(l, m),
+        _mm_and_si128(_mm_srli_epi16::<4>(l), m),
+    );
+    let lo = _mm_cvtepu8_epi16(nib);
+    let sh = _mm_set1_epi16(u16::from_le_bytes(x.scales_h) as i16);
+    let hi = _mm_and_si128(
+        _mm_srlv_epi16(sh, _mm_setr_epi16(0, 2, 4, 6, 8, 10, 12, 14)),
+        _mm_set1_epi16(3),
+    );
+    _mm_sub_epi16(
+        _mm_or_si128(lo, _mm_slli_epi16::<4>(hi)),
+        _mm_set1_epi16(32),
+    )
 }
 
 #[cfg(test)]

@@ -252,6 +252,7 @@ pub fn row_dot(ty: GgmlType, isa: Isa, w: &[u8], act: ActRow<'_>) -> Result<f32>
             (T::Q3_K, ActRow::Q8K(a)) => avx512!(q3k_q8k, q3k_q8k_gfni, BlockQ3K, a),
             (T::Q5_K, ActRow::Q8K(a)) => avx512!(q5k_q8k, q5k_q8k_gfni, BlockQ5K, a),
             (T::Q6_K, ActRow::Q8K(a)) => avx512!(q6k_q8k, q6k_q8k_gfni, BlockQ6K, a),
+            (T::IQ4_XS, ActRow::Q8K(a)) => avx512!(iq4_xs_q8k, BlockIQ4XS, a),
             (T::IQ2_XXS, ActRow::Q8K(a)) => {
                 avx512!(iq2_xxs_q8k, vbmi iq2_xxs_q8k_vbmi, BlockIQ2XXS, a)
             }
@@ -412,6 +413,7 @@ pub fn row_dot4(
         // ones, as both are to the scalar kernels).
         if isa.has_avx512() {
             match ty {
+                T::IQ4_XS => return q8k4!(avx512, iq4_xs_q8k_x4, BlockIQ4XS),
                 T::IQ2_XXS if avx512::has_vbmi() => {
                     return q8k4!(avx512, iq2_xxs_q8k_x4_vbmi, BlockIQ2XXS)
                 }
