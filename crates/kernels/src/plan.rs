@@ -7,7 +7,7 @@
 //!
 //! | weights | layout ([`pack_kind`]) | `n` below the cut-off | from the cut-off on |
 //! |---|---|---|---|
-//! | Q2_K…Q6_K | GGUF | row kernels, 4-row form for Q2_K, Q4_K, Q6_K | k-quant tiles ([`is_tiled`]: 8 rows; Q6_K on AVX-512 12); AVX-512 form where the CPU has it; AMX tiles from [`AMX_MIN_ROWS_KQUANT`] |
+//! | Q2_K…Q6_K | GGUF | row kernels, 4-row form for Q2_K, Q4_K, Q6_K (and Q3_K, Q5_K on AVX-512) | k-quant tiles ([`is_tiled`]: 8 rows; Q6_K on AVX-512 12); AVX-512 form where the CPU has it; AMX tiles from [`AMX_MIN_ROWS_KQUANT`] |
 //! | Q4_K (≥ 16 rows) | packed by 16, every ISA | 1- and 4-row packed kernels | AVX-512: always the packed kernels; AVX2: tiles from 8; AMX: tiles from 33 |
 //! | Q2_K on AVX-512 | packed by 8 | 1- and 4-row packed kernels | tiles from 128 (AMX: 33) |
 //! | Q8_0 | GGUF (AVX2) / packed by 16 (AVX-512) | 4-row kernel (GGUF), 1-row packed | tiles from 8 (GGUF) / 2 (packed); AMX tiles from [`AMX_MIN_ROWS_Q8_0`] |

@@ -623,7 +623,7 @@ pub(super) unsafe fn sums<const R: usize>(acc: [__m512i; R]) -> [i32; R] {
 /// As [`q2k_q8k`].
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 pub unsafe fn q3k_q8k(w: &[BlockQ3K], a: &[BlockQ8K]) -> f32 {
-    q3k_blocks::<false>(w, a)
+    q3k_rows::<false, 1>(w, [a])[0]
 }
 
 /// [`q3k_q8k`] with each level's three bits placed by GFNI: one
@@ -636,7 +636,7 @@ pub unsafe fn q3k_q8k(w: &[BlockQ3K], a: &[BlockQ8K]) -> f32 {
 /// As [`q2k_q8k`], and GFNI available.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,gfni,avx2,fma,f16c")]
 pub unsafe fn q3k_q8k_gfni(w: &[BlockQ3K], a: &[BlockQ8K]) -> f32 {
-    q3k_blocks::<true>(w, a)
+    q3k_rows::<true, 1>(w, [a])[0]
 }
 
 /// Whether the CPU has GFNI, which the `_gfni` forms of the kernels need on
@@ -670,30 +670,42 @@ unsafe fn gf_halves(lo: i64, hi: i64) -> __m512i {
     _mm512_inserti64x4::<1>(_mm512_set1_epi64(lo), _mm256_set1_epi64x(hi))
 }
 
-/// The Q3_K kernel body; `GFNI`: place the bits with GFNI (only inlined
-/// into a function that enables it).
+/// The Q3_K kernel body for `M` activation rows (1 or 4, as
+/// [`super::avx2::ksteps`] takes them); `GFNI`: place the bits with GFNI
+/// (only inlined into a function that enables it).
 #[inline(always)]
-unsafe fn q3k_blocks<const GFNI: bool>(w: &[BlockQ3K], a: &[BlockQ8K]) -> f32 {
-    let lanes = Q6K_SCALE_LANES.map(|l| _mm512_loadu_si512(l.as_ptr() as *const __m512i));
+unsafe fn q3k_rows<const GFNI: bool, const M: usize>(
+    w: &[BlockQ3K],
+    a: [&[BlockQ8K]; M],
+) -> [f32; M] {
+    let mut lanes = [_mm512_setzero_si512(); 4];
+    for (l, t) in lanes.iter_mut().zip(&Q6K_SCALE_LANES) {
+        *l = _mm512_loadu_si512(t.as_ptr() as *const __m512i);
+    }
     ksteps(
         w,
-        [a],
+        a,
         #[inline(always)]
-        |x, [y]| {
+        |x, ys| {
             let sc16 = super::avx2::q3k_scales_i16(&x.scales);
-            // The real level is (low | high << 2) - 4: subtract 4 · Σ sc·bsum.
-            let corr =
-                _mm256_madd_epi16(sc16, _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i));
-            let sc = _mm512_castsi256_si512(sc16);
             let lv = q3k_levels::<GFNI>(x);
-            let mut sumi = _mm512_setzero_si512();
-            for k in 0..4 {
-                sumi = scaled_chunk(sumi, lv[k], y, k, lanes[k], sc);
+            let sk = four_spread(&lanes, _mm512_castsi256_si512(sc16));
+            let mut out = [(_mm256_setzero_si256(), _mm256_setzero_si256()); M];
+            for m in 0..M {
+                let y = ys[m];
+                // The real level is (low | high << 2) - 4: subtract 4 · Σ sc·bsum.
+                let bsums = _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i);
+                let corr = _mm256_madd_epi16(sc16, bsums);
+                let mut sumi = _mm512_setzero_si512();
+                for k in 0..4 {
+                    let yk = _mm512_loadu_si512(y.qs.as_ptr().add(64 * k) as *const __m512i);
+                    sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(lv[k], yk), sk[k]);
+                }
+                out[m].0 = _mm256_sub_epi32(fold(sumi), _mm256_slli_epi32::<2>(corr));
             }
-            let sumi = _mm256_sub_epi32(fold(sumi), _mm256_slli_epi32::<2>(corr));
-            [(sumi, _mm256_setzero_si256())]
+            out
         },
-    )[0]
+    )
 }
 
 /// The unsigned levels (`0..7`, low field and high bit) of a Q3_K
@@ -804,7 +816,7 @@ unsafe fn halves_i16(lo: i16, hi: i16) -> __m512i {
 /// As [`q2k_q8k`].
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 pub unsafe fn q5k_q8k(w: &[BlockQ5K], a: &[BlockQ8K]) -> f32 {
-    q5k_blocks::<false>(w, a)
+    q5k_rows::<false, 1>(w, [a])[0]
 }
 
 /// [`q5k_q8k`] with the nibbles and fifth bits placed by GFNI (one
@@ -816,34 +828,86 @@ pub unsafe fn q5k_q8k(w: &[BlockQ5K], a: &[BlockQ8K]) -> f32 {
 /// As [`q2k_q8k`], and GFNI available.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,gfni,avx2,fma,f16c")]
 pub unsafe fn q5k_q8k_gfni(w: &[BlockQ5K], a: &[BlockQ8K]) -> f32 {
-    q5k_blocks::<true>(w, a)
+    q5k_rows::<true, 1>(w, [a])[0]
 }
 
-/// The Q5_K kernel body; `GFNI`: place the bits with GFNI (only inlined
-/// into a function that enables it).
+/// [`q3k_q8k`] for 4 activation rows: each super-block's levels and spread
+/// scales built once for the four; each result equals [`q3k_q8k`]'s.
+///
+/// # Safety
+/// As [`q3k_q8k`]; reads `w.len()` blocks of each row, which must hold them.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub unsafe fn q3k_q8k_x4(w: &[BlockQ3K], a: [&[BlockQ8K]; 4]) -> [f32; 4] {
+    q3k_rows::<false, 4>(w, a)
+}
+
+/// [`q3k_q8k_x4`] with GFNI, as [`q3k_q8k_gfni`].
+///
+/// # Safety
+/// As [`q3k_q8k_x4`], and GFNI available.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,gfni,avx2,fma,f16c")]
+pub unsafe fn q3k_q8k_x4_gfni(w: &[BlockQ3K], a: [&[BlockQ8K]; 4]) -> [f32; 4] {
+    q3k_rows::<true, 4>(w, a)
+}
+
+/// [`q5k_q8k`] for 4 activation rows, as [`q3k_q8k_x4`].
+///
+/// # Safety
+/// As [`q5k_q8k`]; reads `w.len()` blocks of each row, which must hold them.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub unsafe fn q5k_q8k_x4(w: &[BlockQ5K], a: [&[BlockQ8K]; 4]) -> [f32; 4] {
+    q5k_rows::<false, 4>(w, a)
+}
+
+/// [`q5k_q8k_x4`] with GFNI, as [`q5k_q8k_gfni`].
+///
+/// # Safety
+/// As [`q5k_q8k_x4`], and GFNI available.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,gfni,avx2,fma,f16c")]
+pub unsafe fn q5k_q8k_x4_gfni(w: &[BlockQ5K], a: [&[BlockQ8K]; 4]) -> [f32; 4] {
+    q5k_rows::<true, 4>(w, a)
+}
+
+/// The Q5_K kernel body for `M` activation rows (1 or 4, as
+/// [`super::avx2::ksteps`] takes them); `GFNI`: place the bits with GFNI
+/// (only inlined into a function that enables it).
 #[inline(always)]
-unsafe fn q5k_blocks<const GFNI: bool>(w: &[BlockQ5K], a: &[BlockQ8K]) -> f32 {
+unsafe fn q5k_rows<const GFNI: bool, const M: usize>(
+    w: &[BlockQ5K],
+    a: [&[BlockQ8K]; M],
+) -> [f32; M] {
     // i16 lane i of zmm j takes the scale of sub-block 2j + i / 16.
-    let lanes: [__m512i; 4] = std::array::from_fn(|j| halves_i16(2 * j as i16, 2 * j as i16 + 1));
+    let mut lanes = [_mm512_setzero_si512(); 4];
+    for (j, l) in lanes.iter_mut().enumerate() {
+        *l = halves_i16(2 * j as i16, 2 * j as i16 + 1);
+    }
     ksteps(
         w,
-        [a],
+        a,
         #[inline(always)]
-        |x, [y]| {
+        |x, ys| {
             let ms = super::avx2::k4_scales_mins_i16(&x.scales);
-            let sc = _mm512_castsi256_si512(ms);
             let lv = q5k_levels::<GFNI>(x);
-            let mut sumi = _mm512_setzero_si512();
-            for j in 0..4 {
-                sumi = scaled_chunk(sumi, lv[j], y, j, lanes[j], sc);
+            let sk = four_spread(&lanes, _mm512_castsi256_si512(ms));
+            let mins = _mm256_extracti128_si256(ms, 1);
+            let mut out = [(_mm256_setzero_si256(), _mm256_setzero_si256()); M];
+            for m in 0..M {
+                let y = ys[m];
+                let mut sumi = _mm512_setzero_si512();
+                for k in 0..4 {
+                    let yk = _mm512_loadu_si512(y.qs.as_ptr().add(64 * k) as *const __m512i);
+                    sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(lv[k], yk), sk[k]);
+                }
+                // The mins: Σ_j m_j · (bsums[2j] + bsums[2j + 1]).
+                let q8 = _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i);
+                let q8s =
+                    _mm_hadd_epi16(_mm256_castsi256_si128(q8), _mm256_extracti128_si256(q8, 1));
+                let prod = _mm_madd_epi16(mins, q8s);
+                out[m] = (fold(sumi), _mm256_zextsi128_si256(prod));
             }
-            // The mins: Σ_j m_j · (bsums[2j] + bsums[2j + 1]).
-            let q8 = _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i);
-            let q8s = _mm_hadd_epi16(_mm256_castsi256_si128(q8), _mm256_extracti128_si256(q8, 1));
-            let prod = _mm_madd_epi16(_mm256_extracti128_si256(ms, 1), q8s);
-            [(fold(sumi), _mm256_zextsi128_si256(prod))]
+            out
         },
-    )[0]
+    )
 }
 
 /// IQ4_XS weights × Q8_K activations, the scalar kernel's result bit for

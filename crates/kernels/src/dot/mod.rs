@@ -400,7 +400,8 @@ pub fn row_dot4(
                         // SAFETY: Avx2 was checked available by the caller
                         // (`Isa::checked`), and AVX-512 F/BW/VL/VNNI where
                         // `$isa` is `avx512` (only under `isa.has_avx512()`),
-                        // VBMI too for a `_vbmi` kernel (after `has_vbmi`);
+                        // VBMI too for a `_vbmi` kernel (after `has_vbmi`),
+                        // GFNI for a `_gfni` one (after `has_gfni`);
                         // every activation row has at least as many blocks as
                         // the weight row, which is all the kernel reads.
                         return Ok(Some(unsafe { $isa::$name(wb, [a0, a1, a2, a3]) }));
@@ -409,11 +410,16 @@ pub fn row_dot4(
                 Ok(None)
             }};
         }
-        // The lattice i-quants' AVX-512 forms (bit-identical to the AVX2
-        // ones, as both are to the scalar kernels).
+        // The AVX-512 four-row forms of the lattice i-quants, IQ4_XS, Q3_K
+        // and Q5_K (bit-identical to the AVX2 ones, as all are to the
+        // scalar kernels).
         if isa.has_avx512() {
             match ty {
                 T::IQ4_XS => return q8k4!(avx512, iq4_xs_q8k_x4, BlockIQ4XS),
+                T::Q3_K if avx512::has_gfni() => return q8k4!(avx512, q3k_q8k_x4_gfni, BlockQ3K),
+                T::Q3_K => return q8k4!(avx512, q3k_q8k_x4, BlockQ3K),
+                T::Q5_K if avx512::has_gfni() => return q8k4!(avx512, q5k_q8k_x4_gfni, BlockQ5K),
+                T::Q5_K => return q8k4!(avx512, q5k_q8k_x4, BlockQ5K),
                 T::IQ2_XXS if avx512::has_vbmi() => {
                     return q8k4!(avx512, iq2_xxs_q8k_x4_vbmi, BlockIQ2XXS)
                 }
