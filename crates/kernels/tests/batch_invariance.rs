@@ -14,25 +14,9 @@
 
 mod common;
 
-use common::{assert_bits_eq, gaussian, random_weights};
+use common::{assert_bits_eq, gaussian, q8k_types, random_weights};
 use mistral_kernels::{GgmlType, Isa, QMatrix};
 use std::sync::Arc;
-
-/// The types held to bit equality across batches.
-const TYPES: [GgmlType; 12] = [
-    GgmlType::Q2_K,
-    GgmlType::Q3_K,
-    GgmlType::Q4_K,
-    GgmlType::Q5_K,
-    GgmlType::Q6_K,
-    GgmlType::IQ4_XS,
-    GgmlType::IQ2_XXS,
-    GgmlType::IQ2_XS,
-    GgmlType::IQ2_S,
-    GgmlType::IQ3_XXS,
-    GgmlType::IQ3_S,
-    GgmlType::IQ1_S,
-];
 
 /// Batch sizes: one row, below and at the four-row kernels, below and at
 /// the tiled kernels' cut-offs (8; Q6_K on AVX-512 12), AMX's (33), the
@@ -54,7 +38,7 @@ fn k_quant_products_do_not_depend_on_the_batch() {
             .enumerate()
             .map(|(k, v)| v * (0.05 + (k / cols % 7) as f32))
             .collect();
-        for (j, ty) in TYPES.into_iter().enumerate() {
+        for (j, ty) in q8k_types().enumerate() {
             let w = random_weights(ty, rows, cols, (10 * i + j) as u64);
             let plain = |isa| {
                 QMatrix::from_shared(ty, rows, cols, Arc::new(w.clone()), 0..w.len())

@@ -268,24 +268,16 @@ fn batched_rows_equal_one_row_at_a_time() {
 }
 
 #[test]
-fn k_quant_row_kernels_equal_the_scalar_kernel_bit_for_bit() {
-    // Every path's k-quant (and IQ4_XS) row kernels sum each super-block
-    // exactly and finish it with the scalar kernel's float step, so they agree with it
-    // (and with the tiled kernels) exactly: one, several and an odd number of
-    // super-blocks (the one-row kernels take four at a time); rows of very
-    // different magnitude. `tests/batch_invariance.rs` holds every batch to
-    // the same bits.
-    let cov = common::Coverage::new("matmul::k_quant_row_kernels_equal_the_scalar_kernel");
+fn q8k_type_row_kernels_equal_the_scalar_kernel_bit_for_bit() {
+    // Every path's row kernels for the types on Q8_K activations sum each
+    // super-block exactly and finish it with the scalar kernel's float step,
+    // so they agree with it (and with the tiled kernels) exactly: one,
+    // several and an odd number of super-blocks (the one-row kernels take
+    // four at a time); rows of very different magnitude.
+    // `tests/batch_invariance.rs` holds every batch to the same bits.
+    let cov = common::Coverage::new("matmul::q8k_type_row_kernels_equal_the_scalar_kernel");
     let cases = [(3, 256, 1), (17, 2304, 2), (9, 4096, 3), (5, 1792, 4)];
-    let types = [
-        GgmlType::Q2_K,
-        GgmlType::Q3_K,
-        GgmlType::Q4_K,
-        GgmlType::Q5_K,
-        GgmlType::Q6_K,
-        GgmlType::IQ4_XS,
-    ];
-    for (ty, (rows, cols, seed)) in types.into_iter().flat_map(|ty| cases.map(|c| (ty, c))) {
+    for (ty, (rows, cols, seed)) in common::q8k_types().flat_map(|ty| cases.map(|c| (ty, c))) {
         let w = random_weights(ty, rows, cols, seed);
         let x: Vec<f32> = gaussian(cols, seed + 10)
             .into_iter()

@@ -1,7 +1,7 @@
 //! AVX2 + FMA + F16C dot products, same contracts as [`super::scalar`].
 //!
 //! The k-quants sum each super-block exactly in integers and finish it with
-//! the scalar kernel's float step ([`ksteps`]), and the 256-value i-quants
+//! the scalar kernel's float step (`ksteps`), and the 256-value i-quants
 //! finish each block as the scalar kernel does: their results are the scalar
 //! kernel's bit for bit, as are the tiled kernels', so they do not depend on
 //! the batch. The 32-value types and F16/BF16 accumulate in f32 lanes across
@@ -274,7 +274,7 @@ unsafe fn grouped16_lanes(
     g16_sumi(&lv, &g16_scales(sc), y)
 }
 
-/// Q2_K, the scalar kernel's result bit for bit ([`ksteps`]).
+/// Q2_K, the scalar kernel's result bit for bit (`ksteps`).
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn q2k_q8k(w: &[BlockQ2K], a: &[BlockQ8K]) -> f32 {
     ksteps::<_, 1>(
@@ -285,7 +285,7 @@ pub unsafe fn q2k_q8k(w: &[BlockQ2K], a: &[BlockQ8K]) -> f32 {
     )[0]
 }
 
-/// One Q2_K super-block's integer lanes `(sumi, summ)` (see [`ksteps`]).
+/// One Q2_K super-block's integer lanes `(sumi, summ)` (see `ksteps`).
 #[inline(always)]
 unsafe fn q2k_lanes(x: &BlockQ2K, y: &BlockQ8K) -> (__m256i, __m256i) {
     let m3 = _mm256_set1_epi8(3);
@@ -319,7 +319,7 @@ pub(crate) unsafe fn q3k_scales_i16(s: &[u8; 12]) -> __m256i {
     _mm256_cvtepi8_epi16(_mm_sub_epi8(u, _mm_set1_epi8(32)))
 }
 
-/// Q3_K, the scalar kernel's result bit for bit ([`ksteps`]).
+/// Q3_K, the scalar kernel's result bit for bit (`ksteps`).
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn q3k_q8k(w: &[BlockQ3K], a: &[BlockQ8K]) -> f32 {
     let m3 = _mm256_set1_epi8(3);
@@ -361,7 +361,7 @@ pub unsafe fn q3k_q8k(w: &[BlockQ3K], a: &[BlockQ8K]) -> f32 {
     )[0]
 }
 
-/// Q4_K, the scalar kernel's result bit for bit ([`ksteps`]).
+/// Q4_K, the scalar kernel's result bit for bit (`ksteps`).
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn q4k_q8k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
     ksteps::<_, 1>(
@@ -426,7 +426,7 @@ unsafe fn k4_weights(scales: &[u8; 12], levels: impl Fn(usize) -> (__m256i, __m2
 }
 
 /// One Q4_K / Q5_K super-block against one activation block: its integer
-/// lanes `(sumi, summ)` (see [`ksteps`]).
+/// lanes `(sumi, summ)` (see `ksteps`).
 #[inline(always)]
 unsafe fn k4_lanes(w: &K4Weights, y: &BlockQ8K) -> (__m256i, __m256i) {
     // mins: Σ_j m_j · (bsums[2j] + bsums[2j+1]) in 4 i32 lanes.
@@ -462,7 +462,7 @@ unsafe fn q4k_weights(x: &BlockQ4K) -> K4Weights {
     )
 }
 
-/// Q5_K, the scalar kernel's result bit for bit ([`ksteps`]).
+/// Q5_K, the scalar kernel's result bit for bit (`ksteps`).
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn q5k_q8k(w: &[BlockQ5K], a: &[BlockQ8K]) -> f32 {
     let m4 = _mm256_set1_epi8(0xF);
@@ -529,7 +529,7 @@ unsafe fn q6k_quants(x: &BlockQ6K, n: usize) -> [__m256i; 4] {
     ]
 }
 
-/// Q6_K, the scalar kernel's result bit for bit ([`ksteps`]).
+/// Q6_K, the scalar kernel's result bit for bit (`ksteps`).
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn q6k_q8k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
     ksteps::<_, 1>(
@@ -563,7 +563,7 @@ pub(crate) unsafe fn prefetch_ahead<B>(x: &B) {
     }
 }
 
-/// The f16 scales of a k-quant super-block, for [`ksteps`].
+/// The f16 scales of a k-quant super-block, for `ksteps`.
 pub(crate) trait KScales {
     /// Whether the block has mins (the scalar kernel's `step_kmin`) or not
     /// (`step_ksym`).
@@ -740,7 +740,7 @@ unsafe fn q6k_weights(x: &BlockQ6K) -> Q6KWeights {
 }
 
 /// One Q6_K super-block against one activation block: its integer lanes
-/// `(sumi, 0)` (see [`ksteps`]).
+/// `(sumi, 0)` (see `ksteps`).
 #[inline(always)]
 unsafe fn q6k_lanes(w: &Q6KWeights, y: &BlockQ8K) -> (__m256i, __m256i) {
     // The real level is q - 32: subtract 32 · Σ sc·bsum.

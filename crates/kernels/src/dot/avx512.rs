@@ -25,7 +25,7 @@
 //! nibbles and fifth bits placed by `vgf2p8affineqb`).
 //!
 //! Each k-quant super-block's lanes are summed to its exact integer sums and
-//! finished with the scalar kernel's float step ([`super::avx2::ksteps`]),
+//! finished with the scalar kernel's float step (`avx2::ksteps`),
 //! so the results equal the scalar kernel's, the AVX2 kernels' and the tiled
 //! kernels' bit for bit: a product does not depend on the batch it ran in.
 //!
@@ -402,7 +402,7 @@ pub unsafe fn q6k_q8k_x4_gfni(w: &[BlockQ6K], a: [&[BlockQ8K]; 4]) -> [f32; 4] {
 }
 
 /// The Q6_K kernel body for `M` activation rows (`M` is 1 or 4, as
-/// [`ksteps`] takes them); `GFNI`: place the high bits with GFNI (only
+/// `ksteps` takes them); `GFNI`: place the high bits with GFNI (only
 /// inlined into a function that enables it).
 #[inline(always)]
 unsafe fn q6k_rows<const GFNI: bool, const M: usize>(
@@ -671,7 +671,7 @@ unsafe fn gf_halves(lo: i64, hi: i64) -> __m512i {
 }
 
 /// The Q3_K kernel body for `M` activation rows (1 or 4, as
-/// [`super::avx2::ksteps`] takes them); `GFNI`: place the bits with GFNI
+/// `avx2::ksteps` takes them); `GFNI`: place the bits with GFNI
 /// (only inlined into a function that enables it).
 #[inline(always)]
 unsafe fn q3k_rows<const GFNI: bool, const M: usize>(
@@ -869,7 +869,7 @@ pub unsafe fn q5k_q8k_x4_gfni(w: &[BlockQ5K], a: [&[BlockQ8K]; 4]) -> [f32; 4] {
 }
 
 /// The Q5_K kernel body for `M` activation rows (1 or 4, as
-/// [`super::avx2::ksteps`] takes them); `GFNI`: place the bits with GFNI
+/// `avx2::ksteps` takes them); `GFNI`: place the bits with GFNI
 /// (only inlined into a function that enables it).
 #[inline(always)]
 unsafe fn q5k_rows<const GFNI: bool, const M: usize>(
@@ -911,7 +911,7 @@ unsafe fn q5k_rows<const GFNI: bool, const M: usize>(
 }
 
 /// IQ4_XS weights × Q8_K activations, the scalar kernel's result bit for
-/// bit ([`super::avx2::ksteps`]). `zmm` `k` holds sub-blocks `2k`, `2k + 1`
+/// bit (`avx2::ksteps`). `zmm` `k` holds sub-blocks `2k`, `2k + 1`
 /// in the activations' order (the low nibbles of a sub-block's 16 bytes are
 /// its values 0–15, the high nibbles 16–31): the 64 nibble bytes of four
 /// sub-blocks, each 128-bit lane doubled (`vshufi64x2`) and shifted by 0 or

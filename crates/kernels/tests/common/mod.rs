@@ -170,6 +170,15 @@ pub const TYPES: [mistral_kernels::GgmlType; 21] = [
     mistral_kernels::GgmlType::F32,
 ];
 
+/// The types of [`TYPES`] on Q8_K activations (the k-quants and the
+/// 256-value i-quants): every kernel gives the scalar kernel's bits for them.
+pub fn q8k_types() -> impl Iterator<Item = mistral_kernels::GgmlType> {
+    use mistral_kernels::ActFormat;
+    TYPES
+        .into_iter()
+        .filter(|&t| ActFormat::for_weights(t) == Some(ActFormat::Q8K))
+}
+
 /// Offsets of the f16 scale fields in each block type (kept small and finite
 /// in random blocks; every other byte is random).
 fn scale_offsets(ty: mistral_kernels::GgmlType) -> &'static [usize] {

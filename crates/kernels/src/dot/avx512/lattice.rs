@@ -881,17 +881,20 @@ unsafe fn iq_rows<B: IqZmm, L: Layout<B>, const R: usize>(
     sumf
 }
 
+/// A one-row and a four-row entry point per type, by [`iq_rows`] with the
+/// layout `$L`, compiled for `$features`.
 macro_rules! iq_entries {
-    ($($one:ident, $four:ident, $B:ty;)*) => {$(
-        /// Weights × Q8_K activations, bit-identical to the scalar kernel.
+    ($L:ty, $features:literal, $how:literal; $($one:ident, $four:ident, $B:ty;)*) => {$(
+        #[doc = concat!("Weights × Q8_K activations, ", $how, ", bit-identical to the scalar kernel.")]
         ///
         /// # Safety
-        /// AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C available. Reads
-        /// `min(w.len(), a.len())` blocks of each slice.
-        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+        /// AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C available, and VBMI for
+        /// a `_vbmi` kernel. Reads `min(w.len(), a.len())` blocks of each
+        /// slice.
+        #[target_feature(enable = $features)]
         pub unsafe fn $one(w: &[$B], a: &[BlockQ8K]) -> f32 {
             let n = w.len().min(a.len());
-            iq_rows::<$B, InOrder, 1>(&w[..n], [a])[0]
+            iq_rows::<$B, $L, 1>(&w[..n], [a])[0]
         }
 
         /// The same against four activation rows, each result equal to
@@ -900,89 +903,39 @@ macro_rules! iq_entries {
         /// # Safety
         /// As for the one-row kernel; every row of `a` has at least
         /// `w.len()` blocks.
-        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+        #[target_feature(enable = $features)]
         pub unsafe fn $four(w: &[$B], a: [&[BlockQ8K]; 4]) -> [f32; 4] {
-            iq_rows::<$B, InOrder, 4>(w, a)
+            iq_rows::<$B, $L, 4>(w, a)
         }
     )*};
-}
-
-/// IQ3_XXS × Q8_K with the grid looked up by `vpermi2b` ([`Iq3XxsVbmi`]),
-/// bit-identical to [`iq3_xxs_q8k`] and the scalar kernel.
-///
-/// # Safety
-/// As for [`iq3_xxs_q8k`], and AVX-512 VBMI available.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
-pub unsafe fn iq3_xxs_q8k_vbmi(w: &[BlockIQ3XXS], a: &[BlockQ8K]) -> f32 {
-    let n = w.len().min(a.len());
-    iq_rows::<BlockIQ3XXS, Iq3XxsVbmi, 1>(&w[..n], [a])[0]
-}
-
-/// IQ3_S × Q8_K with the grid looked up by `vpermi2b` ([`Iq3sVbmi`]),
-/// bit-identical to [`iq3_s_q8k`] and the scalar kernel.
-///
-/// # Safety
-/// As for [`iq3_s_q8k`], and AVX-512 VBMI available.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
-pub unsafe fn iq3_s_q8k_vbmi(w: &[BlockIQ3S], a: &[BlockQ8K]) -> f32 {
-    let n = w.len().min(a.len());
-    iq_rows::<BlockIQ3S, Iq3sVbmi, 1>(&w[..n], [a])[0]
-}
-
-/// [`iq3_s_q8k_vbmi`] against four activation rows.
-///
-/// # Safety
-/// As for [`iq3_s_q8k_x4`], and AVX-512 VBMI available.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
-pub unsafe fn iq3_s_q8k_x4_vbmi(w: &[BlockIQ3S], a: [&[BlockQ8K]; 4]) -> [f32; 4] {
-    iq_rows::<BlockIQ3S, Iq3sVbmi, 4>(w, a)
-}
-
-/// [`iq3_xxs_q8k_vbmi`] against four activation rows.
-///
-/// # Safety
-/// As for [`iq3_xxs_q8k_x4`], and AVX-512 VBMI available.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
-pub unsafe fn iq3_xxs_q8k_x4_vbmi(w: &[BlockIQ3XXS], a: [&[BlockQ8K]; 4]) -> [f32; 4] {
-    iq_rows::<BlockIQ3XXS, Iq3XxsVbmi, 4>(w, a)
-}
-
-macro_rules! iq2_vbmi_entries {
-    ($($one:ident, $four:ident, $B:ty;)*) => {$(
-        /// Weights × Q8_K with the grid looked up as codes ([`Iq2Vbmi`]),
-        /// bit-identical to the gather form and the scalar kernel.
-        ///
-        /// # Safety
-        /// As for the gather form, and AVX-512 VBMI available.
-        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
-        pub unsafe fn $one(w: &[$B], a: &[BlockQ8K]) -> f32 {
-            let n = w.len().min(a.len());
-            iq_rows::<$B, Iq2Vbmi, 1>(&w[..n], [a])[0]
-        }
-
-        /// The same against four activation rows.
-        ///
-        /// # Safety
-        /// As for the one-row kernel; every row of `a` has at least
-        /// `w.len()` blocks.
-        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
-        pub unsafe fn $four(w: &[$B], a: [&[BlockQ8K]; 4]) -> [f32; 4] {
-            iq_rows::<$B, Iq2Vbmi, 4>(w, a)
-        }
-    )*};
-}
-
-iq2_vbmi_entries! {
-    iq2_xxs_q8k_vbmi, iq2_xxs_q8k_x4_vbmi, BlockIQ2XXS;
-    iq2_xs_q8k_vbmi, iq2_xs_q8k_x4_vbmi, BlockIQ2XS;
-    iq2_s_q8k_vbmi, iq2_s_q8k_x4_vbmi, BlockIQ2S;
 }
 
 iq_entries! {
+    InOrder, "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c", "the grid entries gathered";
     iq2_xxs_q8k, iq2_xxs_q8k_x4, BlockIQ2XXS;
     iq2_xs_q8k, iq2_xs_q8k_x4, BlockIQ2XS;
     iq2_s_q8k, iq2_s_q8k_x4, BlockIQ2S;
     iq3_xxs_q8k, iq3_xxs_q8k_x4, BlockIQ3XXS;
     iq3_s_q8k, iq3_s_q8k_x4, BlockIQ3S;
     iq1_s_q8k, iq1_s_q8k_x4, BlockIQ1S;
+}
+
+iq_entries! {
+    Iq2Vbmi, "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c",
+    "the grid looked up as 16-bit codes (`Iq2Vbmi`)";
+    iq2_xxs_q8k_vbmi, iq2_xxs_q8k_x4_vbmi, BlockIQ2XXS;
+    iq2_xs_q8k_vbmi, iq2_xs_q8k_x4_vbmi, BlockIQ2XS;
+    iq2_s_q8k_vbmi, iq2_s_q8k_x4_vbmi, BlockIQ2S;
+}
+
+iq_entries! {
+    Iq3XxsVbmi, "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c",
+    "the grid looked up by `vpermi2b` (`Iq3XxsVbmi`)";
+    iq3_xxs_q8k_vbmi, iq3_xxs_q8k_x4_vbmi, BlockIQ3XXS;
+}
+
+iq_entries! {
+    Iq3sVbmi, "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c",
+    "the grid looked up by `vpermi2b` (`Iq3sVbmi`)";
+    iq3_s_q8k_vbmi, iq3_s_q8k_x4_vbmi, BlockIQ3S;
 }
