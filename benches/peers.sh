@@ -43,6 +43,11 @@
 #   PEERS_SYNTH_PP=64 PEERS_SYNTH_TG=32 PEERS_SYNTH_CHUNKS=1    (synth-1b, synth-iq and synth-moe)
 #   PEERS_7B_PP=32    PEERS_7B_TG=16    PEERS_7B_CHUNKS=1
 #   PEERS_LLAMA_PATHS=default,noamx,norepack   (also: noamx-norepack; see peers_table.py PATHS)
+#   PEERS_ISA=native        avx2: both engines held to AVX2 + FMA + F16C, as on a CPU without
+#                           AVX-512 (Zen 3, most desktop CPUs): llama.cpp built again into
+#                           build-avx2/ (GGML_NATIVE=OFF, AVX-512, AVX-VNNI and AMX off), ours run
+#                           with MISTRAL_KERNELS_ISA=avx2. The memory, caches and clock stay this
+#                           CPU's, so it stands in for such a machine; it is not one.
 #   PEERS_PPL_TOL=0.03  PEERS_KLD_MAX=0.05  PEERS_OURS_PPL=1 (0: skip our perplexity)
 #                           (correct paths differ by KLD ~0.0004-0.01 and PPL <~2% on 1-4 chunks, from
 #                           other activation rounding; the broken AMX Q4_0/Q4_1 path by KLD > 2, PPL x10+)
@@ -63,6 +68,7 @@ TEXT=${PEERS_TEXT:-tests/data/text/gpl-3.txt}
 LLAMA_VERSION=${PEERS_LLAMA_VERSION:-0.3.16}
 LLAMA_CACHE=${PEERS_LLAMA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/llama-cpp}
 LLAMA_PATHS=${PEERS_LLAMA_PATHS:-default,noamx,norepack}
+ISA=${PEERS_ISA:-native}
 SEL_GROUPS=${PEERS_GROUPS:-smollm2,synth-1b,synth-iq,synth-moe,synth-7b}
 SEL_TYPES=${PEERS_TYPES:-}
 PPL_TOL=${PEERS_PPL_TOL:-0.03}
@@ -119,6 +125,11 @@ fi
 # ---------------------------------------------------------------- llama.cpp
 CPU_FLAGS=" $(grep -m1 '^flags' /proc/cpuinfo | cut -d: -f2) "
 has_flag() { [[ $CPU_FLAGS == *" $1 "* ]]; }
+case $ISA in
+    native) ;;
+    avx2) for f in avx2 fma f16c; do has_flag $f || die "PEERS_ISA=avx2 needs a CPU with $f"; done ;;
+    *) die "unknown PEERS_ISA '$ISA' (native, avx2)" ;;
+esac
 
 SDIST_DIR=$LLAMA_CACHE/llama_cpp_python-$LLAMA_VERSION
 LLAMA_SRC=$SDIST_DIR/vendor/llama.cpp
@@ -173,14 +184,21 @@ build_llama() {
         { tail -30 "$dir.build.log" >&2; die "llama.cpp build failed (log: $dir.build.log)"; }
 }
 
-# Which llama.cpp paths: the AMX-off build only means something on a CPU with AMX.
+# AVX2 + FMA + F16C (+ BMI2 where present) and nothing newer, for PEERS_ISA=avx2.
+AVX2_FLAGS=(-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX_VNNI=OFF
+    -DGGML_AVX512=OFF -DGGML_AVX512_VBMI=OFF -DGGML_AVX512_VNNI=OFF -DGGML_AVX512_BF16=OFF
+    -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF)
+if has_flag bmi2; then AVX2_FLAGS+=(-DGGML_BMI2=ON); else AVX2_FLAGS+=(-DGGML_BMI2=OFF); fi
+
+# Which llama.cpp paths: the AMX-off build only means something on a CPU with AMX (and a run held
+# to AVX2 has no AMX either).
 paths=()
 IFS=, read -r -a req_paths <<<"$LLAMA_PATHS"
 for p in "${req_paths[@]}"; do
     case $p in
         default | norepack) paths+=("$p") ;;
         noamx | noamx-norepack)
-            if has_flag amx_tile; then paths+=("$p"); else say "CPU without AMX: path $p is the same as the native build; left out"; fi ;;
+            if [ "$ISA" = native ] && has_flag amx_tile; then paths+=("$p"); else say "no AMX in use: path $p is the same as the default build; left out"; fi ;;
         "") ;;
         *) die "unknown llama.cpp path '$p' (default, noamx, norepack, noamx-norepack)" ;;
     esac
@@ -192,8 +210,16 @@ for p in "${paths[@]}"; do [[ $p == noamx* ]] && need_noamx=1; done
 
 build_llama build "llama-bench llama-batched-bench llama-perplexity llama-quantize llama-imatrix" -DGGML_NATIVE=ON
 [ $need_noamx = 0 ] || build_llama build-noamx "llama-bench llama-batched-bench llama-perplexity" "${NOAMX_FLAGS[@]}"
-LB=$LLAMA_SRC/build/bin
+# LQ makes the model files (llama-quantize, llama-imatrix); LB is the build raced and checked.
+LQ=$LLAMA_SRC/build/bin
+LB=$LQ
 LBN=$LLAMA_SRC/build-noamx/bin
+if [ "$ISA" = avx2 ]; then
+    build_llama build-avx2 "llama-bench llama-batched-bench llama-perplexity" "${AVX2_FLAGS[@]}"
+    LB=$LLAMA_SRC/build-avx2/bin
+    export MISTRAL_KERNELS_ISA=avx2
+    say "held to AVX2: llama.cpp from build-avx2/, ours with MISTRAL_KERNELS_ISA=avx2"
+fi
 
 # ---------------------------------------------------------------- which rows
 selected() { # GROUP TYPE
@@ -246,14 +272,14 @@ model_file() { # GROUP TYPE -> prints the path (after making it); returns 1 when
         smollm2)
             if [ "$t" = Q4_1 ]; then echo "$SMOL_SRC"; return 0; fi
             make_file "$smol_f16" "$PEERS_MODELS_DIR/smollm2-135m-F16.log" \
-                "$LB/llama-quantize" --allow-requantize "$SMOL_SRC" @TMP@ F16 >&2 || return 1
+                "$LQ/llama-quantize" --allow-requantize "$SMOL_SRC" @TMP@ F16 >&2 || return 1
             [ "$t" = F16 ] && { echo "$smol_f16"; return 0; }
             f=$PEERS_MODELS_DIR/smollm2-135m-$t.gguf
             if [[ $t == IQ* ]]; then
                 if [ ! -f "$imatrix" ]; then
                     say "  llama-imatrix on the F16 file (8 chunks of 512)" >&2
                     rm -f "$imatrix.part.gguf"
-                    if "$LB/llama-imatrix" -m "$smol_f16" -f "$TEXT" -c 512 --chunks 8 -t "$THREADS" --no-repack \
+                    if "$LQ/llama-imatrix" -m "$smol_f16" -f "$TEXT" -c 512 --chunks 8 -t "$THREADS" --no-repack \
                         -o "$imatrix.part.gguf" >"$PEERS_MODELS_DIR/smollm2-135m-imatrix.log" 2>&1 &&
                         [ -s "$imatrix.part.gguf" ]; then
                         mv "$imatrix.part.gguf" "$imatrix"
@@ -263,10 +289,10 @@ model_file() { # GROUP TYPE -> prints the path (after making it); returns 1 when
                     fi
                 fi
                 make_file "$f" "$PEERS_MODELS_DIR/smollm2-135m-$t.log" \
-                    "$LB/llama-quantize" --imatrix "$imatrix" "$smol_f16" @TMP@ "$t" >&2 || return 1
+                    "$LQ/llama-quantize" --imatrix "$imatrix" "$smol_f16" @TMP@ "$t" >&2 || return 1
             else
                 make_file "$f" "$PEERS_MODELS_DIR/smollm2-135m-$t.log" \
-                    "$LB/llama-quantize" "$smol_f16" @TMP@ "$t" >&2 || return 1
+                    "$LQ/llama-quantize" "$smol_f16" @TMP@ "$t" >&2 || return 1
             fi
             echo "$f" ;;
         synth-1b)   # as in benches/reproduce.sh (shared cache files)
@@ -277,10 +303,10 @@ model_file() { # GROUP TYPE -> prints the path (after making it); returns 1 when
             local src=$MODELS/synth-iq-F16.gguf imat=$MODELS/synth-iq-imatrix.gguf
             make_file "$src" "$MODELS/synth-iq-F16.log" "$BIN" synth --preset 1b --n-layer 4 --type f16 \
                 -o @TMP@ >&2 || return 1
-            make_file "$imat" "$MODELS/synth-iq-imatrix.log" "$LB/llama-imatrix" -m "$src" -f "$TEXT" -c 512 \
+            make_file "$imat" "$MODELS/synth-iq-imatrix.log" "$LQ/llama-imatrix" -m "$src" -f "$TEXT" -c 512 \
                 --chunks 4 -t "$THREADS" --no-repack -o @TMP@ >&2 || return 1
             f=$MODELS/synth-iq-$t.gguf
-            make_file "$f" "$MODELS/synth-iq-$t.log" "$LB/llama-quantize" --imatrix "$imat" "$src" @TMP@ "$t" \
+            make_file "$f" "$MODELS/synth-iq-$t.log" "$LQ/llama-quantize" --imatrix "$imat" "$src" @TMP@ "$t" \
                 >&2 || return 1
             echo "$f" ;;
         synth-moe)
@@ -314,7 +340,7 @@ cmake_flags() { # the instruction-set switches a llama.cpp build was configured 
 }
 {
     printf 'cfg_%s\t%s\n' THREADS "$THREADS" REPS "$REPS" ROUNDS "$ROUNDS" PATHS "$PATHS_CSV" PPL_CTX "$PPL_CTX" \
-        PPL_TOL "$PPL_TOL" KLD_MAX "$KLD_MAX" TYPES "${SEL_TYPES:-all}" GROUPS "$SEL_GROUPS"
+        PPL_TOL "$PPL_TOL" KLD_MAX "$KLD_MAX" TYPES "${SEL_TYPES:-all}" GROUPS "$SEL_GROUPS" ISA "$ISA"
     printf 'nproc\t%s\n' "$(nproc)"
     printf 'memory\t%s\n' "$(free -g | awk '/^Mem:/ {print $2 " GiB"}')"
     printf 'kernel\t%s\n' "$(uname -r)"
@@ -324,7 +350,8 @@ cmake_flags() { # the instruction-set switches a llama.cpp build was configured 
     printf 'llama_commit\t%s\n' "$(sed -n 's/.*LLAMA_COMMIT = "\(.*\)".*/\1/p' "$LLAMA_SRC/build/common/build-info.cpp" 2>/dev/null)"
     printf 'llama_compiler\t%s\n' "$(sed -n 's/.*LLAMA_COMPILER = "\(.*\)".*/\1/p' "$LLAMA_SRC/build/common/build-info.cpp" 2>/dev/null)"
     printf 'llama_version\t%s\n' "$("$LB/llama-perplexity" --version 2>&1 | grep -m1 '^version' || true)"
-    printf 'llama_cmake_%s\t%s\n' build "$(cmake_flags build)" build-noamx "$(cmake_flags build-noamx)"
+    printf 'llama_cmake_%s\t%s\n' build "$(cmake_flags build)" build-noamx "$(cmake_flags build-noamx)" \
+        build-avx2 "$(cmake_flags build-avx2)"
     printf 'ours_version\t%s\n' "$("$BIN" --version 2>&1 || true)"
     printf 'ours_git\t%s\n' "$(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- 2>/dev/null || echo ' (uncommitted changes)')"
 } >"$MACH/info.tsv"

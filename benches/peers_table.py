@@ -11,7 +11,7 @@ Layout written by peers.sh (all plain files, so a half-finished run still report
     OUT/logs/_machine/                lscpu.txt, bandwidth-{start,end}.json, info.tsv
     OUT/logs/ROW/meta.tsv             key<TAB>value: group, type, file, n_prompt, n_gen, ...
     OUT/logs/ROW/STEP.{out,err,rc,cmd,maxrss,secs}
-        ppl-ref                       llama-perplexity --no-repack (native build), writes the KLD base
+        ppl-ref                       llama-perplexity --no-repack (the build raced), writes the KLD base
         ppl-PATH                      llama-perplexity on PATH with --kl-divergence against it
         ppl-ours                      mistral-run perplexity
         info                          mistral-run info --json --tensors
@@ -31,11 +31,11 @@ TARGET_TG = 1.0
 
 # id -> (short label, what it is)
 PATHS = {
-    "default": ("default", "llama-bench, native build (-DGGML_NATIVE=ON), llama.cpp's defaults: "
+    "default": ("default", "llama-bench, native build (-DGGML_NATIVE=ON; build-avx2 when held to AVX2), llama.cpp's defaults: "
                 "weights repacked into the CPU's extra buffer types, AMX where the CPU has it"),
     "noamx": ("noamx", "llama-bench, build with AMX off (same AVX-512 flags, GGML_NATIVE=OFF), "
               "weights repacked (CPU_REPACK)"),
-    "norepack": ("norepack", "llama-batched-bench -npl 1 --no-repack, native build: plain CPU "
+    "norepack": ("norepack", "llama-batched-bench -npl 1 --no-repack, the same build: plain CPU "
                  "buffers (the reference path of the correctness check)"),
     "noamx-norepack": ("noamx-norepack", "llama-batched-bench -npl 1 --no-repack, AMX-off build"),
 }
@@ -210,12 +210,13 @@ def parse_batched_jsonl(text, kind):
 
 def parse_ours(report):
     """mistral-run bench --save-json: tok/s samples, memory and errors."""
-    out = {"pp": [], "tg": [], "peak_rss_bytes": None, "error": None, "model": None}
+    out = {"pp": [], "tg": [], "peak_rss_bytes": None, "error": None, "model": None, "isa": None}
     if not report:
         return out
     for r in report.get("results") or []:
         out["peak_rss_bytes"] = r.get("peak_rss_bytes")
         out["model"] = r.get("model")
+        out["isa"] = r.get("isa") or out["isa"]
         for t in r.get("tests") or []:
             kind = t.get("kind")
             if kind in ("pp", "tg"):
@@ -401,7 +402,7 @@ def load_row(out, row, tol, kld_max):
 
     # ours
     per = {"pp": [], "tg": []}
-    rss, peak, errors, ran, model = [], [], [], False, None
+    rss, peak, errors, ran, model, isas = [], [], [], False, None, set()
     for k in range(1, rounds + 1):
         b = os.path.join(d, "bench-ours-r%d" % k)
         rc = read_rc(b)
@@ -414,6 +415,8 @@ def load_row(out, row, tol, kld_max):
         if o["peak_rss_bytes"]:
             peak.append(o["peak_rss_bytes"])
         model = o["model"] or model
+        if o["isa"]:
+            isas.add(o["isa"])
         if rc != 0 or o["error"] or not (o["pp"] or o["tg"]):
             errors.append(o["error"] or last_error_line(read(b + ".err"), read(b + ".out")) or "rc %s" % rc)
         rss.append(read_int(b + ".maxrss"))
@@ -424,7 +427,7 @@ def load_row(out, row, tol, kld_max):
             "pp": stats(per["pp"]), "tg": stats(per["tg"]),
             "peak_rss_bytes": max(peak) if peak else None,
             "max_rss_bytes": max(rss) * 1024 if rss else None,
-            "model": model, "error": err,
+            "model": model, "error": err, "isa": sorted(isas),
             "supported": not (err and re.search(r"unsupported|not supported|unknown (ggml )?type|"
                                                 r"type \S+ is not", err, re.I)),
         }
@@ -479,8 +482,10 @@ def machine(out, threads):
             "compiler": info.get("llama_compiler"),
             "cmake_build": info.get("llama_cmake_build"),
             "cmake_build_noamx": info.get("llama_cmake_build-noamx"),
+            "cmake_build_avx2": info.get("llama_cmake_build-avx2"),
         },
         "ours": {"version": info.get("ours_version"), "git": info.get("ours_git")},
+        "isa": info.get("cfg_ISA") or "native",
         "load_average_start": info.get("load_start"),
         "cpu_busy_pct_start": info.get("busy_start"),
         "load_average_end": info.get("load_end"),
@@ -603,6 +608,15 @@ def write_md(out, rep):
     L.append("- llama.cpp: %s (vendor/llama.cpp at build commit %s; `%s`; %s)" % (
         lc["sdist"], lc["build_commit"], lc["version_line"], lc["compiler"]))
     L.append("- mistral-run: %s, git %s" % (m["ours"]["version"], m["ours"]["git"]))
+    ran = sorted({i for r in rep["rows"] if r["ours"] for i in r["ours"].get("isa") or []})
+    if m["isa"] != "native":
+        L.append("- **Both engines held to %s** (`PEERS_ISA=%s`), standing in for a CPU without AVX-512: "
+                 "llama.cpp from its `build-%s` configuration (%s), ours with `MISTRAL_KERNELS_ISA=%s` "
+                 "(its kernels ran: %s). Memory, caches and clock are still this CPU's." % (
+                     m["isa"].upper(), m["isa"], m["isa"], m["llama_cpp"]["cmake_build_avx2"] or "?",
+                     m["isa"], ", ".join(ran) or "not recorded"))
+    elif ran:
+        L.append("- Our kernels' instruction-set path: %s" % ", ".join(ran))
     s = m["settings"]
     L.append("- Settings: %s" % ", ".join("%s=%s" % kv for kv in sorted(s.items())))
     L.append("")
@@ -653,7 +667,7 @@ def write_md(out, rep):
         L.append("| %s | %s |" % (r["file_name"], " | ".join(cells)))
     L.append("")
     L.append("llama.cpp paths (each checked first: llama-perplexity -c %s on the first chunks of the "
-             "text, `--kl-divergence` against the `--no-repack` run of the native build; a path is "
+             "text, `--kl-divergence` against the `--no-repack` run of the same build; a path is "
              "marked ✗ wrong when its perplexity differs by more than %.0f%% or its mean KL divergence "
              "exceeds %s, and is then not timed):" % (
                  rep["machine"]["settings"].get("PPL_CTX", 512), 100 * rep["tolerance"]["ppl"],

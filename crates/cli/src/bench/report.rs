@@ -138,6 +138,11 @@ pub struct ModelResult {
     pub device: String,
     /// Matmul kernels: `candle` or `native`.
     pub kernels: String,
+    /// The instruction-set path our kernels ran (`avx512`, `avx2`, `neon-dot`…:
+    /// the CPU's best unless `MISTRAL_KERNELS_ISA` chose a lower one); empty in
+    /// reports written before it was recorded.
+    #[serde(default)]
+    pub isa: String,
     pub threads: usize,
     /// Weight bytes the model holds in memory.
     pub weight_bytes: u64,

@@ -166,6 +166,7 @@ mod tests {
             backend: "CPU".into(),
             device: "cpu".into(),
             kernels: kernels.into(),
+            isa: "avx2".into(),
             threads: 2,
             weight_bytes: weights,
             kv_cache_bytes: 0,

@@ -271,6 +271,7 @@ pub fn measure(job: &Job<'_>) -> Result<ModelResult> {
             "candle"
         }
         .to_string(),
+        isa: mistral_kernels::Isa::best().name().to_string(),
         threads: job.threads,
         weight_bytes: model.weight_bytes() as u64,
         kv_cache_bytes: kv_cache_bytes as u64,
