@@ -11,7 +11,7 @@
 //! | Q4_K (≥ 16 rows) | packed by 16, every ISA | 1- and 4-row packed kernels | AVX-512: always the packed kernels; AVX2: tiles from 8; AMX: tiles from 33 |
 //! | Q2_K on AVX-512 | packed by 8 | 1- and 4-row packed kernels | tiles from 128 (AMX: 33) |
 //! | Q8_0 | GGUF (AVX2) / packed by 16 (AVX-512) | 4-row kernel (GGUF), 1-row packed | tiles from 8 (GGUF) / 2 (packed); AMX tiles from [`AMX_MIN_ROWS_Q8_0`] |
-//! | Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL | GGUF, or packed by 16 where [`packs_q32`] | row kernels, 2-row on AVX-512 / packed 4-row (AVX2) | GGUF: tiles from 2 (AVX-512: 4), AVX-512 tile form from [`AVX512_MIN_ROWS_LEGACY`]; packed: tiles read in place from 2 on AVX-512 (AMX tiles from [`AMX_MIN_ROWS_Q32`]), expanded from 16 on AVX2 |
+//! | Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL | packed by 16 ([`packs_q32`]; GGUF on scalar and NEON, and for fewer than 16 rows) | packed: 1- and 4-row kernels (AVX2), 1-row kernel (AVX-512); GGUF: row kernels, 2-row on AVX-512 | packed: tiles read in place from 2 on AVX-512 (AMX tiles from [`AMX_MIN_ROWS_Q32`]), expanded from 16 (Q5_0, Q5_1: 8) on AVX2; GGUF: tiles from 2 (AVX-512: 4), AVX-512 tile form from [`AVX512_MIN_ROWS_LEGACY`] |
 //! | F16, BF16 | GGUF | row kernels, 4-row form | tiles from 8: AMX (shapes of [`half_amx_takes`]), `vdpbf16ps` for BF16 on AVX-512 BF16, else FMA |
 //! | IQ4_XS | GGUF | row kernels, 4-row form (AVX2, and AVX-512 where the CPU has it) | AVX-512: the k-quant tiles (from 8 rows; AMX from [`AMX_MIN_ROWS_KQUANT`]); AVX2: the 4-row form at every `n` |
 //! | the lattice i-quants | GGUF | row kernels (AVX-512 form: grid entries gathered, or with VBMI looked up for IQ2_XXS…IQ3_S), 4-row form on AVX2 and AVX-512 | (no tiled kernel: the 4-row form at every `n`) |
@@ -97,7 +97,8 @@ pub(crate) fn kquant_avx2_form(ty: GgmlType) -> bool {
 ///   layout.
 /// - Packed Q8_0 and the packed 32-value types on AVX-512: their tiled
 ///   kernel reads the packed layout in place, so it wins from 2 rows.
-/// - Packed Q4_0, Q4_1 on AVX2: the 4-row kernel below 16 rows.
+/// - Packed Q4_0, Q4_1, IQ4_NL on AVX2: the 4-row kernel below 16 rows;
+///   Q5_0, Q5_1 below 8.
 pub fn is_tiled_packed(ty: GgmlType, isa: Isa, n: usize) -> bool {
     let min = match ty {
         GgmlType::Q4_K | GgmlType::Q2_K if isa == Isa::Amx => AMX_MIN_ROWS_KQUANT,
@@ -105,7 +106,8 @@ pub fn is_tiled_packed(ty: GgmlType, isa: Isa, n: usize) -> bool {
         GgmlType::Q2_K if isa.has_avx512() => 128,
         GgmlType::Q8_0 if isa.has_avx512() => 2,
         ty if is_q32(ty) && isa.has_avx512() => 2,
-        GgmlType::Q4_0 | GgmlType::Q4_1 if isa == Isa::Avx2 => 16,
+        GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::IQ4_NL if isa == Isa::Avx2 => 16,
+        GgmlType::Q5_0 | GgmlType::Q5_1 if isa == Isa::Avx2 => 8,
         _ => min_rows(ty),
     };
     isa.has_avx2() && cfg!(target_arch = "x86_64") && family(ty).is_some() && n >= min
@@ -216,12 +218,10 @@ pub fn is_q32(ty: GgmlType) -> bool {
 }
 
 /// Whether [`crate::QMatrix`] holds matrices of `ty` computing on `isa` as
-/// [`crate::packed::PackedQ32`]: where a packed kernel exists, every type of
-/// [`is_q32`] on AVX-512 and the types without fifth bits or a table (Q4_0,
-/// Q4_1) on AVX2.
+/// [`crate::packed::PackedQ32`]: every type of [`is_q32`] on AVX2 and
+/// AVX-512, where its packed kernels are.
 pub fn packs_q32(ty: GgmlType, isa: Isa) -> bool {
-    is_q32(ty)
-        && (isa.has_avx512() || (isa == Isa::Avx2 && matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_1)))
+    is_q32(ty) && isa.has_avx2()
 }
 
 /// A packed layout ([`crate::packed`]).

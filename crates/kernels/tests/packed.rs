@@ -590,8 +590,7 @@ fn q32_extreme_rows(ty: GgmlType, rows: usize, cols: usize) -> Vec<u8> {
 /// bits on the GGUF bytes at every batch, the AVX-512 tiles reading the
 /// packed rows in place included; the AVX2 tiled kernel expanding them gives
 /// the bits of its tiled form on the GGUF bytes; an owned `QMatrix` is packed where
-/// a packed kernel exists (AVX-512; Q4_0 and Q4_1 also on AVX2) and gives
-/// the one or the other.
+/// a packed kernel exists (AVX2 and AVX-512) and gives the one or the other.
 #[test]
 fn packed_q32_products_equal_the_plain_kernels() {
     let shapes = [

@@ -384,11 +384,84 @@ pub(super) unsafe fn expand_rows(
                     expand(ty, blocks_as_bytes(&[p.block(r, b)]), 0, out);
                 }
             }
-            LRows::PackedQ32(p) => {
-                for (b, out) in out.iter_mut().enumerate() {
-                    let (d, m, qh, qs) = p.parts(r, b);
-                    expand_parts(ty, (d, m, qh.to_le_bytes(), &qs), out);
+            // Expanded below, 8 rows at a time.
+            LRows::PackedQ32(_) => break,
+        }
+    }
+    if let LRows::PackedQ32(p) = w {
+        expand_packed_q32(ty, p, (rb0, rb1), nb, wbuf);
+    }
+}
+
+/// [`expand_rows`] for a [`crate::packed::PackedQ32`]: each half group (8
+/// rows) of a block column at once. Word `t` of the 8 rows is one 32-byte
+/// load; its low and high nibbles (with the fifth bits of Q5_0 / Q5_1 or-ed
+/// in) are levels `4t..` and `16 + 4t..` of each row, so an 8 × 8 transpose
+/// of 32-bit lanes gives each row its 32 levels in order. Same blocks as
+/// [`expand_parts`] on the GGUF bytes.
+///
+/// # Safety
+/// AVX2 and F16C available; rows `rb0..rb1` are rows of `p`, `nb` its
+/// block columns, `wbuf` holds `(rb1 − rb0)·nb` blocks.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn expand_packed_q32(
+    ty: GgmlType,
+    p: &crate::packed::PackedQ32,
+    (rb0, rb1): (usize, usize),
+    nb: usize,
+    wbuf: &mut [WeightBlock],
+) {
+    use crate::packed::q32_avx2::fifth_bits;
+    let low = _mm256_set1_epi8(0x0F);
+    let qh = matches!(ty, GgmlType::Q5_0 | GgmlType::Q5_1);
+    let min = matches!(ty, GgmlType::Q4_1 | GgmlType::Q5_1);
+    let lookup = ty == GgmlType::IQ4_NL;
+    let t = _mm_loadu_si128(KVALUES_IQ4NL.as_ptr() as *const __m128i);
+    let table = _mm256_set_m128i(t, t);
+    for half in rb0 / 8..rb1.div_ceil(8) {
+        let (g, h) = (half / 2, half % 2);
+        let grp = p.group(g);
+        let rows = (8 * half).max(rb0)..(8 * half + 8).min(rb1);
+        for j in 0..nb {
+            let base = grp.qs[j].0.as_ptr();
+            let mut v = [_mm256_setzero_ps(); 8];
+            for t in 0..4 {
+                let a = _mm256_load_si256(base.add(64 * t + 32 * h) as *const __m256i);
+                let mut l = _mm256_and_si256(a, low);
+                let mut hn = _mm256_and_si256(_mm256_srli_epi16::<4>(a), low);
+                if qh {
+                    let bits = grp.qh[j].0.as_ptr() as *const u32;
+                    l = _mm256_or_si256(l, fifth_bits(bits.add(2 * (2 * t) + h)));
+                    hn = _mm256_or_si256(hn, fifth_bits(bits.add(2 * (2 * t + 1) + h)));
                 }
+                v[t] = _mm256_castsi256_ps(l);
+                v[4 + t] = _mm256_castsi256_ps(hn);
+            }
+            let levels = super::f16::transpose8(v);
+            let mut d = [0f32; 8];
+            let mut m = [0f32; 8];
+            let half8 = |x: &[F16Le; 16]| {
+                _mm256_cvtph_ps(_mm_loadu_si128(x.as_ptr().add(8 * h) as *const __m128i))
+            };
+            _mm256_storeu_ps(d.as_mut_ptr(), half8(&grp.d[j]));
+            if min {
+                _mm256_storeu_ps(m.as_mut_ptr(), half8(&grp.m[j]));
+            }
+            for r in rows.clone() {
+                let r8 = r - 8 * half;
+                let out = &mut wbuf[(r - rb0) * nb + j];
+                out.d = d[r8];
+                out.m = m[r8];
+                let lv = _mm256_castps_si256(levels[r8]);
+                let lv = if lookup {
+                    // IQ4_NL: signed values, their signs applied to the activations.
+                    let vals = _mm256_shuffle_epi8(table, lv);
+                    _mm256_storeu_si256(out.sgn.as_mut_ptr() as *mut __m256i, vals);
+                    _mm256_abs_epi8(vals)
+                } else {
+                    lv
+                };
+                _mm256_storeu_si256(out.qs.as_mut_ptr() as *mut __m256i, lv);
             }
         }
     }

@@ -1,6 +1,6 @@
 //! The 32-value types with 4-bit nibbles (Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL)
-//! regrouped by 16 rows ([`PackedQ32`]) for the AVX-512 VNNI matrix × vector
-//! (`q32_avx512`; Q4_0 and Q4_1 also AVX2, `q32_avx2`), and the scalar
+//! regrouped by 16 rows ([`PackedQ32`]) for the AVX-512 VNNI and the AVX2
+//! matrix × vector (`q32_avx512`, `q32_avx2`), and the scalar
 //! reference on that layout, written from the layout description below (not
 //! from the SIMD code).
 //!
@@ -444,9 +444,9 @@ impl Group<'_> {
             return unsafe { super::q32_avx512::gemv::<B>(self, a) };
         }
         #[cfg(target_arch = "x86_64")]
-        if isa.has_avx2() && !B::QH && !B::LOOKUP {
+        if isa.has_avx2() {
             // SAFETY: as above, AVX2 with FMA and F16C (`isa` checked by
-            // the caller); `B` has neither fifth bits nor a table.
+            // the caller).
             return unsafe { super::q32_avx2::gemv::<B>(self, a) };
         }
         let _ = isa;
@@ -457,7 +457,7 @@ impl Group<'_> {
     /// AVX2; AVX-512 runs the tiled kernel from 2 rows on).
     fn gemv4<B: Block32>(self, isa: Isa, a: [(&[BlockQ8_0], &[i32]); 4]) -> [[f32; GROUP16]; 4] {
         #[cfg(target_arch = "x86_64")]
-        if isa.has_avx2() && !isa.has_avx512() && !B::QH && !B::LOOKUP {
+        if isa.has_avx2() && !isa.has_avx512() {
             // SAFETY: as in `gemv`.
             return unsafe { super::q32_avx2::gemv4::<B>(self, a) };
         }

@@ -1,21 +1,29 @@
-//! AVX2 matrix × vector on [`super::q32::PackedQ32`] for the types without
-//! fifth bits or a table (Q4_0, Q4_1): 16 weight rows per pass, the two
-//! 32-byte halves of each 64-byte word (rows 0..8 and 8..16) against the
-//! same 4 broadcast activation bytes, one `vpmaddubsw` per half for the low
-//! nibbles and one for the high ones.
+//! AVX2 matrix × vector on [`super::q32::PackedQ32`]: 16 weight rows per
+//! pass, the two 32-byte halves of each 64-byte word (rows 0..8 and 8..16)
+//! against the same 4 broadcast activation bytes, one `vpmaddubsw` per half
+//! for the low nibbles and one for the high ones.
 //!
-//! Per block a lane's 8 `vpmaddubsw` results (each at most 2·15·127 = 3810
-//! in magnitude: levels 0..15, activations −127..127) are summed in i16
-//! (8·3810 = 30480 < 2¹⁵), then widened by one `vpmaddwd`. The integer sums
-//! are exact and the float step is the scalar kernel's (no FMA), so the
-//! results equal `q32::gemv_scalar` and [`crate::dot::scalar`]'s
-//! kernels bit for bit.
+//! `vpmaddubsw` adds pairs of products in i16, so each type keeps its
+//! block's sums below 2¹⁵ (activations −127..127):
+//! - Q4_0, Q4_1: levels 0..15, pairs at most 2·15·127 = 3810; the 8 of a
+//!   block add up in one i16 lane (30480).
+//! - Q5_0, Q5_1: the fifth bits, spread from their byte masks to 0x10 per
+//!   byte, are or-ed into the levels (0..31, pairs at most 7874): the low
+//!   and the high nibbles' levels add up in two i16 lanes of 4 (31496).
+//! - IQ4_NL: the table plus 128 (1..241) would overflow a pair, so it is
+//!   looked up (`vpshufb`) as its high and low nibbles, each 0..15 like
+//!   Q4_0's levels, in two i16 lanes; the block's sum is 16·high + low.
+//!
+//! Each lane is widened by one `vpmaddwd` per block. The integer sums are
+//! exact and the float step is the scalar kernel's (no FMA), so the
+//! results equal `q32::gemv_scalar` and [`crate::dot::scalar`]'s kernels
+//! bit for bit.
 
 #![allow(clippy::missing_safety_doc)]
 
 use super::q32::{Block32, Group};
 use super::GROUP16;
-use crate::blocks::BlockQ8_0;
+use crate::blocks::{BlockQ8_0, KVALUES_IQ4NL_PLUS_128};
 use crate::dot::avx2::f16;
 use std::arch::x86_64::*;
 
@@ -26,10 +34,9 @@ const AHEAD: usize = 4;
 /// its blocks' quant sums), as f32 lanes.
 ///
 /// # Safety
-/// AVX2, FMA and F16C available; `B` has neither fifth bits nor a table
-/// (`!B::QH && !B::LOOKUP`); the group's `qs` and `d` (and `m` where `B`
-/// has a min) and both activation slices hold the same number of block
-/// columns.
+/// AVX2, FMA and F16C available; the group's `qs` and `d` (and `qh` where
+/// `B` has fifth bits, `m` where it has a min) and both activation slices
+/// hold the same number of block columns.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn gemv<B: Block32>(w: Group<'_>, a: (&[BlockQ8_0], &[i32])) -> [f32; GROUP16] {
     gemv_rows::<B, 1>(w, [a])[0]
@@ -49,17 +56,60 @@ pub(crate) unsafe fn gemv4<B: Block32>(
     gemv_rows::<B, 4>(w, a)
 }
 
+/// `x` (a table or a byte mask) in each 128-bit lane, for `vpshufb`.
+#[inline(always)]
+unsafe fn lanes16(x: [u8; 16]) -> __m256i {
+    _mm256_broadcastsi128_si256(_mm_loadu_si128(x.as_ptr() as *const __m128i))
+}
+
+/// The fifth bits of 32 levels, from their 32-bit mask (bit `i` for byte
+/// `i`, see [`super::q32`]'s layout), as 0x10 in each byte whose bit is set:
+/// mask byte `i` goes to bytes `8i..8i + 8` (in-lane: lane 1 takes mask
+/// bytes 2 and 3), then each byte keeps its own bit.
+///
+/// # Safety
+/// AVX2 available; `mask` readable for 4 bytes.
+#[inline(always)]
+pub(crate) unsafe fn fifth_bits(mask: *const u32) -> __m256i {
+    let spread = _mm256_setr_epi8(
+        0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, //
+        2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3,
+    );
+    let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+    let m = _mm256_shuffle_epi8(_mm256_set1_epi32(mask.read_unaligned() as i32), spread);
+    _mm256_and_si256(
+        _mm256_cmpeq_epi8(_mm256_and_si256(m, bit), bit),
+        _mm256_set1_epi8(0x10),
+    )
+}
+
 #[inline(always)]
 unsafe fn gemv_rows<B: Block32, const M: usize>(
     w: Group<'_>,
     a: [(&[BlockQ8_0], &[i32]); M],
 ) -> [[f32; GROUP16]; M] {
     let nb = w.qs.len();
-    debug_assert!(!B::QH && !B::LOOKUP);
     debug_assert!(w.d.len() == nb && a.iter().all(|a| a.0.len() == nb && a.1.len() == nb));
     debug_assert!(!B::MIN || w.m.len() == nb);
+    debug_assert!(!B::QH || w.qh.len() == nb);
     let low = _mm256_set1_epi8(0x0F);
+    // How each i16 lane is widened: the two lanes of the fifth-bit types
+    // both by 1, IQ4_NL's high-nibble lane by 16.
     let ones = _mm256_set1_epi16(1);
+    let weight0 = if B::LOOKUP {
+        _mm256_set1_epi16(16)
+    } else {
+        ones
+    };
+    // IQ4_NL: the table plus 128, its high and its low nibbles.
+    let (tab_hi, tab_lo) = if B::LOOKUP {
+        (
+            lanes16(KVALUES_IQ4NL_PLUS_128.map(|v| v >> 4)),
+            lanes16(KVALUES_IQ4NL_PLUS_128.map(|v| v & 0xF)),
+        )
+    } else {
+        (_mm256_setzero_si256(), _mm256_setzero_si256())
+    };
     let mut acc = [[_mm256_setzero_ps(); 2]; M];
     for j in 0..nb {
         let p = w.qs.as_ptr().add(j) as *const u8;
@@ -70,19 +120,52 @@ unsafe fn gemv_rows<B: Block32, const M: usize>(
         if B::MIN {
             _mm_prefetch::<_MM_HINT_T0>(w.m.as_ptr().wrapping_add(j + AHEAD) as *const i8);
         }
-        // Per activation row and half, the i16 pair sums of the block.
-        let mut s16 = [[_mm256_setzero_si256(); 2]; M];
+        if B::QH {
+            _mm_prefetch::<_MM_HINT_T0>(w.qh.as_ptr().wrapping_add(j + AHEAD) as *const i8);
+        }
+        // Per activation row and half, the block's i16 pair sums (see the
+        // module docs for what each of the two lanes holds).
+        let mut s16 = [[[_mm256_setzero_si256(); 2]; 2]; M];
         for t in 0..4 {
             for h in 0..2 {
                 let v = _mm256_load_si256(p.add(64 * t + 32 * h) as *const __m256i);
-                let l = _mm256_and_si256(v, low);
-                let hn = _mm256_and_si256(_mm256_srli_epi16::<4>(v), low);
+                let mut l = _mm256_and_si256(v, low);
+                let mut hn = _mm256_and_si256(_mm256_srli_epi16::<4>(v), low);
+                if B::QH {
+                    // Masks 2t (levels 4t..) and 2t + 1 (16 + 4t..), the
+                    // 32 bits of this half's 8 rows.
+                    let bits = w.qh.as_ptr().add(j) as *const u32;
+                    l = _mm256_or_si256(l, fifth_bits(bits.add(2 * (2 * t) + h)));
+                    hn = _mm256_or_si256(hn, fifth_bits(bits.add(2 * (2 * t + 1) + h)));
+                }
+                let (l1, h1) = if B::LOOKUP {
+                    let parts = (
+                        _mm256_shuffle_epi8(tab_lo, l),
+                        _mm256_shuffle_epi8(tab_lo, hn),
+                    );
+                    l = _mm256_shuffle_epi8(tab_hi, l);
+                    hn = _mm256_shuffle_epi8(tab_hi, hn);
+                    parts
+                } else {
+                    (l, hn)
+                };
                 for (k, &(act, _)) in a.iter().enumerate() {
                     let q = act.get_unchecked(j).qs.as_ptr();
                     let al = _mm256_set1_epi32((q.add(4 * t) as *const i32).read_unaligned());
                     let ah = _mm256_set1_epi32((q.add(16 + 4 * t) as *const i32).read_unaligned());
-                    let s = _mm256_add_epi16(s16[k][h], _mm256_maddubs_epi16(l, al));
-                    s16[k][h] = _mm256_add_epi16(s, _mm256_maddubs_epi16(hn, ah));
+                    let [s0, s1] = &mut s16[k][h];
+                    if B::LOOKUP {
+                        *s0 = _mm256_add_epi16(*s0, _mm256_maddubs_epi16(l, al));
+                        *s0 = _mm256_add_epi16(*s0, _mm256_maddubs_epi16(hn, ah));
+                        *s1 = _mm256_add_epi16(*s1, _mm256_maddubs_epi16(l1, al));
+                        *s1 = _mm256_add_epi16(*s1, _mm256_maddubs_epi16(h1, ah));
+                    } else if B::QH {
+                        *s0 = _mm256_add_epi16(*s0, _mm256_maddubs_epi16(l, al));
+                        *s1 = _mm256_add_epi16(*s1, _mm256_maddubs_epi16(hn, ah));
+                    } else {
+                        *s0 = _mm256_add_epi16(*s0, _mm256_maddubs_epi16(l, al));
+                        *s0 = _mm256_add_epi16(*s0, _mm256_maddubs_epi16(hn, ah));
+                    }
                 }
             }
         }
@@ -93,7 +176,11 @@ unsafe fn gemv_rows<B: Block32, const M: usize>(
             let da = f16(act.get_unchecked(j).d);
             let s = *sums.get_unchecked(j);
             for h in 0..2 {
-                let mut sumi = _mm256_madd_epi16(s16[k][h], ones);
+                let [s0, s1] = s16[k][h];
+                let mut sumi = _mm256_madd_epi16(s0, weight0);
+                if B::QH || B::LOOKUP {
+                    sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(s1, ones));
+                }
                 if B::OFF != 0 {
                     sumi = _mm256_sub_epi32(sumi, _mm256_set1_epi32(B::OFF * s));
                 }
