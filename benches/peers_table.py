@@ -774,8 +774,9 @@ def write_chart(out, rep):
     ax.set_xticklabels(names, rotation=60, ha="right", fontsize=8)
     ax.set_ylabel("ours / llama.cpp, log scale (higher: ours faster)")
     m = rep["machine"]
-    ax.set_title("mistral-run vs llama.cpp (%s), %s threads, %s" % (
-        m["llama_cpp"]["sdist"] or "llama.cpp", m["threads"], m["cpu"] or ""), fontsize=10)
+    held = "" if m.get("isa", "native") == "native" else ", both held to %s" % m["isa"].upper()
+    ax.set_title("mistral-run vs llama.cpp (%s), %s threads, %s%s" % (
+        m["llama_cpp"]["sdist"] or "llama.cpp", m["threads"], m["cpu"] or "", held), fontsize=10)
     ax.legend(fontsize=8, loc="upper left", ncol=4)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
