@@ -13,7 +13,7 @@
 //! | Q8_0 | GGUF (AVX2) / packed by 16 (AVX-512) | 4-row kernel (GGUF), 1-row packed | tiles from 8 (GGUF) / 2 (packed); AMX tiles from [`AMX_MIN_ROWS_Q8_0`] |
 //! | Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL | packed by 16 ([`packs_q32`]; GGUF on scalar and NEON, and for fewer than 16 rows) | packed: 1- and 4-row kernels (AVX2), 1-row kernel (AVX-512); GGUF: row kernels, 2-row on AVX-512 | packed: tiles read in place from 2 on AVX-512 (AMX tiles from [`AMX_MIN_ROWS_Q32`]), expanded from 16 (Q5_0, Q5_1: 8) on AVX2; GGUF: tiles from 2 (AVX-512: 4), AVX-512 tile form from [`AVX512_MIN_ROWS_LEGACY`] |
 //! | F16, BF16 | GGUF | row kernels, 4-row form | tiles from 8: AMX (shapes of [`half_amx_takes`]), `vdpbf16ps` for BF16 on AVX-512 BF16, else FMA |
-//! | IQ4_XS | GGUF | row kernels, 4-row form (AVX2, and AVX-512 where the CPU has it) | AVX-512: the k-quant tiles (from 8 rows; AMX from [`AMX_MIN_ROWS_KQUANT`]); AVX2: the 4-row form at every `n` |
+//! | IQ4_XS | GGUF | row kernels, 4-row form (AVX2, and AVX-512 where the CPU has it) | the k-quant tiles from 8 rows (AMX from [`AMX_MIN_ROWS_KQUANT`]) |
 //! | the lattice i-quants | GGUF | row kernels (AVX-512 form: grid entries gathered, or with VBMI looked up for IQ2_XXS…IQ3_S), 4-row form on AVX2 and AVX-512 | (no tiled kernel: the 4-row form at every `n`) |
 //!
 //! Scalar and NEON run the row kernels at every `n`.
@@ -38,8 +38,7 @@ pub fn min_rows(ty: GgmlType) -> usize {
 /// The tiled kernel family of a weight type.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Family {
-    /// Q2_K…Q6_K on Q8_K activations, and IQ4_XS (AVX-512 form only:
-    /// [`kquant_avx2_form`]).
+    /// Q2_K…Q6_K on Q8_K activations, and IQ4_XS.
     KQuant,
     /// The 32-value block types on Q8_0 activations.
     Legacy,
@@ -75,17 +74,7 @@ pub fn is_tiled(ty: GgmlType, isa: Isa, n: usize) -> bool {
         }
         _ => min_rows(ty),
     };
-    isa.has_avx2()
-        && cfg!(target_arch = "x86_64")
-        && n >= min
-        && family(ty).is_some()
-        && (isa.has_avx512() || kquant_avx2_form(ty))
-}
-
-/// Whether the k-quants' tiled kernel has an AVX2 form for `ty`: all but
-/// IQ4_XS, which has only the AVX-512 form (and the AMX one).
-pub(crate) fn kquant_avx2_form(ty: GgmlType) -> bool {
-    ty != GgmlType::IQ4_XS
+    isa.has_avx2() && cfg!(target_arch = "x86_64") && n >= min && family(ty).is_some()
 }
 
 /// [`is_tiled`] for a matrix in a packed layout ([`crate::packed`]).

@@ -1,4 +1,4 @@
-//! k-quant weights × Q8_K activations, register-tiled (AVX2).
+//! k-quant weights (and IQ4_XS) × Q8_K activations, register-tiled (AVX2).
 //!
 //! Every k-quant dot product has the same shape once the weight levels are
 //! unpacked to bytes: per super-block of 256 values and per 16-value group
@@ -17,6 +17,9 @@
 //! 8 activation rows per `vpmaddubsw`, sums up to four of those in i16
 //! (bounded: see [`Form`]), and applies the group scale with one `vpmaddwd`.
 //! A tile of `R` weight rows × `H` panels reuses each load `H` / `R` times.
+//!
+//! IQ4_XS takes the same form with signed levels (its table values) and no
+//! offsets: the activations take the weights' signs ([`Form`]'s `SIGNED`).
 //!
 //! The integer sums are exact and the float steps are the scalar kernel's
 //! own (`d·sumi − dmin·summ` per super-block, summed in order), so results
@@ -129,6 +132,11 @@ thread_local! {
 /// even where the partial sums of `q·a` left the i16 range.
 trait Form {
     const DEPTH: usize;
+    /// The weights are signed (IQ4_NL's table values, −127..113, stored as
+    /// they are): each `vpmaddubsw` takes their magnitudes and the
+    /// activations with their signs (`vpsignb`), its pair sums (at most
+    /// 2·127·127) widened at once (`DEPTH` 1), and there are no offsets.
+    const SIGNED: bool;
     /// `d·(sumi − summ)` (Q3_K, Q6_K), else `d·sumi − dmin·summ`.
     const SYM: bool;
     /// Offsets per 32-value sub-block (Q4_K, Q5_K), else per 16-value group.
@@ -139,9 +147,13 @@ trait Form {
 
 macro_rules! form {
     ($name:ident, $depth:expr, $sym:expr, $m32:expr, $fold:expr) => {
+        form!($name, $depth, $sym, $m32, $fold, false);
+    };
+    ($name:ident, $depth:expr, $sym:expr, $m32:expr, $fold:expr, $signed:expr) => {
         struct $name;
         impl Form for $name {
             const DEPTH: usize = $depth;
+            const SIGNED: bool = $signed;
             const SYM: bool = $sym;
             const M32: bool = $m32;
             const FOLD: bool = $fold;
@@ -153,6 +165,7 @@ form!(FormQ3K, 4, true, false, false);
 form!(FormQ4K, 8, false, true, false);
 form!(FormQ5K, 4, false, true, false);
 form!(FormQ6K, 4, true, false, true);
+form!(FormIq4Xs, 1, true, false, false, true);
 
 /// An i16 in both halves of an i32 (a `vpmaddwd` operand).
 #[inline(always)]
@@ -213,6 +226,21 @@ unsafe fn expand(ty: GgmlType, row: &[u8], b: usize, out: &mut WeightSb) {
             }
             out.d = avx2::f16(x.d);
             avx2::levels_q3k(x)
+        }
+        GgmlType::IQ4_XS => {
+            // Signed values in order (see `Form::SIGNED`); the sub-block's
+            // scale less 32 for both its 16-value groups.
+            let x: &BlockIQ4XS = block!(BlockIQ4XS);
+            for g in 0..16 {
+                out.sc2[g] = pair(x.sub_scale(g / 2) as i16);
+            }
+            out.d = avx2::f16(x.d);
+            let sub = |ib: usize| &*(x.qs.as_ptr().add(16 * ib) as *const [u8; 16]);
+            let mut lv = [_mm256_setzero_si256(); 8];
+            for (ib, lv) in lv.iter_mut().enumerate() {
+                *lv = avx2::values_iq4nl_32(sub(ib));
+            }
+            lv
         }
         _ => {
             // Q6_K (the only other type `matmul` lets through).
@@ -315,8 +343,13 @@ unsafe fn tile<const TR: usize, const TH: usize, F: Form>(
                 for r in 0..TR {
                     let wp = (*w[r].add(s)).qs.as_ptr().add(4 * j) as *const i32;
                     let wv = _mm256_set1_epi32(wp.read_unaligned());
+                    let wm = if F::SIGNED { _mm256_abs_epi8(wv) } else { wv };
                     for h in 0..TH {
-                        let p = _mm256_maddubs_epi16(wv, av[h]);
+                        let p = if F::SIGNED {
+                            _mm256_maddubs_epi16(wm, _mm256_sign_epi8(av[h], wv))
+                        } else {
+                            _mm256_maddubs_epi16(wv, av[h])
+                        };
                         acc16[r][h] = if q == 0 {
                             p
                         } else {
@@ -345,8 +378,8 @@ unsafe fn tile<const TR: usize, const TH: usize, F: Form>(
             let ws = &*w[r].add(s);
             for h in 0..TH {
                 let ap = &*a[h].add(s);
-                let corr = if F::FOLD {
-                    // Already in the integer sums.
+                let corr = if F::FOLD || F::SIGNED {
+                    // Already in the integer sums, or none.
                     _mm256_setzero_si256()
                 } else if F::M32 {
                     // Offsets per 32-value sub-block: half the products.
@@ -600,6 +633,7 @@ fn run_blocks(
         GgmlType::Q3_K => run_blocks_as::<FormQ3K>(ty, w, row_bytes, dims, panels, y),
         GgmlType::Q4_K => run_blocks_as::<FormQ4K>(ty, w, row_bytes, dims, panels, y),
         GgmlType::Q5_K => run_blocks_as::<FormQ5K>(ty, w, row_bytes, dims, panels, y),
+        GgmlType::IQ4_XS => run_blocks_as::<FormIq4Xs>(ty, w, row_bytes, dims, panels, y),
         // Q6_K, the only other type `matmul` lets through.
         _ => run_blocks_as::<FormQ6K>(ty, w, row_bytes, dims, panels, y),
     }

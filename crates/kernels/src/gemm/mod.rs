@@ -286,10 +286,8 @@ fn kquant_matmul(
         let tiles = plan::amx_kquant(ty, isa, x.len() / cols.max(1), (rows, cols))
             && kquant_avx512::amx::available();
         kquant_avx512::matmul(ty, w, (rows, cols), x, y, tiles)
-    } else if plan::kquant_avx2_form(ty) {
-        kquant::matmul(ty, w, rows, cols, x, y)
     } else {
-        false
+        kquant::matmul(ty, w, rows, cols, x, y)
     }
 }
 
