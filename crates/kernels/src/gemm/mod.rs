@@ -400,9 +400,22 @@ fn with_panels<P: Clone + Send + Sync, R>(
 #[cfg(target_arch = "x86_64")]
 fn row_block_size(rows: usize, tile: usize, max: usize) -> usize {
     let threads = rayon::current_num_threads().max(1);
-    rows.div_ceil(threads * 4)
+    let size = rows
+        .div_ceil(threads * 4)
         .next_multiple_of(tile)
-        .clamp(tile, max)
+        .clamp(tile, max);
+    // A block count that is not a multiple of the threads leaves some
+    // threads a block more than the others (576 rows in blocks of 64 on two
+    // threads: 5 against 4): smaller blocks, down to half the size, that
+    // make it a multiple are taken first.
+    let mut s = size;
+    while s >= tile && 2 * s >= size {
+        if rows.div_ceil(s).is_multiple_of(threads) {
+            return s;
+        }
+        s -= tile;
+    }
+    size
 }
 
 /// Stores a finished tile: `acc[r][h]` lane `c` is the output of weight row
