@@ -370,6 +370,11 @@ pub(super) unsafe fn expand_rows(
     nb: usize,
     wbuf: &mut [WeightBlock],
 ) {
+    if let LRows::PackedQ32(p) = w {
+        // SAFETY: AVX2 and F16C (this function's features); rows rb0..rb1
+        // are rows of `p` and `wbuf` holds their blocks (the caller's).
+        return expand_packed_q32(ty, p, (rb0, rb1), nb, wbuf);
+    }
     for r in rb0..rb1 {
         let out = &mut wbuf[(r - rb0) * nb..(r - rb0 + 1) * nb];
         match w {
@@ -384,12 +389,9 @@ pub(super) unsafe fn expand_rows(
                     expand(ty, blocks_as_bytes(&[p.block(r, b)]), 0, out);
                 }
             }
-            // Expanded below, 8 rows at a time.
-            LRows::PackedQ32(_) => break,
+            // Expanded above, 8 rows at a time.
+            LRows::PackedQ32(_) => {}
         }
-    }
-    if let LRows::PackedQ32(p) = w {
-        expand_packed_q32(ty, p, (rb0, rb1), nb, wbuf);
     }
 }
 
