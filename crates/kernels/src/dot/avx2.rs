@@ -1130,21 +1130,30 @@ pub(crate) unsafe fn levels_q4_32(qs: &[u8; 16]) -> __m256i {
     nibbles(qs.as_ptr())
 }
 
+/// [`KVALUES_IQ4NL`] in each 128-bit lane, for `vpshufb`.
+#[inline(always)]
+pub(crate) unsafe fn iq4nl_table() -> __m256i {
+    let t = _mm_loadu_si128(KVALUES_IQ4NL.as_ptr() as *const __m128i);
+    _mm256_set_m128i(t, t)
+}
+
 /// IQ4_NL: the 32 signed values (table entries), in order.
 #[inline(always)]
 pub(crate) unsafe fn values_iq4nl_32(qs: &[u8; 16]) -> __m256i {
-    let t = _mm_loadu_si128(KVALUES_IQ4NL.as_ptr() as *const __m128i);
-    _mm256_shuffle_epi8(_mm256_set_m128i(t, t), nibbles(qs.as_ptr()))
+    _mm256_shuffle_epi8(iq4nl_table(), nibbles(qs.as_ptr()))
+}
+
+/// The fifth bits of 32 levels (bit `i` of `bits` for byte `i`) as 0x10 in
+/// each byte whose bit is set.
+#[inline(always)]
+pub(crate) unsafe fn fifth_bits(bits: u32) -> __m256i {
+    _mm256_and_si256(bytes_from_bits(bits), _mm256_set1_epi8(0x10))
 }
 
 /// Q5_0 / Q5_1: the 32 levels 0..32 (nibble | high bit << 4), in order.
 #[inline(always)]
 pub(crate) unsafe fn levels_q5_32(qs: &[u8; 16], qh: [u8; 4]) -> __m256i {
-    let hb = _mm256_and_si256(
-        bytes_from_bits(u32::from_le_bytes(qh)),
-        _mm256_set1_epi8(0x10),
-    );
-    _mm256_or_si256(nibbles(qs.as_ptr()), hb)
+    _mm256_or_si256(nibbles(qs.as_ptr()), fifth_bits(u32::from_le_bytes(qh)))
 }
 
 // ---- The i-quants on lattices ([`crate::iquant`]) ----

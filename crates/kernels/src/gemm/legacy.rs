@@ -413,13 +413,11 @@ unsafe fn expand_packed_q32(
     nb: usize,
     wbuf: &mut [WeightBlock],
 ) {
-    use crate::packed::q32_avx2::fifth_bits;
     let low = _mm256_set1_epi8(0x0F);
     let qh = matches!(ty, GgmlType::Q5_0 | GgmlType::Q5_1);
     let min = matches!(ty, GgmlType::Q4_1 | GgmlType::Q5_1);
     let lookup = ty == GgmlType::IQ4_NL;
-    let t = _mm_loadu_si128(KVALUES_IQ4NL.as_ptr() as *const __m128i);
-    let table = _mm256_set_m128i(t, t);
+    let table = avx2::iq4nl_table();
     for half in rb0 / 8..rb1.div_ceil(8) {
         let (g, h) = (half / 2, half % 2);
         let grp = p.group(g);
@@ -432,9 +430,11 @@ unsafe fn expand_packed_q32(
                 let mut l = _mm256_and_si256(a, low);
                 let mut hn = _mm256_and_si256(_mm256_srli_epi16::<4>(a), low);
                 if qh {
-                    let bits = grp.qh[j].0.as_ptr() as *const u32;
-                    l = _mm256_or_si256(l, fifth_bits(bits.add(2 * (2 * t) + h)));
-                    hn = _mm256_or_si256(hn, fifth_bits(bits.add(2 * (2 * t + 1) + h)));
+                    // Mask 2t + i, the 32 bits of this half's 8 rows.
+                    let mask =
+                        |i: usize| avx2::fifth_bits((grp.qh[j].0[2 * t + i] >> (32 * h)) as u32);
+                    l = _mm256_or_si256(l, mask(0));
+                    hn = _mm256_or_si256(hn, mask(1));
                 }
                 v[t] = _mm256_castsi256_ps(l);
                 v[4 + t] = _mm256_castsi256_ps(hn);

@@ -24,7 +24,7 @@
 use super::q32::{Block32, Group};
 use super::GROUP16;
 use crate::blocks::{BlockQ8_0, KVALUES_IQ4NL_PLUS_128};
-use crate::dot::avx2::f16;
+use crate::dot::avx2::{f16, fifth_bits};
 use std::arch::x86_64::*;
 
 /// Block columns ahead that the weights are prefetched.
@@ -60,27 +60,6 @@ pub(crate) unsafe fn gemv4<B: Block32>(
 #[inline(always)]
 unsafe fn lanes16(x: [u8; 16]) -> __m256i {
     _mm256_broadcastsi128_si256(_mm_loadu_si128(x.as_ptr() as *const __m128i))
-}
-
-/// The fifth bits of 32 levels, from their 32-bit mask (bit `i` for byte
-/// `i`, see [`super::q32`]'s layout), as 0x10 in each byte whose bit is set:
-/// mask byte `i` goes to bytes `8i..8i + 8` (in-lane: lane 1 takes mask
-/// bytes 2 and 3), then each byte keeps its own bit.
-///
-/// # Safety
-/// AVX2 available; `mask` readable for 4 bytes.
-#[inline(always)]
-pub(crate) unsafe fn fifth_bits(mask: *const u32) -> __m256i {
-    let spread = _mm256_setr_epi8(
-        0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, //
-        2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3,
-    );
-    let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
-    let m = _mm256_shuffle_epi8(_mm256_set1_epi32(mask.read_unaligned() as i32), spread);
-    _mm256_and_si256(
-        _mm256_cmpeq_epi8(_mm256_and_si256(m, bit), bit),
-        _mm256_set1_epi8(0x10),
-    )
 }
 
 #[inline(always)]
@@ -135,8 +114,9 @@ unsafe fn gemv_rows<B: Block32, const M: usize>(
                     // Masks 2t (levels 4t..) and 2t + 1 (16 + 4t..), the
                     // 32 bits of this half's 8 rows.
                     let bits = w.qh.as_ptr().add(j) as *const u32;
-                    l = _mm256_or_si256(l, fifth_bits(bits.add(2 * (2 * t) + h)));
-                    hn = _mm256_or_si256(hn, fifth_bits(bits.add(2 * (2 * t + 1) + h)));
+                    let mask = |m: usize| fifth_bits(bits.add(2 * m + h).read_unaligned());
+                    l = _mm256_or_si256(l, mask(2 * t));
+                    hn = _mm256_or_si256(hn, mask(2 * t + 1));
                 }
                 let (l1, h1) = if B::LOOKUP {
                     let parts = (
@@ -153,18 +133,14 @@ unsafe fn gemv_rows<B: Block32, const M: usize>(
                     let q = act.get_unchecked(j).qs.as_ptr();
                     let al = _mm256_set1_epi32((q.add(4 * t) as *const i32).read_unaligned());
                     let ah = _mm256_set1_epi32((q.add(16 + 4 * t) as *const i32).read_unaligned());
-                    let [s0, s1] = &mut s16[k][h];
+                    let s = &mut s16[k][h];
+                    // Q5: the low and the high levels in their own lanes.
+                    let hi = usize::from(B::QH);
+                    s[0] = _mm256_add_epi16(s[0], _mm256_maddubs_epi16(l, al));
+                    s[hi] = _mm256_add_epi16(s[hi], _mm256_maddubs_epi16(hn, ah));
                     if B::LOOKUP {
-                        *s0 = _mm256_add_epi16(*s0, _mm256_maddubs_epi16(l, al));
-                        *s0 = _mm256_add_epi16(*s0, _mm256_maddubs_epi16(hn, ah));
-                        *s1 = _mm256_add_epi16(*s1, _mm256_maddubs_epi16(l1, al));
-                        *s1 = _mm256_add_epi16(*s1, _mm256_maddubs_epi16(h1, ah));
-                    } else if B::QH {
-                        *s0 = _mm256_add_epi16(*s0, _mm256_maddubs_epi16(l, al));
-                        *s1 = _mm256_add_epi16(*s1, _mm256_maddubs_epi16(hn, ah));
-                    } else {
-                        *s0 = _mm256_add_epi16(*s0, _mm256_maddubs_epi16(l, al));
-                        *s0 = _mm256_add_epi16(*s0, _mm256_maddubs_epi16(hn, ah));
+                        s[1] = _mm256_add_epi16(s[1], _mm256_maddubs_epi16(l1, al));
+                        s[1] = _mm256_add_epi16(s[1], _mm256_maddubs_epi16(h1, ah));
                     }
                 }
             }
