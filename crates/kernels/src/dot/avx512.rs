@@ -358,48 +358,63 @@ const Q6K_SCALE_LANES: [[i16; 32]; 4] = {
     t
 };
 
-/// Q6_K weights × Q8_K activations.
-///
-/// # Safety
-/// AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C available. Reads
-/// `min(w.len(), a.len())` blocks of each slice.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-pub unsafe fn q6k_q8k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
-    q6k_rows::<false, 1>(w, [a])[0]
+/// The entry points of a k-quant's AVX-512 row kernel `$rows` (one row and four
+/// rows, each with and without GFNI): `$one` and `$gfni` take their
+/// doc comments from the invocation, the four-row forms share theirs.
+macro_rules! kquant_entries {
+    ($B:ty, $rows:ident, $(#[$one_doc:meta])* $one:ident, $(#[$gfni_doc:meta])* $gfni:ident,
+     $four:ident, $four_gfni:ident) => {
+        $(#[$one_doc])*
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+        pub unsafe fn $one(w: &[$B], a: &[BlockQ8K]) -> f32 {
+            $rows::<false, 1>(w, [a])[0]
+        }
+
+        $(#[$gfni_doc])*
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,gfni,avx2,fma,f16c")]
+        pub unsafe fn $gfni(w: &[$B], a: &[BlockQ8K]) -> f32 {
+            $rows::<true, 1>(w, [a])[0]
+        }
+
+        #[doc = concat!("[`", stringify!($one), "`] for 4 activation rows: each super-block's \
+            levels and spread scales are built once for the four. Each result equals [`",
+            stringify!($one), "`]'s on that row bit for bit.\n\n# Safety\nAs [`",
+            stringify!($one), "`]; reads `w.len()` blocks of each row, which must hold them.")]
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+        pub unsafe fn $four(w: &[$B], a: [&[BlockQ8K]; 4]) -> [f32; 4] {
+            $rows::<false, 4>(w, a)
+        }
+
+        #[doc = concat!("[`", stringify!($four), "`] with GFNI, as [`", stringify!($gfni),
+            "`].\n\n# Safety\nAs [`", stringify!($four), "`], and GFNI available.")]
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,gfni,avx2,fma,f16c")]
+        pub unsafe fn $four_gfni(w: &[$B], a: [&[BlockQ8K]; 4]) -> [f32; 4] {
+            $rows::<true, 4>(w, a)
+        }
+    };
 }
 
-/// [`q6k_q8k`] with the level bits placed by GFNI: the two bits of `qh`
-/// that each level takes go to bits 4–5 through one `vgf2p8affineqb` per
-/// 64 levels (the bit pair chosen per 256-bit half by the matrix), where
-/// [`q6k_q8k`] needs a variable shift and a mask. The levels, the integer
-/// lanes and the result are those of [`q6k_q8k`] bit for bit.
-///
-/// # Safety
-/// As [`q6k_q8k`], and GFNI available.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,gfni,avx2,fma,f16c")]
-pub unsafe fn q6k_q8k_gfni(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
-    q6k_rows::<true, 1>(w, [a])[0]
-}
-
-/// [`q6k_q8k`] for 4 activation rows: each super-block's levels and spread
-/// scales are built once for the four. Each result equals [`q6k_q8k`]'s on
-/// that row bit for bit.
-///
-/// # Safety
-/// As [`q6k_q8k`]; reads `w.len()` blocks of each row, which must hold them.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-pub unsafe fn q6k_q8k_x4(w: &[BlockQ6K], a: [&[BlockQ8K]; 4]) -> [f32; 4] {
-    q6k_rows::<false, 4>(w, a)
-}
-
-/// [`q6k_q8k_x4`] with GFNI, as [`q6k_q8k_gfni`].
-///
-/// # Safety
-/// As [`q6k_q8k_x4`], and GFNI available.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,gfni,avx2,fma,f16c")]
-pub unsafe fn q6k_q8k_x4_gfni(w: &[BlockQ6K], a: [&[BlockQ8K]; 4]) -> [f32; 4] {
-    q6k_rows::<true, 4>(w, a)
-}
+kquant_entries!(
+    BlockQ6K,
+    q6k_rows,
+    /// Q6_K weights × Q8_K activations.
+    ///
+    /// # Safety
+    /// AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C available. Reads
+    /// `min(w.len(), a.len())` blocks of each slice.
+    q6k_q8k,
+    /// [`q6k_q8k`] with the level bits placed by GFNI: the two bits of `qh`
+    /// that each level takes go to bits 4–5 through one `vgf2p8affineqb` per
+    /// 64 levels (the bit pair chosen per 256-bit half by the matrix), where
+    /// [`q6k_q8k`] needs a variable shift and a mask. The levels, the integer
+    /// lanes and the result are those of [`q6k_q8k`] bit for bit.
+    ///
+    /// # Safety
+    /// As [`q6k_q8k`], and GFNI available.
+    q6k_q8k_gfni,
+    q6k_q8k_x4,
+    q6k_q8k_x4_gfni
+);
 
 /// The Q6_K kernel body for `M` activation rows (`M` is 1 or 4, as
 /// `ksteps` takes them); `GFNI`: place the high bits with GFNI (only
@@ -616,28 +631,27 @@ pub(super) unsafe fn sums<const R: usize>(acc: [__m512i; R]) -> [i32; R] {
     out
 }
 
-/// Q3_K weights × Q8_K activations, the scalar kernel's result bit for bit
-/// (see the module docs).
-///
-/// # Safety
-/// As [`q2k_q8k`].
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-pub unsafe fn q3k_q8k(w: &[BlockQ3K], a: &[BlockQ8K]) -> f32 {
-    q3k_rows::<false, 1>(w, [a])[0]
-}
-
-/// [`q3k_q8k`] with each level's three bits placed by GFNI: one
-/// `vgf2p8affineqb` takes the 2-bit field to bits 0–1 and one takes the
-/// `hmask` bit to bit 2 (the bits chosen per 256-bit half by the
-/// matrices), where [`q3k_q8k`] shifts and masks each. Same levels, so
-/// bit-identical to it.
-///
-/// # Safety
-/// As [`q2k_q8k`], and GFNI available.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,gfni,avx2,fma,f16c")]
-pub unsafe fn q3k_q8k_gfni(w: &[BlockQ3K], a: &[BlockQ8K]) -> f32 {
-    q3k_rows::<true, 1>(w, [a])[0]
-}
+kquant_entries!(
+    BlockQ3K,
+    q3k_rows,
+    /// Q3_K weights × Q8_K activations, the scalar kernel's result bit for bit
+    /// (see the module docs).
+    ///
+    /// # Safety
+    /// As [`q2k_q8k`].
+    q3k_q8k,
+    /// [`q3k_q8k`] with each level's three bits placed by GFNI: one
+    /// `vgf2p8affineqb` takes the 2-bit field to bits 0–1 and one takes the
+    /// `hmask` bit to bit 2 (the bits chosen per 256-bit half by the
+    /// matrices), where [`q3k_q8k`] shifts and masks each. Same levels, so
+    /// bit-identical to it.
+    ///
+    /// # Safety
+    /// As [`q2k_q8k`], and GFNI available.
+    q3k_q8k_gfni,
+    q3k_q8k_x4,
+    q3k_q8k_x4_gfni
+);
 
 /// Whether the CPU has GFNI, which the `_gfni` forms of the kernels need on
 /// top of AVX-512 (detected once by the standard library, then a load).
@@ -809,64 +823,26 @@ unsafe fn halves_i16(lo: i16, hi: i16) -> __m512i {
     _mm512_inserti64x4::<1>(_mm512_set1_epi16(lo), _mm256_set1_epi16(hi))
 }
 
-/// Q5_K weights × Q8_K activations, the scalar kernel's result bit for bit
-/// (see the module docs).
-///
-/// # Safety
-/// As [`q2k_q8k`].
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-pub unsafe fn q5k_q8k(w: &[BlockQ5K], a: &[BlockQ8K]) -> f32 {
-    q5k_rows::<false, 1>(w, [a])[0]
-}
-
-/// [`q5k_q8k`] with the nibbles and fifth bits placed by GFNI (one
-/// `vgf2p8affineqb` each per 64 levels, the bits chosen per 256-bit half by
-/// the matrices) instead of variable shifts and masks. Same levels, so
-/// bit-identical to it.
-///
-/// # Safety
-/// As [`q2k_q8k`], and GFNI available.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,gfni,avx2,fma,f16c")]
-pub unsafe fn q5k_q8k_gfni(w: &[BlockQ5K], a: &[BlockQ8K]) -> f32 {
-    q5k_rows::<true, 1>(w, [a])[0]
-}
-
-/// [`q3k_q8k`] for 4 activation rows: each super-block's levels and spread
-/// scales built once for the four; each result equals [`q3k_q8k`]'s.
-///
-/// # Safety
-/// As [`q3k_q8k`]; reads `w.len()` blocks of each row, which must hold them.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-pub unsafe fn q3k_q8k_x4(w: &[BlockQ3K], a: [&[BlockQ8K]; 4]) -> [f32; 4] {
-    q3k_rows::<false, 4>(w, a)
-}
-
-/// [`q3k_q8k_x4`] with GFNI, as [`q3k_q8k_gfni`].
-///
-/// # Safety
-/// As [`q3k_q8k_x4`], and GFNI available.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,gfni,avx2,fma,f16c")]
-pub unsafe fn q3k_q8k_x4_gfni(w: &[BlockQ3K], a: [&[BlockQ8K]; 4]) -> [f32; 4] {
-    q3k_rows::<true, 4>(w, a)
-}
-
-/// [`q5k_q8k`] for 4 activation rows, as [`q3k_q8k_x4`].
-///
-/// # Safety
-/// As [`q5k_q8k`]; reads `w.len()` blocks of each row, which must hold them.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-pub unsafe fn q5k_q8k_x4(w: &[BlockQ5K], a: [&[BlockQ8K]; 4]) -> [f32; 4] {
-    q5k_rows::<false, 4>(w, a)
-}
-
-/// [`q5k_q8k_x4`] with GFNI, as [`q5k_q8k_gfni`].
-///
-/// # Safety
-/// As [`q5k_q8k_x4`], and GFNI available.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,gfni,avx2,fma,f16c")]
-pub unsafe fn q5k_q8k_x4_gfni(w: &[BlockQ5K], a: [&[BlockQ8K]; 4]) -> [f32; 4] {
-    q5k_rows::<true, 4>(w, a)
-}
+kquant_entries!(
+    BlockQ5K,
+    q5k_rows,
+    /// Q5_K weights × Q8_K activations, the scalar kernel's result bit for bit
+    /// (see the module docs).
+    ///
+    /// # Safety
+    /// As [`q2k_q8k`].
+    q5k_q8k,
+    /// [`q5k_q8k`] with the nibbles and fifth bits placed by GFNI (one
+    /// `vgf2p8affineqb` each per 64 levels, the bits chosen per 256-bit half by
+    /// the matrices) instead of variable shifts and masks. Same levels, so
+    /// bit-identical to it.
+    ///
+    /// # Safety
+    /// As [`q2k_q8k`], and GFNI available.
+    q5k_q8k_gfni,
+    q5k_q8k_x4,
+    q5k_q8k_x4_gfni
+);
 
 /// The Q5_K kernel body for `M` activation rows (1 or 4, as
 /// `avx2::ksteps` takes them); `GFNI`: place the bits with GFNI
