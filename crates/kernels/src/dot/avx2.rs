@@ -1226,25 +1226,136 @@ unsafe fn iq_sub_dot((m, s, sc): (__m256i, __m256i, __m256i), a: *const i8) -> _
     _mm256_madd_epi16(_mm256_maddubs_epi16(m, a), sc)
 }
 
-/// The i-quants' one-row kernel.
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn iq_q8k<B: IqBlock>(w: &[B], a: &[BlockQ8K]) -> f32 {
-    let mut sumf = 0f32;
-    for (x, y) in w.iter().zip(a) {
-        let mut acc = _mm256_setzero_si256();
-        for ib in 0..8 {
-            acc = _mm256_add_epi32(acc, iq_sub_dot(iq_sub(x, ib), y.qs.as_ptr().add(32 * ib)));
+/// A lattice i-quant block as the AVX2 kernels read it: [`IqBlock`] and,
+/// where the block's integer sum has a part its sub-block lanes do not
+/// hold (IQ1_S's shifts), that part's weights in vector form.
+trait IqYmm: IqBlock {
+    /// Per group of 16 values, the weight of its activations' sum (i16
+    /// lanes, in order): `Σ_g offset_g · bsum_g` is
+    /// [`IqBlock::delta_sum`]. `None` where that is zero.
+    #[inline(always)]
+    unsafe fn offset(&self) -> Option<__m256i> {
+        None
+    }
+}
+
+impl IqYmm for BlockIQ2XXS {}
+impl IqYmm for BlockIQ2XS {}
+impl IqYmm for BlockIQ2S {}
+impl IqYmm for BlockIQ3XXS {}
+impl IqYmm for BlockIQ3S {}
+
+impl IqYmm for BlockIQ1S {
+    /// Sub-block `ib`'s scale `2·s + 1` (bits 12..15 of `qh[ib]`) times
+    /// its shift `δ` (−1 where bit 15 is set, else 1), once per half.
+    #[inline(always)]
+    unsafe fn offset(&self) -> Option<__m256i> {
+        let qh = _mm_loadu_si128(self.qh.as_ptr() as *const __m128i);
+        let s = _mm_and_si128(_mm_srli_epi16(qh, 12), _mm_set1_epi16(7));
+        let s = _mm_or_si128(_mm_slli_epi16(s, 1), _mm_set1_epi16(1));
+        // `vpsignw` negates where `qh` is negative (bit 15); `| 1` keeps a
+        // zero `qh` from zeroing its scale.
+        let sd = _mm_sign_epi16(s, _mm_or_si128(qh, _mm_set1_epi16(1)));
+        Some(_mm256_set_m128i(
+            _mm_unpackhi_epi16(sd, sd),
+            _mm_unpacklo_epi16(sd, sd),
+        ))
+    }
+}
+
+/// Block `x`'s integer sum against `y` as i32 lanes (their sum is the
+/// scalar kernel's `sumi`, exactly). `o`: `x`'s [`IqYmm::offset`].
+#[inline(always)]
+unsafe fn iq_block<B: IqYmm>(x: &B, o: Option<__m256i>, y: &BlockQ8K) -> __m256i {
+    let mut acc = _mm256_setzero_si256();
+    for ib in 0..8 {
+        acc = _mm256_add_epi32(acc, iq_sub_dot(iq_sub(x, ib), y.qs.as_ptr().add(32 * ib)));
+    }
+    iq_finish::<B>(acc, o, y)
+}
+
+/// `MUL · acc` plus the offset part of the sum, where the type has one.
+#[inline(always)]
+unsafe fn iq_finish<B: IqBlock>(acc: __m256i, o: Option<__m256i>, y: &BlockQ8K) -> __m256i {
+    match o {
+        Some(o) => {
+            let bsums = _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i);
+            let acc = _mm256_mullo_epi32(acc, _mm256_set1_epi32(B::MUL));
+            _mm256_add_epi32(acc, _mm256_madd_epi16(bsums, o))
         }
-        let sumi = B::MUL * hsum_i32(acc) + x.delta_sum(&y.bsums);
+        None => {
+            debug_assert_eq!(B::MUL, 1);
+            acc
+        }
+    }
+}
+
+/// The lane sums of four i32 vectors, in order.
+#[inline(always)]
+unsafe fn hsum4_i32(a: [__m256i; 4]) -> __m128i {
+    let t = _mm256_hadd_epi32(_mm256_hadd_epi32(a[0], a[1]), _mm256_hadd_epi32(a[2], a[3]));
+    _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1))
+}
+
+/// The scalar kernel's float products `(FACTOR·d_a)·d·sumi` of four blocks
+/// at once (each lane rounds as the scalar step does).
+#[inline(always)]
+unsafe fn iq_products<B: IqBlock>(da: [f32; 4], d: [F16Le; 4], sumi: __m128i) -> __m128 {
+    let da = _mm_mul_ps(
+        _mm_set1_ps(B::FACTOR),
+        _mm_setr_ps(da[0], da[1], da[2], da[3]),
+    );
+    let d = _mm_cvtph_ps(_mm_setr_epi16(
+        d[0].bits() as i16,
+        d[1].bits() as i16,
+        d[2].bits() as i16,
+        d[3].bits() as i16,
+        0,
+        0,
+        0,
+        0,
+    ));
+    _mm_mul_ps(_mm_mul_ps(da, d), _mm_cvtepi32_ps(sumi))
+}
+
+/// The i-quants' one-row kernel. Four blocks share one horizontal sum and
+/// one vector of float products; their steps into `sumf` stay in order.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn iq_q8k<B: IqYmm>(w: &[B], a: &[BlockQ8K]) -> f32 {
+    let mut sumf = 0f32;
+    let mut xs = w.chunks_exact(4);
+    let mut ys = a.chunks_exact(4);
+    for (x, y) in (&mut xs).zip(&mut ys) {
+        let acc = [
+            iq_block(&x[0], x[0].offset(), &y[0]),
+            iq_block(&x[1], x[1].offset(), &y[1]),
+            iq_block(&x[2], x[2].offset(), &y[2]),
+            iq_block(&x[3], x[3].offset(), &y[3]),
+        ];
+        let p = iq_products::<B>(
+            [y[0].d, y[1].d, y[2].d, y[3].d],
+            [x[0].d(), x[1].d(), x[2].d(), x[3].d()],
+            hsum4_i32(acc),
+        );
+        let mut p4 = [0f32; 4];
+        _mm_storeu_ps(p4.as_mut_ptr(), p);
+        sumf += p4[0];
+        sumf += p4[1];
+        sumf += p4[2];
+        sumf += p4[3];
+    }
+    for (x, y) in xs.remainder().iter().zip(ys.remainder()) {
+        let sumi = hsum_i32(iq_block(x, x.offset(), y));
         sumf += B::FACTOR * y.d * f16(x.d()) * sumi as f32;
     }
     sumf
 }
 
-/// The i-quants' four-row kernel: each sub-block read once for four rows.
+/// The i-quants' four-row kernel: each sub-block read once for four rows,
+/// whose block sums share one horizontal sum and one vector of products.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn iq_q8k_x4<B: IqBlock>(w: &[B], a: [&[BlockQ8K]; 4]) -> [f32; 4] {
-    let mut sumf = [0f32; 4];
+unsafe fn iq_q8k_x4<B: IqYmm>(w: &[B], a: [&[BlockQ8K]; 4]) -> [f32; 4] {
+    let mut sumf = _mm_setzero_ps();
     for (i, x) in w.iter().enumerate() {
         let y = [&a[0][i], &a[1][i], &a[2][i], &a[3][i]];
         let mut acc = [_mm256_setzero_si256(); 4];
@@ -1255,13 +1366,20 @@ unsafe fn iq_q8k_x4<B: IqBlock>(w: &[B], a: [&[BlockQ8K]; 4]) -> [f32; 4] {
                 acc[r] = _mm256_add_epi32(acc[r], p);
             }
         }
-        let d = f16(x.d());
-        for r in 0..4 {
-            let sumi = B::MUL * hsum_i32(acc[r]) + x.delta_sum(&y[r].bsums);
-            sumf[r] += B::FACTOR * y[r].d * d * sumi as f32;
-        }
+        let o = x.offset();
+        let acc = [
+            iq_finish::<B>(acc[0], o, y[0]),
+            iq_finish::<B>(acc[1], o, y[1]),
+            iq_finish::<B>(acc[2], o, y[2]),
+            iq_finish::<B>(acc[3], o, y[3]),
+        ];
+        let d = x.d();
+        let p = iq_products::<B>([y[0].d, y[1].d, y[2].d, y[3].d], [d; 4], hsum4_i32(acc));
+        sumf = _mm_add_ps(sumf, p);
     }
-    sumf
+    let mut out = [0f32; 4];
+    _mm_storeu_ps(out.as_mut_ptr(), sumf);
+    out
 }
 
 macro_rules! iq_entries {
