@@ -54,6 +54,20 @@ pub(crate) unsafe fn f16(x: F16Le) -> f32 {
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(x.bits() as i32)))
 }
 
+/// One f16 as f32 in all eight lanes.
+///
+/// # Safety
+/// AVX and F16C available.
+/// In a loop that multiplies the scale
+/// into an accumulator, this form, not `_mm256_set1_ps(f16(..))`: there
+/// the compiler, needing one lane, inserts the f16 into whatever register
+/// is at hand (an accumulator), and the next block's scale waits on the
+/// last block's multiply-add.
+#[inline(always)]
+pub(crate) unsafe fn f16x8(x: F16Le) -> __m256 {
+    _mm256_cvtph_ps(_mm_set1_epi16(x.bits() as i16))
+}
+
 /// Signed i8 × i8 products summed in pairs and quads to i32 lanes.
 #[inline(always)]
 unsafe fn dot_i8_i32(x: __m256i, y: __m256i) -> __m256i {
@@ -102,23 +116,36 @@ unsafe fn sum_blocks<X, Y, const K: usize>(
     a: &[Y],
     blk: impl Fn(&X, &Y) -> [(__m256, __m256); K],
 ) -> __m256 {
-    let mut acc = [_mm256_setzero_ps(); 2];
-    let n = w.len().min(a.len());
-    for i in 0..n {
-        prefetch_ahead(&w[i]);
-        // i % 2 is resolved after the compiler unrolls by two.
-        for (d, p) in blk(&w[i], &a[i]) {
-            acc[i % 2] = _mm256_fmadd_ps(d, p, acc[i % 2]);
+    // Even blocks into `acc0`, odd ones into `acc1`, unrolled by hand: an
+    // array indexed by `i % 2` was left on the stack, its multiply-adds
+    // chained through stores and loads.
+    let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    let mut pairs = w.chunks_exact(2).zip(a.chunks_exact(2));
+    for (x, y) in &mut pairs {
+        prefetch_ahead(&x[0]);
+        for (d, p) in blk(&x[0], &y[0]) {
+            acc0 = _mm256_fmadd_ps(d, p, acc0);
+        }
+        prefetch_ahead(&x[1]);
+        for (d, p) in blk(&x[1], &y[1]) {
+            acc1 = _mm256_fmadd_ps(d, p, acc1);
         }
     }
-    _mm256_add_ps(acc[0], acc[1])
+    let n = w.len().min(a.len());
+    if n % 2 == 1 {
+        prefetch_ahead(&w[n - 1]);
+        for (d, p) in blk(&w[n - 1], &a[n - 1]) {
+            acc0 = _mm256_fmadd_ps(d, p, acc0);
+        }
+    }
+    _mm256_add_ps(acc0, acc1)
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn q4_0_q8_0(w: &[BlockQ4_0], a: &[BlockQ8_0]) -> f32 {
     let off = _mm256_set1_epi8(8);
     hsum_f32(sum_blocks(w, a, |x, y| {
-        let d = _mm256_set1_ps(f16(x.d) * f16(y.d));
+        let d = _mm256_mul_ps(f16x8(x.d), f16x8(y.d));
         let qx = _mm256_sub_epi8(nibbles(x.qs.as_ptr()), off);
         let p = dot_i8_i32(qx, load_i8(y.qs.as_ptr()));
         [(d, _mm256_cvtepi32_ps(p))]
@@ -130,14 +157,14 @@ pub unsafe fn q4_1_q8_1(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 {
     let ones = _mm256_set1_epi16(1);
     let ones8 = _mm256_set1_epi8(1);
     hsum_f32(sum_blocks(w, a, |x, y| {
-        let dy = f16(y.d);
+        let dy = f16x8(y.d);
         let yq = load_i8(y.qs.as_ptr());
         let qx = nibbles(x.qs.as_ptr());
         let p = _mm256_madd_epi16(_mm256_maddubs_epi16(qx, yq), ones);
         let sum = _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, yq), ones);
         [
-            (_mm256_set1_ps(f16(x.d) * dy), _mm256_cvtepi32_ps(p)),
-            (_mm256_set1_ps(f16(x.m) * dy), _mm256_cvtepi32_ps(sum)),
+            (_mm256_mul_ps(f16x8(x.d), dy), _mm256_cvtepi32_ps(p)),
+            (_mm256_mul_ps(f16x8(x.m), dy), _mm256_cvtepi32_ps(sum)),
         ]
     }))
 }
@@ -146,7 +173,7 @@ pub unsafe fn q4_1_q8_1(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 {
 pub unsafe fn q5_0_q8_0(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> f32 {
     let high = _mm256_set1_epi8(0xF0u8 as i8);
     hsum_f32(sum_blocks(w, a, |x, y| {
-        let d = _mm256_set1_ps(f16(x.d) * f16(y.d));
+        let d = _mm256_mul_ps(f16x8(x.d), f16x8(y.d));
         // nibble | 0xF0 where the 5th bit is clear = nibble + 16 - 32 as i8.
         let hb = _mm256_andnot_si256(bytes_from_bits(u32::from_le_bytes(x.qh)), high);
         let qx = _mm256_or_si256(nibbles(x.qs.as_ptr()), hb);
@@ -161,15 +188,15 @@ pub unsafe fn q5_1_q8_1(w: &[BlockQ5_1], a: &[BlockQ8_1]) -> f32 {
     let ones8 = _mm256_set1_epi8(1);
     let bit4 = _mm256_set1_epi8(0x10);
     hsum_f32(sum_blocks(w, a, |x, y| {
-        let dy = f16(y.d);
+        let dy = f16x8(y.d);
         let yq = load_i8(y.qs.as_ptr());
         let hb = _mm256_and_si256(bytes_from_bits(u32::from_le_bytes(x.qh)), bit4);
         let qx = _mm256_or_si256(nibbles(x.qs.as_ptr()), hb);
         let p = _mm256_madd_epi16(_mm256_maddubs_epi16(qx, yq), ones);
         let sum = _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, yq), ones);
         [
-            (_mm256_set1_ps(f16(x.d) * dy), _mm256_cvtepi32_ps(p)),
-            (_mm256_set1_ps(f16(x.m) * dy), _mm256_cvtepi32_ps(sum)),
+            (_mm256_mul_ps(f16x8(x.d), dy), _mm256_cvtepi32_ps(p)),
+            (_mm256_mul_ps(f16x8(x.m), dy), _mm256_cvtepi32_ps(sum)),
         ]
     }))
 }
@@ -177,7 +204,7 @@ pub unsafe fn q5_1_q8_1(w: &[BlockQ5_1], a: &[BlockQ8_1]) -> f32 {
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn q8_0_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f32 {
     hsum_f32(sum_blocks(w, a, |x, y| {
-        let d = _mm256_set1_ps(f16(x.d) * f16(y.d));
+        let d = _mm256_mul_ps(f16x8(x.d), f16x8(y.d));
         let p = dot_i8_i32(load_i8(x.qs.as_ptr()), load_i8(y.qs.as_ptr()));
         [(d, _mm256_cvtepi32_ps(p))]
     }))
@@ -188,7 +215,7 @@ pub unsafe fn iq4_nl_q8_0(w: &[BlockIQ4NL], a: &[BlockQ8_0]) -> f32 {
     let t = _mm_loadu_si128(KVALUES_IQ4NL.as_ptr() as *const __m128i);
     let table = _mm256_set_m128i(t, t);
     hsum_f32(sum_blocks(w, a, |x, y| {
-        let d = _mm256_set1_ps(f16(x.d) * f16(y.d));
+        let d = _mm256_mul_ps(f16x8(x.d), f16x8(y.d));
         let qx = _mm256_shuffle_epi8(table, nibbles(x.qs.as_ptr()));
         let p = dot_i8_i32(qx, load_i8(y.qs.as_ptr()));
         [(d, _mm256_cvtepi32_ps(p))]
@@ -954,10 +981,10 @@ pub unsafe fn q8_0_q8_0_x4(w: &[BlockQ8_0], a: [&[BlockQ8_0]; 4]) -> [f32; 4] {
     #[inline(always)]
     unsafe fn step(x: &BlockQ8_0, a: [&[BlockQ8_0]; 4], i: usize, acc: &mut [__m256; 4]) {
         let qx = load_i8(x.qs.as_ptr());
-        let dx = f16(x.d);
+        let dx = f16x8(x.d);
         for t in 0..4 {
             let y = &a[t][i];
-            let d = _mm256_set1_ps(dx * f16(y.d));
+            let d = _mm256_mul_ps(dx, f16x8(y.d));
             let p = dot_i8_i32(qx, load_i8(y.qs.as_ptr()));
             acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc[t]);
         }

@@ -178,6 +178,16 @@ impl OffsetBlock for BlockIQ4NL {
     }
 }
 
+/// One f16 as f32 in all sixteen lanes: [`super::avx2::f16x8`]'s form
+/// (no false dependency on an accumulator) for `zmm`.
+///
+/// # Safety
+/// AVX-512 F available.
+#[inline(always)]
+pub(crate) unsafe fn f16x16(x: F16Le) -> __m512 {
+    _mm512_cvtph_ps(_mm256_set1_epi16(x.bits() as i16))
+}
+
 /// The 32 levels of each of two blocks' 16 nibble bytes, in value order
 /// (low nibbles, then high ones): `[x's 32 | y's 32]`.
 #[inline(always)]

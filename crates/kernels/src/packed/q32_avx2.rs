@@ -24,7 +24,7 @@
 use super::q32::{Block32, Group};
 use super::GROUP16;
 use crate::blocks::{BlockQ8_0, KVALUES_IQ4NL_PLUS_128};
-use crate::dot::avx2::{f16, fifth_bits};
+use crate::dot::avx2::{f16x8, fifth_bits};
 use std::arch::x86_64::*;
 
 /// Block columns ahead that the weights are prefetched.
@@ -149,7 +149,7 @@ unsafe fn gemv_rows<B: Block32, const M: usize>(
             _mm256_cvtph_ps(_mm_loadu_si128(v.as_ptr().add(8 * h) as *const __m128i))
         };
         for (k, &(act, sums)) in a.iter().enumerate() {
-            let da = f16(act.get_unchecked(j).d);
+            let da = f16x8(act.get_unchecked(j).d);
             let s = *sums.get_unchecked(j);
             for h in 0..2 {
                 let [s0, s1] = s16[k][h];
@@ -162,11 +162,14 @@ unsafe fn gemv_rows<B: Block32, const M: usize>(
                 }
                 // step_d: sumf + sumi·(d_w·d_a); step_dm adds m_w·(d_a·Σa)
                 // to the product before the sum.
-                let dd = _mm256_mul_ps(half8(w.d.get_unchecked(j), h), _mm256_set1_ps(da));
+                let dd = _mm256_mul_ps(half8(w.d.get_unchecked(j), h), da);
                 let prod = _mm256_mul_ps(_mm256_cvtepi32_ps(sumi), dd);
                 let term = if B::MIN {
                     let mw = half8(w.m.get_unchecked(j), h);
-                    _mm256_add_ps(prod, _mm256_mul_ps(mw, _mm256_set1_ps(da * s as f32)))
+                    _mm256_add_ps(
+                        prod,
+                        _mm256_mul_ps(mw, _mm256_mul_ps(da, _mm256_set1_ps(s as f32))),
+                    )
                 } else {
                     prod
                 };

@@ -17,7 +17,7 @@
 use super::q32::{Block32, Group};
 use super::GROUP16;
 use crate::blocks::{BlockQ8_0, KVALUES_IQ4NL_PLUS_128};
-use crate::dot::avx2::f16;
+use crate::dot::avx512::f16x16;
 use std::arch::x86_64::*;
 
 /// Block columns ahead that the weights are prefetched.
@@ -87,7 +87,7 @@ pub(crate) unsafe fn gemv<B: Block32>(
             hi = _mm512_dpbusd_epi32(hi, h, bh);
         }
         let dw = _mm512_cvtph_ps(_mm256_loadu_si256(w.d.as_ptr().add(j) as *const __m256i));
-        let da = f16(act.get_unchecked(j).d);
+        let da = f16x16(act.get_unchecked(j).d);
         let s = *sums.get_unchecked(j);
         let mut sumi = _mm512_add_epi32(lo, hi);
         if B::OFF != 0 {
@@ -95,11 +95,14 @@ pub(crate) unsafe fn gemv<B: Block32>(
         }
         // step_d: sumf + sumi·(d_w·d_a); step_dm adds m_w·(d_a·Σa) to the
         // product before the sum.
-        let dd = _mm512_mul_ps(dw, _mm512_set1_ps(da));
+        let dd = _mm512_mul_ps(dw, da);
         let prod = _mm512_mul_ps(_mm512_cvtepi32_ps(sumi), dd);
         let term = if B::MIN {
             let mw = _mm512_cvtph_ps(_mm256_loadu_si256(w.m.as_ptr().add(j) as *const __m256i));
-            _mm512_add_ps(prod, _mm512_mul_ps(mw, _mm512_set1_ps(da * s as f32)))
+            _mm512_add_ps(
+                prod,
+                _mm512_mul_ps(mw, _mm512_mul_ps(da, _mm512_set1_ps(s as f32))),
+            )
         } else {
             prod
         };

@@ -49,7 +49,7 @@ pub unsafe fn gemv(
         }
         let sumi = _mm512_sub_epi32(_mm512_add_epi32(sum[0], sum[1]), _mm512_set1_epi32(128 * s));
         let dw = _mm512_cvtph_ps(_mm256_loadu_si256(d.as_ptr() as *const __m256i));
-        let scale = _mm512_mul_ps(dw, _mm512_set1_ps(crate::dot::avx2::f16(y.d)));
+        let scale = _mm512_mul_ps(dw, crate::dot::avx512::f16x16(y.d));
         acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sumi), scale, acc);
     }
     let mut out = [0f32; GROUP16];
