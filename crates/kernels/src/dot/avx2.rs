@@ -54,15 +54,14 @@ pub(crate) unsafe fn f16(x: F16Le) -> f32 {
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(x.bits() as i32)))
 }
 
-/// One f16 as f32 in all eight lanes.
-///
-/// # Safety
-/// AVX and F16C available.
-/// In a loop that multiplies the scale
+/// One f16 as f32 in all eight lanes. In a loop that multiplies the scale
 /// into an accumulator, this form, not `_mm256_set1_ps(f16(..))`: there
 /// the compiler, needing one lane, inserts the f16 into whatever register
 /// is at hand (an accumulator), and the next block's scale waits on the
 /// last block's multiply-add.
+///
+/// # Safety
+/// AVX2 and F16C available.
 #[inline(always)]
 pub(crate) unsafe fn f16x8(x: F16Le) -> __m256 {
     _mm256_cvtph_ps(_mm_set1_epi16(x.bits() as i16))
